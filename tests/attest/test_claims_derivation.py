@@ -1,0 +1,119 @@
+"""azurevm claim derivation from verified facts (templates, db/dbx, SIPA flags)."""
+
+from __future__ import annotations
+
+from bootwatch.attest.claims import (
+    AZURE_TRUSTED_LAUNCH,
+    MS_HYPERV_FIRMWARE_PK,
+    MS_KEK_CA_2011,
+    MS_UEFI_CA_2011,
+    MS_WINDOWS_PCA_2011,
+    DbxReference,
+    MeasuredSecureBoot,
+    OsInfo,
+    WindowsBootConfig,
+    derive_azurevm_claims,
+)
+from bootwatch.protocol import token as t
+
+APP = bytes.fromhex("cddfef92bed6a9f3c9873c2fbf511ab718a26d88df94c12064e39c34fccaf31a")
+# the facts of the real Azure Trusted Launch WS2019 log (corpus/maa/azure-guest-vm-derived)
+AZURE_SB = MeasuredSecureBoot(
+    secure_boot=True,
+    pk=(MS_HYPERV_FIRMWARE_PK,),
+    kek=(MS_KEK_CA_2011,),
+    db_certs=(MS_WINDOWS_PCA_2011,),
+    dbx_hashes=frozenset({b"\x01" * 32}),
+    authorities=(MS_WINDOWS_PCA_2011,),
+    boot_apps=(APP,),
+)
+OS = OsInfo("Windows", "Microsoft", 10, 0, "NotApplicable")
+JWK = {"kid": t.EPHEMERAL_KEY_KID, "kty": "RSA", "key_ops": ["encrypt"], "e": "AQAB", "n": "xx"}
+
+
+def _derive(sb: MeasuredSecureBoot = AZURE_SB, win: WindowsBootConfig | None = None,
+            pcrs: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7), ref: DbxReference | None = None):  # type: ignore[no-untyped-def]
+    return derive_azurevm_claims(
+        secure_boot=sb, windows=win or WindowsBootConfig(), templates=(AZURE_TRUSTED_LAUNCH,),
+        dbx_reference=ref, os_info=OS, attested_pcrs=pcrs, protocol_version="2.0",
+        enc_key_jwk=JWK, client_payload={"nonce": "MTIz"}, vm_id=None,
+    )
+
+
+def test_azure_defaults_all_validate() -> None:
+    out = _derive()
+    for claim in t.DEFAULT_POLICY_BOOLEANS:
+        assert out.claims[claim] is True, out.decision(claim)
+    assert out.template == "azure-trusted-launch"
+    assert out.claims[t.ATTESTED_PCRS] == [0, 1, 2, 3, 4, 5, 6, 7]
+    assert out.claims[t.IS_WINDOWS] is True
+    assert out.claims[t.RUNTIME] == {"keys": [JWK], "client-payload": {"nonce": "MTIz"}}
+    assert t.VMID not in out.claims
+
+
+def test_foreign_pk_fails_default_keys_only() -> None:
+    sb = MeasuredSecureBoot(True, ("34291bbf7389eafebbf3fb6fe3d7cc7412313eaf",), (MS_KEK_CA_2011,),
+                            (MS_UEFI_CA_2011, MS_WINDOWS_PCA_2011), dbx_hashes=frozenset({b"x"}),
+                            authorities=(MS_UEFI_CA_2011,), boot_apps=(APP,))
+    out = _derive(sb)
+    assert out.claims[t.DEFAULT_KEYS_VALIDATED] is False
+    why = out.decision(t.DEFAULT_KEYS_VALIDATED).reason
+    assert "PK [34291bbf7389] is not the template's" in why
+    assert out.claims[t.DB_VALIDATED] is True and out.claims[t.DBX_VALIDATED] is True
+
+
+def test_revoked_boot_app_fails_dbx() -> None:
+    ref = DbxReference(source="dbx_info_msft_latest.json", revoked_images=frozenset({APP}))
+    out = _derive(ref=ref)
+    assert out.claims[t.DBX_VALIDATED] is False
+    assert "revoked by dbx_info_msft_latest.json" in out.decision(t.DBX_VALIDATED).reason
+    local = MeasuredSecureBoot(**{**AZURE_SB.__dict__, "dbx_hashes": frozenset({APP})})
+    assert _derive(local).claims[t.DBX_VALIDATED] is False
+
+
+def test_cert_revocation_only_when_enforced() -> None:
+    ref = DbxReference("x", revoked_cert_thumbprints=frozenset({MS_WINDOWS_PCA_2011}))
+    assert _derive(ref=ref).claims[t.DBX_VALIDATED] is True
+    strict = DbxReference("x", revoked_cert_thumbprints=frozenset({MS_WINDOWS_PCA_2011}),
+                          enforce_certificates=True)
+    assert _derive(ref=strict).claims[t.DBX_VALIDATED] is False
+
+
+def test_empty_or_missing_dbx_and_db() -> None:
+    no_dbx = MeasuredSecureBoot(**{**AZURE_SB.__dict__, "dbx_hashes": frozenset()})
+    assert "empty" in _derive(no_dbx).decision(t.DBX_VALIDATED).reason
+    stray = MeasuredSecureBoot(**{**AZURE_SB.__dict__, "authorities": ("ab" * 20,)})
+    assert _derive(stray).claims[t.DB_VALIDATED] is False
+
+
+def test_secure_boot_off_and_pcr7_unattested() -> None:
+    off = MeasuredSecureBoot(**{**AZURE_SB.__dict__, "secure_boot": False})
+    assert _derive(off).claims[t.SECUREBOOT] is False
+    out = _derive(pcrs=(0, 1, 2, 3, 4, 5, 6))
+    for claim in (t.SECUREBOOT, t.DB_VALIDATED, t.DBX_VALIDATED, t.DEFAULT_KEYS_VALIDATED):
+        assert out.claims[claim] is False
+    assert "PCR 7" in out.decision(t.SECUREBOOT).reason
+
+
+def test_undecodable_variable_fails_closed() -> None:
+    bad = MeasuredSecureBoot(
+        **{**AZURE_SB.__dict__, "decoded": False, "problems": ("db: bad list",)}
+    )
+    out = _derive(bad)
+    assert out.claims[t.DB_VALIDATED] is False and out.claims[t.DEFAULT_KEYS_VALIDATED] is False
+
+
+def test_windows_flags() -> None:
+    on = WindowsBootConfig(present=True, attested=True, kernel_debug=True, flight_signing=True,
+                           elam=True, hvci_policy=3)
+    out = _derive(win=on)
+    assert out.claims[t.KERNELDEBUG_ENABLED] is True
+    assert out.claims[t.DEBUGGERS_DISABLED] is False
+    assert out.decision(t.DEBUGGERS_DISABLED).reason == "enabled: kernel debugging"
+    assert out.claims[t.SIGNING_DISABLED] is False
+    assert out.claims[t.ELAM_ENABLED] is True and out.claims[t.HVCI_POLICY] == 3
+    unattested = _derive(win=WindowsBootConfig(present=True, attested=False))
+    assert unattested.claims[t.DEBUGGERS_DISABLED] is False
+    assert unattested.claims[t.SIGNING_DISABLED] is False
+    linux = _derive(win=WindowsBootConfig())
+    assert linux.claims[t.DEBUGGERS_DISABLED] is True and linux.claims[t.ELAM_ENABLED] is False
