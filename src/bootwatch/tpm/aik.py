@@ -1,0 +1,190 @@
+"""AIK certificates: chain to configured trust anchors and bind to ``AikPub``.
+
+A quote proves only that *some* key signed it; the AIK certificate is what
+ties that key to a TPM the operator trusts.  Validation here is deliberately
+narrow and explicit (no Web-PKI profile): each link's signature, every
+certificate's validity at the given time, CA basicConstraints and keyUsage
+on intermediates, the leaf's keyUsage (digitalSignature) and EKU (the TCG
+AIK purpose 2.23.133.8.3 when an EKU is present), and the leaf's key equal
+to the AIK public area the quote was verified with.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtensionOID
+
+from bootwatch.tpm.errors import AikCertificateError
+from bootwatch.tpm.public import TpmPublic
+
+#: TCG "AIK certificate" extended key usage (tcg-kp-AIKCertificate).
+TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
+#: Longest chain walked (leaf + intermediates); protects against loops.
+MAX_CHAIN_DEPTH = 8
+#: Largest DER certificate accepted.
+MAX_CERT_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class TrustAnchors:
+    """Certificates the operator trusts to issue AIK certificates (roots or intermediates)."""
+
+    certificates: tuple[x509.Certificate, ...]
+
+    @classmethod
+    def from_pem(cls, pem_blobs: Iterable[bytes]) -> TrustAnchors:
+        """Load every certificate from one or more PEM blobs (a bundle, or a folder's files)."""
+        certs: list[x509.Certificate] = []
+        for blob in pem_blobs:
+            if b"-----BEGIN CERTIFICATE-----" not in blob:
+                continue
+            try:
+                certs.extend(x509.load_pem_x509_certificates(blob))
+            except ValueError as exc:
+                raise AikCertificateError("trust_anchor_malformed",
+                                          f"a trust-anchor PEM cannot be read: {exc}") from None
+        return cls(tuple(certs))
+
+
+@dataclass(frozen=True)
+class VerifiedAikChain:
+    """A leaf AIK certificate and the chain up to a trust anchor, all checked."""
+
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]  # issuers, nearest first, ending in the anchor
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """RFC 4514 subjects from leaf to anchor."""
+        return (self.leaf.subject.rfc4514_string(),
+                *(c.subject.rfc4514_string() for c in self.chain))
+
+
+def _spki(key: object) -> bytes:
+    assert hasattr(key, "public_bytes")
+    out = key.public_bytes(serialization.Encoding.DER,
+                           serialization.PublicFormat.SubjectPublicKeyInfo)
+    assert isinstance(out, bytes)
+    return out
+
+
+def _check_time(cert: x509.Certificate, at: datetime, what: str) -> None:
+    if at < cert.not_valid_before_utc:
+        raise AikCertificateError(
+            "aik_cert_not_yet_valid",
+            f"{what} {cert.subject.rfc4514_string()} is valid only from "
+            f"{cert.not_valid_before_utc.isoformat()}, checked at {at.isoformat()}")
+    if at > cert.not_valid_after_utc:
+        raise AikCertificateError(
+            "aik_cert_expired",
+            f"{what} {cert.subject.rfc4514_string()} expired on "
+            f"{cert.not_valid_after_utc.isoformat()}, checked at {at.isoformat()}")
+
+
+def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.ExtensionType | None:
+    try:
+        return cert.extensions.get_extension_for_oid(oid).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def load_aik_certificate(der: bytes) -> x509.Certificate:
+    """Parse an AIK certificate (DER; PEM is accepted too)."""
+    if len(der) > MAX_CERT_BYTES:
+        raise AikCertificateError("aik_cert_malformed",
+                                  f"certificate is {len(der)} bytes, over {MAX_CERT_BYTES}")
+    try:
+        if der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(der)
+        return x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        raise AikCertificateError("aik_cert_malformed",
+                                  f"AIK certificate cannot be parsed: {exc}") from None
+
+
+def verify_aik_certificate(
+    cert_der: bytes | None,
+    aik_pub: TpmPublic,
+    anchors: TrustAnchors,
+    *,
+    at: datetime,
+) -> VerifiedAikChain:
+    """Validate the AIK certificate; raise AikCertificateError with a reason code if not.
+
+    Reason codes: ``aik_cert_missing``, ``aik_cert_malformed``, ``aik_cert_key_mismatch``,
+    ``aik_cert_not_yet_valid``, ``aik_cert_expired``, ``aik_cert_key_usage``,
+    ``aik_cert_eku``, ``no_trust_anchors``, ``aik_cert_untrusted``.
+    """
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    if not cert_der:
+        raise AikCertificateError("aik_cert_missing", "the request carries no AIK certificate")
+    leaf = load_aik_certificate(cert_der)
+    if not hmac.compare_digest(_spki(leaf.public_key()), _spki(aik_pub.public_key())):
+        raise AikCertificateError("aik_cert_key_mismatch",
+                                  "the AIK certificate's key is not the key in AikPub")
+    _check_time(leaf, at, "AIK certificate")
+    ku = _ext(leaf, ExtensionOID.KEY_USAGE)
+    if isinstance(ku, x509.KeyUsage) and not ku.digital_signature:
+        raise AikCertificateError("aik_cert_key_usage",
+                                  "the AIK certificate's keyUsage lacks digitalSignature")
+    eku = _ext(leaf, ExtensionOID.EXTENDED_KEY_USAGE)
+    if isinstance(eku, x509.ExtendedKeyUsage) and TCG_KP_AIK_CERTIFICATE not in eku:
+        raise AikCertificateError("aik_cert_eku",
+                                  "the AIK certificate's extendedKeyUsage lacks the TCG AIK "
+                                  "purpose 2.23.133.8.3")
+    if not anchors.certificates:
+        raise AikCertificateError("no_trust_anchors",
+                                  "no trust anchors configured: pass --trust-anchors (PEM)")
+    anchor_der = {c.public_bytes(serialization.Encoding.DER) for c in anchors.certificates}
+    chain: list[x509.Certificate] = []
+    current = leaf
+    for _ in range(MAX_CHAIN_DEPTH):
+        issuer = _find_issuer(current, anchors.certificates)
+        if issuer is None:
+            raise AikCertificateError(
+                "aik_cert_untrusted",
+                f"no trust anchor issued {current.subject.rfc4514_string()} "
+                f"(issuer {current.issuer.rfc4514_string()})")
+        _check_time(issuer, at, "issuer certificate")
+        bc = _ext(issuer, ExtensionOID.BASIC_CONSTRAINTS)
+        if isinstance(bc, x509.BasicConstraints) and not bc.ca:
+            raise AikCertificateError("aik_cert_untrusted",
+                                      f"{issuer.subject.rfc4514_string()} is not a CA")
+        iku = _ext(issuer, ExtensionOID.KEY_USAGE)
+        if isinstance(iku, x509.KeyUsage) and not iku.key_cert_sign:
+            raise AikCertificateError("aik_cert_untrusted",
+                                      f"{issuer.subject.rfc4514_string()} may not sign "
+                                      "certificates (keyUsage)")
+        chain.append(issuer)
+        if issuer.public_bytes(serialization.Encoding.DER) in anchor_der:
+            return VerifiedAikChain(leaf, tuple(chain))
+        current = issuer  # pragma: no cover - every issuer comes from the anchors
+    raise AikCertificateError("aik_cert_untrusted", "certificate chain too long")
+
+
+def _find_issuer(
+    cert: x509.Certificate, candidates: Iterable[x509.Certificate]
+) -> x509.Certificate | None:
+    for cand in candidates:
+        if cand.subject != cert.issuer:
+            continue
+        if _issued_by(cert, cand):
+            return cand
+    return None
+
+
+def _issued_by(cert: x509.Certificate, cand: x509.Certificate) -> bool:
+    """Whether ``cand``'s key signed ``cert`` (any failure means: not this issuer)."""
+    try:
+        cert.verify_directly_issued_by(cand)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
