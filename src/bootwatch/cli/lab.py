@@ -1,0 +1,84 @@
+"""``bootwatch lab``: simulated Trusted Launch VMs on swtpm (create, list, destroy, CA)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bootwatch.lab import LAB_DIR_ENV, Lab
+
+
+def _lab(ctx: click.Context) -> Lab:
+    obj = ctx.ensure_object(dict)
+    root: Path | None = obj.get("lab_dir")
+    return Lab(root)
+
+
+@click.group()
+@click.option(
+    "--lab-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar=LAB_DIR_ENV,
+    help=f"Lab folder (default ${LAB_DIR_ENV}, else $XDG_DATA_HOME/bootwatch/lab).",
+)
+@click.pass_context
+def command(ctx: click.Context, lab_dir: Path | None) -> None:
+    """swtpm-backed simulated Trusted Launch VMs."""
+    ctx.ensure_object(dict)["lab_dir"] = lab_dir
+
+
+@command.command("ca")
+@click.pass_context
+def ca_cmd(ctx: click.Context) -> None:
+    """Print the path of the lab CA certificate (PEM): the trust anchor for lab AIK certs."""
+    click.echo(str(_lab(ctx).ca_cert_path))
+
+
+@command.group("vm")
+def vm_group() -> None:
+    """Create, list and destroy lab VMs."""
+
+
+@vm_group.command("create")
+@click.argument("name")
+@click.option("--log", "log_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A TCG event log (binary_bios_measurements) the VM's vTPM is booted from.")
+@click.option("--vm-id", default=None, help="VM id (GUID) for the AIK certificate subject.")
+@click.pass_context
+def vm_create(ctx: click.Context, name: str, log_file: Path, vm_id: str | None) -> None:
+    """Create VM NAME: provision its vTPM and replay LOG into its PCRs."""
+    vm = _lab(ctx).create_vm(name, log_file, vm_id=vm_id)
+    click.echo(f"created {vm.name} (vm id {vm.vm_id}) in {vm.path}")
+    if vm.startup_locality:
+        click.echo(f"  started at locality {vm.startup_locality} (log's StartupLocality)")
+    if vm.hcrtm:
+        click.echo("  booted through the H-CRTM sequence")
+    for note in vm.log_adjustments:
+        click.echo(f"  log adjusted: {note}")
+
+
+@vm_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array on stdout.")
+@click.pass_context
+def vm_list(ctx: click.Context, as_json: bool) -> None:
+    """List lab VMs."""
+    vms = _lab(ctx).list_vms()
+    if as_json:
+        click.echo(json.dumps([v.to_json() for v in vms], indent=2))
+        return
+    for v in vms:
+        extra = " hcrtm" if v.hcrtm else (f" locality={v.startup_locality}"
+                                          if v.startup_locality else "")
+        click.echo(f"{v.name}\t{v.vm_id}\t{v.created}{extra}")
+
+
+@vm_group.command("destroy")
+@click.argument("name")
+@click.pass_context
+def vm_destroy(ctx: click.Context, name: str) -> None:
+    """Delete VM NAME and its vTPM state."""
+    _lab(ctx).destroy_vm(name)
+    click.echo(f"destroyed {name}")
