@@ -6,6 +6,7 @@ them with PCR values from a quote.  Event-data decoding and boot state live
 in their own modules and are never paid for on the framing/replay path.
 """
 
+from bootwatch.eventlog.expected import ExpectedPcrs, parse_expected
 from bootwatch.eventlog.framing import parse_log
 from bootwatch.eventlog.model import (
     DEFAULT_LIMITS,
@@ -24,10 +25,13 @@ from bootwatch.eventlog.model import (
     UnverifiedEventLog,
     event_type_name,
 )
+from bootwatch.eventlog.replay import replay
+from bootwatch.eventlog.verify import verify_pcrs
 
 __all__ = [
     "DEFAULT_LIMITS",
     "DigestAlgorithm",
+    "ExpectedPcrs",
     "EventType",
     "Extend",
     "Finding",
@@ -41,5 +45,8 @@ __all__ = [
     "UnverifiedEvent",
     "UnverifiedEventLog",
     "event_type_name",
+    "parse_expected",
     "parse_log",
+    "replay",
+    "verify_pcrs",
 ]

@@ -1,0 +1,252 @@
+"""``bootwatch log``: show, replay, verify and explain TCG event logs.
+
+The edge of the pure :mod:`bootwatch.eventlog` package: it reads files, prints
+tables or JSON, and turns outcomes into exit codes (0 ok, 1 a PCR mismatch,
+2 unreadable input: one line on stderr naming the file and the byte offset).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bootwatch.errors import BootwatchError, EventLogError, InputError
+from bootwatch.eventlog import (
+    DEFAULT_LIMITS,
+    PcrStatus,
+    PcrVerification,
+    Replay,
+    UnverifiedEvent,
+    UnverifiedEventLog,
+    event_type_name,
+    parse_expected,
+    parse_log,
+    replay,
+    verify_pcrs,
+)
+from bootwatch.eventlog.expected import MAX_EXPECTED_SIZE
+from bootwatch.eventlog.model import alg_name
+
+__all__ = ["command", "replay_to_json"]
+
+
+def _read(path: Path, limit: int, what: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{path}: {what} of {size} bytes is over the limit of {limit} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def load_log(path: Path) -> UnverifiedEventLog:
+    """Read and frame ``path``; errors name the file, the record and the byte offset."""
+    data = _read(path, DEFAULT_LIMITS.max_log_size, "event log")
+    try:
+        return parse_log(data)
+    except EventLogError as exc:
+        raise type(exc)(
+            f"{path}: {exc.reason}", offset=exc.offset, event_index=exc.event_index
+        ) from None
+
+
+def _summarizer() -> Callable[[UnverifiedEvent], str] | None:
+    """The event decoder's one-line summary, when the decode package is installed."""
+    try:
+        module = importlib.import_module("bootwatch.eventlog.decode")
+    except ImportError:
+        return None
+    fn = getattr(module, "summarize", None)
+    return fn if callable(fn) else None
+
+
+def _summary(fn: Callable[[UnverifiedEvent], str] | None, ev: UnverifiedEvent) -> str:
+    if fn is None:
+        return f"{len(ev.data)} bytes"
+    try:
+        return fn(ev)
+    except BootwatchError as exc:
+        return f"(undecodable: {exc})"
+
+
+def replay_to_json(log: UnverifiedEventLog, rep: Replay) -> dict[str, Any]:
+    """The documented ``bootwatch log replay --json`` shape."""
+    return {
+        "format": log.format.value,
+        "algorithms": [a.name for a in log.algorithms],
+        "events": len(log.events),
+        "pcrs": {
+            alg_name(alg_id): {str(pcr): value.hex() for pcr, value in sorted(bank.items())}
+            for alg_id, bank in rep.pcrs.items()
+        },
+        "findings": [
+            {"code": f.code, "event": f.event, "message": f.message} for f in rep.findings
+        ],
+    }
+
+
+def verification_to_json(result: PcrVerification) -> dict[str, Any]:
+    """The documented ``bootwatch log verify --json`` shape."""
+    return {
+        "ok": result.ok,
+        "results": [
+            {
+                "algorithm": alg_name(r.alg_id),
+                "pcr": r.pcr,
+                "status": r.status.value,
+                "expected": r.expected.hex(),
+                "replayed": r.replayed.hex() if r.replayed is not None else None,
+                "suspect_event": r.suspect_event,
+                "workaround": r.workaround,
+                "reason": r.reason,
+            }
+            for r in result.results
+        ],
+        "workarounds_applied": list(result.workarounds_applied),
+        "findings": [
+            {"code": f.code, "event": f.event, "message": f.message} for f in result.findings
+        ],
+    }
+
+
+def _echo_json(doc: Any) -> None:
+    click.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+@click.group("log")
+def command() -> None:
+    """TCG event logs: show, replay, verify, boot state."""
+
+
+_FILE = click.Path(exists=False, dir_okay=False, path_type=Path)
+
+
+@command.command("show")
+@click.argument("file", type=_FILE)
+def show(file: Path) -> None:
+    """A table of the log's records: index, PCR, type, digests, decoded summary."""
+    log = load_log(file)
+    fn = _summarizer()
+    table = Table(
+        title=f"{file} ({log.format.value}, {len(log.events)} records, "
+        f"{', '.join(a.name for a in log.algorithms)})"
+    )
+    table.add_column("#", justify="right")
+    table.add_column(log.index_name, justify="right")
+    table.add_column("type")
+    table.add_column("digests")
+    table.add_column("summary", overflow="fold")
+    for ev in log.events:
+        digests = "\n".join(f"{alg_name(a)}:{d.hex()[:16]}…" for a, d in ev.digests.items())
+        pcr = "-" if ev.pcr == 0xFFFFFFFF else str(ev.pcr)
+        table.add_row(str(ev.index), pcr, event_type_name(ev.event_type), digests, _summary(fn, ev))
+    Console(width=160).print(table)
+    if log.padding:
+        click.echo(f"{len(log.padding)} bytes of padding after the last record")
+    for leniency in log.leniencies:
+        click.echo(f"leniency used: {leniency.value}")
+
+
+@command.command("replay")
+@click.argument("file", type=_FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print the documented JSON shape.")
+def replay_cmd(file: Path, as_json: bool) -> None:
+    """Replay every bank and print the PCR values and findings."""
+    log = load_log(file)
+    rep = replay(log)
+    if as_json:
+        _echo_json(replay_to_json(log, rep))
+        return
+    console = Console(width=160)
+    table = Table(title=f"{file}: replayed {log.index_name}s ({log.format.value})")
+    table.add_column("bank")
+    table.add_column(log.index_name, justify="right")
+    table.add_column("value")
+    for alg_id, bank in rep.pcrs.items():
+        for pcr, value in sorted(bank.items()):
+            table.add_row(alg_name(alg_id), str(pcr), value.hex())
+    console.print(table)
+    if rep.startup_locality is not None:
+        click.echo(f"StartupLocality: {rep.startup_locality}")
+    if rep.hcrtm:
+        click.echo("H-CRTM event present: PCR0 started at locality 4")
+    for f in rep.findings:
+        where = f"event {f.event}" if f.event is not None else "log"
+        click.echo(f"finding {f.code} ({where}): {f.message}")
+
+
+@command.command("state")
+@click.argument("file", type=_FILE)
+@click.option("--json", "as_json", is_flag=True, help="Print the boot state as JSON.")
+def state_cmd(file: Path, as_json: bool) -> None:
+    """The boot state the log records: Secure Boot, keys, boot applications, ..."""
+    log = load_log(file)
+    state_mod = importlib.import_module("bootwatch.eventlog.state")
+    state = state_mod.extract_boot_state(log)
+    doc = state_mod.boot_state_to_json(state)
+    if as_json:
+        _echo_json(doc)
+        return
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            click.echo(f"{key}: {json.dumps(value)}")
+    else:
+        _echo_json(doc)
+
+
+@command.command("verify")
+@click.argument("file", type=_FILE)
+@click.option(
+    "--expected",
+    "expected_path",
+    required=True,
+    type=_FILE,
+    help="Expected PCR values: *.expected.json, tpm2-tools YAML, HIRS *ExpectedPcrs.txt, "
+    "evepcr *.pcr.yml or go-attestation dump JSON (auto-detected).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def verify_cmd(ctx: click.Context, file: Path, expected_path: Path, as_json: bool) -> None:
+    """Compare the replayed log with expected PCR values; exit 1 on any mismatch."""
+    log = load_log(file)
+    raw = _read(expected_path, MAX_EXPECTED_SIZE, "expected-values file")
+    expected = parse_expected(raw, name=str(expected_path))
+    result = verify_pcrs(log, expected.values)
+    if as_json:
+        _echo_json(verification_to_json(result))
+    else:
+        table = Table(title=f"{file} vs {expected_path} ({expected.format})")
+        table.add_column("bank")
+        table.add_column(log.index_name, justify="right")
+        table.add_column("status")
+        table.add_column("detail", overflow="fold")
+        style = {
+            PcrStatus.MATCHED: "green",
+            PcrStatus.MISMATCHED: "bold red",
+            PcrStatus.NOT_COVERED: "yellow",
+        }
+        for r in result.results:
+            table.add_row(
+                alg_name(r.alg_id),
+                str(r.pcr),
+                f"[{style[r.status]}]{r.status.value}[/]",
+                r.reason,
+            )
+        Console(width=160).print(table)
+        for name in result.workarounds_applied:
+            click.echo(f"workaround applied: {name}")
+        matched = sum(r.status is PcrStatus.MATCHED for r in result.results)
+        bad = len(result.mismatched)
+        click.echo(
+            f"{'OK' if result.ok else 'MISMATCH'}: {matched} matched, {bad} mismatched, "
+            f"{len(result.results) - matched - bad} not covered by the log"
+        )
+    ctx.exit(0 if result.ok else 1)
