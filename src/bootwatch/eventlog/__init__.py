@@ -31,8 +31,8 @@ from bootwatch.eventlog.verify import verify_pcrs
 __all__ = [
     "DEFAULT_LIMITS",
     "DigestAlgorithm",
-    "ExpectedPcrs",
     "EventType",
+    "ExpectedPcrs",
     "Extend",
     "Finding",
     "HashAlg",
