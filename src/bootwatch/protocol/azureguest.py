@@ -1,0 +1,430 @@
+"""The ``/attest/AzureGuest`` request (protocol 2.0): model, decoder, encoder.
+
+Wire shape (maa-protocol.md section 1.3): the body is
+``{"AttestationInfo": base64url(JSON)}``; the inner JSON carries the OS
+fields (base64 strings), the TCG log, the client payload, ``TpmInfo`` (the
+AIK, a quote, the ephemeral key and its certification, the PCR values) and
+``IsolationInfo``.
+
+The agent builds an :class:`AzureGuestRequest` and :func:`encode_request`s
+it exactly as Microsoft's C++ client does (JsonCpp styled output: sorted
+capitalised keys, tab indentation, ``" : "``, standard padded base64), so a
+real request round-trips byte for byte.  The service :func:`decode_request`s
+a body into an :class:`UnverifiedAzureGuestRequest`: nothing in it is
+trusted until :func:`bootwatch.attest.evidence.verify_evidence` says so.
+
+Decoding is tolerant exactly where real clients differ, and each leniency is
+named: key case (the spec example uses ``attestationInfo``), standard or
+URL-safe base64 with optional padding, OS version numbers sent as strings
+(the Python ``cvm-attestation-tools`` client), ``OSBuild`` sent as the
+literal ``NotApplication`` (Linux clients), ClientPayload values given as raw
+JSON instead of base64.  Everything has a size limit; every error is a
+:class:`~bootwatch.errors.ProtocolError` naming the JSON path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bootwatch.errors import ProtocolError
+
+PROTOCOL_VERSION = "2.0"
+ISOLATION_TRUSTED_LAUNCH = "TrustedLaunch"
+
+#: Limits (decoded bytes unless said otherwise).
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_TCG_LOG_BYTES = 2 * 1024 * 1024
+MAX_AIK_CERT_BYTES = 16 * 1024
+MAX_PUBLIC_BYTES = 2048  # AikPub may be a whole ReadPublic response
+MAX_ATTEST_BYTES = 2048
+MAX_SIGNATURE_BYTES = 1024
+MAX_OS_FIELD_BYTES = 256
+MAX_CLIENT_PAYLOAD_ENTRIES = 64
+MAX_CLIENT_PAYLOAD_KEY = 256
+MAX_CLIENT_PAYLOAD_VALUE = 16 * 1024
+MAX_PCRS = 24
+MAX_DIGEST_BYTES = 64
+MAX_JSON_DEPTH = 16
+
+#: Named leniencies (house rule 3): which client needs each.
+WORKAROUND_OSBUILD_LITERAL = "osbuild-literal"  # Linux clients send the literal "NotApplication"
+WORKAROUND_VERSION_STRINGS = "os-version-strings"  # cvm-attestation-tools sends "10" not 10
+WORKAROUND_PAYLOAD_RAW_JSON = "client-payload-raw-json"  # values not base64-encoded
+OSBUILD_LINUX_LITERAL = "NotApplication"
+
+
+@dataclass(frozen=True)
+class TpmInfo:
+    """``TpmInfo``: the TPM evidence, as raw bytes (parsed and checked by bootwatch.tpm)."""
+
+    aik_cert: bytes | None
+    aik_pub: bytes
+    pcr_quote: bytes
+    pcr_signature: bytes
+    enc_key_pub: bytes
+    enc_key_certify_info: bytes
+    enc_key_certify_info_signature: bytes
+    pcr_set: tuple[int, ...]
+    pcrs: tuple[tuple[int, bytes], ...]  # (index, SHA-256 digest), as sent
+
+
+@dataclass(frozen=True)
+class _AzureGuestFields:
+    protocol_version: str
+    os_type: str
+    os_distro: str
+    os_version_major: int
+    os_version_minor: int
+    os_build: str
+    tcg_logs: bytes
+    client_payload: Mapping[str, str]
+    tpm_info: TpmInfo
+    isolation_type: str
+
+
+@dataclass(frozen=True)
+class AzureGuestRequest(_AzureGuestFields):
+    """A request the agent builds from its own TPM (values decoded: strings, not base64)."""
+
+
+@dataclass(frozen=True)
+class UnverifiedAzureGuestRequest(_AzureGuestFields):
+    """A request as received: well formed, but none of its claims verified yet.
+
+    ``workarounds`` names the leniencies decoding needed; ``unknown_fields``
+    lists keys bootwatch does not use (kept for diagnostics, never trusted).
+    """
+
+    workarounds: tuple[str, ...] = ()
+    unknown_fields: tuple[str, ...] = ()
+    isolation_evidence_json: str | None = field(default=None)
+
+
+# --- decoding ---------------------------------------------------------------
+
+_B64_RE = re.compile(r"[A-Za-z0-9+/\-_]*={0,2}")
+
+
+def _b64(value: Any, path: str, limit: int, *, allow_empty: bool = False) -> bytes:
+    """Decode standard or URL-safe base64, padding optional, within ``limit`` bytes."""
+    if not isinstance(value, str):
+        raise ProtocolError(f"expected a base64 string, got {type(value).__name__}", field=path)
+    if len(value) > (limit * 4) // 3 + 4:
+        raise ProtocolError(f"over the limit of {limit} bytes", field=path)
+    if not _B64_RE.fullmatch(value):
+        raise ProtocolError("not base64 (characters outside the alphabet)", field=path)
+    body = value.rstrip("=")
+    if len(body) % 4 == 1:
+        raise ProtocolError("not base64 (bad length)", field=path)
+    body = body.replace("-", "+").replace("_", "/")
+    try:
+        out = base64.b64decode(body + "=" * (-len(body) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("not base64", field=path) from None
+    if not out and not allow_empty:
+        raise ProtocolError("empty", field=path)
+    if len(out) > limit:
+        raise ProtocolError(f"{len(out)} bytes is over the limit of {limit}", field=path)
+    return out
+
+
+def _b64_text(value: Any, path: str) -> str:
+    raw = _b64(value, path, MAX_OS_FIELD_BYTES, allow_empty=True)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("base64 content is not UTF-8 text", field=path) from None
+
+
+def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    seen: set[str] = set()
+    for k, v in pairs:
+        if k.lower() in seen:
+            raise ProtocolError(f"duplicate key {k!r} (keys are case-insensitive)")
+        seen.add(k.lower())
+        out[k] = v
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise ProtocolError(f"JSON constant {name} is not allowed")
+
+
+def _loads(data: bytes | str, path: str) -> Any:
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"not UTF-8 at byte {exc.start}", field=path) from None
+    depth = 0
+    for ch in text:  # bound nesting before the recursive parser sees it
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise ProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH}", field=path)
+        elif ch in "]}":
+            depth -= 1
+    try:
+        return json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
+    except ProtocolError as exc:
+        raise ProtocolError(exc.message, field=path) from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
+                            field=path) from None
+
+
+class _Obj:
+    """A JSON object read with case-insensitive keys, tracking which were used."""
+
+    def __init__(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise ProtocolError(f"expected an object, got {type(value).__name__}", field=path)
+        self.path = path
+        self._by_lower = {k.lower(): (k, v) for k, v in value.items()}
+        self._used: set[str] = set()
+
+    def sub(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def get(self, name: str, *, required: bool = True) -> Any:
+        entry = self._by_lower.get(name.lower())
+        if entry is None:
+            if required:
+                raise ProtocolError("missing", field=self.sub(name))
+            return None
+        self._used.add(name.lower())
+        return entry[1]
+
+    def unknown(self) -> list[str]:
+        return [self.sub(k) for low, (k, _) in self._by_lower.items() if low not in self._used]
+
+
+def _uint(value: Any, path: str, workarounds: list[str]) -> int:
+    if isinstance(value, bool):
+        raise ProtocolError("expected an integer, got a boolean", field=path)
+    if isinstance(value, str):
+        if not value.isascii() or not value.isdigit() or len(value) > 10:
+            raise ProtocolError(f"expected an integer, got {value[:20]!r}", field=path)
+        if WORKAROUND_VERSION_STRINGS not in workarounds:
+            workarounds.append(WORKAROUND_VERSION_STRINGS)
+        value = int(value)
+    if not isinstance(value, int):
+        raise ProtocolError(f"expected an integer, got {type(value).__name__}", field=path)
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise ProtocolError(f"{value} is out of range", field=path)
+    return value
+
+
+def _client_payload(value: Any, path: str, workarounds: list[str]) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(f"expected an object, got {type(value).__name__}", field=path)
+    if len(value) > MAX_CLIENT_PAYLOAD_ENTRIES:
+        raise ProtocolError(f"more than {MAX_CLIENT_PAYLOAD_ENTRIES} entries", field=path)
+    out: dict[str, str] = {}
+    for k, v in value.items():
+        p = f"{path}.{k}"
+        if len(k) > MAX_CLIENT_PAYLOAD_KEY:
+            raise ProtocolError(f"key longer than {MAX_CLIENT_PAYLOAD_KEY}", field=path)
+        if isinstance(v, str):
+            raw = _b64(v, p, MAX_CLIENT_PAYLOAD_VALUE, allow_empty=True)
+            try:
+                out[k] = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolError("base64 content is not UTF-8 text", field=p) from None
+        else:
+            text = json.dumps(v, separators=(",", ":"), sort_keys=True)
+            if len(text) > MAX_CLIENT_PAYLOAD_VALUE:
+                raise ProtocolError(f"over {MAX_CLIENT_PAYLOAD_VALUE} bytes", field=p)
+            if WORKAROUND_PAYLOAD_RAW_JSON not in workarounds:
+                workarounds.append(WORKAROUND_PAYLOAD_RAW_JSON)
+            out[k] = text
+    return out
+
+
+def _tpm_info(value: Any, path: str, unknown: list[str]) -> TpmInfo:
+    o = _Obj(value, path)
+    cert_v = o.get("AikCert", required=False)
+    aik_cert = None if cert_v in (None, "") else _b64(cert_v, o.sub("AikCert"), MAX_AIK_CERT_BYTES)
+    pcr_set_v = o.get("PcrSet")
+    if not isinstance(pcr_set_v, list) or len(pcr_set_v) > MAX_PCRS:
+        raise ProtocolError(f"expected a list of at most {MAX_PCRS} PCR indices",
+                            field=o.sub("PcrSet"))
+    pcr_set: list[int] = []
+    for i, v in enumerate(pcr_set_v):
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < MAX_PCRS:
+            raise ProtocolError("expected a PCR index 0-23", field=f"{o.sub('PcrSet')}[{i}]")
+        if v in pcr_set:
+            raise ProtocolError(f"PCR {v} listed twice", field=f"{o.sub('PcrSet')}[{i}]")
+        pcr_set.append(v)
+    pcrs_v = o.get("PCRs")
+    if not isinstance(pcrs_v, list) or len(pcrs_v) > MAX_PCRS:
+        raise ProtocolError(f"expected a list of at most {MAX_PCRS} PCRs", field=o.sub("PCRs"))
+    pcrs: list[tuple[int, bytes]] = []
+    for i, entry in enumerate(pcrs_v):
+        e = _Obj(entry, f"{o.sub('PCRs')}[{i}]")
+        idx = e.get("Index")
+        if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < MAX_PCRS:
+            raise ProtocolError("expected a PCR index 0-23", field=e.sub("Index"))
+        if any(idx == p for p, _ in pcrs):
+            raise ProtocolError(f"PCR {idx} listed twice", field=e.sub("Index"))
+        pcrs.append((idx, _b64(e.get("Digest"), e.sub("Digest"), MAX_DIGEST_BYTES)))
+        unknown.extend(e.unknown())
+    info = TpmInfo(
+        aik_cert=aik_cert,
+        aik_pub=_b64(o.get("AikPub"), o.sub("AikPub"), MAX_PUBLIC_BYTES),
+        pcr_quote=_b64(o.get("PcrQuote"), o.sub("PcrQuote"), MAX_ATTEST_BYTES),
+        pcr_signature=_b64(o.get("PcrSignature"), o.sub("PcrSignature"), MAX_SIGNATURE_BYTES),
+        enc_key_pub=_b64(o.get("EncKeyPub"), o.sub("EncKeyPub"), MAX_PUBLIC_BYTES),
+        enc_key_certify_info=_b64(o.get("EncKeyCertifyInfo"), o.sub("EncKeyCertifyInfo"),
+                                  MAX_ATTEST_BYTES),
+        enc_key_certify_info_signature=_b64(o.get("EncKeyCertifyInfoSignature"),
+                                            o.sub("EncKeyCertifyInfoSignature"),
+                                            MAX_SIGNATURE_BYTES),
+        pcr_set=tuple(pcr_set),
+        pcrs=tuple(pcrs),
+    )
+    unknown.extend(o.unknown())
+    return info
+
+
+def decode_attestation_info(inner: Any, path: str = "AttestationInfo"
+                            ) -> UnverifiedAzureGuestRequest:
+    """Decode the inner AttestationInfo JSON object (already parsed)."""
+    o = _Obj(inner, path)
+    workarounds: list[str] = []
+    unknown: list[str] = []
+    version = o.get("AttestationProtocolVersion")
+    if not isinstance(version, str) or len(version) > 16:
+        raise ProtocolError("expected a version string", field=o.sub("AttestationProtocolVersion"))
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} is not supported (only "
+                            f"{PROTOCOL_VERSION!r})", field=o.sub("AttestationProtocolVersion"))
+    build_v = o.get("OSBuild")
+    if build_v == OSBUILD_LINUX_LITERAL:
+        os_build = OSBUILD_LINUX_LITERAL
+        workarounds.append(WORKAROUND_OSBUILD_LITERAL)
+    else:
+        os_build = _b64_text(build_v, o.sub("OSBuild"))
+    iso = _Obj(o.get("IsolationInfo"), o.sub("IsolationInfo"))
+    iso_type = iso.get("Type")
+    if not isinstance(iso_type, str) or not 0 < len(iso_type) <= 32:
+        raise ProtocolError("expected an isolation type string", field=iso.sub("Type"))
+    evidence = iso.get("Evidence", required=False)
+    evidence_json = None if evidence is None else json.dumps(evidence, separators=(",", ":"))
+    log = _b64(o.get("TcgLogs"), o.sub("TcgLogs"), MAX_TCG_LOG_BYTES)
+    req = UnverifiedAzureGuestRequest(
+        protocol_version=version,
+        os_type=_b64_text(o.get("OSType"), o.sub("OSType")),
+        os_distro=_b64_text(o.get("OSDistro"), o.sub("OSDistro")),
+        os_version_major=_uint(o.get("OSVersionMajor"), o.sub("OSVersionMajor"), workarounds),
+        os_version_minor=_uint(o.get("OSVersionMinor"), o.sub("OSVersionMinor"), workarounds),
+        os_build=os_build,
+        tcg_logs=log,
+        client_payload=_client_payload(o.get("ClientPayload", required=False),
+                                       o.sub("ClientPayload"), workarounds),
+        tpm_info=_tpm_info(o.get("TpmInfo"), o.sub("TpmInfo"), unknown),
+        isolation_type=iso_type,
+        workarounds=tuple(workarounds),
+        unknown_fields=tuple(o.unknown() + iso.unknown() + unknown),
+        isolation_evidence_json=evidence_json,
+    )
+    return req
+
+
+def decode_request(body: bytes) -> UnverifiedAzureGuestRequest:
+    """Decode an ``/attest/AzureGuest`` body: the outer envelope or the inner JSON itself."""
+    if len(body) > MAX_BODY_BYTES:
+        raise ProtocolError(f"request body of {len(body)} bytes is over the limit of "
+                            f"{MAX_BODY_BYTES}")
+    outer = _loads(body, "(body)")
+    if not isinstance(outer, dict):
+        raise ProtocolError("expected a JSON object", field="(body)")
+    keys = {k.lower(): k for k in outer}
+    if "attestationinfo" in keys and "attestationprotocolversion" not in keys:
+        if len(outer) != 1:
+            extra = sorted(k for k in outer if k.lower() != "attestationinfo")
+            raise ProtocolError(f"unexpected keys {extra} beside AttestationInfo", field="(body)")
+        inner_bytes = _b64(outer[keys["attestationinfo"]], "AttestationInfo", MAX_BODY_BYTES)
+        return decode_attestation_info(_loads(inner_bytes, "AttestationInfo"))
+    return decode_attestation_info(outer, "")
+
+
+# --- encoding ---------------------------------------------------------------
+
+
+def _styled(value: Any, indent: int) -> str:
+    """JSON in JsonCpp's StyledWriter layout (what the C++ client sends)."""
+    tabs = "\t" * indent
+    inner = "\t" * (indent + 1)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = []
+        for k in sorted(value):
+            v = value[k]
+            head = f"{inner}{json.dumps(k, ensure_ascii=False)} : "
+            if isinstance(v, (dict, list)) and v:
+                items.append(f"{head}\n{inner}{_styled(v, indent + 1)}")
+            else:
+                items.append(head + _styled(v, indent + 1))
+        return "{\n" + ",\n".join(items) + f"\n{tabs}}}"
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        items = []
+        for v in value:
+            items.append(inner + _styled(v, indent + 1))
+        return "[\n" + ",\n".join(items) + f"\n{tabs}]"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _b64s(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def attestation_info_json(req: AzureGuestRequest | UnverifiedAzureGuestRequest) -> bytes:
+    """The inner AttestationInfo JSON bytes, laid out as Microsoft's C++ client does."""
+    ti = req.tpm_info
+    tpm: dict[str, Any] = {
+        "AikPub": _b64s(ti.aik_pub),
+        "EncKeyCertifyInfo": _b64s(ti.enc_key_certify_info),
+        "EncKeyCertifyInfoSignature": _b64s(ti.enc_key_certify_info_signature),
+        "EncKeyPub": _b64s(ti.enc_key_pub),
+        "PCRs": [{"Digest": _b64s(d), "Index": i} for i, d in ti.pcrs],
+        "PcrQuote": _b64s(ti.pcr_quote),
+        "PcrSet": list(ti.pcr_set),
+        "PcrSignature": _b64s(ti.pcr_signature),
+    }
+    if ti.aik_cert is not None:
+        tpm["AikCert"] = _b64s(ti.aik_cert)
+    doc: dict[str, Any] = {
+        "AttestationProtocolVersion": req.protocol_version,
+        "ClientPayload": {k: _b64s(v.encode("utf-8")) for k, v in req.client_payload.items()},
+        "IsolationInfo": {"Type": req.isolation_type},
+        "OSBuild": _b64s(req.os_build.encode("utf-8")),
+        "OSDistro": _b64s(req.os_distro.encode("utf-8")),
+        "OSType": _b64s(req.os_type.encode("utf-8")),
+        "OSVersionMajor": req.os_version_major,
+        "OSVersionMinor": req.os_version_minor,
+        "TcgLogs": _b64s(req.tcg_logs),
+        "TpmInfo": tpm,
+    }
+    return _styled(doc, 0).encode("utf-8")
+
+
+def encode_request(req: AzureGuestRequest | UnverifiedAzureGuestRequest) -> bytes:
+    """The request body: ``{"AttestationInfo": base64url(inner JSON)}`` (no padding)."""
+    inner = base64.urlsafe_b64encode(attestation_info_json(req)).rstrip(b"=").decode("ascii")
+    return json.dumps({"AttestationInfo": inner}, separators=(",", ":")).encode("ascii")
