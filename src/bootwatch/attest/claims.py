@@ -25,10 +25,12 @@ explained.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from bootwatch.errors import InputError
 from bootwatch.protocol import token as t
 
 JSON = Any
@@ -380,3 +382,74 @@ def _windows_decisions(w: WindowsBootConfig) -> list[ClaimDecision]:
         t.SIGNING_DISABLED, not sign_on,
         "enabled: " + ", ".join(sign_on) if sign_on else "test and flight signing off (SIPA)"))
     return out
+
+
+# --- configuration readers (bytes in; the service reads the files) -----------
+
+
+def dbx_reference_from_json(data: bytes, *, source: str, arch: str = "x64") -> DbxReference:
+    """Read Microsoft's ``dbx_info_msft_latest.json`` (secureboot_objects) for one architecture.
+
+    Uses ``images[arch][*].authenticodeHash`` (the digest UEFI measures for a
+    boot application) and ``certificates[*].thumbprint``.
+    """
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{source}: not JSON ({exc})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), dict):
+        raise InputError(f"{source}: expected an object with 'images'")
+    entries = doc["images"].get(arch)
+    if not isinstance(entries, list):
+        raise InputError(f"{source}: images.{arch}: missing or not a list")
+    images: set[bytes] = set()
+    for i, entry in enumerate(entries):
+        value = entry.get("authenticodeHash") if isinstance(entry, dict) else None
+        try:
+            digest = bytes.fromhex(value) if isinstance(value, str) else b""
+        except ValueError:
+            digest = b""
+        if len(digest) != 32:
+            raise InputError(f"{source}: images.{arch}[{i}].authenticodeHash is not SHA-256 hex")
+        images.add(digest)
+    certs: set[str] = set()
+    for i, entry in enumerate(doc.get("certificates", []) or []):
+        value = entry.get("thumbprint") if isinstance(entry, dict) else None
+        if not isinstance(value, str) or len(value) != 40:
+            raise InputError(f"{source}: certificates[{i}].thumbprint is not SHA-1 hex")
+        certs.add(value.lower())
+    return DbxReference(
+        source=source, revoked_images=frozenset(images), revoked_cert_thumbprints=frozenset(certs)
+    )
+
+
+def templates_from_json(data: bytes) -> tuple[SecureBootTemplate, ...]:
+    """Read ``[{"name", "description", "pk": [...], "kek": [...], "db": [...],
+    "allow_db_hashes"?}]`` (SHA-1 thumbprints, hex)."""
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"secure boot templates: not JSON ({exc})") from None
+    if not isinstance(doc, list):
+        raise InputError("secure boot templates: expected a JSON list")
+    out = []
+    for i, item in enumerate(doc):
+        where = f"secure boot templates[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise InputError(f"{where}: expected an object with a 'name'")
+        sets: dict[str, frozenset[str]] = {}
+        for key in ("pk", "kek", "db"):
+            values = item.get(key)
+            if not isinstance(values, list) or not all(
+                isinstance(v, str) and len(v) == 40 for v in values
+            ):
+                raise InputError(f"{where}.{key}: expected a list of SHA-1 hex thumbprints")
+            sets[key] = frozenset(v.lower() for v in values)
+        allow = item.get("allow_db_hashes", False)
+        if not isinstance(allow, bool):
+            raise InputError(f"{where}.allow_db_hashes: expected a boolean")
+        out.append(SecureBootTemplate(
+            name=item["name"], description=str(item.get("description", "")),
+            pk=sets["pk"], kek=sets["kek"], db=sets["db"], allow_db_hashes=allow,
+        ))
+    return tuple(out)
