@@ -10,6 +10,7 @@ them across connections.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 
@@ -107,6 +108,8 @@ def tpm_call(what: str) -> Iterator[None]:
 def open_tpm(tcti: str | None = None) -> Iterator[ESAPI]:
     """An ESAPI context on ``tcti`` (a tpm2-tools style string), always closed."""
     spec = tcti or DEFAULT_TCTI
+    # the TSS logs every TPM error to stderr; ours are raised as typed errors instead
+    os.environ.setdefault("TSS2_LOG", "all+none")
     try:
         esys = ESAPI(spec)
     except TSS2_Exception as exc:

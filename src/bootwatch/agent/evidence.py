@@ -1,0 +1,218 @@
+"""The evidence collector: an AzureGuest ``AttestationInfo`` (protocol 2.0) from a TPM.
+
+What goes in, exactly as the Azure guest clients send it (maa-protocol 1.3):
+OS fields, the TCG log, ClientPayload, and TpmInfo: the AIK certificate (NV
+``0x01C101D0``), the AIK public area (``0x81000003``), a quote of PCRs 0-7
+(SHA-256) with *empty* qualifying data as raw TPMS_ATTEST + raw RSASSA bytes,
+the ephemeral RSA-2048 key created under the NULL hierarchy with authPolicy =
+PolicyPCR over the quoted PCR values, its TPM2_Certify by the AIK, and the PCR
+values.  Every transient object and session is flushed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tpm2_pytss import ESAPI
+from tpm2_pytss.constants import TPM2_ALG
+from tpm2_pytss.types import TPM2B_DATA, TPMT_SIG_SCHEME, TPMT_SIGNATURE
+
+from bootwatch.agent.tpm import (
+    AIK_CERT_NV_INDEX,
+    AIK_HANDLE,
+    ATTESTED_PCRS,
+    create_ephemeral_key,
+    flushing,
+    nv_read_all,
+    open_tpm,
+    pcr_selection,
+    persistent,
+    read_pcrs,
+    tpm_call,
+)
+from bootwatch.errors import InputError, TpmDeviceError
+
+#: Where Linux exposes the firmware's TCG event log.
+SECURITYFS_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+#: Upper bound on a TCG log the collector sends.
+MAX_TCG_LOG_BYTES = 16 * 1024 * 1024
+#: Protocol version of the AttestationInfo this collector writes.
+PROTOCOL_VERSION = "2.0"
+#: OSBuild value Linux clients send (sic: the Azure Linux client's literal).
+LINUX_OS_BUILD = "NotApplication"
+_QUOTE_RETRIES = 3
+
+
+@dataclass(frozen=True)
+class OsInfo:
+    """The OS fields of AttestationInfo (sent base64-encoded, versions as integers)."""
+
+    os_type: str = "Linux"
+    distro: str = "Linux"
+    version_major: int = 0
+    version_minor: int = 0
+    build: str = LINUX_OS_BUILD
+
+
+def read_os_info(path: Path = Path("/etc/os-release")) -> OsInfo:
+    """OS fields from os-release: NAME, and VERSION_ID split into major/minor integers."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return OsInfo()
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, val = line.partition("=")
+        if sep and key.strip():
+            values[key.strip()] = val.strip().strip('"').strip("'")
+    parts = values.get("VERSION_ID", "").split(".")
+    nums = [int(p) if p.isdigit() else 0 for p in parts[:2]] + [0, 0]
+    return OsInfo(distro=values.get("NAME", "Linux") or "Linux",
+                  version_major=nums[0], version_minor=nums[1])
+
+
+def read_tcg_log(path: Path = SECURITYFS_LOG) -> bytes:
+    """The raw TCG log at ``path`` (securityfs by default), size-limited."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_TCG_LOG_BYTES + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read the TCG event log {path}: {exc.strerror}") from exc
+    if len(data) > MAX_TCG_LOG_BYTES:
+        raise InputError(f"TCG event log {path} is over {MAX_TCG_LOG_BYTES} bytes")
+    return data
+
+
+@dataclass(frozen=True)
+class CollectedEvidence:
+    """Everything one attestation sends, as raw bytes (not yet trusted by anyone).
+
+    ``pcrs`` are the SHA-256 values the quote covers; keep them: the unsealer
+    recreates the ephemeral key from them and says which PCR changed.
+    """
+
+    os: OsInfo
+    tcg_log: bytes
+    aik_cert: bytes
+    aik_pub: bytes
+    pcr_quote: bytes
+    pcr_signature: bytes
+    enc_key_pub: bytes
+    enc_key_certify_info: bytes
+    enc_key_certify_signature: bytes
+    pcrs: Mapping[int, bytes]
+    client_payload: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def pcr_set(self) -> tuple[int, ...]:
+        return tuple(sorted(self.pcrs))
+
+    def attestation_info(self) -> dict[str, Any]:
+        """The inner AttestationInfo JSON object, field for field as Azure clients send it."""
+        return {
+            "AttestationProtocolVersion": PROTOCOL_VERSION,
+            "ClientPayload": {k: _b64s(v.encode()) for k, v in self.client_payload.items()},
+            "IsolationInfo": {"Type": "TrustedLaunch"},
+            "OSBuild": _b64s(self.os.build.encode()),
+            "OSDistro": _b64s(self.os.distro.encode()),
+            "OSType": _b64s(self.os.os_type.encode()),
+            "OSVersionMajor": self.os.version_major,
+            "OSVersionMinor": self.os.version_minor,
+            "TcgLogs": _b64s(self.tcg_log),
+            "TpmInfo": {
+                "AikCert": _b64s(self.aik_cert),
+                "AikPub": _b64s(self.aik_pub),
+                "EncKeyCertifyInfo": _b64s(self.enc_key_certify_info),
+                "EncKeyCertifyInfoSignature": _b64s(self.enc_key_certify_signature),
+                "EncKeyPub": _b64s(self.enc_key_pub),
+                "PCRs": [{"Digest": _b64s(self.pcrs[i]), "Index": i} for i in self.pcr_set],
+                "PcrQuote": _b64s(self.pcr_quote),
+                "PcrSet": list(self.pcr_set),
+                "PcrSignature": _b64s(self.pcr_signature),
+            },
+        }
+
+    def request_body(self) -> bytes:
+        """The HTTP body of ``POST /attest/AzureGuest``: ``{"AttestationInfo": b64url(JSON)}``."""
+        inner = json.dumps(self.attestation_info(), separators=(",", ":")).encode()
+        token = base64.urlsafe_b64encode(inner).rstrip(b"=").decode("ascii")
+        return json.dumps({"AttestationInfo": token}).encode()
+
+
+def _b64s(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _rsa_signature_bytes(sig: TPMT_SIGNATURE, what: str) -> bytes:
+    """The raw RSA signature AzureGuest carries (not a marshalled TPMT_SIGNATURE)."""
+    if sig.sigAlg == TPM2_ALG.RSASSA:
+        return bytes(sig.signature.rsassa.sig)
+    if sig.sigAlg == TPM2_ALG.RSAPSS:
+        return bytes(sig.signature.rsapss.sig)
+    raise TpmDeviceError(
+        f"{what}: the AIK signed with algorithm {sig.sigAlg}; AzureGuest carries raw RSA "
+        "signatures only (the AIK must be an RSA signing key)"
+    )
+
+
+def collect_from(
+    esys: ESAPI,
+    *,
+    tcg_log: bytes,
+    os_info: OsInfo | None = None,
+    client_payload: Mapping[str, str] | None = None,
+    pcr_indices: Sequence[int] = ATTESTED_PCRS,
+) -> CollectedEvidence:
+    """Collect on an open ESAPI context (see :func:`collect_evidence`)."""
+    indices = tuple(sorted(set(pcr_indices)))
+    aik_cert = nv_read_all(esys, AIK_CERT_NV_INDEX)
+    aik = persistent(esys, AIK_HANDLE)
+    with tpm_call("ReadPublic AIK 0x81000003"):
+        aik_public, _, _ = esys.read_public(aik)
+    null_scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL)
+    # PCRs can move between the read and the quote (an OS measuring); retry until stable
+    for _ in range(_QUOTE_RETRIES):
+        before = read_pcrs(esys, indices)
+        with tpm_call("Quote PCRs (AIK)"):
+            quoted, quote_sig = esys.quote(aik, pcr_selection(indices), TPM2B_DATA(), null_scheme)
+        if read_pcrs(esys, indices) == before:
+            break
+    else:
+        raise TpmDeviceError(f"PCRs {list(indices)} kept changing during the quote")
+    handle, enc_pub = create_ephemeral_key(esys, indices, before)
+    with flushing(esys, handle), tpm_call("Certify ephemeral key (AIK)"):
+        certify_info, certify_sig = esys.certify(handle, aik, TPM2B_DATA(), null_scheme)
+    return CollectedEvidence(
+        os=os_info or OsInfo(),
+        tcg_log=tcg_log,
+        aik_cert=aik_cert,
+        aik_pub=aik_public.marshal(),
+        pcr_quote=bytes(quoted),
+        pcr_signature=_rsa_signature_bytes(quote_sig, "Quote"),
+        enc_key_pub=enc_pub.marshal(),
+        enc_key_certify_info=bytes(certify_info),
+        enc_key_certify_signature=_rsa_signature_bytes(certify_sig, "Certify"),
+        pcrs=before,
+        client_payload=dict(client_payload or {}),
+    )
+
+
+def collect_evidence(
+    tcti: str | None,
+    *,
+    tcg_log: bytes,
+    os_info: OsInfo | None = None,
+    client_payload: Mapping[str, str] | None = None,
+    pcr_indices: Sequence[int] = ATTESTED_PCRS,
+) -> CollectedEvidence:
+    """Open ``tcti`` (None: ``/dev/tpmrm0``) and collect one AzureGuest attestation."""
+    with open_tpm(tcti) as esys:
+        return collect_from(
+            esys, tcg_log=tcg_log, os_info=os_info, client_payload=client_payload,
+            pcr_indices=pcr_indices,
+        )
