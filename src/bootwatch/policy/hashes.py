@@ -1,0 +1,29 @@
+"""The two policy hashes MAA publishes (maa-protocol.md 2.8, vector in section 6).
+
+``x-ms-policy-hash`` (in attestation tokens) identifies the policy text;
+``x-ms-policy-token-hash`` (in policy-management results) identifies the exact upload.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+
+def b64url(data: bytes) -> str:
+    """base64url without padding (RFC 7515 section 2)."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def policy_hash(text: str) -> str:
+    """x-ms-policy-hash: base64url(SHA-256(UTF-8(base64url(UTF-8(policy text)))))."""
+    encoded = b64url(text.encode("utf-8")).encode("ascii")
+    return b64url(hashlib.sha256(encoded).digest())
+
+
+def policy_token_hash(compact_jws: str) -> str:
+    """x-ms-policy-token-hash: base64url(SHA-256(the compact JWS exactly as sent)).
+
+    The trailing ``.`` of an unsigned JWS is part of the hashed text.
+    """
+    return b64url(hashlib.sha256(compact_jws.encode("ascii")).digest())
