@@ -11,12 +11,9 @@ values.  Every transient object and session is flushed.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tpm2_pytss import ESAPI
 from tpm2_pytss.constants import TPM2_ALG
@@ -36,15 +33,20 @@ from bootwatch.agent.tpm import (
     tpm_call,
 )
 from bootwatch.errors import InputError, TpmDeviceError
+from bootwatch.protocol.azureguest import (
+    ISOLATION_TRUSTED_LAUNCH,
+    MAX_TCG_LOG_BYTES,
+    OSBUILD_LINUX_LITERAL,
+    PROTOCOL_VERSION,
+    AzureGuestRequest,
+    TpmInfo,
+    encode_request,
+)
 
 #: Where Linux exposes the firmware's TCG event log.
 SECURITYFS_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
-#: Upper bound on a TCG log the collector sends.
-MAX_TCG_LOG_BYTES = 16 * 1024 * 1024
-#: Protocol version of the AttestationInfo this collector writes.
-PROTOCOL_VERSION = "2.0"
 #: OSBuild value Linux clients send (sic: the Azure Linux client's literal).
-LINUX_OS_BUILD = "NotApplication"
+LINUX_OS_BUILD = OSBUILD_LINUX_LITERAL
 _QUOTE_RETRIES = 3
 
 
@@ -112,40 +114,34 @@ class CollectedEvidence:
     def pcr_set(self) -> tuple[int, ...]:
         return tuple(sorted(self.pcrs))
 
-    def attestation_info(self) -> dict[str, Any]:
-        """The inner AttestationInfo JSON object, field for field as Azure clients send it."""
-        return {
-            "AttestationProtocolVersion": PROTOCOL_VERSION,
-            "ClientPayload": {k: _b64s(v.encode()) for k, v in self.client_payload.items()},
-            "IsolationInfo": {"Type": "TrustedLaunch"},
-            "OSBuild": _b64s(self.os.build.encode()),
-            "OSDistro": _b64s(self.os.distro.encode()),
-            "OSType": _b64s(self.os.os_type.encode()),
-            "OSVersionMajor": self.os.version_major,
-            "OSVersionMinor": self.os.version_minor,
-            "TcgLogs": _b64s(self.tcg_log),
-            "TpmInfo": {
-                "AikCert": _b64s(self.aik_cert),
-                "AikPub": _b64s(self.aik_pub),
-                "EncKeyCertifyInfo": _b64s(self.enc_key_certify_info),
-                "EncKeyCertifyInfoSignature": _b64s(self.enc_key_certify_signature),
-                "EncKeyPub": _b64s(self.enc_key_pub),
-                "PCRs": [{"Digest": _b64s(self.pcrs[i]), "Index": i} for i in self.pcr_set],
-                "PcrQuote": _b64s(self.pcr_quote),
-                "PcrSet": list(self.pcr_set),
-                "PcrSignature": _b64s(self.pcr_signature),
-            },
-        }
+    def request(self) -> AzureGuestRequest:
+        """The typed AzureGuest request (protocol 2.0, IsolationInfo TrustedLaunch)."""
+        return AzureGuestRequest(
+            protocol_version=PROTOCOL_VERSION,
+            os_type=self.os.os_type,
+            os_distro=self.os.distro,
+            os_version_major=self.os.version_major,
+            os_version_minor=self.os.version_minor,
+            os_build=self.os.build,
+            tcg_logs=self.tcg_log,
+            client_payload=dict(self.client_payload),
+            tpm_info=TpmInfo(
+                aik_cert=self.aik_cert,
+                aik_pub=self.aik_pub,
+                pcr_quote=self.pcr_quote,
+                pcr_signature=self.pcr_signature,
+                enc_key_pub=self.enc_key_pub,
+                enc_key_certify_info=self.enc_key_certify_info,
+                enc_key_certify_info_signature=self.enc_key_certify_signature,
+                pcr_set=self.pcr_set,
+                pcrs=tuple((i, self.pcrs[i]) for i in self.pcr_set),
+            ),
+            isolation_type=ISOLATION_TRUSTED_LAUNCH,
+        )
 
     def request_body(self) -> bytes:
         """The HTTP body of ``POST /attest/AzureGuest``: ``{"AttestationInfo": b64url(JSON)}``."""
-        inner = json.dumps(self.attestation_info(), separators=(",", ":")).encode()
-        token = base64.urlsafe_b64encode(inner).rstrip(b"=").decode("ascii")
-        return json.dumps({"AttestationInfo": token}).encode()
-
-
-def _b64s(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+        return encode_request(self.request())
 
 
 def _rsa_signature_bytes(sig: TPMT_SIGNATURE, what: str) -> bytes:

@@ -1,0 +1,125 @@
+"""``bootwatch agent``: the guest side: collect evidence, unseal tokens (and attest)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from bootwatch.errors import ConfigError
+
+
+@click.group()
+def command() -> None:
+    """The guest side: collect AzureGuest evidence, open sealed tokens."""
+
+
+@contextlib.contextmanager
+def _tpm_target(
+    tcti: str | None, lab_vm: str | None, lab_dir: Path | None
+) -> Iterator[tuple[str | None, Path | None]]:
+    """(TCTI, default log path) for ``--tcti`` / ``--lab-vm`` (the VM runs for the block)."""
+    if tcti and lab_vm:
+        raise ConfigError("give --tcti or --lab-vm, not both")
+    if lab_vm is None:
+        yield tcti, None
+        return
+    from bootwatch.lab import Lab
+
+    with Lab(lab_dir).running(lab_vm) as vm:
+        yield vm.tcti, vm.log_path
+
+
+_tcti_opt = click.option(
+    "--tcti", default=None, help="tpm2-tss TCTI (default device:/dev/tpmrm0)."
+)
+_lab_vm_opt = click.option(
+    "--lab-vm", default=None, help="Use this lab VM's vTPM (and its event log)."
+)
+_lab_dir_opt = click.option(
+    "--lab-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BOOTWATCH_LAB_DIR",
+    default=None, help="Lab folder for --lab-vm.",
+)
+
+
+@command.command("evidence")
+@_tcti_opt
+@_lab_vm_opt
+@_lab_dir_opt
+@click.option("--log", "log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="TCG log (default: the lab VM's, else securityfs).")
+@click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("/etc/os-release"), show_default=True)
+@click.option("--payload", multiple=True, metavar="KEY=VALUE",
+              help="ClientPayload entry (repeatable); echoed back in the token.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the request body ('-' for stdout).")
+def evidence_cmd(
+    tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None,
+    os_release: Path, payload: tuple[str, ...], out: Path,
+) -> None:
+    """Collect one AzureGuest attestation and write the request body to --out."""
+    from bootwatch.agent.evidence import (
+        SECURITYFS_LOG,
+        collect_evidence,
+        read_os_info,
+        read_tcg_log,
+    )
+
+    client_payload: dict[str, str] = {}
+    for item in payload:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--payload {item!r}: expected KEY=VALUE")
+        client_payload[key] = value
+    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, vm_log):
+        log = read_tcg_log(log_file or vm_log or SECURITYFS_LOG)
+        start = time.perf_counter()
+        ev = collect_evidence(
+            spec, tcg_log=log, os_info=read_os_info(os_release), client_payload=client_payload
+        )
+        elapsed = time.perf_counter() - start
+    body = ev.request_body()
+    if str(out) == "-":
+        sys.stdout.write(body.decode("ascii") + "\n")
+    else:
+        out.write_bytes(body)
+        click.echo(
+            f"wrote {out} ({len(body)} bytes; PCRs {list(ev.pcr_set)} quoted; "
+            f"collected in {elapsed * 1000:.1f} ms)",
+            err=True,
+        )
+
+
+@command.command("unseal")
+@click.argument("response", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_tcti_opt
+@_lab_vm_opt
+@_lab_dir_opt
+@click.option("--request", "request_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The request the response answers: its quoted PCRs name what changed.")
+def unseal_cmd(
+    response: Path, tcti: str | None, lab_vm: str | None, lab_dir: Path | None,
+    request_file: Path | None,
+) -> None:
+    """Open a sealed AzureGuest RESPONSE with the vTPM; print the JWS."""
+    from bootwatch.agent.unseal import unseal
+
+    quoted: dict[int, bytes] | None = None
+    if request_file is not None:
+        from bootwatch.protocol.azureguest import decode_request
+
+        req = decode_request(request_file.read_bytes())
+        quoted = dict(req.tpm_info.pcrs)
+    body = response.read_bytes()
+    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, _):
+        jws = unseal(spec, body, quoted_pcrs=quoted)
+    click.echo(jws)
+
+
+# further agent subcommands are registered below (one line each)
