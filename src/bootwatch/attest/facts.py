@@ -1,0 +1,316 @@
+"""From verified evidence to the typed facts the claim derivation needs.
+
+This is the seam between the evidence layer (tpm + eventlog) and the claims:
+it takes only what :func:`bootwatch.attest.evidence.verify_evidence` has
+verified (the replayed log that explains the quoted PCRs, the certified
+ephemeral key, the AIK certificate result) and turns it into
+:class:`~bootwatch.attest.claims.MeasuredSecureBoot`,
+:class:`~bootwatch.attest.claims.WindowsBootConfig`, the OS fields and the
+policy-visible claims (the booleans plus the 1.2 JSON claims ``events`` and
+``pcrs``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bootwatch.attest.claims import (
+    AzureVmClaims,
+    MeasuredSecureBoot,
+    OsInfo,
+    WindowsBootConfig,
+)
+from bootwatch.errors import InputError
+from bootwatch.eventlog.decode import VariableEvent, decode_event
+from bootwatch.eventlog.model import UnverifiedEventLog
+from bootwatch.policy import Claim
+from bootwatch.protocol import token as t
+
+#: PCRs Windows measures its boot configuration (SIPA) into
+SIPA_PCRS = frozenset({12, 13, 14})
+_SIPA_FLAGS = {
+    "EVENT_BOOTDEBUGGING": "boot_debugging",
+    "EVENT_OSKERNELDEBUG": "kernel_debug",
+    "EVENT_HYPERVISOR_DEBUG": "hypervisor_debug",
+    "EVENT_TESTSIGNING": "test_signing",
+    "EVENT_FLIGHTSIGNING": "flight_signing",
+}
+
+
+@dataclass(frozen=True)
+class VerifiedBoot:
+    """What the pipeline knows for certain about one boot, ready for claims."""
+
+    secure_boot: MeasuredSecureBoot
+    windows: WindowsBootConfig
+    attested_pcrs: tuple[int, ...]
+    pcr_values: Mapping[int, bytes]
+    events: Mapping[str, Any]
+    enc_key: rsa.RSAPublicKey
+    protocol_version: str
+    client_payload: Mapping[str, Any]
+    vm_id: str | None
+
+
+# --- pieces that need no other layer -----------------------------------------
+
+
+def _b64url_uint(value: int) -> str:
+    raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def enc_key_jwk(key: rsa.RSAPublicKey) -> dict[str, Any]:
+    """The ephemeral vTPM key as MAA puts it in ``x-ms-runtime.keys``."""
+    numbers = key.public_numbers()
+    return {
+        "e": _b64url_uint(numbers.e),
+        "key_ops": ["encrypt"],
+        "kid": t.EPHEMERAL_KEY_KID,
+        "kty": "RSA",
+        "n": _b64url_uint(numbers.n),
+    }
+
+
+def vm_id_from_aik_certificate(cert: x509.Certificate | None) -> str | None:
+    """The VM id GUID from a *validated* AIK certificate's subject CN, upper-case.
+
+    Azure's vTPM CA puts ``<hex>.TrustedVM.Azure.Microsoft`` there (no GUID),
+    the bootwatch lab CA the VM id when it has one; anything that is not a
+    GUID yields no ``x-ms-azurevm-vmid`` claim.
+    """
+    if cert is None:
+        return None
+    for attr in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME):
+        value = attr.value if isinstance(attr.value, str) else attr.value.decode("utf-8", "replace")
+        try:
+            return str(uuid.UUID(value.strip())).upper()
+        except ValueError:
+            continue
+    return None
+
+
+def windows_boot_config(events: Mapping[str, Any], attested: Iterable[int]) -> WindowsBootConfig:
+    """SIPA flags from the ``events`` claim (EV_EVENT_TAG events in PCR 12-14)."""
+    attested_set = frozenset(attested)
+    found: dict[str, bool] = {}
+    hvci = 0
+    elam = False
+    pcrs: set[int] = set()
+    for ev in events.get("Events", ()):
+        if not isinstance(ev, Mapping) or ev.get("EventTypeString") != "EV_EVENT_TAG":
+            continue
+        pcr = ev.get("PcrIndex")
+        if not isinstance(pcr, int) or pcr not in SIPA_PCRS:
+            continue
+        data = ev.get("ProcessedData")
+        if not isinstance(data, Mapping):
+            continue
+        pcrs.add(pcr)
+        for key, value in _walk(data):
+            if key in _SIPA_FLAGS:
+                found[_SIPA_FLAGS[key]] = found.get(_SIPA_FLAGS[key], False) or _truthy(value)
+            elif key == "EVENT_VBS_HVCI_POLICY":
+                hvci = _int_value(value, hvci)
+            elif key.startswith("EVENT_ELAM"):
+                elam = True
+    if not pcrs:
+        return WindowsBootConfig()
+    return WindowsBootConfig(
+        present=True,
+        attested=pcrs <= attested_set,
+        elam=elam,
+        hvci_policy=hvci,
+        **found,
+    )
+
+
+def _walk(obj: Any) -> Iterable[tuple[str, Any]]:
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield str(k), v
+            yield from _walk(v)
+    elif isinstance(obj, list | tuple):
+        for item in obj:
+            yield from _walk(item)
+
+
+def _truthy(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value != 0
+    if isinstance(value, Mapping) and "Value" in value:
+        return _truthy(value["Value"])
+    if isinstance(value, list | tuple):
+        return any(_truthy(v) for v in value)
+    return False
+
+
+def _int_value(value: Any, default: int) -> int:
+    if isinstance(value, Mapping):
+        value = value.get("Value", default)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    return default
+
+
+def pcrs_json(pcr_values: Mapping[int, bytes]) -> dict[str, Any]:
+    """The 1.2 ``pcrs`` claim: SHA-256 digests as lower-case hex (our documented choice)."""
+    return {
+        "PCRs": [
+            {"Index": i, "Digests": {"SHA256": pcr_values[i].hex()}} for i in sorted(pcr_values)
+        ]
+    }
+
+
+def pcrs_claim(boot: VerifiedBoot) -> dict[str, Any]:
+    return pcrs_json(boot.pcr_values)
+
+
+def policy_claims(
+    azurevm: AzureVmClaims, *, events: Mapping[str, Any], pcrs: Mapping[str, Any]
+) -> list[Claim]:
+    """Incoming claims for an AzureGuest policy (issuer AttestationService)."""
+    out: list[Claim] = []
+    for name, value in azurevm.claims.items():
+        if name == t.RUNTIME:
+            continue
+        out.append(Claim.service(name, value))
+    out.append(Claim.service("events", dict(events), read_only=True))
+    out.append(Claim.service("pcrs", dict(pcrs), read_only=True))
+    return out
+
+
+def os_info_of(request: Any) -> OsInfo:
+    """OS fields of a decoded request (the protocol layer already base64-decoded them)."""
+    return OsInfo(
+        os_type=str(request.os_type),
+        distro=str(request.os_distro),
+        version_major=int(request.os_version_major),
+        version_minor=int(request.os_version_minor),
+        build=str(request.os_build),
+    )
+
+
+def thumbprint(der: bytes) -> str:
+    """SHA-1 thumbprint (lower-case hex) of a DER certificate, as templates list them."""
+    return hashlib.sha1(der, usedforsecurity=False).hexdigest()
+
+
+EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
+EFI_IMAGE_SECURITY_DATABASE = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+_SB_VARIABLES = {
+    "SecureBoot": EFI_GLOBAL_VARIABLE,
+    "PK": EFI_GLOBAL_VARIABLE,
+    "KEK": EFI_GLOBAL_VARIABLE,
+    "db": EFI_IMAGE_SECURITY_DATABASE,
+    "dbx": EFI_IMAGE_SECURITY_DATABASE,
+}
+EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
+EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003
+EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+SHA256 = 0x000B
+
+
+def measured_secure_boot(log: UnverifiedEventLog) -> MeasuredSecureBoot:
+    """Secure Boot state from PCR 7 variable events and PCR 4 boot images of ``log``.
+
+    Call only with a log whose replay matched the quoted PCRs.  The first
+    measurement of each variable counts; a variable with the wrong vendor GUID
+    is not the Secure Boot variable and is ignored; contents that do not
+    decode make the whole state undecoded (fail closed).
+    """
+    seen: dict[str, VariableEvent] = {}
+    authorities: list[str] = []
+    boot_apps: list[bytes] = []
+    problems: list[str] = []
+    for event in log.events:
+        if event.pcr == 4 and event.event_type == EV_EFI_BOOT_SERVICES_APPLICATION:
+            digest = event.digests.get(SHA256)
+            if digest is not None:
+                boot_apps.append(bytes(digest))
+            continue
+        if event.pcr != 7 or event.event_type not in (
+            EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY
+        ):
+            continue
+        decoded = decode_event(event)
+        if not isinstance(decoded, VariableEvent):
+            problems.append(f"event {event.index}: variable event does not decode")
+            continue
+        if event.event_type == EV_EFI_VARIABLE_AUTHORITY:
+            # only UEFI db authorities: shim logs its own (vendor/MOK) ones here too
+            if decoded.name != "db" or decoded.guid.lower() != EFI_IMAGE_SECURITY_DATABASE:
+                continue
+            entry = decoded.authority
+            if entry is not None and entry.certificate is not None:
+                authorities.append(entry.certificate.sha1_thumbprint.lower())
+            elif entry is not None and entry.data:
+                authorities.append(thumbprint(entry.data))
+            continue
+        want = _SB_VARIABLES.get(decoded.name)
+        if want is None or decoded.guid.lower() != want or decoded.name in seen:
+            continue
+        if decoded.contents_error is not None:
+            problems.append(f"{decoded.name} (event {event.index}): {decoded.contents_error}")
+        seen[decoded.name] = decoded
+
+    def certs(name: str) -> tuple[str, ...] | None:
+        var = seen.get(name)
+        if var is None:
+            return None
+        if var.signature_lists is None:
+            return () if not var.data else None
+        out = []
+        for sl in var.signature_lists:
+            for entry in sl.entries:
+                if entry.certificate is not None:
+                    out.append(entry.certificate.sha1_thumbprint.lower())
+                elif not entry.is_hash:
+                    problems.append(f"{name}: an X.509 entry does not parse ({entry.error})")
+        return tuple(out)
+
+    def hashes(name: str) -> tuple[bytes, ...]:
+        var = seen.get(name)
+        if var is None or var.signature_lists is None:
+            return ()
+        return tuple(
+            e.data for sl in var.signature_lists for e in sl.entries
+            if e.is_hash and not e.is_svn_record
+        )
+
+    sb_var = seen.get("SecureBoot")
+    secure_boot: bool | None = None
+    if sb_var is not None:
+        secure_boot = sb_var.data == b"\x01"
+    dbx_var = seen.get("dbx")
+    return MeasuredSecureBoot(
+        secure_boot=secure_boot,
+        pk=certs("PK"),
+        kek=certs("KEK"),
+        db_certs=certs("db"),
+        db_hashes=hashes("db"),
+        dbx_hashes=frozenset(hashes("dbx")) if dbx_var is not None else None,
+        dbx_certs=frozenset(certs("dbx") or ()),
+        authorities=tuple(dict.fromkeys(authorities)),
+        boot_apps=tuple(boot_apps),
+        decoded=not problems,
+        problems=tuple(problems),
+    )
+
+
+class BootFactsError(InputError):
+    """Verified evidence whose boot facts cannot be derived (names what is missing)."""
+
+    code = "boot_facts_invalid"
