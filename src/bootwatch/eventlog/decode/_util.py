@@ -9,6 +9,7 @@ value, so a log that frames always still yields a boot state.
 
 from __future__ import annotations
 
+import functools
 import struct
 import uuid
 
@@ -81,8 +82,12 @@ class Reader:
         return EventDataError(reason, self.base + self.pos)
 
 
+@functools.lru_cache(maxsize=4096)
 def guid_text(raw: bytes) -> str:
-    """EFI_GUID (mixed-endian, 16 bytes) as the canonical lower-case text form."""
+    """EFI_GUID (mixed-endian, 16 bytes) as the canonical lower-case text form.
+
+    Cached: logs repeat a few GUIDs (owners of hundreds of dbx entries) many times.
+    """
     return str(uuid.UUID(bytes_le=raw))
 
 

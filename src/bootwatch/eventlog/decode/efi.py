@@ -9,6 +9,7 @@ inside the event data when a structure is short or inconsistent.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import struct
 import warnings
@@ -92,15 +93,29 @@ class X509Info:
 class SignatureEntry:
     """One EFI_SIGNATURE_DATA: owner GUID and the signature (certificate or hash).
 
-    ``certificate`` is set for X.509 entries that parse; ``error`` says why an
+    For X.509 entries, ``certificate`` reads the DER on first use (and caches it
+    by content: a fleet shares the same db/KEK certificates), so extracting boot
+    state does not pay for certificates nobody looks at; ``error`` says why an
     X.509 entry could not be read (the DER bytes stay in ``data``).
     """
 
     kind: SignatureKind
     owner: str
     data: bytes
-    certificate: X509Info | None = None
-    error: str | None = None
+
+    @property
+    def certificate(self) -> X509Info | None:
+        if self.kind is not SignatureKind.X509:
+            return None
+        info = _cached_x509(self.data)
+        return info if isinstance(info, X509Info) else None
+
+    @property
+    def error(self) -> str | None:
+        if self.kind is not SignatureKind.X509:
+            return None
+        info = _cached_x509(self.data)
+        return info if isinstance(info, str) else None
 
     @property
     def is_hash(self) -> bool:
@@ -208,13 +223,16 @@ def x509_info(der: bytes) -> X509Info:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _cached_x509(der: bytes) -> X509Info | str:
+    try:
+        return x509_info(der)
+    except EventDataError as exc:
+        return exc.reason
+
+
 def signature_entry(kind: SignatureKind, owner: str, data: bytes) -> SignatureEntry:
-    """Build one entry; an X.509 entry that does not parse keeps its bytes and a reason."""
-    if kind is SignatureKind.X509:
-        try:
-            return SignatureEntry(kind, owner, data, x509_info(data))
-        except EventDataError as exc:
-            return SignatureEntry(kind, owner, data, None, exc.reason)
+    """Build one entry (X.509 contents are read lazily, see :class:`SignatureEntry`)."""
     return SignatureEntry(kind, owner, data)
 
 
@@ -240,10 +258,13 @@ def parse_signature_lists(data: bytes, *, base: int = 0) -> tuple[SignatureList,
             )
         kind = _SIG_TYPES.get(sig_type, SignatureKind.OTHER)
         header = r.take(header_size, "EFI_SIGNATURE_LIST.SignatureHeader")
+        p = r.pos
+        r.pos = start + list_size
         entries = []
-        for _ in range(body // sig_size):
-            owner = r.guid("EFI_SIGNATURE_DATA.SignatureOwner")
-            entries.append(signature_entry(kind, owner, r.take(sig_size - 16, "SignatureData")))
+        for q in range(p, p + body, sig_size):
+            owner = guid_text(data[q : q + 16])
+            value = data[q + 16 : q + sig_size]
+            entries.append(SignatureEntry(kind, owner, value))
         lists.append(SignatureList(sig_type, kind, header, tuple(entries)))
     return tuple(lists)
 
