@@ -320,7 +320,12 @@ def derive_azurevm_claims(
     tpl, why = match_template(sb, templates)
     decisions.append(ClaimDecision(t.DEFAULT_KEYS_VALIDATED, tpl is not None, why))
     decisions.append(db_validated(sb, templates))
-    decisions.append(dbx_validated(sb, dbx_reference))
+    if 4 in pcrs:
+        decisions.append(dbx_validated(sb, dbx_reference))
+    else:
+        decisions.append(ClaimDecision(
+            t.DBX_VALIDATED, False, "PCR 4 (boot applications) is not covered by the quote"
+        ))
     decisions.extend(_windows_decisions(windows))
 
     claims: dict[str, JSON] = {d.claim: d.value for d in decisions}

@@ -28,8 +28,9 @@ from bootwatch.attest.claims import (
     OsInfo,
     WindowsBootConfig,
 )
+from bootwatch.attest.evidence import EvidenceVerification
 from bootwatch.errors import InputError
-from bootwatch.eventlog.decode import VariableEvent, decode_event
+from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
 from bootwatch.eventlog.model import UnverifiedEventLog
 from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
@@ -314,3 +315,33 @@ class BootFactsError(InputError):
     """Verified evidence whose boot facts cannot be derived (names what is missing)."""
 
     code = "boot_facts_invalid"
+
+
+def verified_boot(evidence: EvidenceVerification, request: Any) -> VerifiedBoot:
+    """The boot facts of evidence that passed verification.
+
+    Reads only ``verified_*`` fields; a missing one means the caller skipped
+    a failed check, which is a bug on its side, so it raises.
+    """
+    log = evidence.verified_event_log
+    pcrs = evidence.verified_pcrs
+    enc = evidence.verified_enc_key
+    if log is None or pcrs is None or enc is None:
+        raise BootFactsError("evidence is not verified (log, PCRs or ephemeral key missing)")
+    key = enc.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise BootFactsError("EncKeyPub: the ephemeral key is not RSA (MAA wraps with RSAES)")
+    attested = tuple(sorted(pcrs))
+    events = events_claim(log)
+    chain = evidence.verified_aik_chain
+    return VerifiedBoot(
+        secure_boot=measured_secure_boot(log),
+        windows=windows_boot_config(events, attested),
+        attested_pcrs=attested,
+        pcr_values=dict(pcrs),
+        events=events,
+        enc_key=key,
+        protocol_version=str(request.protocol_version),
+        client_payload=dict(request.client_payload),
+        vm_id=vm_id_from_aik_certificate(chain.leaf if chain is not None else None),
+    )

@@ -1,0 +1,275 @@
+"""The AzureGuest attestation pipeline: request bytes in, verdict and sealed token out.
+
+decode (protocol) -> verify evidence (tpm: quote, certify, AIK chain, log
+replay) -> boot facts (eventlog: PCR 7 variables, boot images, SIPA) ->
+``azurevm`` claims -> provider policy -> token claims -> RS256 signature ->
+sealed envelope to the certified vTPM key.
+
+Pure: the clock, the provider's keys, policy and configuration come in as
+:class:`ProviderInputs`; the function touches no network, disk or settings,
+so the service, the benchmark and the tests all run exactly this code.
+Every failure is an :class:`AttestationOutcome` that names what failed (the
+evidence check and its reason, or the deciding policy rule); only a bug
+raises.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bootwatch.attest.claims import (
+    DEFAULT_TEMPLATES,
+    AzureVmClaims,
+    DbxReference,
+    SecureBootTemplate,
+    derive_azurevm_claims,
+)
+from bootwatch.attest.evidence import verify_evidence
+from bootwatch.attest.facts import (
+    VerifiedBoot,
+    enc_key_jwk,
+    os_info_of,
+    pcrs_claim,
+    policy_claims,
+    verified_boot,
+)
+from bootwatch.attest.token import (
+    IssuedClaim,
+    assemble_token_claims,
+    validity_from_properties,
+)
+from bootwatch.errors import BootwatchError, InputError, PolicyError
+from bootwatch.policy.evaluator import evaluate
+from bootwatch.protocol.azureguest import decode_request
+from bootwatch.protocol.envelope import SealedEnvelope, seal
+
+
+class Verdict(enum.Enum):
+    """What the provider decided."""
+
+    PERMIT = "permit"
+    DENY = "deny"
+    #: the request or its evidence did not verify (MAA answers 400 InvalidParameter)
+    INVALID = "invalid"
+
+
+@dataclass(frozen=True)
+class ProviderInputs:
+    """Everything provider-specific the pipeline needs, passed in by the service.
+
+    ``sign`` turns a claims mapping into a compact RS256 JWS (the provider's
+    token signer, which sets ``kid`` and ``jku``).  ``policy`` is a compiled
+    policy of :mod:`bootwatch.policy`.  ``require_aik_certificate``: when set
+    (the default), an AIK certificate that does not chain to
+    ``trust_anchors`` makes the request invalid.
+    """
+
+    issuer: str
+    policy: Any
+    policy_hash: str
+    sign: Callable[[Mapping[str, Any]], str]
+    trust_anchors: Any
+    policy_signer: Mapping[str, Any] | None = None
+    templates: tuple[SecureBootTemplate, ...] = DEFAULT_TEMPLATES
+    dbx_reference: DbxReference | None = None
+    require_aik_certificate: bool | None = None
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One evidence check as the outcome reports it."""
+
+    name: str
+    passed: bool
+    reason_code: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttestationOutcome:
+    """The verdict and everything needed to answer, record and explain it."""
+
+    verdict: Verdict
+    reason: str
+    policy_hash: str
+    failed_check: str | None = None
+    deciding_rule: str | None = None
+    checks: tuple[CheckResult, ...] = ()
+    azurevm: AzureVmClaims | None = None
+    token_claims: Mapping[str, Any] | None = None
+    token: str | None = None
+    envelope: SealedEnvelope | None = None
+    vm_id: str | None = None
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def permitted(self) -> bool:
+        return self.verdict is Verdict.PERMIT
+
+
+#: checks that may fail without rejecting the request when the provider allows it
+_OPTIONAL_CHECKS = frozenset({"aik_certificate"})
+
+
+def attest_azure_guest(
+    request_body: bytes,
+    *,
+    provider: ProviderInputs,
+    now: datetime,
+    jti: str | None = None,
+) -> AttestationOutcome:
+    """Run one AzureGuest attestation (see the module docstring)."""
+    ph = provider.policy_hash
+    try:
+        request = decode_request(request_body)
+    except InputError as exc:
+        return AttestationOutcome(
+            Verdict.INVALID, f"request: {exc}", ph, failed_check="request"
+        )
+
+    try:
+        evidence = verify_evidence(request, trust_anchors=provider.trust_anchors, at=now)
+    except InputError as exc:
+        return AttestationOutcome(
+            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="evidence"
+        )
+    checks = tuple(
+        CheckResult(str(c.name), bool(c.passed), str(c.reason_code), str(c.reason))
+        for c in evidence.checks
+    )
+    # the AIK certificate check is decided after the policy (require_valid_aik_cert)
+    failed = [c for c in checks if not c.passed and c.name not in _OPTIONAL_CHECKS]
+    if failed:
+        first = failed[0]
+        return AttestationOutcome(
+            Verdict.INVALID,
+            f"evidence check '{first.name}' failed ({first.reason_code}): {first.reason}",
+            ph,
+            failed_check=first.name,
+            checks=checks,
+        )
+
+    try:
+        boot: VerifiedBoot = verified_boot(evidence, request)
+        azurevm = derive_azurevm_claims(
+            secure_boot=boot.secure_boot,
+            windows=boot.windows,
+            templates=provider.templates,
+            dbx_reference=provider.dbx_reference,
+            os_info=os_info_of(request),
+            attested_pcrs=boot.attested_pcrs,
+            protocol_version=boot.protocol_version,
+            enc_key_jwk=enc_key_jwk(boot.enc_key),
+            client_payload=boot.client_payload,
+            vm_id=boot.vm_id,
+        )
+    except InputError as exc:
+        return AttestationOutcome(
+            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="boot_state", checks=checks
+        )
+
+    incoming = policy_claims(azurevm, events=boot.events, pcrs=pcrs_claim(boot))
+    try:
+        result = evaluate(provider.policy, incoming)
+    except PolicyError as exc:
+        return AttestationOutcome(
+            Verdict.DENY,
+            f"policy evaluation failed: {exc}",
+            ph,
+            checks=checks,
+            azurevm=azurevm,
+            vm_id=boot.vm_id,
+        )
+    if not result.permitted:
+        rule = result.deciding_rule
+        why = f"denied by rule {rule}" if rule else "denied: no authorization rule permitted"
+        return AttestationOutcome(
+            Verdict.DENY, why, ph, deciding_rule=rule, checks=checks, azurevm=azurevm,
+            vm_id=boot.vm_id,
+        )
+
+    props = _properties(result.properties)
+    require_aik = (
+        provider.require_aik_certificate
+        if provider.require_aik_certificate is not None
+        else bool(props.get("require_valid_aik_cert", True))
+    )
+    aik_failed = [c for c in checks if c.name in _OPTIONAL_CHECKS and not c.passed]
+    if require_aik and aik_failed:
+        first = aik_failed[0]
+        return AttestationOutcome(
+            Verdict.INVALID,
+            f"evidence check '{first.name}' failed ({first.reason_code}): {first.reason}",
+            ph, failed_check=first.name, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
+        )
+    try:
+        validity = validity_from_properties(_explicit_properties(result, props))
+    except PolicyError as exc:
+        return AttestationOutcome(
+            Verdict.DENY, str(exc), ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id
+        )
+    issued = [IssuedClaim(c.type, c.value) for c in result.issued]
+    body = assemble_token_claims(
+        issuer=provider.issuer,
+        now=now,
+        azurevm=azurevm.claims,
+        issued=issued,
+        policy_hash=ph,
+        policy_signer=provider.policy_signer,
+        validity=validity,
+        jti=jti,
+    )
+    jws = provider.sign(body)
+    envelope = seal(jws, boot.enc_key)
+    return AttestationOutcome(
+        Verdict.PERMIT,
+        "permitted",
+        ph,
+        deciding_rule=result.deciding_rule,
+        checks=checks,
+        azurevm=azurevm,
+        token_claims=body,
+        token=jws,
+        envelope=envelope,
+        vm_id=boot.vm_id,
+    )
+
+
+def _explicit_properties(result: Any, props: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Only the properties the policy set itself: the evaluator fills in MAA's TPM
+    defaults (report_validity_in_minutes 1440), but azurevm tokens live 8 hours
+    unless the policy says otherwise."""
+    explicit = {
+        name: value for name, value in props.items()
+        if any(
+            getattr(e, "fired", False) and str(getattr(e.section, "value", "")).startswith(
+                "configuration") and name in str(e.rule)
+            for e in getattr(result, "trace", ())
+        )
+    }
+    return explicit
+
+
+def _properties(props: Any) -> Mapping[str, Any]:
+    """Policy property claims as a name -> value mapping (last one wins)."""
+    if isinstance(props, Mapping):
+        return props
+    out: dict[str, Any] = {}
+    if isinstance(props, Sequence):
+        for p in props:
+            out[str(p.type)] = p.value
+    return out
+
+
+__all__ = [
+    "AttestationOutcome",
+    "BootwatchError",
+    "CheckResult",
+    "ProviderInputs",
+    "Verdict",
+    "attest_azure_guest",
+]

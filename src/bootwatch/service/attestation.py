@@ -1,0 +1,279 @@
+"""Attestation routes: ``POST /attest/AzureGuest`` and round one of ``POST /attest/Tpm``.
+
+``/attest/AzureGuest`` runs :func:`bootwatch.attest.pipeline.attest_azure_guest`
+with the provider's policy, token signer and the configured trust anchors,
+DBX data and Secure Boot templates, records the verdict, and answers:
+
+* permit: 200 ``{"token": base64url(sealed envelope)}`` (maa-protocol 1.3);
+* deny: 400 ``PolicyEvaluationError`` whose message names the deciding rule
+  and the claims that made it fire;
+* evidence that does not verify: 400 ``InvalidParameter`` naming the failing
+  check and its reason.
+
+``/attest/Tpm`` answers the ``aikcert`` init message with a random challenge
+and an opaque ``service_context`` (challenge and expiry, sealed with the
+service's at-rest key), as the live service does; later rounds are not
+implemented by this service and are refused as InvalidOperation.
+
+Configuration read here (once per process, cached on ``app.state``):
+``settings.trust_anchors_path`` (PEM file or folder of AIK issuing CAs),
+``settings.dbx_data_path`` (Microsoft's ``dbx_info_msft_latest.json``) and
+``settings.extra["secureboot_templates"]`` (JSON file of extra templates, see
+docs/attestation.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import secrets
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from bootwatch.attest.claims import (
+    DEFAULT_TEMPLATES,
+    DbxReference,
+    SecureBootTemplate,
+    dbx_reference_from_json,
+    templates_from_json,
+)
+from bootwatch.attest.pipeline import (
+    AttestationOutcome,
+    ProviderInputs,
+    Verdict,
+    attest_azure_guest,
+)
+from bootwatch.errors import ConfigError
+from bootwatch.protocol.envelope import encode_token_response
+from bootwatch.service.auth import require_attest_auth
+from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
+from bootwatch.service.logs import get_logger
+from bootwatch.service.providers import ProviderContext, current_provider
+from bootwatch.service.records import AttestationRecord, record_attestation
+from bootwatch.service.records import Verdict as RecordVerdict
+from bootwatch.service.routes import api_version
+from bootwatch.tpm.aik import TrustAnchors
+
+#: how long an /attest/Tpm challenge stays valid
+TPM_CHALLENGE_TTL = timedelta(minutes=5)
+_TPM_CONTEXT = "attest-tpm-service-context"
+
+
+@dataclass(frozen=True)
+class AttestationConfig:
+    """Per-process attestation configuration loaded from the settings."""
+
+    trust_anchors: TrustAnchors
+    dbx_reference: DbxReference | None
+    templates: tuple[SecureBootTemplate, ...]
+
+
+_config_lock = threading.Lock()
+
+
+def attestation_config(request: Request) -> AttestationConfig:
+    """Load (once) the trust anchors, DBX data and templates named by the settings."""
+    app_state = request.app.state
+    cfg: AttestationConfig | None = getattr(app_state, "bw_attest_config", None)
+    if cfg is not None:
+        return cfg
+    with _config_lock:
+        cfg = getattr(app_state, "bw_attest_config", None)
+        if cfg is None:
+            cfg = load_attestation_config(app_state.bw.settings)
+            app_state.bw_attest_config = cfg
+    return cfg
+
+
+def load_attestation_config(settings: Any) -> AttestationConfig:
+    anchors_path = str(getattr(settings, "trust_anchors_path", "") or "")
+    blobs: list[bytes] = []
+    if anchors_path:
+        p = Path(anchors_path)
+        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        try:
+            blobs = [f.read_bytes() for f in files]
+        except OSError as exc:
+            raise ConfigError(f"trust_anchors_path {anchors_path}: {exc}") from None
+    dbx: DbxReference | None = None
+    dbx_path = str(getattr(settings, "dbx_data_path", "") or "")
+    if dbx_path:
+        try:
+            dbx = dbx_reference_from_json(Path(dbx_path).read_bytes(), source=Path(dbx_path).name)
+        except OSError as exc:
+            raise ConfigError(f"dbx_data_path {dbx_path}: {exc}") from None
+    templates = DEFAULT_TEMPLATES
+    extra = getattr(settings, "extra", {}) or {}
+    tpl_path = extra.get("secureboot_templates", "")
+    if tpl_path:
+        try:
+            templates = templates + templates_from_json(Path(tpl_path).read_bytes())
+        except OSError as exc:
+            raise ConfigError(f"secureboot_templates {tpl_path}: {exc}") from None
+    return AttestationConfig(TrustAnchors.from_pem(blobs), dbx, templates)
+
+
+def provider_inputs(ctx: ProviderContext, cfg: AttestationConfig) -> ProviderInputs:
+    """What the pure pipeline needs from this provider and this process."""
+    policy = ctx.azureguest_policy
+    return ProviderInputs(
+        issuer=ctx.issuer,
+        policy=policy.compiled(),
+        policy_hash=policy.policy_hash,
+        policy_signer=policy.signer_jwk,
+        sign=ctx.token_signer.with_issuer(ctx.issuer).sign,
+        trust_anchors=cfg.trust_anchors,
+        templates=cfg.templates,
+        dbx_reference=cfg.dbx_reference,
+    )
+
+
+def deny_message(outcome: AttestationOutcome) -> str:
+    """The PolicyEvaluationError message: the rule, then why the claims are what they are."""
+    parts = [f"A Deny claim was issued, authorization failed: {outcome.reason}"]
+    if outcome.azurevm is not None:
+        false = [d for d in outcome.azurevm.decisions if d.value is False
+                 and d.claim in _DEFAULT_DECIDERS]
+        if false:
+            parts.append("; ".join(f"{d.claim}=false ({d.reason})" for d in false))
+    return ". ".join(parts)
+
+
+_DEFAULT_DECIDERS = frozenset({
+    "secureboot",
+    "x-ms-azurevm-default-securebootkeysvalidated",
+    "x-ms-azurevm-debuggersdisabled",
+    "x-ms-azurevm-signingdisabled",
+    "x-ms-azurevm-dbvalidated",
+    "x-ms-azurevm-dbxvalidated",
+})
+
+
+def _record(request: Request, ctx: ProviderContext, outcome: AttestationOutcome,
+            body: bytes) -> None:
+    verdict = {
+        Verdict.PERMIT: RecordVerdict.PERMIT,
+        Verdict.DENY: RecordVerdict.DENY,
+        Verdict.INVALID: RecordVerdict.ERROR,
+    }[outcome.verdict]
+    record_attestation(
+        request,
+        AttestationRecord(
+            provider=ctx.name,
+            attestation_type="AzureGuest",
+            verdict=verdict,
+            reason=outcome.reason,
+            vm_id=outcome.vm_id,
+            policy_hash=outcome.policy_hash,
+            evidence=body,
+        ),
+    )
+
+
+def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutcome:
+    inputs = provider_inputs(ctx, attestation_config(request))
+    outcome = attest_azure_guest(body, provider=inputs, now=datetime.now(UTC))
+    try:
+        _record(request, ctx, outcome, body)
+    except Exception as exc:  # a lost record must not turn a verdict into a 500
+        get_logger().error("attestation record not stored", extra={"reason": str(exc)})
+    return outcome
+
+
+_PROVIDER = Depends(current_provider)
+_ATTEST_AUTH = Depends(require_attest_auth)
+
+
+def router() -> APIRouter:
+    r = APIRouter(dependencies=[Depends(api_version)])
+
+    @r.post("/attest/AzureGuest")
+    async def attest_azureguest(
+        request: Request,
+        ctx: ProviderContext = _PROVIDER,
+        _auth: Any = _ATTEST_AUTH,
+    ) -> Response:
+        body = await request.body()
+        outcome = await run_in_threadpool(_run, request, ctx, body)
+        log = get_logger()
+        if outcome.verdict is Verdict.PERMIT and outcome.envelope is not None:
+            log.info("attestation permitted",
+                     extra={"provider": ctx.name, "vm_id": outcome.vm_id})
+            return Response(encode_token_response(outcome.envelope),
+                            media_type="application/json")
+        if outcome.verdict is Verdict.DENY:
+            log.info("attestation denied", extra={"provider": ctx.name, "reason": outcome.reason})
+            raise ApiError(400, "PolicyEvaluationError", deny_message(outcome))
+        log.info("attestation evidence rejected",
+                 extra={"provider": ctx.name, "reason": outcome.reason})
+        raise invalid_parameter(outcome.reason)
+
+    @r.post("/attest/Tpm")
+    async def attest_tpm(
+        request: Request,
+        ctx: ProviderContext = _PROVIDER,
+        _auth: Any = _ATTEST_AUTH,
+    ) -> JSONResponse:
+        message = _tpm_message(await request.body())
+        payload = message.get("payload")
+        if not isinstance(payload, dict):
+            raise invalid_parameter("data.payload: missing or not an object")
+        if "type" not in payload:
+            raise invalid_operation(
+                "data.payload: only round one ({\"type\": \"aikcert\"}) of the TPM protocol "
+                "is served by this provider"
+            )
+        if payload.get("type") != "aikcert":
+            raise invalid_parameter(
+                f"data.payload.type: {payload.get('type')!r} is not supported (only 'aikcert')"
+            )
+        challenge = secrets.token_bytes(16)
+        expiry = int((datetime.now(UTC) + TPM_CHALLENGE_TTL).timestamp())
+        inner = json.dumps({"challenge": _b64url(challenge), "exp": expiry,
+                            "provider": ctx.name}).encode()
+        sealer = request.app.state.bw.sealer
+        protected = sealer.seal(inner, context=_TPM_CONTEXT)
+        key_name = hashlib.sha256(f"bootwatch:{ctx.name}:{_TPM_CONTEXT}".encode()).hexdigest()
+        context = json.dumps({"ProtectionKeyName": key_name.upper(),
+                              "ProtectedContext": _b64url(protected)},
+                             separators=(",", ":")).encode()
+        answer = {"payload": {"challenge": _b64url(challenge),
+                              "service_context": _b64url(context)}}
+        data = _b64url(json.dumps(answer, separators=(",", ":")).encode())
+        return JSONResponse({"data": data})
+
+    return r
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _tpm_message(body: bytes) -> dict[str, Any]:
+    try:
+        outer = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid_parameter(f"request body is not JSON ({exc})") from None
+    if not isinstance(outer, dict) or not isinstance(outer.get("data"), str):
+        raise invalid_parameter("data: missing or not a string")
+    text = outer["data"]
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        inner = json.loads(raw)
+    except (binascii.Error, ValueError):
+        raise invalid_parameter("data: not base64url of a JSON object") from None
+    if not isinstance(inner, dict):
+        raise invalid_parameter("data: not base64url of a JSON object")
+    return inner
+
+
+__all__ = ["AttestationConfig", "load_attestation_config", "provider_inputs", "router"]

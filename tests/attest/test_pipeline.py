@@ -1,0 +1,124 @@
+"""The whole pipeline on the real Azure Trusted Launch request (fixed clock, generated key)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import jwt
+import pytest
+from attest_corpus import SECUREBOOT, azure_request_body
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bootwatch.attest.claims import dbx_reference_from_json
+from bootwatch.attest.pipeline import ProviderInputs, Verdict, attest_azure_guest
+from bootwatch.policy import default_azureguest_policy
+from bootwatch.policy.compiler import compile_policy
+from bootwatch.policy.hashes import policy_hash
+from bootwatch.protocol import token as t
+from bootwatch.tpm.aik import TrustAnchors
+
+#: inside the AIK certificate's validity (2024-02-07 .. 2025-10-30)
+AT = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _sign(claims):  # type: ignore[no-untyped-def]
+    return jwt.encode(dict(claims), KEY, algorithm="RS256", headers={"kid": "k", "typ": "JWT"})
+
+
+def _inputs(text: str | None = None, **kw) -> ProviderInputs:  # type: ignore[no-untyped-def]
+    text = text or default_azureguest_policy()
+    dbx = dbx_reference_from_json((SECUREBOOT / "dbx_info_msft_latest.json").read_bytes(),
+                                  source="dbx_info_msft_latest.json")
+    base = dict(issuer="https://bw.test", policy=compile_policy(text),
+                policy_hash=policy_hash(text), sign=_sign, trust_anchors=TrustAnchors(()),
+                dbx_reference=dbx,
+                require_aik_certificate=False)
+    base.update(kw)
+    return ProviderInputs(**base)
+
+
+def test_real_azure_request_is_permitted() -> None:
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(), now=AT, jti="00" * 32)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    assert out.token is not None and out.envelope is not None
+    claims = jwt.decode(out.token, KEY.public_key(), algorithms=["RS256"],
+                        options={"verify_exp": False, "verify_iat": False, "verify_nbf": False})
+    assert claims == out.token_claims
+    assert claims["iss"] == "https://bw.test" and claims["jti"] == "00" * 32
+    assert claims["exp"] - claims["iat"] == 28800
+    assert claims[t.ATTESTATION_TYPE] == "azurevm" and claims[t.VER] == "1.0"
+    assert claims[t.POLICY_HASH] == policy_hash(default_azureguest_policy())
+    assert claims[t.SECUREBOOT] is True and claims[t.DBX_VALIDATED] is True
+    assert claims[t.RUNTIME]["keys"][0]["kid"] == t.EPHEMERAL_KEY_KID
+    by_name = {c.name: c for c in out.checks}
+    assert by_name["aik_certificate"].passed is False  # no issuer CA is public
+    assert all(c.passed for n, c in by_name.items() if n != "aik_certificate")
+
+
+def test_aik_certificate_required_by_default() -> None:
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(require_aik_certificate=True),
+                             now=AT)
+    assert out.verdict is Verdict.INVALID and out.failed_check == "aik_certificate"
+    assert "aik_certificate" in out.reason and out.token is None
+
+
+def test_deny_names_the_rule() -> None:
+    policy = """version=1.0;
+authorizationrules {
+  [type=="x-ms-azurevm-is-windows", value==true] => deny();
+  => permit();
+};
+issuancerules { };"""
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(policy), now=AT)
+    assert out.verdict is Verdict.DENY and out.token is None
+    assert out.deciding_rule is not None and "x-ms-azurevm-is-windows" in out.deciding_rule
+    assert "x-ms-azurevm-is-windows" in out.reason
+
+
+def test_issued_claims_and_validity_property() -> None:
+    policy = """version=1.1;
+configurationrules { => issueproperty(type="report_validity_in_minutes", value=60); };
+authorizationrules { => permit(); };
+issuancerules {
+  c:[type=="secureboot"] => issue(type="sb-copy", value=c.value);
+};"""
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(policy), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    assert out.token_claims is not None
+    assert out.token_claims["sb-copy"] is True
+    assert out.token_claims["exp"] - out.token_claims["iat"] == 3600
+
+
+def test_tampered_request_is_invalid_with_check_named() -> None:
+    body = json.loads(azure_request_body())
+    inner = json.loads(base64.urlsafe_b64decode(body["AttestationInfo"] + "=="))
+    pcrs = inner["TpmInfo"]["PCRs"]
+    pcrs[0]["Digest"] = base64.b64encode(b"\x00" * 32).decode()
+    token = base64.urlsafe_b64encode(json.dumps(inner).encode()).rstrip(b"=").decode()
+    out = attest_azure_guest(json.dumps({"AttestationInfo": token}).encode(),
+                             provider=_inputs(), now=AT)
+    assert out.verdict is Verdict.INVALID
+    assert out.failed_check == "pcr_digest", out.reason
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b"not json", b'{"AttestationInfo": "@@"}'])
+def test_malformed_requests(body: bytes) -> None:
+    out = attest_azure_guest(body, provider=_inputs(), now=AT)
+    assert out.verdict is Verdict.INVALID and out.failed_check == "request"
+    assert out.reason.startswith("request: ")
+
+
+def test_policy_property_decides_aik_requirement() -> None:
+    strict = attest_azure_guest(azure_request_body(),
+                                provider=_inputs(require_aik_certificate=None), now=AT)
+    assert strict.verdict is Verdict.INVALID and strict.failed_check == "aik_certificate"
+    lenient = """version=1.1;
+configurationrules { => issueproperty(type="require_valid_aik_cert", value=false); };
+authorizationrules { => permit(); };
+issuancerules { };"""
+    out = attest_azure_guest(azure_request_body(),
+                             provider=_inputs(lenient, require_aik_certificate=None), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
