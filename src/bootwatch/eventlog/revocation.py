@@ -1,0 +1,177 @@
+"""Revocation check of a boot: were revoked components loaded, and does the
+measured dbx hold the current revocations?
+
+Inputs are a :class:`~bootwatch.eventlog.state.BootState` (what the log claims)
+and a :class:`~bootwatch.eventlog.dbx.DbxCatalog` (Microsoft's current list).
+Two facts come out, each also as a finding with a message a person can act on:
+
+* "revoked boot component loaded": a boot application whose Authenticode
+  SHA-256 (its event digest) is a revoked image hash, or a verifying authority
+  (EV_EFI_VARIABLE_AUTHORITY) that is a revoked certificate or image hash;
+* "measured dbx lacks N of the M current revocations": SVN records are not
+  image hashes and are excluded from both N and M.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+from bootwatch.eventlog.dbx import DbxCatalog
+from bootwatch.eventlog.decode.efi import SignatureKind
+from bootwatch.eventlog.model import Finding, HashAlg
+from bootwatch.eventlog.state import BootState
+
+
+class RevokedKind(enum.StrEnum):
+    IMAGE = "image"
+    AUTHORITY_CERTIFICATE = "authority_certificate"
+    AUTHORITY_HASH = "authority_hash"
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedComponent:
+    """One loaded component (or verifying authority) that the catalogue revokes."""
+
+    event: int
+    kind: RevokedKind
+    identifier: str  # SHA-256 of the image, or SHA-1 thumbprint of the certificate
+    name: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationReport:
+    """Outcome of :func:`check_revocation`."""
+
+    revoked_loaded: tuple[RevokedComponent, ...]
+    dbx_measured: bool
+    #: M: current revocations considered (image hashes of the architecture + certificates)
+    current_revocations: int
+    #: the revocations absent from the measured dbx (hex hashes / thumbprints); N = len
+    missing_revocations: tuple[str, ...]
+    #: SVN records in the catalogue, excluded from the comparison
+    svn_records_excluded: int
+    #: boot applications that could not be checked (no SHA-256 digest in a SHA-1 log)
+    unchecked_applications: tuple[int, ...]
+    findings: tuple[Finding, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.revoked_loaded and self.dbx_measured and not self.missing_revocations
+
+
+def check_revocation(
+    state: BootState, catalog: DbxCatalog, *, architecture: str = "x64"
+) -> RevocationReport:
+    """Compare the boot state with the catalogue (see the module docstring)."""
+    images = catalog.images
+    thumbs = {c.sha1_thumbprint: c for c in catalog.certificates}
+    revoked: list[RevokedComponent] = []
+    unchecked: list[int] = []
+    findings: list[Finding] = []
+
+    for app in state.boot_applications:
+        digest = app.digests.get(HashAlg.SHA256)
+        if digest is None:
+            unchecked.append(app.event)
+            continue
+        img = images.get(digest.hex())
+        if img is not None:
+            revoked.append(
+                RevokedComponent(
+                    app.event, RevokedKind.IMAGE, img.sha256, img.filename, img.description
+                )
+            )
+    for auth in state.authorities:
+        entry = auth.entry
+        if entry.kind is SignatureKind.X509:
+            thumb = hashlib.sha1(entry.data, usedforsecurity=False).hexdigest()
+            cert = thumbs.get(thumb)
+            if cert is not None:
+                revoked.append(
+                    RevokedComponent(
+                        auth.event,
+                        RevokedKind.AUTHORITY_CERTIFICATE,
+                        thumb,
+                        cert.subject,
+                        cert.description,
+                    )
+                )
+        elif entry.kind is SignatureKind.SHA256:
+            img = images.get(entry.data.hex())
+            if img is not None:
+                revoked.append(
+                    RevokedComponent(
+                        auth.event,
+                        RevokedKind.AUTHORITY_HASH,
+                        img.sha256,
+                        img.filename,
+                        img.description,
+                    )
+                )
+    for r in revoked:
+        what = r.name or r.identifier
+        findings.append(
+            Finding(
+                "revoked_component_loaded",
+                r.event,
+                f"revoked boot component loaded: {r.kind} {what} ({r.identifier})"
+                + (f": {r.reason}" if r.reason else ""),
+            )
+        )
+    if unchecked:
+        findings.append(
+            Finding(
+                "revocation_unchecked",
+                unchecked[0],
+                f"{len(unchecked)} boot application(s) have no SHA-256 digest (SHA-1 log): "
+                "they cannot be compared with the DBX image hashes",
+            )
+        )
+
+    wanted_images = catalog.image_hashes(architecture)
+    current = len(wanted_images) + len(thumbs)
+    missing: tuple[str, ...] = ()
+    measured = state.dbx is not None
+    if not measured:
+        findings.append(
+            Finding(
+                "dbx_not_measured",
+                None,
+                "the log does not measure dbx: whether the current revocations are applied "
+                "is unknown",
+            )
+        )
+    else:
+        have_hashes: set[str] = set()
+        have_thumbs: set[str] = set()
+        for sl in state.dbx or ():
+            for e in sl.entries:
+                if e.kind is SignatureKind.SHA256 and not e.is_svn_record:
+                    have_hashes.add(e.data.hex())
+                elif e.kind is SignatureKind.X509:
+                    have_thumbs.add(hashlib.sha1(e.data, usedforsecurity=False).hexdigest())
+        missing = tuple(sorted(wanted_images - have_hashes)) + tuple(
+            sorted(set(thumbs) - have_thumbs)
+        )
+        if missing:
+            findings.append(
+                Finding(
+                    "dbx_outdated",
+                    None,
+                    f"measured dbx lacks {len(missing)} of the {current} current revocations "
+                    f"({architecture} image hashes and certificates; "
+                    f"{len(catalog.svn_records)} SVN records excluded: they are not image hashes)",
+                )
+            )
+    return RevocationReport(
+        revoked_loaded=tuple(revoked),
+        dbx_measured=measured,
+        current_revocations=current,
+        missing_revocations=missing,
+        svn_records_excluded=len(catalog.svn_records),
+        unchecked_applications=tuple(unchecked),
+        findings=tuple(findings),
+    )
