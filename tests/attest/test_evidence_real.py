@@ -1,0 +1,77 @@
+"""The real Trusted Launch request (shared/corpus/maa/azure-guest-vm-derived) verifies.
+
+Every check passes except aik_certificate: only the AIK leaf is public, its
+issuer 'Global Virtual TPM CA - 01' is not, and the leaf expired on
+2025-10-30 (so the time is pinned inside its validity).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from bootwatch.attest.evidence import Check, verify_evidence
+from bootwatch.protocol.azureguest import decode_request
+from bootwatch.tpm.aik import TrustAnchors
+
+SHARED = Path(os.environ.get("BOOTWATCH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+DERIVED = SHARED / "corpus/maa/azure-guest-vm-derived"
+EXPECTED = json.loads((DERIVED / "expected.json").read_text())
+REQUEST = decode_request((DERIVED / "attestation-info.json").read_bytes())
+IN_VALIDITY = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+
+
+def test_every_check_but_aik_certificate_passes() -> None:
+    v = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
+    assert [c.name for c in v.checks] == [c.value for c in Check]
+    assert [c.name for c in v.failed] == ["aik_certificate"]
+    assert v.check("aik_certificate").reason_code == "no_trust_anchors"
+    for c in v.checks[:-1]:
+        assert c.reason_code == "ok" and c.reason
+
+
+def test_verified_values_match_the_corpus_expectations() -> None:
+    v = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
+    assert v.verified_pcrs is not None
+    assert {str(k): d.hex() for k, d in v.verified_pcrs.items()} == EXPECTED["pcrs_sha256"]
+    assert v.unverified_replayed_pcrs == v.verified_pcrs
+    q = EXPECTED["pcr_quote"]
+    assert v.verified_clock is not None
+    assert (v.verified_clock.clock, v.verified_reset_count, v.verified_restart_count) == (
+        q["clock"], q["resetCount"], q["restartCount"])
+    assert v.verified_firmware_version == int(q["firmwareVersion"], 16)
+    assert v.verified_enc_key is not None
+    assert v.verified_enc_key.name.hex() == EXPECTED["enckey_pub"]["name"]
+    assert v.verified_aik_pub is not None
+    assert v.verified_aik_pub.name.hex() == EXPECTED["aik_pub"]["name"]
+    assert v.verified_event_log is not None and v.verified_replay is not None
+    assert len(v.verified_event_log.events) == EXPECTED["tcg_log"]["records_including_header"]
+    assert v.verified_aik_chain is None
+
+
+def test_untrusted_issuer_with_an_unrelated_anchor() -> None:
+    # The leaf itself as an "anchor" is not its issuer: the chain cannot be built.
+    leaf = x509.load_der_x509_certificate((DERIVED / "aik-cert.der").read_bytes())
+    pem = leaf.public_bytes(serialization.Encoding.PEM)
+    v = verify_evidence(REQUEST, trust_anchors=TrustAnchors.from_pem([pem]), at=IN_VALIDITY)
+    c = v.check("aik_certificate")
+    assert (c.passed, c.reason_code) == (False, "aik_cert_untrusted")
+    assert "Global Virtual TPM CA - 01" in c.reason
+
+
+def test_expired_leaf_after_2025_10_30() -> None:
+    v = verify_evidence(REQUEST, trust_anchors=None, at=dt.datetime(2025, 11, 1, tzinfo=dt.UTC))
+    c = v.check("aik_certificate")
+    assert c.reason_code == "aik_cert_expired" and "2025-10-30" in c.reason
+    assert [x.name for x in v.failed] == ["aik_certificate"]
+
+
+def test_nonce_is_empty_for_azure_guest() -> None:
+    v = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY, expected_nonce=b"\x01")
+    assert v.check("quote_nonce").reason_code == "nonce_mismatch"
+    assert v.verified_pcrs is None and v.verified_event_log is None
