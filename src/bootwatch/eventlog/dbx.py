@@ -20,7 +20,7 @@ import hashlib
 import json
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from bootwatch.errors import InputError
@@ -66,7 +66,9 @@ class DbxCatalog:
     certificates: tuple[RevokedCertificate, ...]
     svn_records: tuple[str, ...]
     #: architecture -> image hashes listed for it (one hash may be listed for several)
-    architectures: Mapping[str, frozenset[str]] = MappingProxyType({})
+    architectures: Mapping[str, frozenset[str]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def image_hashes(self, architecture: str | None = None) -> frozenset[str]:
         """Revoked image hashes, optionally only those of one architecture ("x64", ...)."""
