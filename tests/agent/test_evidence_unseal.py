@@ -206,3 +206,20 @@ def test_collect_without_aik_is_a_typed_error(lab: Lab, agent_vm: LabVm,
             collect_evidence(sw.tcti, tcg_log=b"")
     finally:
         sw.stop(save=False)
+
+
+def test_lab_evidence_passes_the_verifier(lab: Lab, collected: CollectedEvidence) -> None:
+    """End to end with bootwatch's own verifier and the lab CA bundle as trust anchors."""
+    import datetime
+
+    from bootwatch.attest.evidence import verify_evidence
+    from bootwatch.tpm.aik import TrustAnchors
+
+    anchors = TrustAnchors.from_pem([lab.ca_cert_path.read_bytes()])
+    result = verify_evidence(decode_request(collected.request_body()), trust_anchors=anchors,
+                             at=datetime.datetime.now(datetime.UTC))
+    failed = [(c.name, c.reason) for c in result.checks if not c.passed]
+    assert failed == []
+    assert {c.name for c in result.checks} >= {
+        "quote_signature", "quote_structure", "quote_nonce", "pcr_digest", "log_replay",
+        "enc_key_certified", "enc_key_attributes", "enc_key_pcr_policy", "aik_certificate"}

@@ -93,8 +93,8 @@ def _check_chain(leaf: x509.Certificate, lab: Lab) -> None:
     ca = lab.ca
     leaf.verify_directly_issued_by(ca.issuer_cert)
     ca.issuer_cert.verify_directly_issued_by(ca.root_cert)
-    root = x509.load_pem_x509_certificate(lab.ca_cert_path.read_bytes())
-    assert root == ca.root_cert
+    anchors = x509.load_pem_x509_certificates(lab.ca_cert_path.read_bytes())
+    assert anchors == [ca.issuer_cert, ca.root_cert]
 
 
 def test_ek_and_aik_certificates_chain_to_lab_ca(lab: Lab, lab_vms: dict[str, LabVm]) -> None:
@@ -191,7 +191,7 @@ def test_cli_create_list_destroy(tmp_path: Path, swtpm_available: None) -> None:
     res = runner.invoke(cli, [*base, "ca"])
     assert res.exit_code == 0, res.output
     ca_path = Path(res.output.strip())
-    assert ca_path == root / "ca" / "root.pem" and ca_path.is_file()
+    assert ca_path == root / "ca" / "trust-anchors.pem" and ca_path.is_file()
     log = EVENTLOGS / "go-tpm-tools/glinux-alex.bin"
     res = runner.invoke(cli, [*base, "vm", "create", "cli-vm", "--log", str(log)])
     assert res.exit_code == 0, res.output

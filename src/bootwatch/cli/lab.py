@@ -32,7 +32,7 @@ def command(ctx: click.Context, lab_dir: Path | None) -> None:
 @command.command("ca")
 @click.pass_context
 def ca_cmd(ctx: click.Context) -> None:
-    """Print the path of the lab CA certificate (PEM): the trust anchor for lab AIK certs."""
+    """Print the path of the lab CA bundle (PEM: issuer + root): trust anchors for lab certs."""
     click.echo(str(_lab(ctx).ca_cert_path))
 
 

@@ -30,6 +30,7 @@ _ROOT_CERT = "root.pem"
 _ROOT_KEY = "root.key"
 _ISSUER_CERT = "issuer.pem"
 _ISSUER_KEY = "issuer.key"
+_ANCHORS = "trust-anchors.pem"
 _CERT_DAYS = 3650
 _LEAF_DAYS = 825
 
@@ -47,6 +48,16 @@ class LabCa:
     def root_cert_path(self) -> Path:
         """PEM file of the root certificate: the trust anchor to give a verifier."""
         return self.path / _ROOT_CERT
+
+    @property
+    def trust_anchors_path(self) -> Path:
+        """PEM bundle (issuer, then root) to give a verifier as its trust anchors.
+
+        AzureGuest requests carry only the AIK leaf, so a verifier needs the
+        issuer too; Azure's own leaf certificates likewise come from an
+        intermediate ("Global Virtual TPM CA").
+        """
+        return self.path / _ANCHORS
 
     @property
     def chain_pem(self) -> bytes:
@@ -137,7 +148,10 @@ def load_or_create_ca(path: Path) -> LabCa:
         raise LabError(f"lab CA in {path} cannot be read: {exc}") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise LabError(f"lab CA issuer key in {path} is not an EC key")
-    return LabCa(path=path, root_cert=root, issuer_cert=issuer, issuer_key=key)
+    ca = LabCa(path=path, root_cert=root, issuer_cert=issuer, issuer_key=key)
+    if not ca.trust_anchors_path.is_file():
+        ca.trust_anchors_path.write_bytes(ca.chain_pem)
+    return ca
 
 
 def _create(path: Path) -> None:

@@ -3,7 +3,7 @@
 Layout under the lab root (``$BOOTWATCH_LAB_DIR``, else
 ``$XDG_DATA_HOME/bootwatch/lab``, else ``~/.local/share/bootwatch/lab``)::
 
-    ca/                 root.pem (the trust anchor), issuer.pem, keys (0600)
+    ca/                 trust-anchors.pem (issuer + root), root.pem, issuer.pem, keys (0600)
     vms/NAME/vm.json    name, VM id, boot facts, log adjustments
     vms/NAME/eventlog.bin, ek.pem, aik.pem, state/ (swtpm), lock
 
@@ -166,8 +166,8 @@ class Lab:
 
     @property
     def ca_cert_path(self) -> Path:
-        """PEM of the lab root CA: the trust anchor for lab EK/AIK certificates."""
-        return self.ca.root_cert_path
+        """PEM bundle (lab issuer + root CA): the trust anchors for lab EK/AIK certificates."""
+        return self.ca.trust_anchors_path
 
     # --- VMs ---------------------------------------------------------------
 
