@@ -1,0 +1,159 @@
+"""``bootwatch attest``: offline verification of AzureGuest evidence.
+
+``bootwatch attest verify REQUEST.json`` reads a request body (the outer
+``{"AttestationInfo": ...}`` or the decoded inner JSON), runs every evidence
+check as of now or ``--at``, and prints the checks, the quoted and replayed
+PCRs and the boot state.  Exit codes: 0 every check passed, 1 a check failed,
+2 unreadable input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootwatch.attest.evidence import REPORTED_BANK, EvidenceVerification, verify_evidence
+from bootwatch.errors import BootwatchError, InputError
+from bootwatch.eventlog.state import boot_state_to_json, extract_boot_state
+from bootwatch.protocol.azureguest import MAX_BODY_BYTES, decode_request
+from bootwatch.tpm.aik import TrustAnchors
+from bootwatch.tpm.constants import alg_name
+
+__all__ = ["command", "load_trust_anchors", "verification_to_json"]
+
+#: Largest trust-anchor file read, and most files read from a folder.
+MAX_ANCHOR_FILE = 4 * 1024 * 1024
+MAX_ANCHOR_FILES = 1000
+_ANCHOR_SUFFIXES = {".pem", ".crt", ".cer"}
+
+
+def _read(path: Path, limit: int, what: str) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{path}: {what} of {size} bytes is over the limit of {limit} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+
+
+def load_trust_anchors(path: Path) -> TrustAnchors:
+    """Trust anchors from a PEM bundle, or from every .pem/.crt/.cer file in a folder."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _ANCHOR_SUFFIXES)
+        if len(files) > MAX_ANCHOR_FILES:
+            raise InputError(f"{path}: more than {MAX_ANCHOR_FILES} certificate files")
+    else:
+        files = [path]
+    blobs = [_read(f, MAX_ANCHOR_FILE, "trust-anchor PEM") for f in files]
+    try:
+        anchors = TrustAnchors.from_pem(blobs)
+    except BootwatchError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    if not anchors.certificates:
+        raise InputError(f"{path}: no PEM certificate found")
+    return anchors
+
+
+def _parse_at(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time", param_hint="--at") from None
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
+
+
+def verification_to_json(v: EvidenceVerification) -> dict[str, Any]:
+    """``{"checks": [...], "pcrs": {...}, "boot_state": {...} | null}`` (see docs/tpm.md)."""
+    boot: dict[str, object] | None = None
+    if v.verified_event_log is not None:
+        boot = boot_state_to_json(extract_boot_state(v.verified_event_log))
+    return {
+        "checks": [
+            {"name": c.name, "passed": c.passed, "reason_code": c.reason_code,
+             "reason": c.reason}
+            for c in v.checks
+        ],
+        "passed": v.passed,
+        "pcrs": {
+            "bank": alg_name(REPORTED_BANK).removeprefix("TPM_ALG_").lower(),
+            "quoted_verified": v.verified_pcrs is not None,
+            "quoted": {str(k): d.hex() for k, d in v.unverified_reported_pcrs.items()},
+            "replayed": (None if v.unverified_replayed_pcrs is None else
+                         {str(k): d.hex() for k, d in v.unverified_replayed_pcrs.items()}),
+        },
+        "tpm": {
+            "reset_count": v.verified_reset_count,
+            "restart_count": v.verified_restart_count,
+            "clock": v.verified_clock.clock if v.verified_clock else None,
+            "firmware_version": (None if v.verified_firmware_version is None
+                                 else f"0x{v.verified_firmware_version:016x}"),
+            "aik_name": v.verified_aik_pub.name.hex() if v.verified_aik_pub else None,
+            "enc_key_name": v.verified_enc_key.name.hex() if v.verified_enc_key else None,
+        },
+        "boot_state": boot,
+    }
+
+
+def _print_human(doc: dict[str, Any]) -> None:
+    for c in doc["checks"]:
+        mark = "PASS" if c["passed"] else "FAIL"
+        code = "" if c["passed"] else f" [{c['reason_code']}]"
+        click.echo(f"{mark}  {c['name']:<20}{code} {c['reason']}")
+    pcrs = doc["pcrs"]
+    state = "verified by the quote" if pcrs["quoted_verified"] else "NOT verified"
+    click.echo(f"\nPCRs ({pcrs['bank']}, quoted values {state}):")
+    replayed = pcrs["replayed"] or {}
+    for idx, value in pcrs["quoted"].items():
+        rep = replayed.get(idx)
+        same = "=" if rep == value else ("(log: none)" if rep is None else f"!= log {rep}")
+        click.echo(f"  {idx:>2}  {value}  {same}")
+    tpm = doc["tpm"]
+    if tpm["reset_count"] is not None:
+        click.echo(f"\nTPM: resetCount {tpm['reset_count']}, restartCount "
+                   f"{tpm['restart_count']}, firmware {tpm['firmware_version']}")
+    if doc["boot_state"] is not None:
+        click.echo("\nboot state (from the verified log):")
+        click.echo(json.dumps(doc["boot_state"], indent=2, sort_keys=True))
+    else:
+        click.echo("\nboot state: not shown (the log is not verified against the quote)")
+    click.echo("\nresult: " + ("every check passed" if doc["passed"] else "evidence rejected"))
+
+
+@click.group(name="attest")
+def command() -> None:
+    """Offline verification of AzureGuest (Trusted Launch) evidence."""
+
+
+@command.command("verify")
+@click.argument("request", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--trust-anchors", "anchors_path", type=click.Path(path_type=Path),
+              help="PEM bundle or folder of CA certificates trusted to issue AIK certificates.")
+@click.option("--at", "at_text", metavar="ISO-TIME",
+              help="Verify as of this time (AIK certificate validity); default: now.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
+               at_text: str | None, as_json: bool) -> None:
+    """Verify the evidence in REQUEST.json; exit 0 if every check passes, 1 if not."""
+    at = _parse_at(at_text)
+    try:
+        body = _read(request, MAX_BODY_BYTES, "request")
+        req = decode_request(body)
+        anchors = load_trust_anchors(anchors_path) if anchors_path else None
+    except BootwatchError as exc:
+        click.echo(f"bootwatch: error: {request}: {exc}", err=True)
+        ctx.exit(2)
+    v = verify_evidence(req, trust_anchors=anchors, at=at)
+    doc = verification_to_json(v)
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        _print_human(doc)
+    ctx.exit(0 if v.passed else 1)
