@@ -296,11 +296,18 @@ def _parse_agile(
     alg_ids = tuple(a.alg_id for a in algs)
     sizes = {a.alg_id: a.size for a in algs}
     nalg = len(algs)
-    fast = struct.Struct("<" + "".join(f"H{a.size}s" for a in algs))
+    # Fast path: one unpack for the fixed part of a record whose digests come in
+    # the Spec ID order (every corpus log): pcr, type, count, (alg, digest)*, size.
+    fast = struct.Struct("<III" + "".join(f"H{a.size}s" for a in algs) + "I")
     fast_size = fast.size
     fast_unpack = fast.unpack_from
+    last = 3 + 2 * nalg
+    a0 = alg_ids[0]
+    a1 = alg_ids[1] if nalg > 1 else a0
     hdr_unpack = _HDR2.unpack_from
     u32 = _U32.unpack_from
+    new_event = tuple.__new__
+    event_cls = UnverifiedEvent
     max_data = limits.max_event_data_size
     max_count = limits.max_event_count
     max_digests = limits.max_digest_count
@@ -308,6 +315,42 @@ def _parse_agile(
     index = 1
     padding = b""
     while pos < n:
+        if pos + fast_size <= n:
+            vals = fast_unpack(data, pos)
+            pcr, etype, count = vals[0], vals[1], vals[2]
+            if count == nalg and (vals[3] == a0 if nalg == 1 else vals[3:last:2] == alg_ids):
+                if pcr == etype == 0 and _is_padding(data, pos):
+                    padding = data[pos:]
+                    break
+                if pcr > MAX_PCR_INDEX and pcr != PCR_INDEX_NONE:
+                    _check_pcr(pcr, index, pos)
+                dsize = vals[last]
+                p = pos + fast_size
+                end = p + dsize
+                if dsize <= max_data and end <= n and index < max_count:
+                    if nalg == 1:
+                        digests = {a0: vals[4]}
+                    elif nalg == 2:
+                        digests = {a0: vals[4], a1: vals[6]}
+                    else:
+                        digests = dict(zip(alg_ids, vals[4:last:2], strict=False))
+                    append(
+                        new_event(
+                            event_cls,
+                            (
+                                index,
+                                pos,
+                                pcr,
+                                etype,
+                                digests,
+                                data[p:end],
+                            ),
+                        )
+                    )
+                    index += 1
+                    pos = end
+                    continue
+        # Slow path: any digest order or subset, short tails, and every error.
         if n - pos < 16:
             if _is_padding(data, pos):
                 padding = data[pos:]
@@ -322,31 +365,27 @@ def _parse_agile(
         if (pcr == etype == 0 or count != nalg) and _is_padding(data, pos):
             padding = data[pos:]
             break
-        p = pos + 12
-        digests: dict[int, bytes]
-        if count == nalg and p + fast_size <= n:
-            vals = fast_unpack(data, p)
-            if vals[0::2] == alg_ids:
-                digests = dict(zip(alg_ids, vals[1::2], strict=True))
-                p += fast_size
-            else:
-                digests, p = _read_digests(data, p, count, sizes, index, pos)
-        else:
-            if count == 0 or count > max_digests:
-                raise EventLogError(
-                    f"record lists {count} digests (1-{max_digests} accepted)",
-                    offset=pos + 8,
-                    event_index=index,
-                )
-            digests, p = _read_digests(data, p, count, sizes, index, pos)
+        if count == 0 or count > max_digests:
+            raise EventLogError(
+                f"record lists {count} digests (1-{max_digests} accepted)",
+                offset=pos + 8,
+                event_index=index,
+            )
+        digests, p = _read_digests(data, pos + 12, count, sizes, index, pos)
         _check_pcr(pcr, index, pos)
         if p + 4 > n:
+            if _is_padding(data, pos):
+                padding = data[pos:]
+                break
             raise TruncatedEventLogError(
                 "record ends before its eventSize field", offset=p, event_index=index
             )
         (dsize,) = u32(data, p)
         p += 4
         if dsize > max_data:
+            if _is_padding(data, pos):
+                padding = data[pos:]
+                break
             raise EventLogLimitError(
                 f"event data of {dsize} bytes is over the limit of {max_data} bytes",
                 offset=p - 4,
@@ -354,6 +393,9 @@ def _parse_agile(
             )
         end = p + dsize
         if end > n:
+            if _is_padding(data, pos):
+                padding = data[pos:]
+                break
             raise TruncatedEventLogError(
                 f"event data of {dsize} bytes runs past the end of the log ({n - p} left)",
                 offset=p - 4,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 class HashAlg(enum.IntEnum):
@@ -147,9 +148,12 @@ def event_type_name(event_type: int) -> str:
 PCR_INDEX_NONE = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class UnverifiedEvent:
-    """One framed record, exactly as the log claims it.
+class UnverifiedEvent(NamedTuple):
+    """One framed record, exactly as the log claims it (immutable, no per-instance dict).
+
+    A NamedTuple rather than a frozen dataclass: it is built once per record on
+    the framing path, where a frozen dataclass's ``__init__`` costs 2-3x more
+    (see ``benchmarks/eventlog.py``).
 
     ``index`` counts records from 0 (the Spec ID header of a crypto-agile log is
     record 0); ``offset`` is the byte offset of the record in the log; ``pcr`` is
@@ -157,7 +161,7 @@ class UnverifiedEvent:
     digest the record claims was extended; ``data`` is the raw event data.
     """
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the record index
     offset: int
     pcr: int
     event_type: int
@@ -241,8 +245,7 @@ class Finding:
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Extend:
+class Extend(NamedTuple):
     """One PCR extend the log implies, in log order (what a TPM saw, if the log is honest)."""
 
     event_index: int

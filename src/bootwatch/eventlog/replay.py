@@ -149,19 +149,25 @@ def replay(log: UnverifiedEventLog) -> Replay:
         else:
             hashers[alg.alg_id] = fn
     data_types = DATA_DIGEST_TYPES
-    for ev in log.events:
-        etype = ev.event_type
-        if etype == _NO_ACTION:
-            if ev.index == 0 and log.spec_id is not None:
+    skip_header = log.spec_id is not None
+    append = extends.append
+    new_extend = tuple.__new__
+    extend_cls = Extend
+    hash_items = tuple(hashers.items())
+    no_action = _NO_ACTION
+    hcrtm_type = _HCRTM
+    pcr_count = PCR_COUNT
+    for index, _offset, pcr, etype, digests, data in log.events:
+        if etype == no_action:
+            if index == 0 and skip_header:
                 continue
-            data = ev.data
             if data[:16] == STARTUP_LOCALITY_SIGNATURE and not ccel:
-                if ev.pcr != 0 or len(data) != 17:
+                if pcr != 0 or len(data) != 17:
                     findings.append(
                         Finding(
                             "startup_locality_malformed",
-                            ev.index,
-                            f"StartupLocality event in PCR {ev.pcr} with {len(data)} data "
+                            index,
+                            f"StartupLocality event in PCR {pcr} with {len(data)} data "
                             "bytes (PCR 0 and 17 bytes expected); ignored",
                         )
                     )
@@ -169,41 +175,43 @@ def replay(log: UnverifiedEventLog) -> Replay:
                     findings.append(
                         Finding(
                             "startup_locality_late",
-                            ev.index,
+                            index,
                             "StartupLocality event after PCR0 was extended; ignored",
                         )
                     )
                 else:
                     locality = data[16]
-            for alg_id, digest in ev.digests.items():
+            for alg_id, digest in digests.items():
                 if digest.count(0) != len(digest):
                     findings.append(
                         Finding(
                             "no_action_digest_not_zero",
-                            ev.index,
+                            index,
                             f"EV_NO_ACTION record carries a non-zero {alg_name(alg_id)} digest "
                             "(not extended)",
                         )
                     )
                     break
             continue
-        pcr = ev.pcr
-        if pcr >= PCR_COUNT:
+        if pcr >= pcr_count:
             findings.append(
                 Finding(
                     "pcr_index_not_extended",
-                    ev.index,
+                    index,
                     f"{event_type_name(etype)} names index {pcr:#x}, which is no PCR: not extended",
                 )
             )
             continue
         if pcr == 0:
             pcr0_extended = True
-        if etype == _HCRTM:
-            hcrtm = True
-        extends.append(Extend(ev.index, pcr, ev.digests))
+            if etype == hcrtm_type:
+                hcrtm = True
+        append(new_extend(extend_cls, (index, pcr, digests)))
         if etype in data_types:
-            _check_data_digest(ev.index, etype, ev.data, ev.digests, hashers, findings)
+            for alg_id, fn in hash_items:
+                if fn(data).digest() != digests.get(alg_id, b""):
+                    _check_data_digest(index, etype, data, digests, hashers, findings)
+                    break
     pcrs: dict[int, dict[int, bytes]] = {}
     initial: dict[int, dict[int, bytes]] = {}
     for alg in log.algorithms:
@@ -218,18 +226,17 @@ def replay(log: UnverifiedEventLog) -> Replay:
             starts[0] = values[0] = initial_pcr_value(
                 0, size, locality=locality, hcrtm=hcrtm, ccel=ccel
             )
-        for ex in extends:
-            ext = ex.digests.get(alg_id)
+        for event_index, p, digests in extends:
+            ext = digests.get(alg_id)
             if ext is None:
                 findings.append(
                     Finding(
                         "digest_missing",
-                        ex.event_index,
+                        event_index,
                         f"record has no {alg.name} digest: the {alg.name} bank skips it",
                     )
                 )
                 continue
-            p = ex.pcr
             current = values.get(p)
             if current is None:
                 current = starts[p] = initial_pcr_value(
