@@ -162,8 +162,12 @@ def read_pcrs(esys: ESAPI, indices: Sequence[int], alg: str = "sha256") -> dict[
             got = _selected(sel)
             if not got:
                 raise TpmDeviceError(f"PCR_Read {alg}: the TPM has no {alg} bank")
+            before = len(out)
             for i, digest in zip(got, values.digests, strict=False):
-                out[i] = bytes(digest)
+                if i in todo:
+                    out[i] = bytes(digest)
+            if len(out) == before:  # never loop on a TPM that keeps answering the same
+                raise TpmDeviceError(f"PCR_Read {alg}: the TPM did not return PCRs {todo}")
     return out
 
 
