@@ -50,7 +50,6 @@ MAX_CLIENT_PAYLOAD_KEY = 256
 MAX_CLIENT_PAYLOAD_VALUE = 16 * 1024
 MAX_PCRS = 24
 MAX_DIGEST_BYTES = 64
-MAX_JSON_DEPTH = 16
 
 #: Named leniencies (house rule 3): which client needs each.
 WORKAROUND_OSBUILD_LITERAL = "osbuild-literal"  # Linux clients send the literal "NotApplication"
@@ -162,18 +161,12 @@ def _loads(data: bytes | str, path: str) -> Any:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"not UTF-8 at byte {exc.start}", field=path) from None
-    depth = 0
-    for ch in text:  # bound nesting before the recursive parser sees it
-        if ch in "[{":
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                raise ProtocolError(f"JSON nested deeper than {MAX_JSON_DEPTH}", field=path)
-        elif ch in "]}":
-            depth -= 1
     try:
         return json.loads(text, object_pairs_hook=_pairs_hook, parse_constant=_reject_constant)
     except ProtocolError as exc:
         raise ProtocolError(exc.message, field=path) from None
+    except RecursionError:
+        raise ProtocolError("JSON nested deeper than the parser allows", field=path) from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
                             field=path) from None
