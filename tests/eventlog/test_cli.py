@@ -114,3 +114,17 @@ def test_show_lists_every_record() -> None:
     proc = _run("show", str(LOGS / "tpm2-tools/event-uefiaction.bin"))
     assert proc.returncode == 0, proc.stderr
     assert "EV_NO_ACTION" in proc.stdout and "EV_EFI_ACTION" in proc.stdout
+
+
+def test_state_json_reads_keylime_as_secure_boot_disabled() -> None:
+    proc = _run("state", str(LOGS / "keylime/binary_bios_measurements"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["secure_boot"] is False
+    text = _run("state", str(LOGS / "keylime/binary_bios_measurements"))
+    assert text.returncode == 0 and "secure_boot: false" in text.stdout
+
+
+def test_state_of_unreadable_log_is_exit_2() -> None:
+    proc = _run("state", str(LOGS / "keylime/binary_bios_measurements-empty"), "--json")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -183,6 +183,15 @@ def replay_cmd(file: Path, as_json: bool) -> None:
         click.echo(f"finding {f.code} ({where}): {f.message}")
 
 
+_STATE_LIST_SHOWN = 8
+
+
+def _brief(value: Any) -> str:
+    """One line for a JSON value, shortened so a table of keys stays readable."""
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 150 else text[:147] + "..."
+
+
 @command.command("state")
 @click.argument("file", type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the boot state as JSON.")
@@ -195,11 +204,18 @@ def state_cmd(file: Path, as_json: bool) -> None:
     if as_json:
         _echo_json(doc)
         return
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            click.echo(f"{key}: {json.dumps(value)}")
-    else:
+    if not isinstance(doc, dict):
         _echo_json(doc)
+        return
+    for key, value in doc.items():
+        if isinstance(value, list) and value:
+            click.echo(f"{key}: {len(value)} entries")
+            for item in value[:_STATE_LIST_SHOWN]:
+                click.echo(f"  - {_brief(item)}")
+            if len(value) > _STATE_LIST_SHOWN:
+                click.echo(f"  ... {len(value) - _STATE_LIST_SHOWN} more (see --json)")
+        else:
+            click.echo(f"{key}: {_brief(value)}")
 
 
 @command.command("verify")
