@@ -30,9 +30,12 @@ class PolicyLimitError(PolicyEvaluationError):
 
     code = "PolicyEvaluationError"
 
-    def __init__(self, message: str, *, limit: str) -> None:
-        super().__init__(f"evaluation limit {limit!r} exceeded: {message}")
+    def __init__(self, reason: str, *, limit: str, rule: str | None = None) -> None:
+        where = f"{rule}: " if rule else ""
+        super().__init__(f"{where}evaluation limit {limit!r} exceeded: {reason}")
+        self.reason = reason
         self.limit = limit
+        self.rule = rule
 
 
 class PolicyDocumentError(PolicyParsingError):

@@ -274,8 +274,7 @@ class _Run:
         items = self.expr(action.value, env)
         if len(items) > self.limits.max_set_size:
             raise PolicyLimitError(
-                f"{rule.label}: one action would add {len(items)} claims",
-                limit="max_set_size",
+                f"one action would add {len(items)} claims", limit="max_set_size", rule=rule.label
             )
         out = []
         for item in items:
@@ -325,9 +324,9 @@ class _Run:
             else:
                 effect = self.act(rule, env)
         except PolicyLimitError as exc:
-            if exc.message.startswith("line "):
+            if exc.rule is not None:
                 raise
-            raise PolicyLimitError(f"{rule.label}: {exc.message}", limit=exc.limit) from None
+            raise PolicyLimitError(exc.reason, limit=exc.limit, rule=rule.label) from None
         except PolicyEvaluationError as exc:
             if exc.message.startswith("line "):
                 raise

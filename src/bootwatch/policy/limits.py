@@ -39,7 +39,7 @@ class EvaluationLimits:
     #: characters of one JmesPath query
     max_query_chars: int = 16 * 1024
     #: JmesPath AST node visits per query run (bounds projections and filters)
-    max_jmespath_steps: int = 2_000_000
+    max_jmespath_steps: int = 1_000_000
     #: elements of one set value (JsonToClaimValue arrays, argument combinations, claims
     #: one action adds)
     max_set_size: int = 10_000
