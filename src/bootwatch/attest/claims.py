@@ -99,6 +99,33 @@ AZURE_TRUSTED_LAUNCH = SecureBootTemplate(
     db=frozenset({MS_WINDOWS_PCA_2011, MS_UEFI_CA_2011}),
 )
 
+#: Google Container-Optimized OS v10 UEFI keys, as measured in the go-tpm-tools corpus logs
+#: cos-85/93/101-amd-sev.bin (GCE Shielded VM).  Not a default: an example of a
+#: second known-good key set an operator can enable (the demo does).
+GOOGLE_COS_V10 = SecureBootTemplate(
+    name="google-cos-v10",
+    description=(
+        "Google Container-Optimized OS v10 keys: PK 'UEFI Platform Key v10', KEK 'UEFI Key "
+        "Exchange Key v10', db 'UEFI DB Key v10' (OU=Container Optimized OS, O=Google LLC.)"
+    ),
+    pk=frozenset({"99cf3ea36a6aba439a32cd7b77e3f2dbf923f0a1"}),
+    kek=frozenset({"677df2fff2c2a6aa94c45957ccca8d6623fb512b"}),
+    db=frozenset({"3c405606fbf1e2bf97c240225b812c0acdc60d37"}),
+)
+
+
+def template_to_json(tpl: SecureBootTemplate) -> dict[str, Any]:
+    """The JSON object :func:`templates_from_json` reads."""
+    return {
+        "name": tpl.name,
+        "description": tpl.description,
+        "pk": sorted(tpl.pk),
+        "kek": sorted(tpl.kek),
+        "db": sorted(tpl.db),
+        "allow_db_hashes": tpl.allow_db_hashes,
+    }
+
+
 #: What a provider uses unless configured otherwise.
 DEFAULT_TEMPLATES: tuple[SecureBootTemplate, ...] = (AZURE_TRUSTED_LAUNCH,)
 

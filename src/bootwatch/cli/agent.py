@@ -123,3 +123,4 @@ def unseal_cmd(
 
 
 # further agent subcommands are registered below (one line each)
+command.add_command(__import__("bootwatch.cli.agent_attest", fromlist=["attest"]).attest)
