@@ -241,3 +241,18 @@ def test_all_logs_raise_only_bootwatch_errors_on_bad_headers() -> None:
     for blob in (b"\x00" * 10, b"\xff" * 40, b"\x00" * 64, b"x" * 31):
         with pytest.raises(BootwatchError):
             parse_log(blob)
+
+
+def test_digest_findings_over_the_corpus() -> None:
+    """Only the tampered HIRS log has a record whose digest is not its data's hash;
+    shim's off-by-one authority events are named as such, not as tampering."""
+    mismatched = set()
+    quirk = set()
+    for row in LOGS:
+        for f in replay(_log(row.path)).findings:
+            if f.code == "digest_mismatch":
+                mismatched.add(row.path)
+            elif f.code == "digest_excludes_last_byte":
+                quirk.add(row.path)
+    assert mismatched == {"hirs/TPMLog_Altered.bin"}
+    assert "go-attestation/sb_cert_eventlog" in quirk

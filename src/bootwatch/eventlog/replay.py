@@ -276,6 +276,19 @@ def _check_data_digest(
             var = _variable_data(data)
             if var is not None and fn(var).digest() == digest:
                 continue
+        if etype in _VARIABLE_TYPES and data and fn(data[:-1]).digest() == digest:
+            # Seen on shim's "Shim" vendor-certificate EV_EFI_VARIABLE_AUTHORITY events
+            # (go-attestation sb_cert_eventlog, go-tpm-tools cos-85/cos-93/debian-10):
+            # the logged eventSize is one byte longer than what was measured.
+            findings.append(
+                Finding(
+                    "digest_excludes_last_byte",
+                    index,
+                    f"{event_type_name(etype)}: the {alg_name(alg_id)} digest covers all but "
+                    "the last byte of the event data (a known shim logging quirk)",
+                )
+            )
+            continue
         findings.append(
             Finding(
                 "digest_mismatch",
