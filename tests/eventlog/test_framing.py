@@ -114,3 +114,15 @@ def test_formats_and_types() -> None:
     assert parse_log(SHA1.read_bytes()).format is LogFormat.TCG1
     assert event_type_name(EventType.EV_EFI_SPDM_DEVICE_AUTHORITY) == "EV_EFI_SPDM_DEVICE_AUTHORITY"
     assert event_type_name(0x1234) == "0x00001234"
+
+
+def test_many_zero_type_records_then_garbage_is_linear() -> None:
+    # 50 000 EV_PREBOOT_CERT records in PCR 0 (zero type and index, like padding
+    # would be) then a stray byte: framed once, rejected at the tail. A quadratic
+    # "is the rest padding?" scan would take minutes here.
+    rec = struct.pack("<II20sI", 0, 0, b"\x01" * 20, 0)
+    blob = rec * 50_000 + b"\x01"
+    with pytest.raises(TruncatedEventLogError) as info:
+        parse_log(blob)
+    assert info.value.event_index == 50_000
+    assert len(parse_log(rec * 50_000 + b"\x00" * 64).events) == 50_000

@@ -64,10 +64,13 @@ _SHA1 = 0x0004
 _NO_ACTION = int(EventType.EV_NO_ACTION)
 
 
-def _is_padding(data: bytes, pos: int) -> bool:
-    """True when every byte from ``pos`` to the end is 0x00, or every byte is 0xFF."""
-    tail = data[pos:]
-    return not tail.strip(b"\x00") or not tail.strip(b"\xff")
+def _padding_start(data: bytes) -> int:
+    """Offset where the all-0x00 or all-0xFF tail of ``data`` begins (``len(data)`` if none).
+
+    Computed once per log so that "is the rest padding?" is O(1) per record: a
+    hostile log of many zero-typed records cannot make framing quadratic.
+    """
+    return min(len(data.rstrip(b"\x00")), len(data.rstrip(b"\xff")))
 
 
 def _check_pcr(pcr: int, index: int, pos: int) -> None:
@@ -100,8 +103,9 @@ def parse_log(
             f"event log of {size} bytes is over the limit of {limits.max_log_size} bytes",
             offset=limits.max_log_size,
         )
+    pad_start = _padding_start(data)
     if size < _HDR1.size:
-        if _is_padding(data, 0):
+        if pad_start == 0:
             raise NotAnEventLogError(f"event log holds only {size} bytes of padding", offset=0)
         raise NotAnEventLogError(
             f"too short for a TCG event log: {size} bytes, a first record needs at least "
@@ -111,7 +115,7 @@ def parse_log(
         )
     pcr, etype, _digest, esize = _HDR1.unpack_from(data, 0)
     if pcr > MAX_PCR_INDEX and pcr != PCR_INDEX_NONE:
-        if _is_padding(data, 0):
+        if pad_start == 0:
             raise NotAnEventLogError("event log holds only padding bytes", offset=0)
         raise NotAnEventLogError(
             f"not a TCG event log: the first record's PCR index {pcr:#010x} is not a PCR "
@@ -120,11 +124,11 @@ def parse_log(
             event_index=0,
         )
     if etype == _NO_ACTION and esize >= len(SPEC_ID_SIGNATURE) and data[32:48] == SPEC_ID_SIGNATURE:
-        return _parse_agile(data, pcr, esize, limits, frozenset(leniencies))
-    return _parse_sha1(data, limits)
+        return _parse_agile(data, pcr, esize, limits, frozenset(leniencies), pad_start)
+    return _parse_sha1(data, limits, pad_start)
 
 
-def _parse_sha1(data: bytes, limits: Limits) -> UnverifiedEventLog:
+def _parse_sha1(data: bytes, limits: Limits, pad_start: int) -> UnverifiedEventLog:
     """Frame a log of TCG_PCR_EVENT records only (the SHA-1 format)."""
     n = len(data)
     pos = 0
@@ -137,7 +141,7 @@ def _parse_sha1(data: bytes, limits: Limits) -> UnverifiedEventLog:
     padding = b""
     while pos < n:
         if n - pos < 32:
-            if _is_padding(data, pos):
+            if pos >= pad_start:
                 padding = data[pos:]
                 break
             raise TruncatedEventLogError(
@@ -146,9 +150,7 @@ def _parse_sha1(data: bytes, limits: Limits) -> UnverifiedEventLog:
                 event_index=index,
             )
         pcr, etype, digest, esize = unpack(data, pos)
-        if (pcr == etype == 0 or esize > max_data or pos + 32 + esize > n) and _is_padding(
-            data, pos
-        ):
+        if (pcr == etype == 0 or esize > max_data or pos + 32 + esize > n) and pos >= pad_start:
             padding = data[pos:]
             break
         _check_pcr(pcr, index, pos)
@@ -272,7 +274,12 @@ def _parse_spec_id(
 
 
 def _parse_agile(
-    data: bytes, header_pcr: int, esize: int, limits: Limits, leniencies: frozenset[Leniency]
+    data: bytes,
+    header_pcr: int,
+    esize: int,
+    limits: Limits,
+    leniencies: frozenset[Leniency],
+    pad_start: int,
 ) -> UnverifiedEventLog:
     """Frame a crypto-agile (or CCEL) log: Spec ID header, then TCG_PCR_EVENT2 records."""
     if header_pcr == 0:
@@ -319,7 +326,7 @@ def _parse_agile(
             vals = fast_unpack(data, pos)
             pcr, etype, count = vals[0], vals[1], vals[2]
             if count == nalg and (vals[3] == a0 if nalg == 1 else vals[3:last:2] == alg_ids):
-                if pcr == etype == 0 and _is_padding(data, pos):
+                if pcr == etype == 0 and pos >= pad_start:
                     padding = data[pos:]
                     break
                 if pcr > MAX_PCR_INDEX and pcr != PCR_INDEX_NONE:
@@ -352,7 +359,7 @@ def _parse_agile(
                     continue
         # Slow path: any digest order or subset, short tails, and every error.
         if n - pos < 16:
-            if _is_padding(data, pos):
+            if pos >= pad_start:
                 padding = data[pos:]
                 break
             raise TruncatedEventLogError(
@@ -362,7 +369,7 @@ def _parse_agile(
                 event_index=index,
             )
         pcr, etype, count = hdr_unpack(data, pos)
-        if (pcr == etype == 0 or count != nalg) and _is_padding(data, pos):
+        if (pcr == etype == 0 or count != nalg) and pos >= pad_start:
             padding = data[pos:]
             break
         if count == 0 or count > max_digests:
@@ -374,7 +381,7 @@ def _parse_agile(
         digests, p = _read_digests(data, pos + 12, count, sizes, index, pos)
         _check_pcr(pcr, index, pos)
         if p + 4 > n:
-            if _is_padding(data, pos):
+            if pos >= pad_start:
                 padding = data[pos:]
                 break
             raise TruncatedEventLogError(
@@ -383,7 +390,7 @@ def _parse_agile(
         (dsize,) = u32(data, p)
         p += 4
         if dsize > max_data:
-            if _is_padding(data, pos):
+            if pos >= pad_start:
                 padding = data[pos:]
                 break
             raise EventLogLimitError(
@@ -393,7 +400,7 @@ def _parse_agile(
             )
         end = p + dsize
         if end > n:
-            if _is_padding(data, pos):
+            if pos >= pad_start:
                 padding = data[pos:]
                 break
             raise TruncatedEventLogError(

@@ -29,7 +29,7 @@ from bootwatch.eventlog.workarounds import DEFAULT_WORKAROUNDS, Workaround
 __all__ = ["verify_pcrs"]
 
 #: Removal search is quadratic in a PCR's extends; above this many it is skipped.
-_MAX_SUSPECT_SEARCH = 2048
+_MAX_SUSPECT_SEARCH = 512
 
 
 def verify_pcrs(
