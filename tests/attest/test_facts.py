@@ -16,6 +16,7 @@ from bootwatch.attest.claims import (
     derive_azurevm_claims,
 )
 from bootwatch.attest.facts import (
+    client_payload_claim,
     enc_key_jwk,
     measured_secure_boot,
     os_info_of,
@@ -59,7 +60,7 @@ def test_azure_request_claims_match_microsoft_sample(azure_request_body: bytes, 
     out = derive_azurevm_claims(
         secure_boot=sb, windows=win, templates=(AZURE_TRUSTED_LAUNCH,), dbx_reference=dbx_ref,
         os_info=os_info_of(req), attested_pcrs=attested, protocol_version=req.protocol_version,
-        enc_key_jwk=enc_key_jwk(enc), client_payload=req.client_payload,
+        enc_key_jwk=enc_key_jwk(enc), client_payload=client_payload_claim(req.client_payload),
     )
     # every boolean and OS claim Microsoft's sample token carries has the same value here
     for name in (t.SECUREBOOT, t.DB_VALIDATED, t.DBX_VALIDATED, t.DEFAULT_KEYS_VALIDATED,
@@ -73,7 +74,8 @@ def test_azure_request_claims_match_microsoft_sample(azure_request_body: bytes, 
     jwk = out.claims[t.RUNTIME]["keys"][0]
     assert set(jwk) == set(SAMPLE[t.RUNTIME]["keys"][0])
     assert jwk["kid"] == "TpmEphemeralEncryptionKey" and jwk["e"] == "AQAB"
-    assert base64.b64decode(out.claims[t.RUNTIME]["client-payload"]["ArmID"] + "==")
+    arm = base64.b64decode(out.claims[t.RUNTIME]["client-payload"]["ArmID"]).decode()
+    assert arm.startswith("/subscriptions/130068aa-")
     # the verifier's dbx is the VM's own: 485 hashes
     assert sb.dbx_hashes is not None and len(sb.dbx_hashes) == 485
     names = {c.type for c in policy_claims(out, events=events, pcrs=pcrs_json({}))}

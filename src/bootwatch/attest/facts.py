@@ -81,6 +81,12 @@ def enc_key_jwk(key: rsa.RSAPublicKey) -> dict[str, Any]:
     }
 
 
+def client_payload_claim(payload: Mapping[str, str]) -> dict[str, str]:
+    """``x-ms-runtime.client-payload``: each value standard base64 of its UTF-8 text,
+    as MAA echoes it (the protocol layer hands us the decoded text)."""
+    return {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in payload.items()}
+
+
 def vm_id_from_aik_certificate(cert: x509.Certificate | None) -> str | None:
     """The VM id GUID from a *validated* AIK certificate's subject CN, upper-case.
 
@@ -342,6 +348,6 @@ def verified_boot(evidence: EvidenceVerification, request: Any) -> VerifiedBoot:
         events=events,
         enc_key=key,
         protocol_version=str(request.protocol_version),
-        client_payload=dict(request.client_payload),
+        client_payload=client_payload_claim(request.client_payload),
         vm_id=vm_id_from_aik_certificate(chain.leaf if chain is not None else None),
     )

@@ -1,0 +1,141 @@
+"""End to end over HTTPS on loopback with real swtpm VMs: permit, deny, forged evidence,
+sealed token opened in the vTPM, token verified with PyJWT via OpenID discovery + /certs."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+
+from bootwatch.agent.evidence import OsInfo, collect_from
+from bootwatch.agent.tpm import open_tpm
+from bootwatch.agent.unseal import open_envelope
+from bootwatch.cli.agent_attest import attest_once
+from bootwatch.protocol.envelope import decode_token_response
+
+pytestmark = pytest.mark.swtpm
+Q = "?api-version=2020-10-01"
+SHARED_LOGS = (
+    Path(os.environ.get("BOOTWATCH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    / "corpus" / "eventlogs"
+)
+
+
+def _client(e2e: Any) -> httpx.Client:
+    return httpx.Client(base_url=e2e.url, verify=ssl.create_default_context(cafile=str(e2e.ca)),
+                        timeout=30)
+
+
+def _verify_with_pyjwt(e2e: Any, token: str) -> dict[str, Any]:
+    """What a relying party does: OpenID discovery, then /certs, then PyJWT."""
+    with _client(e2e) as c:
+        meta = c.get("/.well-known/openid-configuration").json()
+        jwks = c.get(meta["jwks_uri"]).json()
+    kid = jwt.get_unverified_header(token)["kid"]
+    jwk = next(k for k in jwks["keys"] if k["kid"] == kid)
+    key = jwt.PyJWK(jwk, algorithm="RS256").key
+    return jwt.decode(token, key, algorithms=["RS256"], issuer=meta["issuer"])
+
+
+def test_permit_unseal_in_vtpm_and_verify(e2e: Any, vms: Any) -> None:
+    log = vms["cos"].log_path.read_bytes()
+    with e2e.lab.running("cos") as vm, open_tpm(vm.tcti) as esys:
+        ev = collect_from(esys, tcg_log=log, os_info=OsInfo("Linux", "COS", 101, 0),
+                          client_payload={"nonce": "e2e-123"})
+        with _client(e2e) as c:
+            r = c.post(f"/attest/AzureGuest{Q}", content=ev.request_body())
+        assert r.status_code == 200, r.text
+        envelope = decode_token_response(r.content)
+        token = open_envelope(esys, envelope, quoted_pcrs=ev.pcrs, pcr_indices=ev.pcr_set)
+    claims = _verify_with_pyjwt(e2e, token)
+    assert claims["iss"] == e2e.url
+    assert claims["x-ms-attestation-type"] == "azurevm"
+    assert claims["secureboot"] is True
+    assert claims["x-ms-azurevm-default-securebootkeysvalidated"] is True
+    assert claims["x-ms-azurevm-attested-pcrs"] == list(range(8))
+    assert claims["x-ms-runtime"]["client-payload"] == {
+        "nonce": base64.b64encode(b"e2e-123").decode()}
+    jwk = claims["x-ms-runtime"]["keys"][0]
+    assert jwk["kid"] == "TpmEphemeralEncryptionKey" and jwk["key_ops"] == ["encrypt"]
+    assert claims["exp"] - claims["iat"] == 8 * 3600
+
+
+def test_agent_flow_deny_with_rule(e2e: Any, vms: Any) -> None:
+    with e2e.lab.running("sboff") as vm:
+        result = attest_once(vm.tcti, vms["sboff"].log_path.read_bytes(), e2e.url, ca=e2e.ca)
+    assert result.verdict == "deny" and result.exit_code == 1
+    assert result.error_code == "PolicyEvaluationError"
+    assert "secureboot=false" in result.reason
+    assert "=> deny()" in result.reason
+
+
+def test_revoked_shim_denied_by_dbx(e2e: Any, vms: Any) -> None:
+    with e2e.lab.running("rhel8") as vm:
+        result = attest_once(vm.tcti, vms["rhel8"].log_path.read_bytes(), e2e.url, ca=e2e.ca)
+    assert result.verdict == "deny"
+    assert "default-securebootkeysvalidated=false" in result.reason
+
+
+def _mutated(body: bytes, mutate: Any) -> bytes:
+    inner = json.loads(base64.urlsafe_b64decode(json.loads(body)["AttestationInfo"] + "=="))
+    mutate(inner)
+    token = base64.urlsafe_b64encode(json.dumps(inner).encode()).rstrip(b"=").decode()
+    return json.dumps({"AttestationInfo": token}).encode()
+
+
+def _flip(b64: str, at: int = -1) -> str:
+    raw = bytearray(base64.b64decode(b64))
+    raw[at] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+FORGERIES = {
+    "quote_signature": lambda i: i["TpmInfo"].update(
+        PcrSignature=_flip(i["TpmInfo"]["PcrSignature"])),
+    "pcr_digest": lambda i: i["TpmInfo"]["PCRs"][0].update(
+        Digest=base64.b64encode(b"\x42" * 32).decode()),
+    "log_replay": lambda i: i.update(TcgLogs=base64.b64encode(
+        (SHARED_LOGS / "go-tpm-tools/ubuntu-2104-no-secure-boot.bin").read_bytes()).decode()),
+    "enc_key_certified": lambda i: i["TpmInfo"].update(
+        EncKeyCertifyInfoSignature=_flip(i["TpmInfo"]["EncKeyCertifyInfoSignature"])),
+    "aik_certificate": lambda i: i["TpmInfo"].update(AikCert=_flip(i["TpmInfo"]["AikCert"], 200)),
+}
+
+
+
+@pytest.fixture(scope="module")
+def cos_request(e2e: Any, vms: Any) -> bytes:
+    with e2e.lab.running("cos") as vm, open_tpm(vm.tcti) as esys:
+        return collect_from(esys, tcg_log=vms["cos"].log_path.read_bytes()).request_body()
+
+
+@pytest.mark.parametrize("check", sorted(FORGERIES))
+def test_forged_evidence_is_400_with_its_reason(e2e: Any, cos_request: bytes, check: str) -> None:
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=_mutated(cos_request, FORGERIES[check]))
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "InvalidParameter"
+    assert f"'{check}'" in err["message"] or check in err["message"], err["message"]
+
+
+def test_replayed_request_still_permitted_but_only_this_vtpm_opens_it(
+    e2e: Any, cos_request: bytes
+) -> None:
+    """The protocol has no server nonce: a replay gets a token, sealed to the original vTPM."""
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=cos_request)
+    assert r.status_code == 200
+    env = decode_token_response(r.content)
+    with e2e.lab.running("sboff") as other, open_tpm(other.tcti) as esys:
+        from bootwatch.errors import BootwatchError
+
+        with pytest.raises(BootwatchError):
+            open_envelope(esys, env)

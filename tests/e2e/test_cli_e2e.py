@@ -1,0 +1,80 @@
+"""The CLI end to end: ``bootwatch agent attest`` exit codes and ``bootwatch demo``."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.swtpm
+
+
+def _bootwatch(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bootwatch.cli.main", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def _lab_env(e2e: Any) -> dict[str, str]:
+    return {"BOOTWATCH_LAB_DIR": str(e2e.lab.root)}
+
+
+def test_agent_attest_permit_json(e2e: Any, vms: Any) -> None:
+    r = _bootwatch("agent", "attest", "--lab-vm", "cos", "--url", e2e.url, "--ca", str(e2e.ca),
+                   "--payload", "nonce=abc", "--json", env=_lab_env(e2e))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "permit"
+    assert out["claims"]["secureboot"] is True
+    assert out["claims"]["x-ms-runtime"]["client-payload"] == {"nonce": "YWJj"}
+
+
+def test_agent_attest_deny_exit_1(e2e: Any, vms: Any) -> None:
+    r = _bootwatch("agent", "attest", "--lab-vm", "sboff", "--url", e2e.url, "--ca", str(e2e.ca),
+                   env=_lab_env(e2e))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "DENY" in r.stdout and "PolicyEvaluationError" in r.stdout
+    assert 'type=="' in r.stdout  # the rule text is shown, not eaten as markup
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize(
+    ("url", "use_ca", "step"),
+    [
+        ("https://127.0.0.1:{closed}", True, "tcp_connect"),
+        ("https://no-such-host.invalid:8443", True, "dns"),
+        ("{url}", False, "tls"),
+    ],
+)
+def test_agent_attest_unreachable_exit_2(e2e: Any, vms: Any, url: str, use_ca: bool,
+                                         step: str) -> None:
+    target = url.format(closed=_closed_port(), url=e2e.url)
+    args = ["agent", "attest", "--lab-vm", "cos", "--url", target, "--json"]
+    if use_ca:
+        args += ["--ca", str(e2e.ca)]
+    r = _bootwatch(*args, env=_lab_env(e2e))
+    assert r.returncode == 2, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["verdict"] == "unreachable" and out["step"] == step, out
+
+
+def test_demo_runs(e2e: Any) -> None:
+    r = _bootwatch("demo", "--corpus", str(e2e.corpus), env={"COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    for name in ("azure-tl", "cos-sb-on", "ubuntu-sb-off", "tampered"):
+        assert name in r.stdout
+    assert "log_replay" in r.stdout and "secureboot=false" in r.stdout
