@@ -1,0 +1,150 @@
+"""``bootwatch provider``: create, list providers and rotate their signing keys.
+
+Works directly on the service database (``--db URL`` or ``--data-dir D``);
+running services pick the change up within their cache time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootwatch.cli.service import build_settings, db_options
+from bootwatch.errors import ConfigError
+
+
+def _open(kw: dict[str, Any]) -> Any:
+    import os
+
+    from bootwatch.service.state import ServiceState
+
+    kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
+    return ServiceState.open(build_settings(**kw))
+
+
+@click.group()
+def command() -> None:
+    """Create and list attestation providers."""
+
+
+@command.command("create")
+@click.argument("name")
+@click.option("--trust-model", type=click.Choice(["aad", "isolated"]), required=True)
+@click.option(
+    "--signer",
+    "signers",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="PEM certificate of a trusted policy signer (repeatable; Isolated model)",
+)
+@click.option("--hostname", default=None, help="host name this provider also answers at")
+@click.option("--attest-auth", is_flag=True, help="require an authenticated caller to attest")
+@db_options
+def create_cmd(
+    name: str,
+    trust_model: str,
+    signers: tuple[Path, ...],
+    hostname: str | None,
+    attest_auth: bool,
+    **kw: Any,
+) -> None:
+    """Create a custom provider answering under /providers/NAME."""
+    from cryptography import x509
+
+    from bootwatch.service.errors import ApiError
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    certs = []
+    for path in signers:
+        try:
+            certs.extend(x509.load_pem_x509_certificates(path.read_bytes()))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: not a PEM certificate: {exc}") from exc
+    state = _open(kw)
+    try:
+        with state.db.session() as s:
+            create_provider(
+                s,
+                state,
+                name,
+                kind=ProviderKind.CUSTOM,
+                trust_model=TrustModel(trust_model),
+                signers=certs,
+                hostname=hostname,
+                attest_auth_required=attest_auth,
+            )
+    except ApiError as exc:
+        raise ConfigError(str(exc)) from exc
+    finally:
+        state.close()
+    click.echo(f"created provider {name} ({trust_model}); answers under /providers/{name}")
+
+
+@command.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@db_options
+def list_cmd(as_json: bool, **kw: Any) -> None:
+    """List providers with their trust model and current signing key."""
+    from sqlalchemy import select
+
+    from bootwatch.service.models import ProviderRow, SigningKeyRow
+
+    state = _open(kw)
+    try:
+        with state.db.session() as s:
+            rows = []
+            for p in s.scalars(select(ProviderRow).order_by(ProviderRow.name)):
+                kid = s.scalar(
+                    select(SigningKeyRow.kid).where(
+                        SigningKeyRow.provider == p.name, SigningKeyRow.active
+                    )
+                )
+                rows.append(
+                    {
+                        "name": p.name,
+                        "kind": p.kind,
+                        "trust_model": p.trust_model,
+                        "hostname": p.hostname,
+                        "attest_auth_required": p.attest_auth_required,
+                        "kid": kid,
+                    }
+                )
+    finally:
+        state.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        click.echo(f"{r['name']:<24} {r['kind']:<7} {r['trust_model']:<9} kid={r['kid']}")
+
+
+@command.command("rotate-key")
+@click.argument("name")
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    help="seconds the old key stays published (default: the service setting)",
+)
+@db_options
+def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
+    """Make a new signing key current; the old one stays in /certs for the overlap."""
+    from datetime import timedelta
+
+    from bootwatch.service.db import utcnow
+    from bootwatch.service.keys import rotate_key
+    from bootwatch.service.models import ProviderRow
+
+    state = _open(kw)
+    try:
+        seconds = state.settings.key_overlap_seconds if overlap is None else overlap
+        with state.db.session() as s:
+            if s.get(ProviderRow, name) is None:
+                raise ConfigError(f"no provider named {name!r}")
+            kid, old = rotate_key(s, state.sealer, name, utcnow(), timedelta(seconds=seconds))
+    finally:
+        state.close()
+    click.echo(f"{name}: new key {kid}; retiring {', '.join(old) or 'none'} in {seconds} s")

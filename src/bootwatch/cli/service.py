@@ -1,0 +1,189 @@
+"""``bootwatch service``: run the attestation service, migrate, purge evidence.
+
+Settings come from options or the matching ``BOOTWATCH_*`` environment
+variables (this is the only place they are read); see docs/service.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootwatch.errors import ConfigError
+
+
+def _tuple(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def db_options(f: Any) -> Any:
+    f = click.option(
+        "--db-schema", envvar="BOOTWATCH_DB_SCHEMA", default="", help="PostgreSQL schema"
+    )(f)
+    f = click.option(
+        "--data-dir",
+        envvar="BOOTWATCH_DATA_DIR",
+        default="bootwatch-data",
+        show_default=True,
+        type=click.Path(file_okay=False, path_type=Path),
+        help="data directory (SQLite database, at-rest key, dev TLS certificate)",
+    )(f)
+    f = click.option(
+        "--db", "db_url", envvar="BOOTWATCH_DB", default="", help="SQLAlchemy URL (default SQLite)"
+    )(f)
+    return f
+
+
+def build_settings(**kw: Any) -> Any:
+    """Settings from CLI options (the edge where settings are read)."""
+    from bootwatch.service.settings import Settings
+
+    shared = _tuple(kw.pop("shared_providers", None)) or ("shared",)
+    default = kw.pop("default_provider", None) or shared[0]
+    admin = tuple(kw.pop("admin_tokens", ()) or ())
+    env_admin = _tuple(kw.pop("admin_tokens_env", None))
+    return Settings(
+        shared_providers=shared,
+        default_provider=default,
+        admin_tokens=admin + env_admin,
+        **{k: v for k, v in kw.items() if v is not None},
+    )
+
+
+@click.group()
+def command() -> None:
+    """Run the MAA-compatible attestation service."""
+
+
+@command.command("run")
+@click.option("--host", envvar="BOOTWATCH_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="BOOTWATCH_PORT", default=8443, show_default=True, type=int)
+@db_options
+@click.option("--workers", envvar="BOOTWATCH_WORKERS", default=1, show_default=True, type=int)
+@click.option("--cert", "tls_cert", envvar="BOOTWATCH_TLS_CERT", default="", help="PEM certificate")
+@click.option("--key", "tls_key", envvar="BOOTWATCH_TLS_KEY", default="", help="PEM private key")
+@click.option("--insecure-http", is_flag=True, help="plain HTTP (loopback addresses only)")
+@click.option("--admin-token", "admin_tokens", multiple=True, help="static admin bearer token")
+@click.option("--oidc-issuer", envvar="BOOTWATCH_OIDC_ISSUER", default="")
+@click.option("--oidc-audience", envvar="BOOTWATCH_OIDC_AUDIENCE", default="")
+@click.option("--oidc-ca", envvar="BOOTWATCH_OIDC_CA", default="")
+@click.option(
+    "--rate-limit",
+    "rate_limit_per_second",
+    envvar="BOOTWATCH_RATE_LIMIT",
+    default=200.0,
+    type=float,
+    show_default=True,
+    help="requests/s per client (0 = off)",
+)
+@click.option(
+    "--rate-burst",
+    "rate_limit_burst",
+    envvar="BOOTWATCH_RATE_BURST",
+    default=400,
+    type=int,
+    show_default=True,
+)
+@click.option(
+    "--max-body",
+    "max_body_bytes",
+    envvar="BOOTWATCH_MAX_BODY",
+    default=1_048_576,
+    type=int,
+    show_default=True,
+)
+@click.option(
+    "--evidence-retention",
+    "evidence_retention_seconds",
+    envvar="BOOTWATCH_EVIDENCE_RETENTION",
+    default=7 * 24 * 3600,
+    type=int,
+    show_default=True,
+    help="seconds (0 = do not keep evidence)",
+)
+@click.option(
+    "--key-overlap",
+    "key_overlap_seconds",
+    envvar="BOOTWATCH_KEY_OVERLAP",
+    default=14 * 24 * 3600,
+    type=int,
+    show_default=True,
+)
+@click.option(
+    "--shared-providers",
+    envvar="BOOTWATCH_SHARED_PROVIDERS",
+    default="shared",
+    show_default=True,
+    help="comma-separated",
+)
+@click.option("--default-provider", envvar="BOOTWATCH_DEFAULT_PROVIDER", default="")
+@click.option("--public-url", "public_base_url", envvar="BOOTWATCH_PUBLIC_URL", default="")
+@click.option("--region", envvar="BOOTWATCH_REGION", default="local")
+@click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default="")
+@click.option("--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default="")
+@click.option("--log-level", envvar="BOOTWATCH_LOG_LEVEL", default="INFO")
+def run_cmd(**kw: Any) -> None:
+    """Serve the attestation service (TLS with a development certificate by default).
+
+    Admin tokens may also come from BOOTWATCH_ADMIN_TOKENS (comma-separated) and
+    the at-rest key from BOOTWATCH_AT_REST_KEY (never from the command line).
+    """
+    import os
+
+    from bootwatch.service.server import run
+
+    kw["admin_tokens_env"] = os.environ.get("BOOTWATCH_ADMIN_TOKENS")
+    kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
+    settings = build_settings(**kw)
+    scheme = "http" if settings.insecure_http else "https"
+    click.echo(
+        f"bootwatch service on {scheme}://{settings.host}:{settings.port} "
+        f"({settings.workers} worker(s), data in {settings.data_dir})",
+        err=True,
+    )
+    run(settings)
+
+
+@command.command("migrate")
+@db_options
+def migrate_cmd(**kw: Any) -> None:
+    """Create or upgrade the database schema (the service also does this at start)."""
+    from bootwatch.service.db import current_revision
+    from bootwatch.service.state import ServiceState
+
+    state = ServiceState.open(build_settings(**kw))
+    try:
+        click.echo(f"database at revision {current_revision(state.db.engine)}")
+    finally:
+        state.close()
+
+
+@command.command("purge")
+@db_options
+def purge_cmd(**kw: Any) -> None:
+    """Drop attestation evidence whose retention has ended."""
+    from bootwatch.service.records import purge_expired_evidence
+    from bootwatch.service.state import ServiceState
+
+    state = ServiceState.open(build_settings(**kw))
+    try:
+        click.echo(f"purged evidence of {purge_expired_evidence(state)} record(s)")
+    finally:
+        state.close()
+
+
+@command.command("dev-cert")
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default="bootwatch-data"
+)
+@click.option("--host", default="127.0.0.1")
+def dev_cert_cmd(data_dir: Path, host: str) -> None:
+    """Create (once) the development CA and server certificate; print the CA path."""
+    from bootwatch.service.tls import ensure_dev_certificate
+
+    files = ensure_dev_certificate(data_dir, (host,))
+    if files.ca is None:  # pragma: no cover - dev certificates always have a CA
+        raise ConfigError("no CA generated")
+    click.echo(str(files.ca))

@@ -1,0 +1,178 @@
+"""Who is calling: bearer tokens from an OpenID issuer, and static admin tokens.
+
+AAD-model providers accept policy writes only from an authenticated principal
+holding ``Settings.oidc_write_role`` in its ``roles`` claim (or a static admin
+token from ``Settings.admin_tokens``, compared in constant time).  Bearer JWTs
+are verified with PyJWT against the JWKS of ``Settings.oidc_issuer``, found
+through its OpenID discovery document and fetched with httpx (cached for
+:data:`JWKS_TTL` seconds, refetched once on an unknown ``kid``).
+
+Dependencies (stable names): :func:`require_policy_writer` (AAD writes) and
+:func:`require_attest_auth` (attestation on providers that require it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends
+from starlette.requests import Request
+
+from bootwatch.service.errors import ApiError, unauthorized
+from bootwatch.service.providers import CurrentProvider, TrustModel
+
+if TYPE_CHECKING:
+    from bootwatch.service.settings import Settings
+
+JWKS_TTL = 300.0
+FETCH_TIMEOUT = 5.0
+MAX_TOKEN_CHARS = 16_384
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller."""
+
+    name: str
+    roles: tuple[str, ...]
+    #: "admin-token" or "oidc"
+    via: str
+
+    def has_role(self, role: str) -> bool:
+        return self.via == "admin-token" or role in self.roles
+
+
+class OidcVerifier:
+    """Verifies bearer JWTs against one OpenID issuer's JWKS."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.issuer = settings.oidc_issuer.rstrip("/")
+        self.audience = settings.oidc_audience or None
+        self._verify: str | bool = settings.oidc_ca or True
+        self._lock = threading.Lock()
+        self._keys: dict[str, Any] = {}
+        self._fetched = 0.0
+
+    def _fetch(self) -> None:
+        try:
+            with httpx.Client(verify=self._verify, timeout=FETCH_TIMEOUT) as client:
+                meta = client.get(f"{self.issuer}/.well-known/openid-configuration")
+                meta.raise_for_status()
+                jwks_uri = meta.json()["jwks_uri"]
+                jwks = client.get(jwks_uri)
+                jwks.raise_for_status()
+                keyset = jwt.PyJWKSet.from_dict(jwks.json())
+        except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWTError) as exc:
+            raise ApiError(
+                503, "ServiceUnavailable", f"cannot fetch the OpenID issuer's keys: {exc}"
+            ) from exc
+        with self._lock:
+            self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+            self._fetched = time.monotonic()
+
+    def _key(self, kid: str) -> Any:
+        with self._lock:
+            fresh = time.monotonic() - self._fetched < JWKS_TTL
+            key = self._keys.get(kid)
+        if key is None or not fresh:
+            self._fetch()
+            with self._lock:
+                key = self._keys.get(kid)
+        if key is None:
+            raise unauthorized(f"bearer token: key id {kid!r} is not in the issuer's JWKS")
+        return key
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"bearer token is not a JWT: {exc}") from exc
+        kid = header.get("kid")
+        if not isinstance(kid, str):
+            raise unauthorized("bearer token has no 'kid' header")
+        key = self._key(kid)
+        try:
+            claims = jwt.decode(
+                token,
+                key=key.key,
+                algorithms=["RS256", "ES256", "PS256"],
+                issuer=self.issuer,
+                audience=self.audience,
+                options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
+                leeway=30,
+            )
+        except jwt.PyJWTError as exc:
+            raise unauthorized(f"bearer token rejected: {exc}") from exc
+        roles = claims.get("roles", [])
+        if not isinstance(roles, list):
+            roles = []
+        name = str(claims.get("oid") or claims.get("sub") or "unknown")
+        return Principal(name, tuple(str(r) for r in roles), "oidc")
+
+
+def bearer_token(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("Authorization header must be 'Bearer <token>'")
+    token = token.strip()
+    if len(token) > MAX_TOKEN_CHARS:
+        raise unauthorized("bearer token is too long")
+    return token
+
+
+def authenticate(request: Request) -> Principal | None:
+    """The caller's principal, None when no credentials were sent; 401 when they are bad."""
+    token = bearer_token(request)
+    if token is None:
+        return None
+    settings = request.app.state.bw.settings
+    for admin in settings.admin_tokens:
+        if hmac.compare_digest(token.encode(), admin.encode()):
+            return Principal("admin", (), "admin-token")
+    verifier: OidcVerifier | None = request.app.state.bw_oidc
+    if verifier is None:
+        raise unauthorized(
+            "bearer token is not a configured admin token and no OpenID issuer is configured"
+        )
+    return verifier.verify(token)
+
+
+def require_policy_writer(request: Request, ctx: CurrentProvider) -> Principal | None:
+    """AAD providers: an authenticated principal with the write role. Isolated: None
+    (the signature on the request body is the authorisation, checked by the handler)."""
+    if ctx.trust_model is TrustModel.ISOLATED:
+        return None
+    principal = authenticate(request)
+    if principal is None:
+        raise unauthorized(
+            f"provider {ctx.name!r} uses the AAD trust model: policy changes need a bearer token"
+        )
+    role = request.app.state.bw.settings.oidc_write_role
+    if not principal.has_role(role):
+        raise unauthorized(f"principal {principal.name!r} lacks the role {role!r}")
+    return principal
+
+
+def require_attest_auth(request: Request, ctx: CurrentProvider) -> Principal | None:
+    """Attestation: anonymous unless the provider requires authentication."""
+    if not ctx.attest_auth_required:
+        return None
+    principal = authenticate(request)
+    if principal is None:
+        raise unauthorized(f"provider {ctx.name!r} requires an authenticated caller to attest")
+    return principal
+
+
+#: ``principal: PolicyWriter`` = the caller allowed to change policies (None on Isolated)
+PolicyWriter = Annotated[Principal | None, Depends(require_policy_writer)]
+#: ``principal: AttestCaller`` = the attesting caller (None when anonymous is allowed)
+AttestCaller = Annotated[Principal | None, Depends(require_attest_auth)]

@@ -1,0 +1,191 @@
+"""Token-signing keys: generation, storage, rotation, and the token signer.
+
+Each provider signs with an RSA-2048 key held in a self-signed certificate
+whose subject CN is the provider's name (MAA uses the provider URI; ours is
+reachable at several URLs, so the name is the stable part).  The key id is
+the base64url SHA-256 thumbprint of the certificate.  Rotation creates a new
+active key and keeps the previous one published in ``/certs`` for the overlap
+window (``Settings.key_overlap_seconds``) so tokens signed just before the
+rotation still verify.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from bootwatch.service.atrest import Sealer
+from bootwatch.service.db import as_utc
+from bootwatch.service.models import SigningKeyRow
+
+KEY_VALIDITY = timedelta(days=3650)
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def kid_for(cert: x509.Certificate) -> str:
+    """base64url SHA-256 of the DER certificate."""
+    return b64url(cert.fingerprint(hashes.SHA256()))
+
+
+def cert_jwk(cert: x509.Certificate, *, kid: str | None = None) -> dict[str, Any]:
+    """The JWK MAA publishes for a certificate: kty, kid, x5c, n/e, alg, use."""
+    pub = cert.public_key()
+    jwk: dict[str, Any] = {
+        "kty": "RSA",
+        "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()],
+    }
+    if kid is not None:
+        jwk["kid"] = kid
+    if isinstance(pub, rsa.RSAPublicKey):
+        numbers = pub.public_numbers()
+        jwk["n"] = b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
+        jwk["e"] = b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
+        jwk["alg"] = "RS256"
+        jwk["use"] = "sig"
+    return jwk
+
+
+def new_signing_key(provider: str, now: datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
+    """A fresh RSA-2048 key in a self-signed certificate naming the provider."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"bootwatch attestation provider {provider}"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, provider),
+        ]
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + KEY_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def store_new_key(session: Session, sealer: Sealer, provider: str, now: datetime) -> str:
+    """Generate a key for ``provider``, store it encrypted, make it the active one."""
+    key, cert = new_signing_key(provider, now)
+    kid = kid_for(cert)
+    der = key.private_bytes(
+        serialization.Encoding.DER,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    session.add(
+        SigningKeyRow(
+            kid=kid,
+            provider=provider,
+            cert_der=cert.public_bytes(serialization.Encoding.DER),
+            private_key_enc=sealer.seal(der, context=kid),
+            created_at=now,
+            active=True,
+            retire_at=None,
+        )
+    )
+    return kid
+
+
+def rotate_key(
+    session: Session, sealer: Sealer, provider: str, now: datetime, overlap: timedelta
+) -> tuple[str, list[str]]:
+    """New active key; the previous active keys stay published until now + overlap.
+
+    Returns (new kid, kids of the keys put into their overlap window).
+    """
+    retired: list[str] = []
+    for row in session.scalars(
+        select(SigningKeyRow).where(SigningKeyRow.provider == provider, SigningKeyRow.active)
+    ):
+        row.active = False
+        row.retire_at = now + overlap
+        retired.append(row.kid)
+    session.flush()
+    return store_new_key(session, sealer, provider, now), retired
+
+
+def published_keys(session: Session, provider: str, now: datetime) -> list[SigningKeyRow]:
+    """Keys listed in /certs: the active one and those still inside their overlap window."""
+    rows = session.scalars(
+        select(SigningKeyRow)
+        .where(SigningKeyRow.provider == provider)
+        .order_by(SigningKeyRow.created_at.desc())
+    ).all()
+    return [r for r in rows if r.active or (r.retire_at is not None and as_utc(r.retire_at) > now)]
+
+
+@dataclass(frozen=True)
+class TokenSigner:
+    """Signs RS256 JWTs with a provider's current key.
+
+    Headers: ``alg`` RS256, ``typ`` JWT, ``kid`` (listed in /certs) and ``jku``
+    (the provider's /certs URL).  ``issuer`` is the provider's base URL; put it
+    in the ``iss`` claim (the signer does not add claims).
+    """
+
+    kid: str
+    certificate: x509.Certificate
+    private_key: rsa.RSAPrivateKey
+    issuer: str
+
+    @property
+    def jku(self) -> str:
+        return f"{self.issuer}/certs"
+
+    def sign(self, claims: Mapping[str, Any]) -> str:
+        """Compact RS256 JWS of ``claims`` (a JSON-serialisable mapping)."""
+        return jwt.encode(
+            dict(claims),
+            self.private_key,
+            algorithm="RS256",
+            headers={"kid": self.kid, "jku": self.jku, "typ": "JWT"},
+        )
+
+    def with_issuer(self, issuer: str) -> TokenSigner:
+        return TokenSigner(self.kid, self.certificate, self.private_key, issuer)
+
+
+def load_private_key(sealer: Sealer, row: SigningKeyRow) -> rsa.RSAPrivateKey:
+    der = sealer.open(row.private_key_enc, context=row.kid)
+    key = serialization.load_der_private_key(der, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):  # pragma: no cover - we only store RSA
+        raise TypeError("stored signing key is not RSA")
+    return key
+
+
+def sha256_b64url(data: bytes) -> str:
+    return b64url(hashlib.sha256(data).digest())

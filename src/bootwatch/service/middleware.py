@@ -1,0 +1,143 @@
+"""The edge of every request: service-version header, body-size limit, rate
+limit, request metrics and one JSON log line.
+
+A pure ASGI middleware (no per-request task switching) so it stays cheap at
+thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bootwatch.service.errors import ApiError
+from bootwatch.service.logs import get_logger
+from bootwatch.service.ratelimit import TokenBuckets, retry_after_header
+
+if TYPE_CHECKING:
+    from bootwatch.service.metrics import Metrics
+    from bootwatch.service.settings import Settings
+
+#: never rate limited (probes and scrapers must get through under load)
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+def error_body(code: str, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+class PayloadTooLarge(ApiError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, "PayloadTooLarge", f"request body exceeds the limit of {limit} bytes")
+
+
+class EdgeMiddleware:
+    def __init__(self, app: ASGIApp, *, settings: Settings, metrics: Metrics) -> None:
+        self.app = app
+        self.settings = settings
+        self.metrics = metrics
+        self.buckets = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.version = settings.service_version.encode()
+        self.log = get_logger()
+
+    async def _reject(
+        self, send: Send, status: int, code: str, message: str, extra: list[tuple[bytes, bytes]]
+    ) -> None:
+        body = error_body(code, message)
+        headers = [
+            (b"content-type", b"application/json; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-ms-error-code", code.encode()),
+            (b"x-ms-maa-service-version", self.version),
+            *extra,
+        ]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        client = (scope.get("client") or ("unknown", 0))[0]
+        path: str = scope["path"]
+        status_holder: dict[str, Any] = {"status": 500}
+        limit = self.settings.max_body_bytes
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((b"x-ms-maa-service-version", self.version))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            if self.buckets.enabled and path not in UNLIMITED_PATHS:
+                wait = self.buckets.take(client)
+                if wait > 0:
+                    status_holder["status"] = 429
+                    await self._reject(
+                        send,
+                        429,
+                        "TooManyRequests",
+                        f"rate limit of {self.settings.rate_limit_per_second:g} requests/s "
+                        f"(burst {self.settings.rate_limit_burst}) exceeded for {client}",
+                        [(b"retry-after", retry_after_header(wait).encode())],
+                    )
+                    return
+            declared = _content_length(scope)
+            if declared is not None and declared > limit:
+                status_holder["status"] = 413
+                await self._reject(
+                    send,
+                    413,
+                    "PayloadTooLarge",
+                    f"request body of {declared} bytes exceeds the limit of {limit} bytes",
+                    [(b"connection", b"close")],
+                )
+                return
+            received = 0
+
+            async def receive_wrapper() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise PayloadTooLarge(limit)
+                return message
+
+            await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - start
+            route_obj = scope.get("route")
+            route = getattr(route_obj, "path", None) or "unmatched"
+            status = status_holder["status"]
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(elapsed)
+            self.log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": scope.get("bootwatch.prefix", "") + path,
+                    "route": route,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 3),
+                    "client": client,
+                    "provider": scope.get("bootwatch.provider"),
+                },
+            )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

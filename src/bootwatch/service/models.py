@@ -1,0 +1,119 @@
+"""ORM tables of the service (SQLAlchemy 2 declarative).
+
+The schema changes only through the Alembic migrations in
+``bootwatch/service/migrations``; these classes must match the newest one.
+Times are stored as timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class ProviderRow(Base):
+    """One attestation provider (shared or custom)."""
+
+    __tablename__ = "providers"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: "shared" or "custom"
+    kind: Mapped[str] = mapped_column(String(16))
+    #: "aad" or "isolated"
+    trust_model: Mapped[str] = mapped_column(String(16))
+    #: host name this provider answers at (besides /providers/NAME), if any
+    hostname: Mapped[str | None] = mapped_column(String(255), unique=True, nullable=True)
+    attest_auth_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class PolicyRow(Base):
+    """One stored policy version; the newest row per (provider, type) is current.
+
+    ``text`` NULL means "reset to the default".
+    """
+
+    __tablename__ = "policies"
+    __table_args__ = (Index("ix_policies_provider_type", "provider", "attestation_type", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
+    attestation_type: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: the compact JWS as uploaded (also for unsigned uploads, alg none)
+    jws: Mapped[str] = mapped_column(Text)
+    token_hash: Mapped[str] = mapped_column(String(64))
+    #: DER of the certificate that signed the upload, if signed
+    signer_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: who made the change (principal name, signer thumbprint, "reset")
+    changed_by: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SignerRow(Base):
+    """A trusted policy signer of an Isolated provider (history kept via removed_at)."""
+
+    __tablename__ = "signers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
+    #: hex SHA-1 of the DER certificate, upper case (MAA's x-ms-certificate-thumbprint)
+    thumbprint: Mapped[str] = mapped_column(String(40), index=True)
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SigningKeyRow(Base):
+    """A token-signing key of a provider; private key AES-GCM encrypted at rest."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(
+        ForeignKey("providers.name", ondelete="CASCADE"), index=True
+    )
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    #: nonce (12 bytes) || AES-256-GCM ciphertext+tag of the PKCS#8 DER private key
+    private_key_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: True for the one key that signs new tokens
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: after this instant the key is no longer published in /certs (NULL = while active)
+    retire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AttestationRecordRow(Base):
+    """One attestation request and its outcome."""
+
+    __tablename__ = "attestation_records"
+    __table_args__ = (Index("ix_records_provider_time", "provider", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    attestation_type: Mapped[str] = mapped_column(String(32))
+    vm_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    #: "permit", "deny" or "error"
+    verdict: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    evidence: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    evidence_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True, index=True
+    )

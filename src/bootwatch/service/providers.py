@@ -1,0 +1,437 @@
+"""Providers: storage, per-request resolution, and the context handlers use.
+
+One deployment hosts several attestation providers.  A request reaches a
+provider by path prefix ``/providers/NAME/...`` (stripped by
+:class:`ProviderPrefixMiddleware`), by the ``Host`` header when a provider has
+a host name, or else reaches ``Settings.default_provider`` (a shared provider)
+at the root of the listening address.
+
+Public API for request handlers (stable names):
+
+* :class:`ProviderContext` -- the resolved provider of one request: ``name``,
+  ``kind`` (shared/custom), ``trust_model`` (aad/isolated), ``base_url`` (also
+  the token issuer, ``iss``), ``attest_auth_required``, ``policy(type)`` ->
+  :class:`ActivePolicy` (``text``, ``policy_hash``, ``signer``/``signer_jwk``,
+  ``token_hash``, ``compiled()``), ``azureguest_policy``, and ``token_signer``
+  (a :class:`~bootwatch.service.keys.TokenSigner`: ``sign(claims)`` -> RS256
+  compact JWS with ``kid`` and ``jku`` headers).
+* :func:`current_provider` -- FastAPI dependency returning the ProviderContext
+  (404 ``NotFound`` for an unknown provider); ``CurrentProvider`` is the
+  ``Annotated[ProviderContext, Depends(current_provider)]`` alias.
+
+Provider state is cached per worker for ``Settings.cache_ttl_seconds`` and
+invalidated locally on every write, so another worker sees a change within
+that time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cached_property
+from typing import TYPE_CHECKING, Annotated, Any
+
+from cryptography import x509
+from fastapi import Depends
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from bootwatch.policy import (
+    compile_policy,
+    default_azureguest_policy,
+    policy_hash,
+    unsigned_policy_jws,
+)
+from bootwatch.service.db import utcnow
+from bootwatch.service.errors import ApiError, invalid_parameter, not_found
+from bootwatch.service.keys import (
+    TokenSigner,
+    cert_jwk,
+    load_private_key,
+    published_keys,
+    store_new_key,
+)
+from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow
+from bootwatch.service.settings import ATTESTATION_TYPES
+
+if TYPE_CHECKING:
+    from bootwatch.service.state import ServiceState
+
+PREFIX = "/providers/"
+SCOPE_PROVIDER = "bootwatch.provider"
+SCOPE_PREFIX = "bootwatch.prefix"
+
+#: default policy of every type but AzureGuest: permit and issue nothing extra
+#: (MAA documents defaults per type only for SGX; this mirrors its shape)
+GENERIC_DEFAULT_POLICY = (
+    "version= 1.0;\nauthorizationrules\n{\n    => permit();\n};\nissuancerules\n{\n};\n"
+)
+
+NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+class ProviderKind(StrEnum):
+    SHARED = "shared"
+    CUSTOM = "custom"
+
+
+class TrustModel(StrEnum):
+    AAD = "aad"
+    ISOLATED = "isolated"
+
+
+def canonical_type(value: str) -> str:
+    """``azureguest`` -> ``AzureGuest``; unknown types are InvalidParameter."""
+    for t in ATTESTATION_TYPES:
+        if t.lower() == value.lower():
+            return t
+    raise invalid_parameter(
+        f"attestationType {value!r} is not one of {', '.join(ATTESTATION_TYPES)}"
+    )
+
+
+def default_policy_text(attestation_type: str) -> str:
+    if attestation_type == "AzureGuest":
+        return default_azureguest_policy()
+    return GENERIC_DEFAULT_POLICY
+
+
+def validate_name(name: str) -> str:
+    if not name or len(name) > 64 or not set(name) <= NAME_CHARS or name[0] == "-":
+        raise invalid_parameter(
+            f"provider name {name!r}: use 1-64 lower-case letters, digits and '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class ActivePolicy:
+    """The policy currently in force for one attestation type of a provider."""
+
+    attestation_type: str
+    text: str
+    is_default: bool
+    #: the JWS as uploaded (None for the built-in default)
+    jws: str | None
+    #: x-ms-policy-token-hash of the upload (None for the built-in default)
+    token_hash: str | None
+    signer: x509.Certificate | None
+
+    @cached_property
+    def policy_hash(self) -> str:
+        """``x-ms-policy-hash``: base64url SHA-256 of base64url(policy text)."""
+        return policy_hash(self.text)
+
+    @cached_property
+    def signer_jwk(self) -> dict[str, Any] | None:
+        """``x-ms-policy-signer`` (JWK with x5c) when the policy was signed."""
+        return cert_jwk(self.signer) if self.signer is not None else None
+
+    @cached_property
+    def stored_jws(self) -> str:
+        """The ``x-ms-policy`` value: the uploaded JWS, or an unsigned one for defaults."""
+        return self.jws if self.jws else unsigned_policy_jws(self.text)
+
+    def compiled(self) -> Any:
+        """The compiled policy (cached per text), for evaluation."""
+        return _compile_cached(self.text)
+
+
+_compile_lock = threading.Lock()
+_compiled: dict[str, Any] = {}
+
+
+def _compile_cached(text: str) -> Any:
+    with _compile_lock:
+        hit = _compiled.get(text)
+    if hit is None:
+        hit = compile_policy(text)
+        with _compile_lock:
+            if len(_compiled) > 256:
+                _compiled.clear()
+            _compiled[text] = hit
+    return hit
+
+
+@dataclass(frozen=True)
+class PublishedKey:
+    kid: str
+    certificate: x509.Certificate
+    active: bool
+
+
+@dataclass(frozen=True)
+class ProviderContext:
+    """One provider as seen by one request (see the module docstring)."""
+
+    name: str
+    kind: ProviderKind
+    trust_model: TrustModel
+    base_url: str
+    attest_auth_required: bool
+    hostname: str | None
+    policies: Mapping[str, ActivePolicy]
+    signers: tuple[x509.Certificate, ...]
+    keys: tuple[PublishedKey, ...]
+    token_signer: TokenSigner
+
+    @property
+    def issuer(self) -> str:
+        return self.base_url
+
+    @property
+    def is_shared(self) -> bool:
+        return self.kind is ProviderKind.SHARED
+
+    def policy(self, attestation_type: str) -> ActivePolicy:
+        return self.policies[canonical_type(attestation_type)]
+
+    @property
+    def azureguest_policy(self) -> ActivePolicy:
+        return self.policies["AzureGuest"]
+
+
+@dataclass
+class _Snapshot:
+    """Provider state independent of the request URL (cached per worker)."""
+
+    row: ProviderRow
+    policies: dict[str, ActivePolicy]
+    signers: tuple[x509.Certificate, ...]
+    keys: tuple[PublishedKey, ...]
+    signer: TokenSigner
+    loaded_at: float = field(default_factory=time.monotonic)
+
+
+class ProviderStore:
+    """Reads and caches provider state; writes go through the functions below."""
+
+    def __init__(self, state: ServiceState) -> None:
+        self._state = state
+        self._lock = threading.Lock()
+        self._cache: dict[str, _Snapshot] = {}
+        self._hosts: tuple[float, dict[str, str]] = (0.0, {})
+
+    def invalidate(self, name: str | None = None) -> None:
+        with self._lock:
+            if name is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(name, None)
+            self._hosts = (0.0, {})
+
+    def provider_for_host(self, host: str) -> str | None:
+        ttl = self._state.settings.cache_ttl_seconds
+        with self._lock:
+            loaded, hosts = self._hosts
+        if time.monotonic() - loaded > ttl:
+            with self._state.db.session() as s:
+                rows = s.execute(
+                    select(ProviderRow.hostname, ProviderRow.name).where(
+                        ProviderRow.hostname.is_not(None)
+                    )
+                ).all()
+            hosts = {str(h).lower(): n for h, n in rows}
+            with self._lock:
+                self._hosts = (time.monotonic(), hosts)
+        return hosts.get(host.lower())
+
+    def snapshot(self, name: str) -> _Snapshot:
+        ttl = self._state.settings.cache_ttl_seconds
+        with self._lock:
+            snap = self._cache.get(name)
+        if snap is not None and time.monotonic() - snap.loaded_at <= ttl:
+            return snap
+        snap = self._load(name)
+        with self._lock:
+            self._cache[name] = snap
+        return snap
+
+    def _load(self, name: str) -> _Snapshot:
+        sealer = self._state.sealer
+        now = utcnow()
+        with self._state.db.session() as s:
+            row = s.get(ProviderRow, name)
+            if row is None:
+                raise not_found(f"no attestation provider named {name!r}")
+            s.expunge(row)
+            policies = _load_policies(s, name)
+            signers = tuple(
+                x509.load_der_x509_certificate(r.cert_der)
+                for r in s.scalars(
+                    select(SignerRow)
+                    .where(SignerRow.provider == name, SignerRow.removed_at.is_(None))
+                    .order_by(SignerRow.id)
+                )
+            )
+            key_rows = published_keys(s, name, now)
+            if not any(r.active for r in key_rows):
+                store_new_key(s, sealer, name, now)
+                s.flush()
+                key_rows = published_keys(s, name, now)
+            active = next(r for r in key_rows if r.active)
+            keys = tuple(
+                PublishedKey(r.kid, x509.load_der_x509_certificate(r.cert_der), r.active)
+                for r in key_rows
+            )
+            active_cert = next(k.certificate for k in keys if k.kid == active.kid)
+            signer = TokenSigner(active.kid, active_cert, load_private_key(sealer, active), "")
+        return _Snapshot(row, policies, signers, keys, signer)
+
+    def context(self, name: str, base_url: str) -> ProviderContext:
+        snap = self.snapshot(name)
+        row = snap.row
+        return ProviderContext(
+            name=row.name,
+            kind=ProviderKind(row.kind),
+            trust_model=TrustModel(row.trust_model),
+            base_url=base_url,
+            attest_auth_required=bool(row.attest_auth_required),
+            hostname=row.hostname,
+            policies=snap.policies,
+            signers=snap.signers,
+            keys=snap.keys,
+            token_signer=snap.signer.with_issuer(base_url),
+        )
+
+
+def _load_policies(s: Session, name: str) -> dict[str, ActivePolicy]:
+    latest = (
+        select(func.max(PolicyRow.id))
+        .where(PolicyRow.provider == name)
+        .group_by(PolicyRow.attestation_type)
+    )
+    rows = {
+        r.attestation_type: r for r in s.scalars(select(PolicyRow).where(PolicyRow.id.in_(latest)))
+    }
+    out: dict[str, ActivePolicy] = {}
+    for t in ATTESTATION_TYPES:
+        r = rows.get(t)
+        if r is None or r.text is None:
+            out[t] = ActivePolicy(t, default_policy_text(t), True, None, None, None)
+        else:
+            signer = x509.load_der_x509_certificate(r.signer_der) if r.signer_der else None
+            out[t] = ActivePolicy(t, r.text, False, r.jws, r.token_hash, signer)
+    return out
+
+
+# --- provider creation (CLI and start-up) ------------------------------------
+
+
+def create_provider(
+    s: Session,
+    state: ServiceState,
+    name: str,
+    *,
+    kind: ProviderKind,
+    trust_model: TrustModel,
+    signers: Sequence[x509.Certificate] = (),
+    hostname: str | None = None,
+    attest_auth_required: bool = False,
+) -> ProviderRow:
+    """Insert a provider with its first signing key (and its signers)."""
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    validate_name(name)
+    if s.get(ProviderRow, name) is not None:
+        raise ApiError(409, "InvalidOperation", f"provider {name!r} already exists")
+    if trust_model is TrustModel.ISOLATED and not signers:
+        raise invalid_parameter(
+            "an isolated provider needs at least one trusted signer certificate (--signer)"
+        )
+    now = utcnow()
+    row = ProviderRow(
+        name=name,
+        kind=kind.value,
+        trust_model=trust_model.value,
+        hostname=hostname.lower() if hostname else None,
+        attest_auth_required=attest_auth_required,
+        created_at=now,
+    )
+    s.add(row)
+    s.flush()
+    for cert in signers:
+        s.add(
+            SignerRow(
+                provider=name,
+                thumbprint=cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - MAA thumbprint
+                cert_der=cert.public_bytes(serialization.Encoding.DER),
+                added_at=now,
+            )
+        )
+    store_new_key(s, state.sealer, name, now)
+    return row
+
+
+def ensure_shared_providers(state: ServiceState) -> None:
+    """Create the configured shared providers if they do not exist yet."""
+    with state.db.session() as s:
+        for name in state.settings.shared_providers:
+            if s.get(ProviderRow, name) is None:
+                create_provider(
+                    s, state, name, kind=ProviderKind.SHARED, trust_model=TrustModel.AAD
+                )
+
+
+# --- request resolution --------------------------------------------------------
+
+
+class ProviderPrefixMiddleware:
+    """Strips ``/providers/NAME`` from the path and remembers NAME in the scope."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(PREFIX):
+                rest = path[len(PREFIX) :]
+                name, sep, tail = rest.partition("/")
+                scope = dict(scope)
+                scope[SCOPE_PROVIDER] = name
+                scope[SCOPE_PREFIX] = PREFIX + name
+                scope["path"] = "/" + tail if sep else "/"
+                scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)
+
+
+def request_base_url(request: Request, prefix: str) -> str:
+    state: ServiceState = request.app.state.bw
+    if state.settings.public_base_url:
+        return state.settings.public_base_url.rstrip("/") + prefix
+    host = request.headers.get("host") or f"{state.settings.host}:{state.settings.port}"
+    return f"{request.url.scheme}://{host}{prefix}"
+
+
+def resolve_provider(request: Request) -> ProviderContext:
+    """The provider a request is for (prefix, host name, or the default)."""
+    state: ServiceState = request.app.state.bw
+    name = request.scope.get(SCOPE_PROVIDER)
+    prefix = request.scope.get(SCOPE_PREFIX, "")
+    if name is None:
+        host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+        name = state.providers.provider_for_host(host) if host else None
+        if name is None:
+            name = state.settings.default_provider
+            if not name:
+                raise not_found("no default provider is configured; use /providers/NAME")
+    return state.providers.context(name, request_base_url(request, prefix))
+
+
+def current_provider(request: Request) -> ProviderContext:
+    """FastAPI dependency: the resolved :class:`ProviderContext` of this request."""
+    ctx: ProviderContext | None = getattr(request.state, "bw_provider", None)
+    if ctx is None:
+        ctx = resolve_provider(request)
+        request.state.bw_provider = ctx
+    return ctx
+
+
+#: ``ctx: CurrentProvider`` in a handler signature = the request's ProviderContext
+CurrentProvider = Annotated[ProviderContext, Depends(current_provider)]

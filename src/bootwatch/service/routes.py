@@ -1,0 +1,186 @@
+"""MAA data-plane routes other than attestation: OpenID metadata, signing
+certificates, policies, policy signers; plus health, readiness and metrics.
+
+Every route accepts (and ignores the value of) MAA's ``api-version`` query
+parameter; an ``api-version`` that is present but empty is InvalidParameter.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from bootwatch.errors import StorageError
+from bootwatch.service import policy_admin
+from bootwatch.service.auth import PolicyWriter
+from bootwatch.service.errors import invalid_parameter
+from bootwatch.service.keys import cert_jwk
+from bootwatch.service.providers import CurrentProvider
+from bootwatch.service.state import ServiceState
+
+#: claims listed in the OpenID metadata (the azurevm set of maa-protocol.md section 3)
+CLAIMS_SUPPORTED = (
+    "nonce",
+    "x-ms-ver",
+    "x-ms-attestation-type",
+    "x-ms-policy-hash",
+    "x-ms-policy-signer",
+    "secureboot",
+    "x-ms-azurevm-attestation-protocol-ver",
+    "x-ms-azurevm-attested-pcrs",
+    "x-ms-azurevm-bootdebug-enabled",
+    "x-ms-azurevm-dbvalidated",
+    "x-ms-azurevm-dbxvalidated",
+    "x-ms-azurevm-debuggersdisabled",
+    "x-ms-azurevm-default-securebootkeysvalidated",
+    "x-ms-azurevm-elam-enabled",
+    "x-ms-azurevm-flightsigning-enabled",
+    "x-ms-azurevm-hvci-policy",
+    "x-ms-azurevm-hypervisordebug-enabled",
+    "x-ms-azurevm-is-windows",
+    "x-ms-azurevm-kernel-debug-enabled",
+    "x-ms-azurevm-osbuild",
+    "x-ms-azurevm-osdistro",
+    "x-ms-azurevm-ostype",
+    "x-ms-azurevm-osversion-major",
+    "x-ms-azurevm-osversion-minor",
+    "x-ms-azurevm-signingdisabled",
+    "x-ms-azurevm-testsigning-enabled",
+    "x-ms-azurevm-vmid",
+    "x-ms-runtime",
+)
+
+
+def api_version(request: Request) -> str | None:
+    """MAA's ``api-version`` query parameter (any version is served the same way)."""
+    value = request.query_params.get("api-version")
+    if value is not None and not value.strip():
+        raise invalid_parameter("query parameter 'api-version' is empty")
+    return value
+
+
+API_VERSION = Depends(api_version)
+
+
+def _state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.bw
+    return state
+
+
+def token_response(token: str) -> JSONResponse:
+    return JSONResponse({"token": token})
+
+
+async def _text_body(request: Request) -> str:
+    raw = await request.body()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid_parameter(f"request body is not UTF-8 (byte {exc.start})") from exc
+
+
+def maa_router() -> APIRouter:
+    router = APIRouter(dependencies=[API_VERSION])
+
+    @router.get("/.well-known/openid-configuration")
+    def openid_configuration(ctx: CurrentProvider) -> dict[str, Any]:
+        base = ctx.base_url
+        return {
+            "issuer": base,
+            "jwks_uri": f"{base}/certs",
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "response_types_supported": ["token", "none"],
+            "revocation_endpoint": f"{base}/revoke",
+            "claims_supported": list(CLAIMS_SUPPORTED),
+        }
+
+    @router.get("/certs")
+    def certs(ctx: CurrentProvider) -> JSONResponse:
+        keys = [cert_jwk(k.certificate, kid=k.kid) for k in ctx.keys]
+        return JSONResponse({"keys": keys})
+
+    @router.get("/policies/{attestation_type}")
+    def get_policy(attestation_type: str, ctx: CurrentProvider) -> JSONResponse:
+        return token_response(policy_admin.get_policy(ctx, attestation_type))
+
+    @router.put("/policies/{attestation_type}")
+    async def set_policy(
+        attestation_type: str,
+        request: Request,
+        ctx: CurrentProvider,
+        principal: PolicyWriter,
+    ) -> JSONResponse:
+        body = await _text_body(request)
+        token = await run_in_threadpool(
+            policy_admin.set_policy, _state(request), ctx, attestation_type, body, principal
+        )
+        return token_response(token)
+
+    @router.post("/policies/{attestation_type}:reset")
+    async def reset_policy(
+        attestation_type: str,
+        request: Request,
+        ctx: CurrentProvider,
+        principal: PolicyWriter,
+    ) -> JSONResponse:
+        body = await _text_body(request)
+        token = await run_in_threadpool(
+            policy_admin.reset_policy, _state(request), ctx, attestation_type, body, principal
+        )
+        return token_response(token)
+
+    @router.get("/certificates")
+    def get_certificates(ctx: CurrentProvider) -> JSONResponse:
+        return token_response(policy_admin.get_certificates(ctx))
+
+    @router.post("/certificates:add")
+    async def add_certificate(
+        request: Request,
+        ctx: CurrentProvider,
+        _principal: PolicyWriter,
+    ) -> JSONResponse:
+        body = await _text_body(request)
+        token = await run_in_threadpool(
+            policy_admin.modify_signers, _state(request), ctx, body, add=True
+        )
+        return token_response(token)
+
+    @router.post("/certificates:remove")
+    async def remove_certificate(
+        request: Request,
+        ctx: CurrentProvider,
+        _principal: PolicyWriter,
+    ) -> JSONResponse:
+        body = await _text_body(request)
+        token = await run_in_threadpool(
+            policy_admin.modify_signers, _state(request), ctx, body, add=False
+        )
+        return token_response(token)
+
+    return router
+
+
+def ops_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    def readyz(request: Request) -> JSONResponse:
+        try:
+            _state(request).db.ping()
+        except StorageError as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @router.get("/metrics")
+    def metrics(request: Request) -> Response:
+        body, ctype = request.app.state.bw_metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    return router

@@ -1,0 +1,131 @@
+"""The one settings object of the service.
+
+Every knob the service reads lives in :class:`Settings`, a frozen dataclass.
+It is built at the edge only (``bootwatch.cli.service`` from command-line
+options and the environment) and handed to :func:`bootwatch.service.app.create_app`.
+Worker processes receive it as a JSON file (:meth:`Settings.to_json` /
+:meth:`Settings.from_json`) so each worker builds its own app from the same
+values; nothing is read from the environment at import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bootwatch.errors import ConfigError
+
+#: attestation types MAA knows (spec 2025-06-01 ``AttestationType``), canonical spelling
+ATTESTATION_TYPES: tuple[str, ...] = (
+    "AzureGuest",
+    "Tpm",
+    "SgxEnclave",
+    "OpenEnclave",
+    "SevSnpVm",
+    "TdxVm",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs; see docs/service.md for each field."""
+
+    #: directory for the SQLite database, the at-rest key, the dev TLS certificate
+    data_dir: Path = Path("bootwatch-data")
+    #: SQLAlchemy URL; empty means ``sqlite:///<data_dir>/bootwatch.db``
+    db_url: str = ""
+    #: PostgreSQL only: schema to use (search_path); empty = the server default
+    db_schema: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8443
+    workers: int = 1
+    #: PEM paths; empty = a development certificate generated into ``data_dir/tls``
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: plain HTTP (only allowed on a loopback host)
+    insecure_http: bool = False
+    #: key that encrypts signing keys at rest: 32 bytes as hex or base64; empty =
+    #: generated into ``data_dir/at-rest.key`` (mode 0600) on first use
+    at_rest_key: str = ""
+    #: static bearer tokens accepted as administrators (embedded default set-up)
+    admin_tokens: tuple[str, ...] = ()
+    #: OpenID issuer whose JWKS signs bearer tokens for AAD-model providers
+    oidc_issuer: str = ""
+    #: audience the bearer tokens must carry (empty = not checked)
+    oidc_audience: str = ""
+    #: role (in the token's ``roles`` claim) allowed to change policies
+    oidc_write_role: str = "Attestation.Contributor"
+    #: CA bundle for fetching the OIDC issuer's metadata (empty = system default)
+    oidc_ca: str = ""
+    #: per-client token bucket: sustained requests/second and burst size (0 = off)
+    rate_limit_per_second: float = 200.0
+    rate_limit_burst: int = 400
+    #: largest accepted request body in bytes (413 above)
+    max_body_bytes: int = 1_048_576
+    #: how long attestation evidence is kept (seconds; 0 = never stored)
+    evidence_retention_seconds: int = 7 * 24 * 3600
+    #: how long a retired signing key stays published in /certs (seconds)
+    key_overlap_seconds: int = 14 * 24 * 3600
+    #: how long provider state (policies, keys) is cached per worker (seconds)
+    cache_ttl_seconds: float = 2.0
+    #: DBX data file and AIK trust anchors used by the attestation pipeline
+    dbx_data_path: str = ""
+    trust_anchors_path: str = ""
+    #: region label and the shared providers created at start-up
+    region: str = "local"
+    shared_providers: tuple[str, ...] = ("shared",)
+    #: the provider answering at the root of the listening address
+    default_provider: str = "shared"
+    #: fixed public base URL (scheme://host[:port]); empty = taken from each request
+    public_base_url: str = ""
+    #: JSON logs level
+    log_level: str = "INFO"
+    #: value of the x-ms-maa-service-version response header
+    service_version: str = "bootwatch-0.1.0"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.default_provider and self.default_provider not in self.shared_providers:
+            raise ConfigError(
+                f"default_provider {self.default_provider!r} is not one of the shared "
+                f"providers {list(self.shared_providers)}"
+            )
+        if self.max_body_bytes <= 0:
+            raise ConfigError("max_body_bytes must be positive")
+        if self.rate_limit_per_second < 0 or self.rate_limit_burst < 0:
+            raise ConfigError("rate limits must not be negative")
+        if self.workers < 1:
+            raise ConfigError("workers must be at least 1")
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL, defaulting to SQLite in the data directory."""
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'bootwatch.db'}"
+
+    def to_json(self) -> str:
+        """Serialise for worker processes (contains secrets: write it 0600)."""
+        raw = dataclasses.asdict(self)
+        raw["data_dir"] = str(self.data_dir)
+        return json.dumps(raw)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        """Inverse of :meth:`to_json`; unknown keys are an error (strict)."""
+        try:
+            raw: dict[str, Any] = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"settings file is not JSON: {exc}") from exc
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(raw) - names
+        if unknown:
+            raise ConfigError(f"unknown settings: {sorted(unknown)}")
+        raw["data_dir"] = Path(raw.get("data_dir", "bootwatch-data"))
+        for key in ("admin_tokens", "shared_providers"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
