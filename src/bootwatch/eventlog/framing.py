@@ -52,7 +52,6 @@ MAX_PCR_INDEX = 31
 #: Largest digest size accepted for an algorithm the Spec ID declares.
 MAX_DIGEST_SIZE = 128
 SPEC_ID_SIGNATURE = b"Spec ID Event03\x00"
-_SPEC_ID_1 = b"Spec ID Event02\x00"
 
 _HDR1 = struct.Struct("<II20sI")  # TCG_PCR_EVENT: pcrIndex, eventType, digest, eventSize
 _HDR2 = struct.Struct("<III")  # TCG_PCR_EVENT2: pcrIndex, eventType, digests.count
