@@ -57,6 +57,10 @@ def test_log_without_dbx_lacks_every_current_revocation() -> None:
     assert msg.startswith("measured dbx lacks 444 of the 444 current revocations")
     assert f"{len(CATALOG.svn_records)} SVN records excluded" in msg
     assert r.svn_records_excluded == len(CATALOG.svn_records) > 0
+    assert len(r.missing_image_hashes) == 443
+    assert r.missing_certificates == ("580a6f4cc4e4b669b9ebdc1b2b3e087b80d0678d",)
+    assert "443 of 443 x64 image hashes and 1 of 1 certificates" in msg
+    assert "Microsoft Windows Production PCA 2011" in msg
     assert not r.ok
 
 

@@ -51,6 +51,12 @@ class RevocationReport:
     current_revocations: int
     #: the revocations absent from the measured dbx (hex hashes / thumbprints); N = len
     missing_revocations: tuple[str, ...]
+    #: the part of ``missing_revocations`` that are image hashes of the architecture
+    missing_image_hashes: tuple[str, ...]
+    #: the part that are revoked certificates (SHA-1 thumbprints).  Kept apart because
+    #: Microsoft ships some certificate revocations (PCA 2011, CVE-2023-24932) as an
+    #: optional update that many healthy fleets have not applied yet.
+    missing_certificates: tuple[str, ...]
     #: SVN records in the catalogue, excluded from the comparison
     svn_records_excluded: int
     #: boot applications that could not be checked (no SHA-256 digest in a SHA-1 log)
@@ -133,7 +139,8 @@ def check_revocation(
 
     wanted_images = catalog.image_hashes(architecture)
     current = len(wanted_images) + len(thumbs)
-    missing: tuple[str, ...] = ()
+    missing_images: tuple[str, ...] = ()
+    missing_certs: tuple[str, ...] = ()
     measured = state.dbx is not None
     if not measured:
         findings.append(
@@ -153,24 +160,34 @@ def check_revocation(
                     have_hashes.add(e.data.hex())
                 elif e.kind is SignatureKind.X509:
                     have_thumbs.add(hashlib.sha1(e.data, usedforsecurity=False).hexdigest())
-        missing = tuple(sorted(wanted_images - have_hashes)) + tuple(
-            sorted(set(thumbs) - have_thumbs)
-        )
-        if missing:
+        missing_images = tuple(sorted(wanted_images - have_hashes))
+        missing_certs = tuple(sorted(set(thumbs) - have_thumbs))
+        if missing_images or missing_certs:
+            cert_names = ", ".join(
+                f"{thumbs[t].subject or t} ({t})" for t in missing_certs
+            )
+            detail = (
+                f"{len(missing_images)} of {len(wanted_images)} {architecture} image hashes"
+                f" and {len(missing_certs)} of {len(thumbs)} certificates"
+                + (f" [{cert_names}]" if cert_names else "")
+            )
             findings.append(
                 Finding(
                     "dbx_outdated",
                     None,
-                    f"measured dbx lacks {len(missing)} of the {current} current revocations "
-                    f"({architecture} image hashes and certificates; "
-                    f"{len(catalog.svn_records)} SVN records excluded: they are not image hashes)",
+                    f"measured dbx lacks {len(missing_images) + len(missing_certs)} of the "
+                    f"{current} current revocations ({detail}; "
+                    f"{len(catalog.svn_records)} SVN records excluded: they are not image "
+                    "hashes); apply Microsoft's current DBX update to the VM's firmware",
                 )
             )
     return RevocationReport(
         revoked_loaded=tuple(revoked),
         dbx_measured=measured,
         current_revocations=current,
-        missing_revocations=missing,
+        missing_revocations=missing_images + missing_certs,
+        missing_image_hashes=missing_images,
+        missing_certificates=missing_certs,
         svn_records_excluded=len(catalog.svn_records),
         unchecked_applications=tuple(unchecked),
         findings=tuple(findings),
