@@ -148,6 +148,7 @@ class ThreadServer:
             log_config=None,
             access_log=False,
             lifespan="on",
+            timeout_graceful_shutdown=1,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
         )
@@ -167,6 +168,7 @@ class ThreadServer:
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
+        self.server.force_exit = True  # do not wait for idle keep-alive clients (the SDK's)
         self.thread.join(timeout=20)
         self.sock.close()
 
