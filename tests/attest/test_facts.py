@@ -53,7 +53,7 @@ def test_azure_request_claims_match_microsoft_sample(azure_request_body: bytes, 
     sb = measured_secure_boot(log)
     attested = req.tpm_info.pcr_set
     events = events_claim(log)
-    win = windows_boot_config(events, attested)
+    win = windows_boot_config(log, attested)
     assert win.present and win.attested
     enc = parse_tpm2b_public(req.tpm_info.enc_key_pub).public_key()
     assert isinstance(enc, rsa.RSAPublicKey)
@@ -102,13 +102,12 @@ def test_secure_boot_off_and_no_dbx() -> None:
 
 
 def test_linux_log_has_no_sipa() -> None:
-    events = events_claim(_log("go-tpm-tools/cos-101-amd-sev.bin"))
-    assert windows_boot_config(events, range(8)).present is False
+    assert windows_boot_config(_log("go-tpm-tools/cos-101-amd-sev.bin"), range(8)).present is False
 
 
 def test_sipa_unattested_when_pcr12_not_quoted() -> None:
     log = parse_log((AZURE / "azure-trusted-launch-ws2019.tcglog.bin").read_bytes())
-    win = windows_boot_config(events_claim(log), range(8))
+    win = windows_boot_config(log, range(8))
     assert win.present and not win.attested
 
 

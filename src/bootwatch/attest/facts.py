@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import struct
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +34,8 @@ from bootwatch.attest.claims import (
 from bootwatch.attest.evidence import EvidenceVerification
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
+from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
+from bootwatch.eventlog.decode.sipa import SIPA_NAMES
 from bootwatch.eventlog.model import UnverifiedEventLog
 from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
@@ -38,12 +43,13 @@ from bootwatch.protocol import token as t
 #: PCRs Windows measures its boot configuration (SIPA) into
 SIPA_PCRS = frozenset({12, 13, 14})
 _SIPA_FLAGS = {
-    "EVENT_BOOTDEBUGGING": "boot_debugging",
-    "EVENT_OSKERNELDEBUG": "kernel_debug",
-    "EVENT_HYPERVISOR_DEBUG": "hypervisor_debug",
-    "EVENT_TESTSIGNING": "test_signing",
-    "EVENT_FLIGHTSIGNING": "flight_signing",
+    "BOOTDEBUGGING": "boot_debugging",
+    "OSKERNELDEBUG": "kernel_debug",
+    "HYPERVISOR_DEBUG": "hypervisor_debug",
+    "TESTSIGNING": "test_signing",
+    "FLIGHTSIGNING": "flight_signing",
 }
+EV_EVENT_TAG = 0x00000006
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class VerifiedBoot:
     windows: WindowsBootConfig
     attested_pcrs: tuple[int, ...]
     pcr_values: Mapping[int, bytes]
-    events: Mapping[str, Any]
+    events: Mapping[str, Any] | None
     enc_key: rsa.RSAPublicKey
     protocol_version: str
     client_payload: Mapping[str, Any]
@@ -105,71 +111,79 @@ def vm_id_from_aik_certificate(cert: x509.Certificate | None) -> str | None:
     return None
 
 
-def windows_boot_config(events: Mapping[str, Any], attested: Iterable[int]) -> WindowsBootConfig:
-    """SIPA flags from the ``events`` claim (EV_EVENT_TAG events in PCR 12-14)."""
+_SIPA_IDS = {name: type_id for type_id, name in SIPA_NAMES.items()}
+#: aggregations that cannot hold boot-configuration flags: not descended into
+_SIPA_SKIP = frozenset({_SIPA_IDS["LOADEDMODULE_AGGREGATION"]})
+_SIPA_FLAG_IDS = {_SIPA_IDS[name]: flag for name, flag in _SIPA_FLAGS.items()}
+_SIPA_HVCI = _SIPA_IDS["VBS_HVCI_POLICY"]
+_SIPA_ELAM = frozenset(i for n, i in _SIPA_IDS.items() if n.startswith("ELAM"))
+_SIPA_MAX_DEPTH = 8
+
+
+@dataclass
+class _SipaScan:
+    flags: dict[str, bool]
+    hvci: int = 0
+    elam: bool = False
+
+
+def _scan_sipa(data: bytes, scan: _SipaScan, depth: int = 0) -> bool:
+    """Collect the flags from SIPA records (type, size, body); False if malformed.
+
+    A focused walk over the records the claims need: loaded-module lists (most
+    of a Windows log) are skipped rather than decoded, which keeps this a small
+    fraction of the cost of the full SIPA decode the ``events`` claim needs.
+    """
+    if depth > _SIPA_MAX_DEPTH:
+        return False
+    pos, end = 0, len(data)
+    while pos < end:
+        if end - pos < 8:
+            return False
+        type_id, size = struct.unpack_from("<II", data, pos)
+        if size > end - pos - 8:
+            return False
+        body = data[pos + 8 : pos + 8 + size]
+        pos += 8 + size
+        if type_id in _SIPA_ELAM:
+            scan.elam = True
+        if type_id & SIPA_AGGREGATION:
+            if type_id not in _SIPA_SKIP and not _scan_sipa(body, scan, depth + 1):
+                return False
+            continue
+        flag = _SIPA_FLAG_IDS.get(type_id)
+        if flag is not None:
+            scan.flags[flag] = scan.flags.get(flag, False) or any(body)
+        elif type_id == _SIPA_HVCI and len(body) in (1, 2, 4, 8):
+            scan.hvci = int.from_bytes(body, "little")
+    return True
+
+
+def windows_boot_config(log: UnverifiedEventLog, attested: Iterable[int]) -> WindowsBootConfig:
+    """SIPA flags from the Windows EV_EVENT_TAG events in PCR 12-14 of ``log``.
+
+    An EV_EVENT_TAG in those PCRs whose SIPA records do not frame counts as
+    present and not attested, so the aggregate "disabled" claims fail closed.
+    """
     attested_set = frozenset(attested)
-    found: dict[str, bool] = {}
-    hvci = 0
-    elam = False
+    scan = _SipaScan(flags={})
     pcrs: set[int] = set()
-    for ev in events.get("Events", ()):
-        if not isinstance(ev, Mapping) or ev.get("EventTypeString") != "EV_EVENT_TAG":
+    malformed = False
+    for event in log.events:
+        if event.event_type != EV_EVENT_TAG or event.pcr not in SIPA_PCRS:
             continue
-        pcr = ev.get("PcrIndex")
-        if not isinstance(pcr, int) or pcr not in SIPA_PCRS:
-            continue
-        data = ev.get("ProcessedData")
-        if not isinstance(data, Mapping):
-            continue
-        pcrs.add(pcr)
-        for key, value in _walk(data):
-            if key in _SIPA_FLAGS:
-                found[_SIPA_FLAGS[key]] = found.get(_SIPA_FLAGS[key], False) or _truthy(value)
-            elif key == "EVENT_VBS_HVCI_POLICY":
-                hvci = _int_value(value, hvci)
-            elif key.startswith("EVENT_ELAM"):
-                elam = True
+        pcrs.add(event.pcr)
+        if not _scan_sipa(event.data, scan):
+            malformed = True
     if not pcrs:
         return WindowsBootConfig()
     return WindowsBootConfig(
         present=True,
-        attested=pcrs <= attested_set,
-        elam=elam,
-        hvci_policy=hvci,
-        **found,
+        attested=pcrs <= attested_set and not malformed,
+        elam=scan.elam,
+        hvci_policy=scan.hvci,
+        **scan.flags,
     )
-
-
-def _walk(obj: Any) -> Iterable[tuple[str, Any]]:
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            yield str(k), v
-            yield from _walk(v)
-    elif isinstance(obj, list | tuple):
-        for item in obj:
-            yield from _walk(item)
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value != 0
-    if isinstance(value, Mapping) and "Value" in value:
-        return _truthy(value["Value"])
-    if isinstance(value, list | tuple):
-        return any(_truthy(v) for v in value)
-    return False
-
-
-def _int_value(value: Any, default: int) -> int:
-    if isinstance(value, Mapping):
-        value = value.get("Value", default)
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    return default
 
 
 def pcrs_json(pcr_values: Mapping[int, bytes]) -> dict[str, Any]:
@@ -186,15 +200,19 @@ def pcrs_claim(boot: VerifiedBoot) -> dict[str, Any]:
 
 
 def policy_claims(
-    azurevm: AzureVmClaims, *, events: Mapping[str, Any], pcrs: Mapping[str, Any]
+    azurevm: AzureVmClaims, *, events: Mapping[str, Any] | None, pcrs: Mapping[str, Any]
 ) -> list[Claim]:
-    """Incoming claims for an AzureGuest policy (issuer AttestationService)."""
+    """Incoming claims for an AzureGuest policy (issuer AttestationService).
+
+    ``events`` is None when the policy does not read it (it is costly to build).
+    """
     out: list[Claim] = []
     for name, value in azurevm.claims.items():
         if name == t.RUNTIME:
             continue
         out.append(Claim.service(name, value))
-    out.append(Claim.service("events", dict(events), read_only=True))
+    if events is not None:
+        out.append(Claim.service("events", dict(events), read_only=True))
     out.append(Claim.service("pcrs", dict(pcrs), read_only=True))
     return out
 
@@ -323,7 +341,40 @@ class BootFactsError(InputError):
     code = "boot_facts_invalid"
 
 
-def verified_boot(evidence: EvidenceVerification, request: Any) -> VerifiedBoot:
+#: boot facts memoised per (log digest, attested PCRs): a VM sends the same log on
+#: every attestation until it reboots, and the facts are a pure function of it
+BOOT_FACTS_CACHE_SIZE = 4096
+_boot_cache: OrderedDict[tuple[bytes, tuple[int, ...]],
+                         tuple[MeasuredSecureBoot, WindowsBootConfig]] = OrderedDict()
+_boot_cache_lock = threading.Lock()
+
+
+def clear_boot_facts_cache() -> None:
+    """Forget memoised boot facts (benchmarks use it to time a first sighting)."""
+    with _boot_cache_lock:
+        _boot_cache.clear()
+
+
+def _boot_state(
+    log: UnverifiedEventLog, raw_log: bytes, attested: tuple[int, ...]
+) -> tuple[MeasuredSecureBoot, WindowsBootConfig]:
+    key = (hashlib.sha256(raw_log).digest(), attested)
+    with _boot_cache_lock:
+        hit = _boot_cache.get(key)
+        if hit is not None:
+            _boot_cache.move_to_end(key)
+            return hit
+    value = (measured_secure_boot(log), windows_boot_config(log, attested))
+    with _boot_cache_lock:
+        _boot_cache[key] = value
+        while len(_boot_cache) > BOOT_FACTS_CACHE_SIZE:
+            _boot_cache.popitem(last=False)
+    return value
+
+
+def verified_boot(
+    evidence: EvidenceVerification, request: Any, *, with_events: bool = True
+) -> VerifiedBoot:
     """The boot facts of evidence that passed verification.
 
     Reads only ``verified_*`` fields; a missing one means the caller skipped
@@ -338,11 +389,13 @@ def verified_boot(evidence: EvidenceVerification, request: Any) -> VerifiedBoot:
     if not isinstance(key, rsa.RSAPublicKey):
         raise BootFactsError("EncKeyPub: the ephemeral key is not RSA (MAA wraps with RSAES)")
     attested = tuple(sorted(pcrs))
-    events = events_claim(log)
+    # the 1.2 ``events`` claim is costly to build; only policies that read it get it
+    events = events_claim(log) if with_events else None
     chain = evidence.verified_aik_chain
+    secure_boot, windows = _boot_state(log, bytes(request.tcg_logs), attested)
     return VerifiedBoot(
-        secure_boot=measured_secure_boot(log),
-        windows=windows_boot_config(events, attested),
+        secure_boot=secure_boot,
+        windows=windows,
         attested_pcrs=attested,
         pcr_values=dict(pcrs),
         events=events,

@@ -154,7 +154,9 @@ def attest_azure_guest(
         )
 
     try:
-        boot: VerifiedBoot = verified_boot(evidence, request)
+        boot: VerifiedBoot = verified_boot(
+            evidence, request, with_events=_policy_reads(provider.policy, "events")
+        )
         azurevm = derive_azurevm_claims(
             secure_boot=boot.secure_boot,
             windows=boot.windows,
@@ -237,6 +239,13 @@ def attest_azure_guest(
         envelope=envelope,
         vm_id=boot.vm_id,
     )
+
+
+def _policy_reads(policy: Any, claim: str) -> bool:
+    """Whether the policy text mentions ``claim`` at all (conservative: a mention in a
+    comment or string also counts; an unknown policy object counts as reading it)."""
+    text = getattr(policy, "text", None)
+    return not isinstance(text, str) or claim in text
 
 
 def _explicit_properties(result: Any, props: Mapping[str, Any]) -> Mapping[str, Any]:
