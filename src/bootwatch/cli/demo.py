@@ -39,6 +39,7 @@ from typing import Any
 
 import click
 
+from bootwatch.cli.agent_attest import AttestResult
 from bootwatch.errors import BootwatchError, ConfigError
 
 
@@ -124,7 +125,7 @@ class Row:
     ok: bool
 
 
-def _decided_by(result: Any) -> str:
+def _decided_by(result: AttestResult) -> str:
     if result.verdict == "permit":
         keys = ("secureboot", "x-ms-azurevm-default-securebootkeysvalidated",
                 "x-ms-azurevm-dbvalidated", "x-ms-azurevm-dbxvalidated",
@@ -132,7 +133,7 @@ def _decided_by(result: Any) -> str:
         shown = ", ".join(f"{k.removeprefix('x-ms-azurevm-')}={str(result.claims.get(k)).lower()}"
                           for k in keys)
         return f"=> permit(); {shown}"
-    return result.reason
+    return str(result.reason)
 
 
 def run_demo(corpus: Path, work: Path, *, echo: Any = print) -> list[Row]:
