@@ -116,6 +116,49 @@ def cos_request(e2e: Any, vms: Any) -> bytes:
         return collect_from(esys, tcg_log=vms["cos"].log_path.read_bytes()).request_body()
 
 
+@pytest.fixture(scope="module")
+def other_request(e2e: Any, vms: Any) -> dict[str, Any]:
+    """The TpmInfo of another VM (another AIK, another ephemeral key)."""
+    with e2e.lab.running("sboff") as vm, open_tpm(vm.tcti) as esys:
+        body = collect_from(esys, tcg_log=vms["sboff"].log_path.read_bytes()).request_body()
+    inner = json.loads(base64.urlsafe_b64decode(json.loads(body)["AttestationInfo"] + "=="))
+    return dict(inner["TpmInfo"])
+
+
+CROSS_VM = {
+    # another vTPM's certified key: its certify is by another AIK
+    "enc_key_certified": ("EncKeyPub", "EncKeyCertifyInfo", "EncKeyCertifyInfoSignature"),
+    # another VM's AIK (public key and certificate): the quote no longer verifies
+    "quote_signature": ("AikPub", "AikCert"),
+}
+
+
+@pytest.mark.parametrize("check", sorted(CROSS_VM))
+def test_cross_vm_forgeries(e2e: Any, cos_request: bytes, other_request: dict[str, Any],
+                            check: str) -> None:
+    def mutate(inner: dict[str, Any]) -> None:
+        for name in CROSS_VM[check]:
+            inner["TpmInfo"][name] = other_request[name]
+
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=_mutated(cos_request, mutate))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "InvalidParameter"
+    assert f"'{check}'" in r.json()["error"]["message"], r.json()["error"]["message"]
+
+
+def test_certify_passed_as_quote(e2e: Any, cos_request: bytes) -> None:
+    def mutate(inner: dict[str, Any]) -> None:
+        tpm = inner["TpmInfo"]
+        tpm["PcrQuote"], tpm["PcrSignature"] = (tpm["EncKeyCertifyInfo"],
+                                                tpm["EncKeyCertifyInfoSignature"])
+
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=_mutated(cos_request, mutate))
+    assert r.status_code == 400
+    assert "'quote_structure'" in r.json()["error"]["message"], r.text
+
+
 @pytest.mark.parametrize("check", sorted(FORGERIES))
 def test_forged_evidence_is_400_with_its_reason(e2e: Any, cos_request: bytes, check: str) -> None:
     with _client(e2e) as c:
