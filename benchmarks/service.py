@@ -47,6 +47,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 AZURE_LOG = "maa/azure-guest-vm-derived/azure-trusted-launch-ws2019.tcglog.bin"
 WINDOWS_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14)
+#: seconds between opening two load-generator connections
+STAGGER = 0.01
 
 
 def find_corpus(arg: str | None) -> Path:
@@ -156,7 +158,11 @@ async def _closed_loop(port: int, tls: bool, payload: bytes, total: int, conc: i
     counter = {"left": total, "errors": 0, "statuses": {}}
     lat: list[float] = []
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
+        # connections open one by one while load is flowing, as a fleet's would: a
+        # burst of simultaneous connects is accepted whole by whichever uvicorn
+        # worker wakes first (asyncio accepts up to the backlog at once)
+        await asyncio.sleep(index * STAGGER)
         reader, writer = await _connect(port, tls)
         while counter["left"] > 0:
             counter["left"] -= 1
@@ -170,7 +176,7 @@ async def _closed_loop(port: int, tls: bool, payload: bytes, total: int, conc: i
         writer.close()
 
     start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(conc)))
+    await asyncio.gather(*(worker(i) for i in range(conc)))
     elapsed = time.perf_counter() - start
     return {"requests": total, "seconds": elapsed, "rate": total / elapsed,
             "errors": counter["errors"], "statuses": counter["statuses"], "latencies": lat}
@@ -182,7 +188,8 @@ async def _open_loop(port: int, tls: bool, payload: bytes, total: int, rate: flo
     lat: list[float] = []
     errors = {"n": 0}
 
-    async def worker() -> None:
+    async def worker(index: int) -> None:
+        await asyncio.sleep(index * STAGGER)
         reader, writer = await _connect(port, tls)
         while True:
             scheduled = await queue.get()
@@ -195,8 +202,8 @@ async def _open_loop(port: int, tls: bool, payload: bytes, total: int, rate: flo
                 errors["n"] += 1
         writer.close()
 
-    tasks = [asyncio.create_task(worker()) for _ in range(conns)]
-    await asyncio.sleep(0.2)  # connections up
+    tasks = [asyncio.create_task(worker(i)) for i in range(conns)]
+    await asyncio.sleep(0.2 + conns * STAGGER)  # connections up
     start = time.perf_counter()
     for i in range(total):
         due = start + i / rate

@@ -194,12 +194,29 @@ def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutc
     return outcome
 
 
-_PROVIDER = Depends(current_provider)
-_ATTEST_AUTH = Depends(require_attest_auth)
+async def _provider(request: Request) -> ProviderContext:
+    """``current_provider`` as an async dependency: FastAPI runs a sync dependency in
+    its thread pool, and a thread hop per dependency was a measurable share of an
+    attestation; the provider lookup is an in-memory cache read."""
+    return current_provider(request)
+
+
+_PROVIDER = Depends(_provider)
+
+
+async def _attest_auth(request: Request, ctx: ProviderContext = _PROVIDER) -> Any:
+    return require_attest_auth(request, ctx)
+
+
+async def _api_version(request: Request) -> str | None:
+    return api_version(request)
+
+
+_ATTEST_AUTH = Depends(_attest_auth)
 
 
 def router() -> APIRouter:
-    r = APIRouter(dependencies=[Depends(api_version)])
+    r = APIRouter(dependencies=[Depends(_api_version)])
 
     @r.post("/attest/AzureGuest")
     async def attest_azureguest(
