@@ -65,6 +65,8 @@ def test_permit_unseal_in_vtpm_and_verify(e2e: Any, vms: Any) -> None:
     jwk = claims["x-ms-runtime"]["keys"][0]
     assert jwk["kid"] == "TpmEphemeralEncryptionKey" and jwk["key_ops"] == ["encrypt"]
     assert claims["exp"] - claims["iat"] == 8 * 3600
+    # the lab CA names the VM id in the AIK certificate's CN, as Azure's VM id GUID
+    assert claims["x-ms-azurevm-vmid"] == vms["cos"].vm_id.upper()
 
 
 def test_agent_flow_deny_with_rule(e2e: Any, vms: Any) -> None:
