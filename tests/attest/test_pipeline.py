@@ -122,3 +122,29 @@ issuancerules { };"""
     out = attest_azure_guest(azure_request_body(),
                              provider=_inputs(lenient, require_aik_certificate=None), now=AT)
     assert out.verdict is Verdict.PERMIT, out.reason
+
+
+def test_signed_policy_puts_the_signer_in_the_token() -> None:
+    signer = {"kty": "RSA", "x5c": ["MIIB"], "kid": "signer-1"}
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(policy_signer=signer), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    assert out.token_claims is not None
+    assert out.token_claims[t.POLICY_SIGNER] == signer
+
+
+def test_events_claim_only_for_policies_that_read_it() -> None:
+    reads = """version=1.2;
+authorizationrules {
+  c:[type=="events", issuer=="AttestationService"] => add(type="n",
+    value=JsonToClaimValue(JmesPath(c.value, "length(Events)")));
+  [type=="n", value==34] => permit();
+};
+issuancerules { };"""
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(reads), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    # 34 = every record of the log, the Spec ID header included (events_claim drops none)
+    # without "events" in its text a policy does not get the claim (it is costly to build)
+    blind = """version=1.2;
+authorizationrules { c:[type=="pcrs"] => permit(); };
+issuancerules { };"""
+    assert attest_azure_guest(azure_request_body(), provider=_inputs(blind), now=AT).permitted
