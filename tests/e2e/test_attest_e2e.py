@@ -119,6 +119,45 @@ def cos_request(e2e: Any, vms: Any) -> bytes:
 
 
 @pytest.fixture(scope="module")
+def nonce_quote(e2e: Any, vms: Any) -> tuple[str, str]:
+    """A genuine quote of the cos VM's AIK over PCR 0-7, but with qualifying data."""
+    from tpm2_pytss.constants import TPM2_ALG
+    from tpm2_pytss.types import TPM2B_DATA, TPMT_SIG_SCHEME
+
+    from bootwatch.agent.tpm import AIK_HANDLE, pcr_selection, persistent
+
+    with e2e.lab.running("cos") as vm, open_tpm(vm.tcti) as esys:
+        quoted, sig = esys.quote(persistent(esys, AIK_HANDLE), pcr_selection(range(8)),
+                                 TPM2B_DATA(b"server-nonce"), TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL))
+    raw_sig = bytes(sig.signature.rsassa.sig)
+    return base64.b64encode(bytes(quoted)).decode(), base64.b64encode(raw_sig).decode()
+
+
+def test_quote_with_a_nonce_is_refused(e2e: Any, cos_request: bytes,
+                                       nonce_quote: tuple[str, str]) -> None:
+    def mutate(inner: dict[str, Any]) -> None:
+        inner["TpmInfo"]["PcrQuote"], inner["TpmInfo"]["PcrSignature"] = nonce_quote
+
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=_mutated(cos_request, mutate))
+    assert r.status_code == 400
+    assert "'quote_nonce'" in r.json()["error"]["message"], r.text
+
+
+def test_truncated_and_oversized(e2e: Any, cos_request: bytes) -> None:
+    def truncate(inner: dict[str, Any]) -> None:
+        raw = base64.b64decode(inner["TpmInfo"]["PcrQuote"])
+        inner["TpmInfo"]["PcrQuote"] = base64.b64encode(raw[:40]).decode()
+
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=_mutated(cos_request, truncate))
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidParameter"
+        assert "PcrQuote" in r.text or "quote" in r.json()["error"]["message"], r.text
+        r = c.post(f"/attest/AzureGuest{Q}", content=b"{" + b" " * (2 * 1024 * 1024) + b"}")
+        assert r.status_code == 413
+
+
+@pytest.fixture(scope="module")
 def other_request(e2e: Any, vms: Any) -> dict[str, Any]:
     """The TpmInfo of another VM (another AIK, another ephemeral key)."""
     with e2e.lab.running("sboff") as vm, open_tpm(vm.tcti) as esys:
