@@ -157,6 +157,46 @@ def test_truncated_and_oversized(e2e: Any, cos_request: bytes) -> None:
         assert r.status_code == 413
 
 
+def _bad_key_evidence(e2e: Any, kind: str) -> dict[str, str]:
+    """A key the cos VM's AIK certifies genuinely, but which is not a proper ephemeral key."""
+    from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPMA_OBJECT
+    from tpm2_pytss.types import TPM2B_DATA, TPM2B_DIGEST, TPMT_SIG_SCHEME
+
+    from bootwatch.agent.tpm import (
+        AIK_HANDLE,
+        ephemeral_key_template,
+        flushing,
+        pcr_policy_digest,
+        persistent,
+    )
+
+    with e2e.lab.running("cos") as vm, open_tpm(vm.tcti) as esys:
+        tpl = ephemeral_key_template(pcr_policy_digest(esys, range(8)))
+        if kind == "enc_key_attributes":
+            tpl.publicArea.objectAttributes |= TPMA_OBJECT.SIGN_ENCRYPT
+        else:
+            tpl.publicArea.authPolicy = TPM2B_DIGEST(b"")
+        handle, public, *_ = esys.create_primary(None, tpl, ESYS_TR.NULL)
+        with flushing(esys, handle):
+            info, sig = esys.certify(handle, persistent(esys, AIK_HANDLE), TPM2B_DATA(),
+                                     TPMT_SIG_SCHEME(scheme=TPM2_ALG.NULL))
+    return {
+        "EncKeyPub": base64.b64encode(public.marshal()).decode(),
+        "EncKeyCertifyInfo": base64.b64encode(bytes(info)).decode(),
+        "EncKeyCertifyInfoSignature": base64.b64encode(bytes(sig.signature.rsassa.sig)).decode(),
+    }
+
+
+@pytest.mark.parametrize("check", ["enc_key_attributes", "enc_key_pcr_policy"])
+def test_improper_ephemeral_key(e2e: Any, cos_request: bytes, check: str) -> None:
+    fields = _bad_key_evidence(e2e, check)
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}",
+                   content=_mutated(cos_request, lambda i: i["TpmInfo"].update(fields)))
+    assert r.status_code == 400
+    assert f"'{check}'" in r.json()["error"]["message"], r.text
+
+
 @pytest.fixture(scope="module")
 def other_request(e2e: Any, vms: Any) -> dict[str, Any]:
     """The TpmInfo of another VM (another AIK, another ephemeral key)."""
