@@ -197,6 +197,35 @@ def test_improper_ephemeral_key(e2e: Any, cos_request: bytes, check: str) -> Non
     assert f"'{check}'" in r.json()["error"]["message"], r.text
 
 
+def test_expired_aik_certificate(e2e: Any, cos_request: bytes) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    inner = json.loads(base64.urlsafe_b64decode(json.loads(cos_request)["AttestationInfo"] + "=="))
+    real = x509.load_der_x509_certificate(base64.b64decode(inner["TpmInfo"]["AikCert"]))
+    ca = e2e.lab.ca
+    past = datetime.now(UTC) - timedelta(days=30)
+    expired = (
+        x509.CertificateBuilder().subject_name(real.subject).issuer_name(real.issuer)
+        .public_key(real.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(past - timedelta(days=1)).not_valid_after(past)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False,
+                                     False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.ObjectIdentifier("2.23.133.8.3")]),
+                       critical=False)
+        .sign(ca.issuer_key, hashes.SHA256())
+    )
+    der = base64.b64encode(expired.public_bytes(serialization.Encoding.DER)).decode()
+    with _client(e2e) as c:
+        r = c.post(f"/attest/AzureGuest{Q}",
+                   content=_mutated(cos_request, lambda i: i["TpmInfo"].update(AikCert=der)))
+    assert r.status_code == 400
+    msg = r.json()["error"]["message"]
+    assert "'aik_certificate'" in msg and "expire" in msg.lower(), msg
+
+
 @pytest.fixture(scope="module")
 def other_request(e2e: Any, vms: Any) -> dict[str, Any]:
     """The TpmInfo of another VM (another AIK, another ephemeral key)."""
@@ -211,6 +240,8 @@ CROSS_VM = {
     "enc_key_certified": ("EncKeyPub", "EncKeyCertifyInfo", "EncKeyCertifyInfoSignature"),
     # another VM's AIK (public key and certificate): the quote no longer verifies
     "quote_signature": ("AikPub", "AikCert"),
+    # a valid lab AIK certificate, but for another VM's AIK
+    "aik_certificate": ("AikCert",),
 }
 
 
