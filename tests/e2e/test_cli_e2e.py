@@ -78,3 +78,20 @@ def test_demo_runs(e2e: Any) -> None:
     for name in ("azure-tl", "cos-sb-on", "ubuntu-sb-off", "tampered"):
         assert name in r.stdout
     assert "log_replay" in r.stdout and "secureboot=false" in r.stdout
+
+
+def test_windows_log_needs_its_sipa_pcrs_quoted(e2e: Any) -> None:
+    """The Azure WS2019 log measures its debug/signing flags into PCR 12-14: quoting only
+    PCR 0-7 leaves them unknown (deny on debuggersdisabled); quoting 0-7,11-14 permits."""
+    e2e.lab.create_vm("ws2019", e2e.corpus / "maa/azure-guest-vm-derived/"
+                      "azure-trusted-launch-ws2019.tcglog.bin")
+    base = ["agent", "attest", "--lab-vm", "ws2019", "--url", e2e.url, "--ca", str(e2e.ca),
+            "--json"]
+    r = _bootwatch(*base, env=_lab_env(e2e))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "debuggersdisabled=false" in json.loads(r.stdout)["reason"]
+    r = _bootwatch(*base, "--pcrs", "0-7,11-14", env=_lab_env(e2e))
+    assert r.returncode == 0, r.stdout + r.stderr
+    claims = json.loads(r.stdout)["claims"]
+    assert claims["x-ms-azurevm-attested-pcrs"] == [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14]
+    assert claims["x-ms-azurevm-debuggersdisabled"] is True

@@ -121,6 +121,21 @@ def attest_once(
     return AttestResult("permit", "permitted", claims=claims, token=jws)
 
 
+def parse_pcr_list(text: str) -> tuple[int, ...]:
+    """``0-7,11-14`` -> (0, 1, ..., 7, 11, ..., 14); PCRs 0..23."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ConfigError(f"--pcrs {text!r}: {part!r} is not N or N-M") from None
+        if not 0 <= first <= last <= 23:
+            raise ConfigError(f"--pcrs {text!r}: {part!r} is outside PCRs 0-23")
+        out.update(range(first, last + 1))
+    return tuple(sorted(out))
+
+
 def _print_human(result: AttestResult) -> None:
     from rich.console import Console
     from rich.markup import escape
@@ -155,10 +170,12 @@ def _print_human(result: AttestResult) -> None:
               help="PEM CA bundle that signs the provider's TLS certificate.")
 @click.option("--payload", multiple=True, metavar="KEY=VALUE",
               help="ClientPayload entry (repeatable); echoed back in x-ms-runtime.")
+@click.option("--pcrs", default=None, metavar="LIST",
+              help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 (Linux).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def attest(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None, url: str,
-    ca: Path | None, payload: tuple[str, ...], as_json: bool,
+    ca: Path | None, payload: tuple[str, ...], pcrs: str | None, as_json: bool,
 ) -> None:
     """Attest this machine (or a lab VM) to --url; exit 0 permitted, 1 denied, 2 unreachable."""
     from bootwatch.agent.evidence import SECURITYFS_LOG, read_os_info, read_tcg_log
@@ -171,17 +188,18 @@ def attest(
         if not sep or not key:
             raise ConfigError(f"--payload {item!r}: expected KEY=VALUE")
         client_payload[key] = value
+    indices = parse_pcr_list(pcrs) if pcrs else None
     if lab_vm is not None:
         from bootwatch.lab import Lab
 
         with Lab(lab_dir).running(lab_vm) as vm:
             log = read_tcg_log(log_file or vm.log_path)
             result = attest_once(vm.tcti, log, url, ca=ca, os_info=read_os_info(),
-                                 client_payload=client_payload)
+                                 client_payload=client_payload, pcr_indices=indices)
     else:
         log = read_tcg_log(log_file or SECURITYFS_LOG)
         result = attest_once(tcti, log, url, ca=ca, os_info=read_os_info(),
-                             client_payload=client_payload)
+                             client_payload=client_payload, pcr_indices=indices)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
