@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -104,7 +104,6 @@ class AttestationOutcome:
     token: str | None = None
     envelope: SealedEnvelope | None = None
     vm_id: str | None = None
-    timings: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def permitted(self) -> bool:
