@@ -42,7 +42,7 @@ from bootwatch.attest.token import (
     assemble_token_claims,
     validity_from_properties,
 )
-from bootwatch.errors import BootwatchError, InputError, PolicyError
+from bootwatch.errors import InputError, PolicyError
 from bootwatch.policy.evaluator import evaluate
 from bootwatch.protocol.azureguest import decode_request
 from bootwatch.protocol.envelope import SealedEnvelope, seal
@@ -110,7 +110,7 @@ class AttestationOutcome:
         return self.verdict is Verdict.PERMIT
 
 
-#: checks that may fail without rejecting the request when the provider allows it
+#: checks decided after the policy (its require_valid_aik_cert property), not before
 _OPTIONAL_CHECKS = frozenset({"aik_certificate"})
 
 
@@ -275,7 +275,6 @@ def _properties(props: Any) -> Mapping[str, Any]:
 
 __all__ = [
     "AttestationOutcome",
-    "BootwatchError",
     "CheckResult",
     "ProviderInputs",
     "Verdict",
