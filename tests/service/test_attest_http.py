@@ -124,3 +124,26 @@ def test_tpm_round_one(svc: Any) -> None:
         assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidParameter"
         r = c.post(f"/attest/Tpm{Q}", json={"nodata": 1})
         assert r.status_code == 400
+
+
+def test_custom_provider_can_require_authentication(svc: Any) -> None:
+    from bootwatch.service.models import ProviderRow
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    with svc.state.db.session() as s:
+        if s.get(ProviderRow, "authp") is None:
+            create_provider(s, svc.state, "authp", kind=ProviderKind.CUSTOM,
+                            trust_model=TrustModel.AAD, attest_auth_required=True)
+    with svc.client() as c:
+        r = c.post(f"/providers/authp/attest/AzureGuest{Q}", content=azure_body())
+        assert r.status_code == 401, r.text
+        assert r.json()["error"]["code"] == "Unauthorized"
+        # with a token the request reaches the pipeline (and fails on the AIK chain there)
+        r = c.post(f"/providers/authp/attest/AzureGuest{Q}", content=azure_body(), headers=AUTH)
+        assert r.status_code == 400 and "aik_certificate" in r.json()["error"]["message"]
+
+
+def test_empty_api_version_is_invalid(svc: Any) -> None:
+    with svc.client() as c:
+        r = c.post("/attest/AzureGuest?api-version=", content=azure_body())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidParameter"
