@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bootwatch.errors import InputError
+from bootwatch.eventlog.dbx import DbxDataError, load_dbx_json
 from bootwatch.protocol import token as t
 
 JSON = Any
@@ -422,36 +423,20 @@ def _windows_decisions(w: WindowsBootConfig) -> list[ClaimDecision]:
 def dbx_reference_from_json(data: bytes, *, source: str, arch: str = "x64") -> DbxReference:
     """Read Microsoft's ``dbx_info_msft_latest.json`` (secureboot_objects) for one architecture.
 
-    Uses ``images[arch][*].authenticodeHash`` (the digest UEFI measures for a
-    boot application) and ``certificates[*].thumbprint``.
+    The file is read by :func:`bootwatch.eventlog.dbx.load_dbx_json` (the one reader of
+    that format); this keeps the ``images[arch][*].authenticodeHash`` digests (what UEFI
+    measures for a boot application) and the certificate thumbprints.
     """
     try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{source}: not JSON ({exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), dict):
-        raise InputError(f"{source}: expected an object with 'images'")
-    entries = doc["images"].get(arch)
-    if not isinstance(entries, list):
+        catalog = load_dbx_json(data)
+    except DbxDataError as exc:
+        raise InputError(f"{source}: {exc}") from None
+    if arch not in catalog.architectures:
         raise InputError(f"{source}: images.{arch}: missing or not a list")
-    images: set[bytes] = set()
-    for i, entry in enumerate(entries):
-        value = entry.get("authenticodeHash") if isinstance(entry, dict) else None
-        try:
-            digest = bytes.fromhex(value) if isinstance(value, str) else b""
-        except ValueError:
-            digest = b""
-        if len(digest) != 32:
-            raise InputError(f"{source}: images.{arch}[{i}].authenticodeHash is not SHA-256 hex")
-        images.add(digest)
-    certs: set[str] = set()
-    for i, entry in enumerate(doc.get("certificates", []) or []):
-        value = entry.get("thumbprint") if isinstance(entry, dict) else None
-        if not isinstance(value, str) or len(value) != 40:
-            raise InputError(f"{source}: certificates[{i}].thumbprint is not SHA-1 hex")
-        certs.add(value.lower())
     return DbxReference(
-        source=source, revoked_images=frozenset(images), revoked_cert_thumbprints=frozenset(certs)
+        source=source,
+        revoked_images=frozenset(bytes.fromhex(h) for h in catalog.image_hashes(arch)),
+        revoked_cert_thumbprints=catalog.certificate_thumbprints,
     )
 
 
