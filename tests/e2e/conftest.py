@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +32,7 @@ class E2eService:
 
 
 @pytest.fixture(scope="module")
-def e2e(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2eService]:
-    if shutil.which("swtpm") is None:
-        pytest.skip("swtpm not installed")
+def e2e(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None) -> Iterator[E2eService]:
     from bootwatch.attest.claims import GOOGLE_COS_V10, template_to_json
     from bootwatch.cli.demo import _Server
     from bootwatch.service.app import create_app
