@@ -110,6 +110,50 @@ def start_service(work: Path, port: int, workers: int, tls: bool, anchors: Path,
     raise SystemExit("service did not become ready")
 
 
+# --- CPU accounting -------------------------------------------------------------------
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User+system CPU seconds of process ``root`` and all its live descendants (/proc)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw.rsplit(")", 1)[1].split()
+        parents[int(entry)] = int(fields[1])
+        cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / _TICK
+    tree, frontier = {root}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(cpu.get(pid, 0.0) for pid in tree)
+
+
+class CpuMeter:
+    """CPU spent by the service (all its workers) and by this load generator in a phase."""
+
+    def __init__(self, service_pid: int) -> None:
+        self.pid = service_pid
+        self.service0 = tree_cpu_seconds(service_pid)
+        self.self0 = time.process_time()
+
+    def done(self, requests: int) -> dict[str, float]:
+        service = tree_cpu_seconds(self.pid) - self.service0
+        own = time.process_time() - self.self0
+        return {"service_cpu_ms": service / requests * 1000,
+                "loadgen_cpu_ms": own / requests * 1000}
+
+
 # --- load generator (runs in its own process) ---------------------------------------
 
 
@@ -221,13 +265,23 @@ async def _open_loop(port: int, tls: bool, payload: bytes, total: int, rate: flo
 
 def loadgen(args: dict, out: mp.Queue) -> None:  # type: ignore[type-arg]
     """Entry point of the load-generator process."""
+    try:  # the cheapest event loop available: the generator shares the cores it measures
+        import uvloop
+
+        run = uvloop.run
+    except ImportError:
+        run = asyncio.run
     payload = _request_bytes(Path(args["body"]).read_bytes(), args["port"])
     # warm-up: every worker process compiles the policy, loads keys, fills caches
-    asyncio.run(_closed_loop(args["port"], args["tls"], payload, 200, args["concurrency"]))
-    a = asyncio.run(_closed_loop(args["port"], args["tls"], payload, args["requests"],
-                                 args["concurrency"]))
-    b = asyncio.run(_open_loop(args["port"], args["tls"], payload, args["rate_requests"],
-                               args["rate"], args["concurrency"]))
+    run(_closed_loop(args["port"], args["tls"], payload, 200, args["concurrency"]))
+    meter = CpuMeter(args["service_pid"])
+    a = run(_closed_loop(args["port"], args["tls"], payload, args["requests"],
+                         args["concurrency"]))
+    a.update(meter.done(args["requests"]))
+    meter = CpuMeter(args["service_pid"])
+    b = run(_open_loop(args["port"], args["tls"], payload, args["rate_requests"],
+                       args["rate"], args["concurrency"]))
+    b.update(meter.done(args["rate_requests"]))
     out.put({"closed": a, "open": b})
 
 
@@ -331,7 +385,8 @@ def main() -> None:
             q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
             args = {"port": port, "tls": ns.tls, "body": str(body_file),
                     "requests": ns.requests, "concurrency": ns.concurrency,
-                    "rate": ns.rate, "rate_requests": ns.rate_requests}
+                    "rate": ns.rate, "rate_requests": ns.rate_requests,
+                    "service_pid": proc.pid}
             p = ctx.Process(target=loadgen, args=(args, q))
             p.start()
             res = q.get(timeout=900)
@@ -352,13 +407,19 @@ def main() -> None:
     print(f"closed loop, {ns.concurrency} connections, {a['requests']} requests: "
           f"{a['rate']:.0f} attestations/s; p50 {pct(a['latencies'], 50):.1f} ms, "
           f"p99 {pct(a['latencies'], 99):.1f} ms; non-200: {a['errors']} {a['statuses']}")
+    print(f"  CPU per request: service {a['service_cpu_ms']:.2f} ms (all workers), "
+          f"load generator {a['loadgen_cpu_ms']:.2f} ms")
     print(f"open loop at {ns.rate:.0f}/s offered, {b['requests']} requests: achieved "
           f"{b['achieved_rate']:.0f}/s; p50 {pct(b['latencies'], 50):.1f} ms, "
           f"p99 {pct(b['latencies'], 99):.1f} ms; non-200: {b['errors']}")
+    print(f"  CPU per request: service {b['service_cpu_ms']:.2f} ms (all workers), "
+          f"load generator {b['loadgen_cpu_ms']:.2f} ms")
     print(json.dumps({"pipeline_ms": round(cost["pipeline_ms"], 3),
                       "pipeline_cold_ms": round(cost["pipeline_cold_ms"], 3),
                       "crypto_ms": round(cost["crypto_ms"], 3),
                       "throughput_per_s": round(a["rate"], 1),
+                      "service_cpu_ms": round(a["service_cpu_ms"], 3),
+                      "loadgen_cpu_ms": round(a["loadgen_cpu_ms"], 3),
                       "open_loop_rate": ns.rate,
                       "open_loop_p50_ms": round(pct(b["latencies"], 50), 2),
                       "open_loop_p99_ms": round(pct(b["latencies"], 99), 2),
