@@ -10,6 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bootwatch.errors import ProtocolError
 from bootwatch.protocol.azureguest import (
@@ -210,3 +212,65 @@ def test_tpm_info_is_frozen() -> None:
     assert isinstance(ti, TpmInfo)
     with pytest.raises(AttributeError):
         ti.aik_pub = b""  # type: ignore[misc]
+
+
+# --- the fast base64 and envelope paths are shortcuts, never a second rule ------------
+
+_B64_CHARS = "AQgwBZaz09+/-_=\n é\\\""
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet=_B64_CHARS, max_size=14))
+def test_fast_base64_accepts_exactly_what_the_reference_decoder_does(value: str) -> None:
+    from bootwatch.protocol.azureguest import _b64, _b64_checked
+
+    try:
+        want: bytes | str = _b64_checked(value, "f")
+    except ProtocolError as exc:
+        want = str(exc)
+    try:
+        got: bytes | str = _b64(value, "f", 64, allow_empty=True)
+    except ProtocolError as exc:
+        got = str(exc)
+    assert got == want
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"AttestationInfo":"ZQ"}',  # decodes to "e": invalid JSON inside
+        b'{"attestationInfo":"' + base64.urlsafe_b64encode(b'{"x": 1}') + b'"}',
+        b'{"AttestationInfo":"e30\\u003d"}',  # a JSON escape: the general path decides
+        b'{"AttestationInfo":"e30==="}',
+        b'{"AttestationInfo":""}',
+        b'{"AttestationInfo":"\xc3\xa9"}',
+    ],
+)
+def test_compact_envelope_shortcut_agrees_with_the_general_path(body: bytes) -> None:
+    from bootwatch.protocol.azureguest import _envelope_fast, _loads, decode_attestation_info
+
+    def general() -> object:
+        outer = _loads(body, "(body)")
+        (value,) = outer.values()
+        from bootwatch.protocol.azureguest import _b64
+
+        return decode_attestation_info(_loads(_b64(value, "AttestationInfo", MAX_BODY_BYTES),
+                                              "AttestationInfo"))
+
+    results = []
+    for fn in (lambda: decode_request(body), general):
+        try:
+            results.append(fn())
+        except ProtocolError as exc:
+            results.append((exc.field, exc.message))
+    assert results[0] == results[1]
+    if b"\\" in body or b"===" in body or b'""' in body:
+        assert _envelope_fast(body) is None
+
+
+def test_compact_envelope_of_the_real_request() -> None:
+    from bootwatch.protocol.azureguest import _envelope_fast
+
+    body = encode_request(decode_request(INNER))
+    assert _envelope_fast(body) == INNER
+    assert decode_request(body) == decode_request(INNER)
