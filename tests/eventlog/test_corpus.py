@@ -85,6 +85,26 @@ def test_every_log_replays(row) -> None:  # type: ignore[no-untyped-def]
             assert ev.index not in extended
 
 
+@pytest.mark.parametrize("row", LOGS, ids=[r.path for r in LOGS])
+def test_replaying_one_bank_gives_that_bank_of_the_full_replay(row) -> None:  # type: ignore[no-untyped-def]
+    log = _log(row.path)
+    full = replay(log)
+    for alg in log.algorithms:
+        one = replay(log, banks=(alg.alg_id,))
+        assert set(one.pcrs) == ({alg.alg_id} & set(full.pcrs))
+        assert one.pcrs.get(alg.alg_id) == full.pcrs.get(alg.alg_id)
+        assert one.initial.get(alg.alg_id) == full.initial.get(alg.alg_id)
+        assert one.extends == full.extends
+        assert (one.startup_locality, one.hcrtm) == (full.startup_locality, full.hcrtm)
+        # the findings are the full replay's, less those about the other banks only
+        assert set(one.findings) <= set(full.findings)
+        others = {a.name for a in log.algorithms if a.alg_id != alg.alg_id}
+        for f in set(full.findings) - set(one.findings):
+            assert any(name in f.message for name in others), f
+    assert replay(log, banks=()).pcrs == {}
+    assert replay(log, banks=None) == full
+
+
 @pytest.mark.parametrize(("log_path", "expected_path"), PAIRS, ids=[e for _, e in PAIRS])
 def test_replay_matches_expected_values(log_path: str, expected_path: str) -> None:
     log = _log(log_path)

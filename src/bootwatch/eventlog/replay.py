@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from bootwatch.eventlog.model import (
     HASHLIB_NAMES,
@@ -119,8 +119,16 @@ def _variable_data(data: bytes) -> bytes | None:
     return data[start : start + data_len]
 
 
-def replay(log: UnverifiedEventLog) -> Replay:
-    """Replay every bank of ``log``; report digest/data mismatches and oddities as findings."""
+def replay(log: UnverifiedEventLog, *, banks: Iterable[int] | None = None) -> Replay:
+    """Replay the banks of ``log``; report digest/data mismatches and oddities as findings.
+
+    ``banks`` (TPM_ALG_IDs) limits the work to the banks a caller will compare,
+    e.g. the SHA-256 bank a quote covers: the others are neither extended nor
+    checked against the event data, and the result has no values, findings
+    or initial values for them.  A requested bank the log does not declare is
+    simply absent from the result (as a bank the log lacks always is).  The
+    default (None) replays every declared bank.
+    """
     findings: list[Finding] = [
         Finding(
             "framing_leniency",
@@ -135,7 +143,11 @@ def replay(log: UnverifiedEventLog) -> Replay:
     ccel = log.format is LogFormat.CCEL
     pcr0_extended = False
     hashers: dict[int, Callable[[bytes], hashlib._Hash]] = {}
-    for alg in log.algorithms:
+    wanted = None if banks is None else frozenset(banks)
+    algorithms = tuple(
+        alg for alg in log.algorithms if wanted is None or alg.alg_id in wanted
+    )
+    for alg in algorithms:
         fn = hash_function(alg.alg_id)
         if fn is None:
             findings.append(
@@ -214,7 +226,7 @@ def replay(log: UnverifiedEventLog) -> Replay:
                     break
     pcrs: dict[int, dict[int, bytes]] = {}
     initial: dict[int, dict[int, bytes]] = {}
-    for alg in log.algorithms:
+    for alg in algorithms:
         fn = hashers.get(alg.alg_id)
         if fn is None:
             continue
