@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
@@ -75,3 +76,34 @@ def test_nonce_is_empty_for_azure_guest() -> None:
     v = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY, expected_nonce=b"\x01")
     assert v.check("quote_nonce").reason_code == "nonce_mismatch"
     assert v.verified_pcrs is None and v.verified_event_log is None
+
+
+def test_a_log_seen_before_is_reused_but_still_compared_with_each_quote() -> None:
+    import hashlib
+    from dataclasses import replace
+
+    from bootwatch.attest.evidence import clear_log_cache
+
+    clear_log_cache()
+    first = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
+    again = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
+    assert again.verified_event_log is first.verified_event_log  # memoised per log digest
+    assert first.event_log_sha256 == hashlib.sha256(REQUEST.tcg_logs).digest()
+    assert again.checks == first.checks
+    # the memoised replay is shared: read-only
+    assert first.verified_replay is not None
+    bank = first.verified_replay.pcrs[0x000B]
+    with pytest.raises(TypeError):
+        bank[0] = b"x"  # type: ignore[index]
+    # same (memoised) log, other reported PCR 0: the comparison runs again and fails
+    pcrs = tuple((i, bytes(32) if i == 0 else d) for i, d in REQUEST.tpm_info.pcrs)
+    forged = replace(REQUEST, tpm_info=replace(REQUEST.tpm_info, pcrs=pcrs))
+    v = verify_evidence(forged, trust_anchors=None, at=IN_VALIDITY)
+    assert v.check("pcr_digest").reason_code == "pcr_digest_mismatch"
+    assert v.check("log_replay").reason_code == "log_pcr_mismatch"
+    assert "PCR 0" in v.check("log_replay").reason
+    # a log that does not frame is never memoised: the same error every time
+    broken = replace(REQUEST, tcg_logs=REQUEST.tcg_logs[:100])
+    for _ in range(2):
+        assert verify_evidence(broken, trust_anchors=None,
+                               at=IN_VALIDITY).check("log_replay").reason_code == "log_malformed"

@@ -14,11 +14,16 @@ Checks (in order): ``quote_signature``, ``quote_structure``, ``quote_nonce``,
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
 from bootwatch.errors import EventLogError, TpmStructureError
 from bootwatch.eventlog import (
@@ -130,6 +135,8 @@ class EvidenceVerification:
     verified_enc_key: TpmPublic | None = None
     verified_aik_chain: VerifiedAikChain | None = None
     workarounds: tuple[str, ...] = field(default=())
+    #: SHA-256 of the request's TcgLogs bytes (identifies the bytes, attests nothing)
+    event_log_sha256: bytes = b""
 
     @property
     def passed(self) -> bool:
@@ -175,6 +182,44 @@ def _attrs(bits: int) -> str:
     return ", ".join(n for bit, n in OBJECT_ATTRIBUTE_NAMES.items() if bits & bit)
 
 
+#: Parsed logs and their replay, memoised per SHA-256 of the log bytes (bounded, LRU).
+#: A VM sends the same log on every attestation until it reboots, and both are pure
+#: functions of those bytes; the comparison with each request's quoted PCRs is not
+#: memoised.  A log that does not frame is never stored (its error is recomputed).
+LOG_CACHE_SIZE = 256
+_log_cache: OrderedDict[bytes, tuple[UnverifiedEventLog, Replay]] = OrderedDict()
+_log_cache_lock = threading.Lock()
+
+
+def clear_log_cache() -> None:
+    """Forget memoised logs (benchmarks use it to time a first sighting of a boot)."""
+    with _log_cache_lock:
+        _log_cache.clear()
+
+
+def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay]:
+    """``parse_log`` and the reported bank's ``replay`` of ``raw`` (whose SHA-256 is ``digest``)."""
+    with _log_cache_lock:
+        hit = _log_cache.get(digest)
+        if hit is not None:
+            _log_cache.move_to_end(digest)
+            return hit
+    log = parse_log(raw)
+    # only the reported bank is compared: replaying the others would be wasted work
+    rep = replay(log, banks=(REPORTED_BANK,))
+    # shared between requests from now on: hand out read-only views only
+    rep = dataclasses.replace(
+        rep,
+        pcrs=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.pcrs.items()}),
+        initial=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.initial.items()}),
+    )
+    with _log_cache_lock:
+        _log_cache[digest] = (log, rep)
+        while len(_log_cache) > LOG_CACHE_SIZE:
+            _log_cache.popitem(last=False)
+    return log, rep
+
+
 class _Run:
     """State of one verification (kept private: only the result is public)."""
 
@@ -188,6 +233,7 @@ class _Run:
         self.aik_usable = False  # parsed, and a restricted signing key
         self.quote: TpmsAttest | None = None
         self.reported: dict[int, bytes] = dict(self.ti.pcrs)
+        self.log_digest = hashlib.sha256(request.tcg_logs).digest()
 
     def passed(self, *names: Check) -> bool:
         return all(self.checks[n].passed for n in names)
@@ -299,12 +345,10 @@ class _Run:
                                   PcrVerification | None]:
         name = Check.LOG_REPLAY
         try:
-            log = parse_log(self.request.tcg_logs)
+            log, rep = _parsed_log(self.log_digest, self.request.tcg_logs)
         except EventLogError as exc:
             self.checks[name] = _fail(name, "log_malformed", f"TcgLogs cannot be read: {exc}")
             return None, None, None
-        # only the reported bank is compared: replaying the others would be wasted work
-        rep = replay(log, banks=(REPORTED_BANK,))
         ver = verify_pcrs(log, {REPORTED_BANK: self.reported}, replayed=rep)
         bad = ver.mismatched
         if bad:
@@ -479,4 +523,5 @@ def verify_evidence(
         verified_enc_key=key if key_ok else None,
         verified_aik_chain=chain,
         workarounds=tuple(ver.workarounds_applied) if ver is not None else (),
+        event_log_sha256=run.log_digest,
     )

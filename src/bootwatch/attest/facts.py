@@ -31,7 +31,7 @@ from bootwatch.attest.claims import (
     OsInfo,
     WindowsBootConfig,
 )
-from bootwatch.attest.evidence import EvidenceVerification
+from bootwatch.attest.evidence import EvidenceVerification, clear_log_cache
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
@@ -350,15 +350,17 @@ _boot_cache_lock = threading.Lock()
 
 
 def clear_boot_facts_cache() -> None:
-    """Forget memoised boot facts (benchmarks use it to time a first sighting)."""
+    """Forget memoised boot facts and parsed logs (benchmarks use it to time a first
+    sighting of a boot)."""
     with _boot_cache_lock:
         _boot_cache.clear()
+    clear_log_cache()
 
 
 def _boot_state(
-    log: UnverifiedEventLog, raw_log: bytes, attested: tuple[int, ...]
+    log: UnverifiedEventLog, log_digest: bytes, attested: tuple[int, ...]
 ) -> tuple[MeasuredSecureBoot, WindowsBootConfig]:
-    key = (hashlib.sha256(raw_log).digest(), attested)
+    key = (log_digest, attested)
     with _boot_cache_lock:
         hit = _boot_cache.get(key)
         if hit is not None:
@@ -392,7 +394,9 @@ def verified_boot(
     # the 1.2 ``events`` claim is costly to build; only policies that read it get it
     events = events_claim(log) if with_events else None
     chain = evidence.verified_aik_chain
-    secure_boot, windows = _boot_state(log, bytes(request.tcg_logs), attested)
+    # the digest evidence verification took of these very bytes (recomputed if absent)
+    digest = evidence.event_log_sha256 or hashlib.sha256(bytes(request.tcg_logs)).digest()
+    secure_boot, windows = _boot_state(log, digest, attested)
     return VerifiedBoot(
         secure_boot=secure_boot,
         windows=windows,
