@@ -67,6 +67,7 @@ def test_permit_returns_sealed_envelope_and_records(svc: Any) -> None:
     assert set(r.json()) == {"token"}
     env = decode_token_response(r.content)
     assert len(env.encrypted_inner_key) == 256 and len(env.iv) == 12
+    assert svc.state.records.flush()  # records are written off the request path
     with svc.state.db.session() as s:
         rows = s.scalars(select(AttestationRecordRow).where(
             AttestationRecordRow.provider == "aadp")).all()

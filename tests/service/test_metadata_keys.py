@@ -230,3 +230,41 @@ def test_attestation_records_and_evidence_purge(svc: Any) -> None:
         assert s.get(AttestationRecordRow, old).evidence is None
         row = s.get(AttestationRecordRow, fresh)
         assert row.evidence == rec.evidence and row.verdict == "deny" and row.vm_id == "vm-1"
+
+
+def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
+    from sqlalchemy import func
+
+    from bootwatch.service.models import AttestationRecordRow
+    from bootwatch.service.records import AttestationRecord, RecordWriter, Verdict
+
+    state = svc.state
+
+    def count(vm: str) -> int:
+        with state.db.session() as s:
+            return int(s.scalar(select(func.count()).where(AttestationRecordRow.vm_id == vm)) or 0)
+
+    writer = RecordWriter(state, max_queued=50)
+    recs = [AttestationRecord("shared", "AzureGuest", Verdict.PERMIT, vm_id="batch-vm",
+                              evidence=b"x" * 10) for _ in range(120)]
+    for rec in recs:
+        writer.submit(rec)
+    assert writer.flush(timeout=30)
+    assert count("batch-vm") == 120  # whatever did not fit the queue was written in place
+    # close() writes what is still queued
+    slow = RecordWriter(state, interval=30.0)
+    for _ in range(7):
+        slow.submit(AttestationRecord("shared", "AzureGuest", Verdict.DENY, vm_id="close-vm"))
+    slow.close(timeout=30)
+    assert count("close-vm") == 7
+    assert writer.queued == 0 and slow.queued == 0
+    writer.close()
+    # a full queue: the record is written synchronously, and counted
+    from bootwatch.service.metrics import Metrics
+
+    full = RecordWriter(state, max_queued=0)
+    full.metrics = Metrics.create()
+    for _ in range(3):
+        full.submit(AttestationRecord("shared", "AzureGuest", Verdict.ERROR, vm_id="full-vm"))
+    assert count("full-vm") == 3  # no flush needed: nothing was queued
+    assert full.metrics.records_overflow._value.get() == 3

@@ -73,6 +73,7 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     """Build the service for ``settings`` (one call per worker process)."""
     state = state or ServiceState.open(settings)
     metrics = Metrics.create()
+    state.records.metrics = metrics  # the record writer counts overflows and failures
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -117,8 +117,8 @@ class EdgeMiddleware:
             route_obj = scope.get("route")
             route = getattr(route_obj, "path", None) or "unmatched"
             status = status_holder["status"]
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(elapsed)
+            self.metrics.request(scope["method"], route, status).inc()
+            self.metrics.latency_of(route).observe(elapsed)
             self.log.info(
                 "request",
                 extra={

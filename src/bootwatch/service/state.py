@@ -20,9 +20,12 @@ class ServiceState:
     db: Database
     sealer: Sealer
     providers: ProviderStore = field(init=False)
+    #: attestation records are written in batches off the request path
+    records: RecordWriter = field(init=False)
 
     def __post_init__(self) -> None:
         self.providers = ProviderStore(self)
+        self.records = RecordWriter(self)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> ServiceState:
@@ -36,7 +39,10 @@ class ServiceState:
         return state
 
     def close(self) -> None:
+        """Write the queued attestation records, then release the database."""
+        self.records.close()
         self.db.engine.dispose()
 
 
 from bootwatch.service.providers import ProviderStore, ensure_shared_providers  # noqa: E402
+from bootwatch.service.records import RecordWriter  # noqa: E402
