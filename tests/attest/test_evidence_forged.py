@@ -352,3 +352,22 @@ def test_json_wire_form_of_forgery_is_standard_base64() -> None:
     inner = base64.urlsafe_b64decode(json.loads(encode_request(forge()))["AttestationInfo"]
                                      + "==")
     assert b'"AttestationProtocolVersion" : "2.0"' in inner
+
+
+def test_memoised_aik_results_still_decide_each_request() -> None:
+    """The AIK public area, the AIK certificate and its verified signature link are
+    memoised per exact bytes; every request is still judged on its own."""
+    good = forge()
+    assert verify(good).passed  # fills the memos
+    # same AIK certificate and key: the validity time is checked on every call
+    v = verify(good, at=dt.datetime(2024, 6, 1, tzinfo=dt.UTC))
+    assert first_failure(v) == ("aik_certificate", "aik_cert_not_yet_valid")
+    v = verify(good, at=dt.datetime(2031, 1, 1, tzinfo=dt.UTC))
+    assert first_failure(v) == ("aik_certificate", "aik_cert_expired")
+    # an anchor with the issuer's name but another key: the link is verified anew
+    v = verify(good, trust_anchors=TrustAnchors((ROGUE_CA,)))
+    assert first_failure(v) == ("aik_certificate", "aik_cert_untrusted")
+    # same (memoised) AikPub, quote signed by another key
+    v = verify(forge(quote_signer=OTHER))
+    assert first_failure(v) == ("quote_signature", "signature_invalid")
+    assert verify(good).passed

@@ -11,7 +11,10 @@ to the AIK public area the quote was verified with.
 
 from __future__ import annotations
 
+import functools
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -63,8 +66,7 @@ class VerifiedAikChain:
     @property
     def subjects(self) -> tuple[str, ...]:
         """RFC 4514 subjects from leaf to anchor."""
-        return (self.leaf.subject.rfc4514_string(),
-                *(c.subject.rfc4514_string() for c in self.chain))
+        return (_subject(self.leaf), *(_subject(c) for c in self.chain))
 
 
 def _spki(key: object) -> bytes:
@@ -96,7 +98,20 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.ExtensionTy
 
 
 def load_aik_certificate(der: bytes) -> x509.Certificate:
-    """Parse an AIK certificate (DER; PEM is accepted too)."""
+    """Parse an AIK certificate (DER; PEM is accepted too).
+
+    Memoised per exact bytes (bounded): a VM sends the same certificate every
+    time, and a parsed certificate is immutable (its extensions are then
+    decoded once).  Errors are never memoised.
+    """
+    if len(der) > MAX_CERT_BYTES:
+        raise AikCertificateError("aik_cert_malformed",
+                                  f"certificate is {len(der)} bytes, over {MAX_CERT_BYTES}")
+    return _load_aik_certificate(bytes(der))
+
+
+@functools.lru_cache(maxsize=1024)
+def _load_aik_certificate(der: bytes) -> x509.Certificate:
     if len(der) > MAX_CERT_BYTES:
         raise AikCertificateError("aik_cert_malformed",
                                   f"certificate is {len(der)} bytes, over {MAX_CERT_BYTES}")
@@ -143,7 +158,7 @@ def verify_aik_certificate(
     if not anchors.certificates:
         raise AikCertificateError("no_trust_anchors",
                                   "no trust anchors configured: pass --trust-anchors (PEM)")
-    anchor_der = {c.public_bytes(serialization.Encoding.DER) for c in anchors.certificates}
+    anchor_der = {_der(c) for c in anchors.certificates}
     chain: list[x509.Certificate] = []
     current = leaf
     for _ in range(MAX_CHAIN_DEPTH):
@@ -164,7 +179,7 @@ def verify_aik_certificate(
                                       f"{issuer.subject.rfc4514_string()} may not sign "
                                       "certificates (keyUsage)")
         chain.append(issuer)
-        if issuer.public_bytes(serialization.Encoding.DER) in anchor_der:
+        if _der(issuer) in anchor_der:
             return VerifiedAikChain(leaf, tuple(chain))
         current = issuer  # pragma: no cover - every issuer comes from the anchors
     raise AikCertificateError("aik_cert_untrusted", "certificate chain too long")
@@ -181,10 +196,39 @@ def _find_issuer(
     return None
 
 
+#: (certificate DER, issuer DER) pairs whose signature verified, bounded (LRU): a VM
+#: presents the same AIK certificate on every attestation, and whether one exact
+#: certificate's key signed another exact certificate never changes.  Only successes
+#: are kept; validity times, constraints and key usages are checked on every call.
+VERIFIED_LINK_CACHE_SIZE = 4096
+_verified_links: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
+_links_lock = threading.Lock()
+
+
 def _issued_by(cert: x509.Certificate, cand: x509.Certificate) -> bool:
     """Whether ``cand``'s key signed ``cert`` (any failure means: not this issuer)."""
+    link = (_der(cert), _der(cand))
+    with _links_lock:
+        if link in _verified_links:
+            _verified_links.move_to_end(link)
+            return True
     try:
         cert.verify_directly_issued_by(cand)
     except (ValueError, TypeError, InvalidSignature):
         return False
+    with _links_lock:
+        _verified_links[link] = None
+        while len(_verified_links) > VERIFIED_LINK_CACHE_SIZE:
+            _verified_links.popitem(last=False)
     return True
+
+
+@functools.lru_cache(maxsize=1024)
+def _der(cert: x509.Certificate) -> bytes:
+    """DER of a certificate (memoised: certificates hash and compare by their DER)."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@functools.lru_cache(maxsize=1024)
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()

@@ -8,6 +8,8 @@ nor smuggle trailing bytes past the name computation.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -119,7 +121,15 @@ class TpmPublic:
         return (self.object_attributes & attribute) == attribute
 
     def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
-        """The key as a :mod:`cryptography` public key."""
+        """The key as a :mod:`cryptography` public key (built once per instance: the
+        quote, the certify and the AIK certificate all need the AIK's)."""
+        key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None = self.__dict__.get("_key")
+        if key is None:
+            key = self._build_key()
+            object.__setattr__(self, "_key", key)  # a cache, not a field: eq/hash ignore it
+        return key
+
+    def _build_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
         if isinstance(self.parameters, RsaParms):
             assert isinstance(self.unique, bytes)
             return rsa.RSAPublicNumbers(
@@ -271,13 +281,36 @@ def parse_tpm2b_public(data: bytes) -> TpmPublic:
     return pub
 
 
+#: AikPub parses memoised per exact bytes (bounded, LRU): a VM's AIK is the same on
+#: every attestation; the result is immutable and a pure function of the bytes.
+AIK_PUB_CACHE_SIZE = 1024
+_aik_pub_cache: OrderedDict[bytes, TpmPublic] = OrderedDict()
+_aik_pub_lock = threading.Lock()
+
+
 def parse_public_or_read_public(data: bytes) -> TpmPublic:
     """Parse a key as clients send ``AikPub``: a TPM2B_PUBLIC, or a TPM2_ReadPublic response.
 
     The ReadPublic form is TPM2B_PUBLIC, then TPM2B_NAME name and TPM2B_NAME
     qualifiedName.  Its name must equal the name computed from the public
-    area (a mismatch means the buffer was spliced together).
+    area (a mismatch means the buffer was spliced together).  Bytes parsed
+    before return the same (immutable) result; errors are never memoised.
     """
+    data = bytes(data)
+    with _aik_pub_lock:
+        hit = _aik_pub_cache.get(data)
+        if hit is not None:
+            _aik_pub_cache.move_to_end(data)
+            return hit
+    pub = _parse_public_or_read_public(data)
+    with _aik_pub_lock:
+        _aik_pub_cache[data] = pub
+        while len(_aik_pub_cache) > AIK_PUB_CACHE_SIZE:
+            _aik_pub_cache.popitem(last=False)
+    return pub
+
+
+def _parse_public_or_read_public(data: bytes) -> TpmPublic:
     if len(data) > MAX_PUBLIC_BYTES:
         raise TpmStructureError("TPM2B_PUBLIC", "(whole)", 0,
                                 f"{len(data)} bytes exceeds the maximum {MAX_PUBLIC_BYTES}")
