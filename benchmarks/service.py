@@ -43,6 +43,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 AZURE_LOG = "maa/azure-guest-vm-derived/azure-trusted-launch-ws2019.tcglog.bin"
@@ -115,8 +116,8 @@ def start_service(work: Path, port: int, workers: int, tls: bool, anchors: Path,
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User+system CPU seconds of process ``root`` and all its live descendants (/proc)."""
+def tree_cpu(root: int) -> dict[int, float]:
+    """User+system CPU seconds of process ``root`` and each live descendant (/proc)."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in os.listdir("/proc"):
@@ -136,7 +137,7 @@ def tree_cpu_seconds(root: int) -> float:
             if parent == pid and child not in tree:
                 tree.add(child)
                 frontier.append(child)
-    return sum(cpu.get(pid, 0.0) for pid in tree)
+    return {pid: cpu.get(pid, 0.0) for pid in tree}
 
 
 class CpuMeter:
@@ -144,14 +145,18 @@ class CpuMeter:
 
     def __init__(self, service_pid: int) -> None:
         self.pid = service_pid
-        self.service0 = tree_cpu_seconds(service_pid)
+        self.service0 = tree_cpu(service_pid)
         self.self0 = time.process_time()
 
-    def done(self, requests: int) -> dict[str, float]:
-        service = tree_cpu_seconds(self.pid) - self.service0
+    def done(self, requests: int) -> dict[str, Any]:
+        now = tree_cpu(self.pid)
+        per = {pid: now[pid] - self.service0.get(pid, 0.0) for pid in now}
         own = time.process_time() - self.self0
-        return {"service_cpu_ms": service / requests * 1000,
-                "loadgen_cpu_ms": own / requests * 1000}
+        return {"service_cpu_ms": sum(per.values()) / requests * 1000,
+                "loadgen_cpu_ms": own / requests * 1000,
+                # how evenly the kernel/asyncio spread the work over the worker processes
+                "process_cpu_s": sorted((round(v, 2) for v in per.values() if v > 0.05),
+                                        reverse=True)}
 
 
 # --- load generator (runs in its own process) ---------------------------------------
@@ -408,12 +413,14 @@ def main() -> None:
           f"{a['rate']:.0f} attestations/s; p50 {pct(a['latencies'], 50):.1f} ms, "
           f"p99 {pct(a['latencies'], 99):.1f} ms; non-200: {a['errors']} {a['statuses']}")
     print(f"  CPU per request: service {a['service_cpu_ms']:.2f} ms (all workers), "
-          f"load generator {a['loadgen_cpu_ms']:.2f} ms")
+          f"load generator {a['loadgen_cpu_ms']:.2f} ms; CPU s per service process "
+          f"{a['process_cpu_s']}")
     print(f"open loop at {ns.rate:.0f}/s offered, {b['requests']} requests: achieved "
           f"{b['achieved_rate']:.0f}/s; p50 {pct(b['latencies'], 50):.1f} ms, "
           f"p99 {pct(b['latencies'], 99):.1f} ms; non-200: {b['errors']}")
     print(f"  CPU per request: service {b['service_cpu_ms']:.2f} ms (all workers), "
-          f"load generator {b['loadgen_cpu_ms']:.2f} ms")
+          f"load generator {b['loadgen_cpu_ms']:.2f} ms; CPU s per service process "
+          f"{b['process_cpu_s']}")
     print(json.dumps({"pipeline_ms": round(cost["pipeline_ms"], 3),
                       "pipeline_cold_ms": round(cost["pipeline_cold_ms"], 3),
                       "crypto_ms": round(cost["crypto_ms"], 3),

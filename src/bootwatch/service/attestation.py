@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from bootwatch.attest.claims import (
@@ -194,36 +194,23 @@ def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutc
     return outcome
 
 
-async def _provider(request: Request) -> ProviderContext:
-    """``current_provider`` as an async dependency: FastAPI runs a sync dependency in
-    its thread pool, and a thread hop per dependency was a measurable share of an
-    attestation; the provider lookup is an in-memory cache read."""
-    return current_provider(request)
-
-
-_PROVIDER = Depends(_provider)
-
-
-async def _attest_auth(request: Request, ctx: ProviderContext = _PROVIDER) -> Any:
-    return require_attest_auth(request, ctx)
-
-
-async def _api_version(request: Request) -> str | None:
-    return api_version(request)
-
-
-_ATTEST_AUTH = Depends(_attest_auth)
+def _admit(request: Request) -> ProviderContext:
+    """The checks before an attestation, inline rather than as FastAPI dependencies
+    (resolving three dependencies cost ~0.2 ms of a ~2 ms attestation): a non-empty
+    ``api-version``, the provider (404 if unknown), and the caller when the provider
+    requires authentication."""
+    api_version(request)
+    ctx = current_provider(request)
+    require_attest_auth(request, ctx)
+    return ctx
 
 
 def router() -> APIRouter:
-    r = APIRouter(dependencies=[Depends(_api_version)])
+    r = APIRouter()
 
     @r.post("/attest/AzureGuest")
-    async def attest_azureguest(
-        request: Request,
-        ctx: ProviderContext = _PROVIDER,
-        _auth: Any = _ATTEST_AUTH,
-    ) -> Response:
+    async def attest_azureguest(request: Request) -> Response:
+        ctx = _admit(request)
         body = await request.body()
         # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
         outcome = _run(request, ctx, body)
@@ -240,11 +227,8 @@ def router() -> APIRouter:
         raise invalid_parameter(outcome.reason)
 
     @r.post("/attest/Tpm")
-    async def attest_tpm(
-        request: Request,
-        ctx: ProviderContext = _PROVIDER,
-        _auth: Any = _ATTEST_AUTH,
-    ) -> JSONResponse:
+    async def attest_tpm(request: Request) -> JSONResponse:
+        ctx = _admit(request)
         message = _tpm_message(await request.body())
         payload = message.get("payload")
         if not isinstance(payload, dict):
