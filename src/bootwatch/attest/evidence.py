@@ -27,6 +27,7 @@ from types import MappingProxyType
 
 from bootwatch.errors import EventLogError, TpmStructureError
 from bootwatch.eventlog import (
+    EventType,
     PcrStatus,
     PcrVerification,
     Replay,
@@ -369,6 +370,24 @@ class _Run:
                 + ", ".join(str(r.pcr) for r in uncovered)
                 + " (never extended in the log, yet not at its reset value)")
             return log, rep, ver
+        # The PCR values only vouch for the digests.  The facts (Secure Boot variables,
+        # db/dbx, SIPA flags) are read from the event *data*, so every event in a quoted
+        # PCR whose data must hash to its digest has to do so in the quoted bank, or a VM
+        # could rewrite e.g. its SecureBoot variable and keep the digests.
+        quoted = set(self.reported)
+        pcr_of = {e.index: e.pcr for e in log.events}
+        unbound = [(f.event, f.message) for f in rep.findings
+                   if f.code == "digest_mismatch" and f.event is not None
+                   and pcr_of.get(f.event) in quoted]
+        unbound += _unbound_sipa_events(log, quoted)
+        if unbound:
+            event, message = unbound[0]
+            self.checks[name] = _fail(
+                name, "log_data_digest_mismatch",
+                f"event {event} in PCR {pcr_of[event]}: {message}; the event data is not what "
+                "was measured, so it cannot be trusted"
+                + (f" ({len(unbound) - 1} more such events)" if len(unbound) > 1 else ""))
+            return log, rep, ver
         extra = (f" (named workarounds: {', '.join(ver.workarounds_applied)})"
                  if ver.workarounds_applied else "")
         self.checks[name] = _ok(name, f"the {alg_name(REPORTED_BANK)} replay of the log "
@@ -525,3 +544,28 @@ def verify_evidence(
         workarounds=tuple(ver.workarounds_applied) if ver is not None else (),
         event_log_sha256=run.log_digest,
     )
+
+
+#: PCRs whose EV_EVENT_TAG events carry Windows SIPA records (boot flags the claims read).
+SIPA_PCRS = frozenset({12, 13, 14})
+
+
+def _unbound_sipa_events(log: UnverifiedEventLog, quoted: set[int]) -> list[tuple[int, str]]:
+    """EV_EVENT_TAG events in quoted SIPA PCRs whose data is not what was measured.
+
+    Windows measures the SIPA record itself (the digest is the hash of the event data;
+    every tag event of the real Azure Trusted Launch log checks).  The replay does not
+    require this of every EV_EVENT_TAG, because systemd-boot's tag events (e.g. "Linux
+    initrd" in PCR 9 of the Fedora 37 corpus log) measure the initrd, not the data.
+    """
+    out: list[tuple[int, str]] = []
+    for event in log.events:
+        if (event.event_type != int(EventType.EV_EVENT_TAG) or event.pcr not in SIPA_PCRS
+                or event.pcr not in quoted):
+            continue
+        digest = event.digests.get(REPORTED_BANK)
+        if digest is None or not hmac.compare_digest(
+                hashlib.sha256(event.data).digest(), digest):
+            out.append((event.index, "EV_EVENT_TAG: the sha256 digest is not the hash of the "
+                                     "SIPA record data"))
+    return out

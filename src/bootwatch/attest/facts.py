@@ -31,7 +31,7 @@ from bootwatch.attest.claims import (
     OsInfo,
     WindowsBootConfig,
 )
-from bootwatch.attest.evidence import EvidenceVerification, clear_log_cache
+from bootwatch.attest.evidence import SIPA_PCRS, EvidenceVerification, clear_log_cache
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
@@ -40,8 +40,6 @@ from bootwatch.eventlog.model import UnverifiedEventLog
 from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
 
-#: PCRs Windows measures its boot configuration (SIPA) into
-SIPA_PCRS = frozenset({12, 13, 14})
 _SIPA_FLAGS = {
     "BOOTDEBUGGING": "boot_debugging",
     "OSKERNELDEBUG": "kernel_debug",
