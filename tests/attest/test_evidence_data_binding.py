@@ -62,3 +62,14 @@ def test_rewritten_sipa_record_is_refused() -> None:
     assert code == "log_data_digest_mismatch"
     assert f"event {index} in PCR 12" in reason
     assert "SIPA" in reason
+
+
+def test_events_claim_keeps_only_the_given_pcrs() -> None:
+    from bootwatch.eventlog.decode import events_claim
+
+    log = parse_log(REQUEST.tcg_logs)
+    every = events_claim(log)["Events"]
+    boot_only = events_claim(log, pcrs=range(8))["Events"]
+    assert isinstance(every, list) and isinstance(boot_only, list)
+    assert {e["PcrIndex"] for e in boot_only} == set(range(8))
+    assert len(boot_only) == sum(1 for e in log.events if e.pcr < 8) < len(every)

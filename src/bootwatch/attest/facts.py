@@ -389,8 +389,9 @@ def verified_boot(
     if not isinstance(key, rsa.RSAPublicKey):
         raise BootFactsError("EncKeyPub: the ephemeral key is not RSA (MAA wraps with RSAES)")
     attested = tuple(sorted(pcrs))
-    # the 1.2 ``events`` claim is costly to build; only policies that read it get it
-    events = events_claim(log) if with_events else None
+    # the 1.2 ``events`` claim is costly to build; only policies that read it get it.
+    # Only the quoted PCRs' events: nothing vouches for the others.
+    events = events_claim(log, pcrs=attested) if with_events else None
     chain = evidence.verified_aik_chain
     # the digest evidence verification took of these very bytes (recomputed if absent)
     digest = evidence.event_log_sha256 or hashlib.sha256(bytes(request.tcg_logs)).digest()

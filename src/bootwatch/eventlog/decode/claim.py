@@ -14,6 +14,7 @@ docs/eventlog-state.md)::
 from __future__ import annotations
 
 import base64
+from collections.abc import Collection
 
 from bootwatch.eventlog.decode import events as ev
 from bootwatch.eventlog.decode.sipa import sipa_records_json
@@ -57,10 +58,18 @@ def processed_data(d: ev.DecodedEvent) -> dict[str, object]:
     return {"RawData": _b64url(raw)} if isinstance(raw, bytes) else {}
 
 
-def events_claim(log: UnverifiedEventLog) -> dict[str, object]:
-    """Every record of ``log`` (none dropped) in MAA's ``events`` claim shape."""
+def events_claim(
+    log: UnverifiedEventLog, *, pcrs: Collection[int] | None = None
+) -> dict[str, object]:
+    """Every record of ``log`` (none dropped) in MAA's ``events`` claim shape.
+
+    ``pcrs``, when given, keeps only the records of those PCRs: a verifier passes the
+    PCRs its quote covers, so a policy never reads events nothing vouches for.
+    """
     out = []
     for e in log.events:
+        if pcrs is not None and e.pcr not in pcrs:
+            continue
         d = ev.decode_data(e.event_type, e.pcr, e.data)
         out.append(
             {
