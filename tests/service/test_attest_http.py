@@ -75,13 +75,34 @@ def test_permit_returns_sealed_envelope_and_records(svc: Any) -> None:
 
 
 def test_deny_names_the_rule(svc: Any) -> None:
-    with svc.client() as c:
-        _set_policy(c, DENY_WINDOWS)
-        r = c.post(f"/providers/aadp/attest/AzureGuest{Q}", content=azure_body())
+    import logging
+
+    from bootwatch.service.logs import get_logger
+
+    lines: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = lines.append  # type: ignore[method-assign]
+    log = get_logger()
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        with svc.client() as c:
+            _set_policy(c, DENY_WINDOWS)
+            r = c.post(f"/providers/aadp/attest/AzureGuest{Q}", content=azure_body())
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["code"] == "PolicyEvaluationError"
     assert 'type=="x-ms-azurevm-is-windows"' in err["message"]
+    # one log line per request; the attestation's carries its verdict and reason
+    mine = [x for x in lines if x.getMessage() == "request" and x.__dict__.get("verdict")]
+    assert len(mine) == 1, [x.__dict__ for x in lines]
+    rec = mine[0].__dict__
+    assert rec["verdict"] == "deny" and rec["status"] == 400 and rec["provider"] == "aadp"
+    assert "x-ms-azurevm-is-windows" in rec["reason"]
 
 
 def test_forged_pcr_value_names_the_check(svc: Any) -> None:

@@ -56,6 +56,7 @@ from bootwatch.protocol.envelope import encode_token_response
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
 from bootwatch.service.logs import get_logger
+from bootwatch.service.middleware import SCOPE_LOG
 from bootwatch.service.providers import ProviderContext, current_provider
 from bootwatch.service.records import AttestationRecord, record_attestation
 from bootwatch.service.records import Verdict as RecordVerdict
@@ -214,16 +215,17 @@ def router() -> APIRouter:
         body = await request.body()
         # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
         outcome = _run(request, ctx, body)
-        log = get_logger()
+        # the verdict goes into the request's one log line (written by the edge middleware)
+        request.scope[SCOPE_LOG] = {
+            "provider": ctx.name,
+            "verdict": outcome.verdict.value,
+            "vm_id": outcome.vm_id,
+            "reason": outcome.reason or None,
+        }
         if outcome.verdict is Verdict.PERMIT and outcome.envelope is not None:
-            log.info("attestation permitted", extra={"provider": ctx.name, "vm_id": outcome.vm_id})
             return Response(encode_token_response(outcome.envelope), media_type="application/json")
         if outcome.verdict is Verdict.DENY:
-            log.info("attestation denied", extra={"provider": ctx.name, "reason": outcome.reason})
             raise ApiError(400, "PolicyEvaluationError", deny_message(outcome))
-        log.info(
-            "attestation evidence rejected", extra={"provider": ctx.name, "reason": outcome.reason}
-        )
         raise invalid_parameter(outcome.reason)
 
     @r.post("/attest/Tpm")

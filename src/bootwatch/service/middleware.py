@@ -8,6 +8,7 @@ thousands of requests per second.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from bootwatch.service.metrics import Metrics
     from bootwatch.service.settings import Settings
 
+#: scope key under which a handler leaves extra fields for the request's log line
+SCOPE_LOG = "bootwatch.log"
 #: never rate limited (probes and scrapers must get through under load)
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
@@ -119,9 +122,8 @@ class EdgeMiddleware:
             status = status_holder["status"]
             self.metrics.request(scope["method"], route, status).inc()
             self.metrics.latency_of(route).observe(elapsed)
-            self.log.info(
-                "request",
-                extra={
+            if self.log.isEnabledFor(logging.INFO):
+                extra = {
                     "method": scope["method"],
                     "path": scope.get("bootwatch.prefix", "") + path,
                     "route": route,
@@ -129,8 +131,11 @@ class EdgeMiddleware:
                     "duration_ms": round(elapsed * 1000, 3),
                     "client": client,
                     "provider": scope.get("bootwatch.provider"),
-                },
-            )
+                }
+                handler_fields = scope.get(SCOPE_LOG)
+                if handler_fields:
+                    extra.update(handler_fields)
+                self.log.info("request", extra=extra)
 
 
 def _content_length(scope: Scope) -> int | None:
