@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from bootwatch.cli._files import read_limited
 from bootwatch.errors import ConfigError
 
 
@@ -114,9 +115,9 @@ def unseal_cmd(
     if request_file is not None:
         from bootwatch.protocol.azureguest import decode_request
 
-        req = decode_request(request_file.read_bytes())
+        req = decode_request(read_limited(request_file, "request"))
         quoted = dict(req.tpm_info.pcrs)
-    body = response.read_bytes()
+    body = read_limited(response, "response")
     with _tpm_target(tcti, lab_vm, lab_dir) as (spec, _):
         jws = unseal(spec, body, quoted_pcrs=quoted)
     click.echo(jws)

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from bootwatch.attest.evidence import REPORTED_BANK, EvidenceVerification, verify_evidence
+from bootwatch.cli._files import read_limited
 from bootwatch.errors import BootwatchError, InputError
 from bootwatch.eventlog.state import boot_state_to_json, extract_boot_state
 from bootwatch.protocol.azureguest import MAX_BODY_BYTES, decode_request
@@ -32,13 +33,7 @@ _ANCHOR_SUFFIXES = {".pem", ".crt", ".cer"}
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise InputError(f"{path}: {what} of {size} bytes is over the limit of {limit} bytes")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    return read_limited(path, what, limit)
 
 
 def load_trust_anchors(path: Path) -> TrustAnchors:
@@ -144,11 +139,14 @@ def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
     """Verify the evidence in REQUEST.json; exit 0 if every check passes, 1 if not."""
     at = _parse_at(at_text)
     try:
-        body = _read(request, MAX_BODY_BYTES, "request")
-        req = decode_request(body)
+        body = _read(request, MAX_BODY_BYTES, "request")  # its errors name the file
+        try:
+            req = decode_request(body)
+        except BootwatchError as exc:
+            raise InputError(f"{request}: {exc}") from None
         anchors = load_trust_anchors(anchors_path) if anchors_path else None
     except BootwatchError as exc:
-        click.echo(f"bootwatch: error: {request}: {exc}", err=True)
+        click.echo(f"bootwatch: error: {exc}", err=True)
         ctx.exit(2)
     v = verify_evidence(req, trust_anchors=anchors, at=at)
     doc = verification_to_json(v)

@@ -17,7 +17,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from bootwatch.errors import BootwatchError, EventLogError, InputError
+from bootwatch.cli._files import read_limited
+from bootwatch.errors import BootwatchError, EventLogError
 from bootwatch.eventlog import (
     DEFAULT_LIMITS,
     PcrStatus,
@@ -38,13 +39,7 @@ __all__ = ["command", "replay_to_json"]
 
 
 def _read(path: Path, limit: int, what: str) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise InputError(f"{path}: {what} of {size} bytes is over the limit of {limit} bytes")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    return read_limited(path, what, limit)
 
 
 def load_log(path: Path) -> UnverifiedEventLog:

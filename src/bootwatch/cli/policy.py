@@ -14,6 +14,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bootwatch.cli._files import read_limited, read_limited_text
 from bootwatch.errors import InputError, PolicyParsingError
 from bootwatch.policy import (
     Claim,
@@ -30,13 +31,7 @@ _MAX_FILE = 16 * 1024 * 1024
 
 
 def _read(path: str) -> str:
-    p = Path(path)
-    if p.stat().st_size > _MAX_FILE:
-        raise InputError(f"{path}: larger than {_MAX_FILE} bytes")
-    try:
-        return p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 ({exc})") from None
+    return read_limited_text(path, "file", _MAX_FILE)
 
 
 def _policy_text(path: str) -> str:
@@ -82,7 +77,7 @@ def _claims(path: str) -> list[Claim]:
     "--claims",
     "claims_file",
     required=True,
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, dir_okay=False),
     help='JSON list of {"type", "value", "valueType"?, "issuer"?, "readOnly"?}.',
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -119,14 +114,14 @@ def hash_(file: str) -> None:
     "--key",
     "key_file",
     required=True,
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, dir_okay=False),
     help="PEM RSA private key (unencrypted).",
 )
 @click.option(
     "--cert",
     "cert_file",
     required=True,
-    type=click.Path(exists=True),
+    type=click.Path(exists=True, dir_okay=False),
     help="PEM certificate of that key (goes into the x5c header).",
 )
 @click.option("--out", type=click.Path(dir_okay=False), help="Write the JWS here, not stdout.")
@@ -135,8 +130,9 @@ def sign(file: str, key_file: str, cert_file: str, out: str | None) -> None:
     text = _read(file)
     compile_policy(text)  # refuse to sign a policy that does not parse
     try:
-        key = serialization.load_pem_private_key(Path(key_file).read_bytes(), password=None)
-        cert = x509.load_pem_x509_certificate(Path(cert_file).read_bytes())
+        pem = read_limited(key_file, "private key")
+        key = serialization.load_pem_private_key(pem, password=None)
+        cert = x509.load_pem_x509_certificate(read_limited(cert_file, "certificate"))
     except (ValueError, TypeError) as exc:
         raise InputError(f"cannot read the key or certificate: {exc}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
