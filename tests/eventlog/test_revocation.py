@@ -119,3 +119,23 @@ def test_bad_update_is_a_typed_error(cut: int) -> None:
     raw = (SECUREBOOT / "DBXUpdate2024_optional.bin").read_bytes()
     with pytest.raises(BootwatchError):
         load_dbx_update(raw[:cut] if cut < 5000 else raw[:-7])
+
+
+def test_cli_log_state_with_dbx_reports_the_revoked_shim() -> None:
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "bootwatch.cli.main", "log", "state",
+         str(EVENTLOGS / "go-tpm-tools/rhel8-uefi.bin"), "--json",
+         "--dbx", str(SECUREBOOT / "DBXUpdate_amd64.bin"),
+         "--dbx", str(SECUREBOOT / "DBXUpdate2024_optional.bin")],
+        capture_output=True, text=True, check=True,
+    )
+    rev = json.loads(proc.stdout)["revocation"]
+    assert not rev["ok"]
+    [shim] = rev["revoked_loaded"]
+    assert shim["kind"] == "image" and shim["event"] == 23
+    assert rev["missing_certificates"] == ["580a6f4cc4e4b669b9ebdc1b2b3e087b80d0678d"]
+    assert any(f["code"] == "dbx_outdated" for f in rev["findings"])

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bootwatch.cli._files import read_limited
-from bootwatch.errors import BootwatchError, EventLogError
+from bootwatch.errors import BootwatchError, EventLogError, InputError
 from bootwatch.eventlog import (
     DEFAULT_LIMITS,
     PcrStatus,
@@ -187,15 +187,46 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 150 else text[:147] + "..."
 
 
+#: Largest DBX data file read (the current JSON catalogue is ~400 KB).
+_MAX_DBX_FILE = 8 * 1024 * 1024
+
+
+def _load_dbx(paths: tuple[Path, ...]) -> Any:
+    """Microsoft DBX data: ``dbx_info_msft_latest.json`` and/or signed DBXUpdate payloads."""
+    from bootwatch.eventlog.dbx import load_dbx_json, load_dbx_update, merge_catalogs
+
+    catalogs = []
+    for path in paths:
+        data = read_limited(path, "DBX data", _MAX_DBX_FILE)
+        try:
+            is_json = data.lstrip()[:1] == b"{"
+            catalogs.append(load_dbx_json(data) if is_json else load_dbx_update(data))
+        except BootwatchError as exc:
+            raise InputError(f"{path}: {exc}") from None
+    return merge_catalogs(*catalogs)
+
+
 @command.command("state")
 @click.argument("file", type=_FILE)
 @click.option("--json", "as_json", is_flag=True, help="Print the boot state as JSON.")
-def state_cmd(file: Path, as_json: bool) -> None:
+@click.option(
+    "--dbx",
+    "dbx_paths",
+    multiple=True,
+    type=_FILE,
+    help="Microsoft DBX data (dbx_info_msft_latest.json or a DBXUpdate.bin; repeatable): "
+    "adds a 'revocation' report (revoked components loaded, revocations missing from dbx).",
+)
+def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
     """The boot state the log records: Secure Boot, keys, boot applications, ..."""
     log = load_log(file)
     state_mod = importlib.import_module("bootwatch.eventlog.state")
     state = state_mod.extract_boot_state(log)
     doc = state_mod.boot_state_to_json(state)
+    if dbx_paths:
+        from bootwatch.eventlog.revocation import check_revocation, revocation_to_json
+
+        doc["revocation"] = revocation_to_json(check_revocation(state, _load_dbx(dbx_paths)))
     if as_json:
         _echo_json(doc)
         return

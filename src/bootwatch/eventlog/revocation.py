@@ -192,3 +192,30 @@ def check_revocation(
         unchecked_applications=tuple(unchecked),
         findings=tuple(findings),
     )
+
+
+def revocation_to_json(report: RevocationReport) -> dict[str, object]:
+    """The report as printed by ``bootwatch log state --dbx`` (key ``revocation``)."""
+    return {
+        "ok": report.ok,
+        "revoked_loaded": [
+            {
+                "event": r.event,
+                "kind": str(r.kind),
+                "identifier": r.identifier,
+                "name": r.name,
+                "reason": r.reason,
+            }
+            for r in report.revoked_loaded
+        ],
+        "dbx_measured": report.dbx_measured,
+        "current_revocations": report.current_revocations,
+        "missing_revocations": len(report.missing_revocations),
+        "missing_image_hashes": len(report.missing_image_hashes),
+        "missing_certificates": list(report.missing_certificates),
+        "svn_records_excluded": report.svn_records_excluded,
+        "unchecked_applications": list(report.unchecked_applications),
+        "findings": [
+            {"code": f.code, "event": f.event, "message": f.message} for f in report.findings
+        ],
+    }
