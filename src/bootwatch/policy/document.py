@@ -28,7 +28,7 @@ from typing import Any
 
 import jwt
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
@@ -131,19 +131,51 @@ def sign_policy_certificate(
 # --- reading -------------------------------------------------------------------------------
 
 
+#: What cryptography raises while decoding the lazily read parts of a certificate (names,
+#: extensions, key): ValueError as documented, and KeyError for a name attribute with an
+#: unknown ASN.1 string tag (cryptography 48).
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+
+
 def _load_cert(b64: object, where: str) -> x509.Certificate:
+    """Load one x5c entry and decode now what cryptography decodes lazily.
+
+    Names, extensions and the key are read here so that a hostile certificate is
+    refused with a typed error naming the x5c entry, not later with a library error.
+    """
     if not isinstance(b64, str):
         raise PolicyDocumentError(f"{where}: expected a base64 DER certificate string")
     try:
         der = base64.b64decode(b64, validate=True)
-        return x509.load_der_x509_certificate(der)
+        cert = x509.load_der_x509_certificate(der)
     except (binascii.Error, ValueError) as exc:
         raise PolicyDocumentError(f"{where}: not a base64 DER X.509 certificate ({exc})") from None
+    part = "subject or issuer name"
+    try:
+        cert.subject.rfc4514_string()
+        cert.issuer.rfc4514_string()
+        part = "extensions"
+        for _ in cert.extensions:
+            pass
+        part = "public key"
+        cert.public_key()
+    except UnsupportedAlgorithm as exc:
+        raise PolicySignatureError(
+            f"{where}: the certificate's {part} algorithm is not supported ({exc}); policy "
+            "signer certificates carry RSA keys") from None
+    except _DECODE_ERRORS as exc:
+        raise PolicyDocumentError(
+            f"{where}: the certificate's {part} cannot be decoded ({type(exc).__name__}: "
+            f"{exc})") from None
+    return cert
 
 
 def _chain_from(container: Mapping[str, Any], where: str) -> list[x509.Certificate]:
     x5c = container.get("x5c")
-    if not isinstance(x5c, list) or not x5c:
+    if x5c is not None and not isinstance(x5c, list):
+        raise PolicyDocumentError(f"{where}.x5c: expected a list of base64 DER certificates, "
+                                  f"not {type(x5c).__name__}")
+    if not x5c:
         raise PolicySignatureError(f"{where}.x5c: the signer certificate chain is missing")
     if len(x5c) > MAX_CHAIN:
         raise PolicyDocumentError(f"{where}.x5c: more than {MAX_CHAIN} certificates")
@@ -153,8 +185,10 @@ def _chain_from(container: Mapping[str, Any], where: str) -> list[x509.Certifica
 def _header(compact: str) -> dict[str, Any]:
     try:
         header = jwt.get_unverified_header(compact)
-    except jwt.exceptions.DecodeError as exc:
+    except jwt.exceptions.PyJWTError as exc:
         raise PolicyDocumentError(f"JWS header: {exc}") from None
+    except RecursionError:
+        raise PolicyDocumentError("JWS header: JSON nested too deeply") from None
     if not isinstance(header, dict):  # pragma: no cover - PyJWT guarantees a dict
         raise PolicyDocumentError("JWS header: not a JSON object")
     return header
@@ -170,16 +204,20 @@ def _signer_chain(header: Mapping[str, Any]) -> list[x509.Certificate]:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` says it is a CA; undecodable extensions count as no (fail closed)."""
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
     except x509.ExtensionNotFound:
         return False
+    except _DECODE_ERRORS:
+        return False
 
 
 def _issued_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """Whether ``issuer`` signed ``child``; any failure (bad key, unknown algorithm) is no."""
     try:
         child.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (*_DECODE_ERRORS, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -208,7 +246,7 @@ def _check_trust(chain: list[x509.Certificate], trusted: Sequence[x509.Certifica
 
 def _verify_rs256(compact: str, header: Mapping[str, Any]) -> tuple[bytes, x509.Certificate]:
     chain = _signer_chain(header)
-    key = chain[0].public_key()
+    key = chain[0].public_key()  # cannot fail: _load_cert read it
     if not isinstance(key, rsa.RSAPublicKey):
         raise PolicySignatureError("the signer certificate's key is not RSA (RS256 needs RSA)")
     if key.key_size < MIN_RSA_BITS:
@@ -223,6 +261,8 @@ def _verify_rs256(compact: str, header: Mapping[str, Any]) -> tuple[bytes, x509.
         ) from None
     except jwt.exceptions.PyJWTError as exc:
         raise PolicyDocumentError(f"JWS: {exc}") from None
+    except RecursionError:
+        raise PolicyDocumentError("JWS: JSON nested too deeply") from None
     payload = decoded["payload"]
     assert isinstance(payload, bytes)
     return payload, chain[0]

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
+from bootwatch.errors import TpmStructureError
 from bootwatch.tpm.errors import AikCertificateError
 from bootwatch.tpm.public import TpmPublic
 
@@ -49,10 +50,13 @@ class TrustAnchors:
             if b"-----BEGIN CERTIFICATE-----" not in blob:
                 continue
             try:
-                certs.extend(x509.load_pem_x509_certificates(blob))
+                loaded = x509.load_pem_x509_certificates(blob)
             except ValueError as exc:
                 raise AikCertificateError("trust_anchor_malformed",
                                           f"a trust-anchor PEM cannot be read: {exc}") from None
+            for cert in loaded:
+                _check_readable(cert, "a trust-anchor certificate", "trust_anchor_malformed")
+            certs.extend(loaded)
         return cls(tuple(certs))
 
 
@@ -67,6 +71,32 @@ class VerifiedAikChain:
     def subjects(self) -> tuple[str, ...]:
         """RFC 4514 subjects from leaf to anchor."""
         return (_subject(self.leaf), *(_subject(c) for c in self.chain))
+
+
+def _check_readable(cert: x509.Certificate, what: str, code: str) -> None:
+    """Decode now every part of ``cert`` that is decoded lazily and used later.
+
+    cryptography reads a certificate's outer structure at load time but its names,
+    extensions and key only when asked, and raises ValueError or UnsupportedAlgorithm
+    then (and KeyError for a name attribute with an unknown ASN.1 string tag, as
+    cryptography 48 does); doing it here turns those into one typed error at load time.
+    """
+    part = "names"
+    try:
+        cert.subject.rfc4514_string()
+        cert.issuer.rfc4514_string()
+        part = "extensions"
+        for _ in cert.extensions:
+            pass
+        part = "public key"
+        cert.public_key()
+    except UnsupportedAlgorithm as exc:
+        raise AikCertificateError(
+            code, f"{what} has a {part} algorithm bootwatch does not support ({exc}); "
+            "AIK certificates carry RSA or ECC keys") from None
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise AikCertificateError(code, f"{what}'s {part} cannot be decoded: "
+                                  f"{type(exc).__name__}: {exc}") from None
 
 
 def _spki(key: object) -> bytes:
@@ -95,6 +125,10 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.ExtensionTy
         return cert.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
         return None
+    except ValueError as exc:  # only a certificate that skipped _check_readable
+        raise AikCertificateError("aik_cert_malformed",
+                                  f"extensions of {cert.serial_number:x} cannot be decoded: "
+                                  f"{exc}") from None
 
 
 def load_aik_certificate(der: bytes) -> x509.Certificate:
@@ -117,11 +151,14 @@ def _load_aik_certificate(der: bytes) -> x509.Certificate:
                                   f"certificate is {len(der)} bytes, over {MAX_CERT_BYTES}")
     try:
         if der.lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(der)
-        return x509.load_der_x509_certificate(der)
+            cert = x509.load_pem_x509_certificate(der)
+        else:
+            cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
         raise AikCertificateError("aik_cert_malformed",
                                   f"AIK certificate cannot be parsed: {exc}") from None
+    _check_readable(cert, "the AIK certificate", "aik_cert_malformed")
+    return cert
 
 
 def verify_aik_certificate(
@@ -133,7 +170,8 @@ def verify_aik_certificate(
 ) -> VerifiedAikChain:
     """Validate the AIK certificate; raise AikCertificateError with a reason code if not.
 
-    Reason codes: ``aik_cert_missing``, ``aik_cert_malformed``, ``aik_cert_key_mismatch``,
+    Reason codes: ``aik_cert_missing``, ``aik_cert_malformed``, ``aik_pub_malformed``,
+    ``aik_cert_key_mismatch``,
     ``aik_cert_not_yet_valid``, ``aik_cert_expired``, ``aik_cert_key_usage``,
     ``aik_cert_eku``, ``no_trust_anchors``, ``aik_cert_untrusted``.
     """
@@ -142,7 +180,13 @@ def verify_aik_certificate(
     if not cert_der:
         raise AikCertificateError("aik_cert_missing", "the request carries no AIK certificate")
     leaf = load_aik_certificate(cert_der)
-    if not hmac.compare_digest(_spki(leaf.public_key()), _spki(aik_pub.public_key())):
+    try:
+        aik_key = aik_pub.public_key()
+    except TpmStructureError as exc:
+        raise AikCertificateError("aik_pub_malformed",
+                                  f"AikPub is no usable public key, so the AIK certificate "
+                                  f"cannot be bound to it: {exc}") from None
+    if not hmac.compare_digest(_spki(leaf.public_key()), _spki(aik_key)):
         raise AikCertificateError("aik_cert_key_mismatch",
                                   "the AIK certificate's key is not the key in AikPub")
     _check_time(leaf, at, "AIK certificate")
@@ -189,7 +233,10 @@ def _find_issuer(
     cert: x509.Certificate, candidates: Iterable[x509.Certificate]
 ) -> x509.Certificate | None:
     for cand in candidates:
-        if cand.subject != cert.issuer:
+        try:
+            if cand.subject != cert.issuer:
+                continue
+        except (ValueError, KeyError):  # undecodable name (TrustAnchors built directly)
             continue
         if _issued_by(cert, cand):
             return cand
@@ -214,7 +261,7 @@ def _issued_by(cert: x509.Certificate, cand: x509.Certificate) -> bool:
             return True
     try:
         cert.verify_directly_issued_by(cand)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     with _links_lock:
         _verified_links[link] = None

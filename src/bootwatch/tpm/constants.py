@@ -11,6 +11,8 @@ import enum
 
 from cryptography.hazmat.primitives import hashes
 
+from bootwatch.tpm.errors import TpmValueError
+
 #: TPMS_ATTEST.magic, TPM_GENERATED_VALUE: the TPM produced this structure itself.
 TPM_GENERATED_VALUE = 0xFF544347
 
@@ -153,10 +155,15 @@ def hash_for(alg: int) -> hashes.HashAlgorithm | None:
 
 
 def digest(alg: int, data: bytes) -> bytes:
-    """Hash ``data`` with the TPM hash algorithm ``alg`` (which must be supported)."""
+    """Hash ``data`` with the TPM hash algorithm ``alg``.
+
+    Raises TpmValueError when bootwatch cannot compute ``alg`` (e.g. SM3_256, which a
+    PCR bank may use but cryptography is not asked to provide).
+    """
     h = hash_for(alg)
     if h is None:
-        raise ValueError(f"unsupported hash algorithm {alg_name(alg)}")
+        raise TpmValueError(f"hash algorithm {alg_name(alg)} is not supported (SHA-1, "
+                            "SHA-256, SHA-384 and SHA-512 are)")
     ctx = hashes.Hash(h)
     ctx.update(data)
     return ctx.finalize()

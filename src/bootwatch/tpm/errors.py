@@ -6,9 +6,26 @@ evidence-check results and in JSON) and a sentence a person can act on.
 
 from __future__ import annotations
 
-from bootwatch.errors import TpmStructureError, VerificationError
+from bootwatch.errors import InputError, TpmStructureError, VerificationError
 
-__all__ = ["AikCertificateError", "SignatureError", "TpmStructureError", "TpmVerificationError"]
+__all__ = [
+    "AikCertificateError",
+    "SignatureError",
+    "TpmStructureError",
+    "TpmValueError",
+    "TpmVerificationError",
+]
+
+
+class TpmValueError(InputError, ValueError):
+    """A value handed to a tpm function that it cannot use: a missing or wrongly sized PCR
+    value, a hash algorithm bootwatch cannot compute, a number too large to marshal.
+
+    Also a :class:`ValueError`, so callers written against the earlier plain
+    ``ValueError``/``KeyError`` keep catching it; new code should catch this class.
+    """
+
+    code = "tpm_value_invalid"
 
 
 class TpmVerificationError(VerificationError):

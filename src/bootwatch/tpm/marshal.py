@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 
 from bootwatch.errors import TpmStructureError
+from bootwatch.tpm.errors import TpmValueError
 
 
 class Reader:
@@ -81,23 +82,30 @@ class Reader:
             raise self.error(field, f"{self.remaining} unexpected trailing bytes")
 
 
+def _pack(fmt: str, what: str, value: int) -> bytes:
+    try:
+        return struct.pack(fmt, value)
+    except struct.error:
+        raise TpmValueError(f"{value!r} does not fit a {what}") from None
+
+
 def u16(value: int) -> bytes:
-    """Marshal a UINT16."""
-    return struct.pack(">H", value)
+    """Marshal a UINT16 (TpmValueError if ``value`` does not fit)."""
+    return _pack(">H", "UINT16", value)
 
 
 def u32(value: int) -> bytes:
-    """Marshal a UINT32."""
-    return struct.pack(">I", value)
+    """Marshal a UINT32 (TpmValueError if ``value`` does not fit)."""
+    return _pack(">I", "UINT32", value)
 
 
 def u64(value: int) -> bytes:
-    """Marshal a UINT64."""
-    return struct.pack(">Q", value)
+    """Marshal a UINT64 (TpmValueError if ``value`` does not fit)."""
+    return _pack(">Q", "UINT64", value)
 
 
 def tpm2b(data: bytes) -> bytes:
-    """Marshal a TPM2B (size-prefixed byte string)."""
+    """Marshal a TPM2B (size-prefixed byte string; TpmValueError over 65535 bytes)."""
     if len(data) > 0xFFFF:
-        raise ValueError("TPM2B payload over 65535 bytes")
-    return u16(len(data)) + data
+        raise TpmValueError(f"TPM2B payload is {len(data)} bytes, over 65535")
+    return u16(len(data)) + bytes(data)

@@ -20,6 +20,7 @@ from bootwatch.tpm.constants import (
     alg_name,
     digest,
 )
+from bootwatch.tpm.errors import TpmValueError
 from bootwatch.tpm.marshal import Reader, u16, u32
 
 #: TPML_PCR_SELECTION may list at most this many banks (TPM implementations use <= 16).
@@ -37,9 +38,18 @@ class PcrSelection:
     size_of_select: int = 3
 
     def marshal(self) -> bytes:
-        """TPMS_PCR_SELECTION bytes: hash, sizeofSelect, bitmap."""
+        """TPMS_PCR_SELECTION bytes: hash, sizeofSelect, bitmap.
+
+        TpmValueError when a PCR does not fit the bitmap or sizeofSelect is out of range.
+        """
+        if not 0 <= self.size_of_select <= MAX_SIZEOF_SELECT:
+            raise TpmValueError(f"sizeofSelect {self.size_of_select} is outside 0..."
+                                f"{MAX_SIZEOF_SELECT}")
         bitmap = bytearray(self.size_of_select)
         for p in self.pcrs:
+            if not 0 <= p < 8 * self.size_of_select:
+                raise TpmValueError(f"PCR {p} does not fit a {self.size_of_select}-byte "
+                                    "selection bitmap")
             bitmap[p // 8] |= 1 << (p % 8)
         return u16(self.hash_alg) + bytes([self.size_of_select]) + bytes(bitmap)
 
@@ -93,18 +103,21 @@ def values_in_selection_order(
 ) -> list[bytes]:
     """PCR values ordered as the TPM concatenates them; ``values[alg][pcr]``.
 
-    Raises KeyError naming the bank and PCR when a value is missing, and
-    ValueError when a value has the wrong size for its bank.
+    Raises TpmValueError naming the bank and PCR when a value is missing, when a
+    value has the wrong size for its bank, or when the bank is not a hash bootwatch
+    knows.
     """
     out: list[bytes] = []
     for sel in selections:
+        if sel.hash_alg not in DIGEST_SIZES:
+            raise TpmValueError(f"{alg_name(sel.hash_alg)} is not a supported PCR bank")
         bank = values.get(sel.hash_alg)
         for p in sel.pcrs:
             if bank is None or p not in bank:
-                raise KeyError(f"no {alg_name(sel.hash_alg)} value for PCR {p}")
+                raise TpmValueError(f"no {alg_name(sel.hash_alg)} value for PCR {p}")
             v = bank[p]
             if len(v) != DIGEST_SIZES[sel.hash_alg]:
-                raise ValueError(f"PCR {p} value is {len(v)} bytes, {alg_name(sel.hash_alg)} "
+                raise TpmValueError(f"PCR {p} value is {len(v)} bytes, {alg_name(sel.hash_alg)} "
                                  f"needs {DIGEST_SIZES[sel.hash_alg]}")
             out.append(v)
     return out
@@ -131,12 +144,17 @@ def policy_pcr_digest(
     """TPM2_PolicyPCR update: H(previous || TPM_CC_PolicyPCR || TPML_PCR_SELECTION || H(values)).
 
     ``previous`` defaults to the all-zero digest a fresh policy session starts with.
+    Raises TpmValueError for an unsupported policy hash, a wrongly sized ``previous``
+    or PCR values that do not match the selection.
     """
     sels = tuple(selections)
-    size = DIGEST_SIZES[policy_hash_alg]
+    size = DIGEST_SIZES.get(policy_hash_alg)
+    if size is None:
+        raise TpmValueError(f"{alg_name(policy_hash_alg)} is not a supported policy hash")
     prev = bytes(size) if previous is None else previous
     if len(prev) != size:
-        raise ValueError("previous policy digest has the wrong size")
+        raise TpmValueError(f"previous policy digest is {len(prev)} bytes, "
+                            f"{alg_name(policy_hash_alg)} needs {size}")
     pcr_digest = digest(policy_hash_alg, b"".join(values_in_selection_order(sels, values)))
     return digest(
         policy_hash_alg, prev + u32(TPM_CC_POLICY_PCR) + marshal_pcr_selections(sels) + pcr_digest

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bootwatch.errors import TpmStructureError
@@ -24,6 +25,7 @@ from bootwatch.tpm.constants import (
     TpmEccCurve,
     alg_name,
     digest,
+    hash_for,
 )
 from bootwatch.tpm.marshal import Reader, tpm2b, u16, u32
 
@@ -122,7 +124,12 @@ class TpmPublic:
 
     def public_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
         """The key as a :mod:`cryptography` public key (built once per instance: the
-        quote, the certify and the AIK certificate all need the AIK's)."""
+        quote, the certify and the AIK certificate all need the AIK's).
+
+        Raises TpmStructureError (field ``unique``) when the numbers are no valid key,
+        e.g. an ECC point that is not on its curve: parsing checks what it can cheaply,
+        cryptography checks the rest here.
+        """
         key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey | None = self.__dict__.get("_key")
         if key is None:
             key = self._build_key()
@@ -130,28 +137,44 @@ class TpmPublic:
         return key
 
     def _build_key(self) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey:
-        if isinstance(self.parameters, RsaParms):
-            assert isinstance(self.unique, bytes)
-            return rsa.RSAPublicNumbers(
-                self.parameters.effective_exponent, int.from_bytes(self.unique, "big")
-            ).public_key()
-        assert isinstance(self.unique, EccPoint)
-        curve = _CURVES[self.parameters.curve_id]
-        return ec.EllipticCurvePublicNumbers(
-            int.from_bytes(self.unique.x, "big"), int.from_bytes(self.unique.y, "big"), curve
-        ).public_key()
+        if isinstance(self.parameters, RsaParms) and isinstance(self.unique, bytes):
+            field = "unique.rsa"
+            offset = len(self.raw) - len(self.unique) - 2
+            try:
+                return rsa.RSAPublicNumbers(
+                    self.parameters.effective_exponent, int.from_bytes(self.unique, "big")
+                ).public_key()
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+                raise TpmStructureError(_STRUCT, field, max(offset, 0),
+                                        f"not a usable RSA public key ({exc})") from None
+        if isinstance(self.parameters, EccParms) and isinstance(self.unique, EccPoint):
+            field = "unique.ecc"
+            offset = len(self.raw) - len(self.unique.x) - len(self.unique.y) - 4
+            curve = _CURVES.get(self.parameters.curve_id)
+            if curve is None:
+                raise TpmStructureError(_STRUCT, "parameters.eccDetail.curveID", 0,
+                                        f"unsupported curve 0x{self.parameters.curve_id:04x}")
+            try:
+                return ec.EllipticCurvePublicNumbers(
+                    int.from_bytes(self.unique.x, "big"), int.from_bytes(self.unique.y, "big"),
+                    curve
+                ).public_key()
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+                raise TpmStructureError(_STRUCT, field, max(offset, 0),
+                                        f"not a point on {curve.name} ({exc})") from None
+        raise TpmStructureError(_STRUCT, "unique", 0,
+                                "the unique field does not match the key type")
 
     def marshal(self) -> bytes:
         """The TPM2B_PUBLIC form (size-prefixed TPMT_PUBLIC)."""
         return tpm2b(self.raw)
 
 
-def _hash_alg(r: Reader, field: str, *, allow_null: bool = False) -> int:
+def _hash_alg(r: Reader, field: str, *, computable: bool = False) -> int:
+    """A hash algorithm id; ``computable``: bootwatch must be able to hash with it (nameAlg)."""
     off = r.offset
     alg = r.u16(field)
-    if alg == TpmAlg.NULL and allow_null:
-        return alg
-    if alg not in DIGEST_SIZES:
+    if alg not in DIGEST_SIZES or (computable and hash_for(alg) is None):
         raise r.error(field, f"{alg_name(alg)} is not a supported hash algorithm", offset=off)
     return alg
 
@@ -193,7 +216,7 @@ def read_tpmt_public(r: Reader) -> TpmPublic:
     start = r.offset
     type_off = r.offset
     key_type = r.u16("type")
-    name_alg = _hash_alg(r, "nameAlg")
+    name_alg = _hash_alg(r, "nameAlg", computable=True)
     attr_off = r.offset
     attrs = r.u32("objectAttributes")
     if attrs & OBJECT_ATTRIBUTES_RESERVED:
@@ -214,13 +237,22 @@ def read_tpmt_public(r: Reader) -> TpmPublic:
         if key_bits not in (1024, 2048, 3072, 4096):
             raise r.error("parameters.rsaDetail.keyBits", f"unsupported RSA size {key_bits}",
                           offset=bits_off)
+        exp_off = r.offset
         exponent = r.u32("parameters.rsaDetail.exponent")
+        if exponent and (exponent < 3 or exponent % 2 == 0):
+            raise r.error("parameters.rsaDetail.exponent",
+                          f"{exponent} is no RSA public exponent (0 for 65537, or odd and >= 3)",
+                          offset=exp_off)
         parameters = RsaParms(sym, scheme, key_bits, exponent)
         mod_off = r.offset
         unique = r.tpm2b("unique.rsa", MAX_RSA_KEY_BYTES)
         if len(unique) != key_bits // 8:
             raise r.error("unique.rsa", f"modulus is {len(unique)} bytes, keyBits says "
                           f"{key_bits // 8}", offset=mod_off)
+        modulus = int.from_bytes(unique, "big")
+        if modulus % 2 == 0 or modulus <= parameters.effective_exponent:
+            raise r.error("unique.rsa", "no RSA modulus (it must be odd and larger than the "
+                          "exponent)", offset=mod_off)
     elif key_type == TpmAlg.ECC:
         sym = _sym_def(r, "parameters.eccDetail.symmetric")
         scheme = _scheme(r, "parameters.eccDetail.scheme",

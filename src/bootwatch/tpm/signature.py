@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
+from bootwatch.errors import TpmStructureError
 from bootwatch.tpm.constants import DIGEST_SIZES, ObjectAttributes, TpmAlg, alg_name, hash_for
 from bootwatch.tpm.errors import SignatureError
 from bootwatch.tpm.marshal import Reader, tpm2b, u16
@@ -91,8 +92,8 @@ def signature_from_raw(raw: bytes, key: TpmPublic) -> TpmSignature:
 def verify_signature(key: TpmPublic, message: bytes, signature: TpmSignature) -> None:
     """Verify ``signature`` over ``message`` with ``key``; raise SignatureError if not.
 
-    Reason codes: ``key_not_signing``, ``scheme_mismatch``, ``signature_malformed``,
-    ``signature_invalid``.
+    Reason codes: ``key_not_signing``, ``key_malformed``, ``scheme_mismatch``,
+    ``signature_malformed``, ``signature_invalid``.
     """
     if not key.has(ObjectAttributes.SIGN_ENCRYPT):
         raise SignatureError("key_not_signing", "the signing key does not have the sign attribute")
@@ -109,7 +110,11 @@ def verify_signature(key: TpmPublic, message: bytes, signature: TpmSignature) ->
     if h is None:
         raise SignatureError("signature_malformed",
                              f"unsupported signature hash {alg_name(signature.hash_alg)}")
-    pub = key.public_key()
+    try:
+        pub = key.public_key()
+    except TpmStructureError as exc:
+        raise SignatureError("key_malformed", f"the signing key is no usable public key: {exc}"
+                             ) from None
     try:
         if signature.sig_alg in (TpmAlg.RSASSA, TpmAlg.RSAPSS):
             if not isinstance(pub, rsa.RSAPublicKey) or not isinstance(key.parameters, RsaParms):
@@ -138,3 +143,7 @@ def verify_signature(key: TpmPublic, message: bytes, signature: TpmSignature) ->
     except InvalidSignature:
         raise SignatureError("signature_invalid",
                              "the signature does not verify with this key") from None
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise SignatureError("signature_malformed",
+                             f"{alg_name(signature.sig_alg)}/{alg_name(signature.hash_alg)} "
+                             f"signature cannot be checked with this key ({exc})") from None
