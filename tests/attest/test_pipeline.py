@@ -148,3 +148,30 @@ issuancerules { };"""
 authorizationrules { c:[type=="pcrs"] => permit(); };
 issuancerules { };"""
     assert attest_azure_guest(azure_request_body(), provider=_inputs(blind), now=AT).permitted
+
+
+def _mask_policy(mask: int) -> str:
+    return f"""version=1.1;
+configurationrules {{
+  => issueproperty(type="required_pcr_mask", value={mask});
+}};
+authorizationrules {{ => permit(); }};
+issuancerules {{ }};"""
+
+
+def test_explicit_required_pcr_mask_is_enforced() -> None:
+    # the real request quotes PCR 0-7 and 11-14: a mask asking for PCR 8 and 9 is refused
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(_mask_policy(0x3FF)),
+                             now=AT)
+    assert out.verdict is Verdict.DENY and out.token is None
+    assert "required_pcr_mask requires PCR 8, 9" in out.reason
+    # a mask the quote covers is fine
+    ok = attest_azure_guest(azure_request_body(), provider=_inputs(_mask_policy(0x78FF)),
+                            now=AT)
+    assert ok.verdict is Verdict.PERMIT, ok.reason
+
+
+def test_tpm_default_mask_is_not_applied_to_azurevm() -> None:
+    # without an explicit mask the TPM default (0xFFFFFF) would refuse every azurevm quote
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason

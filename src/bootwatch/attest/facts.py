@@ -39,6 +39,7 @@ from bootwatch.eventlog.decode.sipa import SIPA_NAMES
 from bootwatch.eventlog.model import UnverifiedEventLog
 from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
+from bootwatch.protocol.azureguest import AzureGuestRequest, UnverifiedAzureGuestRequest
 
 _SIPA_FLAGS = {
     "BOOTDEBUGGING": "boot_debugging",
@@ -215,7 +216,7 @@ def policy_claims(
     return out
 
 
-def os_info_of(request: Any) -> OsInfo:
+def os_info_of(request: AzureGuestRequest | UnverifiedAzureGuestRequest) -> OsInfo:
     """OS fields of a decoded request (the protocol layer already base64-decoded them)."""
     return OsInfo(
         os_type=str(request.os_type),
@@ -373,7 +374,10 @@ def _boot_state(
 
 
 def verified_boot(
-    evidence: EvidenceVerification, request: Any, *, with_events: bool = True
+    evidence: EvidenceVerification,
+    request: AzureGuestRequest | UnverifiedAzureGuestRequest,
+    *,
+    with_events: bool = True,
 ) -> VerifiedBoot:
     """The boot facts of evidence that passed verification.
 

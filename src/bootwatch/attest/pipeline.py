@@ -43,9 +43,11 @@ from bootwatch.attest.token import (
     validity_from_properties,
 )
 from bootwatch.errors import InputError, PolicyError
-from bootwatch.policy.evaluator import evaluate
+from bootwatch.policy.compiler import CompiledPolicy
+from bootwatch.policy.evaluator import EvaluationResult, evaluate
 from bootwatch.protocol.azureguest import decode_request
 from bootwatch.protocol.envelope import SealedEnvelope, seal
+from bootwatch.tpm.aik import TrustAnchors
 
 
 class Verdict(enum.Enum):
@@ -69,10 +71,10 @@ class ProviderInputs:
     """
 
     issuer: str
-    policy: Any
+    policy: CompiledPolicy
     policy_hash: str
     sign: Callable[[Mapping[str, Any]], str]
-    trust_anchors: Any
+    trust_anchors: TrustAnchors | None
     policy_signer: Mapping[str, Any] | None = None
     templates: tuple[SecureBootTemplate, ...] = DEFAULT_TEMPLATES
     dbx_reference: DbxReference | None = None
@@ -193,12 +195,20 @@ def attest_azure_guest(
             vm_id=boot.vm_id,
         )
 
-    props = _properties(result.properties)
+    props = result.properties
     require_aik = (
         provider.require_aik_certificate
         if provider.require_aik_certificate is not None
         else bool(props.get("require_valid_aik_cert", True))
     )
+    missing = _missing_required_pcrs(result, boot.attested_pcrs)
+    if missing:
+        return AttestationOutcome(
+            Verdict.DENY,
+            f"the policy's required_pcr_mask requires PCR {', '.join(map(str, missing))} in "
+            f"the quote, which covers PCR {', '.join(map(str, boot.attested_pcrs))}",
+            ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
+        )
     aik_failed = [c for c in checks if c.name in _OPTIONAL_CHECKS and not c.passed]
     if require_aik and aik_failed:
         first = aik_failed[0]
@@ -208,7 +218,11 @@ def attest_azure_guest(
             ph, failed_check=first.name, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
         )
     try:
-        validity = validity_from_properties(_explicit_properties(result, props))
+        # only what the policy set itself: the evaluator's TPM default lifetime (1440 min)
+        # is not MAA's azurevm default (8 hours)
+        validity = validity_from_properties(
+            {name: props[name] for name in result.explicit_properties}
+        )
     except PolicyError as exc:
         return AttestationOutcome(
             Verdict.DENY, str(exc), ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id
@@ -240,37 +254,25 @@ def attest_azure_guest(
     )
 
 
-def _policy_reads(policy: Any, claim: str) -> bool:
+def _policy_reads(policy: CompiledPolicy, claim: str) -> bool:
     """Whether the policy text mentions ``claim`` at all (conservative: a mention in a
-    comment or string also counts; an unknown policy object counts as reading it)."""
-    text = getattr(policy, "text", None)
-    return not isinstance(text, str) or claim in text
+    comment or string also counts)."""
+    return claim in policy.text
 
 
-def _explicit_properties(result: Any, props: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Only the properties the policy set itself: the evaluator fills in MAA's TPM
-    defaults (report_validity_in_minutes 1440), but azurevm tokens live 8 hours
-    unless the policy says otherwise."""
-    explicit = {
-        name: value for name, value in props.items()
-        if any(
-            getattr(e, "fired", False) and str(getattr(e.section, "value", "")).startswith(
-                "configuration") and name in str(e.rule)
-            for e in getattr(result, "trace", ())
-        )
-    }
-    return explicit
+def _missing_required_pcrs(result: EvaluationResult, attested: Sequence[int]) -> list[int]:
+    """PCRs an explicit ``required_pcr_mask`` asks for that the quote does not cover.
 
-
-def _properties(props: Any) -> Mapping[str, Any]:
-    """Policy property claims as a name -> value mapping (last one wins)."""
-    if isinstance(props, Mapping):
-        return props
-    out: dict[str, Any] = {}
-    if isinstance(props, Sequence):
-        for p in props:
-            out[str(p.type)] = p.value
-    return out
+    MAA's TPM default mask (0xFFFFFF, every PCR) is not applied to azurevm requests, which
+    quote PCR 0-7 (Linux) or 0-7 and 11-14 (Windows); a mask the policy sets is enforced.
+    """
+    if "required_pcr_mask" not in result.explicit_properties:
+        return []
+    mask = result.properties.get("required_pcr_mask")
+    if not isinstance(mask, int) or isinstance(mask, bool):
+        return []
+    have = set(attested)
+    return [pcr for pcr in range(24) if mask >> pcr & 1 and pcr not in have]
 
 
 __all__ = [

@@ -102,6 +102,9 @@ class EvaluationResult:
     properties: Mapping[str, object]
     trace: tuple[TraceEntry, ...]
     incoming: tuple[Claim, ...]
+    #: the property names the policy set itself (``properties`` also holds defaults);
+    #: callers whose attestation type has other defaults (azurevm) apply only these
+    explicit_properties: frozenset[str] = frozenset()
 
     def to_json(self) -> dict[str, object]:
         """The JSON shape of ``bootwatch policy eval --json``."""
@@ -185,6 +188,7 @@ class _Run:
         self.claims = _ClaimSet(incoming, limits.max_claims)
         self.issued: list[Claim] = []
         self.properties: dict[str, object] = dict(PROPERTY_DEFAULTS)
+        self.explicit: set[str] = set()
         self.trace: list[TraceEntry] = []
 
     # --- expressions ---------------------------------------------------------------------
@@ -303,6 +307,7 @@ class _Run:
         elif kind is ActionKind.ISSUE_PROPERTY:
             for claim in made:
                 self.properties[claim.type] = _check_property(claim, rule)
+                self.explicit.add(claim.type)
         names = ", ".join(sorted({c.type for c in made}))
         return f"{kind.value}: {len(made)} claim{'s' if len(made) != 1 else ''} ({names})"
 
@@ -368,6 +373,7 @@ class _Run:
             properties=MappingProxyType(self.properties),
             trace=tuple(self.trace),
             incoming=tuple(self.claims.claims),
+            explicit_properties=frozenset(self.explicit),
         )
 
 
