@@ -106,11 +106,11 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     app.state.bw_metrics = metrics
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     _install_error_handlers(app)
+    # attestation routes first: FastAPI tries routes in order and nearly every request
+    # is an attestation (their paths overlap no other route, so the order is free)
+    app.include_router(attestation.router())
     app.include_router(ops_router())
     app.include_router(maa_router())
-    # attestation routes (owned by bootwatch.service.attestation) are registered here,
-    # one line: app.include_router(<router of bootwatch.service.attestation>)
-    app.include_router(attestation.router())
     # outermost last: prefix stripping, then the edge (limits, metrics, logs)
     app.add_middleware(EdgeMiddleware, settings=settings, metrics=metrics)
     app.add_middleware(ProviderPrefixMiddleware)
