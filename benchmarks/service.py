@@ -140,19 +140,32 @@ def tree_cpu(root: int) -> dict[int, float]:
     return {pid: cpu.get(pid, 0.0) for pid in tree}
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / _TICK
+
+
 class CpuMeter:
-    """CPU spent by the service (all its workers) and by this load generator in a phase."""
+    """CPU spent by the service (all its workers), by this load generator and by every
+    other process on the machine (other users share these cores) in a phase."""
 
     def __init__(self, service_pid: int) -> None:
         self.pid = service_pid
         self.service0 = tree_cpu(service_pid)
         self.self0 = time.process_time()
+        self.machine0 = machine_busy_seconds()
+        self.wall0 = time.perf_counter()
 
     def done(self, requests: int) -> dict[str, Any]:
         now = tree_cpu(self.pid)
         per = {pid: now[pid] - self.service0.get(pid, 0.0) for pid in now}
         own = time.process_time() - self.self0
+        wall = time.perf_counter() - self.wall0
+        others = machine_busy_seconds() - self.machine0 - sum(per.values()) - own
         return {"service_cpu_ms": sum(per.values()) / requests * 1000,
+                "other_cores": max(0.0, others) / wall,
                 "loadgen_cpu_ms": own / requests * 1000,
                 # how evenly the kernel/asyncio spread the work over the worker processes
                 "process_cpu_s": sorted((round(v, 2) for v in per.values() if v > 0.05),
@@ -414,19 +427,25 @@ def main() -> None:
           f"p99 {pct(a['latencies'], 99):.1f} ms; non-200: {a['errors']} {a['statuses']}")
     print(f"  CPU per request: service {a['service_cpu_ms']:.2f} ms (all workers), "
           f"load generator {a['loadgen_cpu_ms']:.2f} ms; CPU s per service process "
-          f"{a['process_cpu_s']}")
+          f"{a['process_cpu_s']}; other processes used {a['other_cores']:.2f} cores")
     print(f"open loop at {ns.rate:.0f}/s offered, {b['requests']} requests: achieved "
           f"{b['achieved_rate']:.0f}/s; p50 {pct(b['latencies'], 50):.1f} ms, "
           f"p99 {pct(b['latencies'], 99):.1f} ms; non-200: {b['errors']}")
     print(f"  CPU per request: service {b['service_cpu_ms']:.2f} ms (all workers), "
           f"load generator {b['loadgen_cpu_ms']:.2f} ms; CPU s per service process "
-          f"{b['process_cpu_s']}")
+          f"{b['process_cpu_s']}; other processes used {b['other_cores']:.2f} cores")
+    cores = os.cpu_count() or 1
+    ceiling = cores * 1000 / (a["service_cpu_ms"] + a["loadgen_cpu_ms"])
+    print(f"CPU-bound ceiling on {cores} otherwise idle cores (derived: cores / CPU per "
+          f"request of service + load generator): {ceiling:.0f} attestations/s")
     print(json.dumps({"pipeline_ms": round(cost["pipeline_ms"], 3),
                       "pipeline_cold_ms": round(cost["pipeline_cold_ms"], 3),
                       "crypto_ms": round(cost["crypto_ms"], 3),
                       "throughput_per_s": round(a["rate"], 1),
                       "service_cpu_ms": round(a["service_cpu_ms"], 3),
                       "loadgen_cpu_ms": round(a["loadgen_cpu_ms"], 3),
+                      "other_cores": round(a["other_cores"], 2),
+                      "cpu_ceiling_per_s": round(ceiling),
                       "open_loop_rate": ns.rate,
                       "open_loop_p50_ms": round(pct(b["latencies"], 50), 2),
                       "open_loop_p99_ms": round(pct(b["latencies"], 99), 2),

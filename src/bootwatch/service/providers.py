@@ -35,6 +35,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Annotated, Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import Depends
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -56,7 +57,7 @@ from bootwatch.service.keys import (
     published_keys,
     store_new_key,
 )
-from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow
+from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow, SigningKeyRow
 from bootwatch.service.settings import ATTESTATION_TYPES
 
 if TYPE_CHECKING:
@@ -216,6 +217,22 @@ class ProviderStore:
         self._lock = threading.Lock()
         self._cache: dict[str, _Snapshot] = {}
         self._hosts: tuple[float, dict[str, str]] = (0.0, {})
+        #: parsed signing keys by kid (a kid names one key for ever)
+        self._keys: dict[str, rsa.RSAPrivateKey] = {}
+
+    def _private_key(self, row: SigningKeyRow) -> rsa.RSAPrivateKey:
+        """The signing key of ``row``, decrypted and parsed once per worker: loading an
+        RSA key checks it (~50 ms), and the snapshot is reloaded every cache TTL, which
+        stalled the worker's event loop (and every request on it) that long."""
+        with self._lock:
+            key = self._keys.get(row.kid)
+        if key is None:
+            key = load_private_key(self._state.sealer, row)
+            with self._lock:
+                if len(self._keys) > 64:
+                    self._keys.clear()
+                self._keys[row.kid] = key
+        return key
 
     def invalidate(self, name: str | None = None) -> None:
         with self._lock:
@@ -280,7 +297,7 @@ class ProviderStore:
                 for r in key_rows
             )
             active_cert = next(k.certificate for k in keys if k.kid == active.kid)
-            signer = TokenSigner(active.kid, active_cert, load_private_key(sealer, active), "")
+            signer = TokenSigner(active.kid, active_cert, self._private_key(active), "")
         return _Snapshot(row, policies, signers, keys, signer)
 
     def context(self, name: str, base_url: str) -> ProviderContext:
