@@ -123,15 +123,34 @@ def test_aik_certificate_with_an_undecodable_key_fails_the_check() -> None:
     assert "public key cannot be decoded" in check.reason
 
 
-def test_aik_certificate_with_an_unknown_string_type_in_its_subject_fails_the_check() -> None:
+def _subject_cn_not_a_string(cert: bytearray) -> None:
     # cryptography raises KeyError (not ValueError) for a name attribute whose ASN.1 tag
-    # is no string type; found by the fuzz test above.
+    # is no string type; found by the fuzz test above
+    cert[cert.rindex(bytes.fromhex("0603550403")) + 5] = 0x09  # subject CN -> REAL
+
+
+def _duplicate_extension(cert: bytearray) -> None:
+    # extendedKeyUsage's OID -> keyUsage: cryptography raises DuplicateExtension
+    cert[cert.index(bytes.fromhex("0603551d25")) + 4] = 0x0F
+
+
+def _version_76(cert: bytearray) -> None:
+    # [0] EXPLICIT version 2 (v3) -> 76: cryptography raises InvalidVersion at load time
+    cert[cert.index(bytes.fromhex("a003020102")) + 4] = 0x4C
+
+
+@pytest.mark.parametrize(("mutate", "says"), [
+    (_subject_cn_not_a_string, "names cannot be decoded"),
+    (_duplicate_extension, "extensions cannot be decoded: DuplicateExtension"),
+    (_version_76, "cannot be parsed: 76 is not a valid X509 version"),
+], ids=["name-tag", "duplicate-extension", "invalid-version"])
+def test_aik_certificate_that_cryptography_raises_non_value_errors_for(mutate, says) -> None:  # type: ignore[no-untyped-def]
     cert = _aik_cert()
-    common_name = cert.rindex(bytes.fromhex("0603550403"))  # the subject's CN
-    cert[common_name + 5] = 0x09  # UTF8String/PrintableString -> REAL
-    check = _verify(_with("aik_cert", bytes(cert)), None).check("aik_certificate")
-    assert (check.passed, check.reason_code) == (False, "aik_cert_malformed")
-    assert "names cannot be decoded" in check.reason
+    mutate(cert)
+    for anchors in (None, LEAF_ANCHOR):
+        check = _verify(_with("aik_cert", bytes(cert)), anchors).check("aik_certificate")
+        assert (check.passed, check.reason_code) == (False, "aik_cert_malformed")
+        assert says in check.reason
 
 
 @pytest.mark.parametrize("exponent", [1, 2, 4, 65536])

@@ -293,7 +293,22 @@ def test_an_x5c_certificate_with_undecodable_parts_is_a_document_error(signer) -
     bad_key = bytearray(der)
     modulus = bad_key.index(b"\x02\x82\x01\x01\x00", bad_key.index(_RSA_SPKI_ALG)) + 4
     bad_key[modulus : modulus + 2] = b"\xff\xf4"  # a negative modulus
-    for bad, part in ((_bad_name(der), "subject or issuer name"), (bytes(bad_key), "public key")):
+    with_ski = x509.load_pem_x509_certificate(
+        x509.CertificateBuilder()
+        .subject_name(cert.subject).issuer_name(cert.issuer).public_key(cert.public_key())
+        .serial_number(7).not_valid_before(cert.not_valid_before_utc)
+        .not_valid_after(cert.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(cert.public_key()),
+                       critical=False)
+        .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    duplicate = bytearray(_der(with_ski))
+    duplicate[duplicate.index(bytes.fromhex("0603551d0e")) + 4] = 0x13  # SKI -> a 2nd BC
+    version = bytearray(der)
+    version[version.index(bytes.fromhex("a003020102")) + 4] = 0x4C  # v3 -> 76
+    for bad, part in ((_bad_name(der), "subject or issuer name"), (bytes(bad_key), "public key"),
+                      (bytes(duplicate), "extensions .*DuplicateExtension"),
+                      (bytes(version), "not a base64 DER X.509 certificate .*76")):
         header = {"alg": "RS256", "x5c": [base64.b64encode(bad).decode()]}
         with pytest.raises(PolicyDocumentError, match=f"header.x5c\\[0\\]: .*{part}"):
             parse_policy_document(_resign(jws, header))

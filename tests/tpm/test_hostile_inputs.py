@@ -8,6 +8,7 @@ and random or mutated bytes go through every parser under hypothesis.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import os
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -175,12 +175,33 @@ def test_an_aik_certificate_with_an_unknown_key_oid_is_malformed() -> None:
     assert "does not support" in str(info.value)
 
 
-def test_a_trust_anchor_with_an_unknown_key_oid_is_refused_when_loaded() -> None:
-    cert = x509.load_der_x509_certificate(_bad_oid_cert())  # loads: the key is read lazily
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    with pytest.raises(AikCertificateError) as info:
-        TrustAnchors.from_pem([pem])
+def _pem(der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode().replace("\n", "")
+    lines = "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    return f"-----BEGIN CERTIFICATE-----\n{lines}\n-----END CERTIFICATE-----\n".encode()
+
+
+def _mutated(pattern: str, delta: int, value: int) -> bytes:
+    der = bytearray(AIK_CERT)
+    der[der.index(bytes.fromhex(pattern)) + delta] = value
+    return bytes(der)
+
+
+@pytest.mark.parametrize(("der", "says"), [
+    (_bad_oid_cert(), "does not support"),
+    (_mutated("0603550403", 5, 0x09), "names cannot be decoded: KeyError"),  # CN tag -> REAL
+    (_mutated("0603551d25", 4, 0x0F), "DuplicateExtension"),  # EKU OID -> keyUsage
+    (_mutated("a003020102", 4, 0x4C), "76 is not a valid X509 version"),
+], ids=["key-oid", "name-tag", "duplicate-extension", "invalid-version"])
+def test_an_unreadable_trust_anchor_or_aik_certificate_is_refused_when_loaded(
+    der: bytes, says: str
+) -> None:
+    with pytest.raises(AikCertificateError, match=says) as info:
+        TrustAnchors.from_pem([_pem(der)])
     assert info.value.reason_code == "trust_anchor_malformed"
+    with pytest.raises(AikCertificateError, match=says) as info:
+        load_aik_certificate(der)
+    assert info.value.reason_code == "aik_cert_malformed"
 
 
 def test_an_unusable_aik_pub_fails_the_certificate_binding_with_a_reason() -> None:

@@ -132,9 +132,11 @@ def sign_policy_certificate(
 
 
 #: What cryptography raises while decoding the lazily read parts of a certificate (names,
-#: extensions, key): ValueError as documented, and KeyError for a name attribute with an
-#: unknown ASN.1 string tag (cryptography 48).
-_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError)
+#: extensions, key): ValueError as documented, DuplicateExtension and
+#: UnsupportedGeneralNameType (not ValueErrors), and KeyError for a name attribute whose
+#: ASN.1 tag is no string type (cryptography 48).
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, x509.DuplicateExtension,
+                  x509.UnsupportedGeneralNameType)
 
 
 def _load_cert(b64: object, where: str) -> x509.Certificate:
@@ -148,7 +150,7 @@ def _load_cert(b64: object, where: str) -> x509.Certificate:
     try:
         der = base64.b64decode(b64, validate=True)
         cert = x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, x509.InvalidVersion) as exc:
         raise PolicyDocumentError(f"{where}: not a base64 DER X.509 certificate ({exc})") from None
     part = "subject or issuer name"
     try:

@@ -34,6 +34,14 @@ TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
 MAX_CHAIN_DEPTH = 8
 #: Largest DER certificate accepted.
 MAX_CERT_BYTES = 16 * 1024
+#: What cryptography raises loading a certificate: ValueError, and InvalidVersion (not a
+#: ValueError) for a version other than v1/v3.
+_LOAD_ERRORS = (ValueError, x509.InvalidVersion)
+#: What it raises decoding the lazily read parts (names, extensions, key): ValueError as
+#: documented, DuplicateExtension and UnsupportedGeneralNameType (not ValueErrors), and
+#: KeyError for a name attribute whose ASN.1 tag is no string type (cryptography 48).
+_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, x509.DuplicateExtension,
+                  x509.UnsupportedGeneralNameType)
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class TrustAnchors:
                 continue
             try:
                 loaded = x509.load_pem_x509_certificates(blob)
-            except ValueError as exc:
+            except _LOAD_ERRORS as exc:
                 raise AikCertificateError("trust_anchor_malformed",
                                           f"a trust-anchor PEM cannot be read: {exc}") from None
             for cert in loaded:
@@ -77,9 +85,8 @@ def _check_readable(cert: x509.Certificate, what: str, code: str) -> None:
     """Decode now every part of ``cert`` that is decoded lazily and used later.
 
     cryptography reads a certificate's outer structure at load time but its names,
-    extensions and key only when asked, and raises ValueError or UnsupportedAlgorithm
-    then (and KeyError for a name attribute with an unknown ASN.1 string tag, as
-    cryptography 48 does); doing it here turns those into one typed error at load time.
+    extensions and key only when asked, and raises UnsupportedAlgorithm or one of
+    ``_DECODE_ERRORS`` then; doing it here turns those into one typed error at load time.
     """
     part = "names"
     try:
@@ -94,7 +101,7 @@ def _check_readable(cert: x509.Certificate, what: str, code: str) -> None:
         raise AikCertificateError(
             code, f"{what} has a {part} algorithm bootwatch does not support ({exc}); "
             "AIK certificates carry RSA or ECC keys") from None
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
+    except _DECODE_ERRORS as exc:
         raise AikCertificateError(code, f"{what}'s {part} cannot be decoded: "
                                   f"{type(exc).__name__}: {exc}") from None
 
@@ -125,7 +132,7 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.ExtensionTy
         return cert.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:  # only a certificate that skipped _check_readable
+    except _DECODE_ERRORS as exc:  # only a certificate that skipped _check_readable
         raise AikCertificateError("aik_cert_malformed",
                                   f"extensions of {cert.serial_number:x} cannot be decoded: "
                                   f"{exc}") from None
@@ -154,7 +161,7 @@ def _load_aik_certificate(der: bytes) -> x509.Certificate:
             cert = x509.load_pem_x509_certificate(der)
         else:
             cert = x509.load_der_x509_certificate(der)
-    except ValueError as exc:
+    except _LOAD_ERRORS as exc:
         raise AikCertificateError("aik_cert_malformed",
                                   f"AIK certificate cannot be parsed: {exc}") from None
     _check_readable(cert, "the AIK certificate", "aik_cert_malformed")
