@@ -65,7 +65,13 @@ def command() -> None:
 @click.option("--cert", "tls_cert", envvar="BOOTWATCH_TLS_CERT", default="", help="PEM certificate")
 @click.option("--key", "tls_key", envvar="BOOTWATCH_TLS_KEY", default="", help="PEM private key")
 @click.option("--insecure-http", is_flag=True, help="plain HTTP (loopback addresses only)")
-@click.option("--admin-token", "admin_tokens", multiple=True, help="static admin bearer token")
+@click.option(
+    "--admin-tokens-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="file with static admin bearer tokens, one per line (tokens are never taken from "
+    "the command line, where ps shows them; BOOTWATCH_ADMIN_TOKENS also works)",
+)
 @click.option("--oidc-issuer", envvar="BOOTWATCH_OIDC_ISSUER", default="")
 @click.option("--oidc-audience", envvar="BOOTWATCH_OIDC_AUDIENCE", default="")
 @click.option("--oidc-ca", envvar="BOOTWATCH_OIDC_CA", default="")
@@ -120,6 +126,13 @@ def command() -> None:
 )
 @click.option("--default-provider", envvar="BOOTWATCH_DEFAULT_PROVIDER", default="")
 @click.option("--public-url", "public_base_url", envvar="BOOTWATCH_PUBLIC_URL", default="")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="a host name clients may use in the Host header (repeatable); the listening "
+    "host, loopback names and providers' host names are always accepted",
+)
 @click.option("--region", envvar="BOOTWATCH_REGION", default="local")
 @click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default="")
 @click.option("--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default="")
@@ -127,13 +140,20 @@ def command() -> None:
 def run_cmd(**kw: Any) -> None:
     """Serve the attestation service (TLS with a development certificate by default).
 
-    Admin tokens may also come from BOOTWATCH_ADMIN_TOKENS (comma-separated) and
-    the at-rest key from BOOTWATCH_AT_REST_KEY (never from the command line).
+    Admin tokens come from BOOTWATCH_ADMIN_TOKENS (comma-separated) or
+    --admin-tokens-file, the at-rest key from BOOTWATCH_AT_REST_KEY: never from the
+    command line.
     """
     import os
 
+    from bootwatch.cli._files import read_limited_text
     from bootwatch.service.server import run
 
+    tokens_file = kw.pop("admin_tokens_file", None)
+    if tokens_file:
+        text = read_limited_text(tokens_file, "admin tokens file", 1024 * 1024)
+        kw["admin_tokens"] = tuple(t.strip() for t in text.splitlines() if t.strip())
+    kw["allowed_hosts"] = tuple(kw.pop("allowed_hosts", ()) or ())
     kw["admin_tokens_env"] = os.environ.get("BOOTWATCH_ADMIN_TOKENS")
     kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
     settings = build_settings(**kw)

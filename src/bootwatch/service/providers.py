@@ -418,12 +418,64 @@ class ProviderPrefixMiddleware:
         await self.app(scope, receive, send)
 
 
+def split_host(header: str) -> tuple[str, int | None]:
+    """``host[:port]`` of a Host header, IPv6 literals (``[::1]:8443``) included."""
+    header = header.strip()
+    if header.startswith("["):
+        end = header.find("]")
+        if end < 0:
+            raise invalid_parameter(f"Host header {header!r} is not a valid host")
+        host, rest = header[1:end], header[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if rest and not rest.startswith(":"):
+            raise invalid_parameter(f"Host header {header!r} is not a valid host")
+    elif header.count(":") == 1:
+        host, port_text = header.split(":")
+    else:
+        host, port_text = header, ""
+    if not port_text:
+        return host.lower(), None
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise invalid_parameter(f"Host header {header!r} has an invalid port")
+    return host.lower(), int(port_text)
+
+
+_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def request_base_url(request: Request, prefix: str) -> str:
+    """The base URL (issuer) of this request's provider.
+
+    With ``public_base_url`` set it is that. Otherwise it comes from the Host header,
+    which is accepted only for a host this service answers for (its listening host,
+    loopback names, ``allowed_hosts`` and providers' host names): the issuer and the
+    ``jku`` of every token are built from it, so a forged Host must not change them.
+    """
     state: ServiceState = request.app.state.bw
-    if state.settings.public_base_url:
-        return state.settings.public_base_url.rstrip("/") + prefix
-    host = request.headers.get("host") or f"{state.settings.host}:{state.settings.port}"
-    return f"{request.url.scheme}://{host}{prefix}"
+    settings = state.settings
+    if settings.public_base_url:
+        return settings.public_base_url.rstrip("/") + prefix
+    header = request.headers.get("host")
+    if not header:
+        return f"{request.url.scheme}://{_url_host(settings.host)}:{settings.port}{prefix}"
+    host, port = split_host(header)
+    known = (
+        host in _LOOPBACK_NAMES
+        or host == settings.host.lower()
+        or host in {h.lower() for h in settings.allowed_hosts}
+        or state.providers.provider_for_host(host) is not None
+    )
+    if not known:
+        raise invalid_parameter(
+            f"Host {host!r} is not served here: start the service with --allowed-host "
+            f"{host} or --public-url, or use one of its configured host names"
+        )
+    netloc = _url_host(host) + (f":{port}" if port is not None else "")
+    return f"{request.url.scheme}://{netloc}{prefix}"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def resolve_provider(request: Request) -> ProviderContext:
@@ -432,7 +484,8 @@ def resolve_provider(request: Request) -> ProviderContext:
     name = request.scope.get(SCOPE_PROVIDER)
     prefix = request.scope.get(SCOPE_PREFIX, "")
     if name is None:
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0]
+        header = request.headers.get("host")
+        host = split_host(header)[0] if header else ""
         name = state.providers.provider_for_host(host) if host else None
         if name is None:
             name = state.settings.default_provider

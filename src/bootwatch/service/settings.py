@@ -79,8 +79,13 @@ class Settings:
     shared_providers: tuple[str, ...] = ("shared",)
     #: the provider answering at the root of the listening address
     default_provider: str = "shared"
-    #: fixed public base URL (scheme://host[:port]); empty = taken from each request
+    #: fixed public base URL (scheme://host[:port]); empty = taken from each request's
+    #: Host header, which must then name a host this service answers for (below)
     public_base_url: str = ""
+    #: host names accepted in the Host header besides ``host``, localhost, 127.0.0.1, ::1
+    #: and providers' own host names; any other Host is refused (400), because the token
+    #: issuer and the ``jku`` are built from it
+    allowed_hosts: tuple[str, ...] = ()
     #: JSON logs level
     log_level: str = "INFO"
     #: value of the x-ms-maa-service-version response header
@@ -125,7 +130,7 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown settings: {sorted(unknown)}")
         raw["data_dir"] = Path(raw.get("data_dir", "bootwatch-data"))
-        for key in ("admin_tokens", "shared_providers"):
+        for key in ("admin_tokens", "shared_providers", "allowed_hosts"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
