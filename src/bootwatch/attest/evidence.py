@@ -47,7 +47,7 @@ from bootwatch.tpm.constants import (
     TpmSt,
     alg_name,
 )
-from bootwatch.tpm.errors import AikCertificateError, SignatureError
+from bootwatch.tpm.errors import AikCertificateError, SignatureError, TpmValueError
 from bootwatch.tpm.pcr import PcrSelection, policy_pcr_digest, quote_pcr_digest
 from bootwatch.tpm.public import (
     RsaParms,
@@ -328,7 +328,7 @@ class _Run:
             hash_alg = TpmAlg(self.aik.parameters.scheme.hash_alg)
         try:
             want = quote_pcr_digest(hash_alg, sels, {REPORTED_BANK: self.reported})
-        except (KeyError, ValueError) as exc:
+        except TpmValueError as exc:
             self.checks[name] = _fail(name, "pcr_value_malformed", f"reported PCRs: {exc}")
             return
         if not hmac.compare_digest(want, q.pcr_digest):
@@ -468,7 +468,7 @@ class _Run:
         try:
             want = policy_pcr_digest(q.pcr_selections, {REPORTED_BANK: self.reported},
                                      policy_hash_alg=key.name_alg)
-        except (KeyError, ValueError) as exc:
+        except TpmValueError as exc:
             return _fail(name, "enc_key_policy_mismatch", f"cannot compute PolicyPCR: {exc}")
         if not hmac.compare_digest(want, key.auth_policy):
             return _fail(name, "enc_key_policy_mismatch",
