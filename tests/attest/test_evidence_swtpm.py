@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +26,8 @@ LOG = SHARED / "corpus/eventlogs/go-tpm-tools/rhel8-uefi.bin"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    if shutil.which("swtpm") is None or shutil.which("swtpm_ioctl") is None:
-        pytest.skip("swtpm / swtpm_ioctl not installed")
+def lab(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None) -> Iterator[Lab]:
+    # its own lab (not the session one): this module destroys its VM at the end
     lab = Lab(tmp_path_factory.mktemp("evidence-lab"))
     lab.create_vm("tl-vm", LOG)
     yield lab
