@@ -305,7 +305,12 @@ def dbx_validated(sb: MeasuredSecureBoot, reference: DbxReference | None) -> Cla
         return ClaimDecision(
             claim, False, f"authority {bad_auth[0][:12]} is revoked by the VM's dbx"
         )
-    src = f" or {reference.source}" if reference is not None else ""
+    src = (
+        f" or {reference.source}"
+        if reference is not None
+        else " (no DBX reference data configured: only the VM's own dbx was checked; "
+        "configure Microsoft's dbx_info_msft_latest.json with --dbx-data)"
+    )
     return ClaimDecision(
         claim,
         True,
