@@ -22,7 +22,7 @@ from bootwatch.eventlog.decode.efi import (
     SignatureEntry,
     SignatureList,
 )
-from bootwatch.eventlog.model import Finding, UnverifiedEventLog, alg_name
+from bootwatch.eventlog.model import EventType, Finding, UnverifiedEventLog, alg_name
 
 _EMPTY: Mapping[int, tuple[SeparatorSeen, ...]] = MappingProxyType({})
 
@@ -100,9 +100,9 @@ _KEY_VARS = {
     ("dbx", EFI_IMAGE_SECURITY_DATABASE): "dbx",
 }
 _RELEVANT = ev.VARIABLE_TYPES | {
-    ev.EV_EFI_BOOT_SERVICES_APPLICATION,
-    ev.EV_IPL,
-    ev.EV_SEPARATOR,
+    EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
+    EventType.EV_IPL,
+    EventType.EV_SEPARATOR,
 }
 
 
@@ -166,7 +166,7 @@ def extract_boot_state(log: UnverifiedEventLog) -> BootState:
                         f"{name} contents do not decode: {d.contents_error}",
                     )
                 )
-            if et == ev.EV_EFI_VARIABLE_AUTHORITY:
+            if et == EventType.EV_EFI_VARIABLE_AUTHORITY:
                 if d.authority is not None:
                     if name.lower() == "shim":
                         vendor.append(d.authority)
@@ -178,7 +178,7 @@ def extract_boot_state(log: UnverifiedEventLog) -> BootState:
                 elif d.text is not None and name.startswith("Sbat"):
                     sbat = d.text
                 continue
-            if et == ev.EV_EFI_VARIABLE_DRIVER_CONFIG:
+            if et == EventType.EV_EFI_VARIABLE_DRIVER_CONFIG:
                 if name == "SecureBoot" and guid == EFI_GLOBAL_VARIABLE:
                     value = _secure_boot(d, e.index, findings)
                     if sb_seen and value != secure_boot:
@@ -200,7 +200,7 @@ def extract_boot_state(log: UnverifiedEventLog) -> BootState:
                 if guid == SHIM_LOCK_GUID and name == "MokSBState":
                     mok_sb = d.value
                     continue
-            if et in (ev.EV_EFI_VARIABLE_BOOT, ev.EV_EFI_VARIABLE_BOOT2) and (
+            if et in (EventType.EV_EFI_VARIABLE_BOOT, EventType.EV_EFI_VARIABLE_BOOT2) and (
                 guid == EFI_GLOBAL_VARIABLE
             ):
                 if d.boot_order is not None:

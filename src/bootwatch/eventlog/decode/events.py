@@ -26,51 +26,33 @@ from bootwatch.eventlog.decode._util import (
 )
 from bootwatch.eventlog.decode.devicepath import device_path_text
 from bootwatch.eventlog.decode.sipa import SipaRecord, is_known_sipa_type, parse_sipa
+from bootwatch.eventlog.model import EventType
 
-# Event types (TCG PC Client Platform Firmware Profile, section 10.4.1).
-EV_PREBOOT_CERT = 0x0
-EV_POST_CODE = 0x1
-EV_NO_ACTION = 0x3
-EV_SEPARATOR = 0x4
-EV_ACTION = 0x5
-EV_EVENT_TAG = 0x6
-EV_S_CRTM_CONTENTS = 0x7
-EV_S_CRTM_VERSION = 0x8
-EV_CPU_MICROCODE = 0x9
-EV_PLATFORM_CONFIG_FLAGS = 0xA
-EV_COMPACT_HASH = 0xC
-EV_IPL = 0xD
-EV_OMIT_BOOT_DEVICE_EVENTS = 0x12
-EV_POST_CODE2 = 0x13
-EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
-EV_EFI_VARIABLE_BOOT = 0x80000002
-EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003
-EV_EFI_BOOT_SERVICES_DRIVER = 0x80000004
-EV_EFI_RUNTIME_SERVICES_DRIVER = 0x80000005
-EV_EFI_GPT_EVENT = 0x80000006
-EV_EFI_ACTION = 0x80000007
-EV_EFI_PLATFORM_FIRMWARE_BLOB = 0x80000008
-EV_EFI_HANDOFF_TABLES = 0x80000009
-EV_EFI_PLATFORM_FIRMWARE_BLOB2 = 0x8000000A
-EV_EFI_HANDOFF_TABLES2 = 0x8000000B
-EV_EFI_VARIABLE_BOOT2 = 0x8000000C
-EV_EFI_GPT_EVENT2 = 0x8000000D
-EV_EFI_HCRTM_EVENT = 0x80000010
-EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+# Event types come from the one definition, bootwatch.eventlog.model.EventType.
 
 VARIABLE_TYPES = frozenset(
     {
-        EV_EFI_VARIABLE_DRIVER_CONFIG,
-        EV_EFI_VARIABLE_BOOT,
-        EV_EFI_VARIABLE_BOOT2,
-        EV_EFI_VARIABLE_AUTHORITY,
+        EventType.EV_EFI_VARIABLE_DRIVER_CONFIG,
+        EventType.EV_EFI_VARIABLE_BOOT,
+        EventType.EV_EFI_VARIABLE_BOOT2,
+        EventType.EV_EFI_VARIABLE_AUTHORITY,
     }
 )
 IMAGE_TYPES = frozenset(
-    {EV_EFI_BOOT_SERVICES_APPLICATION, EV_EFI_BOOT_SERVICES_DRIVER, EV_EFI_RUNTIME_SERVICES_DRIVER}
+    {
+        EventType.EV_EFI_BOOT_SERVICES_APPLICATION,
+        EventType.EV_EFI_BOOT_SERVICES_DRIVER,
+        EventType.EV_EFI_RUNTIME_SERVICES_DRIVER,
+    }
 )
 _TEXT_TYPES = frozenset(
-    {EV_ACTION, EV_EFI_ACTION, EV_S_CRTM_CONTENTS, EV_EFI_HCRTM_EVENT, EV_OMIT_BOOT_DEVICE_EVENTS}
+    {
+        EventType.EV_ACTION,
+        EventType.EV_EFI_ACTION,
+        EventType.EV_S_CRTM_CONTENTS,
+        EventType.EV_EFI_HCRTM_EVENT,
+        EventType.EV_OMIT_BOOT_DEVICE_EVENTS,
+    }
 )
 _SIGNATURE_DATABASES = frozenset(
     {
@@ -335,31 +317,31 @@ def _decode(event_type: int, pcr: int, data: bytes) -> DecodedEvent:
         return _variable(event_type, data)
     if event_type in IMAGE_TYPES:
         return _image(data)
-    if event_type == EV_IPL:
+    if event_type == EventType.EV_IPL:
         return _ipl(data)
-    if event_type == EV_SEPARATOR:
+    if event_type == EventType.EV_SEPARATOR:
         return _separator(data)
-    if event_type == EV_NO_ACTION:
+    if event_type == EventType.EV_NO_ACTION:
         return _no_action(data)
     if event_type in _TEXT_TYPES:
         return _text(data)
-    if event_type == EV_S_CRTM_VERSION:
+    if event_type == EventType.EV_S_CRTM_VERSION:
         return _crtm_version(data)
-    if event_type in (EV_POST_CODE, EV_POST_CODE2):
+    if event_type in (EventType.EV_POST_CODE, EventType.EV_POST_CODE2):
         return _post_code(data)
-    if event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB:
+    if event_type == EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB:
         return FirmwareBlobEvent(efi.parse_firmware_blob(data, with_description=False))
-    if event_type == EV_EFI_PLATFORM_FIRMWARE_BLOB2:
+    if event_type == EventType.EV_EFI_PLATFORM_FIRMWARE_BLOB2:
         return FirmwareBlobEvent(efi.parse_firmware_blob(data, with_description=True))
-    if event_type == EV_EFI_HANDOFF_TABLES:
+    if event_type == EventType.EV_EFI_HANDOFF_TABLES:
         return HandoffTablesEvent(*efi.parse_handoff_tables(data, with_description=False))
-    if event_type == EV_EFI_HANDOFF_TABLES2:
+    if event_type == EventType.EV_EFI_HANDOFF_TABLES2:
         return HandoffTablesEvent(*efi.parse_handoff_tables(data, with_description=True))
-    if event_type in (EV_EFI_GPT_EVENT, EV_EFI_GPT_EVENT2):
+    if event_type in (EventType.EV_EFI_GPT_EVENT, EventType.EV_EFI_GPT_EVENT2):
         return GptEvent(efi.parse_gpt(data))
-    if event_type == EV_EVENT_TAG:
+    if event_type == EventType.EV_EVENT_TAG:
         return _event_tag(data)
-    if event_type == EV_COMPACT_HASH:
+    if event_type == EventType.EV_COMPACT_HASH:
         return CompactHashEvent(data)
     return RawEvent(event_type, _label(data), data)
 
@@ -508,7 +490,7 @@ def _variable(event_type: int, data: bytes) -> VariableEvent:
     name, guid, value = var.name, var.guid, var.data
     base = var.data_offset
     try:
-        if event_type == EV_EFI_VARIABLE_AUTHORITY:
+        if event_type == EventType.EV_EFI_VARIABLE_AUTHORITY:
             return _authority(var)
         if name in _SIGNATURE_DATABASES and value:
             return VariableEvent(var, signature_lists=efi.parse_signature_lists(value, base=base))
