@@ -140,7 +140,7 @@ def _version_76(cert: bytearray) -> None:
 
 
 @pytest.mark.parametrize(("mutate", "says"), [
-    (_subject_cn_not_a_string, "names cannot be decoded"),
+    (_subject_cn_not_a_string, "name cannot be decoded"),
     (_duplicate_extension, "extensions cannot be decoded: DuplicateExtension"),
     (_version_76, "cannot be parsed: 76 is not a valid X509 version"),
 ], ids=["name-tag", "duplicate-extension", "invalid-version"])

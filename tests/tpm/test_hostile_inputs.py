@@ -191,7 +191,7 @@ def _mutated(pattern: str, delta: int, value: int) -> bytes:
     (_bad_oid_cert(), "does not support"),
     # the exception cryptography raises inside differs by version (KeyError in 48,
     # ValueError in 50): only the typed refusal matters
-    (_mutated("0603550403", 5, 0x09), "names cannot be decoded"),  # CN tag -> REAL
+    (_mutated("0603550403", 5, 0x09), "name cannot be decoded"),  # CN tag -> REAL
     (_mutated("0603551d25", 4, 0x0F), "DuplicateExtension"),  # EKU OID -> keyUsage
     (_mutated("a003020102", 4, 0x4C), "76 is not a valid X509 version"),
 ], ids=["key-oid", "name-tag", "duplicate-extension", "invalid-version"])

@@ -40,6 +40,7 @@ from bootwatch.policy.errors import (
     UntrustedSignerError,
 )
 from bootwatch.policy.hashes import b64url, policy_token_hash
+from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
 #: Largest upload body accepted (characters).
 MAX_DOCUMENT_CHARS = 1024 * 1024
@@ -131,12 +132,8 @@ def sign_policy_certificate(
 # --- reading -------------------------------------------------------------------------------
 
 
-#: What cryptography raises while decoding the lazily read parts of a certificate (names,
-#: extensions, key): ValueError as documented, DuplicateExtension and
-#: UnsupportedGeneralNameType (not ValueErrors), and KeyError for a name attribute whose
-#: ASN.1 tag is no string type (cryptography 48).
-_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, x509.DuplicateExtension,
-                  x509.UnsupportedGeneralNameType)
+#: What cryptography raises decoding a certificate lazily (bootwatch.x509read).
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 def _load_cert(b64: object, where: str) -> x509.Certificate:
@@ -152,23 +149,14 @@ def _load_cert(b64: object, where: str) -> x509.Certificate:
         cert = x509.load_der_x509_certificate(der)
     except (binascii.Error, ValueError, x509.InvalidVersion) as exc:
         raise PolicyDocumentError(f"{where}: not a base64 DER X.509 certificate ({exc})") from None
-    part = "subject or issuer name"
     try:
-        cert.subject.rfc4514_string()
-        cert.issuer.rfc4514_string()
-        part = "extensions"
-        for _ in cert.extensions:
-            pass
-        part = "public key"
-        cert.public_key()
-    except UnsupportedAlgorithm as exc:
-        raise PolicySignatureError(
-            f"{where}: the certificate's {part} algorithm is not supported ({exc}); policy "
-            "signer certificates carry RSA keys") from None
-    except _DECODE_ERRORS as exc:
-        raise PolicyDocumentError(
-            f"{where}: the certificate's {part} cannot be decoded ({type(exc).__name__}: "
-            f"{exc})") from None
+        read_all_fields(cert)
+    except CertificateFieldError as exc:
+        if exc.unsupported:
+            raise PolicySignatureError(
+                f"{where}: the certificate's {exc.part} algorithm is not supported "
+                f"({exc.cause}); policy signer certificates carry RSA keys") from None
+        raise PolicyDocumentError(f"{where}: {exc}") from None
     return cert
 
 

@@ -27,6 +27,7 @@ from cryptography.x509.oid import ExtensionOID
 from bootwatch.errors import TpmStructureError
 from bootwatch.tpm.errors import AikCertificateError
 from bootwatch.tpm.public import TpmPublic
+from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
 #: TCG "AIK certificate" extended key usage (tcg-kp-AIKCertificate).
 TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
@@ -37,11 +38,8 @@ MAX_CERT_BYTES = 16 * 1024
 #: What cryptography raises loading a certificate: ValueError, and InvalidVersion (not a
 #: ValueError) for a version other than v1/v3.
 _LOAD_ERRORS = (ValueError, x509.InvalidVersion)
-#: What it raises decoding the lazily read parts (names, extensions, key): ValueError as
-#: documented, DuplicateExtension and UnsupportedGeneralNameType (not ValueErrors), and
-#: KeyError for a name attribute whose ASN.1 tag is no string type (cryptography 48).
-_DECODE_ERRORS = (ValueError, TypeError, KeyError, IndexError, x509.DuplicateExtension,
-                  x509.UnsupportedGeneralNameType)
+#: What it raises decoding the lazily read parts (bootwatch.x509read).
+_DECODE_ERRORS = DECODE_ERRORS
 
 
 @dataclass(frozen=True)
@@ -88,22 +86,15 @@ def _check_readable(cert: x509.Certificate, what: str, code: str) -> None:
     extensions and key only when asked, and raises UnsupportedAlgorithm or one of
     ``_DECODE_ERRORS`` then; doing it here turns those into one typed error at load time.
     """
-    part = "names"
     try:
-        cert.subject.rfc4514_string()
-        cert.issuer.rfc4514_string()
-        part = "extensions"
-        for _ in cert.extensions:
-            pass
-        part = "public key"
-        cert.public_key()
-    except UnsupportedAlgorithm as exc:
-        raise AikCertificateError(
-            code, f"{what} has a {part} algorithm bootwatch does not support ({exc}); "
-            "AIK certificates carry RSA or ECC keys") from None
-    except _DECODE_ERRORS as exc:
-        raise AikCertificateError(code, f"{what}'s {part} cannot be decoded: "
-                                  f"{type(exc).__name__}: {exc}") from None
+        read_all_fields(cert)
+    except CertificateFieldError as exc:
+        if exc.unsupported:
+            raise AikCertificateError(
+                code, f"{what} has a {exc.part} algorithm bootwatch does not support "
+                f"({exc.cause}); AIK certificates carry RSA or ECC keys") from None
+        raise AikCertificateError(code, f"{what}'s {exc.part} cannot be decoded: "
+                                  f"{type(exc.cause).__name__}: {exc.cause}") from None
 
 
 def _spki(key: object) -> bytes:
