@@ -320,3 +320,30 @@ def test_insecure_http_only_on_loopback() -> None:
     assert tls_files(Settings(insecure_http=True, host="127.0.0.1")) is None
     with pytest.raises(ConfigError, match="loopback"):
         tls_files(Settings(insecure_http=True, host="0.0.0.0"))
+
+
+def test_attestation_fast_path_keeps_the_edge(service_factory: Any, h: Any) -> None:
+    """/attest/AzureGuest is answered in front of FastAPI: the edge's size limit (declared
+    and streamed), rate limit, metrics label and the 405 for other methods still apply."""
+    svc = service_factory(max_body_bytes=1000, rate_limit_per_second=0.5, rate_limit_burst=4)
+    with svc.client() as c:
+        r = c.post(f"/attest/AzureGuest{Q}", content=b"x" * 5000)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "PayloadTooLarge"
+
+        def chunks() -> Any:  # no Content-Length: counted while streaming
+            for _ in range(5):
+                yield b"y" * 400
+
+        r = c.post(f"/providers/shared/attest/AzureGuest{Q}", content=chunks())
+        assert r.status_code == 413 and r.json()["error"]["code"] == "PayloadTooLarge"
+        r = c.get(f"/attest/AzureGuest{Q}")
+        assert r.status_code == 405 and r.headers["allow"] == "POST"
+        assert r.headers["x-ms-error-code"] == "MethodNotAllowed"
+        r = c.post(f"/attest/AzureGuest{Q}", content=b"{}")
+        assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidParameter"
+        assert r.headers["x-ms-maa-service-version"]
+        r = c.post(f"/attest/AzureGuest{Q}", content=b"{}")
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        text = c.get("/metrics").text
+    assert 'route="/attest/AzureGuest",status="413"' in text
+    assert 'route="/attest/AzureGuest",status="400"' in text

@@ -17,14 +17,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation
 from bootwatch.service.auth import OidcVerifier
-from bootwatch.service.errors import ApiError, maa_code_for
 from bootwatch.service.logs import get_logger
 from bootwatch.service.metrics import Metrics
-from bootwatch.service.middleware import EdgeMiddleware
+from bootwatch.service.middleware import EdgeMiddleware, bootwatch_error_response, maa_error
 from bootwatch.service.providers import ProviderPrefixMiddleware
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
@@ -34,26 +34,10 @@ from bootwatch.service.state import ServiceState
 PURGE_INTERVAL_SECONDS = 3600.0
 
 
-def maa_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": {"code": code, "message": message}},
-        status_code=status,
-        headers={"x-ms-error-code": code, **(headers or {})},
-    )
-
-
 def _install_error_handlers(app: FastAPI) -> None:
-    log = get_logger()
-
     @app.exception_handler(BootwatchError)
     async def _bootwatch_error(request: Request, exc: BootwatchError) -> JSONResponse:
-        status, code = maa_code_for(exc)
-        if status >= 500:
-            log.error("request failed", extra={"error": exc.code, "reason": str(exc)})
-        headers = exc.headers if isinstance(exc, ApiError) else None
-        return maa_error(status, code, str(exc), headers)
+        return bootwatch_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -67,6 +51,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         return maa_error(
             exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"
         )
+
+
+class ServiceApp(FastAPI):
+    """FastAPI behind the service's own front: provider prefix, the edge (limits,
+    metrics, logs) and the ``POST /attest/AzureGuest`` fast path.
+
+    Nearly every request is an attestation; it is answered by a small ASGI handler
+    (:class:`~bootwatch.service.attestation.AzureGuestFastPath`) without FastAPI's
+    routing, dependency solving and exception-middleware layers, which cost ~0.2 ms
+    of a ~2 ms attestation.  Everything else goes through FastAPI as before, behind
+    the same prefix and edge middleware (one instance each: one rate limiter).
+    """
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        if self.front is None:
+            await self._fastapi(scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def _fastapi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(self, scope, receive, send)
 
 
 def create_app(settings: Settings, *, state: ServiceState | None = None) -> FastAPI:
@@ -94,7 +102,7 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
                 await task
             state.close()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="bootwatch attestation service",
         version=settings.service_version,
         docs_url=None,
@@ -106,12 +114,14 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     app.state.bw_metrics = metrics
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     _install_error_handlers(app)
-    # attestation routes first: FastAPI tries routes in order and nearly every request
-    # is an attestation (their paths overlap no other route, so the order is free)
     app.include_router(attestation.router())
     app.include_router(ops_router())
     app.include_router(maa_router())
-    # outermost last: prefix stripping, then the edge (limits, metrics, logs)
-    app.add_middleware(EdgeMiddleware, settings=settings, metrics=metrics)
-    app.add_middleware(ProviderPrefixMiddleware)
+    # outermost first: prefix stripping, the edge (limits, metrics, logs), then the
+    # AzureGuest fast path in front of FastAPI
+    app.front = ProviderPrefixMiddleware(
+        EdgeMiddleware(
+            attestation.AzureGuestFastPath(app._fastapi), settings=settings, metrics=metrics
+        )
+    )
     return app

@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.attest.claims import (
     DEFAULT_TEMPLATES,
@@ -51,12 +52,12 @@ from bootwatch.attest.pipeline import (
     Verdict,
     attest_azure_guest,
 )
-from bootwatch.errors import ConfigError
+from bootwatch.errors import BootwatchError, ConfigError
 from bootwatch.protocol.envelope import encode_token_response
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
 from bootwatch.service.logs import get_logger
-from bootwatch.service.middleware import SCOPE_LOG
+from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
 from bootwatch.service.providers import ProviderContext, current_provider
 from bootwatch.service.records import AttestationRecord, record_attestation
 from bootwatch.service.records import Verdict as RecordVerdict
@@ -206,27 +207,102 @@ def _admit(request: Request) -> ProviderContext:
     return ctx
 
 
-def router() -> APIRouter:
-    r = APIRouter()
+#: the AzureGuest attestation path (after the provider prefix is stripped)
+AZUREGUEST_PATH = "/attest/AzureGuest"
 
-    @r.post("/attest/AzureGuest")
-    async def attest_azureguest(request: Request) -> Response:
-        ctx = _admit(request)
-        body = await request.body()
-        # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
-        outcome = _run(request, ctx, body)
-        # the verdict goes into the request's one log line (written by the edge middleware)
-        request.scope[SCOPE_LOG] = {
-            "provider": ctx.name,
-            "verdict": outcome.verdict.value,
-            "vm_id": outcome.vm_id,
-            "reason": outcome.reason or None,
-        }
-        if outcome.verdict is Verdict.PERMIT and outcome.envelope is not None:
-            return Response(encode_token_response(outcome.envelope), media_type="application/json")
-        if outcome.verdict is Verdict.DENY:
-            raise ApiError(400, "PolicyEvaluationError", deny_message(outcome))
-        raise invalid_parameter(outcome.reason)
+
+@dataclass(frozen=True)
+class _Route:
+    """What the edge middleware reads from ``scope["route"]`` for its metric label."""
+
+    path: str
+
+
+_AZUREGUEST_ROUTE = _Route(AZUREGUEST_PATH)
+
+
+class _Disconnected(Exception):
+    """The client went away before its request body arrived."""
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole request body (the edge middleware's ``receive`` enforces the size cap)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def attest_azureguest(request: Request) -> tuple[int, bytes]:
+    """``POST /attest/AzureGuest``: (status, JSON body) of a permit; raises the
+    :class:`~bootwatch.service.errors.ApiError` of a deny or of invalid evidence."""
+    ctx = _admit(request)
+    body = await _read_body(request.receive)
+    # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
+    outcome = _run(request, ctx, body)
+    # the verdict goes into the request's one log line (written by the edge middleware)
+    request.scope[SCOPE_LOG] = {
+        "provider": ctx.name,
+        "verdict": outcome.verdict.value,
+        "vm_id": outcome.vm_id,
+        "reason": outcome.reason or None,
+    }
+    if outcome.verdict is Verdict.PERMIT and outcome.envelope is not None:
+        return 200, encode_token_response(outcome.envelope)
+    if outcome.verdict is Verdict.DENY:
+        raise ApiError(400, "PolicyEvaluationError", deny_message(outcome))
+    raise invalid_parameter(outcome.reason)
+
+
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+class AzureGuestFastPath:
+    """Pure-ASGI front of FastAPI for ``/attest/AzureGuest`` (see ``ServiceApp``).
+
+    The only implementation of the AzureGuest route: its checks (``api-version``,
+    provider, attestation auth; body size and rate limit in the edge middleware
+    around it), pipeline and record are :func:`attest_azureguest`; library errors
+    are answered by the same translation as FastAPI's exception handler.  Every
+    other request goes to ``app`` (FastAPI).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != AZUREGUEST_PATH:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = _AZUREGUEST_ROUTE
+        if scope["method"] != "POST":
+            response = maa_error(
+                405,
+                "MethodNotAllowed",
+                f"{scope['method']} {AZUREGUEST_PATH}: Method Not Allowed",
+                {"allow": "POST"},
+            )
+            await response(scope, receive, send)
+            return
+        try:
+            status, payload = await attest_azureguest(Request(scope, receive))
+        except _Disconnected:
+            return
+        except BootwatchError as exc:
+            await bootwatch_error_response(exc)(scope, receive, send)
+            return
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+
+
+def router() -> APIRouter:
+    """FastAPI routes of the attestation API other than AzureGuest (/attest/Tpm)."""
+    r = APIRouter()
 
     @r.post("/attest/Tpm")
     async def attest_tpm(request: Request) -> JSONResponse:
@@ -285,4 +361,11 @@ def _tpm_message(body: bytes) -> dict[str, Any]:
     return inner
 
 
-__all__ = ["AttestationConfig", "load_attestation_config", "provider_inputs", "router"]
+__all__ = [
+    "AttestationConfig",
+    "AzureGuestFastPath",
+    "attest_azureguest",
+    "load_attestation_config",
+    "provider_inputs",
+    "router",
+]

@@ -12,9 +12,11 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bootwatch.service.errors import ApiError
+from bootwatch.errors import BootwatchError
+from bootwatch.service.errors import ApiError, maa_code_for
 from bootwatch.service.logs import get_logger
 from bootwatch.service.ratelimit import TokenBuckets, retry_after_header
 
@@ -30,6 +32,27 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message}}).encode()
+
+
+def maa_error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An MAA error answer: ``{"error": {"code", "message"}}`` and ``x-ms-error-code``."""
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers={"x-ms-error-code": code, **(headers or {})},
+    )
+
+
+def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
+    """The answer to a library error (FastAPI's exception handler and the attestation
+    fast path both use this one translation); server-side failures are logged."""
+    status, code = maa_code_for(exc)
+    if status >= 500:
+        get_logger().error("request failed", extra={"error": exc.code, "reason": str(exc)})
+    headers = exc.headers if isinstance(exc, ApiError) else None
+    return maa_error(status, code, str(exc), headers)
 
 
 class PayloadTooLarge(ApiError):
