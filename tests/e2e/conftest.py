@@ -49,7 +49,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None) -> Iter
         rate_limit_per_second=0,
         trust_anchors_path=str(lab.ca_cert_path),
         dbx_data_path=str(CORPUS / "secureboot" / "dbx_info_msft_latest.json"),
-        extra={"secureboot_templates": str(templates)},
+        secureboot_templates_path=str(templates),
     )
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)

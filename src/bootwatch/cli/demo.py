@@ -156,7 +156,7 @@ def run_demo(corpus: Path, work: Path, *, echo: Any = print) -> list[Row]:
         rate_limit_per_second=0,
         trust_anchors_path=str(lab.ca_cert_path),
         dbx_data_path=str(corpus / "secureboot" / "dbx_info_msft_latest.json"),
-        extra={"secureboot_templates": str(templates)},
+        secureboot_templates_path=str(templates),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     tls = tls_files(settings)

@@ -136,6 +136,13 @@ def command() -> None:
 @click.option("--region", envvar="BOOTWATCH_REGION", default="local")
 @click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default="")
 @click.option("--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default="")
+@click.option(
+    "--secureboot-templates",
+    "secureboot_templates_path",
+    envvar="BOOTWATCH_SECUREBOOT_TEMPLATES",
+    default="",
+    help="JSON file of Secure Boot key templates accepted besides azure-trusted-launch",
+)
 @click.option("--log-level", envvar="BOOTWATCH_LOG_LEVEL", default="INFO")
 def run_cmd(**kw: Any) -> None:
     """Serve the attestation service (TLS with a development certificate by default).

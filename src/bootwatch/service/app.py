@@ -24,7 +24,12 @@ from bootwatch.service import attestation
 from bootwatch.service.auth import OidcVerifier
 from bootwatch.service.logs import get_logger
 from bootwatch.service.metrics import Metrics
-from bootwatch.service.middleware import EdgeMiddleware, bootwatch_error_response, maa_error
+from bootwatch.service.middleware import (
+    EdgeMiddleware,
+    bootwatch_error_response,
+    internal_error_response,
+    maa_error,
+)
 from bootwatch.service.providers import ProviderPrefixMiddleware
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
@@ -38,6 +43,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BootwatchError)
     async def _bootwatch_error(request: Request, exc: BootwatchError) -> JSONResponse:
         return bootwatch_error_response(exc)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        return internal_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -113,6 +122,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     app.state.bw = state
     app.state.bw_metrics = metrics
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
+    # trust anchors, DBX data, key templates: read now, so a bad path stops start-up
+    app.state.bw_attest_config = attestation.load_attestation_config(settings)
     _install_error_handlers(app)
     app.include_router(attestation.router())
     app.include_router(ops_router())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
@@ -55,6 +56,22 @@ def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
     return maa_error(status, code, str(exc), headers)
 
 
+def internal_error_response(exc: Exception) -> JSONResponse:
+    """The MAA answer to a bug (an exception outside the BootwatchError tree).
+
+    Logs an incident id with the exception's type only (its text may carry request
+    data) and answers 500 ``InternalError`` naming the same id.
+    """
+    incident = uuid.uuid4().hex[:16]
+    get_logger().error(
+        "unhandled error", extra={"incident": incident, "error": type(exc).__name__}
+    )
+    return maa_error(
+        500, "InternalError",
+        f"internal error (incident {incident}); the service log has the details",
+    )
+
+
 class PayloadTooLarge(ApiError):
     def __init__(self, limit: int) -> None:
         super().__init__(413, "PayloadTooLarge", f"request body exceeds the limit of {limit} bytes")
@@ -95,6 +112,7 @@ class EdgeMiddleware:
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
+                status_holder["started"] = True
                 status_holder["status"] = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((b"x-ms-maa-service-version", self.version))
@@ -138,6 +156,17 @@ class EdgeMiddleware:
                 return message
 
             await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception as exc:
+            # The last line of defence: a bug below must still answer with an MAA error
+            # body (not a bare 500).  FastAPI's own handler (internal_error_response)
+            # has already answered and logged what reached it; it re-raises, as
+            # Starlette's ServerErrorMiddleware does, and that is swallowed here.
+            if status_holder.get("started"):
+                if status_holder["status"] == 500:
+                    return
+                raise
+            status_holder["status"] = 500
+            await internal_error_response(exc)(scope, receive, send)
         finally:
             elapsed = time.perf_counter() - start
             route_obj = scope.get("route")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,10 @@ class Settings:
     #: DBX data file and AIK trust anchors used by the attestation pipeline
     dbx_data_path: str = ""
     trust_anchors_path: str = ""
+    #: JSON file of Secure Boot key templates accepted besides the built-in
+    #: azure-trusted-launch one (``[{"name", "description", "pk", "kek", "db"}]``, SHA-1
+    #: thumbprints; see docs/attestation.md)
+    secureboot_templates_path: str = ""
     #: region label and the shared providers created at start-up
     region: str = "local"
     shared_providers: tuple[str, ...] = ("shared",)
@@ -90,7 +94,6 @@ class Settings:
     log_level: str = "INFO"
     #: value of the x-ms-maa-service-version response header
     service_version: str = "bootwatch-0.1.0"
-    extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.default_provider and self.default_provider not in self.shared_providers:
