@@ -244,6 +244,48 @@ def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
             click.echo(f"{key}: {_brief(value)}")
 
 
+@command.command("template")
+@click.argument("file", type=_FILE)
+@click.option("--name", required=True, help="Template name, e.g. my-image-v3.")
+@click.option("--description", default="", help="What the key set is (default: the log).")
+def template_cmd(file: Path, name: str, description: str) -> None:
+    """A Secure Boot key template from the PK, KEK and db a known-good log measured.
+
+    Prints the JSON list that ``bootwatch service run --secureboot-templates`` reads,
+    so the keys of an image you trust make ``x-ms-azurevm-default-securebootkeysvalidated``
+    and ``-dbvalidated`` true for VMs booted with the same keys.
+    """
+    import hashlib
+
+    from bootwatch.attest.claims import SecureBootTemplate, template_to_json
+    from bootwatch.eventlog.decode.efi import SignatureKind
+    from bootwatch.eventlog.state import extract_boot_state
+
+    state = extract_boot_state(load_log(file))
+
+    def thumbprints(variable: str, lists: Any) -> frozenset[str]:
+        if lists is None:
+            raise InputError(f"{file}: the log does not measure {variable}")
+        found = frozenset(
+            hashlib.sha1(e.data, usedforsecurity=False).hexdigest()
+            for sl in lists
+            for e in sl.entries
+            if e.kind is SignatureKind.X509
+        )
+        if not found:
+            raise InputError(f"{file}: the measured {variable} holds no certificate")
+        return found
+
+    template = SecureBootTemplate(
+        name=name,
+        description=description or f"keys measured in {file.name}",
+        pk=thumbprints("PK", state.pk),
+        kek=thumbprints("KEK", state.kek),
+        db=thumbprints("db", state.db),
+    )
+    _echo_json([template_to_json(template)])
+
+
 @command.command("verify")
 @click.argument("file", type=_FILE)
 @click.option(
