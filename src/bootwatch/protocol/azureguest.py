@@ -175,6 +175,10 @@ def _b64_text(value: Any, path: str) -> str:
 
 
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fast = dict(pairs)
+    if len(fast) == len(pairs) and len({k.lower() for k in fast}) == len(fast):
+        return fast
+    # a duplicate somewhere: find the first one, in order, to name it
     out: dict[str, Any] = {}
     seen: set[str] = set()
     for k, v in pairs:
@@ -294,14 +298,26 @@ def _tpm_info(value: Any, path: str, unknown: list[str]) -> TpmInfo:
     if not isinstance(pcrs_v, list) or len(pcrs_v) > MAX_PCRS:
         raise ProtocolError(f"expected a list of at most {MAX_PCRS} PCRs", field=o.sub("PCRs"))
     pcrs: list[tuple[int, bytes]] = []
+    seen: set[int] = set()
     for i, entry in enumerate(pcrs_v):
+        if (type(entry) is dict and len(entry) == 2 and type(entry.get("Index")) is int
+                and 0 <= entry["Index"] < MAX_PCRS and entry["Index"] not in seen
+                and "Digest" in entry):
+            # what every client sends: exactly {"Index": n, "Digest": "..."}; the same
+            # checks as below, without the case-insensitive reader (no unknown keys)
+            idx = entry["Index"]
+            digest_path = f"{o.sub('PCRs')}[{i}].Digest"
+            pcrs.append((idx, _b64(entry["Digest"], digest_path, MAX_DIGEST_BYTES)))
+            seen.add(idx)
+            continue
         e = _Obj(entry, f"{o.sub('PCRs')}[{i}]")
         idx = e.get("Index")
         if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < MAX_PCRS:
             raise ProtocolError("expected a PCR index 0-23", field=e.sub("Index"))
-        if any(idx == p for p, _ in pcrs):
+        if idx in seen:
             raise ProtocolError(f"PCR {idx} listed twice", field=e.sub("Index"))
         pcrs.append((idx, _b64(e.get("Digest"), e.sub("Digest"), MAX_DIGEST_BYTES)))
+        seen.add(idx)
         unknown.extend(e.unknown())
     info = TpmInfo(
         aik_cert=aik_cert,
