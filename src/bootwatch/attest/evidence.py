@@ -188,7 +188,7 @@ def _attrs(bits: int) -> str:
 #: functions of those bytes; the comparison with each request's quoted PCRs is not
 #: memoised.  A log that does not frame is never stored (its error is recomputed).
 LOG_CACHE_SIZE = 256
-_log_cache: OrderedDict[bytes, tuple[UnverifiedEventLog, Replay]] = OrderedDict()
+_log_cache: OrderedDict[bytes, tuple[UnverifiedEventLog, Replay, _Unbound]] = OrderedDict()
 _log_cache_lock = threading.Lock()
 
 
@@ -198,8 +198,26 @@ def clear_log_cache() -> None:
         _log_cache.clear()
 
 
-def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay]:
-    """``parse_log`` and the reported bank's ``replay`` of ``raw`` (whose SHA-256 is ``digest``)."""
+#: (event index, its PCR, why its data is not what was measured), in report order
+_Unbound = tuple[tuple[int, int, str], ...]
+
+
+def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> _Unbound:
+    """Every event whose data does not hash to its digest where it must, in any PCR.
+
+    A pure function of the log: each request keeps the ones in its quoted PCRs.
+    """
+    pcr_of = {e.index: e.pcr for e in log.events}
+    out = [(f.event, pcr_of[f.event], f.message) for f in rep.findings
+           if f.code == "digest_mismatch" and f.event is not None and f.event in pcr_of]
+    out += [(event, pcr_of[event], message)
+            for event, message in _unbound_sipa_events(log, set(SIPA_PCRS))]
+    return tuple(out)
+
+
+def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay, _Unbound]:
+    """``parse_log``, the reported bank's ``replay`` of ``raw`` (whose SHA-256 is
+    ``digest``) and its unbound events (:func:`_unbound_events`)."""
     with _log_cache_lock:
         hit = _log_cache.get(digest)
         if hit is not None:
@@ -214,11 +232,12 @@ def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay]:
         pcrs=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.pcrs.items()}),
         initial=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.initial.items()}),
     )
+    entry = (log, rep, _unbound_events(log, rep))
     with _log_cache_lock:
-        _log_cache[digest] = (log, rep)
+        _log_cache[digest] = entry
         while len(_log_cache) > LOG_CACHE_SIZE:
             _log_cache.popitem(last=False)
-    return log, rep
+    return entry
 
 
 class _Run:
@@ -346,7 +365,7 @@ class _Run:
                                   PcrVerification | None]:
         name = Check.LOG_REPLAY
         try:
-            log, rep = _parsed_log(self.log_digest, self.request.tcg_logs)
+            log, rep, all_unbound = _parsed_log(self.log_digest, self.request.tcg_logs)
         except EventLogError as exc:
             self.checks[name] = _fail(name, "log_malformed", f"TcgLogs cannot be read: {exc}")
             return None, None, None
@@ -374,17 +393,13 @@ class _Run:
         # db/dbx, SIPA flags) are read from the event *data*, so every event in a quoted
         # PCR whose data must hash to its digest has to do so in the quoted bank, or a VM
         # could rewrite e.g. its SecureBoot variable and keep the digests.
-        quoted = set(self.reported)
-        pcr_of = {e.index: e.pcr for e in log.events}
-        unbound = [(f.event, f.message) for f in rep.findings
-                   if f.code == "digest_mismatch" and f.event is not None
-                   and pcr_of.get(f.event) in quoted]
-        unbound += _unbound_sipa_events(log, quoted)
+        quoted = self.reported
+        unbound = [u for u in all_unbound if u[1] in quoted]
         if unbound:
-            event, message = unbound[0]
+            event, pcr, message = unbound[0]
             self.checks[name] = _fail(
                 name, "log_data_digest_mismatch",
-                f"event {event} in PCR {pcr_of[event]}: {message}; the event data is not what "
+                f"event {event} in PCR {pcr}: {message}; the event data is not what "
                 "was measured, so it cannot be trusted"
                 + (f" ({len(unbound) - 1} more such events)" if len(unbound) > 1 else ""))
             return log, rep, ver
