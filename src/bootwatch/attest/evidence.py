@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import hmac
 import threading
@@ -179,8 +180,14 @@ def _skipped(name: Check, what: str) -> EvidenceCheck:
     return EvidenceCheck(name.value, False, "prerequisite_failed", f"not checked: {what}")
 
 
+#: (bit, TCG name) of TPMA_OBJECT as plain ints, in bit order
+_ATTRIBUTE_BITS = tuple((int(bit), n) for bit, n in OBJECT_ATTRIBUTE_NAMES.items())
+
+
+@functools.lru_cache(maxsize=128)
 def _attrs(bits: int) -> str:
-    return ", ".join(n for bit, n in OBJECT_ATTRIBUTE_NAMES.items() if bits & bit)
+    """TCG names of the set bits, comma-separated (a function of the 32-bit value alone)."""
+    return ", ".join(n for bit, n in _ATTRIBUTE_BITS if bits & bit)
 
 
 #: Parsed logs and their replay, memoised per SHA-256 of the log bytes (bounded, LRU).
@@ -457,7 +464,7 @@ class _Run:
         if not isinstance(key.parameters, RsaParms):
             return _fail(name, "enc_key_not_rsa",
                          f"EncKeyPub is {alg_name(key.type)}, the sealed response needs RSA")
-        attrs = key.object_attributes
+        attrs = int(key.object_attributes)
         if attrs & ObjectAttributes.SIGN_ENCRYPT:
             return _fail(name, "enc_key_sign_allowed",
                          "EncKeyPub may sign (sign attribute set); it must be decrypt-only")
@@ -469,8 +476,8 @@ class _Run:
         missing = ENC_KEY_REQUIRED & ~attrs
         if missing:
             return _fail(name, "enc_key_attribute_missing",
-                         f"EncKeyPub lacks {_attrs(missing)}")
-        return _ok(name, f"EncKeyPub attributes: {', '.join(key.attribute_names)}")
+                         f"EncKeyPub lacks {_attrs(int(missing))}")
+        return _ok(name, f"EncKeyPub attributes: {_attrs(attrs)}")
 
     def _policy(self, key: TpmPublic) -> EvidenceCheck:
         name = Check.ENC_KEY_PCR_POLICY
