@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from bootwatch.errors import LabError
+from bootwatch.x509build import key_usage
 
 #: TCG EKU for an EK certificate (tcg-kp-EKCertificate).
 EKU_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
@@ -72,11 +73,7 @@ class LabCa:
             public_key,
             f"{vm_name} EK",
             None,
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=True,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
+            key_usage("key_encipherment"),
             EKU_EK_CERTIFICATE,
         )
 
@@ -92,11 +89,7 @@ class LabCa:
             public_key,
             vm_id or vm_name,
             vm_name,
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
+            key_usage("digital_signature"),
             EKU_AIK_CERTIFICATE,
         )
 
@@ -164,11 +157,7 @@ def _create(path: Path) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, f"bootwatch lab root CA {tag}"),
         ]
     )
-    ca_usage = x509.KeyUsage(
-        digital_signature=False, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-        encipher_only=False, decipher_only=False,
-    )
+    ca_usage = key_usage("key_cert_sign", "crl_sign")
     root = (
         x509.CertificateBuilder()
         .subject_name(root_name)

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from bootwatch.service.atrest import Sealer
 from bootwatch.service.db import as_utc
 from bootwatch.service.models import SigningKeyRow
+from bootwatch.x509build import key_usage
 
 KEY_VALIDITY = timedelta(days=3650)
 
@@ -79,17 +80,7 @@ def new_signing_key(provider: str, now: datetime) -> tuple[rsa.RSAPrivateKey, x5
         .not_valid_after(now + KEY_VALIDITY)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage("digital_signature"),
             critical=True,
         )
         .sign(key, hashes.SHA256())

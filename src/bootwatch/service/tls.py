@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from bootwatch.service.db import utcnow
+from bootwatch.x509build import key_usage
 
 VALIDITY = timedelta(days=825)
 
@@ -57,7 +58,7 @@ def ensure_dev_certificate(data_dir: Path, hosts: tuple[str, ...] = ()) -> TlsFi
         .not_valid_after(now + VALIDITY)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            key_usage("key_cert_sign", "crl_sign"),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
