@@ -32,7 +32,9 @@ from bootwatch.agent.tpm import (
     read_pcrs,
     tpm_call,
 )
-from bootwatch.errors import InputError, TpmDeviceError
+from bootwatch.errors import EventLogError, InputError, TpmDeviceError
+from bootwatch.eventlog.framing import parse_log
+from bootwatch.eventlog.model import EventType
 from bootwatch.protocol.azureguest import (
     ISOLATION_TRUSTED_LAUNCH,
     MAX_TCG_LOG_BYTES,
@@ -156,15 +158,35 @@ def _rsa_signature_bytes(sig: TPMT_SIGNATURE, what: str) -> bytes:
     )
 
 
+def default_pcr_selection(tcg_log: bytes) -> tuple[int, ...]:
+    """PCRs 0-7 (what Microsoft's Linux client quotes) plus every PCR among 8-15 the
+    log extends (bootloader, kernel, command line, shim's PCR 14), so late-boot
+    changes are attested too.  A log that cannot be framed gives 0-7: the service
+    will say what is wrong with it."""
+    try:
+        log = parse_log(tcg_log)
+    except EventLogError:
+        return ATTESTED_PCRS
+    late = {
+        ev.pcr for ev in log.events
+        if 8 <= ev.pcr <= 15 and ev.event_type != EventType.EV_NO_ACTION
+    }
+    return tuple(sorted(set(ATTESTED_PCRS) | late))
+
+
 def collect_from(
     esys: ESAPI,
     *,
     tcg_log: bytes,
     os_info: OsInfo | None = None,
     client_payload: Mapping[str, str] | None = None,
-    pcr_indices: Sequence[int] = ATTESTED_PCRS,
+    pcr_indices: Sequence[int] | None = None,
 ) -> CollectedEvidence:
-    """Collect on an open ESAPI context (see :func:`collect_evidence`)."""
+    """Collect on an open ESAPI context (see :func:`collect_evidence`).
+
+    ``pcr_indices`` None: :func:`default_pcr_selection` of the log."""
+    if pcr_indices is None:
+        pcr_indices = default_pcr_selection(tcg_log)
     indices = tuple(sorted(set(pcr_indices)))
     aik_cert = nv_read_all(esys, AIK_CERT_NV_INDEX)
     aik = persistent(esys, AIK_HANDLE)
@@ -204,7 +226,7 @@ def collect_evidence(
     tcg_log: bytes,
     os_info: OsInfo | None = None,
     client_payload: Mapping[str, str] | None = None,
-    pcr_indices: Sequence[int] = ATTESTED_PCRS,
+    pcr_indices: Sequence[int] | None = None,
 ) -> CollectedEvidence:
     """Open ``tcti`` (None: ``/dev/tpmrm0``) and collect one AzureGuest attestation."""
     with open_tpm(tcti) as esys:

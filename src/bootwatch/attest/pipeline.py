@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
+
 from bootwatch.attest.claims import (
     DEFAULT_TEMPLATES,
     AzureVmClaims,
@@ -28,7 +30,7 @@ from bootwatch.attest.claims import (
     SecureBootTemplate,
     derive_azurevm_claims,
 )
-from bootwatch.attest.evidence import verify_evidence
+from bootwatch.attest.evidence import EvidenceVerification, verify_evidence
 from bootwatch.attest.facts import (
     VerifiedBoot,
     enc_key_jwk,
@@ -36,6 +38,7 @@ from bootwatch.attest.facts import (
     pcrs_claim,
     policy_claims,
     verified_boot,
+    vm_id_from_aik_certificate,
 )
 from bootwatch.attest.token import (
     IssuedClaim,
@@ -106,6 +109,14 @@ class AttestationOutcome:
     token: str | None = None
     envelope: SealedEnvelope | None = None
     vm_id: str | None = None
+    #: the evidence verification (None when the request did not decode); read only its
+    #: ``verified_*`` fields, which are set only for checks that passed
+    evidence: EvidenceVerification | None = None
+    #: the verified boot facts (None unless every evidence check passed)
+    boot: VerifiedBoot | None = None
+    #: the VM id the request *claimed* (its AIK certificate's subject, not validated):
+    #: lets a monitor attribute rejected evidence to a VM, never to trust it
+    claimed_vm_id: str | None = None
 
     @property
     def permitted(self) -> bool:
@@ -136,7 +147,8 @@ def attest_azure_guest(
         evidence = verify_evidence(request, trust_anchors=provider.trust_anchors, at=now)
     except InputError as exc:
         return AttestationOutcome(
-            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="evidence"
+            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="evidence",
+            claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
     checks = tuple(
         CheckResult(str(c.name), bool(c.passed), str(c.reason_code), str(c.reason))
@@ -152,6 +164,8 @@ def attest_azure_guest(
             ph,
             failed_check=first.name,
             checks=checks,
+            evidence=evidence,
+            claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
 
     try:
@@ -172,7 +186,8 @@ def attest_azure_guest(
         )
     except InputError as exc:
         return AttestationOutcome(
-            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="boot_state", checks=checks
+            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="boot_state", checks=checks,
+            evidence=evidence, claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
 
     incoming = policy_claims(azurevm, events=boot.events, pcrs=pcrs_claim(boot))
@@ -185,14 +200,14 @@ def attest_azure_guest(
             ph,
             checks=checks,
             azurevm=azurevm,
-            vm_id=boot.vm_id,
+            vm_id=boot.vm_id, evidence=evidence, boot=boot,
         )
     if not result.permitted:
         rule = result.deciding_rule
         why = f"denied by rule {rule}" if rule else "denied: no authorization rule permitted"
         return AttestationOutcome(
             Verdict.DENY, why, ph, deciding_rule=rule, checks=checks, azurevm=azurevm,
-            vm_id=boot.vm_id,
+            vm_id=boot.vm_id, evidence=evidence, boot=boot,
         )
 
     props = result.properties
@@ -207,7 +222,8 @@ def attest_azure_guest(
             Verdict.DENY,
             f"the policy's required_pcr_mask requires PCR {', '.join(map(str, missing))} in "
             f"the quote, which covers PCR {', '.join(map(str, boot.attested_pcrs))}",
-            ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
+            ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id, evidence=evidence,
+            boot=boot,
         )
     aik_failed = [c for c in checks if c.name in _OPTIONAL_CHECKS and not c.passed]
     if require_aik and aik_failed:
@@ -216,6 +232,7 @@ def attest_azure_guest(
             Verdict.INVALID,
             f"evidence check '{first.name}' failed ({first.reason_code}): {first.reason}",
             ph, failed_check=first.name, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
+            evidence=evidence, boot=boot,
         )
     try:
         # only what the policy set itself: the evaluator's TPM default lifetime (1440 min)
@@ -225,7 +242,8 @@ def attest_azure_guest(
         )
     except PolicyError as exc:
         return AttestationOutcome(
-            Verdict.DENY, str(exc), ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id
+            Verdict.DENY, str(exc), ph, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
+            evidence=evidence, boot=boot,
         )
     issued = [IssuedClaim(c.type, c.value) for c in result.issued]
     body = assemble_token_claims(
@@ -250,7 +268,7 @@ def attest_azure_guest(
         token_claims=body,
         token=jws,
         envelope=envelope,
-        vm_id=boot.vm_id,
+        vm_id=boot.vm_id, evidence=evidence, boot=boot,
     )
 
 
@@ -282,3 +300,14 @@ __all__ = [
     "Verdict",
     "attest_azure_guest",
 ]
+
+
+def _claimed_vm_id(aik_cert_der: bytes | None) -> str | None:
+    """The VM id the request's AIK certificate names, read without validating it."""
+    if not aik_cert_der:
+        return None
+    try:
+        cert = x509.load_der_x509_certificate(aik_cert_der)
+        return vm_id_from_aik_certificate(cert)
+    except (ValueError, TypeError):
+        return None

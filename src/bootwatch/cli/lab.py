@@ -75,6 +75,20 @@ def vm_list(ctx: click.Context, as_json: bool) -> None:
         click.echo(f"{v.name}\t{v.vm_id}\t{v.created}{extra}")
 
 
+@vm_group.command("reboot")
+@click.argument("name")
+@click.option("--log", "log_file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Boot this log instead (an updated or tampered image); it becomes the "
+              "VM's log.")
+@click.pass_context
+def vm_reboot(ctx: click.Context, name: str, log_file: Path | None) -> None:
+    """Reboot VM NAME: same vTPM and AIK, PCRs reset and re-extended from its log."""
+    vm = _lab(ctx).reboot_vm(name, log_file)
+    what = f"from {log_file}" if log_file else "from its log"
+    click.echo(f"rebooted {vm.name} {what} (boot {vm.boot_count})")
+
+
 @vm_group.command("destroy")
 @click.argument("name")
 @click.pass_context

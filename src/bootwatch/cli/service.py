@@ -57,104 +57,126 @@ def command() -> None:
     """Run the MAA-compatible attestation service."""
 
 
-@command.command("run")
-@click.option("--host", envvar="BOOTWATCH_HOST", default="127.0.0.1", show_default=True)
-@click.option("--port", envvar="BOOTWATCH_PORT", default=8443, show_default=True, type=int)
-@db_options
-@click.option("--workers", envvar="BOOTWATCH_WORKERS", default=1, show_default=True, type=int)
-@click.option("--cert", "tls_cert", envvar="BOOTWATCH_TLS_CERT", default="", help="PEM certificate")
-@click.option("--key", "tls_key", envvar="BOOTWATCH_TLS_KEY", default="", help="PEM private key")
-@click.option("--insecure-http", is_flag=True, help="plain HTTP (loopback addresses only)")
-@click.option(
-    "--admin-tokens-file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="file with static admin bearer tokens, one per line (tokens are never taken from "
-    "the command line, where ps shows them; BOOTWATCH_ADMIN_TOKENS also works)",
-)
-@click.option("--oidc-issuer", envvar="BOOTWATCH_OIDC_ISSUER", default="")
-@click.option("--oidc-audience", envvar="BOOTWATCH_OIDC_AUDIENCE", default="")
-@click.option("--oidc-ca", envvar="BOOTWATCH_OIDC_CA", default="")
-@click.option(
-    "--rate-limit",
-    "rate_limit_per_second",
-    envvar="BOOTWATCH_RATE_LIMIT",
-    default=200.0,
-    type=float,
-    show_default=True,
-    help="requests/s per client (0 = off)",
-)
-@click.option(
-    "--rate-burst",
-    "rate_limit_burst",
-    envvar="BOOTWATCH_RATE_BURST",
-    default=400,
-    type=int,
-    show_default=True,
-)
-@click.option(
-    "--max-body",
-    "max_body_bytes",
-    envvar="BOOTWATCH_MAX_BODY",
-    default=1_048_576,
-    type=int,
-    show_default=True,
-)
-@click.option(
-    "--evidence-retention",
-    "evidence_retention_seconds",
-    envvar="BOOTWATCH_EVIDENCE_RETENTION",
-    default=7 * 24 * 3600,
-    type=int,
-    show_default=True,
-    help="seconds (0 = do not keep evidence)",
-)
-@click.option(
-    "--key-overlap",
-    "key_overlap_seconds",
-    envvar="BOOTWATCH_KEY_OVERLAP",
-    default=14 * 24 * 3600,
-    type=int,
-    show_default=True,
-)
-@click.option(
-    "--shared-providers",
-    envvar="BOOTWATCH_SHARED_PROVIDERS",
-    default="shared",
-    show_default=True,
-    help="comma-separated",
-)
-@click.option("--default-provider", envvar="BOOTWATCH_DEFAULT_PROVIDER", default="")
-@click.option("--public-url", "public_base_url", envvar="BOOTWATCH_PUBLIC_URL", default="")
-@click.option(
-    "--allowed-host",
-    "allowed_hosts",
-    multiple=True,
-    help="a host name clients may use in the Host header (repeatable); the listening "
-    "host, loopback names and providers' host names are always accepted",
-)
-@click.option("--region", envvar="BOOTWATCH_REGION", default="local")
-@click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default="")
-@click.option("--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default="")
-@click.option(
-    "--secureboot-templates",
-    "secureboot_templates_path",
-    envvar="BOOTWATCH_SECUREBOOT_TEMPLATES",
-    default="",
-    help="JSON file of Secure Boot key templates accepted besides azure-trusted-launch",
-)
-@click.option("--log-level", envvar="BOOTWATCH_LOG_LEVEL", default="INFO")
-def run_cmd(**kw: Any) -> None:
-    """Serve the attestation service (TLS with a development certificate by default).
+#: the options of ``bootwatch service run`` (``bootwatch server`` takes them all too)
+_SERVICE_OPTIONS = [
+    click.option("--host", envvar="BOOTWATCH_HOST", default="127.0.0.1", show_default=True),
+    click.option("--port", envvar="BOOTWATCH_PORT", default=8443, show_default=True, type=int),
+    click.option("--workers", envvar="BOOTWATCH_WORKERS", default=1, show_default=True, type=int),
+    click.option(
+        "--cert", "tls_cert", envvar="BOOTWATCH_TLS_CERT", default="", help="PEM certificate"
+    ),
+    click.option(
+        "--key", "tls_key", envvar="BOOTWATCH_TLS_KEY", default="", help="PEM private key"
+    ),
+    click.option("--insecure-http", is_flag=True, help="plain HTTP (loopback addresses only)"),
+    click.option(
+        "--admin-tokens-file",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="file with static admin bearer tokens, one per line (tokens are never taken from "
+        "the command line, where ps shows them; BOOTWATCH_ADMIN_TOKENS also works)",
+    ),
+    click.option("--oidc-issuer", envvar="BOOTWATCH_OIDC_ISSUER", default=""),
+    click.option("--oidc-audience", envvar="BOOTWATCH_OIDC_AUDIENCE", default=""),
+    click.option("--oidc-ca", envvar="BOOTWATCH_OIDC_CA", default=""),
+    click.option(
+        "--rate-limit",
+        "rate_limit_per_second",
+        envvar="BOOTWATCH_RATE_LIMIT",
+        default=200.0,
+        type=float,
+        show_default=True,
+        help="requests/s per client (0 = off)",
+    ),
+    click.option(
+        "--rate-burst",
+        "rate_limit_burst",
+        envvar="BOOTWATCH_RATE_BURST",
+        default=400,
+        type=int,
+        show_default=True,
+    ),
+    click.option(
+        "--max-body",
+        "max_body_bytes",
+        envvar="BOOTWATCH_MAX_BODY",
+        default=1_048_576,
+        type=int,
+        show_default=True,
+    ),
+    click.option(
+        "--evidence-retention",
+        "evidence_retention_seconds",
+        envvar="BOOTWATCH_EVIDENCE_RETENTION",
+        default=7 * 24 * 3600,
+        type=int,
+        show_default=True,
+        help="seconds (0 = do not keep evidence)",
+    ),
+    click.option(
+        "--key-overlap",
+        "key_overlap_seconds",
+        envvar="BOOTWATCH_KEY_OVERLAP",
+        default=14 * 24 * 3600,
+        type=int,
+        show_default=True,
+    ),
+    click.option(
+        "--shared-providers",
+        envvar="BOOTWATCH_SHARED_PROVIDERS",
+        default="shared",
+        show_default=True,
+        help="comma-separated",
+    ),
+    click.option("--default-provider", envvar="BOOTWATCH_DEFAULT_PROVIDER", default=""),
+    click.option("--public-url", "public_base_url", envvar="BOOTWATCH_PUBLIC_URL", default=""),
+    click.option(
+        "--allowed-host",
+        "allowed_hosts",
+        multiple=True,
+        help="a host name clients may use in the Host header (repeatable); the listening "
+        "host, loopback names and providers' host names are always accepted",
+    ),
+    click.option("--region", envvar="BOOTWATCH_REGION", default="local"),
+    click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default=""),
+    click.option(
+        "--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default=""
+    ),
+    click.option(
+        "--secureboot-templates",
+        "secureboot_templates_path",
+        envvar="BOOTWATCH_SECUREBOOT_TEMPLATES",
+        default="",
+        help="JSON file of Secure Boot key templates accepted besides azure-trusted-launch",
+    ),
+    click.option("--log-level", envvar="BOOTWATCH_LOG_LEVEL", default="INFO"),
+    click.option(
+        "--monitor-url",
+        envvar="BOOTWATCH_MONITOR_URL",
+        default="",
+        help="send outcome events to this monitor (bearer token from BOOTWATCH_MONITOR_TOKEN)",
+    ),
+    click.option(
+        "--monitor-ca",
+        envvar="BOOTWATCH_MONITOR_CA",
+        default="",
+        help="CA bundle for the monitor's HTTPS certificate",
+    ),
+]
 
-    Admin tokens come from BOOTWATCH_ADMIN_TOKENS (comma-separated) or
-    --admin-tokens-file, the at-rest key from BOOTWATCH_AT_REST_KEY: never from the
-    command line.
-    """
+
+def service_options(f: Any) -> Any:
+    """Apply every ``service run`` option (and the database ones) to a command."""
+    for option in reversed(_SERVICE_OPTIONS):
+        f = option(f)
+    return db_options(f)
+
+
+def settings_from_options(kw: dict[str, Any]) -> Any:
+    """Settings from ``service_options`` values plus the environment's secrets."""
     import os
 
     from bootwatch.cli._files import read_limited_text
-    from bootwatch.service.server import run
 
     tokens_file = kw.pop("admin_tokens_file", None)
     if tokens_file:
@@ -163,7 +185,22 @@ def run_cmd(**kw: Any) -> None:
     kw["allowed_hosts"] = tuple(kw.pop("allowed_hosts", ()) or ())
     kw["admin_tokens_env"] = os.environ.get("BOOTWATCH_ADMIN_TOKENS")
     kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
-    settings = build_settings(**kw)
+    kw["monitor_token"] = os.environ.get("BOOTWATCH_MONITOR_TOKEN", "")
+    return build_settings(**kw)
+
+
+@command.command("run")
+@service_options
+def run_cmd(**kw: Any) -> None:
+    """Serve the attestation service (TLS with a development certificate by default).
+
+    Admin tokens come from BOOTWATCH_ADMIN_TOKENS (comma-separated) or
+    --admin-tokens-file, the at-rest key from BOOTWATCH_AT_REST_KEY: never from the
+    command line.
+    """
+    from bootwatch.service.server import run
+
+    settings = settings_from_options(kw)
     scheme = "http" if settings.insecure_http else "https"
     click.echo(
         f"bootwatch service on {scheme}://{settings.host}:{settings.port} "

@@ -79,6 +79,8 @@ class LabVm:
     hcrtm: bool
     #: changes made to the VM's copy of the log so it can be reproduced (see plan_boot)
     log_adjustments: tuple[str, ...]
+    #: how many times the VM has booted (1 after create; +1 per ``reboot_vm``)
+    boot_count: int = 1
 
     @property
     def log_path(self) -> Path:
@@ -106,6 +108,7 @@ class LabVm:
             "startup_locality": self.startup_locality,
             "hcrtm": self.hcrtm,
             "log_adjustments": list(self.log_adjustments),
+            "boot_count": self.boot_count,
             "path": str(self.path),
         }
 
@@ -243,9 +246,51 @@ class Lab:
                 startup_locality=int(d["startup_locality"]),
                 hcrtm=bool(d["hcrtm"]),
                 log_adjustments=tuple(str(x) for x in d.get("log_adjustments", [])),
+                boot_count=int(d.get("boot_count", 1)),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LabError(f"{meta} is damaged: {exc}") from exc
+
+    def reboot_vm(self, name: str, log_path: Path | str | None = None) -> LabVm:
+        """Boot VM ``name`` again: same vTPM (EK, AIK, NV), PCRs reset by a TPM reset
+        (TPM2_Startup(CLEAR) after _TPM_Init with no saved state, so the quote's
+        resetCount grows) and re-extended from its log, or from ``log_path`` (an
+        updated or tampered image) which then becomes the VM's log."""
+        vm = self.get_vm(name)
+        new_log: bytes | None = None
+        if log_path is not None:
+            log_file = Path(log_path)
+            try:
+                if log_file.stat().st_size > MAX_LOG_BYTES:
+                    raise LabError(f"{log_file}: larger than {MAX_LOG_BYTES} bytes")
+                new_log = log_file.read_bytes()
+            except OSError as exc:
+                raise LabError(f"cannot read the event log {log_file}: {exc.strerror}") from exc
+        with _vm_lock(vm.path, blocking=False):
+            raw = new_log if new_log is not None else vm.log_path.read_bytes()
+            plan, vm_log, notes = plan_boot(raw)
+            (vm.state_dir / _VOLATILE).unlink(missing_ok=True)
+            swtpm = SwtpmProcess.start(vm.state_dir)
+            try:
+                boot(swtpm, plan)
+                _check_booted(swtpm, plan)
+            finally:
+                swtpm.stop(save=True)
+            if new_log is not None:
+                vm.log_path.write_bytes(vm_log)
+            rebooted = LabVm(
+                name=vm.name, path=vm.path, vm_id=vm.vm_id, created=vm.created,
+                log_sha256=hashlib.sha256(vm_log).hexdigest() if new_log is not None
+                else vm.log_sha256,
+                startup_locality=plan.startup_locality, hcrtm=plan.hcrtm_data is not None,
+                log_adjustments=notes if new_log is not None else vm.log_adjustments,
+                boot_count=vm.boot_count + 1,
+            )
+            meta = vm.path / "vm.json"
+            tmp = meta.with_suffix(".tmp")
+            tmp.write_text(json.dumps(rebooted.to_json(), indent=2) + "\n")
+            tmp.replace(meta)
+        return rebooted
 
     def list_vms(self) -> list[LabVm]:
         base = self.root / "vms"

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation
 from bootwatch.service.auth import OidcVerifier
+from bootwatch.service.events import EventSink, HttpEventSink
 from bootwatch.service.logs import get_logger
 from bootwatch.service.metrics import Metrics
 from bootwatch.service.middleware import (
@@ -37,6 +40,20 @@ from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
 
 PURGE_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class AppExtensions:
+    """What a composition root adds to the service without the service knowing it:
+    the embedded server (``bootwatch.embedded``) passes the monitor's routers, its
+    in-process outcome sink, its metrics and its start/stop hooks here."""
+
+    sink: EventSink | None = None
+    routers: tuple[APIRouter, ...] = ()
+    metrics: tuple[Callable[[], bytes], ...] = ()
+    on_startup: tuple[Callable[[], None], ...] = ()
+    on_shutdown: tuple[Callable[[], None], ...] = ()
+    mounts: tuple[tuple[str, ASGIApp], ...] = ()
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -86,11 +103,24 @@ class ServiceApp(FastAPI):
         await FastAPI.__call__(self, scope, receive, send)
 
 
-def create_app(settings: Settings, *, state: ServiceState | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    *,
+    state: ServiceState | None = None,
+    extensions: AppExtensions | None = None,
+) -> FastAPI:
     """Build the service for ``settings`` (one call per worker process)."""
+    ext = extensions or AppExtensions()
     state = state or ServiceState.open(settings)
     metrics = Metrics.create()
+    metrics.extra = ext.metrics
     state.records.metrics = metrics  # the record writer counts overflows and failures
+    sink: EventSink | None = ext.sink
+    http_sink: HttpEventSink | None = None
+    if sink is None and settings.monitor_url:
+        http_sink = HttpEventSink(settings.monitor_url, token=settings.monitor_token,
+                                  ca=settings.monitor_ca)
+        sink = http_sink
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +132,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
                     get_logger().warning("evidence purge failed", extra={"reason": str(exc)})
                 await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
+        for start in ext.on_startup:
+            start()
         task = asyncio.create_task(purge_loop())
         try:
             yield
@@ -109,6 +141,10 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for stop in ext.on_shutdown:
+                stop()
+            if http_sink is not None:
+                http_sink.close()
             state.close()
 
     app = ServiceApp(
@@ -121,6 +157,8 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     )
     app.state.bw = state
     app.state.bw_metrics = metrics
+    app.state.bw_sink = sink
+    app.state.bw_outcome_builder = OutcomeEventBuilder()
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     # trust anchors, DBX data, key templates: read now, so a bad path stops start-up
     app.state.bw_attest_config = attestation.load_attestation_config(settings)
@@ -128,6 +166,10 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     app.include_router(attestation.router())
     app.include_router(ops_router())
     app.include_router(maa_router())
+    for extra in ext.routers:
+        app.include_router(extra)
+    for path, sub in ext.mounts:
+        app.mount(path, sub)
     # outermost first: prefix stripping, the edge (limits, metrics, logs), then the
     # AzureGuest fast path in front of FastAPI
     app.front = ProviderPrefixMiddleware(

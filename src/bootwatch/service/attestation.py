@@ -30,6 +30,7 @@ import hashlib
 import json
 import secrets
 import threading
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ from bootwatch.attest.claims import (
     dbx_reference_from_json,
     templates_from_json,
 )
+from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.attest.pipeline import (
     AttestationOutcome,
     ProviderInputs,
@@ -189,12 +191,24 @@ def _record(
 
 
 def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutcome:
-    inputs = provider_inputs(ctx, attestation_config(request))
-    outcome = attest_azure_guest(body, provider=inputs, now=datetime.now(UTC))
+    cfg = attestation_config(request)
+    inputs = provider_inputs(ctx, cfg)
+    now = datetime.now(UTC)
+    outcome = attest_azure_guest(body, provider=inputs, now=now)
     try:
         _record(request, ctx, outcome, body)
     except Exception as exc:  # a lost record must not turn a verdict into a 500
         get_logger().error("attestation record not stored", extra={"reason": str(exc)})
+    sink = getattr(request.app.state, "bw_sink", None)
+    if sink is not None:
+        try:
+            builder: OutcomeEventBuilder = request.app.state.bw_outcome_builder
+            sink.publish(
+                builder.build(outcome, event_id=str(uuid.uuid4()), time=now, provider=ctx.name,
+                              dbx_reference=cfg.dbx_reference)
+            )
+        except Exception as exc:  # the verdict stands even if the monitor misses it
+            get_logger().error("outcome event not published", extra={"reason": str(exc)})
     return outcome
 
 

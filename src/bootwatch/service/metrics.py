@@ -15,6 +15,7 @@ multiprocess collector; without it each worker reports its own numbers.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,8 @@ class Metrics:
     records_overflow: Counter
     records_failed: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
+    #: expositions appended to the service's (the embedded monitor's registry)
+    extra: tuple[Callable[[], bytes], ...] = ()
 
     @classmethod
     def create(cls) -> Metrics:
@@ -110,5 +113,8 @@ class Metrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             registry = CollectorRegistry()
             prom_mp.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+            return generate_latest(registry) + self._extra(), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry) + self._extra(), CONTENT_TYPE_LATEST
+
+    def _extra(self) -> bytes:
+        return b"".join(render() for render in self.extra)

@@ -90,6 +90,13 @@ class Settings:
     #: and providers' own host names; any other Host is refused (400), because the token
     #: issuer and the ``jku`` are built from it
     allowed_hosts: tuple[str, ...] = ()
+    #: a separate monitor to send outcome events to (HTTP sink); empty = none, or the
+    #: in-process monitor of the embedded server
+    monitor_url: str = ""
+    #: bearer token for the monitor (from BOOTWATCH_MONITOR_TOKEN, never argv)
+    monitor_token: str = ""
+    #: CA bundle for the monitor's HTTPS certificate
+    monitor_ca: str = ""
     #: JSON logs level
     log_level: str = "INFO"
     #: value of the x-ms-maa-service-version response header

@@ -1,0 +1,573 @@
+"""The monitor's JSON API under ``/api/v1`` (a FastAPI router).
+
+Authentication: every write needs ``Authorization: Bearer <admin token>``;
+reads need an admin or reader token, except from a loopback client when
+``open_reads_on_loopback`` is set (the default).  ``POST /api/v1/reports`` is
+open to agents: what an unauthenticated report can change is limited by the
+monitor (it can record a platform error, never clear an alert).  Errors are
+``{"error": {"code", "message"}}`` bodies with a status that says whose fault
+it is (400 bad input naming the field, 401/403, 404, 409).
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import and_, func, or_, select
+
+from bootwatch.errors import BootwatchError, InputError, ProtocolError
+from bootwatch.monitor.container import MonitorContainer
+from bootwatch.monitor.core import Monitor, MonitorError, NotFound
+from bootwatch.monitor.models import (
+    AlertRow,
+    BaselineRow,
+    BootRow,
+    RecommendationRow,
+    SuppressionRow,
+    VmRow,
+)
+from bootwatch.monitor.views import alert_json, baseline_json, boot_json, rec_json, vm_json
+from bootwatch.protocol.health import decode_health_report
+from bootwatch.protocol.monitor import (
+    OPEN_STATUSES,
+    AlertReason,
+    AlertStatus,
+    SecurityType,
+    Toggle,
+    VmState,
+)
+from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
+
+__all__ = ["API_PREFIX", "Principal", "monitor_router"]
+
+API_PREFIX = "/api/v1"
+_MAX_ADMIN_BODY = 256 * 1024
+_MAX_BATCH = 1000
+T = TypeVar("T")
+
+
+class Principal(str):
+    """Who made a request, as stored in ``changed_by`` fields (never the token)."""
+
+
+def problem(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
+                        headers={"x-ms-error-code": code})
+
+
+def _error_response(exc: BootwatchError) -> JSONResponse:
+    if isinstance(exc, NotFound):
+        return problem(404, "NotFound", str(exc))
+    if isinstance(exc, MonitorError):
+        return problem(409 if "already" in str(exc) else 400, "InvalidOperation", str(exc))
+    if isinstance(exc, InputError):
+        return problem(400, "InvalidParameter", str(exc))
+    return problem(503, "ServiceUnavailable", f"the monitor cannot answer now: {exc}")
+
+
+def _loopback(request: Request) -> bool:
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _bearer(request: Request) -> str:
+    auth = request.headers.get("authorization", "")
+    return auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+
+
+def _match(token: str, tokens: tuple[str, ...]) -> int | None:
+    found = None
+    for i, candidate in enumerate(tokens):
+        if hmac.compare_digest(token.encode(), candidate.encode()):
+            found = i
+    return found
+
+
+class _Denied(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        self.status, self.message = status, message
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ProtocolError(f"request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        obj = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"body: not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("body: must be a JSON object")
+    return obj
+
+
+def _opt_str(obj: dict[str, Any], key: str, limit: int = 128) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > limit:
+        raise ProtocolError(f"body: field '{key}' must be a string of at most {limit} characters")
+    return value
+
+
+def _enum(cls: type[Any], obj: dict[str, Any], key: str) -> Any:
+    value = _opt_str(obj, key, 32)
+    if value is None:
+        return None
+    try:
+        return cls(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in cls)
+        raise ProtocolError(f"body: field '{key}' must be one of {allowed}") from None
+
+
+def _cursor(text: str | None) -> tuple[int, str] | None:
+    if not text:
+        return None
+    try:
+        rank, vm_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
+        return int(rank), vm_id
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("query: 'cursor' is not a cursor this monitor issued") from None
+
+
+def _limit(value: int) -> int:
+    if not 1 <= value <= 1000:
+        raise ProtocolError("query: 'limit' must be 1-1000")
+    return value
+
+
+def monitor_router(container: MonitorContainer) -> APIRouter:
+    """The ``/api/v1`` routes over ``container`` (no module-level state)."""
+    settings = container.settings
+    monitor: Monitor = container.monitor
+    router = APIRouter(prefix=API_PREFIX)
+
+    def reader(request: Request) -> Principal:
+        token = _bearer(request)
+        if token:
+            i = _match(token, settings.admin_tokens)
+            if i is not None:
+                return Principal(f"admin-token-{i + 1}")
+            j = _match(token, settings.reader_tokens)
+            if j is not None:
+                return Principal(f"reader-token-{j + 1}")
+            raise _Denied(401, "the bearer token is not valid for this monitor")
+        if settings.open_reads_on_loopback and _loopback(request):
+            return Principal("loopback")
+        raise _Denied(401, "reads need a bearer token (Authorization: Bearer ...)")
+
+    def admin(request: Request) -> Principal:
+        token = _bearer(request)
+        if not token:
+            raise _Denied(401, "writes need an admin bearer token (Authorization: Bearer ...)")
+        i = _match(token, settings.admin_tokens)
+        if i is None:
+            if _match(token, settings.reader_tokens) is not None:
+                raise _Denied(403, "this token is read-only")
+            raise _Denied(401, "the bearer token is not valid for this monitor")
+        return Principal(f"admin-token-{i + 1}")
+
+    def guard(dep: Callable[[Request], Principal]) -> Callable[[Request], Principal | Response]:
+        def run(request: Request) -> Principal | Response:
+            try:
+                return dep(request)
+            except _Denied as exc:
+                return problem(exc.status, "Unauthorized" if exc.status == 401 else "Forbidden",
+                               exc.message)
+        return run
+
+    Reader = Depends(guard(reader))  # noqa: N806 - FastAPI dependency objects
+    Admin = Depends(guard(admin))  # noqa: N806
+
+    def call(who: Principal | Response, fn: Callable[[], T]) -> T | Response:
+        if isinstance(who, Response):
+            return who
+        try:
+            return fn()
+        except BootwatchError as exc:
+            return _error_response(exc)
+
+    # --- fleet ----------------------------------------------------------------
+
+    @router.get("/summary")
+    def summary(who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                states = {str(k): int(n) for k, n in s.execute(
+                    select(VmRow.state, func.count()).group_by(VmRow.state))}
+                sev = {str(k): int(n) for k, n in s.execute(
+                    select(AlertRow.severity, func.count())
+                    .where(AlertRow.status.in_([x.value for x in OPEN_STATUSES]))
+                    .group_by(AlertRow.severity))}
+                recs = [
+                    {"key": k, "name": name, "severity": severity, "unhealthy": int(n)}
+                    for k, name, severity, n in s.execute(
+                        select(RecommendationRow.key, RecommendationRow.name,
+                               RecommendationRow.severity, func.count())
+                        .where(RecommendationRow.code == "Unhealthy")
+                        .group_by(RecommendationRow.key, RecommendationRow.name,
+                                  RecommendationRow.severity))
+                ]
+            return {"vms": {st.value: states.get(st.value, 0) for st in VmState},
+                    "open_alerts": sev, "recommendations": recs}
+        return call(who, run)
+
+    @router.get("/vms")
+    def list_vms(
+        state: str | None = None, group: str | None = None, provider: str | None = None,
+        q: str | None = None, limit: int = 100, cursor: str | None = None,
+        who: Principal | Response = Reader,
+    ) -> Any:
+        def run() -> dict[str, Any]:
+            n = _limit(limit)
+            stmt = select(VmRow)
+            if state:
+                try:
+                    stmt = stmt.where(VmRow.state == VmState(state).value)
+                except ValueError:
+                    raise ProtocolError(
+                        "query: 'state' must be one of " + ", ".join(s.value for s in VmState)
+                    ) from None
+            if group is not None:
+                stmt = stmt.where(VmRow.group_name == group)
+            if provider is not None:
+                stmt = stmt.where(VmRow.provider == provider)
+            if q:
+                if len(q) > 128:
+                    raise ProtocolError("query: 'q' is longer than 128 characters")
+                pat = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                stmt = stmt.where(or_(VmRow.name.like(pat, escape="\\"),
+                                      VmRow.vm_id.like(pat.upper(), escape="\\")))
+            after = _cursor(cursor)
+            if after is not None:
+                rank, vm_id = after
+                stmt = stmt.where(or_(VmRow.attention > rank,
+                                      and_(VmRow.attention == rank, VmRow.vm_id > vm_id)))
+            stmt = stmt.order_by(VmRow.attention, VmRow.vm_id).limit(n + 1)
+            with monitor.read() as s:
+                rows = list(s.scalars(stmt).all())
+                more = len(rows) > n
+                rows = rows[:n]
+                recs: dict[str, list[RecommendationRow]] = {}
+                if rows:
+                    for r in s.scalars(select(RecommendationRow).where(
+                            RecommendationRow.vm_id.in_([v.vm_id for v in rows]))).all():
+                        recs.setdefault(r.vm_id, []).append(r)
+                items = [vm_json(v, sorted(recs.get(v.vm_id, []), key=lambda r: r.key))
+                         for v in rows]
+            nxt = None
+            if more and rows:
+                last = rows[-1]
+                nxt = base64.urlsafe_b64encode(f"{last.attention}|{last.vm_id}".encode()).decode()
+            return {"items": items, "next_cursor": nxt}
+        return call(who, run)
+
+    @router.get("/vms/{ref}")
+    def get_vm(ref: str, who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                vm = monitor.find_vm(s, ref)
+                recs = s.scalars(select(RecommendationRow).where(
+                    RecommendationRow.vm_id == vm.vm_id).order_by(RecommendationRow.key)).all()
+                out = vm_json(vm, recs)
+                out["recommendations"] = [rec_json(r, full=True) for r in recs]
+                out["boots"] = [boot_json(b) for b in s.scalars(
+                    select(BootRow).where(BootRow.vm_id == vm.vm_id)
+                    .order_by(BootRow.id.desc()).limit(50)).all()]
+                out["alerts"] = [alert_json(a, vm) for a in s.scalars(
+                    select(AlertRow).where(AlertRow.vm_id == vm.vm_id)
+                    .order_by(AlertRow.start_time.desc()).limit(50)).all()]
+                cond = [BaselineRow.vm_id == vm.vm_id]
+                if vm.group_name:
+                    cond.append(BaselineRow.group_name == vm.group_name)
+                out["baselines"] = [baseline_json(b) for b in s.scalars(
+                    select(BaselineRow).where(or_(*cond)).order_by(BaselineRow.id)).all()]
+                return out
+        return call(who, run)
+
+    @router.post("/vms/{ref}/enable")
+    async def enable(ref: str, request: Request, who: Principal | Response = Admin) -> Any:
+        if isinstance(who, Response):
+            return who
+        try:
+            body = _json_object(await _body(request, _MAX_ADMIN_BODY))
+            vm_id = monitor.enable(
+                ref, name=_opt_str(body, "name"), group=_opt_str(body, "group"),
+                security_type=_enum(SecurityType, body, "security_type"),
+                secure_boot=_enum(Toggle, body, "secure_boot"),
+                vtpm=_enum(Toggle, body, "vtpm"), by=who,
+            )
+        except BootwatchError as exc:
+            return _error_response(exc)
+        return get_vm(vm_id, who)
+
+    @router.post("/vms/{ref}/disable")
+    def disable(ref: str, who: Principal | Response = Admin) -> Any:
+        def run() -> Any:
+            return get_vm(monitor.disable(ref, by=str(who)), who)
+        return call(who, run)
+
+    @router.get("/vms/{ref}/diff")
+    def vm_diff(ref: str, boot: int | None = None, against: int | None = None,
+                who: Principal | Response = Reader) -> Any:
+        return call(who, lambda: monitor.diff(ref, boot_id=boot, against=against))
+
+    @router.get("/boots/{boot_id}")
+    def get_boot(boot_id: int, who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                boot = s.get(BootRow, boot_id)
+                if boot is None:
+                    raise NotFound(f"no boot {boot_id}")
+                return boot_json(boot, full=True)
+        return call(who, run)
+
+    # --- ingestion ------------------------------------------------------------
+
+    @router.post("/outcomes")
+    async def post_outcomes(request: Request, who: Principal | Response = Admin) -> Any:
+        if isinstance(who, Response):
+            return who
+        try:
+            raw = await _body(request, MAX_OUTCOME_BYTES * 4)
+            obj = _json_object(raw)
+            items = obj.get("events") if "events" in obj else [obj]
+            if not isinstance(items, list) or len(items) > _MAX_BATCH:
+                raise ProtocolError(f"body: 'events' must be a list of at most {_MAX_BATCH}")
+            events = []
+            for i, item in enumerate(items):
+                if not isinstance(item, dict):
+                    raise ProtocolError(f"body: events[{i}] must be an object")
+                try:
+                    events.append(outcome_from_json(item))
+                except ProtocolError as exc:
+                    raise ProtocolError(f"events[{i}]: {exc}") from None
+            stored = monitor.ingest_outcomes(events)
+        except BootwatchError as exc:
+            return _error_response(exc)
+        container.webhooks.kick()
+        return JSONResponse({"stored": stored}, status_code=202)
+
+    @router.post("/reports")
+    async def post_report(request: Request) -> Any:
+        try:
+            from bootwatch.protocol.health import MAX_REPORT_BYTES
+
+            report = decode_health_report(await _body(request, MAX_REPORT_BYTES))
+            from starlette.concurrency import run_in_threadpool
+
+            # token verification may fetch the issuer's JWKS: never on the event loop
+            result = await run_in_threadpool(monitor.ingest_report, report)
+        except BootwatchError as exc:
+            return _error_response(exc)
+        container.webhooks.kick()
+        return JSONResponse({"report_id": result.report_id, "stored": result.stored,
+                             "verified": result.verified,
+                             "why_unverified": result.why_unverified}, status_code=202)
+
+    # --- alerts -------------------------------------------------------------
+
+    @router.get("/alerts")
+    def list_alerts(
+        status: str | None = None, vm: str | None = None, reason: str | None = None,
+        severity: str | None = None, limit: int = 100, offset: int = 0,
+        who: Principal | Response = Reader,
+    ) -> Any:
+        def run() -> dict[str, Any]:
+            n = _limit(limit)
+            if not 0 <= offset <= 10_000_000:
+                raise ProtocolError("query: 'offset' out of range")
+            stmt = select(AlertRow, VmRow).join(VmRow, VmRow.vm_id == AlertRow.vm_id,
+                                                isouter=True)
+            if status == "open":
+                stmt = stmt.where(AlertRow.status.in_([x.value for x in OPEN_STATUSES]))
+            elif status:
+                try:
+                    stmt = stmt.where(AlertRow.status == AlertStatus(status).value)
+                except ValueError:
+                    raise ProtocolError("query: 'status' must be open or one of "
+                                        + ", ".join(x.value for x in AlertStatus)) from None
+            if reason:
+                try:
+                    stmt = stmt.where(AlertRow.reason == AlertReason(reason).value)
+                except ValueError:
+                    raise ProtocolError("query: 'reason' must be one of "
+                                        + ", ".join(x.value for x in AlertReason)) from None
+            if severity:
+                stmt = stmt.where(AlertRow.severity == severity)
+            with monitor.read() as s:
+                if vm:
+                    stmt = stmt.where(AlertRow.vm_id == monitor.find_vm(s, vm).vm_id)
+                rows = s.execute(stmt.order_by(AlertRow.start_time.desc(), AlertRow.id)
+                                 .offset(offset).limit(n)).all()
+                return {"items": [alert_json(a, v) for a, v in rows]}
+        return call(who, run)
+
+    @router.get("/alerts/{alert_id}")
+    def get_alert(alert_id: str, who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                alert = s.get(AlertRow, alert_id)
+                if alert is None:
+                    raise NotFound(f"no alert {alert_id}")
+                return alert_json(alert, s.get(VmRow, alert.vm_id))
+        return call(who, run)
+
+    def _transition(alert_id: str, status: AlertStatus, who: Principal | Response) -> Any:
+        def run() -> Any:
+            monitor.set_alert_status(alert_id, status, by=str(who))
+            container.webhooks.kick()
+            return get_alert(alert_id, who)
+        return call(who, run)
+
+    @router.post("/alerts/{alert_id}/ack")
+    def ack(alert_id: str, who: Principal | Response = Admin) -> Any:
+        return _transition(alert_id, AlertStatus.IN_PROGRESS, who)
+
+    @router.post("/alerts/{alert_id}/resolve")
+    def resolve(alert_id: str, who: Principal | Response = Admin) -> Any:
+        return _transition(alert_id, AlertStatus.RESOLVED, who)
+
+    @router.post("/alerts/{alert_id}/dismiss")
+    def dismiss(alert_id: str, who: Principal | Response = Admin) -> Any:
+        return _transition(alert_id, AlertStatus.DISMISSED, who)
+
+    # --- recommendations, baselines, suppressions, dry run ----------------------
+
+    @router.get("/recommendations")
+    def list_recommendations(vm: str | None = None, key: str | None = None,
+                             code: str | None = None, limit: int = 1000,
+                             who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            stmt = select(RecommendationRow)
+            if key:
+                stmt = stmt.where(RecommendationRow.key == key)
+            if code:
+                stmt = stmt.where(RecommendationRow.code == code)
+            with monitor.read() as s:
+                if vm:
+                    stmt = stmt.where(RecommendationRow.vm_id == monitor.find_vm(s, vm).vm_id)
+                rows = s.scalars(stmt.order_by(RecommendationRow.vm_id, RecommendationRow.key)
+                                 .limit(_limit(limit))).all()
+                return {"items": [rec_json(r, full=True) for r in rows]}
+        return call(who, run)
+
+    @router.get("/baselines")
+    def list_baselines(vm: str | None = None, who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                stmt = select(BaselineRow)
+                if vm:
+                    v = monitor.find_vm(s, vm)
+                    cond = [BaselineRow.vm_id == v.vm_id]
+                    if v.group_name:
+                        cond.append(BaselineRow.group_name == v.group_name)
+                    stmt = stmt.where(or_(*cond))
+                rows = s.scalars(stmt.order_by(BaselineRow.id).limit(1000)).all()
+                return {"items": [baseline_json(b) for b in rows]}
+        return call(who, run)
+
+    @router.post("/baselines/approve")
+    async def approve(request: Request, who: Principal | Response = Admin) -> Any:
+        if isinstance(who, Response):
+            return who
+        try:
+            body = _json_object(await _body(request, _MAX_ADMIN_BODY))
+            ref = _opt_str(body, "vm")
+            if not ref:
+                raise ProtocolError("body: field 'vm' is required")
+            boot = body.get("boot")
+            if boot is not None and (not isinstance(boot, int) or isinstance(boot, bool)):
+                raise ProtocolError("body: field 'boot' must be an integer")
+            group = body.get("group", False)
+            if not isinstance(group, bool):
+                raise ProtocolError("body: field 'group' must be true or false")
+            base_id = monitor.approve(ref, boot_id=boot, group=group,
+                                      label=_opt_str(body, "label") or "", by=who)
+        except BootwatchError as exc:
+            return _error_response(exc)
+        container.webhooks.kick()
+        return {"baseline": base_id}
+
+    @router.delete("/baselines/{baseline_id}")
+    def remove_baseline(baseline_id: int, who: Principal | Response = Admin) -> Any:
+        def run() -> dict[str, Any]:
+            monitor.remove_baseline(baseline_id)
+            return {"removed": baseline_id}
+        return call(who, run)
+
+    @router.get("/suppressions")
+    def list_suppressions(who: Principal | Response = Reader) -> Any:
+        def run() -> dict[str, Any]:
+            with monitor.read() as s:
+                rows = s.scalars(select(SuppressionRow).order_by(SuppressionRow.id)).all()
+                return {"items": [
+                    {"id": r.id, "vm_id": r.vm_id, "group": r.group_name, "reason": r.reason,
+                     "note": r.note, "created_by": r.created_by} for r in rows]}
+        return call(who, run)
+
+    @router.post("/suppressions")
+    async def add_suppression(request: Request, who: Principal | Response = Admin) -> Any:
+        if isinstance(who, Response):
+            return who
+        try:
+            body = _json_object(await _body(request, _MAX_ADMIN_BODY))
+            rule = monitor.add_suppression(
+                vm=_opt_str(body, "vm"), group=_opt_str(body, "group"),
+                reason=_enum(AlertReason, body, "reason"),
+                note=_opt_str(body, "note", 2000) or "", by=who)
+        except BootwatchError as exc:
+            return _error_response(exc)
+        return {"id": rule}
+
+    @router.delete("/suppressions/{rule_id}")
+    def remove_suppression(rule_id: int, who: Principal | Response = Admin) -> Any:
+        def run() -> dict[str, Any]:
+            monitor.remove_suppression(rule_id)
+            return {"removed": rule_id}
+        return call(who, run)
+
+    @router.post("/dry-run")
+    async def dry_run(request: Request, who: Principal | Response = Admin) -> Any:
+        if isinstance(who, Response):
+            return who
+        try:
+            body = _json_object(await _body(request, _MAX_ADMIN_BODY))
+            policy = _opt_str(body, "policy", 200_000)
+            if not policy:
+                raise ProtocolError("body: field 'policy' (the policy text) is required")
+            since = body.get("since_seconds", 30 * 86400)
+            if not isinstance(since, int) or isinstance(since, bool) or since <= 0:
+                raise ProtocolError("body: field 'since_seconds' must be a positive integer")
+            from starlette.concurrency import run_in_threadpool
+
+            rows = await run_in_threadpool(monitor.dry_run, policy, timedelta(seconds=since))
+        except BootwatchError as exc:
+            return _error_response(exc)
+        denied = [r for r in rows if r["would"] == "deny"]
+        return {"boots": rows, "would_deny": len(denied),
+                "vms_denied": sorted({r["vm_id"] for r in denied})}
+
+    return router

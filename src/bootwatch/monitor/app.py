@@ -1,0 +1,63 @@
+"""The monitor alone as an ASGI app: ``create_monitor_app(container)``.
+
+Serves the JSON API under ``/api/v1`` with its OpenAPI document at
+``/api/v1/openapi.json``, ``/metrics`` and ``/healthz``.  The embedded server
+(``bootwatch.embedded``) mounts the same router into the service instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from bootwatch.errors import BootwatchError
+from bootwatch.monitor.api import monitor_router, problem
+from bootwatch.monitor.container import MonitorContainer
+
+__all__ = ["create_monitor_app"]
+
+
+def create_monitor_app(container: MonitorContainer) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        container.start()
+        try:
+            yield
+        finally:
+            container.stop()
+
+    app = FastAPI(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,
+                  openapi_url="/api/v1/openapi.json", lifespan=lifespan)
+    app.include_router(monitor_router(container))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return problem(400, "InvalidParameter", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidOperation")
+        return problem(exc.status_code, code, f"{request.method} {request.url.path}: "
+                       f"{exc.detail}")
+
+    @app.exception_handler(BootwatchError)
+    async def _bw(request: Request, exc: BootwatchError) -> JSONResponse:
+        return problem(400, "InvalidParameter", str(exc))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(container.metrics.exposition(),
+                        media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,72 @@
+"""A small client of the monitor's JSON API (used by the CLI and the demo).
+
+Errors come back as :class:`~bootwatch.errors.ServiceError` (the monitor
+answered with an error body: its code and message) or
+:class:`~bootwatch.errors.TransportError` (it could not be reached), so the
+CLI edge maps them to exit codes like every other command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from bootwatch.errors import ServiceError, TransportError
+
+__all__ = ["MonitorClient"]
+
+
+class MonitorClient:
+    def __init__(self, url: str, *, token: str = "", ca: str = "",
+                 timeout: float = 30.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+                                    verify=ca or True)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> MonitorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            resp = self._client.request(method, "/api/v1" + path, **kw)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"monitor at {self.url} unreachable: {exc}",
+                                 step="http") from exc
+        if resp.status_code >= 400:
+            code, message = "HTTP", resp.text[:500]
+            try:
+                err = resp.json().get("error", {})
+                code, message = str(err.get("code", code)), str(err.get("message", message))
+            except (ValueError, AttributeError):
+                pass
+            raise ServiceError(f"monitor: {message}", status=resp.status_code, error_code=code)
+        return resp.json()
+
+    def get(self, path: str, **params: Any) -> Any:
+        clean = {k: v for k, v in params.items() if v is not None}
+        return self._request("GET", path, params=clean)
+
+    def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        return self._request("POST", path, json=body or {})
+
+    def delete(self, path: str) -> Any:
+        return self._request("DELETE", path)
+
+    def all_vms(self, **filters: Any) -> list[dict[str, Any]]:
+        """Every VM matching the filters (follows the pagination)."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.get("/vms", limit=1000, cursor=cursor, **filters)
+            out.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out

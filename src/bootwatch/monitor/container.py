@@ -1,0 +1,102 @@
+"""Build the monitor in one visible place: ``bootstrap(settings)``.
+
+Start-up steps are explicit, in this order: open the engine, run the
+monitor's migrations, build the token verifier, the metrics, the
+:class:`~bootwatch.monitor.core.Monitor`, the in-process sink, the webhook
+dispatcher and the stale sweeper.  Nothing runs at import time; threads start
+in :meth:`MonitorContainer.start` (called by the app's lifespan) and stop in
+:meth:`MonitorContainer.stop`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, func, select
+
+from bootwatch.errors import BootwatchError
+from bootwatch.monitor.core import Monitor
+from bootwatch.monitor.db import make_engine, run_migrations
+from bootwatch.monitor.metrics import MonitorMetrics
+from bootwatch.monitor.models import AlertRow, VmRow
+from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.sink import InProcessSink
+from bootwatch.monitor.tokens import TokenVerifier
+from bootwatch.monitor.webhooks import WebhookDispatcher
+from bootwatch.protocol.health import FailedHop
+from bootwatch.protocol.monitor import OPEN_STATUSES
+from bootwatch.service.logs import get_logger
+
+__all__ = ["MonitorContainer", "bootstrap"]
+
+
+@dataclass
+class MonitorContainer:
+    settings: MonitorSettings
+    engine: Engine
+    monitor: Monitor
+    metrics: MonitorMetrics
+    sink: InProcessSink
+    webhooks: WebhookDispatcher
+    #: False when the engine belongs to someone else (the embedded server's service)
+    owns_engine: bool = True
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _sweeper: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sink.start()
+        self.webhooks.start()
+        self._sweeper = threading.Thread(target=self._sweep_loop, name="bootwatch-sweep",
+                                         daemon=True)
+        self._sweeper.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sink.close()
+        self.webhooks.stop()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+        if self.owns_engine:
+            self.engine.dispose()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.settings.sweep_interval):
+            try:
+                if self.monitor.sweep():
+                    self.webhooks.kick()
+            except BootwatchError as exc:
+                get_logger().warning("stale sweep failed", extra={"reason": str(exc)})
+
+
+def bootstrap(
+    settings: MonitorSettings,
+    *,
+    egress_text: Callable[[FailedHop, str], str] | None = None,
+    engine: Engine | None = None,
+) -> MonitorContainer:
+    """Open (and migrate) the database and build every part; threads not started."""
+    owns = engine is None
+    engine = engine or make_engine(settings.database_url, schema=settings.db_schema)
+    run_migrations(engine)
+    metrics = MonitorMetrics()
+    tokens = (TokenVerifier(settings.trusted_issuers, ca=settings.issuer_ca)
+              if settings.trusted_issuers else None)
+    monitor = Monitor(engine, settings, metrics=metrics, tokens=tokens, egress_text=egress_text)
+
+    def gauges() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        with monitor.read() as session:
+            states = {str(s): int(n) for s, n in session.execute(
+                select(VmRow.state, func.count()).group_by(VmRow.state))}
+            alerts = {(str(sev), str(r)): int(n) for sev, r, n in session.execute(
+                select(AlertRow.severity, AlertRow.reason, func.count())
+                .where(AlertRow.status.in_([s.value for s in OPEN_STATUSES]))
+                .group_by(AlertRow.severity, AlertRow.reason))}
+        return states, alerts
+
+    metrics.attach_gauges(gauges)
+    return MonitorContainer(
+        settings=settings, engine=engine, monitor=monitor, metrics=metrics,
+        sink=InProcessSink(monitor), webhooks=WebhookDispatcher(monitor), owns_engine=owns,
+    )

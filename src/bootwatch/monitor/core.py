@@ -1,0 +1,930 @@
+"""The monitor's domain logic: ingest outcomes and reports, keep state, alerts,
+baselines and recommendations, and answer the operator's actions.
+
+One :class:`Monitor` per process, built by :func:`bootwatch.monitor.container.bootstrap`.
+Every change happens in one database transaction per call (a batch of outcome
+events is one transaction), serialised by the instance's write lock so the
+SQLite default never sees two writers from one process.  The webhook outbox
+rows are written in the same transaction as the alert change they announce,
+so a delivery is never lost once the change is stored.
+
+Ingestion is idempotent: an outcome event id or a report id seen before is
+acknowledged and ignored.  Only verified facts move a VM towards healthy: an
+attestation outcome (sent by the service, authenticated by an admin token or
+in-process) or a report whose token the monitor verified.  A report without a
+verified token can record a platform error; it never resolves an alert.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bootwatch.errors import ConfigError, InputError, PolicyError, StorageError
+from bootwatch.monitor.db import as_utc, utcnow
+from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
+from bootwatch.monitor.health import ATTENTION, StateFacts, compute_state
+from bootwatch.monitor.metrics import MonitorMetrics
+from bootwatch.monitor.models import (
+    AlertRow,
+    BaselineRow,
+    BootRow,
+    OutcomeRow,
+    RecommendationRow,
+    ReportRow,
+    SuppressionRow,
+    VmRow,
+    WebhookDeliveryRow,
+)
+from bootwatch.monitor.recommendations import VmFacts, evaluate_recommendations
+from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.tokens import TokenVerifier
+from bootwatch.protocol import token as t
+from bootwatch.protocol.health import FailedHop, HealthReport, HealthStatus
+from bootwatch.protocol.monitor import (
+    ALERT_TYPE_ATTESTATION_FAILED,
+    ALERT_TYPE_REVOKED_COMPONENT,
+    INTEGRITY_REASONS,
+    OPEN_STATUSES,
+    AlertReason,
+    AlertStatus,
+    SecurityType,
+    Severity,
+    Toggle,
+    VmState,
+)
+from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, Verdict
+
+__all__ = [
+    "Monitor",
+    "MonitorError",
+    "NotFound",
+    "ReportResult",
+    "events_from_json",
+    "normalise_vm_id",
+]
+
+
+class MonitorError(InputError):
+    """A request the monitor refuses (bad reference, bad transition); names why."""
+
+    code = "monitor_refused"
+
+
+class NotFound(MonitorError):
+    """A VM, alert, boot or baseline that does not exist."""
+
+    code = "not_found"
+
+
+_OPEN = tuple(s.value for s in OPEN_STATUSES)
+
+_TITLES = {
+    AlertReason.BASELINE_DEVIATION: "Attestation failed: the boot deviates from its baseline",
+    AlertReason.POLICY_DENIED: "Attestation failed: the attestation policy denied the boot",
+    AlertReason.EVIDENCE_REJECTED: "Attestation failed: the evidence did not verify",
+    AlertReason.AGENT_UNRESPONSIVE: "Attestation failed: the guest agent is not responding",
+    AlertReason.REVOKED_BOOT_COMPONENT: "A revoked boot component was loaded",
+}
+
+_REMEDIATION = {
+    AlertReason.BASELINE_DEVIATION: [
+        "Read the diff: each entry names the PCR, the event, the component and its old "
+        "and new digest.",
+        "If the change is a planned update (new bootloader, kernel, firmware or Secure "
+        "Boot variables), approve the boot: `bootwatch baseline approve VM`.",
+        "If it is not planned, treat the VM as compromised: isolate it, keep its disk for "
+        "forensics and rebuild it from a known-good image.",
+    ],
+    AlertReason.POLICY_DENIED: [
+        "The reason names the policy rule that denied and the claims that made it deny.",
+        "Fix the VM's configuration (for example turn Secure Boot on) and reboot, or, if "
+        "the configuration is intended, add a suppression rule for the VM or its group.",
+    ],
+    AlertReason.EVIDENCE_REJECTED: [
+        "The quote, the attestation key's certificate chain or the event-log replay did not "
+        "verify, so the evidence may not come from this VM's vTPM.",
+        "Check the failing check named in the reason; if the vTPM or its certificates were "
+        "not changed on purpose, treat the VM as compromised.",
+    ],
+    AlertReason.AGENT_UNRESPONSIVE: [
+        "Check that the VM is running and the bootwatch agent is active "
+        "(`systemctl status bootwatch-agent`; its status file names the failing step).",
+        "Run `bootwatch agent netcheck URL` in the VM to find a blocked network hop.",
+    ],
+    AlertReason.REVOKED_BOOT_COMPONENT: [
+        "A boot application whose hash is in the current DBX revocation data was loaded: "
+        "it has a known Secure Boot bypass.",
+        "Update the boot chain (shim, bootloader, boot manager) to a fixed version and "
+        "apply the current DBX update, then reboot.",
+    ],
+}
+
+
+def normalise_vm_id(value: str) -> str:
+    """VM ids are compared case-insensitively: GUIDs upper-case, as tokens carry them."""
+    try:
+        return str(uuid.UUID(value.strip())).upper()
+    except ValueError:
+        return value.strip()
+
+
+def events_from_json(text: str) -> tuple[BootEvent, ...]:
+    return tuple(
+        BootEvent(int(e["index"]), int(e["pcr"]), str(e["type"]), str(e["digest"]),
+                  str(e["component"]))
+        for e in json.loads(text)
+    )
+
+
+def _events_json(events: Sequence[BootEvent]) -> str:
+    return json.dumps(
+        [{"index": e.index, "pcr": e.pcr, "type": e.type, "digest": e.digest,
+          "component": e.component} for e in events],
+        separators=(",", ":"),
+    )
+
+
+def _pcrs_json(pcrs: dict[int, str]) -> str:
+    return json.dumps({str(k): v for k, v in sorted(pcrs.items())}, separators=(",", ":"))
+
+
+def pcrs_from_json(text: str) -> dict[int, str]:
+    return {int(k): str(v) for k, v in json.loads(text).items()}
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    report_id: str
+    stored: bool
+    verified: bool
+    why_unverified: str
+
+
+class Monitor:
+    """See the module docstring.  Thread-safe; one per process."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: MonitorSettings,
+        *,
+        metrics: MonitorMetrics,
+        tokens: TokenVerifier | None = None,
+        egress_text: Callable[[FailedHop, str], str] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.metrics = metrics
+        self.tokens = tokens
+        self.egress_text = egress_text
+        self.clock = clock
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write = threading.Lock()
+        self.stale_after = timedelta(seconds=settings.stale_after_seconds)
+
+    # --- transactions -------------------------------------------------------
+
+    @contextmanager
+    def write_tx(self) -> Iterator[Session]:
+        with self._write:
+            session = self._sessions()
+            try:
+                yield session
+                session.commit()
+            except SQLAlchemyError as exc:
+                session.rollback()
+                raise StorageError(f"monitor database error: {exc.__class__.__name__}: "
+                                   f"{exc}") from exc
+            except BaseException:
+                session.rollback()
+                raise
+            finally:
+                session.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (no write lock: SQLite WAL readers do not block)."""
+        session = self._sessions()
+        try:
+            yield session
+        except SQLAlchemyError as exc:
+            raise StorageError(f"monitor database error: {exc.__class__.__name__}") from exc
+        finally:
+            session.rollback()
+            session.close()
+
+    # --- VMs ----------------------------------------------------------------
+
+    def _new_vm(self, session: Session, vm_id: str, now: datetime) -> VmRow:
+        vm = VmRow(
+            vm_id=vm_id, name="", group_name="", provider="",
+            security_type=SecurityType.TRUSTED_LAUNCH.value,
+            secure_boot=Toggle.UNKNOWN.value, vtpm=Toggle.UNKNOWN.value, enabled=False,
+            state=VmState.NOT_MONITORED.value, attention=ATTENTION[VmState.NOT_MONITORED],
+            state_reason="monitoring is not enabled for this VM", state_since=now,
+            created_at=now, last_reason="", last_report_verified=False,
+            last_report_message="", last_failed_target="", agent_version="", open_alerts=0,
+        )
+        session.add(vm)
+        session.flush()
+        return vm
+
+    def find_vm(self, session: Session, ref: str) -> VmRow:
+        """A VM by id (any case) or by its unique name; NotFound names what was looked for."""
+        vm = session.get(VmRow, normalise_vm_id(ref))
+        if vm is not None:
+            return vm
+        rows = session.scalars(select(VmRow).where(VmRow.name == ref).limit(2)).all()
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise MonitorError(f"VM name {ref!r} is not unique: use the VM id")
+        raise NotFound(f"no VM with id or name {ref!r}")
+
+    def enable(
+        self,
+        ref: str,
+        *,
+        name: str | None = None,
+        group: str | None = None,
+        security_type: SecurityType | None = None,
+        secure_boot: Toggle | None = None,
+        vtpm: Toggle | None = None,
+        by: str = "",
+    ) -> str:
+        """Enable monitoring; an unknown reference must be a VM id (a GUID)."""
+        now = self.clock()
+        with self.write_tx() as session:
+            try:
+                vm = self.find_vm(session, ref)
+            except NotFound:
+                vm_id = normalise_vm_id(ref)
+                try:
+                    uuid.UUID(vm_id)
+                except ValueError:
+                    raise NotFound(
+                        f"no VM named {ref!r}; enable an unknown VM by its VM id (a GUID) "
+                        "with --name to name it"
+                    ) from None
+                vm = self._new_vm(session, vm_id, now)
+            if name is not None:
+                clash = session.scalars(
+                    select(VmRow).where(VmRow.name == name, VmRow.vm_id != vm.vm_id).limit(1)
+                ).first()
+                if name and clash is not None:
+                    raise MonitorError(f"the name {name!r} is taken by VM {clash.vm_id}")
+                vm.name = name
+            if group is not None:
+                vm.group_name = group
+            if security_type is not None:
+                vm.security_type = security_type.value
+            if secure_boot is not None:
+                vm.secure_boot = secure_boot.value
+            if vtpm is not None:
+                vm.vtpm = vtpm.value
+            if not vm.enabled:
+                vm.enabled = True
+                vm.enabled_at = now
+                self._learn_on_enable(session, vm, now, by)
+            self._refresh(session, vm, now)
+            return vm.vm_id
+
+    def _learn_on_enable(self, session: Session, vm: VmRow, now: datetime, by: str) -> None:
+        """Trust on first use: a VM enabled after it attested takes its latest permitted
+        boot as baseline (when it has none), like GCP's first-boot baseline."""
+        if self._variants(session, vm):
+            return
+        boot = session.scalars(
+            select(BootRow).where(BootRow.vm_id == vm.vm_id, BootRow.verdict == "permit")
+            .order_by(BootRow.last_seen.desc()).limit(1)
+        ).first()
+        if boot is not None:
+            base = self._add_baseline(session, vm, boot, "learned", by or "trust-on-first-use",
+                                      now)
+            boot.baseline_id = base.id
+
+    def disable(self, ref: str, *, by: str = "") -> str:
+        now = self.clock()
+        with self.write_tx() as session:
+            vm = self.find_vm(session, ref)
+            vm.enabled = False
+            for alert in self._open_alerts(session, vm.vm_id):
+                self._set_status(session, alert, AlertStatus.RESOLVED, now,
+                                 by or "monitoring disabled")
+            self._refresh(session, vm, now)
+            return vm.vm_id
+
+    # --- outcomes -----------------------------------------------------------
+
+    def ingest_outcomes(self, events: Sequence[OutcomeEvent]) -> list[bool]:
+        """Store a batch in one transaction; True for each event stored, False for a
+        duplicate (already ingested)."""
+        if not events:
+            return []
+        now = self.clock()
+        stored: list[bool] = []
+        with self.write_tx() as session:
+            ids = [e.event_id for e in events]
+            seen = set(session.scalars(select(OutcomeRow.event_id)
+                                       .where(OutcomeRow.event_id.in_(ids))).all())
+            for ev in events:
+                if ev.event_id in seen:
+                    stored.append(False)
+                    continue
+                seen.add(ev.event_id)
+                self._apply_outcome(session, ev, now)
+                stored.append(True)
+        for ev, ok in zip(events, stored, strict=True):
+            self.metrics.outcome(ev.verdict.value, duplicate=not ok)
+        return stored
+
+    def _apply_outcome(self, session: Session, ev: OutcomeEvent, now: datetime) -> None:
+        vm_id = normalise_vm_id(ev.subject_vm_id or "")
+        row = OutcomeRow(
+            event_id=ev.event_id, vm_id=vm_id, time=ev.time, received_at=now,
+            provider=ev.provider, verdict=ev.verdict.value, reason=ev.reason[:4000],
+            failed_check=ev.failed_check,
+        )
+        session.add(row)
+        if not vm_id:
+            return  # nothing to attribute it to (an undecodable request): history only
+        vm = session.get(VmRow, vm_id) or self._new_vm(session, vm_id, now)
+        boot: BootRow | None = None
+        if ev.verdict is not Verdict.EVIDENCE_REJECTED and ev.pcrs and ev.vm_id:
+            boot = self._boot(session, vm_id, ev, now)
+            row.boot_id = boot.id
+        latest = vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
+        if not latest:
+            return  # an older event delivered late: history only
+        vm.last_outcome_at = ev.time
+        vm.last_verdict = ev.verdict.value
+        vm.last_reason = ev.reason[:4000]
+        vm.last_alive_at = now
+        vm.provider = ev.provider
+        if boot is not None:
+            vm.last_boot_id = boot.id
+            vm.measured_secure_boot = ev.secure_boot
+            windows = dict(ev.claims).get(t.IS_WINDOWS)
+            vm.is_windows = windows if isinstance(windows, bool) else vm.is_windows
+            vm.dbx_missing = ev.dbx_missing
+            vm.dbx_current = ev.dbx_current
+            if ev.aik_not_after is not None:
+                vm.aik_not_after = ev.aik_not_after
+        if vm.enabled:
+            self._alerts_for_outcome(session, vm, ev, boot, now)
+        self._refresh(session, vm, now)
+
+    def _boot(self, session: Session, vm_id: str, ev: OutcomeEvent, now: datetime) -> BootRow:
+        pcrs = dict(ev.pcrs)
+        key = hashlib.sha256(
+            (_pcrs_json(pcrs) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
+        ).hexdigest()
+        boot = session.scalars(
+            select(BootRow).where(BootRow.vm_id == vm_id, BootRow.boot_key == key)
+        ).first()
+        if boot is None:
+            boot = BootRow(
+                vm_id=vm_id, boot_key=key, reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
+                pcrs=_pcrs_json(pcrs), events=_events_json(ev.events),
+                claims=json.dumps([[k, v] for k, v in ev.claims], separators=(",", ":")),
+                verdict=ev.verdict.value, reason=ev.reason[:4000], policy_hash=ev.policy_hash,
+                first_seen=ev.time, last_seen=ev.time,
+            )
+            session.add(boot)
+            session.flush()
+        else:
+            boot.last_seen = max(as_utc(boot.last_seen), ev.time)
+            boot.verdict = ev.verdict.value
+            boot.reason = ev.reason[:4000]
+            boot.policy_hash = ev.policy_hash
+        return boot
+
+    def _alerts_for_outcome(
+        self, session: Session, vm: VmRow, ev: OutcomeEvent, boot: BootRow | None,
+        now: datetime,
+    ) -> None:
+        self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
+                      "the VM attested again")
+        if ev.verdict is Verdict.EVIDENCE_REJECTED:
+            self._raise(
+                session, vm, AlertReason.EVIDENCE_REJECTED, Severity.MEDIUM, now,
+                description=(
+                    f"The attestation service rejected this VM's evidence: {ev.reason}. "
+                    "The quote may not come from this VM's vTPM (interception or "
+                    "tampering), or its event log was altered."
+                ),
+                extended={"failedCheck": ev.failed_check or "", "provider": ev.provider,
+                          "claimedVmId": ev.claimed_vm_id or ""},
+                diff=(), boot_id=None,
+            )
+            return
+        assert boot is not None  # a verified outcome always has a boot
+        variants = self._variants(session, vm)
+        if not variants and ev.verdict is Verdict.PERMIT:
+            variants = [self._add_baseline(session, vm, boot, "learned",
+                                           "trust-on-first-use", now)]
+        boot_pcrs = pcrs_from_json(boot.pcrs)
+        match = next((v for v in variants if matches(pcrs_from_json(v.pcrs), boot_pcrs)), None)
+        boot.baseline_id = match.id if match else None
+        diff: tuple[DiffEntry, ...] = ()
+        closest: BaselineRow | None = None
+        if match is None and variants:
+            closest = min(
+                reversed(variants),
+                key=lambda v: len(differing_pcrs(pcrs_from_json(v.pcrs), boot_pcrs)),
+            )
+            diff = diff_boot(pcrs_from_json(closest.pcrs), events_from_json(closest.events),
+                             boot_pcrs, events_from_json(boot.events))
+        if ev.verdict is Verdict.DENY:
+            self._raise(
+                session, vm, AlertReason.POLICY_DENIED, Severity.MEDIUM, now,
+                description=f"The attestation policy denied this VM's boot: {ev.reason}",
+                extended={"decidingRule": ev.deciding_rule or "", "policyHash": ev.policy_hash,
+                          "provider": ev.provider},
+                diff=diff, boot_id=boot.id,
+            )
+        else:
+            self._resolve(session, vm, (AlertReason.POLICY_DENIED, AlertReason.EVIDENCE_REJECTED),
+                          now, "the attestation policy permitted the VM's boot")
+            if match is not None:
+                self._resolve(session, vm, (AlertReason.BASELINE_DEVIATION,), now,
+                              f"the boot matches baseline variant {match.id}")
+            else:
+                pcrs = sorted({d.pcr for d in diff})
+                self._raise(
+                    session, vm, AlertReason.BASELINE_DEVIATION, Severity.MEDIUM, now,
+                    description=(
+                        f"The boot deviates from its trusted baseline in PCR "
+                        f"{', '.join(map(str, pcrs))}: {len(diff)} event(s) added, removed "
+                        f"or changed against baseline variant "
+                        f"{closest.id if closest else '?'}."
+                    ),
+                    extended={"pcrs": ",".join(map(str, pcrs)),
+                              "baselineVariant": str(closest.id if closest else ""),
+                              "bootId": str(boot.id)},
+                    diff=diff, boot_id=boot.id,
+                )
+        if ev.revoked:
+            names = "; ".join(f"event {r.event}: {r.component} ({r.reason})" for r in ev.revoked)
+            self._raise(
+                session, vm, AlertReason.REVOKED_BOOT_COMPONENT, Severity.HIGH, now,
+                description=f"The boot loaded {len(ev.revoked)} revoked component(s): {names}",
+                extended={"components": names}, diff=(), boot_id=boot.id,
+            )
+        else:
+            self._resolve(session, vm, (AlertReason.REVOKED_BOOT_COMPONENT,), now,
+                          "the boot loads no revoked component")
+
+    # --- reports ------------------------------------------------------------
+
+    def ingest_report(self, report: HealthReport) -> ReportResult:
+        """Record a report; verify its token first (outside the write lock)."""
+        vm_id = normalise_vm_id(report.vm_id)
+        verified, why = False, "the report carries no attestation token"
+        if report.attestation_token:
+            if self.tokens is None:
+                why = "this monitor has no trusted token issuers configured"
+            else:
+                verified, why = self.tokens.check(report.attestation_token, vm_id)
+        now = self.clock()
+        with self.write_tx() as session:
+            if session.get(ReportRow, report.report_id) is not None:
+                self.metrics.report(report.health_status.value, verified, duplicate=True)
+                return ReportResult(report.report_id, False, verified, why)
+            session.add(ReportRow(
+                report_id=report.report_id, vm_id=vm_id, received_at=now,
+                status=report.health_status.value, verified=verified,
+                why_unverified="" if verified else why,
+                message=(report.attestation_status_message or report.platform_error_message)[
+                    :4000],
+                failed_hop=report.failed_hop.value if report.failed_hop else None,
+                agent_version=report.agent_version, boot_counter=report.boot_counter,
+            ))
+            vm = session.get(VmRow, vm_id) or self._new_vm(session, vm_id, now)
+            vm.last_report_at = now
+            vm.last_report_status = report.health_status.value
+            vm.last_report_verified = verified
+            vm.last_report_message = (
+                report.platform_error_message or report.attestation_status_message
+            )[:4000]
+            vm.last_failed_hop = report.failed_hop.value if report.failed_hop else None
+            vm.last_failed_target = report.failed_target[:512]
+            if verified or report.health_status is HealthStatus.PLATFORM_ERROR:
+                vm.last_alive_at = now
+            if verified:
+                vm.agent_version = report.agent_version[:64]
+                vm.boot_counter = report.boot_counter
+                if vm.enabled:
+                    self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
+                                  "the agent sent a verified report")
+            elif not vm.agent_version:
+                vm.agent_version = report.agent_version[:64]
+            self._refresh(session, vm, now)
+        self.metrics.report(report.health_status.value, verified, duplicate=False)
+        return ReportResult(report.report_id, True, verified, "" if verified else why)
+
+    # --- the stale sweep ----------------------------------------------------
+
+    def sweep(self) -> int:
+        """Re-evaluate enabled VMs that fell silent; open ``agent_unresponsive``.
+        Returns how many VMs changed state."""
+        now = self.clock()
+        cutoff = now - self.stale_after
+        changed = 0
+        with self.write_tx() as session:
+            rows = session.scalars(
+                select(VmRow).where(
+                    VmRow.enabled.is_(True),
+                    VmRow.state != VmState.STALE.value,
+                    VmRow.last_alive_at.is_not(None),
+                    VmRow.last_alive_at < cutoff,
+                ).limit(5000)
+            ).all()
+            for vm in rows:
+                before = vm.state
+                self._refresh(session, vm, now)
+                if vm.state == VmState.STALE.value:
+                    alive = as_utc(vm.last_alive_at) if vm.last_alive_at else now
+                    self._raise(
+                        session, vm, AlertReason.AGENT_UNRESPONSIVE, Severity.MEDIUM, now,
+                        description=(
+                            f"No attestation or verified report from this VM since "
+                            f"{alive:%Y-%m-%d %H:%M:%S} UTC (stale after "
+                            f"{int(self.stale_after.total_seconds())} s): the guest agent is "
+                            "not responding."
+                        ),
+                        extended={"lastSeen": alive.isoformat()}, diff=(), boot_id=None,
+                    )
+                    self._refresh(session, vm, now)
+                if vm.state != before:
+                    changed += 1
+        return changed
+
+    # --- baselines ------------------------------------------------------------
+
+    def _variants(self, session: Session, vm: VmRow) -> list[BaselineRow]:
+        cond = [BaselineRow.vm_id == vm.vm_id]
+        if vm.group_name:
+            cond.append(BaselineRow.group_name == vm.group_name)
+        return list(session.scalars(select(BaselineRow).where(or_(*cond))
+                                    .order_by(BaselineRow.id)).all())
+
+    def _add_baseline(self, session: Session, vm: VmRow, boot: BootRow, origin: str,
+                      by: str, now: datetime, *, group: bool = False,
+                      label: str = "") -> BaselineRow:
+        base = BaselineRow(
+            vm_id=None if group else vm.vm_id, group_name=vm.group_name if group else None,
+            label=label or f"boot {boot.id}", origin=origin, pcrs=boot.pcrs,
+            events=boot.events, source_boot_id=boot.id, created_at=now, created_by=by,
+        )
+        session.add(base)
+        session.flush()
+        return base
+
+    def approve(self, ref: str, *, boot_id: int | None = None, group: bool = False,
+                label: str = "", by: str = "") -> int:
+        """Add a boot (default: the VM's latest verified boot) as an approved variant;
+        resolves the deviation alert when that boot is the VM's current one."""
+        now = self.clock()
+        with self.write_tx() as session:
+            vm = self.find_vm(session, ref)
+            if group and not vm.group_name:
+                raise MonitorError(f"VM {vm.vm_id} has no group; approve it for the VM")
+            boot = self._boot_of(session, vm, boot_id)
+            if boot.verdict == Verdict.EVIDENCE_REJECTED.value:
+                raise MonitorError(f"boot {boot.id} did not verify; it cannot be a baseline")
+            base = self._add_baseline(session, vm, boot, "approved", by, now, group=group,
+                                      label=label)
+            boot.baseline_id = base.id
+            if vm.last_boot_id == boot.id:
+                self._resolve(session, vm, (AlertReason.BASELINE_DEVIATION,), now,
+                              f"boot {boot.id} approved as baseline variant {base.id}"
+                              + (f" by {by}" if by else ""))
+            self._refresh(session, vm, now)
+            return base.id
+
+    def remove_baseline(self, baseline_id: int) -> None:
+        now = self.clock()
+        with self.write_tx() as session:
+            base = session.get(BaselineRow, baseline_id)
+            if base is None:
+                raise NotFound(f"no baseline variant {baseline_id}")
+            session.delete(base)
+            session.flush()
+            vms = (session.scalars(select(VmRow).where(VmRow.vm_id == base.vm_id)).all()
+                   if base.vm_id else
+                   session.scalars(select(VmRow).where(VmRow.group_name == base.group_name))
+                   .all())
+            for vm in vms:
+                self._refresh(session, vm, now)
+
+    def _boot_of(self, session: Session, vm: VmRow, boot_id: int | None) -> BootRow:
+        if boot_id is None:
+            boot_id = vm.last_boot_id
+            if boot_id is None:
+                raise NotFound(f"VM {vm.vm_id} has no verified boot yet")
+        boot = session.get(BootRow, boot_id)
+        if boot is None or boot.vm_id != vm.vm_id:
+            raise NotFound(f"VM {vm.vm_id} has no boot {boot_id}")
+        return boot
+
+    def diff(self, ref: str, *, boot_id: int | None = None,
+             against: int | None = None) -> dict[str, Any]:
+        """The event-level diff of a boot against its closest baseline variant, or
+        against another boot of the VM."""
+        with self.read() as session:
+            vm = self.find_vm(session, ref)
+            boot = self._boot_of(session, vm, boot_id)
+            pcrs = pcrs_from_json(boot.pcrs)
+            if against is not None:
+                other = self._boot_of(session, vm, against)
+                ref_pcrs, ref_events, what = (pcrs_from_json(other.pcrs), other.events,
+                                              f"boot {other.id}")
+            else:
+                variants = self._variants(session, vm)
+                if not variants:
+                    raise NotFound(f"VM {vm.vm_id} has no baseline")
+                best = min(reversed(variants),
+                           key=lambda v: len(differing_pcrs(pcrs_from_json(v.pcrs), pcrs)))
+                ref_pcrs, ref_events, what = (pcrs_from_json(best.pcrs), best.events,
+                                              f"baseline variant {best.id}")
+            entries = diff_boot(ref_pcrs, events_from_json(ref_events), pcrs,
+                                events_from_json(boot.events))
+            return {"vm_id": vm.vm_id, "boot": boot.id, "against": what,
+                    "diff": [e.to_json() for e in entries]}
+
+    # --- alerts -------------------------------------------------------------
+
+    def _open_alerts(self, session: Session, vm_id: str) -> list[AlertRow]:
+        return list(session.scalars(select(AlertRow).where(
+            AlertRow.vm_id == vm_id, AlertRow.status.in_(_OPEN))).all())
+
+    def _suppressed(self, session: Session, vm: VmRow, reason: AlertReason) -> bool:
+        cond = [SuppressionRow.vm_id == vm.vm_id]
+        if vm.group_name:
+            cond.append(SuppressionRow.group_name == vm.group_name)
+        rule = session.scalars(select(SuppressionRow).where(
+            or_(*cond),
+            or_(SuppressionRow.reason.is_(None), SuppressionRow.reason == reason.value),
+        ).limit(1)).first()
+        return rule is not None
+
+    def _raise(self, session: Session, vm: VmRow, reason: AlertReason, severity: Severity,
+               now: datetime, *, description: str, extended: dict[str, str],
+               diff: Sequence[DiffEntry], boot_id: int | None) -> None:
+        if self._suppressed(session, vm, reason):
+            self.metrics.suppressed(reason.value)
+            return
+        key = f"{vm.vm_id}:{reason.value}"
+        diff_text = json.dumps([d.to_json() for d in diff], separators=(",", ":"))
+        alert = session.scalars(select(AlertRow).where(
+            AlertRow.correlation_key == key, AlertRow.status.in_(_OPEN)).limit(1)).first()
+        if alert is not None:
+            alert.count += 1
+            alert.last_seen = now
+            changed = alert.boot_id != boot_id or alert.description != description
+            alert.description = description
+            alert.diff = diff_text
+            alert.boot_id = boot_id
+            alert.extended = json.dumps(extended)
+            if changed:
+                self._notify(session, "alert.updated", alert, vm, now)
+            return
+        alert = AlertRow(
+            id=str(uuid.uuid4()), vm_id=vm.vm_id,
+            alert_type=(ALERT_TYPE_REVOKED_COMPONENT
+                        if reason is AlertReason.REVOKED_BOOT_COMPONENT
+                        else ALERT_TYPE_ATTESTATION_FAILED),
+            reason=reason.value, severity=severity.value, status=AlertStatus.ACTIVE.value,
+            correlation_key=key, count=1, title=_TITLES[reason], description=description,
+            remediation=json.dumps(_REMEDIATION[reason]), extended=json.dumps(extended),
+            diff=diff_text, boot_id=boot_id, start_time=now, last_seen=now,
+            status_changed_by="",
+        )
+        session.add(alert)
+        session.flush()
+        self.metrics.alert_opened(reason.value, severity.value)
+        self._notify(session, "alert.opened", alert, vm, now)
+
+    def _resolve(self, session: Session, vm: VmRow, reasons: Sequence[AlertReason],
+                 now: datetime, why: str) -> None:
+        keys = [f"{vm.vm_id}:{r.value}" for r in reasons]
+        for alert in session.scalars(select(AlertRow).where(
+                AlertRow.correlation_key.in_(keys), AlertRow.status.in_(_OPEN))).all():
+            self._set_status(session, alert, AlertStatus.RESOLVED, now, why)
+
+    def _set_status(self, session: Session, alert: AlertRow, status: AlertStatus,
+                    now: datetime, by: str) -> None:
+        alert.status = status.value
+        alert.status_changed_by = by[:128]
+        if status in (AlertStatus.RESOLVED, AlertStatus.DISMISSED):
+            alert.end_time = now
+        vm = session.get(VmRow, alert.vm_id)
+        self._notify(session, f"alert.{status.value}", alert, vm, now)
+
+    def set_alert_status(self, alert_id: str, status: AlertStatus, *, by: str = "") -> None:
+        """An operator's action: acknowledge (in_progress), resolve or dismiss."""
+        now = self.clock()
+        with self.write_tx() as session:
+            alert = session.get(AlertRow, alert_id)
+            if alert is None:
+                raise NotFound(f"no alert {alert_id}")
+            if alert.status not in _OPEN:
+                raise MonitorError(f"alert {alert_id} is {alert.status} already; it cannot "
+                                   f"become {status.value}")
+            if status is AlertStatus.ACTIVE:
+                raise MonitorError("an alert cannot be set back to active")
+            self._set_status(session, alert, status, now, by or "operator")
+            vm = session.get(VmRow, alert.vm_id)
+            if vm is not None:
+                self._refresh(session, vm, now)
+
+    # --- suppressions -------------------------------------------------------
+
+    def add_suppression(self, *, vm: str | None, group: str | None,
+                        reason: AlertReason | None, note: str, by: str = "") -> int:
+        if bool(vm) == bool(group):
+            raise MonitorError("a suppression rule names either a VM or a group")
+        now = self.clock()
+        with self.write_tx() as session:
+            vm_id = self.find_vm(session, vm).vm_id if vm else None
+            rule = SuppressionRow(vm_id=vm_id, group_name=group or None,
+                                  reason=reason.value if reason else None, note=note[:2000],
+                                  created_at=now, created_by=by)
+            session.add(rule)
+            session.flush()
+            # alerts the rule covers that are open now are dismissed
+            rows = (self._open_alerts(session, vm_id) if vm_id else list(session.scalars(
+                select(AlertRow).join(VmRow, VmRow.vm_id == AlertRow.vm_id).where(
+                    VmRow.group_name == group, AlertRow.status.in_(_OPEN)))))
+            for alert in rows:
+                if reason is None or alert.reason == reason.value:
+                    self._set_status(session, alert, AlertStatus.DISMISSED, now,
+                                     f"suppression rule {rule.id}")
+                    owner = session.get(VmRow, alert.vm_id)
+                    if owner is not None:
+                        self._refresh(session, owner, now)
+            return rule.id
+
+    def remove_suppression(self, rule_id: int) -> None:
+        with self.write_tx() as session:
+            rule = session.get(SuppressionRow, rule_id)
+            if rule is None:
+                raise NotFound(f"no suppression rule {rule_id}")
+            session.delete(rule)
+
+    # --- state and recommendations --------------------------------------------
+
+    def _refresh(self, session: Session, vm: VmRow, now: datetime) -> None:
+        session.flush()
+        open_rows = self._open_alerts(session, vm.vm_id)
+        integrity = tuple(sorted({a.reason for a in open_rows
+                                  if AlertReason(a.reason) in INTEGRITY_REASONS}))
+        last_boot_matched = False
+        if vm.last_boot_id is not None:
+            boot = session.get(BootRow, vm.last_boot_id)
+            last_boot_matched = bool(boot and boot.baseline_id is not None
+                                     and session.get(BaselineRow, boot.baseline_id) is not None)
+        facts = StateFacts(
+            enabled=vm.enabled,
+            last_outcome_at=as_utc(vm.last_outcome_at) if vm.last_outcome_at else None,
+            last_verdict=Verdict(vm.last_verdict) if vm.last_verdict else None,
+            last_reason=vm.last_reason,
+            last_boot_matched=last_boot_matched,
+            open_integrity_alerts=integrity,
+            last_alive_at=as_utc(vm.last_alive_at) if vm.last_alive_at else None,
+            last_report_at=as_utc(vm.last_report_at) if vm.last_report_at else None,
+            last_report_platform_error=vm.last_report_status == HealthStatus.PLATFORM_ERROR,
+            last_platform_error=vm.last_report_message,
+            now=now,
+            stale_after=self.stale_after,
+        )
+        state, reason = compute_state(facts)
+        if state.value != vm.state:
+            vm.state = state.value
+            vm.state_since = now
+        vm.attention = ATTENTION[state]
+        vm.state_reason = reason
+        vm.open_alerts = len(open_rows)
+        hop = FailedHop(vm.last_failed_hop) if vm.last_failed_hop else None
+        egress = ""
+        if hop is not None and self.egress_text is not None:
+            try:
+                egress = self.egress_text(hop, vm.last_failed_target)
+            except (ConfigError, InputError) as exc:
+                egress = f"(no rules generated: {exc})"
+        rec_facts = VmFacts(
+            enabled=vm.enabled, state=state, security_type=SecurityType(vm.security_type),
+            secure_boot_setting=Toggle(vm.secure_boot), vtpm_setting=Toggle(vm.vtpm),
+            measured_secure_boot=vm.measured_secure_boot, is_windows=vm.is_windows,
+            last_report_status=(HealthStatus(vm.last_report_status)
+                                if vm.last_report_status else None),
+            last_failed_hop=hop, last_failed_target=vm.last_failed_target,
+            last_platform_error=vm.last_report_message, open_integrity_alerts=len(integrity),
+            dbx_missing=vm.dbx_missing, dbx_current=vm.dbx_current,
+            aik_not_after=as_utc(vm.aik_not_after) if vm.aik_not_after else None,
+            now=now, egress_rules_text=egress,
+        )
+        existing = {r.key: r for r in session.scalars(select(RecommendationRow).where(
+            RecommendationRow.vm_id == vm.vm_id)).all()}
+        for res in evaluate_recommendations(rec_facts):
+            d = res.definition
+            row = existing.get(d.key)
+            if row is None:
+                session.add(RecommendationRow(
+                    vm_id=vm.vm_id, key=d.key, name=d.name, severity=d.severity.value,
+                    code=res.code.value, cause=res.cause, description=res.description,
+                    remediation=res.remediation, first_evaluated=now, status_changed=now))
+                continue
+            if row.code != res.code.value:
+                row.code = res.code.value
+                row.status_changed = now
+            if row.cause != res.cause:
+                row.cause = res.cause
+            if row.description != res.description:
+                row.description = res.description
+            if row.remediation != res.remediation:
+                row.remediation = res.remediation
+        # the OS-specific agent recommendation that no longer applies is dropped
+        keys = {r.definition.key for r in evaluate_recommendations(rec_facts)}
+        for key, row in existing.items():
+            if key not in keys:
+                session.delete(row)
+
+    # --- webhooks -------------------------------------------------------------
+
+    def _notify(self, session: Session, kind: str, alert: AlertRow, vm: VmRow | None,
+                now: datetime) -> None:
+        if not self.settings.webhooks:
+            return
+        from bootwatch.monitor.views import alert_json
+
+        for url in self.settings.webhooks:
+            delivery = str(uuid.uuid4())
+            body = json.dumps({
+                "delivery_id": delivery,
+                "event": kind,
+                "time": now.isoformat(),
+                "alert": alert_json(alert, vm),
+            }, separators=(",", ":"))
+            session.add(WebhookDeliveryRow(id=delivery, url=url, body=body, created_at=now,
+                                           attempts=0, next_attempt_at=now, last_error=""))
+
+    # --- dry run ------------------------------------------------------------
+
+    def dry_run(self, policy_text: str, since: timedelta) -> list[dict[str, Any]]:
+        """Which stored boots (seen within ``since``) a candidate AzureGuest policy
+        would deny, evaluated over the claims the service recorded for each boot."""
+        from bootwatch.policy.claims import Claim
+        from bootwatch.policy.compiler import compile_policy
+        from bootwatch.policy.evaluator import evaluate
+
+        try:
+            policy = compile_policy(policy_text)
+        except PolicyError as exc:
+            raise MonitorError(f"policy: {exc}") from exc
+        cutoff = self.clock() - since
+        out: list[dict[str, Any]] = []
+        with self.read() as session:
+            rows = session.execute(
+                select(BootRow, VmRow.name).join(VmRow, VmRow.vm_id == BootRow.vm_id)
+                .where(BootRow.last_seen >= cutoff).order_by(BootRow.vm_id, BootRow.id)
+            ).all()
+            for boot, name in rows:
+                pairs = json.loads(boot.claims)
+                if not pairs:
+                    continue
+                claims = [Claim.service(k, v, read_only=(k == "pcrs")) for k, v in pairs]
+                try:
+                    result = evaluate(policy, claims)
+                    would, why = ("permit" if result.permitted else "deny",
+                                  result.deciding_rule or "")
+                except PolicyError as exc:
+                    would, why = "deny", f"evaluation failed: {exc}"
+                out.append({
+                    "vm_id": boot.vm_id, "name": name, "boot": boot.id,
+                    "last_seen": as_utc(boot.last_seen).isoformat(),
+                    "verdict": boot.verdict, "would": would, "deciding_rule": why,
+                    "changes": boot.verdict != would,
+                })
+        return out
+
+    # --- small reads used by the API --------------------------------------------
+
+    def count_vms(self) -> dict[str, int]:
+        with self.read() as session:
+            rows = session.execute(select(VmRow.state, func.count()).group_by(VmRow.state))
+            return {str(s): int(n) for s, n in rows}

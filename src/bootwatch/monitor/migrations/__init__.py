@@ -1,0 +1,1 @@
+"""Alembic migrations of the monitor's tables (history separate from the service's)."""

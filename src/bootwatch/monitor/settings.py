@@ -1,0 +1,67 @@
+"""The monitor's settings: one frozen object, built at the edge (CLI) only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bootwatch.errors import ConfigError
+
+__all__ = ["MonitorSettings"]
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """Every knob the monitor reads; see docs/monitor.md."""
+
+    data_dir: Path = Path("bootwatch-data")
+    #: SQLAlchemy URL; empty = ``sqlite:///<data_dir>/bootwatch.db`` (shared with the
+    #: service in the embedded server: the tables are prefixed ``monitor_``)
+    db_url: str = ""
+    db_schema: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8444
+    #: seconds without an attestation or report before an enabled VM is ``stale``
+    stale_after_seconds: float = 900.0
+    #: how often the stale sweep runs (0 = derived: a quarter of the window, 1-30 s)
+    sweep_interval_seconds: float = 0.0
+    #: webhook receivers and the secret that signs their bodies (HMAC-SHA256)
+    webhooks: tuple[str, ...] = ()
+    webhook_secret: str = field(default="", repr=False)
+    #: bearer tokens with write access (the service's admin tokens)
+    admin_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: bearer tokens with read-only access (dashboard read-only role)
+    reader_tokens: tuple[str, ...] = field(default=(), repr=False)
+    #: reads without a token are allowed from loopback clients (the default)
+    open_reads_on_loopback: bool = True
+    #: token issuers whose OpenID metadata the monitor trusts to verify report tokens
+    #: (exact issuer URLs; ``<issuer>/providers/<name>`` of a listed issuer also counts)
+    trusted_issuers: tuple[str, ...] = ()
+    #: CA bundle for fetching issuers' metadata over HTTPS (empty = system default)
+    issuer_ca: str = ""
+    #: remediation formats for the egress recommendation (bootwatch.net rule formats)
+    egress_formats: tuple[str, ...] = ("nsg-json", "nftables")
+    #: attestation service URL the agents use (for the egress recommendation's rules)
+    service_url: str = ""
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.stale_after_seconds <= 0:
+            raise ConfigError("--stale-after must be a positive number of seconds")
+        if self.webhooks and not self.webhook_secret:
+            raise ConfigError("--webhook needs --webhook-secret-file (bodies are signed)")
+        for url in self.webhooks:
+            if not url.startswith(("http://", "https://")):
+                raise ConfigError(f"--webhook {url!r}: not an http(s) URL")
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{Path(self.data_dir).resolve() / 'bootwatch.db'}"
+
+    @property
+    def sweep_interval(self) -> float:
+        if self.sweep_interval_seconds > 0:
+            return self.sweep_interval_seconds
+        return min(30.0, max(1.0, self.stale_after_seconds / 4))

@@ -1,0 +1,113 @@
+"""Verify the attestation token an agent's health report carries.
+
+A report counts as healthy only when its token verifies: RS256 signature by a
+key published in the issuer's OpenID metadata (``jwks_uri``), issuer among the
+monitor's trusted issuers, not expired, and ``x-ms-azurevm-vmid`` equal to the
+report's VM.  JWKS documents are cached per issuer in a bounded LRU owned by
+the verifier (5 minutes; refetched once when a ``kid`` is unknown, at most
+every 10 s, so a flood of forged kids cannot hammer the issuer).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import jwt
+
+from bootwatch.lru import BoundedLru
+from bootwatch.protocol import token as t
+
+__all__ = ["TokenVerifier"]
+
+_JWKS_TTL = 300.0
+_REFETCH_MIN = 10.0
+_MAX_DOC = 256 * 1024
+
+
+class TokenVerifier:
+    def __init__(self, trusted_issuers: tuple[str, ...], *, ca: str = "",
+                 timeout: float = 5.0) -> None:
+        self.trusted = tuple(i.rstrip("/") for i in trusted_issuers)
+        self._verify: str | bool = ca or True
+        self._timeout = timeout
+        self._jwks: BoundedLru[str, tuple[float, dict[str, Any]]] = BoundedLru(64)
+
+    def trusts(self, issuer: str) -> bool:
+        iss = issuer.rstrip("/")
+        for base in self.trusted:
+            if iss == base:
+                return True
+            rest = iss[len(base):] if iss.startswith(base + "/providers/") else ""
+            if rest and "/" not in rest[len("/providers/"):]:
+                return True
+        return False
+
+    def _fetch(self, url: str) -> dict[str, Any]:
+        with httpx.Client(verify=self._verify, timeout=self._timeout) as client:
+            resp = client.get(url)
+            resp.raise_for_status()
+            if len(resp.content) > _MAX_DOC:
+                raise ValueError(f"{url}: document larger than {_MAX_DOC} bytes")
+            doc = resp.json()
+        if not isinstance(doc, dict):
+            raise ValueError(f"{url}: not a JSON object")
+        return doc
+
+    def _keys(self, issuer: str, *, refresh: bool) -> dict[str, Any]:
+        now = time.monotonic()
+        hit = self._jwks.get(issuer)
+        if hit is not None and (now - hit[0] < _JWKS_TTL) and not (
+            refresh and now - hit[0] > _REFETCH_MIN
+        ):
+            return hit[1]
+        meta = self._fetch(issuer + "/.well-known/openid-configuration")
+        jwks_uri = str(meta.get("jwks_uri", ""))
+        a, b = urlsplit(jwks_uri), urlsplit(issuer)
+        if (a.scheme, a.netloc) != (b.scheme, b.netloc):
+            raise ValueError(f"jwks_uri {jwks_uri!r} is not on the issuer's origin")
+        keys = self._fetch(jwks_uri)
+        self._jwks.put(issuer, (now, keys))
+        return keys
+
+    def check(self, token: str, vm_id: str) -> tuple[bool, str]:
+        """(verified, why not).  Never raises for a bad token: the reason says what."""
+        try:
+            header = jwt.get_unverified_header(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            return False, f"the token is not a JWT: {exc}"
+        issuer = str(claims.get("iss", ""))
+        if not self.trusts(issuer):
+            return False, f"the token's issuer {issuer!r} is not trusted by this monitor"
+        if header.get("alg") != "RS256":
+            return False, f"the token's alg {header.get('alg')!r} is not RS256"
+        kid = str(header.get("kid", ""))
+        try:
+            key = None
+            for refresh in (False, True):
+                keys = self._keys(issuer.rstrip("/"), refresh=refresh)
+                for jwk in keys.get("keys", []):
+                    if isinstance(jwk, dict) and jwk.get("kid") == kid:
+                        key = jwt.PyJWK(jwk, algorithm="RS256").key
+                        break
+                if key is not None:
+                    break
+        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+            return False, f"the issuer's keys could not be fetched: {exc}"
+        if key is None:
+            return False, f"no key {kid!r} in the issuer's JWKS"
+        try:
+            verified = jwt.decode(token, key=key, algorithms=["RS256"],
+                                  options={"require": ["exp", "iat"], "verify_aud": False},
+                                  leeway=60)
+        except jwt.PyJWTError as exc:
+            return False, f"the token does not verify: {exc}"
+        token_vm = str(verified.get(t.VMID, "")).upper()
+        if not token_vm:
+            return False, "the token carries no x-ms-azurevm-vmid"
+        if token_vm != vm_id.upper():
+            return False, f"the token is for VM {token_vm}, not {vm_id}"
+        return True, ""

@@ -1,0 +1,128 @@
+"""JSON shapes of the monitor's rows: what the API returns and the CLI prints.
+
+The keys the issue names are exact (``vm list --json``: ``vm_id``, ``name``,
+``state``, ``monitored``, ``open_alerts``, ``recommendations``; ``alert list
+--json``: ``id``, ``vm_id``, ``reason``, ``severity``, ``status``, ``count``,
+``diff``); alerts also carry Defender's field names where they fit.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from bootwatch.monitor.db import as_utc
+from bootwatch.monitor.models import AlertRow, BaselineRow, BootRow, RecommendationRow, VmRow
+
+__all__ = ["alert_json", "baseline_json", "boot_json", "rec_json", "vm_json"]
+
+
+def _t(value: datetime | None) -> str | None:
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else None
+
+
+def rec_json(row: RecommendationRow, *, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": row.key, "name": row.name, "severity": row.severity,
+        "status": {"code": row.code, "cause": row.cause},
+    }
+    if full:
+        out["vm_id"] = row.vm_id
+        out["status"].update({
+            "description": row.description,
+            "first_evaluated": _t(row.first_evaluated),
+            "status_changed": _t(row.status_changed),
+        })
+        out["remediation"] = row.remediation
+    return out
+
+
+def vm_json(vm: VmRow, recs: Sequence[RecommendationRow] = ()) -> dict[str, Any]:
+    return {
+        "vm_id": vm.vm_id,
+        "name": vm.name,
+        "group": vm.group_name,
+        "provider": vm.provider,
+        "state": vm.state,
+        "state_reason": vm.state_reason,
+        "state_since": _t(vm.state_since),
+        "monitored": vm.enabled,
+        "security_type": vm.security_type,
+        "secure_boot": vm.secure_boot,
+        "vtpm": vm.vtpm,
+        "open_alerts": vm.open_alerts,
+        "last_attestation": _t(vm.last_outcome_at),
+        "last_verdict": vm.last_verdict,
+        "last_reason": vm.last_reason,
+        "last_report": _t(vm.last_report_at),
+        "last_report_status": vm.last_report_status,
+        "last_report_verified": vm.last_report_verified,
+        "agent_version": vm.agent_version,
+        "boot_counter": vm.boot_counter,
+        "last_boot": vm.last_boot_id,
+        "recommendations": [rec_json(r) for r in recs],
+    }
+
+
+def alert_json(alert: AlertRow, vm: VmRow | None = None) -> dict[str, Any]:
+    diff = json.loads(alert.diff)
+    extended = json.loads(alert.extended)
+    return {
+        "id": alert.id,
+        "vm_id": alert.vm_id,
+        "vm_name": vm.name if vm is not None else "",
+        "reason": alert.reason,
+        "severity": alert.severity,
+        "status": alert.status,
+        "count": alert.count,
+        "title": alert.title,
+        "description": alert.description,
+        "boot": alert.boot_id,
+        "diff": diff,
+        "last_seen": _t(alert.last_seen),
+        "status_changed_by": alert.status_changed_by,
+        # Defender's alert fields (Microsoft.Security alerts, 2022-01-01)
+        "alertType": alert.alert_type,
+        "alertDisplayName": alert.title,
+        "startTimeUtc": _t(alert.start_time),
+        "endTimeUtc": _t(alert.end_time),
+        "correlationKey": alert.correlation_key,
+        "remediationSteps": json.loads(alert.remediation),
+        "extendedProperties": {"reason": alert.reason, **extended},
+        "compromisedEntity": (vm.name or vm.vm_id) if vm is not None else alert.vm_id,
+    }
+
+
+def boot_json(boot: BootRow, *, full: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": boot.id,
+        "vm_id": boot.vm_id,
+        "first_seen": _t(boot.first_seen),
+        "last_seen": _t(boot.last_seen),
+        "verdict": boot.verdict,
+        "reason": boot.reason,
+        "baseline": boot.baseline_id,
+        "reset_count": boot.reset_count,
+        "agent_version": boot.agent_version,
+    }
+    if full:
+        out["pcr_bank"] = boot.pcr_bank
+        out["pcrs"] = json.loads(boot.pcrs)
+        out["events"] = json.loads(boot.events)
+    return out
+
+
+def baseline_json(base: BaselineRow) -> dict[str, Any]:
+    return {
+        "id": base.id,
+        "vm_id": base.vm_id,
+        "group": base.group_name,
+        "label": base.label,
+        "origin": base.origin,
+        "source_boot": base.source_boot_id,
+        "pcrs": json.loads(base.pcrs),
+        "created_at": _t(base.created_at),
+        "created_by": base.created_by,
+    }

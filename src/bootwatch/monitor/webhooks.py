@@ -1,0 +1,115 @@
+"""Webhook delivery from the outbox: at least once, signed, retried with backoff.
+
+Alert changes write a row per receiver into ``monitor_webhook_deliveries`` in
+the same transaction as the change (:mod:`bootwatch.monitor.core`); this
+dispatcher posts due rows and marks them delivered on a 2xx.  Each POST
+carries ``X-Bootwatch-Signature: sha256=<hex HMAC-SHA256 of the body>`` and
+``X-Bootwatch-Delivery: <id>`` (the same id on every retry, for the
+receiver's de-duplication).  A failure is retried after 2, 4, 8 ... seconds,
+at most 10 minutes apart, for up to :data:`MAX_ATTEMPTS` attempts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import threading
+from datetime import timedelta
+
+import httpx
+from sqlalchemy import select
+
+from bootwatch.errors import BootwatchError
+from bootwatch.monitor.core import Monitor
+from bootwatch.monitor.db import utcnow
+from bootwatch.monitor.models import WebhookDeliveryRow
+
+__all__ = ["MAX_ATTEMPTS", "WebhookDispatcher", "sign_body"]
+
+MAX_ATTEMPTS = 30
+_MAX_DELAY = 600.0
+
+
+def sign_body(secret: str, body: bytes) -> str:
+    """The ``X-Bootwatch-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class WebhookDispatcher:
+    def __init__(self, monitor: Monitor, *, poll: float = 0.5, timeout: float = 5.0,
+                 ca: str = "") -> None:
+        self.monitor = monitor
+        self.poll = poll
+        self._client = httpx.Client(timeout=timeout, verify=ca or True)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bootwatch-webhooks",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._client.close()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            # the database or a receiver is away: the next round tries again
+            with contextlib.suppress(BootwatchError):
+                self.deliver_due()
+            self._wake.wait(self.poll)
+            self._wake.clear()
+
+    def deliver_due(self, limit: int = 100) -> int:
+        """Post every due delivery once; returns how many were delivered."""
+        now = utcnow()
+        with self.monitor.read() as session:
+            due = session.scalars(
+                select(WebhookDeliveryRow).where(
+                    WebhookDeliveryRow.delivered_at.is_(None),
+                    WebhookDeliveryRow.attempts < MAX_ATTEMPTS,
+                    WebhookDeliveryRow.next_attempt_at <= now,
+                ).order_by(WebhookDeliveryRow.created_at).limit(limit)
+            ).all()
+            work = [(d.id, d.url, d.body) for d in due]
+        delivered = 0
+        secret = self.monitor.settings.webhook_secret
+        for delivery_id, url, body in work:
+            raw = body.encode()
+            error = ""
+            try:
+                resp = self._client.post(url, content=raw, headers={
+                    "Content-Type": "application/json",
+                    "X-Bootwatch-Signature": sign_body(secret, raw),
+                    "X-Bootwatch-Delivery": delivery_id,
+                    "User-Agent": "bootwatch-monitor",
+                })
+                if not 200 <= resp.status_code < 300:
+                    error = f"HTTP {resp.status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{exc.__class__.__name__}: {exc}"
+            with self.monitor.write_tx() as session:
+                row = session.get(WebhookDeliveryRow, delivery_id)
+                if row is None:
+                    continue
+                row.attempts += 1
+                if error:
+                    row.last_error = error[:2000]
+                    delay = min(_MAX_DELAY, 2.0 ** row.attempts)
+                    row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+                    self.monitor.metrics.webhook("failed")
+                else:
+                    row.delivered_at = utcnow()
+                    row.last_error = ""
+                    delivered += 1
+                    self.monitor.metrics.webhook("delivered")
+        return delivered

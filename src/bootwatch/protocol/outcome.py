@@ -1,0 +1,340 @@
+"""The attestation outcome event (service -> monitor), versioned.
+
+The monitor never imports the verifier: everything it needs from one
+attestation crosses this boundary as an :class:`OutcomeEvent`.  The event is
+built by the service after the verdict (see ``bootwatch.attest.outcome``) and
+handed to an event sink (in-process or HTTP); the monitor decodes it with
+:func:`decode_outcome` and nothing else.
+
+What a field may be trusted for is in its name: ``vm_id``, ``pcrs`` and
+``events`` come only from evidence that verified (quote signature, PCR digest
+and log replay), while ``claimed_vm_id`` is what a request that did *not*
+verify said about itself: enough to attribute an ``evidence_rejected`` alert
+to a VM, never enough to make it healthy.
+
+Versioning: ``schema`` is 1.  A decoder refuses a higher major version rather
+than guess; new optional fields may be added within a version (unknown keys
+are ignored, so an older monitor keeps working behind a newer service).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from bootwatch.errors import ProtocolError
+
+__all__ = [
+    "MAX_OUTCOME_BYTES",
+    "SCHEMA_VERSION",
+    "BootEvent",
+    "OutcomeEvent",
+    "RevokedItem",
+    "Verdict",
+    "decode_outcome",
+    "encode_outcome",
+    "outcome_to_json",
+]
+
+SCHEMA_VERSION: Final = 1
+#: largest encoded event accepted (a 200-event boot is ~60 KB)
+MAX_OUTCOME_BYTES: Final = 2 * 1024 * 1024
+_MAX_EVENTS: Final = 4096
+_MAX_TEXT: Final = 4000
+_HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}$")
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+
+class Verdict(StrEnum):
+    """What the attestation service decided, in the monitor's words.
+
+    ``evidence_rejected``: the quote, the AIK chain or the log replay failed,
+    so the evidence may not come from this VM's vTPM (MAA answers 400).
+    """
+
+    PERMIT = "permit"
+    DENY = "deny"
+    EVIDENCE_REJECTED = "evidence_rejected"
+
+
+@dataclass(frozen=True)
+class BootEvent:
+    """One event of a quoted PCR, from a log whose replay matched the quote.
+
+    ``digest`` is the lowercase hex digest in the quoted bank (``pcr_bank``
+    of the outcome); ``component`` is a decoded one-line description (file or
+    device path of a boot application, variable name, GRUB command, kernel
+    command line, SIPA flags).
+    """
+
+    index: int
+    pcr: int
+    type: str
+    digest: str
+    component: str
+
+
+@dataclass(frozen=True)
+class RevokedItem:
+    """A boot component of this boot that the current DBX data revokes."""
+
+    event: int
+    component: str
+    digest: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OutcomeEvent:
+    """One answered attestation (see the module docstring for trust)."""
+
+    event_id: str
+    time: datetime
+    provider: str
+    attestation_type: str
+    verdict: Verdict
+    reason: str
+    policy_hash: str
+    failed_check: str | None = None
+    deciding_rule: str | None = None
+    vm_id: str | None = None
+    claimed_vm_id: str | None = None
+    pcr_bank: str = "sha256"
+    pcrs: Mapping[int, str] = field(default_factory=dict)
+    events: tuple[BootEvent, ...] = ()
+    reset_count: int | None = None
+    restart_count: int | None = None
+    secure_boot: bool | None = None
+    #: the incoming claims the policy saw (for policy dry runs), as JSON values
+    claims: tuple[tuple[str, Any], ...] = ()
+    revoked: tuple[RevokedItem, ...] = ()
+    #: current DBX revocations (image hashes) missing from the measured dbx, of how many
+    dbx_missing: int | None = None
+    dbx_current: int | None = None
+    #: notAfter of the AIK certificate that verified (for the renewal recommendation)
+    aik_not_after: datetime | None = None
+    schema: int = SCHEMA_VERSION
+
+    @property
+    def subject_vm_id(self) -> str | None:
+        """The VM this outcome is about: the verified id, else the claimed one."""
+        return self.vm_id or self.claimed_vm_id
+
+
+def _time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
+    """The event as a JSON object (the wire form, before serialisation)."""
+    return {
+        "schema": event.schema,
+        "event_id": event.event_id,
+        "time": _time(event.time),
+        "provider": event.provider,
+        "attestation_type": event.attestation_type,
+        "verdict": event.verdict.value,
+        "reason": event.reason,
+        "policy_hash": event.policy_hash,
+        "failed_check": event.failed_check,
+        "deciding_rule": event.deciding_rule,
+        "vm_id": event.vm_id,
+        "claimed_vm_id": event.claimed_vm_id,
+        "pcr_bank": event.pcr_bank,
+        "pcrs": {str(k): v for k, v in sorted(event.pcrs.items())},
+        "events": [
+            {"index": e.index, "pcr": e.pcr, "type": e.type, "digest": e.digest,
+             "component": e.component}
+            for e in event.events
+        ],
+        "reset_count": event.reset_count,
+        "restart_count": event.restart_count,
+        "secure_boot": event.secure_boot,
+        "claims": [[k, v] for k, v in event.claims],
+        "revoked": [
+            {"event": r.event, "component": r.component, "digest": r.digest, "reason": r.reason}
+            for r in event.revoked
+        ],
+        "dbx_missing": event.dbx_missing,
+        "dbx_current": event.dbx_current,
+        "aik_not_after": _time(event.aik_not_after) if event.aik_not_after else None,
+    }
+
+
+def encode_outcome(event: OutcomeEvent) -> bytes:
+    """Compact JSON bytes of the event."""
+    return json.dumps(outcome_to_json(event), separators=(",", ":")).encode()
+
+
+# --- decoding: strict, every error names the field ------------------------------
+
+
+def _fail(where: str, what: str) -> ProtocolError:
+    return ProtocolError(f"outcome event: field '{where}' {what}")
+
+
+def _str(obj: Mapping[str, Any], key: str, where: str = "", *, optional: bool = False,
+         limit: int = _MAX_TEXT) -> str | None:
+    name = where or key
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise _fail(name, "is required")
+    if not isinstance(value, str):
+        raise _fail(name, "must be a string")
+    if len(value) > limit:
+        raise _fail(name, f"is longer than {limit} characters")
+    return value
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str = "", *, optional: bool = False,
+         lo: int = 0, hi: int = 2**63 - 1) -> int | None:
+    name = where or key
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise _fail(name, "is required")
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(name, f"must be an integer in {lo}..{hi}")
+    return value
+
+
+def _when(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> datetime | None:
+    text = _str(obj, key, optional=optional, limit=40)
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _fail(key, "is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise _fail(key, "must carry a time zone")
+    return value
+
+
+def _hex(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _HEX_RE.match(value):
+        raise _fail(where, "must be lowercase hex of at most 64 bytes")
+    return value
+
+
+def _ident(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
+    value = _str(obj, key, optional=optional, limit=128)
+    if value is not None and not _ID_RE.match(value):
+        raise _fail(key, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
+    return value
+
+
+def _reject_constant(name: str) -> None:
+    raise ProtocolError(f"outcome event: {name} is not valid JSON")
+
+
+def decode_outcome(body: bytes) -> OutcomeEvent:
+    """Decode and check an encoded event; :class:`ProtocolError` names the bad field."""
+    if len(body) > MAX_OUTCOME_BYTES:
+        raise ProtocolError(f"outcome event: larger than {MAX_OUTCOME_BYTES} bytes")
+    try:
+        obj = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"outcome event: not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("outcome event: must be a JSON object")
+    return outcome_from_json(obj)
+
+
+def outcome_from_json(obj: Mapping[str, Any]) -> OutcomeEvent:
+    """Check a decoded JSON object (see :func:`decode_outcome`)."""
+    schema = _int(obj, "schema", lo=1, hi=1000)
+    if schema != SCHEMA_VERSION:
+        raise _fail("schema", f"is {schema}; this monitor reads version {SCHEMA_VERSION}")
+    verdict_text = _str(obj, "verdict", limit=32) or ""
+    try:
+        verdict = Verdict(verdict_text)
+    except ValueError:
+        raise _fail("verdict", "must be one of " + ", ".join(v.value for v in Verdict)) from None
+    pcrs_raw = obj.get("pcrs") or {}
+    if not isinstance(pcrs_raw, dict) or len(pcrs_raw) > 32:
+        raise _fail("pcrs", "must be an object of at most 32 PCRs")
+    pcrs: dict[int, str] = {}
+    for key, value in pcrs_raw.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) < 32):
+            raise _fail(f"pcrs.{key}", "is not a PCR index 0-31")
+        pcrs[int(key)] = _hex(value, f"pcrs.{key}")
+    events_raw = obj.get("events") or []
+    if not isinstance(events_raw, list) or len(events_raw) > _MAX_EVENTS:
+        raise _fail("events", f"must be a list of at most {_MAX_EVENTS} events")
+    events: list[BootEvent] = []
+    for i, item in enumerate(events_raw):
+        where = f"events[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(where, "must be an object")
+        events.append(
+            BootEvent(
+                index=_int(item, "index", f"{where}.index", hi=10**7) or 0,
+                pcr=_int(item, "pcr", f"{where}.pcr", hi=31) or 0,
+                type=_str(item, "type", f"{where}.type", limit=64) or "",
+                digest=_hex(item.get("digest"), f"{where}.digest"),
+                component=_str(item, "component", f"{where}.component", limit=512) or "",
+            )
+        )
+    claims_raw = obj.get("claims") or []
+    if not isinstance(claims_raw, list) or len(claims_raw) > 1000:
+        raise _fail("claims", "must be a list of at most 1000 [type, value] pairs")
+    claims: list[tuple[str, Any]] = []
+    for i, pair in enumerate(claims_raw):
+        if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise _fail(f"claims[{i}]", "must be a [type, value] pair")
+        claims.append((pair[0], pair[1]))
+    revoked_raw = obj.get("revoked") or []
+    if not isinstance(revoked_raw, list) or len(revoked_raw) > _MAX_EVENTS:
+        raise _fail("revoked", "must be a list")
+    revoked: list[RevokedItem] = []
+    for i, item in enumerate(revoked_raw):
+        where = f"revoked[{i}]"
+        if not isinstance(item, dict):
+            raise _fail(where, "must be an object")
+        revoked.append(
+            RevokedItem(
+                event=_int(item, "event", f"{where}.event", hi=10**7) or 0,
+                component=_str(item, "component", f"{where}.component", limit=512) or "",
+                digest=_hex(item.get("digest"), f"{where}.digest"),
+                reason=_str(item, "reason", f"{where}.reason") or "",
+            )
+        )
+    secure_boot = obj.get("secure_boot")
+    if secure_boot is not None and not isinstance(secure_boot, bool):
+        raise _fail("secure_boot", "must be true, false or null")
+    when = _when(obj, "time")
+    assert when is not None  # required above
+    return OutcomeEvent(
+        event_id=_ident(obj, "event_id") or "",
+        time=when,
+        provider=_str(obj, "provider", limit=128) or "",
+        attestation_type=_str(obj, "attestation_type", limit=32) or "",
+        verdict=verdict,
+        reason=_str(obj, "reason") or "",
+        policy_hash=_str(obj, "policy_hash", limit=128) or "",
+        failed_check=_str(obj, "failed_check", optional=True, limit=64),
+        deciding_rule=_str(obj, "deciding_rule", optional=True),
+        vm_id=_ident(obj, "vm_id", optional=True),
+        claimed_vm_id=_ident(obj, "claimed_vm_id", optional=True),
+        pcr_bank=_str(obj, "pcr_bank", limit=16) or "sha256",
+        pcrs=pcrs,
+        events=tuple(events),
+        reset_count=_int(obj, "reset_count", optional=True),
+        restart_count=_int(obj, "restart_count", optional=True),
+        secure_boot=secure_boot,
+        claims=tuple(claims),
+        revoked=tuple(revoked),
+        dbx_missing=_int(obj, "dbx_missing", optional=True),
+        dbx_current=_int(obj, "dbx_current", optional=True),
+        aik_not_after=_when(obj, "aik_not_after", optional=True),
+        schema=schema,
+    )
