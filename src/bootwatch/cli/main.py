@@ -26,6 +26,12 @@ GROUPS: dict[str, tuple[str, str]] = {
     "service": ("bootwatch.cli.service", "Run the MAA-compatible attestation service"),
     "provider": ("bootwatch.cli.provider", "Create and list attestation providers"),
     "demo": ("bootwatch.cli.demo", "End-to-end demo on embedded defaults"),
+    "server": ("bootwatch.cli.server", "Service + monitor in one process (embedded default)"),
+    "monitor": ("bootwatch.cli.monitor", "Run the monitor alone; dry-run a policy"),
+    "vm": ("bootwatch.cli.vm", "Monitored VMs: list, show, enable, disable"),
+    "alert": ("bootwatch.cli.alert", "Boot-integrity alerts: list, show, ack, resolve"),
+    "baseline": ("bootwatch.cli.baseline", "Approved boot variants: list, diff, approve"),
+    "recommendation": ("bootwatch.cli.recommendation", "Per-VM recommendations"),
 }
 
 #: exit code for unreadable input, unreachable services and other errors

@@ -6,6 +6,7 @@ variables (this is the only place they are read); see docs/service.md.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ def _tuple(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
+def default_data_dir() -> Path:
+    """Where the service keeps its database, keys and dev certificate by default:
+    ``$XDG_DATA_HOME/bootwatch/server`` (else ``~/.local/share/bootwatch/server``),
+    outside any source tree so keys never land in a repository."""
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "bootwatch" / "server"
+
+
 def db_options(f: Any) -> Any:
     f = click.option(
         "--db-schema", envvar="BOOTWATCH_DB_SCHEMA", default="", help="PostgreSQL schema"
@@ -25,8 +35,8 @@ def db_options(f: Any) -> Any:
     f = click.option(
         "--data-dir",
         envvar="BOOTWATCH_DATA_DIR",
-        default="bootwatch-data",
-        show_default=True,
+        default=default_data_dir,
+        show_default="$XDG_DATA_HOME/bootwatch/server",
         type=click.Path(file_okay=False, path_type=Path),
         help="data directory (SQLite database, at-rest key, dev TLS certificate)",
     )(f)
@@ -240,7 +250,7 @@ def purge_cmd(**kw: Any) -> None:
 
 @command.command("dev-cert")
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default="bootwatch-data"
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=default_data_dir
 )
 @click.option("--host", default="127.0.0.1")
 def dev_cert_cmd(data_dir: Path, host: str) -> None:

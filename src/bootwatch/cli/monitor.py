@@ -1,0 +1,113 @@
+"""``bootwatch monitor``: run the monitor alone; dry-run a policy over its history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client
+from bootwatch.cli.server import monitor_options, monitor_settings_from
+from bootwatch.cli.service import db_options
+from bootwatch.errors import ConfigError
+
+
+@click.group()
+def command() -> None:
+    """The boot-integrity monitor: health, alerts, recommendations, baselines."""
+
+
+@command.command("run")
+@click.option("--host", envvar="BOOTWATCH_MONITOR_HOST", default="127.0.0.1", show_default=True)
+@click.option("--port", envvar="BOOTWATCH_MONITOR_PORT", default=8444, show_default=True,
+              type=int)
+@db_options
+@monitor_options
+@click.option("--cert", "tls_cert", default="", help="PEM certificate (with --key)")
+@click.option("--key", "tls_key", default="", help="PEM private key")
+@click.option("--insecure-http", is_flag=True, help="plain HTTP (loopback addresses only)")
+@click.option("--trusted-issuer", "trusted_issuers", multiple=True,
+              help="attestation service URL whose tokens verify reports (repeatable)")
+@click.option("--issuer-ca", default="", help="CA bundle for the issuers' HTTPS")
+@click.option("--admin-tokens-file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="admin bearer tokens, one per line (or BOOTWATCH_ADMIN_TOKENS)")
+def run_cmd(**kw: Any) -> None:
+    """Serve the monitor's API (/api/v1), /metrics and /healthz."""
+    import os
+
+    import uvicorn
+
+    from bootwatch.cli._files import read_limited_text
+    from bootwatch.monitor.app import create_monitor_app
+    from bootwatch.monitor.container import bootstrap
+    from bootwatch.service.logs import configure_logging
+    from bootwatch.service.server import is_loopback
+    from bootwatch.service.tls import ensure_dev_certificate
+
+    tokens = tuple(t.strip() for t in os.environ.get("BOOTWATCH_ADMIN_TOKENS", "").split(",")
+                   if t.strip())
+    if kw["admin_tokens_file"]:
+        text = read_limited_text(kw["admin_tokens_file"], "admin tokens file", 1024 * 1024)
+        tokens += tuple(t.strip() for t in text.splitlines() if t.strip())
+    data_dir = Path(kw["data_dir"])
+    settings = monitor_settings_from(
+        kw, data_dir=data_dir, db_url=kw["db_url"], db_schema=kw["db_schema"],
+        host=kw["host"], port=kw["port"], admin_tokens=tokens,
+        trusted_issuers=tuple(kw["trusted_issuers"]), issuer_ca=kw["issuer_ca"],
+    )
+    configure_logging("INFO")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if kw["insecure_http"]:
+        if not is_loopback(kw["host"]):
+            raise ConfigError("--insecure-http is only allowed on a loopback address")
+        cert = key = None
+    elif kw["tls_cert"] or kw["tls_key"]:
+        cert, key = kw["tls_cert"], kw["tls_key"]
+    else:
+        files = ensure_dev_certificate(data_dir, (kw["host"],))
+        cert, key = str(files.cert), str(files.key)
+    app = create_monitor_app(bootstrap(settings))
+    scheme = "http" if cert is None else "https"
+    click.echo(f"bootwatch monitor on {scheme}://{kw['host']}:{kw['port']}/api/v1", err=True)
+    uvicorn.run(app, host=kw["host"], port=kw["port"], ssl_certfile=cert, ssl_keyfile=key,
+                log_config=None, access_log=False, server_header=False)
+
+
+def _duration(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r}: use N, Ns, Nm, Nh or Nd") from None
+
+
+@command.command("dry-run")
+@click.option("--policy", "policy_file", required=True,
+              type=click.Path(exists=True, dir_okay=False), help="candidate AzureGuest policy")
+@click.option("--since", default="30d", show_default=True, help="history window (N[smhd])")
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+def dry_run_cmd(policy_file: str, since: str, as_json: bool, monitor_url: str, ca: str) -> None:
+    """Which VMs and boots a candidate policy would have denied (over stored history).
+
+    Exit 0 when the policy would deny no boot, 1 when it would deny some."""
+    from bootwatch.cli._files import read_limited_text
+
+    text = read_limited_text(policy_file, "policy", 200_000)
+    with make_client(monitor_url, ca) as client:
+        result = client.post("/dry-run", {"policy": text, "since_seconds": _duration(since)})
+    if as_json:
+        echo_json(result)
+    else:
+        denied = result["would_deny"]
+        click.echo(f"{'DENIES' if denied else 'PERMITS'}: the policy would deny {denied} of "
+                   f"{len(result['boots'])} boot(s) on {len(result['vms_denied'])} VM(s)")
+        for b in result["boots"]:
+            if b["would"] == "deny":
+                name = b["name"] or b["vm_id"]
+                click.echo(f"  {name} boot {b['boot']} (now {b['verdict']}): "
+                           f"{b['deciding_rule'] or 'no rule permitted'}")
+    raise SystemExit(1 if result["would_deny"] else 0)

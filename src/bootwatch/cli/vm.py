@@ -1,0 +1,112 @@
+"""``bootwatch vm``: the monitored inventory (list, show, enable, disable)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.table import Table
+
+from bootwatch.cli._monitor_client import client_options, console, echo_json, make_client
+
+_STATE_STYLE = {"healthy": "green", "unhealthy": "bold red", "stale": "yellow",
+                "platform_error": "magenta", "not_reporting": "yellow", "not_monitored": "dim"}
+
+
+@click.group()
+def command() -> None:
+    """VMs the monitor knows: state, alerts, recommendations; enable monitoring."""
+
+
+@command.command("list")
+@click.option("--state", default=None, help="only VMs in this state")
+@click.option("--group", default=None)
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+def list_cmd(state: str | None, group: str | None, as_json: bool, monitor_url: str,
+             ca: str) -> None:
+    """List VMs, those that need attention first."""
+    with make_client(monitor_url, ca) as client:
+        vms = client.all_vms(state=state, group=group)
+    if as_json:
+        echo_json(vms)
+        return
+    if not vms:
+        click.echo("no VMs known to the monitor yet (enable one with `bootwatch vm enable`)")
+        return
+    table = Table("name", "vm id", "state", "alerts", "unhealthy recommendations", "why")
+    for v in vms:
+        bad = [r["name"] for r in v["recommendations"] if r["status"]["code"] == "Unhealthy"]
+        table.add_row(v["name"] or "-", v["vm_id"],
+                      f"[{_STATE_STYLE.get(v['state'], '')}]{v['state']}[/]",
+                      str(v["open_alerts"]), "; ".join(bad) or "-", v["state_reason"])
+    console().print(table)
+
+
+@command.command("show")
+@click.argument("vm")
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+def show_cmd(vm: str, as_json: bool, monitor_url: str, ca: str) -> None:
+    """One VM: state and why, boots, alerts, recommendations with remediation."""
+    with make_client(monitor_url, ca) as client:
+        v = client.get(f"/vms/{vm}")
+    if as_json:
+        echo_json(v)
+        return
+    out = console()
+    out.print(f"[bold]{v['name'] or v['vm_id']}[/] ({v['vm_id']}): "
+              f"[{_STATE_STYLE.get(v['state'], '')}]{v['state']}[/] - {v['state_reason']}")
+    out.print(f"monitored: {v['monitored']}  group: {v['group'] or '-'}  security type: "
+              f"{v['security_type']}  agent: {v['agent_version'] or '-'}")
+    for a in v["alerts"]:
+        if a["status"] in ("active", "in_progress"):
+            out.print(f"ALERT {a['id']} [{a['severity']}] {a['reason']}: {a['description']}")
+    for r in v["recommendations"]:
+        if r["status"]["code"] == "Unhealthy":
+            out.print(f"RECOMMENDATION [{r['severity']}] {r['name']}: "
+                      f"{r['status']['description']}\n  fix: {r['remediation']}")
+    table = Table("boot", "last seen", "verdict", "baseline", "reason")
+    for b in v["boots"][:10]:
+        table.add_row(str(b["id"]), b["last_seen"], b["verdict"],
+                      str(b["baseline"]) if b["baseline"] else "-", b["reason"])
+    out.print(table)
+
+
+def _enable_body(**kw: Any) -> dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+@command.command("enable")
+@click.argument("vm")
+@click.option("--name", default=None, help="a name for the VM")
+@click.option("--group", default=None, help="group (baselines and suppressions can be per group)")
+@click.option("--security-type", type=click.Choice(["trusted-launch", "confidential",
+                                                      "standard"]), default=None)
+@click.option("--secure-boot", type=click.Choice(["on", "off"]), default=None)
+@click.option("--vtpm", type=click.Choice(["on", "off"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+@client_options
+def enable_cmd(vm: str, name: str | None, group: str | None, security_type: str | None,
+               secure_boot: str | None, vtpm: str | None, as_json: bool, monitor_url: str,
+               ca: str) -> None:
+    """Enable boot-integrity monitoring for VM (its id, or the name of a known VM)."""
+    with make_client(monitor_url, ca) as client:
+        v = client.post(f"/vms/{vm}/enable", _enable_body(
+            name=name, group=group, security_type=security_type, secure_boot=secure_boot,
+            vtpm=vtpm))
+    if as_json:
+        echo_json(v)
+    else:
+        click.echo(f"monitoring enabled for {v['name'] or v['vm_id']} ({v['vm_id']}): "
+                   f"{v['state']} - {v['state_reason']}")
+
+
+@command.command("disable")
+@click.argument("vm")
+@client_options
+def disable_cmd(vm: str, monitor_url: str, ca: str) -> None:
+    """Stop monitoring VM (its open alerts are resolved; history is kept)."""
+    with make_client(monitor_url, ca) as client:
+        v = client.post(f"/vms/{vm}/disable")
+    click.echo(f"monitoring disabled for {v['name'] or v['vm_id']} ({v['vm_id']})")
