@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# shared test helpers (servers, databases) importable by every test folder
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 SHARED = Path(os.environ.get("BOOTWATCH_SHARED", REPO.parent / "shared")).resolve()
 CORPUS = SHARED / "corpus"
 EVENTLOGS = CORPUS / "eventlogs"

@@ -37,7 +37,7 @@ def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
              monitor_url: str, ca: str) -> None:
     """List alerts, newest first."""
     with make_client(monitor_url, ca) as client:
-        items = client.get("/alerts", status=None if status == "all" else status, vm=vm,
+        items = client.get("/alerts", status=status, vm=vm,
                            reason=reason, limit=1000)["items"]
     if as_json:
         echo_json(items)

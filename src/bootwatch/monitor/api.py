@@ -401,13 +401,15 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                 raise ProtocolError("query: 'offset' out of range")
             stmt = select(AlertRow, VmRow).join(VmRow, VmRow.vm_id == AlertRow.vm_id,
                                                 isouter=True)
-            if status == "open":
+            if status in (None, "", "all"):
+                pass
+            elif status == "open":
                 stmt = stmt.where(AlertRow.status.in_([x.value for x in OPEN_STATUSES]))
-            elif status:
+            else:
                 try:
                     stmt = stmt.where(AlertRow.status == AlertStatus(status).value)
                 except ValueError:
-                    raise ProtocolError("query: 'status' must be open or one of "
+                    raise ProtocolError("query: 'status' must be all, open or one of "
                                         + ", ".join(x.value for x in AlertStatus)) from None
             if reason:
                 try:

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from bootwatch.errors import ServiceError, TransportError
+from bootwatch.tlsverify import tls_verify
 
 __all__ = ["MonitorClient"]
 
@@ -23,7 +24,7 @@ class MonitorClient:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
-                                    verify=ca or True)
+                                    verify=tls_verify(ca))
 
     def close(self) -> None:
         self._client.close()

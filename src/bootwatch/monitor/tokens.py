@@ -19,6 +19,7 @@ import jwt
 
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
+from bootwatch.tlsverify import tls_verify
 
 __all__ = ["TokenVerifier"]
 
@@ -31,7 +32,7 @@ class TokenVerifier:
     def __init__(self, trusted_issuers: tuple[str, ...], *, ca: str = "",
                  timeout: float = 5.0) -> None:
         self.trusted = tuple(i.rstrip("/") for i in trusted_issuers)
-        self._verify: str | bool = ca or True
+        self._verify = tls_verify(ca)
         self._timeout = timeout
         self._jwks: BoundedLru[str, tuple[float, dict[str, Any]]] = BoundedLru(64)
 

@@ -24,6 +24,7 @@ from bootwatch.errors import BootwatchError
 from bootwatch.monitor.core import Monitor
 from bootwatch.monitor.db import utcnow
 from bootwatch.monitor.models import WebhookDeliveryRow
+from bootwatch.tlsverify import tls_verify
 
 __all__ = ["MAX_ATTEMPTS", "WebhookDispatcher", "sign_body"]
 
@@ -41,7 +42,7 @@ class WebhookDispatcher:
                  ca: str = "") -> None:
         self.monitor = monitor
         self.poll = poll
-        self._client = httpx.Client(timeout=timeout, verify=ca or True)
+        self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None

@@ -325,7 +325,7 @@ def outcome_from_json(obj: Mapping[str, Any]) -> OutcomeEvent:
         deciding_rule=_str(obj, "deciding_rule", optional=True),
         vm_id=_ident(obj, "vm_id", optional=True),
         claimed_vm_id=_ident(obj, "claimed_vm_id", optional=True),
-        pcr_bank=_str(obj, "pcr_bank", limit=16) or "sha256",
+        pcr_bank=_str(obj, "pcr_bank", optional=True, limit=16) or "sha256",
         pcrs=pcrs,
         events=tuple(events),
         reset_count=_int(obj, "reset_count", optional=True),

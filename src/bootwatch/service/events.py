@@ -24,6 +24,7 @@ import httpx
 
 from bootwatch.protocol.outcome import OutcomeEvent, outcome_to_json
 from bootwatch.service.logs import get_logger
+from bootwatch.tlsverify import tls_verify
 
 __all__ = ["EventSink", "HttpEventSink"]
 
@@ -42,7 +43,7 @@ class HttpEventSink:
                  timeout: float = 10.0) -> None:
         self.url = monitor_url.rstrip("/") + "/api/v1/outcomes"
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._client = httpx.Client(timeout=timeout, verify=ca or True)
+        self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
         self._queue: collections.deque[OutcomeEvent] = collections.deque()
         self._lock = threading.Condition()
         self._stop = False
