@@ -277,10 +277,11 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                         recs.setdefault(r.vm_id, []).append(r)
                 items = [vm_json(v, sorted(recs.get(v.vm_id, []), key=lambda r: r.key))
                          for v in rows]
-            nxt = None
-            if more and rows:
-                last = rows[-1]
-                nxt = base64.urlsafe_b64encode(f"{last.attention}|{last.vm_id}".encode()).decode()
+                nxt = None
+                if more and rows:
+                    last = rows[-1]
+                    nxt = base64.urlsafe_b64encode(
+                        f"{last.attention}|{last.vm_id}".encode()).decode()
             return {"items": items, "next_cursor": nxt}
         return call(who, run)
 

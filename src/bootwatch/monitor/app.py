@@ -8,6 +8,7 @@ Serves the JSON API under ``/api/v1`` with its OpenAPI document at
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bootwatch.errors import BootwatchError
 from bootwatch.monitor.api import monitor_router, problem
 from bootwatch.monitor.container import MonitorContainer
+from bootwatch.service.logs import get_logger
 
 __all__ = ["create_monitor_app"]
 
@@ -50,6 +52,14 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
     @app.exception_handler(BootwatchError)
     async def _bw(request: Request, exc: BootwatchError) -> JSONResponse:
         return problem(400, "InvalidParameter", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex
+        get_logger().error("monitor bug", extra={"incident": incident,
+                                                 "reason": f"{exc.__class__.__name__}: {exc}"})
+        return problem(500, "InternalError", f"internal error (incident {incident}); the "
+                       "monitor's log has the details")
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
