@@ -110,6 +110,24 @@ def command() -> None:
     help="seconds (0 = do not keep evidence)",
 )
 @click.option(
+    "--evidence-quota-per-client",
+    "evidence_quota_per_client_bytes",
+    envvar="BOOTWATCH_EVIDENCE_QUOTA_PER_CLIENT",
+    default=16 * 1024 * 1024,
+    type=int,
+    show_default=True,
+    help="bytes of evidence kept per client address, oldest dropped first (0 = none)",
+)
+@click.option(
+    "--evidence-quota-total",
+    "evidence_quota_total_bytes",
+    envvar="BOOTWATCH_EVIDENCE_QUOTA_TOTAL",
+    default=512 * 1024 * 1024,
+    type=int,
+    show_default=True,
+    help="bytes of evidence kept in total, oldest dropped first (0 = none)",
+)
+@click.option(
     "--key-overlap",
     "key_overlap_seconds",
     envvar="BOOTWATCH_KEY_OVERLAP",

@@ -35,6 +35,7 @@ from typing import Any
 import pybase64
 
 from bootwatch.errors import ProtocolError
+from bootwatch.protocol.jsonread import MAX_JSON_DEPTH, JsonDepthError, check_json_depth
 
 PROTOCOL_VERSION = "2.0"
 ISOLATION_TRUSTED_LAUNCH = "TrustedLaunch"
@@ -203,7 +204,7 @@ def _loads(data: bytes | str, path: str) -> Any:
     except ProtocolError as exc:
         raise ProtocolError(exc.message, field=path) from None
     except RecursionError:
-        raise ProtocolError("JSON nested deeper than the parser allows", field=path) from None
+        raise JsonDepthError(MAX_JSON_DEPTH, field=path) from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
                             field=path) from None
@@ -270,6 +271,9 @@ def _client_payload(value: Any, path: str, workarounds: list[str]) -> dict[str, 
             except UnicodeDecodeError:
                 raise ProtocolError("base64 content is not UTF-8 text", field=p) from None
         else:
+            # the only places a client's own nesting is walked (re-serialised): bounded
+            # here, so the hot path pays nothing for requests without raw JSON values
+            check_json_depth(v, field=p)
             text = json.dumps(v, separators=(",", ":"), sort_keys=True)
             if len(text) > MAX_CLIENT_PAYLOAD_VALUE:
                 raise ProtocolError(f"over {MAX_CLIENT_PAYLOAD_VALUE} bytes", field=p)
@@ -360,6 +364,8 @@ def decode_attestation_info(inner: Any, path: str = "AttestationInfo"
     if not isinstance(iso_type, str) or not 0 < len(iso_type) <= 32:
         raise ProtocolError("expected an isolation type string", field=iso.sub("Type"))
     evidence = iso.get("Evidence", required=False)
+    if evidence is not None:
+        check_json_depth(evidence, field=iso.sub("Evidence"))
     evidence_json = None if evidence is None else json.dumps(evidence, separators=(",", ":"))
     log = _b64(o.get("TcgLogs"), o.sub("TcgLogs"), MAX_TCG_LOG_BYTES)
     req = UnverifiedAzureGuestRequest(

@@ -30,7 +30,7 @@ from bootwatch.service.middleware import (
     internal_error_response,
     maa_error,
 )
-from bootwatch.service.providers import ProviderPrefixMiddleware
+from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
 from bootwatch.service.settings import Settings
@@ -88,6 +88,7 @@ class ServiceApp(FastAPI):
 
 def create_app(settings: Settings, *, state: ServiceState | None = None) -> FastAPI:
     """Build the service for ``settings`` (one call per worker process)."""
+    allowed_host_pairs(settings.allowed_hosts)  # a malformed --allowed-host stops start-up
     state = state or ServiceState.open(settings)
     metrics = Metrics.create()
     state.records.metrics = metrics  # the record writer counts overflows and failures
