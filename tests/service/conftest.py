@@ -32,6 +32,7 @@ from sqlalchemy import text
 
 from bootwatch.service.app import create_app
 from bootwatch.service.db import make_engine
+from bootwatch.service.httpproto import HTTP_PROTOCOL
 from bootwatch.service.server import tls_files
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
@@ -151,6 +152,7 @@ class ThreadServer:
             timeout_graceful_shutdown=1,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
+            http=HTTP_PROTOCOL,  # as bootwatch.service.server runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

@@ -91,12 +91,15 @@ class _Server:
     def __init__(self, app: Any, tls: Any) -> None:
         import uvicorn
 
+        from bootwatch.service.httpproto import HTTP_PROTOCOL
+
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                                ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key))
+                                ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
+                                http=HTTP_PROTOCOL)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.sock]}, daemon=True)
