@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +31,7 @@ from bootwatch.service.middleware import (
     internal_error_response,
     maa_error,
 )
+from bootwatch.service.openapi import complete_schema
 from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
@@ -75,6 +77,13 @@ class ServiceApp(FastAPI):
 
     front: ASGIApp | None = None
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document plus the fast path, provider prefixes and MAA errors
+        (built once, on the first GET /openapi.json)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = complete_schema(FastAPI.openapi(self))
+        return self.openapi_schema
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         if self.front is None:
@@ -117,7 +126,7 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
         version=settings.service_version,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
         lifespan=lifespan,
     )
     app.state.bw = state
