@@ -215,6 +215,7 @@ class _Obj:
 
     def __init__(self, value: Any, path: str) -> None:
         if not isinstance(value, dict):
+            check_json_depth(value, field=path)  # too deep is the better reason
             raise ProtocolError(f"expected an object, got {type(value).__name__}", field=path)
         self.path = path
         self._by_lower = {k.lower(): (k, v) for k, v in value.items()}
@@ -233,7 +234,16 @@ class _Obj:
         return entry[1]
 
     def unknown(self) -> list[str]:
-        return [self.sub(k) for low, (k, _) in self._by_lower.items() if low not in self._used]
+        """Paths of the keys nobody read; their values are only listed, never walked, but
+        are held to the depth limit like everything else a client sends (no cost for the
+        requests real clients send, which have none)."""
+        out = []
+        for low, (k, v) in self._by_lower.items():
+            if low not in self._used:
+                if isinstance(v, dict | list):
+                    check_json_depth(v, field=self.sub(k))
+                out.append(self.sub(k))
+        return out
 
 
 def _uint(value: Any, path: str, workarounds: list[str]) -> int:
@@ -427,10 +437,12 @@ def decode_request(body: bytes) -> UnverifiedAzureGuestRequest:
         return decode_attestation_info(_loads(inner_fast, "AttestationInfo"))
     outer = _loads(body, "(body)")
     if not isinstance(outer, dict):
+        check_json_depth(outer, field="(body)")
         raise ProtocolError("expected a JSON object", field="(body)")
     keys = {k.lower(): k for k in outer}
     if "attestationinfo" in keys and "attestationprotocolversion" not in keys:
         if len(outer) != 1:
+            check_json_depth(outer, field="(body)")
             extra = sorted(k for k in outer if k.lower() != "attestationinfo")
             raise ProtocolError(f"unexpected keys {extra} beside AttestationInfo", field="(body)")
         inner_bytes = _b64(outer[keys["attestationinfo"]], "AttestationInfo", MAX_BODY_BYTES)
