@@ -490,12 +490,12 @@ def host_is_served(request: Request, state: ServiceState, host: str, port: int |
     names, pairs = allowed_host_pairs(settings.allowed_hosts)
     if port is not None and (host, port) in pairs:
         return True
-    if host in names or state.providers.provider_for_host(host) is not None:
-        return port is None or port == listening
     if host in _LOOPBACK_NAMES or host == settings.host.lower():
         if port is None:
             return _DEFAULT_PORTS.get(request.url.scheme) == listening
         return port == listening
+    if host in names or state.providers.provider_for_host(host) is not None:
+        return port is None or port == listening
     return False
 
 
