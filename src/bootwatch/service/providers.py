@@ -513,8 +513,8 @@ def request_base_url(request: Request, prefix: str) -> str:
         return settings.public_base_url.rstrip("/") + prefix
     header = request.headers.get("host")
     if not header:
-        port = listening_port(request, settings)
-        return f"{request.url.scheme}://{_url_host(settings.host)}:{port}{prefix}"
+        listening = listening_port(request, settings)
+        return f"{request.url.scheme}://{_url_host(settings.host)}:{listening}{prefix}"
     host, port = split_host(header)
     if not host_is_served(request, state, host, port):
         shown = f"{host}:{port}" if port is not None else host
