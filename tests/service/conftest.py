@@ -141,7 +141,7 @@ def free_socket() -> socket.socket:
 class ThreadServer:
     """uvicorn in a background thread on a pre-bound socket."""
 
-    def __init__(self, app: Any, *, tls: Any = None) -> None:
+    def __init__(self, app: Any, *, tls: Any = None, http: str = HTTP_PROTOCOL) -> None:
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
@@ -152,7 +152,7 @@ class ThreadServer:
             timeout_graceful_shutdown=1,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
-            http=HTTP_PROTOCOL,  # as bootwatch.service.server runs it
+            http=http,  # as bootwatch.service.server runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

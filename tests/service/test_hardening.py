@@ -374,3 +374,22 @@ def test_malformed_http_is_answered_with_an_maa_body(hsvc: Any, request_bytes: b
         assert error["message"]
     assert b"Invalid HTTP request received" not in answers[-1][2] or b"malformed HTTP" in \
         answers[-1][2]
+
+
+def test_h11_fallback_protocol_answers_with_an_maa_body(hsvc: Any, h: Any) -> None:
+    """Without httptools the service runs uvicorn's h11 protocol: same answer."""
+    from types import SimpleNamespace
+
+    from bootwatch.service.app import create_app
+    from bootwatch.service.server import tls_files
+
+    app = create_app(hsvc.settings, state=hsvc.state)
+    tls = tls_files(hsvc.settings)
+    with h.ThreadServer(app, tls=tls, http="bootwatch.service.httpproto:MaaH11Protocol") as srv:
+        other = SimpleNamespace(url=f"https://127.0.0.1:{srv.port}", ca=hsvc.ca)
+        request = (f"POST /attest/AzureGuest HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+                   "Content-Length: -1\r\n\r\n{}").encode()
+        answers = _responses(_raw_exchange(other, request))
+    assert [a[0] for a in answers] == [400]
+    assert answers[0][1]["x-ms-error-code"] == "InvalidParameter"
+    assert "malformed HTTP request" in json.loads(answers[0][2])["error"]["message"]
