@@ -148,8 +148,9 @@ def command() -> None:
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
-    help="a host name clients may use in the Host header (repeatable); the listening "
-    "host, loopback names and providers' host names are always accepted",
+    help="a host name (NAME: with the listening port or none) or an exact NAME:PORT pair "
+    "clients may use in the Host header (repeatable); the listening host, loopback names "
+    "and providers' host names are always accepted with the listening port",
 )
 @click.option("--region", envvar="BOOTWATCH_REGION", default="local")
 @click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default="")
