@@ -371,3 +371,59 @@ def test_memoised_aik_results_still_decide_each_request() -> None:
     v = verify(forge(quote_signer=OTHER))
     assert first_failure(v) == ("quote_signature", "signature_invalid")
     assert verify(good).passed
+
+
+# --- issue 9 item 6: digests of the banks the quote does not cover ---------------------
+
+_DATA_BOUND = {"EV_EFI_VARIABLE_DRIVER_CONFIG", "EV_SEPARATOR", "EV_EFI_VARIABLE_AUTHORITY"}
+
+
+def _log_with_flipped_bank_digest(alg: TpmAlg) -> tuple[bytes, int]:
+    """The real log with one data-bound PCR 7 event's ``alg`` digest altered (one bit)."""
+    from bootwatch.eventlog.model import event_type_name
+
+    log = parse_log(REAL.tcg_logs)
+    ev = next(e for e in log.events if e.pcr == 7 and alg in e.digests
+              and event_type_name(e.event_type) in _DATA_BOUND)
+    d = ev.digests[alg]
+    raw = REAL.tcg_logs
+    at = raw.index(d, ev.offset)
+    return raw[:at] + bytes([d[-1] ^ 1]) + raw[at + 1:], ev.index
+
+
+@pytest.mark.parametrize("alg", [TpmAlg.SHA1, TpmAlg.SHA384], ids=["sha1", "sha384"])
+def test_forged_digest_in_an_unquoted_bank_is_refused(alg: TpmAlg) -> None:
+    """Only SHA-256 is quoted and replayed, yet a data-bound event whose SHA-1 or SHA-384
+    digest is not the hash of its data fails log_replay, as ``bootwatch log replay``
+    reports it (digest_mismatch): no bank the log carries disagrees with the data."""
+    log, index = _log_with_flipped_bank_digest(alg)
+    v = verify(forge(log=log))
+    assert first_failure(v) == ("log_replay", "log_data_digest_mismatch")
+    reason = v.check("log_replay").reason
+    assert f"event {index} in PCR 7" in reason and alg.name.lower() in reason
+    assert v.verified_event_log is None and v.verified_replay is None
+
+
+@pytest.mark.parametrize("order", ["reversed", "shuffled"])
+def test_pcr_set_order_does_not_matter(order: str) -> None:
+    """Decision (docs/attestation.md): PcrSet and PCRs are sets.  The quote's PCR
+    selection is a bitmap, so their order carries no information; a reordered request
+    verifies exactly as the ascending one, and everything derived from it is ascending.
+    Duplicates, which would be ambiguous, are refused by the decoder."""
+    req = forge()
+    pcr_set = tuple(reversed(req.tpm_info.pcr_set))
+    pcrs = tuple(reversed(req.tpm_info.pcrs))
+    if order == "shuffled":
+        pcr_set = pcr_set[1::2] + pcr_set[::2]
+        pcrs = pcrs[::2] + pcrs[1::2]
+    odd = replace(req, tpm_info=replace(req.tpm_info, pcr_set=pcr_set, pcrs=pcrs))
+    wire = decode_request(encode_request(odd))
+    assert wire.tpm_info.pcr_set == pcr_set  # the decoder keeps what was sent
+    a, b = verify(req), verify(wire)
+    assert a.passed and b.passed
+    assert b.checks == a.checks
+    assert list(b.verified_pcrs or {}) == sorted(REAL_PCRS)
+    assert b.verified_pcrs == a.verified_pcrs
+    dup = replace(req.tpm_info, pcr_set=(*req.tpm_info.pcr_set, req.tpm_info.pcr_set[0]))
+    with pytest.raises(ProtocolError, match="listed twice"):
+        decode_request(encode_request(replace(req, tpm_info=dup)))

@@ -32,6 +32,7 @@ from sqlalchemy import text
 
 from bootwatch.service.app import create_app
 from bootwatch.service.db import make_engine
+from bootwatch.service.httpproto import HTTP_PROTOCOL
 from bootwatch.service.server import tls_files
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
@@ -140,7 +141,7 @@ def free_socket() -> socket.socket:
 class ThreadServer:
     """uvicorn in a background thread on a pre-bound socket."""
 
-    def __init__(self, app: Any, *, tls: Any = None) -> None:
+    def __init__(self, app: Any, *, tls: Any = None, http: str = HTTP_PROTOCOL) -> None:
         self.sock = free_socket()
         self.port = self.sock.getsockname()[1]
         config = uvicorn.Config(
@@ -151,6 +152,7 @@ class ThreadServer:
             timeout_graceful_shutdown=1,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,
+            http=http,  # as bootwatch.service.server runs it
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(

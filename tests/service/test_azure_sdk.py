@@ -85,7 +85,7 @@ def test_sdk_isolated_policy_and_signers(svc: Any, h: Any, signer1: Any, signer2
     url = f"{svc.url}/providers/iso"
     k1, c1 = h.pem(signer1[0]), h.pem(signer1[1])
     admin = AttestationAdministrationClient(
-        url, StaticCredential("unused"), signing_key=k1, signing_certificate=c1, **_kw(svc)
+        url, StaticCredential(h.ADMIN_TOKEN), signing_key=k1, signing_certificate=c1, **_kw(svc)
     )
     result, _ = admin.set_policy("AzureGuest", POLICY)
     assert result.policy_resolution == "Updated"

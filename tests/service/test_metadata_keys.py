@@ -172,7 +172,7 @@ def test_migrations_ran_on_this_backend(svc: Any, backend: Any) -> None:
 
     engine = svc.state.db.engine
     assert engine.dialect.name == ("sqlite" if backend.name == "sqlite" else "postgresql")
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     run_migrations(engine)  # idempotent
     tables = set(inspect(engine).get_table_names())
     assert {"providers", "policies", "signers", "signing_keys", "attestation_records"} <= tables

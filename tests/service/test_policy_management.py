@@ -127,20 +127,29 @@ def test_isolated_policy_writes_must_be_signed_by_a_signer(
     with svc.client() as c:
         r = c.put(f"/providers/iso/policies/AzureGuest{Q}", content=unsigned(POLICY), headers=AUTH)
         assert r.status_code in (400, 401), r.text
-        r = c.put(f"/providers/iso/policies/AzureGuest{Q}", content=sign_policy(POLICY, *stranger))
+        r = c.put(
+            f"/providers/iso/policies/AzureGuest{Q}",
+            content=sign_policy(POLICY, *stranger),
+            headers=AUTH,
+        )
         assert r.status_code == 401, r.text
         good = sign_policy(POLICY, *signer1)
-        r = c.put(f"/providers/iso/policies/AzureGuest{Q}", content=good)
+        r = c.put(f"/providers/iso/policies/AzureGuest{Q}", content=good, headers=AUTH)
         assert r.status_code == 200, r.text
         claims = h.unverified_claims(r.json()["token"])
         assert claims["x-ms-policy-token-hash"] == policy_token_hash(good)
         assert claims["x-ms-policy-signer"]["x5c"] == [h.x5c(signer1[1])]
         # reset: unsigned refused, signed accepted
-        r = c.post(f"/providers/iso/policies/AzureGuest:reset{Q}", content="eyJhbGciOiJub25lIn0..")
+        r = c.post(
+            f"/providers/iso/policies/AzureGuest:reset{Q}",
+            content="eyJhbGciOiJub25lIn0..",
+            headers=AUTH,
+        )
         assert r.status_code == 401
         r = c.post(
             f"/providers/iso/policies/AzureGuest:reset{Q}",
             content=h.signed_jws(None, *signer1),
+            headers=AUTH,
         )
         assert r.status_code == 200, r.text
         r = c.get(f"/providers/iso/policies/AzureGuest{Q}")
@@ -161,11 +170,13 @@ def test_isolated_signer_add_remove_and_last_signer(
     with svc.client() as c:
         # not signed by a current signer
         r = c.post(
-            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer2[1], stranger)
+            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer2[1], stranger),
+            headers=AUTH,
         )
         assert r.status_code == 401, r.text
         r = c.post(
-            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer2[1], signer1)
+            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer2[1], signer1),
+            headers=AUTH,
         )
         assert r.status_code == 200, r.text
         claims = h.unverified_claims(r.json()["token"])
@@ -178,21 +189,23 @@ def test_isolated_signer_add_remove_and_last_signer(
         body = json.dumps(
             {"policyCertificateToRemove": _cert_body(h, signer1[1], signer2, as_json_string=False)}
         )
-        r = c.post(f"/providers/iso/certificates:remove{Q}", content=body)
+        r = c.post(f"/providers/iso/certificates:remove{Q}", content=body, headers=AUTH)
         assert r.status_code == 200, r.text
         assert (
             h.unverified_claims(r.json()["token"])["x-ms-policycertificates-result"] == "IsAbsent"
         )
         # signer2 is the last one now
         r = c.post(
-            f"/providers/iso/certificates:remove{Q}", content=_cert_body(h, signer2[1], signer2)
+            f"/providers/iso/certificates:remove{Q}", content=_cert_body(h, signer2[1], signer2),
+            headers=AUTH,
         )
         assert r.status_code == 400
         assert r.json()["error"]["code"] == "InvalidOperation"
         assert "last policy signer" in r.json()["error"]["message"]
         # restore signer1 for the other tests
         r = c.post(
-            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer1[1], signer2)
+            f"/providers/iso/certificates:add{Q}", content=_cert_body(h, signer1[1], signer2),
+            headers=AUTH,
         )
         assert r.status_code == 200
 

@@ -35,8 +35,10 @@ class ThreadServer:
     def __init__(self, app: Any, sock: socket.socket, *, tls: Any = None) -> None:
         self.sock = sock
         self.port = sock.getsockname()[1]
+        from bootwatch.service.httpproto import HTTP_PROTOCOL
+
         config = uvicorn.Config(
-            app, log_config=None, access_log=False, lifespan="on",
+            app, log_config=None, access_log=False, lifespan="on", http=HTTP_PROTOCOL,
             timeout_graceful_shutdown=1,
             ssl_certfile=str(tls.cert) if tls else None,
             ssl_keyfile=str(tls.key) if tls else None,

@@ -117,7 +117,9 @@ class EvidenceVerification:
       quote_signature, quote_structure, quote_nonce, pcr_digest;
     * ``verified_event_log``, ``verified_replay``: those plus log_replay
       (the replay holds the reported SHA-256 bank only: no other bank is
-      compared with anything, so none is replayed);
+      compared with a quote, so none is replayed; but in every bank the log
+      declares, each data-bound event's digest was checked against its data,
+      so a forged SHA-1 or SHA-384 digest fails log_replay too);
     * ``verified_enc_key``: quote_signature, pcr_digest, enc_key_certified,
       enc_key_attributes, enc_key_pcr_policy;
     * ``verified_aik_chain``: aik_certificate (independent of the rest).
@@ -210,7 +212,8 @@ _Unbound = tuple[tuple[int, int, str], ...]
 
 
 def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> _Unbound:
-    """Every event whose data does not hash to its digest where it must, in any PCR.
+    """Every event whose data does not hash to its digest where it must, in any PCR and
+    any bank the log declares (the replay checks them all, see :func:`_parsed_log`).
 
     A pure function of the log: each request keeps the ones in its quoted PCRs.
     """
@@ -231,8 +234,10 @@ def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay, 
             _log_cache.move_to_end(digest)
             return hit
     log = parse_log(raw)
-    # only the reported bank is compared: replaying the others would be wasted work
-    rep = replay(log, banks=(REPORTED_BANK,))
+    # only the reported bank is compared with the quote, so only it is replayed; but the
+    # digests of data-bound events are checked in every bank the log declares (and
+    # Python can hash), so no bank carries a digest that disagrees with its event's data
+    rep = replay(log, banks=(REPORTED_BANK,), data_banks=tuple(a.alg_id for a in log.algorithms))
     # shared between requests from now on: hand out read-only views only
     rep = dataclasses.replace(
         rep,

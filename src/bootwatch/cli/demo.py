@@ -96,10 +96,12 @@ class _Server:
     def __init__(self, app: Any, sock: socket.socket, tls: Any) -> None:
         import uvicorn
 
+        from bootwatch.service.httpproto import HTTP_PROTOCOL
+
         self.sock = sock
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
-                                timeout_graceful_shutdown=1)
+                                timeout_graceful_shutdown=1, http=HTTP_PROTOCOL)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run,
                                        kwargs={"sockets": [self.sock]}, daemon=True)

@@ -70,8 +70,10 @@ def run_cmd(**kw: Any) -> None:
     app = create_monitor_app(bootstrap(settings))
     scheme = "http" if cert is None else "https"
     click.echo(f"bootwatch monitor on {scheme}://{kw['host']}:{kw['port']}/api/v1", err=True)
+    from bootwatch.service.httpproto import HTTP_PROTOCOL
+
     uvicorn.run(app, host=kw["host"], port=kw["port"], ssl_certfile=cert, ssl_keyfile=key,
-                log_config=None, access_log=False, server_header=False)
+                log_config=None, access_log=False, server_header=False, http=HTTP_PROTOCOL)
 
 
 def _duration(text: str) -> int:

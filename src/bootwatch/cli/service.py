@@ -124,6 +124,24 @@ _SERVICE_OPTIONS = [
         help="seconds (0 = do not keep evidence)",
     ),
     click.option(
+        "--evidence-quota-per-client",
+        "evidence_quota_per_client_bytes",
+        envvar="BOOTWATCH_EVIDENCE_QUOTA_PER_CLIENT",
+        default=16 * 1024 * 1024,
+        type=int,
+        show_default=True,
+        help="bytes of evidence kept per client address, oldest dropped first (0 = none)",
+    ),
+    click.option(
+        "--evidence-quota-total",
+        "evidence_quota_total_bytes",
+        envvar="BOOTWATCH_EVIDENCE_QUOTA_TOTAL",
+        default=512 * 1024 * 1024,
+        type=int,
+        show_default=True,
+        help="bytes of evidence kept in total, oldest dropped first (0 = none)",
+    ),
+    click.option(
         "--key-overlap",
         "key_overlap_seconds",
         envvar="BOOTWATCH_KEY_OVERLAP",
@@ -144,8 +162,9 @@ _SERVICE_OPTIONS = [
         "--allowed-host",
         "allowed_hosts",
         multiple=True,
-        help="a host name clients may use in the Host header (repeatable); the listening "
-        "host, loopback names and providers' host names are always accepted",
+        help="a host name (NAME: with the listening port or none) or an exact NAME:PORT pair "
+        "clients may use in the Host header (repeatable); the listening host, loopback names "
+        "and providers' host names are always accepted with the listening port",
     ),
     click.option("--region", envvar="BOOTWATCH_REGION", default="local"),
     click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default=""),

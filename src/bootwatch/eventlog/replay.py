@@ -119,7 +119,12 @@ def _variable_data(data: bytes) -> bytes | None:
     return data[start : start + data_len]
 
 
-def replay(log: UnverifiedEventLog, *, banks: Iterable[int] | None = None) -> Replay:
+def replay(
+    log: UnverifiedEventLog,
+    *,
+    banks: Iterable[int] | None = None,
+    data_banks: Iterable[int] | None = None,
+) -> Replay:
     """Replay the banks of ``log``; report digest/data mismatches and oddities as findings.
 
     ``banks`` (TPM_ALG_IDs) limits the work to the banks a caller will compare,
@@ -128,6 +133,12 @@ def replay(log: UnverifiedEventLog, *, banks: Iterable[int] | None = None) -> Re
     or initial values for them.  A requested bank the log does not declare is
     simply absent from the result (as a bank the log lacks always is).  The
     default (None) replays every declared bank.
+
+    ``data_banks`` adds banks whose digests of data-bound events (the PFP's
+    "digest = hash of the event data" types) are checked against the data, and
+    reported as ``digest_mismatch`` findings, without being replayed: a verifier
+    that compares one bank with a quote still refuses a log whose other banks
+    disagree with the data (as ``bootwatch log replay`` does).
     """
     findings: list[Finding] = [
         Finding(
@@ -165,7 +176,15 @@ def replay(log: UnverifiedEventLog, *, banks: Iterable[int] | None = None) -> Re
     append = extends.append
     new_extend = tuple.__new__
     extend_cls = Extend
-    hash_items = tuple(hashers.items())
+    data_hashers = dict(hashers)
+    if data_banks is not None:
+        extra = frozenset(data_banks)
+        for alg in log.algorithms:
+            if alg.alg_id in extra and alg.alg_id not in data_hashers:
+                fn = hash_function(alg.alg_id)
+                if fn is not None:
+                    data_hashers[alg.alg_id] = fn
+    hash_items = tuple(data_hashers.items())
     no_action = _NO_ACTION
     hcrtm_type = _HCRTM
     pcr_count = PCR_COUNT
@@ -222,7 +241,7 @@ def replay(log: UnverifiedEventLog, *, banks: Iterable[int] | None = None) -> Re
         if etype in data_types:
             for alg_id, fn in hash_items:
                 if fn(data).digest() != digests.get(alg_id, b""):
-                    _check_data_digest(index, etype, data, digests, hashers, findings)
+                    _check_data_digest(index, etype, data, digests, data_hashers, findings)
                     break
     pcrs: dict[int, dict[int, bytes]] = {}
     initial: dict[int, dict[int, bytes]] = {}

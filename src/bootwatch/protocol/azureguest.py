@@ -35,6 +35,7 @@ from typing import Any
 import pybase64
 
 from bootwatch.errors import ProtocolError
+from bootwatch.protocol.jsonread import MAX_JSON_DEPTH, JsonDepthError, check_json_depth
 
 PROTOCOL_VERSION = "2.0"
 ISOLATION_TRUSTED_LAUNCH = "TrustedLaunch"
@@ -203,7 +204,7 @@ def _loads(data: bytes | str, path: str) -> Any:
     except ProtocolError as exc:
         raise ProtocolError(exc.message, field=path) from None
     except RecursionError:
-        raise ProtocolError("JSON nested deeper than the parser allows", field=path) from None
+        raise JsonDepthError(MAX_JSON_DEPTH, field=path) from None
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"invalid JSON at line {exc.lineno}:{exc.colno}: {exc.msg}",
                             field=path) from None
@@ -214,6 +215,7 @@ class _Obj:
 
     def __init__(self, value: Any, path: str) -> None:
         if not isinstance(value, dict):
+            check_json_depth(value, field=path)  # too deep is the better reason
             raise ProtocolError(f"expected an object, got {type(value).__name__}", field=path)
         self.path = path
         self._by_lower = {k.lower(): (k, v) for k, v in value.items()}
@@ -232,7 +234,16 @@ class _Obj:
         return entry[1]
 
     def unknown(self) -> list[str]:
-        return [self.sub(k) for low, (k, _) in self._by_lower.items() if low not in self._used]
+        """Paths of the keys nobody read; their values are only listed, never walked, but
+        are held to the depth limit like everything else a client sends (no cost for the
+        requests real clients send, which have none)."""
+        out = []
+        for low, (k, v) in self._by_lower.items():
+            if low not in self._used:
+                if isinstance(v, dict | list):
+                    check_json_depth(v, field=self.sub(k))
+                out.append(self.sub(k))
+        return out
 
 
 def _uint(value: Any, path: str, workarounds: list[str]) -> int:
@@ -270,6 +281,9 @@ def _client_payload(value: Any, path: str, workarounds: list[str]) -> dict[str, 
             except UnicodeDecodeError:
                 raise ProtocolError("base64 content is not UTF-8 text", field=p) from None
         else:
+            # the only places a client's own nesting is walked (re-serialised): bounded
+            # here, so the hot path pays nothing for requests without raw JSON values
+            check_json_depth(v, field=p)
             text = json.dumps(v, separators=(",", ":"), sort_keys=True)
             if len(text) > MAX_CLIENT_PAYLOAD_VALUE:
                 raise ProtocolError(f"over {MAX_CLIENT_PAYLOAD_VALUE} bytes", field=p)
@@ -360,6 +374,8 @@ def decode_attestation_info(inner: Any, path: str = "AttestationInfo"
     if not isinstance(iso_type, str) or not 0 < len(iso_type) <= 32:
         raise ProtocolError("expected an isolation type string", field=iso.sub("Type"))
     evidence = iso.get("Evidence", required=False)
+    if evidence is not None:
+        check_json_depth(evidence, field=iso.sub("Evidence"))
     evidence_json = None if evidence is None else json.dumps(evidence, separators=(",", ":"))
     log = _b64(o.get("TcgLogs"), o.sub("TcgLogs"), MAX_TCG_LOG_BYTES)
     req = UnverifiedAzureGuestRequest(
@@ -421,10 +437,12 @@ def decode_request(body: bytes) -> UnverifiedAzureGuestRequest:
         return decode_attestation_info(_loads(inner_fast, "AttestationInfo"))
     outer = _loads(body, "(body)")
     if not isinstance(outer, dict):
+        check_json_depth(outer, field="(body)")
         raise ProtocolError("expected a JSON object", field="(body)")
     keys = {k.lower(): k for k in outer}
     if "attestationinfo" in keys and "attestationprotocolversion" not in keys:
         if len(outer) != 1:
+            check_json_depth(outer, field="(body)")
             extra = sorted(k for k in outer if k.lower() != "attestationinfo")
             raise ProtocolError(f"unexpected keys {extra} beside AttestationInfo", field="(body)")
         inner_bytes = _b64(outer[keys["attestationinfo"]], "AttestationInfo", MAX_BODY_BYTES)

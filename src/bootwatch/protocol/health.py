@@ -26,6 +26,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from bootwatch.errors import ProtocolError
+from bootwatch.protocol.jsonread import read_json
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -144,8 +145,9 @@ def decode_health_report(body: bytes) -> HealthReport:
     if len(body) > MAX_REPORT_BYTES:
         raise ProtocolError(f"health report: body is larger than {MAX_REPORT_BYTES} bytes")
     try:
-        obj = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
+        # the shared depth-limited reader: 64 levels at most, errors name line:column
+        obj = read_json(body, parse_constant=_reject_constant)
+    except ProtocolError as exc:
         raise ProtocolError(f"health report: not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("health report: the body must be a JSON object")

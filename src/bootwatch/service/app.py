@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -33,7 +34,8 @@ from bootwatch.service.middleware import (
     internal_error_response,
     maa_error,
 )
-from bootwatch.service.providers import ProviderPrefixMiddleware
+from bootwatch.service.openapi import complete_schema
+from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
 from bootwatch.service.settings import Settings
@@ -92,6 +94,13 @@ class ServiceApp(FastAPI):
 
     front: ASGIApp | None = None
 
+    def openapi(self) -> dict[str, Any]:
+        """FastAPI's document plus the fast path, provider prefixes and MAA errors
+        (built once, on the first GET /openapi.json)."""
+        if self.openapi_schema is None:
+            self.openapi_schema = complete_schema(FastAPI.openapi(self))
+        return self.openapi_schema
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope["app"] = self
         if self.front is None:
@@ -111,6 +120,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service for ``settings`` (one call per worker process)."""
     ext = extensions or AppExtensions()
+    allowed_host_pairs(settings.allowed_hosts)  # a malformed --allowed-host stops start-up
     state = state or ServiceState.open(settings)
     metrics = Metrics.create()
     metrics.extra = ext.metrics
@@ -152,7 +162,7 @@ def create_app(
         version=settings.service_version,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url="/openapi.json",
         lifespan=lifespan,
     )
     app.state.bw = state

@@ -57,6 +57,7 @@ from bootwatch.attest.pipeline import (
 )
 from bootwatch.errors import BootwatchError, ConfigError
 from bootwatch.protocol.envelope import encode_token_response
+from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
 from bootwatch.service.logs import get_logger
@@ -185,7 +186,10 @@ def _record(
             reason=outcome.reason,
             vm_id=outcome.vm_id,
             policy_hash=outcome.policy_hash,
-            evidence=body,
+            # evidence only for requests that parsed as evidence: anything else is not
+            # worth keeping and would let anyone fill the disk (the quota bounds the rest)
+            evidence=None if outcome.failed_check == "request" else body,
+            client=(request.scope.get("client") or ("unknown", 0))[0],
         ),
     )
 
@@ -362,18 +366,16 @@ def _b64url(raw: bytes) -> str:
 
 
 def _tpm_message(body: bytes) -> dict[str, Any]:
-    try:
-        outer = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid_parameter(f"request body is not JSON ({exc})") from None
+    # read_json: untrusted JSON with the depth limit (ProtocolError -> 400 InvalidParameter)
+    outer = read_json(body, field="(body)")
     if not isinstance(outer, dict) or not isinstance(outer.get("data"), str):
         raise invalid_parameter("data: missing or not a string")
     text = outer["data"]
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        inner = json.loads(raw)
     except (binascii.Error, ValueError):
         raise invalid_parameter("data: not base64url of a JSON object") from None
+    inner = read_json(raw, field="data")
     if not isinstance(inner, dict):
         raise invalid_parameter("data: not base64url of a JSON object")
     return inner

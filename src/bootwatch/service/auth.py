@@ -1,8 +1,9 @@
 """Who is calling: bearer tokens from an OpenID issuer, and static admin tokens.
 
-AAD-model providers accept policy writes only from an authenticated principal
-holding ``Settings.oidc_write_role`` in its ``roles`` claim (or a static admin
-token from ``Settings.admin_tokens``, compared in constant time).  Bearer JWTs
+Every policy and signer write (AAD and Isolated providers alike) needs an
+authenticated principal holding ``Settings.oidc_write_role`` in its ``roles``
+claim (or a static admin token from ``Settings.admin_tokens``, compared in
+constant time); Isolated providers check the body's signature in addition.  Bearer JWTs
 are verified with PyJWT against the JWKS of ``Settings.oidc_issuer``, found
 through its OpenID discovery document and fetched with httpx (cached for
 :data:`JWKS_TTL` seconds, refetched once on an unknown ``kid``).
@@ -13,6 +14,8 @@ Dependencies (stable names): :func:`require_policy_writer` (AAD writes) and
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hmac
 import threading
 import time
@@ -24,8 +27,10 @@ import jwt
 from fastapi import Depends
 from starlette.requests import Request
 
+from bootwatch.errors import ProtocolError
+from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.errors import ApiError, unauthorized
-from bootwatch.service.providers import CurrentProvider, TrustModel
+from bootwatch.service.providers import CurrentProvider
 
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
@@ -89,6 +94,7 @@ class OidcVerifier:
         return key
 
     def verify(self, token: str) -> Principal:
+        _check_header_json(token)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -114,6 +120,20 @@ class OidcVerifier:
             roles = []
         name = str(claims.get("oid") or claims.get("sub") or "unknown")
         return Principal(name, tuple(str(r) for r in roles), "oidc")
+
+
+def _check_header_json(token: str) -> None:
+    """Read the bearer JWT's header with the service's depth-limited JSON reader first:
+    PyJWT's own parse of a deeply nested header would end in a RecursionError."""
+    head = token.split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+    except (binascii.Error, ValueError):
+        raise unauthorized("bearer token is not a JWT: its header is not base64url") from None
+    try:
+        read_json(raw, field="bearer token header")
+    except ProtocolError as exc:
+        raise unauthorized(f"bearer token is not a JWT: {exc}") from None
 
 
 def bearer_token(request: Request) -> str | None:
@@ -146,15 +166,16 @@ def authenticate(request: Request) -> Principal | None:
     return verifier.verify(token)
 
 
-def require_policy_writer(request: Request, ctx: CurrentProvider) -> Principal | None:
-    """AAD providers: an authenticated principal with the write role. Isolated: None
-    (the signature on the request body is the authorisation, checked by the handler)."""
-    if ctx.trust_model is TrustModel.ISOLATED:
-        return None
+def require_policy_writer(request: Request, ctx: CurrentProvider) -> Principal:
+    """Every policy and signer write, in every trust model: an authenticated principal
+    holding the write role (a static admin token, or an OIDC bearer token with
+    ``Settings.oidc_write_role``).  As in MAA, the Isolated model's signature on the
+    request body is checked in addition (by the handler); it does not replace this."""
     principal = authenticate(request)
     if principal is None:
         raise unauthorized(
-            f"provider {ctx.name!r} uses the AAD trust model: policy changes need a bearer token"
+            f"provider {ctx.name!r}: policy and signer changes need a bearer token "
+            f"(an admin token or an OpenID token with the write role), in every trust model"
         )
     role = request.app.state.bw.settings.oidc_write_role
     if not principal.has_role(role):
@@ -172,7 +193,7 @@ def require_attest_auth(request: Request, ctx: CurrentProvider) -> Principal | N
     return principal
 
 
-#: ``principal: PolicyWriter`` = the caller allowed to change policies (None on Isolated)
-PolicyWriter = Annotated[Principal | None, Depends(require_policy_writer)]
+#: ``principal: PolicyWriter`` = the caller allowed to change policies and signers
+PolicyWriter = Annotated[Principal, Depends(require_policy_writer)]
 #: ``principal: AttestCaller`` = the attesting caller (None when anonymous is allowed)
 AttestCaller = Annotated[Principal | None, Depends(require_attest_auth)]

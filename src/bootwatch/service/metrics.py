@@ -5,7 +5,9 @@ route, status), ``bootwatch_http_request_duration_seconds`` (histogram, route),
 ``bootwatch_attestation_verdicts_total`` (provider, verdict), and the record
 writer's ``bootwatch_attestation_records_overflow_total`` (written in the
 request because the queue was full) and ``..._records_failed_total`` (not
-stored).  Labelled children are cached: ``labels()`` costs a lock and a tuple
+stored), and ``bootwatch_evidence_dropped_total`` / ``..._bytes_total`` (reason:
+``client_quota`` or ``total_quota``; evidence dropped, oldest first, to stay
+within the evidence quota).  Labelled children are cached: ``labels()`` costs a lock and a tuple
 per call, and every request touches three of them.  With several
 workers the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start and
 ``/metrics`` then aggregates every worker through prometheus-client's
@@ -40,6 +42,8 @@ class Metrics:
     verdicts: Counter
     records_overflow: Counter
     records_failed: Counter
+    evidence_dropped: Counter
+    evidence_dropped_bytes: Counter
     _children: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: expositions appended to the service's (the embedded monitor's registry)
     extra: tuple[Callable[[], bytes], ...] = ()
@@ -76,6 +80,19 @@ class Metrics:
             records_failed=Counter(
                 "bootwatch_attestation_records_failed",
                 "Attestation records the database did not store",
+                registry=registry,
+            ),
+            evidence_dropped=Counter(
+                "bootwatch_evidence_dropped",
+                "Records whose kept evidence was dropped, oldest first, to stay within "
+                "the evidence quota (reason: client_quota or total_quota)",
+                ("reason",),
+                registry=registry,
+            ),
+            evidence_dropped_bytes=Counter(
+                "bootwatch_evidence_dropped_bytes",
+                "Evidence bytes dropped to stay within the evidence quota",
+                ("reason",),
                 registry=registry,
             ),
         )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -60,9 +61,11 @@ class PolicyRow(Base):
     token_hash: Mapped[str] = mapped_column(String(64))
     #: DER of the certificate that signed the upload, if signed
     signer_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    #: who made the change (principal name, signer thumbprint, "reset")
+    #: the authorised principal that made the change (its name)
     changed_by: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: True when the write re-applied an earlier document (``allowRollback=true``)
+    rollback: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SignerRow(Base):
@@ -77,6 +80,12 @@ class SignerRow(Base):
     cert_der: Mapped[bytes] = mapped_column(LargeBinary)
     added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     removed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    #: the authorised principals that added / removed it (None: created with the provider)
+    added_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    removed_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: x-ms-policy-token-hash of the signed JWS that added / removed it (replay detection)
+    added_jws_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    removed_jws_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class SigningKeyRow(Base):
@@ -102,7 +111,10 @@ class AttestationRecordRow(Base):
     """One attestation request and its outcome."""
 
     __tablename__ = "attestation_records"
-    __table_args__ = (Index("ix_records_provider_time", "provider", "created_at"),)
+    __table_args__ = (
+        Index("ix_records_provider_time", "provider", "created_at"),
+        Index("ix_records_client_id", "client", "id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     provider: Mapped[str] = mapped_column(String(64))
@@ -117,3 +129,7 @@ class AttestationRecordRow(Base):
     evidence_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, index=True
     )
+    #: the address the request came from (the evidence quota is per client)
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: size of ``evidence`` while it is kept (None once dropped or purged)
+    evidence_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)

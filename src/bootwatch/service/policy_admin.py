@@ -8,9 +8,18 @@
   signature is checked against the certificate the JWS carries and that
   certificate is reported as ``x-ms-policy-signer``.  Signer management is
   not available (MAA: Isolated mode only).
-* Isolated providers: every policy write, reset and signer change must be a
-  JWS signed by one of the provider's current signers; the last signer
-  cannot be removed.
+* Isolated providers: every policy write, reset and signer change must come
+  from an authorised principal (as in the AAD model: MAA requires one in every
+  trust model) *and* be a JWS signed by one of the provider's current signers;
+  the last signer cannot be removed.  Signed documents cannot be replayed
+  (:func:`_refuse_replay`): a policy document is bound to its attestation type
+  (a ``x-ms-attestation-type`` claim, when present, must name it; a document
+  already applied to another type is refused), and a document identical to a
+  superseded one, or whose ``iat`` is older than the current policy's, is
+  refused unless the caller asks for it with ``allowRollback=true``.  Signer
+  add/remove JWSs are treated the same way.  The history records the principal
+  (``changed_by``, ``added_by``, ``removed_by``) and whether a write was a
+  rollback.
 
 Results are ``PolicyResult`` / ``PolicyCertificatesModificationResult`` JWTs
 signed by the provider's token key, valid for one hour (as MAA's).
@@ -20,15 +29,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
+import re
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from bootwatch.errors import PolicySignatureError
+from bootwatch.errors import PolicySignatureError, ProtocolError
 from bootwatch.policy import (
     compile_policy,
     parse_policy_document,
@@ -36,8 +46,9 @@ from bootwatch.policy import (
     unsigned_policy_jws,
     verify_signed_jws,
 )
+from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.db import utcnow
-from bootwatch.service.errors import invalid_operation, invalid_parameter, unauthorized
+from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter, unauthorized
 from bootwatch.service.keys import cert_jwk
 from bootwatch.service.models import PolicyRow, SignerRow
 from bootwatch.service.providers import ProviderContext, TrustModel, canonical_type
@@ -57,6 +68,7 @@ CERT_CLAIMS = (
     "aas-policyCertificate",
 )
 MAX_SIGNERS = 64
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
 def sha1_thumbprint(cert: x509.Certificate) -> str:
@@ -86,8 +98,11 @@ def _refuse_shared(ctx: ProviderContext, what: str) -> None:
 def _b64url_json(part: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        value = json.loads(raw) if raw else {}
     except (binascii.Error, ValueError) as exc:
+        raise invalid_parameter(f"{what} is not base64url JSON: {exc}") from exc
+    try:
+        value = read_json(raw, field=what) if raw else {}
+    except ProtocolError as exc:
         raise invalid_parameter(f"{what} is not base64url JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise invalid_parameter(f"{what} is not a JSON object")
@@ -119,6 +134,17 @@ def _is_unsigned(compact: str) -> bool:
     return str(header.get("alg", "")).lower() == "none"
 
 
+def _precheck_jws(compact: str, what: str) -> dict[str, Any]:
+    """Read a compact JWS's header and payload with the depth-limited JSON reader before
+    the policy layer (PyJWT) parses them: a deeply nested header or payload is answered
+    400 naming the limit, never a RecursionError.  Returns the (unverified) payload."""
+    parts = compact.split(".")
+    if len(parts) != 3:
+        raise invalid_parameter(f"{what}: expected a compact JWS with 3 parts, got {len(parts)}")
+    _b64url_json(parts[0], f"{what} header")
+    return _b64url_json(parts[1], f"{what} payload") if parts[1] else {}
+
+
 def _signers_for(ctx: ProviderContext, compact: str) -> tuple[x509.Certificate, ...]:
     """Certificates a signed JWS may verify against under the provider's trust model."""
     if ctx.trust_model is TrustModel.ISOLATED:
@@ -127,12 +153,106 @@ def _signers_for(ctx: ProviderContext, compact: str) -> tuple[x509.Certificate, 
     return (cert,) if cert is not None else ()
 
 
+#: payload claims that bind a signed policy document to one attestation type
+TYPE_CLAIMS = ("x-ms-attestation-type", "AttestationType")
+
+
+def _iat(payload: dict[str, Any]) -> int | None:
+    """The document's ``iat`` (seconds since the epoch), if it carries one."""
+    value = payload.get("iat")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def _stored_payload(jws: str) -> dict[str, Any]:
+    try:
+        return _precheck_jws(jws, "stored policy")
+    except ApiError:  # stored by an older version: nothing to compare
+        return {}
+
+
+def _check_type_claim(payload: dict[str, Any], attestation_type: str) -> None:
+    for name in TYPE_CLAIMS:
+        if name in payload:
+            value = payload[name]
+            if not isinstance(value, str) or value.lower() != attestation_type.lower():
+                raise invalid_parameter(
+                    f"the signed document is bound to attestation type {value!r} (claim "
+                    f"{name!r}); it cannot be applied to {attestation_type}"
+                )
+
+
+def _refuse_replay(
+    s: Session,
+    ctx: ProviderContext,
+    attestation_type: str,
+    token_hash: str,
+    payload: dict[str, Any],
+    *,
+    allow_rollback: bool,
+) -> bool:
+    """Isolated providers: refuse a replayed policy (or reset) document.
+
+    Returns True when the write is a rollback the caller asked for, False for a new
+    document; raises 409 ``RollbackRefused`` otherwise.  Rules (see the module doc):
+    the document must not have been applied to another attestation type, must not be
+    identical to a superseded version of this type, and must not carry an ``iat``
+    older than the current version's.  ``allowRollback=true`` overrides the last two
+    and the cross-type rule for unbound documents (an explicit type claim never).
+    """
+    _check_type_claim(payload, attestation_type)
+    rows = list(
+        s.scalars(
+            select(PolicyRow)
+            .where(PolicyRow.provider == ctx.name)
+            .order_by(PolicyRow.id)
+        )
+    )
+    of_type = [r for r in rows if r.attestation_type == attestation_type]
+    current = of_type[-1] if of_type else None
+    reasons: list[str] = []
+    other = sorted({r.attestation_type for r in rows
+                    if r.token_hash == token_hash and r.attestation_type != attestation_type})
+    if other:
+        reasons.append(
+            f"this exact signed document was applied to attestation type {other[0]} of "
+            f"provider {ctx.name!r}; a signed policy document is bound to its type"
+        )
+    superseded = [r for r in of_type[:-1] if r.token_hash == token_hash]
+    if superseded and (current is None or current.token_hash != token_hash):
+        reasons.append(
+            f"this exact signed document was the {attestation_type} policy until "
+            f"{superseded[-1].created_at:%Y-%m-%d %H:%M:%S} UTC and has been superseded"
+        )
+    new_iat = _iat(payload)
+    cur_iat = _iat(_stored_payload(current.jws)) if current is not None else None
+    if new_iat is not None and cur_iat is not None and new_iat < cur_iat:
+        reasons.append(
+            f"its iat ({new_iat}) is older than the current {attestation_type} policy's "
+            f"({cur_iat})"
+        )
+    if not reasons:
+        return False
+    if allow_rollback:
+        return True
+    raise ApiError(
+        409,
+        "RollbackRefused",
+        "replayed policy document refused: " + "; ".join(reasons)
+        + ". To apply an earlier document deliberately, repeat the request with the query "
+        "parameter allowRollback=true",
+    )
+
+
 def set_policy(
     state: ServiceState,
     ctx: ProviderContext,
     attestation_type: str,
     body: str,
-    principal: Principal | None,
+    principal: Principal,
+    *,
+    allow_rollback: bool = False,
 ) -> str:
     """PUT /policies/{type}: store a new policy version; returns the result JWT."""
     t = canonical_type(attestation_type)
@@ -141,6 +261,9 @@ def set_policy(
     if not body:
         raise invalid_parameter("the request body is empty: send the policy text or a policy JWS")
     isolated = ctx.trust_model is TrustModel.ISOLATED
+    payload: dict[str, Any] = {}
+    if body.count(".") == 2 and _COMPACT_JWS.fullmatch(body):
+        payload = _precheck_jws(body, "policy JWS")
     # AAD: a signed upload is verified against the certificate it carries (self-asserted
     # signer, reported back); Isolated: the signer must be, or chain to, a current signer
     doc = parse_policy_document(
@@ -151,12 +274,12 @@ def set_policy(
             "the uploaded policy is empty; use POST /policies/{type}:reset for the default"
         )
     compile_policy(doc.text)
-    changed_by = (
-        principal.name
-        if principal is not None
-        else (sha1_thumbprint(doc.signer) if doc.signer is not None else "anonymous")
-    )
     with state.db.session() as s:
+        rollback = (
+            _refuse_replay(s, ctx, t, doc.token_hash, payload, allow_rollback=allow_rollback)
+            if isolated
+            else False
+        )
         s.add(
             PolicyRow(
                 provider=ctx.name,
@@ -167,8 +290,9 @@ def set_policy(
                 signer_der=doc.signer.public_bytes(serialization.Encoding.DER)
                 if doc.signer is not None
                 else None,
-                changed_by=changed_by[:255],
+                changed_by=principal.name[:255],
                 created_at=utcnow(),
+                rollback=rollback,
             )
         )
     state.providers.invalidate(ctx.name)
@@ -186,7 +310,9 @@ def reset_policy(
     ctx: ProviderContext,
     attestation_type: str,
     body: str,
-    principal: Principal | None,
+    principal: Principal,
+    *,
+    allow_rollback: bool = False,
 ) -> str:
     """POST /policies/{type}:reset: back to the default; body = JWS with an empty payload."""
     t = canonical_type(attestation_type)
@@ -195,20 +321,16 @@ def reset_policy(
     if compact.startswith('"'):
         compact = _json_string(compact)
     signer: x509.Certificate | None = None
+    isolated = ctx.trust_model is TrustModel.ISOLATED
     if not compact:
-        if ctx.trust_model is TrustModel.ISOLATED:
+        if isolated:
             raise unauthorized("isolated provider: a reset must be a JWS signed by a policy signer")
         compact = "eyJhbGciOiJub25lIn0.."
-    parts = compact.split(".")
-    if len(parts) != 3:
-        raise invalid_parameter(
-            f"reset body: expected a compact JWS with 3 parts, got {len(parts)}"
-        )
-    payload = _b64url_json(parts[1], "reset JWS payload") if parts[1] else {}
+    payload = _precheck_jws(compact, "reset body")
     if payload.get("AttestationPolicy"):
         raise invalid_parameter("reset body: the JWS payload must not carry a policy")
     if _is_unsigned(compact):
-        if ctx.trust_model is TrustModel.ISOLATED:
+        if isolated:
             raise unauthorized("isolated provider: a reset must be a JWS signed by a policy signer")
     else:
         trusted = _signers_for(ctx, compact)
@@ -216,12 +338,12 @@ def reset_policy(
             raise unauthorized("signed reset JWS carries no certificate (x5c or jwk.x5c)")
         signer = verify_signed_jws(compact, trusted).signer
     token_hash = policy_token_hash(compact)
-    changed_by = (
-        principal.name
-        if principal is not None
-        else (sha1_thumbprint(signer) if signer is not None else "anonymous")
-    )
     with state.db.session() as s:
+        rollback = (
+            _refuse_replay(s, ctx, t, token_hash, payload, allow_rollback=allow_rollback)
+            if isolated
+            else False
+        )
         s.add(
             PolicyRow(
                 provider=ctx.name,
@@ -230,8 +352,9 @@ def reset_policy(
                 jws=compact,
                 token_hash=token_hash,
                 signer_der=signer.public_bytes(serialization.Encoding.DER) if signer else None,
-                changed_by=f"reset by {changed_by}"[:255],
+                changed_by=principal.name[:255],
                 created_at=utcnow(),
+                rollback=rollback,
             )
         )
     state.providers.invalidate(ctx.name)
@@ -258,8 +381,8 @@ def get_certificates(ctx: ProviderContext) -> str:
 
 def _json_string(text: str) -> str:
     try:
-        value = json.loads(text)
-    except ValueError as exc:
+        value = read_json(text, field="(body)")
+    except ProtocolError as exc:
         raise invalid_parameter(f"body is not valid JSON: {exc}") from exc
     if not isinstance(value, str):
         raise invalid_parameter("body must be a JSON string holding a JWS")
@@ -276,8 +399,8 @@ def _management_jws(body: str, field: str) -> str:
         return _json_string(text)
     if text.startswith("{"):
         try:
-            obj = json.loads(text)
-        except ValueError as exc:
+            obj = read_json(text, field="(body)")
+        except ProtocolError as exc:
             raise invalid_parameter(f"body is not valid JSON: {exc}") from exc
         value = obj.get(field) if isinstance(obj, dict) else None
         if not isinstance(value, str):
@@ -305,8 +428,21 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
     raise invalid_parameter(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
-def modify_signers(state: ServiceState, ctx: ProviderContext, body: str, *, add: bool) -> str:
-    """POST /certificates:add or :remove (Isolated providers only)."""
+def modify_signers(
+    state: ServiceState,
+    ctx: ProviderContext,
+    body: str,
+    principal: Principal,
+    *,
+    add: bool,
+    allow_rollback: bool = False,
+) -> str:
+    """POST /certificates:add or :remove (Isolated providers only).
+
+    A signed add (remove) JWS that was applied before as an add (a remove) and would
+    change the signer set again, e.g. re-add a signer removed since, is a replay:
+    refused (409 ``RollbackRefused``) unless ``allow_rollback``.
+    """
     field = "policyCertificateToAdd" if add else "policyCertificateToRemove"
     _refuse_shared(ctx, "set of policy signers")
     if ctx.trust_model is not TrustModel.ISOLATED:
@@ -315,6 +451,7 @@ def modify_signers(state: ServiceState, ctx: ProviderContext, body: str, *, add:
             "the Isolated model"
         )
     compact = _management_jws(body, field)
+    _precheck_jws(compact, "signer change JWS")
     if _is_unsigned(compact):
         raise unauthorized("signer changes must be a JWS signed by a current policy signer")
     try:
@@ -326,16 +463,26 @@ def modify_signers(state: ServiceState, ctx: ProviderContext, body: str, *, add:
         raise invalid_parameter("the JWS payload is not a JSON object")
     cert = _certificate_from_payload(payload)
     thumb = sha1_thumbprint(cert)
+    jws_hash = policy_token_hash(compact)
+    who = principal.name[:255]
     now = utcnow()
     with state.db.session() as s:
-        current = list(
-            s.scalars(
-                select(SignerRow).where(
-                    SignerRow.provider == ctx.name, SignerRow.removed_at.is_(None)
-                )
-            )
-        )
+        rows = list(s.scalars(select(SignerRow).where(SignerRow.provider == ctx.name)))
+        current = [r for r in rows if r.removed_at is None]
         present = [r for r in current if r.thumbprint == thumb]
+        changes = (add and not present) or (not add and bool(present))
+        # the same operation only: MAA's add and remove bodies have the same shape (the
+        # Azure SDK sends byte-identical JWSs to add and later remove a certificate), so
+        # the URL names the operation and a body cannot be bound to one
+        seen = [r for r in rows if jws_hash == (r.added_jws_hash if add else r.removed_jws_hash)]
+        if changes and seen and not allow_rollback:
+            raise ApiError(
+                409,
+                "RollbackRefused",
+                f"replayed signer change refused: this exact signed JWS was applied before "
+                f"(certificate {thumb}); sign a new one, or repeat the request with the "
+                "query parameter allowRollback=true to apply it deliberately",
+            )
         if add:
             if not present:
                 if len(current) >= MAX_SIGNERS:
@@ -346,6 +493,8 @@ def modify_signers(state: ServiceState, ctx: ProviderContext, body: str, *, add:
                         thumbprint=thumb,
                         cert_der=cert.public_bytes(serialization.Encoding.DER),
                         added_at=now,
+                        added_by=who,
+                        added_jws_hash=jws_hash,
                     )
                 )
             result = "IsPresent"
@@ -357,6 +506,8 @@ def modify_signers(state: ServiceState, ctx: ProviderContext, body: str, *, add:
                 )
             for r in present:
                 r.removed_at = now
+                r.removed_by = who
+                r.removed_jws_hash = jws_hash
             result = "IsAbsent"
     state.providers.invalidate(ctx.name)
     return result_token(

@@ -26,6 +26,7 @@ that time.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bootwatch.errors import ConfigError
 from bootwatch.policy import (
     compile_policy,
     default_azureguest_policy,
@@ -61,6 +63,7 @@ from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow, SigningK
 from bootwatch.service.settings import ATTESTATION_TYPES
 
 if TYPE_CHECKING:
+    from bootwatch.service.settings import Settings
     from bootwatch.service.state import ServiceState
 
 PREFIX = "/providers/"
@@ -441,15 +444,68 @@ def split_host(header: str) -> tuple[str, int | None]:
 
 
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def listening_port(request: Request, settings: Settings) -> int:
+    """The port this request arrived on (the ASGI server's), else the configured one."""
+    server = request.scope.get("server")
+    if server and len(server) > 1 and isinstance(server[1], int) and server[1] > 0:
+        return int(server[1])
+    return settings.port
+
+
+@functools.lru_cache(maxsize=8)
+def allowed_host_pairs(
+    entries: tuple[str, ...],
+) -> tuple[frozenset[str], frozenset[tuple[str, int]]]:
+    """``--allowed-host`` entries: names (see :func:`host_is_served`) and exact host:port
+    pairs.  A malformed entry is a ConfigError (``create_app`` calls this at start-up)."""
+    names: set[str] = set()
+    pairs: set[tuple[str, int]] = set()
+    for entry in entries:
+        try:
+            host, port = split_host(entry)
+        except ApiError:
+            raise ConfigError(f"--allowed-host {entry!r} is not a host or host:port") from None
+        if port is None:
+            names.add(host)
+        else:
+            pairs.add((host, port))
+    return frozenset(names), frozenset(pairs)
+
+
+def host_is_served(request: Request, state: ServiceState, host: str, port: int | None) -> bool:
+    """Whether ``host[:port]`` of a Host header is one this service answers for.
+
+    Accepted: a configured ``host:port`` pair exactly (``--allowed-host name:port``);
+    a configured name (``--allowed-host name``, a provider's host name) with the
+    listening port or no port (a reverse proxy on the scheme's default port); the
+    listening host and loopback names with the listening port, or with no port when
+    the service listens on the scheme's default port.  Any other port is refused: the
+    issuer and ``jku`` of every token are built from this header.
+    """
+    settings = state.settings
+    listening = listening_port(request, settings)
+    names, pairs = allowed_host_pairs(settings.allowed_hosts)
+    if port is not None and (host, port) in pairs:
+        return True
+    if host in _LOOPBACK_NAMES or host == settings.host.lower():
+        if port is None:
+            return _DEFAULT_PORTS.get(request.url.scheme) == listening
+        return port == listening
+    if host in names or state.providers.provider_for_host(host) is not None:
+        return port is None or port == listening
+    return False
 
 
 def request_base_url(request: Request, prefix: str) -> str:
     """The base URL (issuer) of this request's provider.
 
     With ``public_base_url`` set it is that. Otherwise it comes from the Host header,
-    which is accepted only for a host this service answers for (its listening host,
-    loopback names, ``allowed_hosts`` and providers' host names): the issuer and the
-    ``jku`` of every token are built from it, so a forged Host must not change them.
+    which is accepted only for a host:port this service answers for
+    (:func:`host_is_served`): the issuer and the ``jku`` of every token are built from
+    it, so a forged Host, or a forged port, must not change them.
     """
     state: ServiceState = request.app.state.bw
     settings = state.settings
@@ -457,18 +513,16 @@ def request_base_url(request: Request, prefix: str) -> str:
         return settings.public_base_url.rstrip("/") + prefix
     header = request.headers.get("host")
     if not header:
-        return f"{request.url.scheme}://{_url_host(settings.host)}:{settings.port}{prefix}"
+        listening = listening_port(request, settings)
+        return f"{request.url.scheme}://{_url_host(settings.host)}:{listening}{prefix}"
     host, port = split_host(header)
-    known = (
-        host in _LOOPBACK_NAMES
-        or host == settings.host.lower()
-        or host in {h.lower() for h in settings.allowed_hosts}
-        or state.providers.provider_for_host(host) is not None
-    )
-    if not known:
+    if not host_is_served(request, state, host, port):
+        shown = f"{host}:{port}" if port is not None else host
         raise invalid_parameter(
-            f"Host {host!r} is not served here: start the service with --allowed-host "
-            f"{host} or --public-url, or use one of its configured host names"
+            f"Host {shown!r} is not served here (the service answers for its configured "
+            f"host names on port {listening_port(request, settings)} and for configured "
+            f"host:port pairs): start the service with --allowed-host {shown} or "
+            "--public-url, or use one of its configured host names"
         )
     netloc = _url_host(host) + (f":{port}" if port is not None else "")
     return f"{request.url.scheme}://{netloc}{prefix}"

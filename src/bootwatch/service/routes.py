@@ -7,9 +7,10 @@ parameter; an ``api-version`` that is present but empty is InvalidParameter.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
@@ -64,6 +65,19 @@ def api_version(request: Request) -> str | None:
 
 API_VERSION = Depends(api_version)
 
+#: ``?allowRollback=true`` on policy and signer writes: apply a signed document that was
+#: applied before (an older or superseded version, one used for another type); without
+#: it such a replay is refused with 409 RollbackRefused (see policy_admin)
+AllowRollback = Annotated[
+    bool,
+    Query(
+        alias="allowRollback",
+        description="Isolated providers: apply a signed document that was applied before "
+        "(a superseded or older policy, a reset or signer change used before). Without it "
+        "such a replay is refused with 409 RollbackRefused.",
+    ),
+]
+
 
 def _state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.bw
@@ -112,10 +126,15 @@ def maa_router() -> APIRouter:
         request: Request,
         ctx: CurrentProvider,
         principal: PolicyWriter,
+        allow_rollback: AllowRollback = False,
     ) -> JSONResponse:
         body = await _text_body(request)
         token = await run_in_threadpool(
-            policy_admin.set_policy, _state(request), ctx, attestation_type, body, principal
+            functools.partial(
+                policy_admin.set_policy,
+                _state(request), ctx, attestation_type, body, principal,
+                allow_rollback=allow_rollback,
+            )
         )
         return token_response(token)
 
@@ -125,10 +144,15 @@ def maa_router() -> APIRouter:
         request: Request,
         ctx: CurrentProvider,
         principal: PolicyWriter,
+        allow_rollback: AllowRollback = False,
     ) -> JSONResponse:
         body = await _text_body(request)
         token = await run_in_threadpool(
-            policy_admin.reset_policy, _state(request), ctx, attestation_type, body, principal
+            functools.partial(
+                policy_admin.reset_policy,
+                _state(request), ctx, attestation_type, body, principal,
+                allow_rollback=allow_rollback,
+            )
         )
         return token_response(token)
 
@@ -140,11 +164,16 @@ def maa_router() -> APIRouter:
     async def add_certificate(
         request: Request,
         ctx: CurrentProvider,
-        _principal: PolicyWriter,
+        principal: PolicyWriter,
+        allow_rollback: AllowRollback = False,
     ) -> JSONResponse:
         body = await _text_body(request)
         token = await run_in_threadpool(
-            policy_admin.modify_signers, _state(request), ctx, body, add=True
+            functools.partial(
+                policy_admin.modify_signers,
+                _state(request), ctx, body, principal,
+                add=True, allow_rollback=allow_rollback,
+            )
         )
         return token_response(token)
 
@@ -152,11 +181,16 @@ def maa_router() -> APIRouter:
     async def remove_certificate(
         request: Request,
         ctx: CurrentProvider,
-        _principal: PolicyWriter,
+        principal: PolicyWriter,
+        allow_rollback: AllowRollback = False,
     ) -> JSONResponse:
         body = await _text_body(request)
         token = await run_in_threadpool(
-            policy_admin.modify_signers, _state(request), ctx, body, add=False
+            functools.partial(
+                policy_admin.modify_signers,
+                _state(request), ctx, body, principal,
+                add=False, allow_rollback=allow_rollback,
+            )
         )
         return token_response(token)
 

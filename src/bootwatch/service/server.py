@@ -18,6 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from bootwatch.errors import ConfigError
+from bootwatch.service.httpproto import HTTP_PROTOCOL
 from bootwatch.service.logs import configure_logging
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
@@ -65,6 +66,7 @@ def uvicorn_config(settings: Settings, app: object, tls: TlsFiles | None) -> uvi
         server_header=False,
         timeout_keep_alive=30,
         lifespan="on",
+        http=HTTP_PROTOCOL,
     )
 
 
@@ -100,4 +102,5 @@ def run(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        http=HTTP_PROTOCOL,
     )

@@ -67,6 +67,12 @@ class Settings:
     max_body_bytes: int = 1_048_576
     #: how long attestation evidence is kept (seconds; 0 = never stored)
     evidence_retention_seconds: int = 7 * 24 * 3600
+    #: evidence kept per client address (bytes; oldest dropped first; 0 = none kept):
+    #: only requests that parsed as evidence are kept at all.  16 MiB is ~130 real
+    #: Trusted Launch requests (~125 KB each)
+    evidence_quota_per_client_bytes: int = 16 * 1024 * 1024
+    #: evidence kept in total (bytes; oldest dropped first; 0 = none kept)
+    evidence_quota_total_bytes: int = 512 * 1024 * 1024
     #: how long a retired signing key stays published in /certs (seconds)
     key_overlap_seconds: int = 14 * 24 * 3600
     #: how long provider state (policies, keys) is cached per worker (seconds)
@@ -114,6 +120,8 @@ class Settings:
             raise ConfigError("rate limits must not be negative")
         if self.workers < 1:
             raise ConfigError("workers must be at least 1")
+        if self.evidence_quota_per_client_bytes < 0 or self.evidence_quota_total_bytes < 0:
+            raise ConfigError("evidence quotas must not be negative")
 
     @property
     def database_url(self) -> str:
