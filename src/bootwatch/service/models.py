@@ -117,3 +117,21 @@ class AttestationRecordRow(Base):
     evidence_expires_at: Mapped[datetime | None] = mapped_column(
         DateTime(timezone=True), nullable=True, index=True
     )
+
+
+class ServiceTagRow(Base):
+    """The last published service-tag document per tag name (migration 0002_service_tag).
+
+    Kept so the change number survives restarts and is shared by every worker and
+    every node on one database: it increases only when the prefixes change.
+    """
+
+    __tablename__ = "service_tags"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    change_number: Mapped[int] = mapped_column(Integer)
+    #: canonical JSON list of the prefixes (sorted, IPv4 first)
+    prefixes: Mapped[str] = mapped_column(Text)
+    #: the whole document as last published (JSON)
+    document: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
