@@ -191,8 +191,8 @@ def parse_nsg(data: bytes, source: str) -> tuple[list[NsgRule], list[str]]:
     elif isinstance(root, dict):
         holder = root
         props = _ci(root, "properties")
-        if isinstance(props, dict) and (
-            _ci(props, "securityRules") is not None or _ci(props, "defaultSecurityRules") is not None
+        if isinstance(props, dict) and any(
+            _ci(props, k) is not None for k in ("securityRules", "defaultSecurityRules")
         ):
             holder, prefix = props, "properties."
         else:
@@ -222,14 +222,14 @@ def parse_nsg(data: bytes, source: str) -> tuple[list[NsgRule], list[str]]:
         )
     seen: dict[tuple[str, int], NsgRule] = {}
     for rule in rules:
-        key = (rule.direction, rule.priority)
-        if key in seen:
+        slot = (rule.direction, rule.priority)
+        if slot in seen:
             raise NetworkInputError(
-                f"priority {rule.priority} is used by {seen[key].name!r} and {rule.name!r} "
+                f"priority {rule.priority} is used by {seen[slot].name!r} and {rule.name!r} "
                 f"in direction {rule.direction} (Azure requires it unique)",
                 source=source, field=f"{rule.where}.priority",
             )
-        seen[key] = rule
+        seen[slot] = rule
     notes = []
     names = {r.name.lower() for r in rules}
     for d in DEFAULT_OUTBOUND_RULES:
@@ -294,10 +294,11 @@ def evaluate_nsg(rules: list[NsgRule], ctx: Context, source: str) -> NsgEvaluati
     )
 
 
-def free_priority_below(rules: tuple[NsgRule, ...], limit: int) -> int | None:
-    """The highest unused outbound priority in 100..min(4096, limit - 1), or None."""
+def free_priority_below(rules: tuple[NsgRule, ...], limit: int, count: int = 1) -> int | None:
+    """The highest P with P..P+count-1 unused outbound priorities, all in
+    100..min(4096, limit - 1) (the fix must come before the deciding rule), or None."""
     used = {r.priority for r in rules if r.direction == "Outbound"}
-    for p in range(min(4096, limit - 1), 99, -1):
-        if p not in used:
+    for p in range(min(4096, limit - 1) - count + 1, 99, -1):
+        if not any(q in used for q in range(p, p + count)):
             return p
     return None

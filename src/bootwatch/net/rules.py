@@ -40,8 +40,8 @@ from bootwatch.net.servicetag import (
 
 __all__ = [
     "DEFAULT_PORT",
-    "RuleFormat",
     "ResolvedRules",
+    "RuleFormat",
     "RuleOptions",
     "generate_rules",
     "resolve_options",

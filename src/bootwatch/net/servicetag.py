@@ -264,7 +264,9 @@ class _Reader:
             raise self.fail(f"{path}.{key}", "must be a string of at most 256 characters")
         return value
 
-    def number(self, obj: dict[str, Any], key: str, path: str, *, default: int | None = None) -> int:
+    def number(
+        self, obj: dict[str, Any], key: str, path: str, *, default: int | None = None
+    ) -> int:
         """An integer; a decimal string is accepted too, because the Discovery API
         (``Microsoft.Network/serviceTags``) writes change numbers as strings."""
         value = obj.get(key, default)

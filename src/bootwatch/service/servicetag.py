@@ -36,7 +36,7 @@ from bootwatch.service.state import ServiceState
 
 __all__ = ["advertised_prefixes", "publish_service_tag", "service_fqdns", "service_ports"]
 
-_WILDCARDS = ("0.0.0.0", "::", "")
+_WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - recognising, not binding
 
 
 def advertised_prefixes(settings: Settings) -> tuple[IPNetwork, ...]:
