@@ -143,7 +143,7 @@ def match_address(
     if low in ("*", "any", "0.0.0.0/0", "::/0"):
         return Match.YES
     if low == "internet":
-        return Match.NO if ctx.is_vnet(unit) or not unit.network_address.is_global else Match.YES
+        return Match.NO if ctx.is_vnet(unit) else Match.YES
     if low == "virtualnetwork":
         return Match.YES if ctx.is_vnet(unit) else Match.NO
     if low == "azureloadbalancer":

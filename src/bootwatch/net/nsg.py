@@ -227,7 +227,7 @@ def parse_nsg(data: bytes, source: str) -> tuple[list[NsgRule], list[str]]:
             raise NetworkInputError(
                 f"priority {rule.priority} is used by {seen[slot].name!r} and {rule.name!r} "
                 f"in direction {rule.direction} (Azure requires it unique)",
-                source=source, field=f"{rule.where}.priority",
+                source=source, field=rule.where,
             )
         seen[slot] = rule
     notes = []
