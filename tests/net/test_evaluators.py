@@ -110,7 +110,8 @@ def test_nsg_az_cli_shape(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("body", "where"), [
-    ([rule("a", 100, "Allow", "*"), rule("b", 100, "Deny", "*")], r"\$\[1\]: priority 100 is used"),
+    ([rule("a", 100, "Allow", "*"), rule("b", 100, "Deny", "*")],
+     r"\$\[1\]: priority 100 is used"),
     ([rule("a", 99, "Allow", "*")], r"\$\[0\].properties.priority"),
     ([rule("a", 100, "Maybe", "*")], r"\$\[0\].properties.access"),
     ([rule("a", 100, "Allow", "*", port="4x3")], r"destinationPortRange: '4x3'"),
@@ -149,7 +150,7 @@ def test_firewall() -> None:
     assert not r.allowed and r.rule.label == "deny-att/d" and r.rule.priority == 300
     r = ev("192.0.2.1")
     assert not r.allowed and r.rule.name == "DefaultDeny"
-    with pytest.raises(NetworkInputError, match="properties.priority"):
+    with pytest.raises(NetworkInputError, match=r"networkRuleCollections\[0\]\.properties\.priority"):
         bad = json.loads(json.dumps(fw))
         bad["properties"]["networkRuleCollections"][0]["properties"]["priority"] = 50
         parse_firewall(json.dumps(bad).encode(), "fw.json")
@@ -226,10 +227,13 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, azure_file: Path) -> None:
         (("rules", "--format", "ufw", "--from", str(azure_file)), "--format: unknown format"),
         (("rules", "--format", "nftables", "--from", str(azure_file), "--source", "10.0.0.0/40"),
          "--source: '10.0.0.0/40' is not an IPv4 or IPv6 CIDR"),
-        (("explain", "--rules", str(good), "--to", "https://:443/x"), "--to: 'https://:443/x' has no host"),
-        (("explain", "--rules", str(good), "--to", "att.example.com"), "--to: 'att.example.com' is a host name"),
+        (("explain", "--rules", str(good), "--to", "https://:443/x"),
+         "--to: 'https://:443/x' has no host"),
+        (("explain", "--rules", str(good), "--to", "att.example.com"),
+         "--to: 'att.example.com' is a host name"),
         (("fqdns", "--from", str(tmp_path / "missing.json")), "missing.json: cannot read"),
-        (("explain", "--rules", str(tmp_path / "none.json"), "--to", ATT), "none.json: cannot read"),
+        (("explain", "--rules", str(tmp_path / "none.json"), "--to", ATT),
+         "none.json: cannot read"),
     ]
     for args, expected in cases:
         out = _cli(*args)

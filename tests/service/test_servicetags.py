@@ -94,5 +94,5 @@ def test_settings_to_document_inputs() -> None:
     assert [str(p) for p in advertised_prefixes(s)] == ["10.1.2.3/32"]
     assert service_fqdns(s) == ("att.example.org",)
     assert service_ports(s) == (9443,)
-    with pytest.raises(ConfigError, match="--advertise-prefix: '10.0.0.1/24'"):
+    with pytest.raises(ConfigError, match=r"--advertise-prefix: '10\.0\.0\.1/24'"):
         advertised_prefixes(Settings(advertise_prefixes=("10.0.0.1/24",)))
