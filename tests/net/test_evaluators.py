@@ -150,7 +150,7 @@ def test_firewall() -> None:
     assert not r.allowed and r.rule.label == "deny-att/d" and r.rule.priority == 300
     r = ev("192.0.2.1")
     assert not r.allowed and r.rule.name == "DefaultDeny"
-    with pytest.raises(NetworkInputError, match=r"networkRuleCollections\[0\]\.properties\.priority"):
+    with pytest.raises(NetworkInputError, match=r"Collections\[0\]\.properties\.priority"):
         bad = json.loads(json.dumps(fw))
         bad["properties"]["networkRuleCollections"][0]["properties"]["priority"] = 50
         parse_firewall(json.dumps(bad).encode(), "fw.json")
