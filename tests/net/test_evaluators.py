@@ -240,3 +240,35 @@ def test_cli_bad_input_is_one_line(tmp_path: Path, azure_file: Path) -> None:
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert expected in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_cli_firewall_and_remediation(tmp_path: Path, azure_file: Path) -> None:
+    fw = tmp_path / "fw.json"
+    fw.write_text(json.dumps({"networkRuleCollections": [
+        {"name": "deny-web", "priority": 500, "action": {"type": "Deny"},
+         "rules": [{"name": "d", "protocols": ["TCP"], "sourceAddresses": ["*"],
+                    "destinationAddresses": ["*"], "destinationPorts": ["443"]}]}]}))
+    out = _cli("explain", "--rules", str(fw), "--format", "azure-firewall", "--to", ATT,
+               "--from", str(azure_file), "--json")
+    assert out.returncode == 1, out.stderr
+    body = json.loads(out.stdout)
+    assert body["rule"] == {"name": "deny-web/d", "priority": 500}
+    coll = body["fix"]["networkRuleCollections"][0]
+    assert coll["properties"]["priority"] == 499
+    assert coll["properties"]["rules"][0]["destinationAddresses"] == ["AzureAttestation"]
+    # the fix merged in: allowed by it
+    merged = json.loads(fw.read_text())
+    merged["networkRuleCollections"].append(coll)
+    fw.write_text(json.dumps(merged))
+    out = _cli("explain", "--rules", str(fw), "--format", "azure-firewall", "--to", ATT,
+               "--from", str(azure_file), "--json")
+    assert out.returncode == 0, out.stdout
+    assert json.loads(out.stdout)["rule"]["priority"] == 499
+
+    out = _cli("remediation", "--hop", "proxy_connect", "--from", str(azure_file),
+               "--format", "nftables", "--format", "squid")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("Allow outbound attestation traffic\n")
+    assert out.stdout.index("[squid]") < out.stdout.index("[nftables]")
+    out = _cli("remediation", "--hop", "nowhere", "--from", str(azure_file))
+    assert out.returncode == 2 and "--hop: 'nowhere' is not one of" in out.stderr
