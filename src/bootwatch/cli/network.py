@@ -48,7 +48,8 @@ def load_source(source: str, ca: Path | None) -> ServiceTagDocument:
         parts = urlsplit(source)
         if not parts.hostname:
             raise NetworkInputError(f"{source!r} has no host", field="--from")
-        url = source.rstrip("/") + "/servicetags"
+        base = source.rstrip("/")
+        url = base if base.endswith("/servicetags") else base + "/servicetags"
         verify: ssl.SSLContext | bool = True
         if ca is not None:
             verify = ssl.create_default_context(cafile=str(ca))
