@@ -106,6 +106,38 @@ class ProtocolError(InputError):
         self.field = field
 
 
+class NetworkInputError(InputError):
+    """A service-tag document, a rules file or a network option that cannot be used.
+
+    The message names where: ``source`` (a file or URL), ``line`` (1-based, for JSON
+    and text files) and ``field`` (a JSON path such as ``securityRules[2].properties.
+    priority``, or an option such as ``--source``), so one line tells what to fix.
+    """
+
+    code = "network_input_invalid"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        where = ""
+        if source:
+            where = f"{source}:{line}: " if line is not None else f"{source}: "
+        elif line is not None:
+            where = f"line {line}: "
+        if field:
+            where += f"{field}: "
+        super().__init__(f"{where}{message}")
+        self.reason = message
+        self.source = source
+        self.line = line
+        self.field = field
+
+
 # --- policy -----------------------------------------------------------------
 
 

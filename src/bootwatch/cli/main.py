@@ -25,6 +25,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "agent": ("bootwatch.cli.agent", "The guest side: collect evidence, attest, unseal"),
     "service": ("bootwatch.cli.service", "Run the MAA-compatible attestation service"),
     "provider": ("bootwatch.cli.provider", "Create and list attestation providers"),
+    "network": ("bootwatch.cli.network", "Service tag, egress rules, blocked-traffic diagnosis"),
     "demo": ("bootwatch.cli.demo", "End-to-end demo on embedded defaults"),
     "server": ("bootwatch.cli.server", "Service + monitor in one process (embedded default)"),
     "monitor": ("bootwatch.cli.monitor", "Run the monitor alone; dry-run a policy"),

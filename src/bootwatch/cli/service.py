@@ -166,6 +166,21 @@ _SERVICE_OPTIONS = [
         "clients may use in the Host header (repeatable); the listening host, loopback names "
         "and providers' host names are always accepted with the listening port",
     ),
+    click.option(
+        "--advertise-prefix",
+        "advertise_prefixes",
+        multiple=True,
+        metavar="CIDR",
+        help="an IPv4 or IPv6 CIDR published in GET /servicetags (repeatable); default: the "
+        "address the service listens on",
+    ),
+    click.option(
+        "--service-tag-name",
+        envvar="BOOTWATCH_SERVICE_TAG_NAME",
+        default="AzureAttestation",
+        show_default=True,
+        help="tag name in the published service-tag document (e.g. Bootwatch)",
+    ),
     click.option("--region", envvar="BOOTWATCH_REGION", default="local"),
     click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default=""),
     click.option(
@@ -212,6 +227,7 @@ def settings_from_options(kw: dict[str, Any]) -> Any:
         text = read_limited_text(tokens_file, "admin tokens file", 1024 * 1024)
         kw["admin_tokens"] = tuple(t.strip() for t in text.splitlines() if t.strip())
     kw["allowed_hosts"] = tuple(kw.pop("allowed_hosts", ()) or ())
+    kw["advertise_prefixes"] = tuple(kw.pop("advertise_prefixes", ()) or ())
     kw["admin_tokens_env"] = os.environ.get("BOOTWATCH_ADMIN_TOKENS")
     kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
     kw["monitor_token"] = os.environ.get("BOOTWATCH_MONITOR_TOKEN", "")

@@ -38,6 +38,7 @@ from bootwatch.service.openapi import complete_schema
 from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
+from bootwatch.service.servicetag import publish_service_tag
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
 
@@ -172,6 +173,8 @@ def create_app(
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     # trust anchors, DBX data, key templates: read now, so a bad path stops start-up
     app.state.bw_attest_config = attestation.load_attestation_config(settings)
+    # the service-tag document (GET /servicetags), its change number kept in the database
+    app.state.bw_service_tag = publish_service_tag(state)
     _install_error_handlers(app)
     app.include_router(attestation.router())
     app.include_router(ops_router())

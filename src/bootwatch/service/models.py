@@ -133,3 +133,21 @@ class AttestationRecordRow(Base):
     client: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: size of ``evidence`` while it is kept (None once dropped or purged)
     evidence_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ServiceTagRow(Base):
+    """The last published service-tag document per tag name (migration 0002_service_tag).
+
+    Kept so the change number survives restarts and is shared by every worker and
+    every node on one database: it increases only when the prefixes change.
+    """
+
+    __tablename__ = "service_tags"
+
+    name: Mapped[str] = mapped_column(String(80), primary_key=True)
+    change_number: Mapped[int] = mapped_column(Integer)
+    #: canonical JSON list of the prefixes (sorted, IPv4 first)
+    prefixes: Mapped[str] = mapped_column(Text)
+    #: the whole document as last published (JSON)
+    document: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

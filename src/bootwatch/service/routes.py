@@ -217,4 +217,11 @@ def ops_router() -> APIRouter:
         body, ctype = request.app.state.bw_metrics.exposition()
         return Response(body, media_type=ctype)
 
+    @router.get("/servicetags")
+    def servicetags(request: Request) -> JSONResponse:
+        """This service's endpoints in Azure's ServiceTags format (built at start-up)."""
+        from bootwatch.net.servicetag import encode_document
+
+        return JSONResponse(encode_document(request.app.state.bw_service_tag))
+
     return router

@@ -103,6 +103,13 @@ class Settings:
     monitor_token: str = ""
     #: CA bundle for the monitor's HTTPS certificate
     monitor_ca: str = ""
+    #: CIDRs published in the service-tag document (``GET /servicetags``); empty = the
+    #: address the service listens on (for 0.0.0.0 / ::, this host's non-loopback
+    #: addresses as its host name resolves)
+    advertise_prefixes: tuple[str, ...] = ()
+    #: name of the published service tag: AzureAttestation for drop-in use with rules
+    #: written for Azure, or your own (e.g. Bootwatch)
+    service_tag_name: str = "AzureAttestation"
     #: JSON logs level
     log_level: str = "INFO"
     #: value of the x-ms-maa-service-version response header
@@ -148,7 +155,7 @@ class Settings:
         if unknown:
             raise ConfigError(f"unknown settings: {sorted(unknown)}")
         raw["data_dir"] = Path(raw.get("data_dir", "bootwatch-data"))
-        for key in ("admin_tokens", "shared_providers", "allowed_hosts"):
+        for key in ("admin_tokens", "shared_providers", "allowed_hosts", "advertise_prefixes"):
             if key in raw:
                 raw[key] = tuple(raw[key])
         return cls(**raw)

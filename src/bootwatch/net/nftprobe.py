@@ -1,0 +1,170 @@
+"""Evaluate an nftables ruleset by loading it into a scratch namespace and probing.
+
+nftables has no offline evaluator, and re-implementing its semantics would be a
+second, wrong nftables.  So the kernel decides: a scratch namespace gets a veth
+pair with a default route (no peer answers), the operator's file is loaded with
+``nft -f``, a tracing chain at the lowest priority marks TCP packets to the target
+(``meta nftrace set 1``), one connection attempt is made, and ``nft monitor
+trace`` tells which rule of which chain gave the verdict.  The namespace is
+deleted afterwards, whatever happened.  The probe's source address is the VM's
+(``--vm-ip``) or 198.18.0.1 / 2001:db8::1 (benchmarking and documentation ranges).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import secrets
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from bootwatch.errors import ConfigError, NetworkInputError
+from bootwatch.net.netns import NamespaceSet, require_tools
+from bootwatch.net.target import IPAddress
+
+__all__ = ["NftVerdict", "probe_nftables"]
+
+_TRACE_RE: Final = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (.*)$")
+_VERDICT_RE: Final = re.compile(r"^rule (.*) \(verdict (\w+)(?: [^)]*)?\)\s*$")
+_POLICY_RE: Final = re.compile(r"^policy (\w+)")
+_COMMENT_RE: Final = re.compile(r'comment "([^"]*)"')
+
+
+@dataclass(frozen=True)
+class NftVerdict:
+    """The kernel's verdict for the probe: ``rule`` is the rule text (or ``policy
+    drop``) in ``family table chain`` that decided; ``name`` its comment if any."""
+
+    allowed: bool
+    table: str
+    chain: str
+    rule: str
+    name: str
+    trace: tuple[str, ...]
+
+
+_PROBE = (
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+    "s.settimeout(float(sys.argv[3]))\n"
+    "try:\n s.connect((sys.argv[1], int(sys.argv[2])))\n"
+    "except OSError:\n pass\n"
+)
+
+
+def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
+                   vm_ip: IPAddress | None = None, attempts: int = 6) -> NftVerdict:
+    """Load ``rules_file`` in a scratch namespace and trace a TCP SYN to
+    ``address:port``.  A file nft refuses raises :class:`NetworkInputError` with
+    nft's own ``file:line:column`` message."""
+    require_tools("ip", "nft")
+    v6 = address.version == 6
+    src = vm_ip or ipaddress.ip_address("2001:db8::1" if v6 else "198.18.0.1")
+    if src.version != address.version:
+        raise NetworkInputError("the VM's address and the target are of different families",
+                                field="--vm-ip")
+    trace_table = f"bwtrace{secrets.token_hex(3)}"
+    family = "ip6" if v6 else "ip"
+    with NamespaceSet() as nsset:
+        ns = nsset.add("probe")
+        if_a = f"bwp{secrets.token_hex(3)}"
+        ns.ip("link", "add", if_a, "type", "veth", "peer", "name", f"{if_a}x")
+        ns.ip("link", "set", if_a, "up")
+        ns.ip("link", "set", f"{if_a}x", "up")
+        ns.ip("addr", "add", f"{src}/{128 if v6 else 32}", "dev", if_a,
+              *(["nodad"] if v6 else []))
+        ns.ip(*(["-6"] if v6 else []), "route", "add", "default", "dev", if_a)
+        loaded = ns.run("nft", "-f", str(rules_file), check=False)
+        if loaded.returncode != 0:
+            first = next((ln for ln in loaded.stderr.splitlines() if ln.strip()), "nft failed")
+            raise NetworkInputError(f"nft refused the rules: {first.strip()}",
+                                    source=str(rules_file))
+        ns.run("nft", "-f", "-", input_text=(
+            f"table inet {trace_table} {{\n chain out {{\n"
+            "  type filter hook output priority -1000000;\n"
+            f"  {family} daddr {address} tcp dport {port} meta nftrace set 1\n }}\n}}\n"))
+        monitor = subprocess.Popen(ns.exec_args("nft", "monitor", "trace"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        lines: list[str] = []
+        reader = threading.Thread(target=_read_lines, args=(monitor, lines), daemon=True)
+        reader.start()
+        try:
+            for _ in range(attempts):
+                time.sleep(0.3)  # the monitor subscribes asynchronously
+                ns.run(sys.executable, "-c", _PROBE, str(address), str(port), "0.3",
+                       check=False)
+                deadline = time.monotonic() + 1.0
+                while time.monotonic() < deadline and not _complete(lines):
+                    time.sleep(0.05)
+                if _complete(lines):
+                    time.sleep(0.2)  # the rest of that packet's verdicts
+                    break
+        finally:
+            monitor.terminate()
+            try:
+                monitor.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                monitor.kill()
+                monitor.wait()
+            reader.join(timeout=5)
+    return _verdict(lines, trace_table)
+
+
+def _read_lines(monitor: subprocess.Popen[str], lines: list[str]) -> None:
+    assert monitor.stdout is not None
+    for line in monitor.stdout:
+        lines.append(line.rstrip("\n"))
+
+
+def _complete(lines: list[str]) -> bool:
+    """A traced SYN has been seen and 0.3 s of its verdicts have had time to arrive."""
+    return any("tcp flags == syn" in ln for ln in list(lines))
+
+
+def _verdict(lines: list[str], trace_table: str) -> NftVerdict:
+    """The first traced packet's verdicts, chain by chain (ours skipped)."""
+    packets: dict[str, list[tuple[str, str, str, str]]] = {}
+    order: list[str] = []
+    for line in lines:
+        m = _TRACE_RE.match(line.strip())
+        if not m:
+            continue
+        tid, fam, table, chain, rest = m.groups()
+        if tid not in packets:
+            packets[tid] = []
+            order.append(tid)
+        packets[tid].append((fam, table, chain, rest))
+    for tid in order:
+        events = packets[tid]
+        if not any(rest.startswith("packet:") and "tcp flags == syn" in rest
+                   for _, _, _, rest in events):
+            continue
+        last_accept: tuple[str, str, str, str] | None = None
+        trace = tuple(f"{f} {t} {c} {r}" for f, t, c, r in events if t != trace_table)
+        for fam, table, chain, rest in events:
+            if table == trace_table:
+                continue
+            vm = _VERDICT_RE.match(rest)
+            pm = _POLICY_RE.match(rest)
+            verdict, text = (vm.group(2), vm.group(1)) if vm else (
+                (pm.group(1), f"policy {pm.group(1)}") if pm else ("", ""))
+            if verdict == "drop":
+                return NftVerdict(False, f"{fam} {table}", chain, text, _name(text), trace)
+            if verdict == "accept":
+                last_accept = (fam, table, chain, text)
+        if last_accept is None:
+            return NftVerdict(True, "", "", "no chain filters output", "", trace)
+        fam, table, chain, text = last_accept
+        return NftVerdict(True, f"{fam} {table}", chain, text, _name(text), trace)
+    raise ConfigError("the probe packet was not traced (nft monitor trace saw nothing); "
+                      "is nf_tables tracing available in this kernel?")
+
+
+def _name(rule_text: str) -> str:
+    m = _COMMENT_RE.search(rule_text)
+    return m.group(1) if m else rule_text
