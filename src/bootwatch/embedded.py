@@ -13,6 +13,7 @@ metadata, with the development CA when the server uses one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from fastapi import FastAPI
@@ -20,6 +21,7 @@ from fastapi import FastAPI
 from bootwatch.monitor.api import monitor_router
 from bootwatch.monitor.container import MonitorContainer, bootstrap
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.protocol.health import FailedHop
 from bootwatch.service.app import AppExtensions, create_app
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
@@ -38,6 +40,26 @@ def own_issuers(settings: Settings) -> tuple[str, ...]:
     return tuple(out)
 
 
+def egress_advisor(
+    state: ServiceState, formats: tuple[str, ...]
+) -> Callable[[FailedHop, str], str]:
+    """The monitor's "Allow outbound attestation traffic" remediation text, generated from
+    this server's own service-tag document.  The document is published once here, at
+    start-up (it changes only with the settings), never inside a monitor transaction."""
+    from bootwatch.net.remediation import remediation_for
+    from bootwatch.net.rules import RuleFormat
+    from bootwatch.service.servicetag import publish_service_tag
+
+    document = publish_service_tag(state)
+    chosen = tuple(RuleFormat(f) for f in formats)
+
+    def text(hop: FailedHop, target: str) -> str:
+        rem = remediation_for(document, hop, chosen, failed_target=target)
+        return rem.text if rem is not None else ""
+
+    return text
+
+
 def create_server_app(
     settings: Settings, monitor_settings: MonitorSettings, *, issuer_ca: str = ""
 ) -> tuple[FastAPI, MonitorContainer]:
@@ -51,7 +73,8 @@ def create_server_app(
         db_url=monitor_settings.db_url or settings.database_url,
         db_schema=monitor_settings.db_schema or settings.db_schema,
     )
-    container = bootstrap(ms, engine=state.db.engine)
+    container = bootstrap(ms, engine=state.db.engine,
+                          egress_text=egress_advisor(state, ms.egress_formats))
     ext = AppExtensions(
         sink=container.sink,
         routers=(monitor_router(container),),

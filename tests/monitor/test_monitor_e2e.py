@@ -325,6 +325,9 @@ def test_a_platform_error_report_is_recorded_with_its_hop(dep: Deployment,
     egress = rec["bootwatch-attestation-egress"]
     assert egress["status"]["code"] == "Unhealthy" and "tcp_connect" in egress["status"][
         "description"]
+    # the remediation carries rules generated from this server's own service tag
+    assert "AzureAttestation" in egress["remediation"]
+    assert "[nsg-json]" in egress["remediation"] and "[nftables]" in egress["remediation"]
     assert rec["e94a7421-fc27-7a4d-e9ba-2ba01384cacd"]["status"]["cause"] == "ProvisioningFailed"
 
 

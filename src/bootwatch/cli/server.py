@@ -19,6 +19,9 @@ from bootwatch.errors import ConfigError
 
 
 def monitor_options(f: Any) -> Any:
+    f = click.option("--egress-format", "egress_formats", multiple=True,
+                     help="rule formats in the 'Allow outbound attestation traffic' "
+                     "recommendation (repeatable; default nsg-json and nftables)")(f)
     f = click.option("--webhook-secret-file", type=click.Path(exists=True, dir_okay=False),
                      default=None, help="file holding the secret that signs webhook bodies")(f)
     f = click.option("--webhook", "webhooks", multiple=True,
@@ -44,7 +47,9 @@ def monitor_settings_from(kw: dict[str, Any], **extra: Any) -> Any:
             raise ConfigError(f"{secret_file}: the webhook secret file is empty")
     readers = tuple(t.strip() for t in os.environ.get("BOOTWATCH_READER_TOKENS", "").split(",")
                     if t.strip())
+    formats = tuple(kw.pop("egress_formats", ()) or ()) or ("nsg-json", "nftables")
     return MonitorSettings(
+        egress_formats=formats,
         stale_after_seconds=kw.pop("stale_after"),
         webhooks=tuple(kw.pop("webhooks", ()) or ()),
         webhook_secret=secret,
