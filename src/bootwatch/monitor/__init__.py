@@ -1,0 +1,1 @@
+"""bootwatch.monitor: the fleet monitor (health reports, recommendations, agent releases)."""
