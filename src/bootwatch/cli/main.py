@@ -26,6 +26,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "service": ("bootwatch.cli.service", "Run the MAA-compatible attestation service"),
     "provider": ("bootwatch.cli.provider", "Create and list attestation providers"),
     "demo": ("bootwatch.cli.demo", "End-to-end demo on embedded defaults"),
+    "release": ("bootwatch.cli.release", "Agent releases: signing keys, signed manifests, publish"),
 }
 
 #: exit code for unreadable input, unreachable services and other errors
