@@ -326,8 +326,8 @@ def install_version(
         _run([interpreter, "-m", "venv", "--system-site-packages", "--without-pip", str(target)],
              f"creating the venv {target}")
         venv_python = str(target / "bin" / "python")
-        _run([venv_python, "-m", "pip", "install", "--no-deps", "--no-index", "--no-compile",
-              "--quiet", str(wheel)], f"pip install {wheel.name}")
+        _run([venv_python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
+              str(wheel)], f"pip install {wheel.name}")
         installed = _run(
             [venv_python, "-I", "-c",
              "import importlib.metadata as m; print(m.version('bootwatch'))"],
