@@ -74,6 +74,7 @@ _MAX_WHEEL_NAME: Final = 200
 #: largest wheel a manifest may announce (a bootwatch wheel is ~300 KB)
 _MAX_WHEEL_SIZE: Final = 256 * 1024 * 1024
 _HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
+_B64URL: Final = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _WHEEL_NAME: Final = re.compile(r"^bootwatch-([A-Za-z0-9_.!+]+)-py3-none-any\.whl$")
 _MANIFEST_KEYS: Final = frozenset(
     {"format", "project", "version", "wheel", "size", "sha256", "min_agent_version",
@@ -209,7 +210,8 @@ def check_upgrade(
     if (new.is_prerelease or new.is_devrelease) and not allow_prerelease:
         return UpgradeVerdict(
             False, RefusalReason.PRERELEASE,
-            f"{release.version} is a pre-release; set allow_prerelease = true to take it",
+            f"{release.version} is a pre-release (running {current}); "
+            "set allow_prerelease = true in [upgrade] to take it",
         )
     if release.min_agent_version is not None and cur < Version(release.min_agent_version):
         return UpgradeVerdict(
@@ -423,8 +425,9 @@ def decode_signed_release(body: bytes) -> UnverifiedRelease:
             "must be one of " + ", ".join(a.value for a in SignatureAlgorithm), field="alg"
         ) from None
     sig_text = obj.get("signature")
-    if not isinstance(sig_text, str) or not 1 <= len(sig_text) <= 200:
-        raise ProtocolError("must be a base64url string", field="signature")
+    if not isinstance(sig_text, str) or not _B64URL.match(sig_text):
+        raise ProtocolError("must be a base64url string of 1-200 characters",
+                            field="signature")
     try:
         signature = base64.urlsafe_b64decode(sig_text + "=" * (-len(sig_text) % 4))
     except (binascii.Error, ValueError):
