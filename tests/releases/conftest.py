@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import Response
 
 from bootwatch.monitor.releases import AgentView, ReleaseStore, RolloutPolicy, releases_router
 from bootwatch.protocol.release import PrivateReleaseKey, ReleaseManifest, key_id, sign_release
@@ -248,3 +249,32 @@ def sign() -> Any:
 def serve() -> type[ThreadServer]:
     """The loopback server context manager, for tests that serve their own app."""
     return ThreadServer
+
+
+@dataclass
+class Hostile:
+    """A monitor that serves whatever the test says (a compromised or MITM'd channel)."""
+
+    offer: bytes = b""
+    wheel: bytes = b""
+    offer_requests: int = 0
+
+
+@pytest.fixture
+def hostile(serve: Any) -> Any:
+    box = Hostile()
+    app = FastAPI()
+
+    @app.get("/api/v1/agent/releases/offer")
+    def offer() -> Response:
+        box.offer_requests += 1
+        if not box.offer:
+            return Response(status_code=204)
+        return Response(box.offer, media_type="application/json")
+
+    @app.get("/api/v1/agent/releases/{version}/wheel")
+    def wheel(version: str) -> Response:
+        return Response(box.wheel, media_type="application/octet-stream")
+
+    with serve(app) as server:
+        yield box, server.url

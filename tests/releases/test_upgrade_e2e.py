@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from fastapi.responses import Response
 
 from bootwatch.agent.upgrade import EXIT_RESTART, install_version, switch_current
 
@@ -201,31 +199,6 @@ def test_no_successful_cycle_before_the_deadline_rolls_back_by_itself(
     retry = agent.upgrade()
     assert retry.returncode == 2
     assert "recently_failed" in retry.stderr and agent.current() == f"versions/{OLD}"
-
-
-@dataclass
-class Hostile:
-    """A monitor that serves whatever the test says (a compromised or MITM'd channel)."""
-
-    offer: bytes = b""
-    wheel: bytes = b""
-
-
-@pytest.fixture
-def hostile(serve: Any) -> Any:
-    box = Hostile()
-    app = FastAPI()
-
-    @app.get("/api/v1/agent/releases/offer")
-    def offer() -> Response:
-        return Response(box.offer, media_type="application/json")
-
-    @app.get("/api/v1/agent/releases/{version}/wheel")
-    def wheel(version: str) -> Response:
-        return Response(box.wheel, media_type="application/octet-stream")
-
-    with serve(app) as server:
-        yield box, server.url
 
 
 @pytest.fixture(scope="module")

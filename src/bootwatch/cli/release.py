@@ -85,8 +85,12 @@ def _wheel_version(wheel: Path, data: bytes) -> str:
     named = str(parse_version(match.group(1), f"{wheel.name} (file name)"))
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            meta_name = f"bootwatch-{match.group(1)}.dist-info/METADATA"
-            meta = zf.read(meta_name).decode("utf-8", "replace")
+            metas = [n for n in zf.namelist()
+                     if n.count("/") == 1 and n.endswith(".dist-info/METADATA")]
+            if len(metas) != 1:
+                raise InputError(f"{wheel}: expected one *.dist-info/METADATA, found "
+                                 f"{len(metas)}")
+            meta = zf.read(metas[0]).decode("utf-8", "replace")
     except (zipfile.BadZipFile, KeyError) as exc:
         raise InputError(f"{wheel}: not a readable bootwatch wheel: {exc}") from None
     stated = next(
