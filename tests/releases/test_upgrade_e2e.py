@@ -153,6 +153,7 @@ def test_upgrade_installs_beside_switches_current_and_confirms(
     assert Path(where.strip()).resolve().is_relative_to(agent.root / "versions" / NEW)
     pending = agent.upgrade_state()["pending"]
     assert pending["version"] == NEW and pending["previous_target"] == f"versions/{OLD}"
+    assert os.readlink(agent.root / "previous") == f"versions/{OLD}"
     assert (agent.root / "versions" / OLD / "bin" / "bootwatch").exists()
 
     monitor.fleet.report(VM, NEW)
@@ -199,6 +200,37 @@ def test_no_successful_cycle_before_the_deadline_rolls_back_by_itself(
     retry = agent.upgrade()
     assert retry.returncode == 2
     assert "recently_failed" in retry.stderr and agent.current() == f"versions/{OLD}"
+
+
+def test_a_version_that_cannot_start_is_rolled_back_before_a_start_by_the_previous_one(
+    tmp_path: Path, wheels: dict[str, Path], monitor: Any, release_key: Any, sign: Any
+) -> None:
+    agent = make_agent(tmp_path, wheels, OLD, monitor.url, release_key.public_pem, deadline=3)
+    monitor.fleet.report(VM, OLD)
+    _publish(monitor, wheels[NEW], NEW, release_key, sign)
+    assert agent.upgrade().returncode == EXIT_RESTART
+    # break the installed new version so that it dies before any cycle
+    site = agent.root / "versions" / NEW
+    (main,) = site.glob("lib/python3*/site-packages/bootwatch/cli/main.py")
+    main.write_text('raise SystemExit("this release cannot start")\n')
+    for cached in main.parent.glob("__pycache__/main.*.pyc"):
+        cached.unlink()
+    broken = agent.run("--version")
+    assert broken.returncode != 0 and "cannot start" in broken.stderr
+
+    guard = [str(agent.root / "previous" / "bin" / "bootwatch"), "agent", "upgrade",
+             "--config", str(agent.config), "--rollback-expired"]
+    early = subprocess.run(guard, capture_output=True, text=True, timeout=120)
+    assert early.returncode == 0 and early.stdout.strip() == "nothing to roll back"
+    assert agent.current() == f"versions/{NEW}"
+    deadline = agent.upgrade_state()["pending"]["deadline"]
+    time.sleep(max(0.0, deadline - time.time()) + 0.2)
+    late = subprocess.run(guard, capture_output=True, text=True, timeout=120)
+    assert late.returncode == 0, late.stderr
+    assert late.stdout.startswith(f"rolled_back: rolled back from {NEW} to {OLD}")
+    assert agent.current() == f"versions/{OLD}"
+    assert agent.version() == f"bootwatch, version {OLD}"
+    assert NEW in agent.upgrade_state()["failed"]
 
 
 @pytest.fixture(scope="module")

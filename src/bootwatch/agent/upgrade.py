@@ -31,6 +31,14 @@ major, and roll back a VM that is unhealthy after the upgrade
 The upgrade only makes sense when the agent runs from ``ROOT/current``; an
 agent started from anywhere else refuses to install, since the switch would
 not change what runs.
+
+A new version that cannot even start never reaches :meth:`~AgentUpgrader.after_cycle`;
+for that case the upgrader keeps ``ROOT/previous`` pointing at the known-good
+version, and the service unit runs ``ROOT/previous/bin/bootwatch agent upgrade
+--rollback-expired`` before each start (``ExecStartPre=-``), which switches back
+once the deadline has passed.  The unit must keep restarting a crashing agent
+(``Restart=always`` with ``StartLimitIntervalSec=0`` or a ``RestartSec`` long
+enough) for that pre-start check to run.
 """
 
 from __future__ import annotations
@@ -270,11 +278,11 @@ def _atomic_write(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
-def switch_current(root: Path, target: Path) -> None:
-    """Point ``ROOT/current`` at ``target`` atomically (a new symlink renamed over the old)."""
-    link = root / "current"
+def switch_current(root: Path, target: Path, *, name: str = "current") -> None:
+    """Point ``ROOT/NAME`` at ``target`` atomically (a new symlink renamed over the old)."""
+    link = root / name
     relative = os.path.relpath(target, root)
-    tmp = root / f".current.{os.getpid()}.tmp"
+    tmp = root / f".{name}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
     try:
         os.symlink(relative, tmp)
@@ -483,6 +491,23 @@ class AgentUpgrader:
             self._rollback(state, now, f"no successful attestation cycle on {version} within "
                            f"{self.config.rollback_deadline:g} s", restart=True)
 
+    def rollback_if_expired(self) -> UpgradeOutcome | None:
+        """Before a start: roll a pending upgrade back if its deadline has passed.
+
+        For a new version that cannot even start (so never reaches
+        :meth:`after_cycle`): the unit runs this from the known-good version,
+        ``ROOT/previous/bin/bootwatch agent upgrade --rollback-expired``, as
+        ``ExecStartPre``.  Returns the rollback's outcome, or None.
+        """
+        state = _load_state(self.state_path)
+        if state.pending is None or self.clock() < float(state.pending["deadline"]):
+            return None
+        version = str(state.pending["version"])
+        self._rollback(state, self.clock(), f"{version} had not confirmed a successful cycle "
+                       f"within {self.config.rollback_deadline:g} s (checked before a start)",
+                       restart=False)
+        return self.last_outcome
+
     def maybe_upgrade(self) -> bool:
         """Check and install when due; True when ``current`` was switched and a restart is due."""
         if self.restart_requested:
@@ -568,6 +593,9 @@ class AgentUpgrader:
             "installed_at": self.clock(),
         }
         _save_state(self.state_path, state)
+        # ROOT/previous names the known-good version for the pre-start guard (see module doc)
+        switch_current(self.config.install_root, self.config.install_root / previous_target,
+                       name="previous")
         switch_current(self.config.install_root, target)
         self.restart_requested = True
         return UpgradeOutcome(

@@ -8,6 +8,8 @@ installed beside the running version and ``ROOT/current`` switched to it.
 Exit codes: 0 nothing to do (no offer, not newer, pending, disabled) or
 ``--check`` found an acceptable offer; 75 installed and switched (restart the
 agent, as the daemon's supervisor does); 2 refused (with the reason) or failed.
+``--rollback-expired`` (the unit's pre-start guard) exits 0 whether or not it
+rolled back, so a start is never blocked by it.
 """
 
 from __future__ import annotations
@@ -49,8 +51,11 @@ def load_upgrade_table(path: Path) -> dict[str, Any]:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The agent's TOML file (its [upgrade] table).")
 @click.option("--check", is_flag=True, help="Fetch and verify the offer only; change nothing.")
+@click.option("--rollback-expired", is_flag=True,
+              help="Only roll back a pending upgrade whose deadline has passed (the unit's "
+                   "ExecStartPre, run as ROOT/previous/bin/bootwatch); no monitor contact.")
 @click.option("--vm-id", default=None, help="This VM's id (default: vm_id of the file).")
-def upgrade(config_file: Path, check: bool, vm_id: str | None) -> int:
+def upgrade(config_file: Path, check: bool, rollback_expired: bool, vm_id: str | None) -> int:
     """Ask the monitor for a release now; verify it and (without --check) install it."""
     from bootwatch.agent.upgrade import (
         EXIT_RESTART,
@@ -59,9 +64,18 @@ def upgrade(config_file: Path, check: bool, vm_id: str | None) -> int:
         parse_upgrade_config,
     )
 
+    if check and rollback_expired:
+        raise ConfigError("give --check or --rollback-expired, not both")
     config = parse_upgrade_config(load_upgrade_table(config_file), source=str(config_file))
-    upgrader = AgentUpgrader(config, vm_id=vm_id)
+    # the pre-start guard never asks the monitor, so it does not need the VM id
+    upgrader = AgentUpgrader(config, vm_id=vm_id or config.vm_id or (
+        "-" if rollback_expired else None))
     try:
+        if rollback_expired:
+            rolled = upgrader.rollback_if_expired()
+            click.echo(f"{rolled.kind.value}: {rolled.message}" if rolled
+                       else "nothing to roll back")
+            return 0
         outcome = upgrader.run_check(apply=not check)
     finally:
         upgrader.close()
