@@ -158,6 +158,27 @@ def test_a_pending_upgrade_left_by_a_version_that_did_not_start_is_undone(
     assert upgrader.restart_requested is False  # the old version already runs
 
 
+def test_a_switch_interrupted_after_the_pending_record_is_cleared_with_that_reason(
+    tmp_path: Path, release_key: Any
+) -> None:
+    root = tmp_path / "root"
+    for v in ("0.1.0", "0.2.0"):
+        (root / "versions" / v).mkdir(parents=True)
+    switch_current(root, root / "versions" / "0.1.0")  # the crash came before the switch
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "upgrade.json").write_text(json.dumps({"pending": {
+        "version": "0.2.0", "previous_version": "0.1.0", "previous_target": "versions/0.1.0",
+        "deadline": 10**12, "installed_at": 0}, "failed": {}}))
+    upgrader = AgentUpgrader(_config(tmp_path, "http://127.0.0.1:9", release_key.public_pem),
+                             running_version="0.1.0")
+    upgrader.after_cycle(False)
+    assert os.readlink(root / "current") == "versions/0.1.0"
+    state = json.loads((tmp_path / "state" / "upgrade.json").read_text())
+    assert state["pending"] is None
+    reason = state["last_rollback"]["reason"]
+    assert reason == "the switch to 0.2.0 was interrupted before it happened"
+
+
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bootwatch.cli.main", *args],
                           capture_output=True, text=True, timeout=120,

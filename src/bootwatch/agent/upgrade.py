@@ -471,9 +471,14 @@ class AgentUpgrader:
         version = str(pending["version"])
         if self.running_version != version:
             # a fresh process that is not the new version: the switch did not take effect
-            self._rollback(state, now, f"the agent restarted as {self.running_version}, not "
-                           f"{version}: the supervisor must start {self.config.install_root}"
-                           "/current/bin/bootwatch", restart=False)
+            link = self.config.install_root / "current"
+            previous = self.config.install_root / str(pending["previous_target"])
+            if link.resolve() == previous.resolve():
+                why = f"the switch to {version} was interrupted before it happened"
+            else:
+                why = (f"the agent restarted as {self.running_version}, not {version}: the "
+                       f"supervisor must start {link}/bin/bootwatch")
+            self._rollback(state, now, why, restart=False)
             return
         if succeeded:
             state.pending = None
