@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "alert": ("bootwatch.cli.alert", "Boot-integrity alerts: list, show, ack, resolve"),
     "baseline": ("bootwatch.cli.baseline", "Approved boot variants: list, diff, approve"),
     "recommendation": ("bootwatch.cli.recommendation", "Per-VM recommendations"),
+    "release": ("bootwatch.cli.release", "Agent releases: signing keys, signed manifests, publish"),
 }
 
 #: exit code for unreadable input, unreachable services and other errors
