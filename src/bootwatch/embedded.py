@@ -18,7 +18,7 @@ from dataclasses import replace
 
 from fastapi import FastAPI
 
-from bootwatch.monitor.api import monitor_router
+from bootwatch.monitor.api import extra_routers, monitor_router
 from bootwatch.monitor.container import MonitorContainer, bootstrap
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.protocol.health import FailedHop
@@ -72,12 +72,13 @@ def create_server_app(
         admin_tokens=monitor_settings.admin_tokens or settings.admin_tokens,
         db_url=monitor_settings.db_url or settings.database_url,
         db_schema=monitor_settings.db_schema or settings.db_schema,
+        data_dir=settings.data_dir,
     )
     container = bootstrap(ms, engine=state.db.engine,
                           egress_text=egress_advisor(state, ms.egress_formats))
     ext = AppExtensions(
         sink=container.sink,
-        routers=(monitor_router(container),),
+        routers=(monitor_router(container), *extra_routers(container)),
         metrics=(container.metrics.exposition,),
         on_startup=(container.start,),
         on_shutdown=(container.stop,),

@@ -443,3 +443,27 @@ def test_a_restart_loses_no_alert_or_state(dep: Deployment, deploy: DeploymentFa
     # states are recomputed on events; nothing changed in between except time passing
     assert {k: v for k, v in after_vms.items() if v != "stale"} == {
         k: v for k, v in before_vms.items() if v != "stale"}
+
+
+def test_release_routes_see_the_fleet_agents(deploy: DeploymentFactory, vms: dict[str, str],
+                                             tmp_path: Any) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    pem = tmp_path / "release.pem"
+    pem.write_bytes(key.public_bytes(serialization.Encoding.PEM,
+                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    d = deploy(release_keys=(str(pem),), stale_after_seconds=3600.0)
+    with d.client(token=None) as c:
+        assert c.get("/api/v1/agent/releases").status_code == 401
+    with d.client() as c:
+        r = c.get("/api/v1/agent/releases")
+        assert r.status_code == 200, r.text
+        # no release published: nothing is offered to a known agent
+        r = c.get("/api/v1/agent/releases/offer",
+                  params={"vm_id": vms["quiet"], "current": "0.1.0"})
+        assert r.status_code == 204, r.text
+    assert any(a.vm_id == vms["quiet"] and a.agent_version == "0.1.0"
+               for a in d.container.monitor.agents())
+    d.server.stop()

@@ -19,6 +19,10 @@ from bootwatch.errors import ConfigError
 
 
 def monitor_options(f: Any) -> Any:
+    f = click.option("--release-key", "release_keys", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False),
+                     help="public key (PEM) that signs agent releases; turns on the release "
+                     "routes and the batch rollout (repeatable)")(f)
     f = click.option("--egress-format", "egress_formats", multiple=True,
                      help="rule formats in the 'Allow outbound attestation traffic' "
                      "recommendation (repeatable; default nsg-json and nftables)")(f)
@@ -49,6 +53,7 @@ def monitor_settings_from(kw: dict[str, Any], **extra: Any) -> Any:
                     if t.strip())
     formats = tuple(kw.pop("egress_formats", ()) or ()) or ("nsg-json", "nftables")
     return MonitorSettings(
+        release_keys=tuple(kw.pop("release_keys", ()) or ()),
         egress_formats=formats,
         stale_after_seconds=kw.pop("stale_after"),
         webhooks=tuple(kw.pop("webhooks", ()) or ()),

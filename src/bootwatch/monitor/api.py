@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import and_, func, or_, select
 
-from bootwatch.errors import BootwatchError, InputError, ProtocolError
+from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolError
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
 from bootwatch.monitor.models import (
@@ -46,7 +46,7 @@ from bootwatch.protocol.monitor import (
 )
 from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
 
-__all__ = ["API_PREFIX", "Principal", "monitor_router"]
+__all__ = ["API_PREFIX", "Principal", "admin_dependency", "extra_routers", "monitor_router"]
 
 API_PREFIX = "/api/v1"
 _MAX_ADMIN_BODY = 256 * 1024
@@ -156,6 +156,41 @@ def _limit(value: int) -> int:
     if not 1 <= value <= 1000:
         raise ProtocolError("query: 'limit' must be 1-1000")
     return value
+
+
+def admin_dependency(settings: Any) -> Callable[[Request], Principal]:
+    """A raising FastAPI dependency for routers built elsewhere (agent releases): the
+    same admin-token rule as this router's writes."""
+    from fastapi import HTTPException
+
+    def dep(request: Request) -> Principal:
+        token = _bearer(request)
+        i = _match(token, settings.admin_tokens) if token else None
+        if i is None:
+            raise HTTPException(status_code=401 if not token else 403,
+                                detail="an admin bearer token is required")
+        return Principal(f"admin-token-{i + 1}")
+
+    return dep
+
+
+def extra_routers(container: MonitorContainer) -> tuple[APIRouter, ...]:
+    """Routers beside the core API: agent releases, when release keys are configured."""
+    if not container.settings.release_keys:
+        return ()
+    from pathlib import Path
+
+    from bootwatch.monitor.releases import ReleaseStore, releases_router
+    from bootwatch.protocol.release import load_public_key
+
+    keys = []
+    for path in container.settings.release_keys:
+        try:
+            keys.append(load_public_key(Path(path).read_bytes(), path))
+        except OSError as exc:
+            raise ConfigError(f"--release-key {path}: {exc.strerror}") from None
+    store = ReleaseStore(Path(container.settings.data_dir) / "releases", tuple(keys))
+    return (releases_router(store, container.monitor, admin_dependency(container.settings)),)
 
 
 def monitor_router(container: MonitorContainer) -> APIRouter:

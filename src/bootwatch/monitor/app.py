@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bootwatch.errors import BootwatchError
-from bootwatch.monitor.api import monitor_router, problem
+from bootwatch.monitor.api import extra_routers, monitor_router, problem
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.service.logs import get_logger
 
@@ -36,6 +36,8 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
     app = FastAPI(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json", lifespan=lifespan)
     app.include_router(monitor_router(container))
+    for extra in extra_routers(container):
+        app.include_router(extra)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

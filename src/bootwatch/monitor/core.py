@@ -48,6 +48,7 @@ from bootwatch.monitor.models import (
     WebhookDeliveryRow,
 )
 from bootwatch.monitor.recommendations import VmFacts, evaluate_recommendations
+from bootwatch.monitor.releases.planner import AgentView
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.tokens import TokenVerifier
 from bootwatch.protocol import token as t
@@ -923,6 +924,21 @@ class Monitor:
         return out
 
     # --- small reads used by the API --------------------------------------------
+
+    def agents(self) -> list[AgentView]:
+        """Every VM's agent as the release rollout sees it (the ``FleetView`` protocol)."""
+        with self.read() as session:
+            rows = session.execute(select(
+                VmRow.vm_id, VmRow.enabled, VmRow.agent_version, VmRow.state,
+                VmRow.last_report_at)).all()
+        return [
+            AgentView(vm_id=v, enabled=bool(e), agent_version=a or None,
+                      healthy=None if s in (VmState.NOT_REPORTING.value,
+                                            VmState.NOT_MONITORED.value)
+                      else s == VmState.HEALTHY.value,
+                      last_report_at=as_utc(t) if t else None)
+            for v, e, a, s, t in rows
+        ]
 
     def count_vms(self) -> dict[str, int]:
         with self.read() as session:

@@ -43,6 +43,8 @@ class MonitorSettings:
     egress_formats: tuple[str, ...] = ("nsg-json", "nftables")
     #: attestation service URL the agents use (for the egress recommendation's rules)
     service_url: str = ""
+    #: PEM public keys that sign agent releases; none = the release routes are off
+    release_keys: tuple[str, ...] = ()
     log_level: str = "INFO"
 
     def __post_init__(self) -> None:
