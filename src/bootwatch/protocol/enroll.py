@@ -71,6 +71,7 @@ class ChallengeRequest:
 
     unverified_ek_cert: x509.Certificate
     unverified_ek_cert_der: bytes
+    unverified_ek_pub: TpmPublic
     unverified_aik_pub: TpmPublic
     claimed_aik_name: bytes
     claimed_vm_id: str
@@ -209,14 +210,27 @@ def _dumps(obj: dict[str, Any]) -> bytes:
 
 # --- round one ----------------------------------------------------------------------
 
-_CHALLENGE_KEYS: Final = frozenset({"ek_cert", "aik_pub", "aik_name", "vm_id"})
+_CHALLENGE_KEYS: Final = frozenset({"ek_cert", "ek_pub", "aik_pub", "aik_name", "vm_id"})
 
 
-def encode_challenge_request(ek_cert_der: bytes, aik_pub: bytes, aik_name: bytes,
-                             vm_id: str) -> bytes:
-    """Round one body; ``aik_pub`` is the TPM2B_PUBLIC, ``aik_name`` the TPM name."""
-    return _dumps({"ek_cert": _b64e(ek_cert_der), "aik_pub": _b64e(aik_pub),
-                   "aik_name": _b64e(aik_name), "vm_id": vm_id})
+def encode_challenge_request(ek_cert_der: bytes, ek_pub: bytes, aik_pub: bytes,
+                             aik_name: bytes, vm_id: str) -> bytes:
+    """Round one body; ``ek_pub`` and ``aik_pub`` are TPM2B_PUBLIC, ``aik_name`` the name.
+
+    The EK public area travels besides the certificate because MakeCredential needs the
+    EK's nameAlg and symmetric definition, which a certificate does not carry; the
+    provider checks that its key is the certified one.
+    """
+    return _dumps({"ek_cert": _b64e(ek_cert_der), "ek_pub": _b64e(ek_pub),
+                   "aik_pub": _b64e(aik_pub), "aik_name": _b64e(aik_name), "vm_id": vm_id})
+
+
+def _public(obj: dict[str, Any], key: str) -> TpmPublic:
+    raw = _tpm2b_exact(_bin(obj, key, _MAX_PUBLIC), key, "TPM2B_PUBLIC")
+    try:
+        return parse_tpm2b_public(raw)
+    except BootwatchError as exc:
+        raise ProtocolError(str(exc), field=key) from None
 
 
 def decode_challenge_request(body: bytes) -> ChallengeRequest:
@@ -224,15 +238,13 @@ def decode_challenge_request(body: bytes) -> ChallengeRequest:
     obj = _object(body, _CHALLENGE_KEYS, "the enrolment challenge request")
     ek_der = _bin(obj, "ek_cert", MAX_CERT_BYTES)
     ek_cert = _certificate(ek_der, "ek_cert")
-    pub_raw = _tpm2b_exact(_bin(obj, "aik_pub", _MAX_PUBLIC), "aik_pub", "TPM2B_PUBLIC")
-    try:
-        aik_pub = parse_tpm2b_public(pub_raw)
-    except BootwatchError as exc:
-        raise ProtocolError(str(exc), field="aik_pub") from None
+    ek_pub = _public(obj, "ek_pub")
+    aik_pub = _public(obj, "aik_pub")
     name = _name(_bin(obj, "aik_name", _MAX_NAME), "aik_name")
     return ChallengeRequest(
         unverified_ek_cert=ek_cert,
         unverified_ek_cert_der=ek_der,
+        unverified_ek_pub=ek_pub,
         unverified_aik_pub=aik_pub,
         claimed_aik_name=name,
         claimed_vm_id=_vm_id(obj["vm_id"]),

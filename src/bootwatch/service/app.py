@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.errors import BootwatchError
-from bootwatch.service import attestation
+from bootwatch.service import attestation, enroll
 from bootwatch.service.auth import OidcVerifier
 from bootwatch.service.logs import get_logger
 from bootwatch.service.metrics import Metrics
@@ -124,8 +124,11 @@ def create_app(settings: Settings, *, state: ServiceState | None = None) -> Fast
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     # trust anchors, DBX data, key templates: read now, so a bad path stops start-up
     app.state.bw_attest_config = attestation.load_attestation_config(settings)
+    # EK anchors, each provider's AIK CA and revoked AIK certificates (POST /enroll/*)
+    app.state.bw_enroll = enroll.EnrollmentService(settings, state)
     _install_error_handlers(app)
     app.include_router(attestation.router())
+    app.include_router(enroll.router())
     app.include_router(ops_router())
     app.include_router(maa_router())
     # outermost first: prefix stripping, the edge (limits, metrics, logs), then the

@@ -196,6 +196,9 @@ def _record(
 
 def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutcome:
     inputs = provider_inputs(ctx, attestation_config(request))
+    enrolment = getattr(request.app.state, "bw_enroll", None)
+    if enrolment is not None:  # the provider's own AIK CA and its revoked certificates
+        inputs = enrolment.attestation_inputs(ctx.name, inputs)
     outcome = attest_azure_guest(body, provider=inputs, now=datetime.now(UTC))
     try:
         _record(request, ctx, outcome, body)
