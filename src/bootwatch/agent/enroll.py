@@ -21,6 +21,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -52,8 +53,11 @@ __all__ = [
     "EK_CERT_NV_INDICES",
     "EK_HANDLES",
     "EkCertificate",
+    "EnrollResult",
     "activate_credential",
     "aik_name",
+    "dmi_vm_id",
+    "enroll_tpm",
     "ensure_aik",
     "load_ek",
     "read_ek_certificate",
@@ -243,3 +247,79 @@ def store_aik_certificate(esys: ESAPI, der: bytes, index: int = AIK_CERT_NV_INDE
         if nv_read_all(esys, index) == der:
             return
     raise TpmDeviceError(f"NV 0x{index:08x} does not read back the AIK certificate written")
+
+
+@dataclass(frozen=True)
+class EnrollResult:
+    """What ``agent enroll`` ended with (also its ``--json`` shape)."""
+
+    outcome: str  # "enrolled", "refused" or "unreachable"
+    reason: str
+    vm_id: str
+    error_code: str | None = None
+    step: str | None = None
+    serial: str | None = None
+    subject: str | None = None
+    not_after: str | None = None
+    ek_cert_nv_index: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"enrolled": 0, "unreachable": 2}.get(self.outcome, 1)
+
+
+def enroll_tpm(esys: ESAPI, client: Any, vm_id: str) -> EnrollResult:
+    """Both rounds on an open TPM with an open :class:`AttestationClient`.
+
+    Refusals (MAA error bodies) and transport failures come back as results; TPM
+    failures raise TpmDeviceError (the CLI turns them into exit 2 with the command).
+    """
+    from bootwatch.errors import ServiceError, TransportError
+    from bootwatch.protocol.enroll import encode_activate_request, encode_challenge_request
+
+    ek_cert = read_ek_certificate(esys)
+    with load_ek(esys, ek_cert.der) as (ek, ek_public):
+        aik, aik_public = ensure_aik(esys)
+        name = aik_name(aik_public)
+        index = f"0x{ek_cert.nv_index:08x}"
+        try:
+            challenge = client.enroll_challenge(encode_challenge_request(
+                ek_cert.der, ek_public.marshal(), aik_public.marshal(), name, vm_id))
+            secret = activate_credential(esys, ek, ek_public, aik, challenge.credential_blob,
+                                         challenge.encrypted_secret)
+            enrolled = client.enroll_activate(
+                encode_activate_request(challenge.service_context, secret, name))
+        except ServiceError as exc:
+            if exc.status >= 500:
+                return EnrollResult("unreachable", str(exc), vm_id, exc.error_code,
+                                    "http_status", ek_cert_nv_index=index)
+            reason = exc.message.removeprefix(f"HTTP {exc.status} {exc.error_code}: ")
+            return EnrollResult("refused", reason, vm_id, exc.error_code,
+                                ek_cert_nv_index=index)
+        except TransportError as exc:
+            return EnrollResult("unreachable", str(exc), vm_id, step=exc.step,
+                                ek_cert_nv_index=index)
+    cert = x509.load_der_x509_certificate(enrolled.aik_cert_der)
+    if not hmac.compare_digest(
+            cert.public_key().public_bytes(serialization.Encoding.DER,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo),
+            _public_key_der(aik_public)):
+        return EnrollResult("refused", "the provider issued a certificate for another key",
+                            vm_id, ek_cert_nv_index=index)
+    store_aik_certificate(esys, enrolled.aik_cert_der)
+    return EnrollResult("enrolled", "AIK certificate issued and stored in NV "
+                        f"0x{AIK_CERT_NV_INDEX:08x}", vm_id, serial=f"{cert.serial_number:x}",
+                        subject=cert.subject.rfc4514_string(),
+                        not_after=cert.not_valid_after_utc.isoformat(),
+                        ek_cert_nv_index=index)
+
+
+def dmi_vm_id(path: str = "/sys/class/dmi/id/product_uuid") -> str | None:
+    """The SMBIOS system UUID (what KVM, Hyper-V and Azure set as the VM id), if readable."""
+    import uuid as _uuid
+
+    try:
+        with open(path, encoding="ascii") as fh:
+            return str(_uuid.UUID(fh.read(64).strip())).upper()
+    except (OSError, ValueError):
+        return None
