@@ -164,9 +164,9 @@ def test_kvm_vm_enrols_then_attests_and_revocation_refuses_it(
 
 def test_untrusted_maker_is_refused(esvc: Any, vms: dict[str, LabVm], running: Any) -> None:
     vm = vms["stranger"]
-    with running(vm) as (esys, _), AttestationClient(_url(esvc), ca=Path(esvc.ca)) as client:
-        with pytest.raises(ServiceError) as exc:
-            _round_one(esys, client, vm.vm_id)
+    with (running(vm) as (esys, _), AttestationClient(_url(esvc), ca=Path(esvc.ca)) as client,
+          pytest.raises(ServiceError) as exc):
+        _round_one(esys, client, vm.vm_id)
     _refused(exc, "ek_certificate")
     assert "EK manufacturer" in exc.value.message
 
