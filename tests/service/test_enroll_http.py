@@ -48,14 +48,15 @@ PERMIT = "version=1.1; authorizationrules { => permit(); }; issuancerules { };"
 
 
 @pytest.fixture(scope="module")
-def vms(lab: Lab) -> dict[str, LabVm]:
-    """Two KVM-like VMs (EK certificate only) and one from another maker's EK CA."""
+def vms(lab: Lab, backend: Any) -> dict[str, LabVm]:
+    """Two KVM-like VMs (EK certificate only) and one from another maker's EK CA, fresh for
+    each backend (enrolment writes the AIK certificate into the VM's NV)."""
     out = {
         "a": lab.create_vm(f"enr-a-{uuid.uuid4().hex[:6]}", LOG, aik_cert=False),
         "b": lab.create_vm(f"enr-b-{uuid.uuid4().hex[:6]}", LOG, aik_cert=False),
     }
     other = Lab(lab.root / "other-maker")  # its own EK CA: a maker the provider does not trust
-    out["stranger"] = other.create_vm("stranger", LOG, aik_cert=False)
+    out["stranger"] = other.create_vm(f"stranger-{uuid.uuid4().hex[:6]}", LOG, aik_cert=False)
     return out
 
 
