@@ -298,3 +298,59 @@ def test_without_ek_anchors_enrolment_is_refused(service_factory: Any,
                    headers={"Content-Type": "application/json"})
     assert r.status_code == 400, r.text
     assert r.json()["error"]["message"].startswith("enrollment_enabled: ")
+
+
+@pytest.fixture(scope="module")
+def kvm_swtpm(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None
+              ) -> Iterator[tuple[Path, Path]]:
+    """A vTPM made exactly as a KVM host makes it: ``swtpm_setup --create-ek-cert`` with a
+    private swtpm-localca (vtpm-notes section 1).  Yields (state dir, EK CA folder)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("swtpm_setup") is None or not Path("/usr/bin/swtpm_localca").exists():
+        pytest.fail("swtpm_setup / swtpm_localca not installed (run scripts/setup)")
+    base = tmp_path_factory.mktemp("swtpm-setup")
+    state, ca = base / "state", base / "ca"
+    state.mkdir()
+    ca.mkdir()
+    (ca / "ca.conf").write_text(f"statedir = {ca}\nsigningkey = {ca}/signkey.pem\n"
+                                f"issuercert = {ca}/issuercert.pem\ncertserial = {ca}/certserial\n")
+    (ca / "ca.opt").write_text("--platform-manufacturer Test\n--platform-version 2.1\n"
+                               "--platform-model SimVM\n")
+    (ca / "setup.conf").write_text(
+        f"create_certs_tool = /usr/bin/swtpm_localca\ncreate_certs_tool_config = {ca}/ca.conf\n"
+        f"create_certs_tool_options = {ca}/ca.opt\nactive_pcr_banks = sha1,sha256\n")
+    r = subprocess.run(["swtpm_setup", "--tpm2", "--tpmstate", str(state), "--create-ek-cert",
+                        "--config", str(ca / "setup.conf"), "--vmid", "kvm-0001", "--overwrite"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    anchors = base / "anchors"
+    anchors.mkdir()
+    for name in ("issuercert.pem", "swtpm-localca-rootca-cert.pem"):
+        shutil.copy(ca / name, anchors / name)
+    yield state, anchors
+
+
+def test_a_vtpm_from_swtpm_setup_enrols(service_factory: Any, kvm_swtpm: tuple[Path, Path]
+                                        ) -> None:
+    """Interop: the EK certificate swtpm's own local CA writes (NV 0x01C00002, EK persistent at
+    0x81010001) is accepted, and the TPM activates the provider's credential."""
+    from bootwatch.lab.swtpm import SwtpmProcess
+
+    state, anchors = kvm_swtpm
+    svc = service_factory(ek_trust_anchors_path=str(anchors))
+    vm_id = str(uuid.uuid4())
+    proc = SwtpmProcess.start(state)
+    try:
+        proc.init()
+        proc.startup_clear()
+        with open_tpm(proc.tcti) as esys, AttestationClient(svc.url, ca=Path(svc.ca)) as client:
+            result = enroll_tpm(esys, client, vm_id)
+            assert result.outcome == "enrolled", result
+            assert result.ek_cert_nv_index == "0x01c00002"
+            cert = x509.load_der_x509_certificate(nv_read_all(esys, AIK_CERT_NV_INDEX))
+        assert cert.subject.get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME)[0].value == vm_id.upper()
+    finally:
+        proc.stop(save=False)
