@@ -21,7 +21,7 @@ import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -47,6 +47,9 @@ from bootwatch.agent.tpm import (
     tpm_call,
 )
 from bootwatch.errors import TpmDeviceError
+
+if TYPE_CHECKING:
+    from bootwatch.agent.client import AttestationClient
 
 __all__ = [
     "AIK_ATTRIBUTES",
@@ -268,7 +271,7 @@ class EnrollResult:
         return {"enrolled": 0, "unreachable": 2}.get(self.outcome, 1)
 
 
-def enroll_tpm(esys: ESAPI, client: Any, vm_id: str) -> EnrollResult:
+def enroll_tpm(esys: ESAPI, client: AttestationClient, vm_id: str) -> EnrollResult:
     """Both rounds on an open TPM with an open :class:`AttestationClient`.
 
     Refusals (MAA error bodies) and transport failures come back as results; TPM

@@ -12,29 +12,29 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from bootwatch.errors import ConfigError
 
+if TYPE_CHECKING:
+    from bootwatch.agent.enroll import EnrollResult
 
-def _print_human(result: object) -> None:
+
+def _print_human(r: EnrollResult) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    r = result
     console = Console(stderr=False)
-    if getattr(r, "outcome", "") == "enrolled":
-        console.print(f"[bold green]ENROLLED[/]: {escape(getattr(r, 'subject', '') or '')} "
-                      f"serial {getattr(r, 'serial', '')}, valid until "
-                      f"{getattr(r, 'not_after', '')}; {escape(getattr(r, 'reason', ''))}")
-    elif getattr(r, "outcome", "") == "unreachable":
-        console.print(f"[bold red]UNREACHABLE[/] (step: {getattr(r, 'step', None)}): "
-                      f"{escape(getattr(r, 'reason', ''))}")
+    if r.outcome == "enrolled":
+        console.print(f"[bold green]ENROLLED[/]: {escape(r.subject or '')} serial {r.serial}, "
+                      f"valid until {r.not_after}; {escape(r.reason)}")
+    elif r.outcome == "unreachable":
+        console.print(f"[bold red]UNREACHABLE[/] (step: {r.step}): {escape(r.reason)}")
     else:
-        code = getattr(r, "error_code", None)
-        tag = escape(f" [{code}]") if code else ""
-        console.print(f"[bold red]REFUSED[/]{tag}: {escape(getattr(r, 'reason', ''))}")
+        tag = escape(f" [{r.error_code}]") if r.error_code else ""
+        console.print(f"[bold red]REFUSED[/]{tag}: {escape(r.reason)}")
 
 
 @click.command("enroll")
@@ -53,20 +53,18 @@ def enroll(url: str, ca: Path | None, tcti: str | None, lab_vm: str | None,
            lab_dir: Path | None, vm_id: str | None, as_json: bool) -> None:
     """Enrol this TPM (or a lab VM's) with --url; exit 0 enrolled, 1 refused, 2 unreachable."""
     from bootwatch.agent.client import AttestationClient
-    from bootwatch.agent.enroll import dmi_vm_id, enroll_tpm
+    from bootwatch.agent.enroll import EnrollResult, dmi_vm_id, enroll_tpm
     from bootwatch.agent.tpm import open_tpm
     from bootwatch.errors import TransportError
 
     if tcti and lab_vm:
         raise ConfigError("give --tcti or --lab-vm, not both")
 
-    def run(spec: str | None, vid: str) -> object:
+    def run(spec: str | None, vid: str) -> EnrollResult:
         try:
             with AttestationClient(url, ca=ca) as client, open_tpm(spec) as esys:
                 return enroll_tpm(esys, client, vid)
         except TransportError as exc:
-            from bootwatch.agent.enroll import EnrollResult
-
             return EnrollResult("unreachable", str(exc), vid, step=exc.step)
 
     if lab_vm is not None:
@@ -81,7 +79,7 @@ def enroll(url: str, ca: Path | None, tcti: str | None, lab_vm: str | None,
             raise ConfigError("no VM id: pass --vm-id (the SMBIOS UUID is not readable)")
         result = run(tcti, vid)
     if as_json:
-        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")  # type: ignore[call-overload]
+        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
     else:
         _print_human(result)
-    click.get_current_context().exit(getattr(result, "exit_code", 1))
+    click.get_current_context().exit(result.exit_code)
