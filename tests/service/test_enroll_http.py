@@ -354,3 +354,25 @@ def test_a_vtpm_from_swtpm_setup_enrols(service_factory: Any, kvm_swtpm: tuple[P
             x509.NameOID.COMMON_NAME)[0].value == vm_id.upper()
     finally:
         proc.stop(save=False)
+
+
+def test_an_expired_challenge_is_refused(service_factory: Any, lab: Lab,
+                                         vms: dict[str, LabVm], running: Any) -> None:
+    import time
+
+    svc = service_factory(ek_trust_anchors_path=str(lab.ek_ca_cert_path),
+                          enroll_challenge_ttl_seconds=1)
+    vm = vms["b"]
+    with running(vm) as (esys, _), AttestationClient(svc.url, ca=Path(svc.ca)) as client:
+        challenge, _, name = _round_one(esys, client, vm.vm_id)
+        ek_cert = read_ek_certificate(esys)
+        with load_ek(esys, ek_cert.der) as (ek, ek_pub):
+            aik, _ = ensure_aik(esys)
+            secret = activate_credential(esys, ek, ek_pub, aik, challenge.credential_blob,
+                                         challenge.encrypted_secret)
+        time.sleep(2.1)
+        with pytest.raises(ServiceError) as exc:
+            client.enroll_activate(encode_activate_request(challenge.service_context, secret,
+                                                           name))
+    _refused(exc, "service_context")
+    assert "expired" in exc.value.message

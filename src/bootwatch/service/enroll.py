@@ -50,7 +50,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -223,6 +223,9 @@ class EnrollmentService:
         expires = now + timedelta(seconds=self.settings.enroll_challenge_ttl_seconds)
         with self.state.db.session() as s:
             _check_binding(s, ctx.name, ek_key, req.claimed_vm_id)
+            # challenges past their expiry can never be answered: drop them as we go, so
+            # the table holds at most one TTL's worth of rows
+            s.execute(delete(EnrollChallengeRow).where(EnrollChallengeRow.expires_at < now))
             s.add(EnrollChallengeRow(id=challenge_id, provider=ctx.name, expires_at=expires))
         inner = json.dumps({
             "id": challenge_id, "provider": ctx.name, "exp": int(expires.timestamp()),
