@@ -30,9 +30,12 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 def test_real_request_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, str(INNER), "--at", "2025-01-01T00:00:00Z", "--json")
     doc = json.loads(out)
-    assert code == 1  # aik_certificate cannot pass: the issuer is not public
+    assert code == 0  # the built-in azure-trusted-launch anchors issue its AIK certificate
     assert [c["name"] for c in doc["checks"]] == CHECKS
-    assert {c["name"] for c in doc["checks"] if not c["passed"]} == {"aik_certificate"}
+    assert all(c["passed"] for c in doc["checks"]), doc["checks"]
+    aik = doc["checks"][-1]["reason"]
+    assert "Global Virtual TPM CA - 01" in aik and "Root Certificate Authority 2023" in aik
+    assert doc["anchor_warnings"] == []
     assert all(set(c) >= {"name", "passed", "reason"} for c in doc["checks"])
     assert doc["pcrs"]["quoted_verified"] is True
     assert doc["pcrs"]["quoted"] == doc["pcrs"]["replayed"]
@@ -46,7 +49,7 @@ def test_outer_envelope_and_human_output(tmp_path: Path,
     body = tmp_path / "req.json"
     wire = base64.urlsafe_b64encode(INNER.read_bytes()).rstrip(b"=").decode()
     body.write_text(json.dumps({"AttestationInfo": wire}))
-    code, out, _ = run(capsys, str(body), "--at", "2025-01-01")
+    code, out, _ = run(capsys, str(body), "--at", "2025-01-01", "--no-builtin-anchors")
     assert code == 1
     assert "PASS  quote_signature" in out and "FAIL  aik_certificate" in out
     assert "[no_trust_anchors]" in out and "resetCount 3" in out
@@ -58,7 +61,7 @@ def test_trust_anchor_folder_and_bundle(tmp_path: Path,
     (tmp_path / "a.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     for anchors in (tmp_path, tmp_path / "a.pem"):
         code, out, _ = run(capsys, str(INNER), "--at", "2025-01-01", "--json",
-                           "--trust-anchors", str(anchors))
+                           "--no-builtin-anchors", "--trust-anchors", str(anchors))
         aik = json.loads(out)["checks"][-1]
         assert (code, aik["reason_code"]) == (1, "aik_cert_untrusted")
 
@@ -66,7 +69,31 @@ def test_trust_anchor_folder_and_bundle(tmp_path: Path,
 def test_expired_now(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, str(INNER), "--json")
     assert code == 1
-    assert json.loads(out)["checks"][-1]["reason_code"] == "aik_cert_expired"
+    doc = json.loads(out)
+    assert doc["checks"][-1]["reason_code"] == "aik_cert_expired"
+    # the pinned CA-01 has expired by now (2025-11-03), and that is said
+    assert any("Global Virtual TPM CA - 01 expired on 2025-11-03" in w
+               for w in doc["anchor_warnings"])
+
+
+def test_expiring_intermediate_is_warned_about_ahead(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, str(INNER), "--at", "2025-10-01")
+    assert code == 0, out
+    assert "warning: trust anchor CN=Global Virtual TPM CA - 01 expires on 2025-11-03" in err
+
+
+def test_added_anchors_extend_the_builtin_set(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A new intermediate is added by configuration: the file joins the built-in set."""
+    ca01 = Path(__file__).resolve().parents[2] / (
+        "src/bootwatch/tpm/anchors/azure-trusted-launch/global-virtual-tpm-ca-01.pem")
+    (tmp_path / "ca01.pem").write_bytes(ca01.read_bytes())
+    code, out, _ = run(capsys, str(INNER), "--at", "2025-01-01", "--json",
+                       "--no-builtin-anchors", "--trust-anchors", str(tmp_path / "ca01.pem"))
+    assert code == 0, out
+    code, out, _ = run(capsys, str(INNER), "--at", "2025-01-01", "--json",
+                       "--trust-anchors", str(tmp_path / "ca01.pem"))
+    assert code == 0, out
 
 
 @pytest.mark.parametrize("content", [b"not json", b'{"AttestationInfo": "!!"}', b"{}"])

@@ -1,8 +1,9 @@
 """The real Trusted Launch request (shared/corpus/maa/azure-guest-vm-derived) verifies.
 
-Every check passes except aik_certificate: only the AIK leaf is public, its
-issuer 'Global Virtual TPM CA - 01' is not, and the leaf expired on
-2025-10-30 (so the time is pinned inside its validity).
+Every check passes, aik_certificate included, with the built-in
+``azure-trusted-launch`` anchors (its issuer 'Global Virtual TPM CA - 01' is pinned
+there); without anchors only aik_certificate fails.  The leaf expired on
+2025-10-30, so the time is pinned inside its validity.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from cryptography.hazmat.primitives import serialization
 
 from bootwatch.attest.evidence import Check, verify_evidence
 from bootwatch.protocol.azureguest import decode_request
-from bootwatch.tpm.aik import TrustAnchors
+from bootwatch.tpm.aik import RevokedAikCertificates, TrustAnchors
+from bootwatch.tpm.builtin_anchors import (
+    AZURE_TRUSTED_LAUNCH,
+    anchor_expiry_notes,
+    builtin_anchors,
+)
 
 SHARED = Path(os.environ.get("BOOTWATCH_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 DERIVED = SHARED / "corpus/maa/azure-guest-vm-derived"
@@ -27,7 +33,37 @@ REQUEST = decode_request((DERIVED / "attestation-info.json").read_bytes())
 IN_VALIDITY = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 
 
-def test_every_check_but_aik_certificate_passes() -> None:
+def test_every_check_passes_with_the_builtin_azure_anchors() -> None:
+    anchors = builtin_anchors(AZURE_TRUSTED_LAUNCH)
+    v = verify_evidence(REQUEST, trust_anchors=anchors, at=IN_VALIDITY)
+    assert v.passed and not v.failed
+    assert v.verified_aik_chain is not None
+    assert [s.split(",")[0] for s in v.verified_aik_chain.subjects] == [
+        "CN=3098098a126b.TrustedVM.Azure.Microsoft", "CN=Global Virtual TPM CA - 01",
+        "CN=Azure Virtual TPM Root Certificate Authority 2023"]
+
+
+def test_a_revoked_azure_aik_certificate_is_refused() -> None:
+    leaf = x509.load_der_x509_certificate((DERIVED / "aik-cert.der").read_bytes())
+    revoked = RevokedAikCertificates({(leaf.issuer.public_bytes(), leaf.serial_number):
+                                      "key compromise"})
+    v = verify_evidence(REQUEST, trust_anchors=builtin_anchors(), at=IN_VALIDITY,
+                        revoked_aik=revoked)
+    c = v.check("aik_certificate")
+    assert (c.passed, c.reason_code) == (False, "aik_cert_revoked")
+    assert "key compromise" in c.reason
+
+
+def test_intermediate_expiry_is_noted_ahead_and_after() -> None:
+    anchors = builtin_anchors()
+    assert anchor_expiry_notes(anchors, IN_VALIDITY) == ()
+    ahead = anchor_expiry_notes(anchors, dt.datetime(2025, 9, 1, tzinfo=dt.UTC))
+    assert len(ahead) == 1 and "Global Virtual TPM CA - 01 expires on 2025-11-03" in ahead[0]
+    after = anchor_expiry_notes(anchors, dt.datetime(2025, 12, 1, tzinfo=dt.UTC))
+    assert len(after) == 1 and "CA - 01 expired on 2025-11-03" in after[0]
+
+
+def test_every_check_but_aik_certificate_passes_without_anchors() -> None:
     v = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
     assert [c.name for c in v.checks] == [c.value for c in Check]
     assert [c.name for c in v.failed] == ["aik_certificate"]

@@ -89,11 +89,12 @@ def test_rhel8_matches_published_expected_values(lab: Lab, lab_vms: dict[str, La
                     assert got[pcr] == value, f"{bank} PCR{pcr}"
 
 
-def _check_chain(leaf: x509.Certificate, lab: Lab) -> None:
-    ca = lab.ca
+def _check_chain(leaf: x509.Certificate, lab: Lab, *, ek: bool = False) -> None:
+    ca = lab.ek_ca if ek else lab.ca
     leaf.verify_directly_issued_by(ca.issuer_cert)
     ca.issuer_cert.verify_directly_issued_by(ca.root_cert)
-    anchors = x509.load_pem_x509_certificates(lab.ca_cert_path.read_bytes())
+    path = lab.ek_ca_cert_path if ek else lab.ca_cert_path
+    anchors = x509.load_pem_x509_certificates(path.read_bytes())
     assert anchors == [ca.issuer_cert, ca.root_cert]
 
 
@@ -107,8 +108,9 @@ def test_ek_and_aik_certificates_chain_to_lab_ca(lab: Lab, lab_vms: dict[str, La
     ek_cert = x509.load_der_x509_certificate(ek_der)
     aik_cert = x509.load_der_x509_certificate(aik_der)
     assert ek_cert == vm.ek_cert and aik_cert == vm.aik_cert
-    _check_chain(ek_cert, lab)
+    _check_chain(ek_cert, lab, ek=True)  # the EK CA plays the TPM's manufacturer
     _check_chain(aik_cert, lab)
+    assert lab.ek_ca.root_cert != lab.ca.root_cert
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
 

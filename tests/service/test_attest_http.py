@@ -17,7 +17,8 @@ SHARED = Path(os.environ.get("BOOTWATCH_SHARED", Path(__file__).resolve().parent
 AZURE = SHARED / "corpus/maa/azure-guest-vm-derived"
 AUTH = {"Authorization": "Bearer test-admin-token-0123456789"}
 Q = "?api-version=2020-10-01"
-#: the Azure AIK's issuing CA is not public, so a provider must waive the chain to permit it
+#: the Azure AIK certificate (issued by the built-in azure-trusted-launch CA-01) expired on
+#: 2025-10-30, so a provider must waive the chain to permit the real request today
 LENIENT = """version=1.1;
 configurationrules { => issueproperty(type="require_valid_aik_cert", value=false); };
 authorizationrules {

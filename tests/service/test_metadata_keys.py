@@ -41,7 +41,9 @@ def test_openid_configuration_and_certs(svc: Any) -> None:
             assert meta["jwks_uri"] == f"{base}/certs"
             assert meta["id_token_signing_alg_values_supported"] == ["RS256"]
             assert meta["response_types_supported"] == ["token", "none"]
-            assert meta["revocation_endpoint"] == f"{base}/revoke"
+            # no token revocation endpoint exists, so none is advertised (AIK certificates
+            # are revoked with `bootwatch provider revoke-aik`, see docs/enrollment.md)
+            assert "revocation_endpoint" not in meta
             assert "x-ms-azurevm-dbvalidated" in meta["claims_supported"]
             keys = c.get(f"{prefix}/certs").json()["keys"]
             assert keys and all(
@@ -177,7 +179,8 @@ def test_migrations_ran_on_this_backend(svc: Any, backend: Any) -> None:
     assert head is not None and current_revision(engine) == head
     run_migrations(engine)  # idempotent
     tables = set(inspect(engine).get_table_names())
-    assert {"providers", "policies", "signers", "signing_keys", "attestation_records"} <= tables
+    assert {"providers", "policies", "signers", "signing_keys", "attestation_records",
+            "aik_cas", "aik_certificates", "enrolled_eks", "enroll_challenges"} <= tables
     if backend.name == "sqlite":
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"

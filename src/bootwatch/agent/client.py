@@ -25,6 +25,14 @@ import httpx
 import jwt
 
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
+from bootwatch.protocol.enroll import (
+    ACTIVATE_PATH,
+    CHALLENGE_PATH,
+    ChallengeResponse,
+    EnrolledAik,
+    decode_challenge_response,
+    decode_enrolled_aik,
+)
 from bootwatch.protocol.envelope import SealedEnvelope, decode_token_response
 from bootwatch.protocol.token import ATTESTATION_TYPE, AZUREVM
 
@@ -80,6 +88,24 @@ class AttestationClient:
         if resp.status_code != 200:
             raise _service_error(resp)
         return decode_token_response(resp.content)
+
+    # --- enrolment (bootwatch.protocol.enroll) ------------------------------
+
+    def enroll_challenge(self, body: bytes) -> ChallengeResponse:
+        """Round one: POST the EK certificate and AIK; the credential on 200."""
+        resp = self._send("POST", f"{CHALLENGE_PATH}?api-version={API_VERSION}",
+                          content=body, headers={"Content-Type": "application/json"})
+        if resp.status_code != 200:
+            raise _service_error(resp)
+        return decode_challenge_response(resp.content)
+
+    def enroll_activate(self, body: bytes) -> EnrolledAik:
+        """Round two: POST the activated secret; the issued AIK certificate on 200."""
+        resp = self._send("POST", f"{ACTIVATE_PATH}?api-version={API_VERSION}",
+                          content=body, headers={"Content-Type": "application/json"})
+        if resp.status_code != 200:
+            raise _service_error(resp)
+        return decode_enrolled_aik(resp.content)
 
     # --- relying-party verification -----------------------------------------
 

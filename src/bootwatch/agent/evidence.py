@@ -188,7 +188,13 @@ def collect_from(
     if pcr_indices is None:
         pcr_indices = default_pcr_selection(tcg_log)
     indices = tuple(sorted(set(pcr_indices)))
-    aik_cert = nv_read_all(esys, AIK_CERT_NV_INDEX)
+    try:
+        aik_cert = nv_read_all(esys, AIK_CERT_NV_INDEX)
+    except TpmDeviceError as exc:
+        raise TpmDeviceError(
+            f"no AIK certificate in NV 0x{AIK_CERT_NV_INDEX:08x} ({exc}); a TPM with only an "
+            "EK certificate must enrol first: bootwatch agent enroll --url PROVIDER_URL"
+        ) from exc
     aik = persistent(esys, AIK_HANDLE)
     with tpm_call("ReadPublic AIK 0x81000003"):
         aik_public, _, _ = esys.read_public(aik)

@@ -38,7 +38,12 @@ from bootwatch.eventlog import (
     verify_pcrs,
 )
 from bootwatch.protocol.azureguest import AzureGuestRequest, UnverifiedAzureGuestRequest
-from bootwatch.tpm.aik import TrustAnchors, VerifiedAikChain, verify_aik_certificate
+from bootwatch.tpm.aik import (
+    RevokedAikCertificates,
+    TrustAnchors,
+    VerifiedAikChain,
+    verify_aik_certificate,
+)
 from bootwatch.tpm.attest import ClockInfo, TpmsAttest, parse_tpms_attest
 from bootwatch.tpm.constants import (
     OBJECT_ATTRIBUTE_NAMES,
@@ -505,15 +510,17 @@ class _Run:
 
     # --- AIK certificate --------------------------------------------------------
 
-    def aik_certificate(self, anchors: TrustAnchors | None,
-                        at: datetime) -> VerifiedAikChain | None:
+    def aik_certificate(self, anchors: TrustAnchors | None, at: datetime,
+                        revoked: RevokedAikCertificates | None = None,
+                        ) -> VerifiedAikChain | None:
         name = Check.AIK_CERTIFICATE
         if self.aik is None:
             self.checks[name] = _skipped(name, "AikPub cannot be read")
             return None
         try:
             chain = verify_aik_certificate(self.ti.aik_cert, self.aik,
-                                           anchors or TrustAnchors(()), at=at)
+                                           anchors or TrustAnchors(()), at=at,
+                                           revoked=revoked)
         except AikCertificateError as exc:
             self.checks[name] = _fail(name, exc.reason_code, str(exc))
             return None
@@ -528,12 +535,14 @@ def verify_evidence(
     trust_anchors: TrustAnchors | None,
     at: datetime,
     expected_nonce: bytes = b"",
+    revoked_aik: RevokedAikCertificates | None = None,
 ) -> EvidenceVerification:
     """Run every evidence check on an AzureGuest request (see the module docstring).
 
     ``at`` is the time the AIK certificate must be valid at (passed in: this
     layer reads no clock); ``expected_nonce`` the quote's qualifying data
-    (empty for AzureGuest, which has no challenge round).
+    (empty for AzureGuest, which has no challenge round); ``revoked_aik`` the AIK
+    certificates the provider revoked (``aik_cert_revoked``).
     """
     run = _Run(request, expected_nonce)
     run.quote_signature()
@@ -542,7 +551,7 @@ def verify_evidence(
     run.pcr_digest()
     log, rep, ver = run.log_replay()
     key = run.enc_key()
-    chain = run.aik_certificate(trust_anchors, at)
+    chain = run.aik_certificate(trust_anchors, at, revoked_aik)
 
     quote_ok = run.passed(Check.QUOTE_SIGNATURE, Check.QUOTE_STRUCTURE, Check.QUOTE_NONCE,
                           Check.PCR_DIGEST)

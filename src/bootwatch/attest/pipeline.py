@@ -50,7 +50,7 @@ from bootwatch.policy.compiler import CompiledPolicy
 from bootwatch.policy.evaluator import EvaluationResult, evaluate
 from bootwatch.protocol.azureguest import decode_request
 from bootwatch.protocol.envelope import SealedEnvelope, seal
-from bootwatch.tpm.aik import TrustAnchors
+from bootwatch.tpm.aik import RevokedAikCertificates, TrustAnchors
 
 
 class Verdict(enum.Enum):
@@ -82,6 +82,8 @@ class ProviderInputs:
     templates: tuple[SecureBootTemplate, ...] = DEFAULT_TEMPLATES
     dbx_reference: DbxReference | None = None
     require_aik_certificate: bool | None = None
+    #: AIK certificates the provider revoked (checked on every attestation)
+    revoked_aik: RevokedAikCertificates | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def attest_azure_guest(
         )
 
     try:
-        evidence = verify_evidence(request, trust_anchors=provider.trust_anchors, at=now)
+        evidence = verify_evidence(request, trust_anchors=provider.trust_anchors, at=now,
+                                   revoked_aik=provider.revoked_aik)
     except InputError as exc:
         return AttestationOutcome(
             Verdict.INVALID, f"evidence: {exc}", ph, failed_check="evidence",

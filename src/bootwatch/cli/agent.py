@@ -126,3 +126,4 @@ def unseal_cmd(
 # further agent subcommands are registered below (one line each)
 command.add_command(__import__("bootwatch.cli.agent_attest", fromlist=["attest"]).attest)
 command.add_command(__import__("bootwatch.cli.agent_upgrade", fromlist=["upgrade"]).upgrade)
+command.add_command(__import__("bootwatch.cli.agent_enroll", fromlist=["enroll"]).enroll)

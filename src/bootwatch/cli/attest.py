@@ -22,6 +22,7 @@ from bootwatch.errors import BootwatchError, InputError
 from bootwatch.eventlog.state import boot_state_to_json, extract_boot_state
 from bootwatch.protocol.azureguest import MAX_BODY_BYTES, decode_request
 from bootwatch.tpm.aik import TrustAnchors
+from bootwatch.tpm.builtin_anchors import anchor_expiry_notes, builtin_anchors
 from bootwatch.tpm.constants import alg_name
 
 __all__ = ["command", "load_trust_anchors", "verification_to_json"]
@@ -129,14 +130,21 @@ def command() -> None:
 @command.command("verify")
 @click.argument("request", type=click.Path(path_type=Path, dir_okay=False))
 @click.option("--trust-anchors", "anchors_path", type=click.Path(path_type=Path),
-              help="PEM bundle or folder of CA certificates trusted to issue AIK certificates.")
+              help="PEM bundle or folder of CA certificates trusted to issue AIK certificates "
+                   "(added to the built-in sets).")
+@click.option("--no-builtin-anchors", is_flag=True,
+              help="Do not trust the built-in anchor sets (azure-trusted-launch).")
 @click.option("--at", "at_text", metavar="ISO-TIME",
               help="Verify as of this time (AIK certificate validity); default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
-               at_text: str | None, as_json: bool) -> None:
-    """Verify the evidence in REQUEST.json; exit 0 if every check passes, 1 if not."""
+               no_builtin_anchors: bool, at_text: str | None, as_json: bool) -> None:
+    """Verify the evidence in REQUEST.json; exit 0 if every check passes, 1 if not.
+
+    The built-in ``azure-trusted-launch`` anchors are trusted unless
+    --no-builtin-anchors; --trust-anchors adds to them.
+    """
     at = _parse_at(at_text)
     try:
         body = _read(request, MAX_BODY_BYTES, "request")  # its errors name the file
@@ -144,12 +152,18 @@ def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
             req = decode_request(body)
         except BootwatchError as exc:
             raise InputError(f"{request}: {exc}") from None
-        anchors = load_trust_anchors(anchors_path) if anchors_path else None
+        anchors = TrustAnchors(()) if no_builtin_anchors else builtin_anchors()
+        if anchors_path:
+            anchors = anchors.plus(load_trust_anchors(anchors_path))
     except BootwatchError as exc:
         click.echo(f"bootwatch: error: {exc}", err=True)
         ctx.exit(2)
     v = verify_evidence(req, trust_anchors=anchors, at=at)
     doc = verification_to_json(v)
+    doc["anchor_warnings"] = list(anchor_expiry_notes(anchors, at))
+    if not as_json:
+        for note in doc["anchor_warnings"]:
+            click.echo(f"bootwatch: warning: {note}", err=True)
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:

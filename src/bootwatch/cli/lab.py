@@ -36,6 +36,14 @@ def ca_cmd(ctx: click.Context) -> None:
     click.echo(str(_lab(ctx).ca_cert_path))
 
 
+@command.command("ek-ca")
+@click.pass_context
+def ek_ca_cmd(ctx: click.Context) -> None:
+    """Print the path of the lab EK CA bundle (PEM: issuer + root), the "manufacturer" of
+    lab vTPMs: give it to a provider as --ek-trust-anchors."""
+    click.echo(str(_lab(ctx).ek_ca_cert_path))
+
+
 @command.group("vm")
 def vm_group() -> None:
     """Create, list and destroy lab VMs."""
@@ -47,11 +55,18 @@ def vm_group() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="A TCG event log (binary_bios_measurements) the VM's vTPM is booted from.")
 @click.option("--vm-id", default=None, help="VM id (GUID) for the AIK certificate subject.")
+@click.option("--no-aik-cert", is_flag=True,
+              help="Only an EK and its certificate (from the lab EK CA), no AIK and no AIK "
+                   "certificate: the VM must `bootwatch agent enroll` before it can attest.")
 @click.pass_context
-def vm_create(ctx: click.Context, name: str, log_file: Path, vm_id: str | None) -> None:
+def vm_create(ctx: click.Context, name: str, log_file: Path, vm_id: str | None,
+              no_aik_cert: bool) -> None:
     """Create VM NAME: provision its vTPM and replay LOG into its PCRs."""
-    vm = _lab(ctx).create_vm(name, log_file, vm_id=vm_id)
+    vm = _lab(ctx).create_vm(name, log_file, vm_id=vm_id, aik_cert=not no_aik_cert)
     click.echo(f"created {vm.name} (vm id {vm.vm_id}) in {vm.path}")
+    if no_aik_cert:
+        click.echo("  EK certificate only (no AIK certificate): enrol it with "
+                   "`bootwatch agent enroll`")
     if vm.startup_locality:
         click.echo(f"  started at locality {vm.startup_locality} (log's StartupLocality)")
     if vm.hcrtm:

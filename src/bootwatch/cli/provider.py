@@ -148,3 +148,40 @@ def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
     finally:
         state.close()
     click.echo(f"{name}: new key {kid}; retiring {', '.join(old) or 'none'} in {seconds} s")
+
+
+@command.command("revoke-aik")
+@click.argument("name")
+@click.option("--serial", default=None, metavar="HEX",
+              help="serial number (hex) of the AIK certificate to revoke")
+@click.option("--vm-id", default=None, metavar="GUID",
+              help="revoke every unrevoked AIK certificate issued to this VM id")
+@click.option("--reason", default="revoked by the operator", show_default=True,
+              help="why (stated to the VM when it next attests)")
+@db_options
+def revoke_aik_cmd(name: str, serial: str | None, vm_id: str | None, reason: str,
+                   **kw: Any) -> None:
+    """Revoke AIK certificates provider NAME issued on enrolment; every later attestation
+    with one of them is refused (aik_cert_revoked), by running services within their cache
+    time.  Exit 0 when something was revoked, 1 when nothing matched."""
+    from bootwatch.service.db import utcnow
+    from bootwatch.service.enroll import revoke_aik_certificates
+    from bootwatch.service.models import ProviderRow
+
+    if (serial is None) == (vm_id is None):
+        raise ConfigError("give exactly one of --serial or --vm-id")
+    if len(reason) > 500:
+        raise ConfigError("--reason: at most 500 characters")
+    state = _open(kw)
+    try:
+        with state.db.session() as s:
+            if s.get(ProviderRow, name) is None:
+                raise ConfigError(f"no provider named {name!r}")
+            revoked = revoke_aik_certificates(s, name, serial=serial, vm_id=vm_id,
+                                              reason=reason, now=utcnow())
+    finally:
+        state.close()
+    if not revoked:
+        click.echo(f"{name}: no unrevoked AIK certificate matched", err=True)
+        click.get_current_context().exit(1)
+    click.echo(f"{name}: revoked {', '.join(revoked)}")

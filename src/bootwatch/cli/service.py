@@ -184,7 +184,23 @@ _SERVICE_OPTIONS = [
     click.option("--region", envvar="BOOTWATCH_REGION", default="local"),
     click.option("--dbx-data", "dbx_data_path", envvar="BOOTWATCH_DBX_DATA", default=""),
     click.option(
-        "--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS", default=""
+        "--trust-anchors", "trust_anchors_path", envvar="BOOTWATCH_TRUST_ANCHORS",
+        default="", help="PEM file or folder of AIK issuing CAs, added to the built-in "
+        "azure-trusted-launch set",
+    ),
+    click.option(
+        "--no-builtin-anchors", "no_builtin_anchors", is_flag=True, default=False,
+        help="do not trust the built-in AIK anchor sets (azure-trusted-launch)",
+    ),
+    click.option(
+        "--ek-trust-anchors", "ek_trust_anchors_path", envvar="BOOTWATCH_EK_TRUST_ANCHORS",
+        default="", help="PEM file or folder of EK certificate CAs whose TPMs may enrol "
+        "(POST /enroll/*); empty = enrolment refused",
+    ),
+    click.option(
+        "--aik-cert-validity", "aik_cert_validity_seconds",
+        envvar="BOOTWATCH_AIK_CERT_VALIDITY", default=365 * 24 * 3600, type=int,
+        show_default=True, help="seconds an AIK certificate issued on enrolment is valid",
     ),
     click.option(
         "--secureboot-templates",

@@ -127,12 +127,16 @@ class LabCa:
         return builder.sign(self.issuer_key, hashes.SHA256())
 
 
-def load_or_create_ca(path: Path) -> LabCa:
-    """Load the CA kept in ``path``, creating root and issuer on first use."""
+def load_or_create_ca(path: Path, *, label: str = "bootwatch lab") -> LabCa:
+    """Load the CA kept in ``path``, creating root and issuer on first use.
+
+    ``label`` names the CA in its subjects: the lab keeps two, the AIK-issuing one (as
+    Azure's vTPM CA) and ``bootwatch lab EK manufacturer`` (as a TPM maker's EK CA).
+    """
     path.mkdir(parents=True, exist_ok=True)
     files = [path / n for n in (_ROOT_CERT, _ROOT_KEY, _ISSUER_CERT, _ISSUER_KEY)]
     if not all(f.is_file() for f in files):
-        _create(path)
+        _create(path, label)
     try:
         root = x509.load_pem_x509_certificate((path / _ROOT_CERT).read_bytes())
         issuer = x509.load_pem_x509_certificate((path / _ISSUER_CERT).read_bytes())
@@ -147,14 +151,14 @@ def load_or_create_ca(path: Path) -> LabCa:
     return ca
 
 
-def _create(path: Path) -> None:
+def _create(path: Path, label: str) -> None:
     now = datetime.datetime.now(datetime.UTC)
     tag = uuid.uuid4().hex[:8]
     root_key = ec.generate_private_key(ec.SECP384R1())
     root_name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bootwatch lab"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"bootwatch lab root CA {tag}"),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{label} root CA {tag}"),
         ]
     )
     ca_usage = key_usage("key_cert_sign", "crl_sign")
@@ -180,7 +184,7 @@ def _create(path: Path) -> None:
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "bootwatch lab"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, f"bootwatch lab issuer {tag}"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, f"{label} issuer {tag}"),
                 ]
             )
         )

@@ -4,8 +4,9 @@ Layout under the lab root (``$BOOTWATCH_LAB_DIR``, else
 ``$XDG_DATA_HOME/bootwatch/lab``, else ``~/.local/share/bootwatch/lab``)::
 
     ca/                 trust-anchors.pem (issuer + root), root.pem, issuer.pem, keys (0600)
+    ek-ca/              the same for the EK CA (the lab vTPMs' "manufacturer")
     vms/NAME/vm.json    name, VM id, boot facts, log adjustments
-    vms/NAME/eventlog.bin, ek.pem, aik.pem, state/ (swtpm), lock
+    vms/NAME/eventlog.bin, ek.pem, aik.pem (absent with --no-aik-cert), state/, lock
 
 A VM's swtpm runs only inside :meth:`Lab.running`: started on demand,
 stopped (volatile state saved, so PCRs and the null seed survive) when the
@@ -158,6 +159,7 @@ class Lab:
     def __init__(self, root: Path | str | None = None) -> None:
         self.root = Path(root) if root is not None else default_lab_root()
         self._ca: LabCa | None = None
+        self._ek_ca: LabCa | None = None
 
     # --- CA ----------------------------------------------------------------
 
@@ -169,8 +171,21 @@ class Lab:
 
     @property
     def ca_cert_path(self) -> Path:
-        """PEM bundle (lab issuer + root CA): the trust anchors for lab EK/AIK certificates."""
+        """PEM bundle (lab issuer + root CA): the trust anchors for lab AIK certificates."""
         return self.ca.trust_anchors_path
+
+    @property
+    def ek_ca(self) -> LabCa:
+        """The CA that issues lab vTPMs' EK certificates, as a TPM maker does."""
+        if self._ek_ca is None:
+            self._ek_ca = load_or_create_ca(self.root / "ek-ca",
+                                            label="bootwatch lab EK manufacturer")
+        return self._ek_ca
+
+    @property
+    def ek_ca_cert_path(self) -> Path:
+        """PEM bundle (EK issuer + root): what a provider needs as --ek-trust-anchors."""
+        return self.ek_ca.trust_anchors_path
 
     # --- VMs ---------------------------------------------------------------
 
@@ -181,8 +196,14 @@ class Lab:
             )
         return self.root / "vms" / name
 
-    def create_vm(self, name: str, log_path: Path | str, *, vm_id: str | None = None) -> LabVm:
-        """Provision a new vTPM and boot it from ``log_path`` (a real TCG event log)."""
+    def create_vm(self, name: str, log_path: Path | str, *, vm_id: str | None = None,
+                  aik_cert: bool = True) -> LabVm:
+        """Provision a new vTPM and boot it from ``log_path`` (a real TCG event log).
+
+        Without ``aik_cert`` the vTPM gets only its EK and EK certificate (from the EK
+        CA), as a KVM host makes it; ``bootwatch agent enroll`` then gets it an AIK
+        certificate from a provider.
+        """
         path = self._vm_dir(name)
         if path.exists():
             raise LabError(f"lab VM {name!r} already exists in {path.parent}")
@@ -195,7 +216,7 @@ class Lab:
         except OSError as exc:
             raise LabError(f"cannot read the event log {log_file}: {exc.strerror}") from exc
         plan, vm_log, notes = plan_boot(log)
-        ca = self.ca
+        ca, ek_ca = self.ca, self.ek_ca
         vm_uuid = vm_id or str(uuid.uuid4())
         (path / "state").mkdir(parents=True)
         try:
@@ -206,14 +227,16 @@ class Lab:
                 swtpm.startup_clear()
                 with open_tpm(swtpm.tcti) as esys:
                     allocate_banks(esys)
-                    ident = provision_identity(esys, ca, name, vm_uuid)
+                    ident = provision_identity(esys, ca, name, vm_uuid, ek_ca=ek_ca,
+                                               aik_cert=aik_cert)
                 boot(swtpm, plan)
                 _check_booted(swtpm, plan)
             finally:
                 swtpm.stop(save=True)
             pem = serialization.Encoding.PEM
             (path / "ek.pem").write_bytes(ident.ek_cert.public_bytes(pem))
-            (path / "aik.pem").write_bytes(ident.aik_cert.public_bytes(pem))
+            if ident.aik_cert is not None:
+                (path / "aik.pem").write_bytes(ident.aik_cert.public_bytes(pem))
             vm = LabVm(
                 name=name,
                 path=path,

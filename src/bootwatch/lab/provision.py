@@ -74,7 +74,8 @@ class Identity:
     """The certificates written into a freshly provisioned vTPM."""
 
     ek_cert: x509.Certificate
-    aik_cert: x509.Certificate
+    #: None for a VM made without one (``--no-aik-cert``): it must enrol first
+    aik_cert: x509.Certificate | None
 
 
 @dataclass(frozen=True)
@@ -137,21 +138,29 @@ def _persist_primary(esys: ESAPI, template: TPM2B_PUBLIC, handle: int, what: str
 
 
 def provision_identity(
-    esys: ESAPI, ca: LabCa, vm_name: str, vm_id: str | None
+    esys: ESAPI, ca: LabCa, vm_name: str, vm_id: str | None, *,
+    ek_ca: LabCa | None = None, aik_cert: bool = True,
 ) -> Identity:
-    """EK + certificate and AIK + certificate, Azure's handles and NV indices."""
+    """EK + certificate and AIK + certificate, Azure's handles and NV indices.
+
+    ``ek_ca`` issues the EK certificate (the TPM's "manufacturer"; default ``ca``).
+    Without ``aik_cert`` only the EK and its certificate are made, as a KVM host's
+    ``swtpm_setup --create-ek-cert`` leaves a vTPM: no AIK, no AIK certificate.
+    """
     ek_tpl = TPM2B_PUBLIC.parse("rsa2048:aes128cfb", objectAttributes=_EK_ATTRS)
     ek_tpl.publicArea.authPolicy = TPM2B_DIGEST(_EK_POLICY)
     ek_tpl.publicArea.unique.rsa = bytes(256)
     ek_pub = _persist_primary(esys, ek_tpl, EK_HANDLE, "EK")
-    ek_cert = ca.issue_ek_cert(rsa_public_key(ek_pub), vm_name)
+    ek_cert = (ek_ca or ca).issue_ek_cert(rsa_public_key(ek_pub), vm_name)
     _nv_write_platform(esys, EK_CERT_NV_INDEX, ek_cert.public_bytes(serialization.Encoding.DER))
+    if not aik_cert:
+        return Identity(ek_cert=ek_cert, aik_cert=None)
 
     aik_tpl = TPM2B_PUBLIC.parse("rsa2048:rsassa-sha256:null", objectAttributes=_AIK_ATTRS)
     aik_pub = _persist_primary(esys, aik_tpl, AIK_HANDLE, "AIK")
-    aik_cert = ca.issue_aik_cert(rsa_public_key(aik_pub), vm_name, vm_id)
-    _nv_write_platform(esys, AIK_CERT_NV_INDEX, aik_cert.public_bytes(serialization.Encoding.DER))
-    return Identity(ek_cert=ek_cert, aik_cert=aik_cert)
+    issued = ca.issue_aik_cert(rsa_public_key(aik_pub), vm_name, vm_id)
+    _nv_write_platform(esys, AIK_CERT_NV_INDEX, issued.public_bytes(serialization.Encoding.DER))
+    return Identity(ek_cert=ek_cert, aik_cert=issued)
 
 
 def plan_boot(log: bytes) -> tuple[BootPlan, bytes, tuple[str, ...]]:

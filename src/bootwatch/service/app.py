@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.errors import BootwatchError
-from bootwatch.service import attestation
+from bootwatch.service import attestation, enroll
 from bootwatch.service.auth import OidcVerifier
 from bootwatch.service.events import EventSink, HttpEventSink
 from bootwatch.service.logs import get_logger
@@ -175,8 +175,11 @@ def create_app(
     app.state.bw_attest_config = attestation.load_attestation_config(settings)
     # the service-tag document (GET /servicetags), its change number kept in the database
     app.state.bw_service_tag = publish_service_tag(state)
+    # EK anchors, each provider's AIK CA and revoked AIK certificates (POST /enroll/*)
+    app.state.bw_enroll = enroll.EnrollmentService(settings, state)
     _install_error_handlers(app)
     app.include_router(attestation.router())
+    app.include_router(enroll.router())
     app.include_router(ops_router())
     app.include_router(maa_router())
     for extra in ext.routers:

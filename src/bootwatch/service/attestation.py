@@ -16,7 +16,8 @@ service's at-rest key), as the live service does; later rounds are not
 implemented by this service and are refused as InvalidOperation.
 
 Configuration read here (once per process, cached on ``app.state``):
-``settings.trust_anchors_path`` (PEM file or folder of AIK issuing CAs),
+``settings.trust_anchors_path`` (PEM file or folder of AIK issuing CAs, added to the
+built-in ``azure-trusted-launch`` set unless ``settings.no_builtin_anchors``),
 ``settings.dbx_data_path`` (Microsoft's ``dbx_info_msft_latest.json``) and
 ``settings.secureboot_templates_path`` (JSON file of extra templates, see
 docs/attestation.md).
@@ -68,6 +69,7 @@ from bootwatch.service.records import Verdict as RecordVerdict
 from bootwatch.service.routes import api_version
 from bootwatch.service.settings import Settings
 from bootwatch.tpm.aik import TrustAnchors
+from bootwatch.tpm.builtin_anchors import anchor_expiry_notes, builtin_anchors
 
 #: how long an /attest/Tpm challenge stays valid
 TPM_CHALLENGE_TTL = timedelta(minutes=5)
@@ -125,7 +127,11 @@ def load_attestation_config(settings: Settings) -> AttestationConfig:
             templates = templates + templates_from_json(Path(tpl_path).read_bytes())
         except OSError as exc:
             raise ConfigError(f"secureboot_templates_path {tpl_path}: {exc}") from None
-    return AttestationConfig(TrustAnchors.from_pem(blobs), dbx, templates)
+    anchors = TrustAnchors(()) if settings.no_builtin_anchors else builtin_anchors()
+    anchors = anchors.plus(TrustAnchors.from_pem(blobs))
+    for note in anchor_expiry_notes(anchors, datetime.now(UTC)):
+        get_logger().warning("AIK trust anchor expiry", extra={"reason": note})
+    return AttestationConfig(anchors, dbx, templates)
 
 
 def provider_inputs(ctx: ProviderContext, cfg: AttestationConfig) -> ProviderInputs:
@@ -197,6 +203,9 @@ def _record(
 def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutcome:
     cfg = attestation_config(request)
     inputs = provider_inputs(ctx, cfg)
+    enrolment = getattr(request.app.state, "bw_enroll", None)
+    if enrolment is not None:  # the provider's own AIK CA and its revoked certificates
+        inputs = enrolment.attestation_inputs(ctx.name, inputs)
     now = datetime.now(UTC)
     outcome = attest_azure_guest(body, provider=inputs, now=now)
     try:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -151,3 +152,61 @@ class ServiceTagRow(Base):
     #: the whole document as last published (JSON)
     document: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AikCaRow(Base):
+    """A provider's AIK-issuing CA; private key AES-GCM encrypted at rest (as signing keys)."""
+
+    __tablename__ = "aik_cas"
+
+    provider: Mapped[str] = mapped_column(
+        ForeignKey("providers.name", ondelete="CASCADE"), primary_key=True
+    )
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    #: nonce (12 bytes) || AES-256-GCM ciphertext+tag of the PKCS#8 DER private key
+    private_key_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class AikCertificateRow(Base):
+    """An AIK certificate a provider issued on enrolment (revocation kept on the row)."""
+
+    __tablename__ = "aik_certificates"
+    __table_args__ = (Index("ix_aik_certificates_provider_vm", "provider", "vm_id"),)
+
+    #: certificate serial number, lower-case hex
+    serial: Mapped[str] = mapped_column(String(40), primary_key=True)
+    provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
+    vm_id: Mapped[str] = mapped_column(String(64))
+    aik_name: Mapped[str] = mapped_column(String(132))
+    ek_cert_sha256: Mapped[str] = mapped_column(String(64))
+    cert_der: Mapped[bytes] = mapped_column(LargeBinary)
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    not_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class EnrolledEkRow(Base):
+    """The VM id an EK (by the SHA-256 of its public key) enrolled with: one each way."""
+
+    __tablename__ = "enrolled_eks"
+    __table_args__ = (UniqueConstraint("provider", "vm_id", name="uq_enrolled_eks_provider_vm"),)
+
+    provider: Mapped[str] = mapped_column(
+        ForeignKey("providers.name", ondelete="CASCADE"), primary_key=True
+    )
+    ek_key_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    vm_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class EnrollChallengeRow(Base):
+    """A round-one challenge; ``used_at`` is set by the one round two it may answer."""
+
+    __tablename__ = "enroll_challenges"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(ForeignKey("providers.name", ondelete="CASCADE"))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -107,7 +107,6 @@ def maa_router() -> APIRouter:
             "jwks_uri": f"{base}/certs",
             "id_token_signing_alg_values_supported": ["RS256"],
             "response_types_supported": ["token", "none"],
-            "revocation_endpoint": f"{base}/revoke",
             "claims_supported": list(CLAIMS_SUPPORTED),
         }
 

@@ -80,6 +80,16 @@ class Settings:
     #: DBX data file and AIK trust anchors used by the attestation pipeline
     dbx_data_path: str = ""
     trust_anchors_path: str = ""
+    #: do not trust the built-in AIK anchor sets (azure-trusted-launch); the configured
+    #: ``trust_anchors_path`` and each provider's own AIK CA are still trusted
+    no_builtin_anchors: bool = False
+    #: PEM file or folder of EK certificate CAs (TPM manufacturers, swtpm's local CA, a
+    #: cloud's vTPM CA) whose EKs may enrol; empty = enrolment is refused
+    ek_trust_anchors_path: str = ""
+    #: validity of the AIK certificates a provider issues on enrolment (seconds)
+    aik_cert_validity_seconds: int = 365 * 24 * 3600
+    #: how long a round-one enrolment challenge may be answered (seconds)
+    enroll_challenge_ttl_seconds: int = 300
     #: JSON file of Secure Boot key templates accepted besides the built-in
     #: azure-trusted-launch one (``[{"name", "description", "pk", "kek", "db"}]``, SHA-1
     #: thumbprints; see docs/attestation.md)
@@ -129,6 +139,9 @@ class Settings:
             raise ConfigError("workers must be at least 1")
         if self.evidence_quota_per_client_bytes < 0 or self.evidence_quota_total_bytes < 0:
             raise ConfigError("evidence quotas must not be negative")
+        if self.aik_cert_validity_seconds <= 0 or self.enroll_challenge_ttl_seconds <= 0:
+            raise ConfigError("aik_cert_validity_seconds and enroll_challenge_ttl_seconds "
+                              "must be positive")
 
     @property
     def database_url(self) -> str:

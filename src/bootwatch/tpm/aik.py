@@ -15,7 +15,7 @@ import functools
 import hmac
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -64,6 +64,29 @@ class TrustAnchors:
                 _check_readable(cert, "a trust-anchor certificate", "trust_anchor_malformed")
             certs.extend(loaded)
         return cls(tuple(certs))
+
+    def plus(self, other: TrustAnchors) -> TrustAnchors:
+        """Both sets, each certificate once (by DER), this set's order first."""
+        seen = {_der(c) for c in self.certificates}
+        extra = tuple(c for c in other.certificates if _der(c) not in seen)
+        return TrustAnchors(self.certificates + extra) if extra else self
+
+
+@dataclass(frozen=True)
+class RevokedAikCertificates:
+    """AIK certificates revoked by their issuer: (issuer name DER, serial) -> reason.
+
+    Checked after the chain is built, so a revoked certificate is reported as
+    ``aik_cert_revoked`` rather than as untrusted.
+    """
+
+    entries: Mapping[tuple[bytes, int], str]
+
+    def reason(self, cert: x509.Certificate) -> str | None:
+        """Why ``cert`` is revoked, or None."""
+        if not self.entries:
+            return None
+        return self.entries.get((cert.issuer.public_bytes(), cert.serial_number))
 
 
 @dataclass(frozen=True)
@@ -165,13 +188,14 @@ def verify_aik_certificate(
     anchors: TrustAnchors,
     *,
     at: datetime,
+    revoked: RevokedAikCertificates | None = None,
 ) -> VerifiedAikChain:
     """Validate the AIK certificate; raise AikCertificateError with a reason code if not.
 
     Reason codes: ``aik_cert_missing``, ``aik_cert_malformed``, ``aik_pub_malformed``,
     ``aik_cert_key_mismatch``,
     ``aik_cert_not_yet_valid``, ``aik_cert_expired``, ``aik_cert_key_usage``,
-    ``aik_cert_eku``, ``no_trust_anchors``, ``aik_cert_untrusted``.
+    ``aik_cert_eku``, ``no_trust_anchors``, ``aik_cert_untrusted``, ``aik_cert_revoked``.
     """
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
@@ -221,9 +245,20 @@ def verify_aik_certificate(
                                       f"{issuer.subject.rfc4514_string()} may not sign "
                                       "certificates (keyUsage)")
         chain.append(issuer)
-        if _der(issuer) in anchor_der:
+        # a pinned intermediate ends the chain unless its own issuer is in the set too
+        # (then walk on to that root, so the whole chain is checked and reported)
+        if _der(issuer) in anchor_der and (
+            issuer.subject == issuer.issuer
+            or _find_issuer(issuer, anchors.certificates) is None
+        ):
+            why = revoked.reason(leaf) if revoked is not None else None
+            if why is not None:
+                raise AikCertificateError(
+                    "aik_cert_revoked",
+                    f"the AIK certificate {leaf.subject.rfc4514_string()} (serial "
+                    f"{leaf.serial_number:x}) was revoked by its issuer: {why}")
             return VerifiedAikChain(leaf, tuple(chain))
-        current = issuer  # pragma: no cover - every issuer comes from the anchors
+        current = issuer
     raise AikCertificateError("aik_cert_untrusted", "certificate chain too long")
 
 
