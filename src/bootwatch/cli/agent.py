@@ -125,3 +125,5 @@ def unseal_cmd(
 
 # further agent subcommands are registered below (one line each)
 command.add_command(__import__("bootwatch.cli.agent_attest", fromlist=["attest"]).attest)
+for _name in ("run_cmd", "netcheck_cmd", "install_cmd"):
+    command.add_command(getattr(__import__("bootwatch.cli.agent_run", fromlist=[_name]), _name))
