@@ -34,6 +34,11 @@ __all__ = ["HANDLER_MANIFEST", "UNIT_NAME", "InstallItem", "install_plan", "perf
 
 UNIT_NAME: Final = "bootwatch-agent.service"
 RUNTIME_LOG: Final = "/run/bootwatch/binary_bios_measurements"
+#: a missing securityfs log leaves no copy: the daemon then reports the missing file
+COPY_LOG: Final = (
+    f"cat /sys/kernel/security/tpm0/binary_bios_measurements > {RUNTIME_LOG} "
+    f"&& chmod 0644 {RUNTIME_LOG} || rm -f {RUNTIME_LOG}"
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ Wants=network-online.target
 [Service]
 # simple: nothing waits for the agent to be "ready" (see docs/agent.md)
 Type=simple
-ExecStartPre=+/bin/sh -c 'cat /sys/kernel/security/tpm0/binary_bios_measurements > {RUNTIME_LOG} && chmod 0644 {RUNTIME_LOG} || true'
+ExecStartPre=+/bin/sh -c '{COPY_LOG}'
 ExecStart={executable} agent run --config /etc/bootwatch/agent.toml
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
