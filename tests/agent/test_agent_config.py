@@ -62,7 +62,7 @@ def test_unknown_keys_kept_and_warned_bad_values_name_key_and_file(tmp_path: Pat
     with pytest.raises(ConfigError, match=rf"{cfg}: key 'interval': 'soon' is not a number"):
         load_config(cfg, environ={})
     cfg.write_text('[AttestationConfig]\ndisableAlerts = "maybe"\n')
-    with pytest.raises(ConfigError, match="key 'AttestationConfig.disableAlerts': must be true"):
+    with pytest.raises(ConfigError, match=r"key 'AttestationConfig\.disableAlerts': must be true"):
         load_config(cfg, environ={})
     cfg.write_text("url = \n")
     with pytest.raises(ConfigError, match=rf"{cfg}: not TOML: .*line 1"):

@@ -188,7 +188,7 @@ def test_sigterm_stops_cleanly_and_sighup_reloads(attest_service: Any, cos_vm: A
             time.sleep(0.1)
         assert len(monitor.state.reports) == 1
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        _out, err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
