@@ -28,7 +28,8 @@ BOOTWATCH = [sys.executable, "-m", "bootwatch.cli.main"]
 def _write_config(path: Path, **keys: Any) -> Path:
     lines = []
     for k, v in keys.items():
-        lines.append(f"{k} = {json.dumps(v) if not isinstance(v, float | int) else v}")
+        plain = isinstance(v, float | int) and not isinstance(v, bool)
+        lines.append(f"{k} = {v if plain else json.dumps(v)}")
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -37,6 +38,9 @@ def _base(svc: Any, vm: Any, tmp_path: Path, monitor: Any = None, **more: Any) -
     keys: dict[str, Any] = {
         "url": svc.url, "ca": str(svc.ca), "lab_vm": vm.name, "lab_dir": str(svc.lab.root),
         "state_dir": str(tmp_path / "state"), "interval": 1, "jitter": 0,
+        # daemons run in a thread of this (threaded) test process: no fork here; the
+        # subprocess test below runs cycles in forked children, as in production
+        "cycle_in_child": False,
     }
     if monitor is not None:
         keys["monitor_url"] = monitor.url
@@ -168,7 +172,7 @@ def test_once_exit_codes_and_platform_errors(attest_service: Any, cos_vm: Any, s
 def test_sigterm_stops_cleanly_and_sighup_reloads(attest_service: Any, cos_vm: Any,
                                                   monitor: Any, tmp_path: Path) -> None:
     cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
-                                                         interval=600))
+                                                         interval=600, cycle_in_child=True))
     status_file = tmp_path / "state" / "status" / "0.status"
     proc = subprocess.Popen([*BOOTWATCH, "agent", "run", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -181,7 +185,8 @@ def test_sigterm_stops_cleanly_and_sighup_reloads(attest_service: Any, cos_vm: A
         assert _status(status_file)["status"] == "success"
         assert not monitor.state.reports  # no monitor configured yet
         # SIGHUP: the new configuration (now with a monitor) is used at once
-        _write_config(cfg, **_base(attest_service, cos_vm, tmp_path, monitor, interval=600))
+        _write_config(cfg, **_base(attest_service, cos_vm, tmp_path, monitor, interval=600,
+                                   cycle_in_child=True))
         proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 60
         while not monitor.state.reports and time.monotonic() < deadline:

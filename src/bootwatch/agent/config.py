@@ -85,6 +85,8 @@ class AgentConfig:
     use_custom_token: bool = False
     disable_alerts: bool = False
     aik_renewal_days: int = 90
+    #: run each daemon cycle in a forked child so the idle daemon stays small (docs/agent.md)
+    cycle_in_child: bool = True
     #: the ``[upgrade]`` table, opaque here (the upgrade component reads it)
     upgrade: Mapping[str, Any] | None = None
     #: unknown keys, kept as read
@@ -262,6 +264,7 @@ _KEYS: Final[dict[str, Callable[[Any], Any]]] = {
     "use_custom_token": _bool,
     "disable_alerts": _bool,
     "aik_renewal_days": _days,
+    "cycle_in_child": _bool,
 }
 _FIELDS = {f.name for f in fields(AgentConfig)}
 assert set(_KEYS) <= _FIELDS

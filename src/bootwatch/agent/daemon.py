@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import pickle
 import random
 import signal
 import threading
@@ -44,15 +45,13 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import FrameType
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from bootwatch.agent.attestation import AttestOutcome, Verdict, attest_once
 from bootwatch.agent.config import LoadedConfig
 from bootwatch.agent.errors import PlatformError
-from bootwatch.agent.identity import AikFacts, aik_facts, resolve_vm_id
 from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
 from bootwatch.agent.proxy import choose_proxy
-from bootwatch.agent.report import MonitorClient
 from bootwatch.agent.state import AgentState, StateStore, read_boot_id
 from bootwatch.agent.status import (
     ProvisioningStatus,
@@ -67,6 +66,9 @@ from bootwatch.protocol.health import (
     HealthStatus,
     encode_health_report,
 )
+
+if TYPE_CHECKING:
+    from bootwatch.agent.identity import AikFacts
 
 __all__ = [
     "EXIT_HEALTHY",
@@ -218,7 +220,8 @@ class AgentDaemon:
                     if self._do_reload():
                         stack.close()
                         target = self._enter_target(stack)
-                result = self._cycle(target)
+                result = self._cycle_in_child(target) if self.config.cycle_in_child \
+                    else self._cycle(target)
                 due = result.next_due
                 if self._hook is not None:
                     self._hook.after_cycle(result.succeeded)
@@ -297,6 +300,49 @@ class AgentDaemon:
         except BootwatchError as exc:
             return PlatformError(str(exc))
 
+    def _cycle_in_child(self, target: _Target | PlatformError) -> CycleResult:
+        """One cycle in a forked child: the TPM stack, httpx and cryptography are loaded
+        there and go away with it, so the idle daemon stays small.  The result comes back
+        pickled over a pipe from our own child (same program image, nothing foreign)."""
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read_fd)
+                data = pickle.dumps(self._cycle(target))
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(data)
+                code = 0
+            except BaseException:  # the parent reports a child that produced nothing
+                log.exception("the cycle process failed")
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as inp:
+            data = inp.read()
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries already
+                continue
+        if data:
+            result = pickle.loads(data)  # noqa: S301 - our own child's output
+            if isinstance(result, CycleResult):
+                return result
+        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exited {os.waitstatus_to_exitcode(status)}")
+        outcome = AttestOutcome(Verdict.PLATFORM_ERROR, f"the cycle process {how}",
+                                step=FailedHop.LOCAL.value)
+        message = f"GuestAttestation provisioning failed: {outcome.reason}"
+        status_report = StatusReport(ProvisioningStatus.ERROR, message, code=1)
+        self._write_status(status_report)
+        log.error("%s", message)
+        due = self._clock() + min(self.config.interval, BACKOFF_BASE)
+        return CycleResult(health=HealthStatus.PLATFORM_ERROR, status=status_report,
+                           outcome=outcome, next_due=due)
+
     def _cycle(self, target: _Target | PlatformError) -> CycleResult:
         cfg = self.config
         now = self._clock()
@@ -319,6 +365,8 @@ class AgentDaemon:
                                   pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout)
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
+        from bootwatch.agent.identity import aik_facts
+
         aik = aik_facts(outcome.aik_cert)
         report = self._health_report(outcome, state, url, aik)
         delivered: bool | None = None
@@ -367,6 +415,8 @@ class AgentDaemon:
 
     def _health_report(self, outcome: AttestOutcome, state: AgentState, url: str,
                        aik: AikFacts) -> HealthReport:
+        from bootwatch.agent.identity import resolve_vm_id
+
         health = outcome.health
         hop: FailedHop | None = None
         if health is HealthStatus.PLATFORM_ERROR and outcome.step:
@@ -391,6 +441,8 @@ class AgentDaemon:
 
     def _deliver(self, body: bytes) -> tuple[bool, str, bool, float | None]:
         """(delivered, error, refused, retry_after); keeps the body pending until taken."""
+        from bootwatch.agent.report import MonitorClient
+
         cfg = self.config
         assert cfg.monitor_url
         self.store.save_pending(body)
