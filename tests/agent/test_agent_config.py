@@ -160,3 +160,21 @@ def test_install_dry_run_writes_nothing(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "would write" in res.stdout and "bootwatch-agent.service" in res.stdout
     assert not (tmp_path / "root").exists()
+
+
+def test_real_machine_defaults(tmp_path: Path) -> None:
+    from bootwatch.agent.errors import PlatformError
+    from bootwatch.agent.platform import default_tcti, read_event_log
+
+    rm, raw = tmp_path / "tpmrm0", tmp_path / "tpm0"
+    with pytest.raises(PlatformError, match=f"neither {rm} nor {raw} exists"):
+        default_tcti((rm, raw))
+    raw.touch()
+    assert default_tcti((rm, raw)) == f"device:{raw}"
+    rm.touch()
+    assert default_tcti((rm, raw)) == f"device:{rm}"
+    with pytest.raises(PlatformError, match=f"{tmp_path / 'nope'} does not exist"):
+        read_event_log(tmp_path / "nope")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(PlatformError, match="is empty"):
+        read_event_log(tmp_path / "empty")

@@ -74,7 +74,8 @@ def _print_human(result: AttestOutcome) -> None:
 
 
 @click.command("attest")
-@click.option("--tcti", default=None, help="tpm2-tss TCTI (default device:/dev/tpmrm0).")
+@click.option("--tcti", default=None,
+              help="tpm2-tss TCTI (default device:/dev/tpmrm0, else device:/dev/tpm0).")
 @click.option("--lab-vm", default=None, help="Use this lab VM's vTPM and event log.")
 @click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path),
               envvar="BOOTWATCH_LAB_DIR", default=None, help="Lab folder for --lab-vm.")
@@ -112,8 +113,11 @@ def attest(
             result = attest_once(vm.tcti, log, url, ca=ca, os_info=read_os_info(),
                                  client_payload=client_payload, pcr_indices=indices)
     else:
-        log = read_tcg_log(log_file or SECURITYFS_LOG)
-        result = attest_once(tcti, log, url, ca=ca, os_info=read_os_info(),
+        from bootwatch.agent.platform import default_tcti, read_event_log
+
+        # real machines first: /dev/tpmrm0, else /dev/tpm0; an empty log names the file
+        log = read_event_log(log_file or SECURITYFS_LOG)
+        result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=read_os_info(),
                              client_payload=client_payload, pcr_indices=indices)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
