@@ -8,8 +8,10 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -29,6 +31,15 @@ def _free_pair() -> int:
                     continue
             return port
     raise RuntimeError("no free port pair")
+
+
+def _recv(s: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        assert chunk, "the relay closed the connection"
+        buf += chunk
+    return buf
 
 
 def _pcrread(port: int, sel: str) -> subprocess.Popen[str]:
@@ -62,6 +73,22 @@ def test_serve_mssim_to_tpm2_tools_two_concurrent_clients(lab: Any, lab_vms: Any
         for c, (out, err) in zip(clients, outs, strict=True):
             assert c.returncode == 0, err
             assert _values(out) == want
+        # serialised: a client holding the TPM (connected, one command sent) makes the
+        # next one wait until it leaves
+        holder = socket.create_connection(("127.0.0.1", port), timeout=10)
+        get_random = bytes.fromhex("80010000000c0000017b0008")
+        holder.sendall(struct.pack(">IBI", 8, 0, len(get_random)) + get_random)
+        size = struct.unpack(">I", _recv(holder, 4))[0]
+        assert struct.unpack(">I", _recv(holder, size)[6:10])[0] == 0  # TPM_RC_SUCCESS
+        _recv(holder, 4)
+        waiting = _pcrread(port, "sha256:0")
+        time.sleep(1.5)
+        assert waiting.poll() is None, "the second client was not made to wait"
+        holder.sendall(struct.pack(">I", 20))  # TPM_SESSION_END
+        holder.close()
+        out, err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, err
+        assert _values(out) == {0: want[0]}
         server.send_signal(signal.SIGTERM)
         rest, err = server.communicate(timeout=30)
     finally:
@@ -69,4 +96,4 @@ def test_serve_mssim_to_tpm2_tools_two_concurrent_clients(lab: Any, lab_vms: Any
             server.kill()
             server.wait()
     assert server.returncode == 0, err
-    assert "2 client(s) served" in rest
+    assert "4 client(s) served" in rest
