@@ -118,13 +118,13 @@ def test_retry_after_from_the_monitor_is_honoured_across_a_restart(
     assert first.exit_code == 2
     assert _status(tmp_path / "state" / "status" / "0.status")["status"] == "warning"
     state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
-    assert state["backoff_until"] - state["last_attempt"] == pytest.approx(3, abs=0.01)
+    assert 3 <= state["backoff_until"] - state["last_attempt"] < 3 + 10
     assert (tmp_path / "state" / "pending-report.json").exists()
     # a new daemon (a restart) waits for the Retry-After before its next attempt
     daemon = AgentDaemon(load_config(cfg, environ={}))
     thread = threading.Thread(target=daemon.run)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     while not monitor.state.reports and time.monotonic() < deadline:
         time.sleep(0.05)
     daemon.request_stop()

@@ -387,7 +387,8 @@ class AgentDaemon:
             delivered is False and not refused)
         failures = state.consecutive_failures + 1 if failing else 0
         if retry_after is not None:
-            next_due = now + retry_after
+            # counted from when the answer came, not from the start of the cycle
+            next_due = self._clock() + retry_after
         elif failing:
             next_due = now + min(cfg.interval, BACKOFF_BASE * 2 ** (failures - 1))
         else:

@@ -10,7 +10,6 @@ Anything else, and every network failure, is a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,10 +73,3 @@ class MonitorClient:
                                status=resp.status_code, error_code=code or "refused")
         raise self._t.status_error(resp)
 
-
-def report_id_of(body: bytes) -> str:
-    """The ReportId of an encoded report (for logs)."""
-    try:
-        return str(json.loads(body).get("ReportId", ""))
-    except (ValueError, AttributeError):
-        return ""

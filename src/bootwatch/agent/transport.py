@@ -105,9 +105,10 @@ class Transport:
             ) from None
         except httpx.ConnectTimeout:
             hop = "the proxy " + redact(self.proxy) if self.proxy else self.origin
+            step = FailedHop.PROXY_CONNECT if self.proxy else FailedHop.TCP_CONNECT
             raise TransportError(
                 f"no TCP connection to {hop} within {self.timeout:g} s",
-                step=FailedHop.TCP_CONNECT.value, target=self.origin,
+                step=step.value, target=self.origin,
             ) from None
         except httpx.TimeoutException:
             raise TransportError(

@@ -59,8 +59,6 @@ def run_cmd(config_file: Path | None, once: bool, log_file: str | None, **option
     if once:
         result = daemon.run_once()
         click.echo(f"{result.health.value}: {result.status.message}")
-        if result.delivery_error and result.status.status.value == "error":
-            click.echo(result.delivery_error, err=True)
         click.get_current_context().exit(result.exit_code)
     daemon.install_signal_handlers()
     click.get_current_context().exit(daemon.run())
