@@ -20,6 +20,8 @@ __all__ = ["install_cmd", "netcheck_cmd", "run_cmd"]
 def _setup_logging() -> None:
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="bootwatch-agent: %(levelname)s %(message)s")
+    # one line per HTTP request is noise in the journal; failures are logged by the daemon
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @click.command("run")
