@@ -224,15 +224,28 @@ class StorageError(BootwatchError):
 class TransportError(BootwatchError):
     """The attestation service could not be reached.
 
-    ``step`` names the step that failed: ``dns``, ``tcp_connect``, ``tls``,
-    ``http_status``, ``timeout`` or ``protocol``; the message says what to do.
+    ``step`` names the step that failed: ``dns``, ``proxy_connect``,
+    ``tcp_connect``, ``tls``, ``http_status``, ``timeout`` or ``protocol``;
+    ``target`` the URL (or proxy) it failed against; ``detail`` the message
+    without the step prefix (what a status file shows); ``retry_after`` the
+    seconds a 429/503 asked the client to wait, when it said.
     """
 
     code = "transport_failed"
 
-    def __init__(self, message: str, *, step: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        target: str = "",
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(f"{step}: {message}")
         self.step = step
+        self.detail = message
+        self.target = target
+        self.retry_after = retry_after
 
 
 class ServiceError(BootwatchError):
@@ -240,7 +253,10 @@ class ServiceError(BootwatchError):
 
     code = "service_error"
 
-    def __init__(self, message: str, *, status: int, error_code: str) -> None:
+    def __init__(
+        self, message: str, *, status: int, error_code: str, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"HTTP {status} {error_code}: {message}")
         self.status = status
         self.error_code = error_code
+        self.retry_after = retry_after

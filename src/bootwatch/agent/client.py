@@ -6,24 +6,22 @@ code and message, and verify an (unsealed) token the way a relying party
 does, with only the provider's OpenID metadata and ``/certs`` (PyJWT).
 
 When the provider cannot be reached the :class:`~bootwatch.errors.TransportError`
-says which step failed (``dns``, ``tcp_connect``, ``tls``, ``http_status``,
-``timeout`` or ``protocol``), because "connection failed" is useless to the
-person on call.
+says which step failed (``dns``, ``proxy_connect``, ``tcp_connect``, ``tls``,
+``http_status``, ``timeout`` or ``protocol``; see :mod:`bootwatch.agent.transport`),
+because "connection failed" is useless to the person on call.
 """
 
 from __future__ import annotations
 
 import json
-import socket
-import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import jwt
 
+from bootwatch.agent.transport import Transport, parse_retry_after
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
 from bootwatch.protocol.enroll import (
     ACTIVATE_PATH,
@@ -43,7 +41,7 @@ MAX_METADATA_BYTES = 1024 * 1024
 
 
 class AttestationClient:
-    """One provider, one keep-alive connection pool."""
+    """One provider, one keep-alive connection pool (optionally through a proxy)."""
 
     def __init__(
         self,
@@ -52,22 +50,14 @@ class AttestationClient:
         ca: Path | None = None,
         timeout: float = 15.0,
         headers: Mapping[str, str] | None = None,
+        proxy: str | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise TransportError(f"not an http(s) URL: {base_url!r}", step="protocol")
-        self._host = parts.hostname
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        verify: ssl.SSLContext | bool = True
-        if ca is not None:
-            verify = ssl.create_default_context(cafile=str(ca))
-        self._http = httpx.Client(
-            verify=verify, timeout=timeout, headers=dict(headers or {}), follow_redirects=False
-        )
+        self._t = Transport(base_url, ca=ca, proxy=proxy, timeout=timeout,
+                            headers=dict(headers or {}))
+        self.base_url = self._t.base_url
 
     def close(self) -> None:
-        self._http.close()
+        self._t.close()
 
     def __enter__(self) -> AttestationClient:
         return self
@@ -167,61 +157,11 @@ class AttestationClient:
     # --- transport ---------------------------------------------------------
 
     def _send(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
-        url = path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
-        try:
-            resp = self._http.request(method, url, **kwargs)
-        except httpx.ConnectTimeout:
-            raise TransportError(
-                f"no TCP connection to {self._host}:{self._port} within the timeout",
-                step="tcp_connect",
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise TransportError(
-                f"{method} {url}: no answer in time ({exc})", step="timeout"
-            ) from None
-        except httpx.ConnectError as exc:
-            raise self._classify(exc) from None
-        except httpx.TransportError as exc:
-            raise TransportError(f"{method} {url}: {exc}", step="protocol") from None
-        if len(resp.content) > MAX_METADATA_BYTES * 4:
-            raise TransportError(f"{method} {url}: response too large", step="protocol")
+        resp = self._t.send(method, path_or_url, **kwargs)
         bad_status = resp.status_code >= 500 or resp.status_code in (404, 405, 429)
         if bad_status and _maa_error(resp) is None:
-            raise TransportError(
-                f"{method} {url} answered HTTP {resp.status_code}", step="http_status"
-            )
+            raise self._t.status_error(resp)
         return resp
-
-    def _classify(self, exc: httpx.ConnectError) -> TransportError:
-        chain = _causes(exc)
-        if any(isinstance(c, ssl.SSLError) for c in chain) or "SSL" in str(exc):
-            return TransportError(
-                f"TLS handshake with {self._host}:{self._port} failed ({exc}); "
-                "pass the provider's CA with --ca",
-                step="tls",
-            )
-        if any(isinstance(c, socket.gaierror) for c in chain) or not _resolves(self._host):
-            return TransportError(f"cannot resolve host name {self._host!r}", step="dns")
-        return TransportError(
-            f"TCP connection to {self._host}:{self._port} failed ({exc})", step="tcp_connect"
-        )
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    cur: BaseException | None = exc
-    while cur is not None and cur not in seen:
-        seen.append(cur)
-        cur = cur.__cause__ or cur.__context__
-    return seen
-
-
-def _resolves(host: str) -> bool:
-    try:
-        socket.getaddrinfo(host, None)
-    except OSError:
-        return False
-    return True
 
 
 def _maa_error(resp: httpx.Response) -> tuple[str, str] | None:
@@ -237,13 +177,18 @@ def _maa_error(resp: httpx.Response) -> tuple[str, str] | None:
 
 def _service_error(resp: httpx.Response) -> ServiceError | TransportError:
     parsed = _maa_error(resp)
+    retry = None
+    if resp.status_code == 429 or resp.status_code >= 500:
+        retry = parse_retry_after(resp.headers.get("retry-after"))
     if parsed is None:
+        origin = f"{resp.request.url.scheme}://{resp.request.url.host}:{resp.request.url.port}"
         return TransportError(
             f"{resp.request.method} {resp.request.url} answered HTTP {resp.status_code} "
             "without an MAA error body",
-            step="http_status",
+            step="http_status", target=origin, retry_after=retry,
         )
-    return ServiceError(parsed[1], status=resp.status_code, error_code=parsed[0])
+    return ServiceError(parsed[1], status=resp.status_code, error_code=parsed[0],
+                        retry_after=retry)
 
 
 def _json_object(resp: httpx.Response, what: str) -> dict[str, Any]:

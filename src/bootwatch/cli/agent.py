@@ -127,3 +127,5 @@ def unseal_cmd(
 command.add_command(__import__("bootwatch.cli.agent_attest", fromlist=["attest"]).attest)
 command.add_command(__import__("bootwatch.cli.agent_upgrade", fromlist=["upgrade"]).upgrade)
 command.add_command(__import__("bootwatch.cli.agent_enroll", fromlist=["enroll"]).enroll)
+for _name in ("run_cmd", "netcheck_cmd", "install_cmd"):
+    command.add_command(getattr(__import__("bootwatch.cli.agent_run", fromlist=[_name]), _name))

@@ -1,8 +1,9 @@
-"""``bootwatch agent attest``: one attestation from the guest side.
+"""``bootwatch agent attest``: one attestation from the guest side (parse, run, print).
 
-Collect AzureGuest evidence from the vTPM, send it to the provider, open the
-sealed token in the same vTPM, verify the token's signature through the
-provider's OpenID metadata and ``/certs``, print the claims.
+The workflow (collect AzureGuest evidence from the vTPM, send it to the
+provider, open the sealed token in the same vTPM, verify the token through the
+provider's OpenID metadata and ``/certs``) lives in
+:mod:`bootwatch.agent.attestation`; this module parses options and prints.
 
 Exit codes: 0 permitted; 1 refused (policy deny or evidence rejected, with
 the provider's reason) or the token did not open/verify; 2 the provider
@@ -14,22 +15,25 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import click
 
-from bootwatch.errors import (
-    BootwatchError,
-    ConfigError,
-    ServiceError,
-    TransportError,
+from bootwatch.agent.attestation import (
+    EXIT_PERMITTED,
+    EXIT_REFUSED,
+    EXIT_UNREACHABLE,
+    AttestOutcome,
+    attest_once,
+    parse_pcr_list,
 )
+from bootwatch.errors import ConfigError
 
-EXIT_PERMITTED = 0
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
+__all__ = ["EXIT_PERMITTED", "EXIT_REFUSED", "EXIT_UNREACHABLE", "AttestResult", "attest",
+           "attest_once", "parse_pcr_list"]
+
+#: the outcome type under its older name (``bootwatch demo`` and tests use it)
+AttestResult = AttestOutcome
 
 #: claims shown first in the human output: the ones the default policy decides on
 HEADLINE = (
@@ -45,103 +49,12 @@ HEADLINE = (
 )
 
 
-@dataclass
-class AttestResult:
-    """What one guest-side attestation ended with (also the ``--json`` shape)."""
-
-    verdict: str
-    reason: str = ""
-    step: str | None = None
-    error_code: str | None = None
-    claims: dict[str, Any] = field(default_factory=dict)
-    token: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return {"permit": EXIT_PERMITTED, "unreachable": EXIT_UNREACHABLE}.get(
-            self.verdict, EXIT_REFUSED
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "verdict": self.verdict,
-            "reason": self.reason,
-            "step": self.step,
-            "error_code": self.error_code,
-            "claims": self.claims,
-            "token": self.token,
-        }
-
-
-def attest_once(
-    tcti: str | None,
-    tcg_log: bytes,
-    url: str,
-    *,
-    ca: Path | None = None,
-    os_info: Any = None,
-    client_payload: dict[str, str] | None = None,
-    pcr_indices: tuple[int, ...] | None = None,
-) -> AttestResult:
-    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover."""
-    from bootwatch.agent.client import AttestationClient
-    from bootwatch.agent.evidence import collect_from
-    from bootwatch.agent.tpm import open_tpm
-    from bootwatch.agent.unseal import open_envelope
-
-    with open_tpm(tcti) as esys:
-        extra = {"pcr_indices": pcr_indices} if pcr_indices else {}
-        ev = collect_from(esys, tcg_log=tcg_log, os_info=os_info,
-                          client_payload=client_payload, **extra)
-        try:
-            with AttestationClient(url, ca=ca) as client:
-                try:
-                    envelope = client.attest_azure_guest(ev.request_body())
-                except ServiceError as exc:
-                    verdict = "deny" if exc.error_code == "PolicyEvaluationError" else "refused"
-                    if exc.status >= 500:
-                        return AttestResult("unreachable", str(exc), step="http_status",
-                                            error_code=exc.error_code)
-                    return AttestResult(verdict, exc.args[0] if exc.args else str(exc),
-                                        error_code=exc.error_code)
-                try:
-                    jws = open_envelope(esys, envelope, quoted_pcrs=ev.pcrs,
-                                        pcr_indices=ev.pcr_set)
-                except BootwatchError as exc:
-                    return AttestResult("unsealed-failed", f"the token did not open: {exc}")
-                try:
-                    claims = client.verify_token(jws)
-                except TransportError:
-                    raise
-                except BootwatchError as exc:
-                    return AttestResult("token-invalid", f"token verification failed: {exc}",
-                                        token=jws)
-        except TransportError as exc:
-            return AttestResult("unreachable", str(exc), step=exc.step)
-    return AttestResult("permit", "permitted", claims=claims, token=jws)
-
-
-def parse_pcr_list(text: str) -> tuple[int, ...]:
-    """``0-7,11-14`` -> (0, 1, ..., 7, 11, ..., 14); PCRs 0..23."""
-    out: set[int] = set()
-    for part in text.split(","):
-        lo, sep, hi = part.strip().partition("-")
-        try:
-            first, last = int(lo), int(hi) if sep else int(lo)
-        except ValueError:
-            raise ConfigError(f"--pcrs {text!r}: {part!r} is not N or N-M") from None
-        if not 0 <= first <= last <= 23:
-            raise ConfigError(f"--pcrs {text!r}: {part!r} is outside PCRs 0-23")
-        out.update(range(first, last + 1))
-    return tuple(sorted(out))
-
-
-def _print_human(result: AttestResult) -> None:
+def _print_human(result: AttestOutcome) -> None:
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    console = Console(stderr=False)
+    console = Console(stderr=False, highlight=False)
     if result.verdict == "permit":
         console.print("[bold green]PERMITTED[/]: token opened in the vTPM and verified "
                       "against the provider's /certs")
@@ -153,13 +66,16 @@ def _print_human(result: AttestResult) -> None:
         console.print(table)
     elif result.verdict == "unreachable":
         console.print(f"[bold red]UNREACHABLE[/] (step: {result.step}): {escape(result.reason)}")
+    elif result.verdict == "platform-error":
+        console.print(f"[bold red]PLATFORM ERROR[/]: {escape(result.reason)}")
     else:
         code = escape(f" [{result.error_code}]") if result.error_code else ""
         console.print(f"[bold red]{result.verdict.upper()}[/]{code}: {escape(result.reason)}")
 
 
 @click.command("attest")
-@click.option("--tcti", default=None, help="tpm2-tss TCTI (default device:/dev/tpmrm0).")
+@click.option("--tcti", default=None,
+              help="tpm2-tss TCTI (default device:/dev/tpmrm0, else device:/dev/tpm0).")
 @click.option("--lab-vm", default=None, help="Use this lab VM's vTPM and event log.")
 @click.option("--lab-dir", type=click.Path(file_okay=False, path_type=Path),
               envvar="BOOTWATCH_LAB_DIR", default=None, help="Lab folder for --lab-vm.")
@@ -197,8 +113,11 @@ def attest(
             result = attest_once(vm.tcti, log, url, ca=ca, os_info=read_os_info(),
                                  client_payload=client_payload, pcr_indices=indices)
     else:
-        log = read_tcg_log(log_file or SECURITYFS_LOG)
-        result = attest_once(tcti, log, url, ca=ca, os_info=read_os_info(),
+        from bootwatch.agent.platform import default_tcti, read_event_log
+
+        # real machines first: /dev/tpmrm0, else /dev/tpm0; an empty log names the file
+        log = read_event_log(log_file or SECURITYFS_LOG)
+        result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=read_os_info(),
                              client_payload=client_payload, pcr_indices=indices)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

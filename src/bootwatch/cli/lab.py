@@ -111,3 +111,33 @@ def vm_destroy(ctx: click.Context, name: str) -> None:
     """Delete VM NAME and its vTPM state."""
     _lab(ctx).destroy_vm(name)
     click.echo(f"destroyed {name}")
+
+
+@vm_group.command("serve")
+@click.argument("name")
+@click.option("--port", type=click.IntRange(1024, 65534), required=True,
+              help="Command port P (mssim); the platform port is P+1.")
+@click.pass_context
+def vm_serve(ctx: click.Context, name: str, port: int) -> None:
+    """Serve VM NAME's vTPM on 127.0.0.1:PORT in the mssim framing until SIGTERM/Ctrl-C."""
+    import signal
+
+    lab = _lab(ctx)
+    with lab.running(name) as vm:
+        relay = vm.mssim_relay(port)
+        relay.start()
+
+        def stop(signum: int, frame: object) -> None:
+            relay.stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        click.echo(f"serving lab VM {name} (vm id {vm.vm.vm_id}) on "
+                   f"mssim:host=127.0.0.1,port={port} (platform port {port + 1})")
+        click.echo(f"event log: {vm.log_path}")
+        click.echo(f"try: tpm2_pcrread -T mssim:host=127.0.0.1,port={port} sha256:0,1,2,3,4,5,6,7")
+        try:
+            relay.wait()
+        finally:
+            relay.stop()
+        click.echo(f"stopped; {relay.clients_served} client(s) served")

@@ -46,6 +46,7 @@ from bootwatch.lab.provision import (
     plan_boot,
     provision_identity,
 )
+from bootwatch.lab.serve import MssimRelay
 from bootwatch.lab.swtpm import SwtpmProcess
 
 #: Environment variable overriding the lab root.
@@ -146,6 +147,10 @@ class RunningVm:
                   ) -> dict[int, bytes]:
         with open_tpm(self.tcti) as esys:
             return read_pcrs(esys, indices, alg)
+
+    def mssim_relay(self, port: int) -> MssimRelay:
+        """A relay serving this vTPM in the mssim framing on ``port`` and ``port + 1``."""
+        return MssimRelay(self._swtpm, port)
 
     def reboot(self) -> None:
         """A TPM reset and a boot from the VM's log: PCRs replayed, new null seed."""

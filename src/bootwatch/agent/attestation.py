@@ -1,0 +1,184 @@
+"""One guest-side attestation, start to finish, as a typed outcome.
+
+Collect AzureGuest evidence from the vTPM, send it to the provider, open the
+sealed token in the same vTPM, verify the token through the provider's OpenID
+metadata and ``/certs``.  Every way this can end is an :class:`AttestOutcome`
+with a :class:`Verdict`; nothing the exit codes or the health report cover is
+raised.  ``bootwatch agent attest`` prints it; the daemon turns it into a
+health report and a provisioning status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from bootwatch.errors import (
+    BootwatchError,
+    ConfigError,
+    ServiceError,
+    TpmDeviceError,
+    TransportError,
+)
+from bootwatch.protocol.health import HealthStatus
+
+__all__ = [
+    "EXIT_PERMITTED",
+    "EXIT_REFUSED",
+    "EXIT_UNREACHABLE",
+    "AttestOutcome",
+    "Verdict",
+    "attest_once",
+    "parse_pcr_list",
+]
+
+EXIT_PERMITTED = 0
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 2
+
+
+class Verdict(StrEnum):
+    """How one attestation ended (the strings ``agent attest --json`` prints)."""
+
+    PERMIT = "permit"
+    #: the provider's policy denied (PolicyEvaluationError)
+    DENY = "deny"
+    #: the provider rejected the evidence (4xx with an MAA error body)
+    REFUSED = "refused"
+    #: the sealed token did not open in this vTPM (PCRs changed, interception)
+    UNSEALED_FAILED = "unsealed-failed"
+    #: the token did not verify against the provider's /certs
+    TOKEN_INVALID = "token-invalid"  # noqa: S105 - a verdict name, not a secret
+    #: the provider could not be reached (the hop is in ``step``)
+    UNREACHABLE = "unreachable"
+    #: the TPM or the event log could not be used
+    PLATFORM_ERROR = "platform-error"
+
+
+_UNHEALTHY = frozenset({Verdict.DENY, Verdict.REFUSED, Verdict.UNSEALED_FAILED,
+                        Verdict.TOKEN_INVALID})
+
+
+@dataclass(frozen=True)
+class AttestOutcome:
+    """What one attestation ended with (also the ``agent attest --json`` shape).
+
+    ``claims`` come from a token whose signature was verified; ``aik_cert`` is
+    the DER the vTPM holds (claimed: the provider is what validates it).
+    ``retry_after`` is the provider's Retry-After on a 429/503, when it gave one.
+    """
+
+    verdict: Verdict
+    reason: str = ""
+    step: str | None = None
+    target: str = ""
+    error_code: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+    token: str | None = None
+    retry_after: float | None = None
+    aik_cert: bytes | None = None
+    http_status: int | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.verdict is Verdict.PERMIT:
+            return EXIT_PERMITTED
+        if self.verdict in (Verdict.UNREACHABLE, Verdict.PLATFORM_ERROR):
+            return EXIT_UNREACHABLE
+        return EXIT_REFUSED
+
+    @property
+    def health(self) -> HealthStatus:
+        if self.verdict is Verdict.PERMIT:
+            return HealthStatus.HEALTHY
+        if self.verdict in _UNHEALTHY:
+            return HealthStatus.UNHEALTHY
+        return HealthStatus.PLATFORM_ERROR
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verdict": self.verdict.value,
+            "reason": self.reason,
+            "step": self.step,
+            "error_code": self.error_code,
+            "claims": dict(self.claims),
+            "token": self.token,
+        }
+
+
+def parse_pcr_list(text: str, *, key: str = "--pcrs") -> tuple[int, ...]:
+    """``0-7,11-14`` -> (0, 1, ..., 7, 11, ..., 14); PCRs 0..23."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise ConfigError(f"{key} {text!r}: {part!r} is not N or N-M") from None
+        if not 0 <= first <= last <= 23:
+            raise ConfigError(f"{key} {text!r}: {part!r} is outside PCRs 0-23")
+        out.update(range(first, last + 1))
+    return tuple(sorted(out))
+
+
+def attest_once(
+    tcti: str | None,
+    tcg_log: bytes,
+    url: str,
+    *,
+    ca: Path | None = None,
+    os_info: Any = None,
+    client_payload: Mapping[str, str] | None = None,
+    pcr_indices: Sequence[int] | None = None,
+    proxy: str | None = None,
+    timeout: float = 15.0,
+) -> AttestOutcome:
+    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover."""
+    from bootwatch.agent.client import AttestationClient
+    from bootwatch.agent.evidence import collect_from
+    from bootwatch.agent.tpm import open_tpm
+    from bootwatch.agent.unseal import open_envelope
+
+    aik: bytes | None = None
+    try:
+        with open_tpm(tcti) as esys:
+            extra = {"pcr_indices": tuple(pcr_indices)} if pcr_indices else {}
+            ev = collect_from(esys, tcg_log=tcg_log, os_info=os_info,
+                              client_payload=dict(client_payload or {}), **extra)
+            aik = ev.aik_cert
+            with AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout) as client:
+                try:
+                    envelope = client.attest_azure_guest(ev.request_body())
+                except ServiceError as exc:
+                    if exc.status >= 500 or exc.status == 429:
+                        return AttestOutcome(
+                            Verdict.UNREACHABLE, exc.message, step="http_status",
+                            target=client.base_url, error_code=exc.error_code,
+                            retry_after=exc.retry_after, aik_cert=aik, http_status=exc.status)
+                    verdict = (Verdict.DENY if exc.error_code == "PolicyEvaluationError"
+                               else Verdict.REFUSED)
+                    return AttestOutcome(verdict, exc.message, error_code=exc.error_code,
+                                         aik_cert=aik, http_status=exc.status)
+                try:
+                    jws = open_envelope(esys, envelope, quoted_pcrs=ev.pcrs,
+                                        pcr_indices=ev.pcr_set)
+                except BootwatchError as exc:
+                    return AttestOutcome(Verdict.UNSEALED_FAILED,
+                                         f"the token did not open: {exc}", aik_cert=aik)
+                try:
+                    claims = client.verify_token(jws)
+                except TransportError:
+                    raise
+                except BootwatchError as exc:
+                    return AttestOutcome(Verdict.TOKEN_INVALID,
+                                         f"token verification failed: {exc}", token=jws,
+                                         aik_cert=aik)
+    except TransportError as exc:
+        return AttestOutcome(Verdict.UNREACHABLE, exc.detail, step=exc.step, target=exc.target,
+                             retry_after=exc.retry_after, aik_cert=aik)
+    except TpmDeviceError as exc:
+        return AttestOutcome(Verdict.PLATFORM_ERROR, f"TPM: {exc}", step="local", aik_cert=aik)
+    return AttestOutcome(Verdict.PERMIT, "permitted", claims=claims, token=jws, aik_cert=aik)

@@ -1,0 +1,509 @@
+"""``bootwatch agent run``: attest at start and on every interval, report, keep state.
+
+One *cycle*: read the event log, attest (:func:`bootwatch.agent.attestation.attest_once`),
+build a :class:`~bootwatch.protocol.health.HealthReport`, deliver it to the
+monitor, write the provisioning status and heartbeat, save the state.  A cycle
+ends as a :class:`CycleResult`; ``--once`` exits with its code (0 healthy,
+1 unhealthy, 2 platform error).
+
+Timing.  The next cycle is due ``interval`` seconds after the last one, with
+uniform jitter of +-``jitter`` (default 1 h +-10 %).  After a failure to
+reach a service the agent backs off exponentially from 30 s (capped at the
+interval), and a ``Retry-After`` from a 429/5xx is honoured exactly (capped
+at 24 h).  The due time lives in the state file, so a restart waits too; a
+restart within a minute of the last attempt in the same boot waits out that
+minute, so a crash loop cannot flood the service.
+
+Signals.  SIGTERM/SIGINT: the current step finishes, the rest of the cycle is
+abandoned (an unsent report is kept as pending and sent first next time), the
+state is saved and the daemon exits 0.  SIGHUP: the configuration is re-read
+before the next cycle, which starts at once; a configuration that no longer
+loads is refused with a warning status and the old one is kept.
+
+Upgrades.  An :class:`UpgradeHook` (``bootwatch.agent.upgrade``) is told after
+each cycle whether it succeeded (healthy and the report not refused) and, when
+the configuration has an ``[upgrade]`` table, asked whether it installed a new
+version; if so the daemon exits :data:`EXIT_RESTART` for its supervisor to
+start the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Final, Protocol
+
+from bootwatch.agent.attestation import AttestOutcome, Verdict, attest_once
+from bootwatch.agent.config import LoadedConfig
+from bootwatch.agent.errors import PlatformError
+from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
+from bootwatch.agent.proxy import choose_proxy
+from bootwatch.agent.state import AgentState, StateStore, read_boot_id
+from bootwatch.agent.status import (
+    ProvisioningStatus,
+    StatusReport,
+    write_heartbeat,
+    write_status,
+)
+from bootwatch.errors import BootwatchError, ServiceError, TransportError
+from bootwatch.protocol.health import (
+    FailedHop,
+    HealthReport,
+    HealthStatus,
+    encode_health_report,
+)
+
+if TYPE_CHECKING:
+    from bootwatch.agent.identity import AikFacts
+
+__all__ = [
+    "EXIT_HEALTHY",
+    "EXIT_PLATFORM_ERROR",
+    "EXIT_RESTART",
+    "EXIT_UNHEALTHY",
+    "AgentDaemon",
+    "CycleResult",
+    "UpgradeHook",
+    "agent_version",
+]
+
+EXIT_HEALTHY: Final = 0
+EXIT_UNHEALTHY: Final = 1
+EXIT_PLATFORM_ERROR: Final = 2
+#: the daemon installed a new version: its supervisor restarts it (EX_TEMPFAIL)
+EXIT_RESTART: Final = 75
+#: first backoff step after a failure to reach a service; doubles up to the interval
+BACKOFF_BASE: Final = 30.0
+#: a restart in the same boot waits this long after the previous attempt
+RESTART_GAP: Final = 60.0
+#: the heartbeat is rewritten at least this often while waiting
+HEARTBEAT_PERIOD: Final = 60.0
+
+log = logging.getLogger("bootwatch.agent")
+
+
+class UpgradeHook(Protocol):
+    """What the daemon asks of the upgrade component (bootwatch.agent.upgrade)."""
+
+    def after_cycle(self, succeeded: bool) -> None: ...   # confirm a pending upgrade or roll back after its deadline  # noqa: E501
+    def maybe_upgrade(self) -> bool: ...                  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it  # noqa: E501
+
+
+def agent_version() -> str:
+    try:
+        return version("bootwatch")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """How one cycle ended."""
+
+    health: HealthStatus
+    status: StatusReport
+    outcome: AttestOutcome | None = None
+    report: HealthReport | None = None
+    #: None: no monitor configured; True: the monitor took it; False: not delivered
+    delivered: bool | None = None
+    delivery_error: str = ""
+    #: the monitor refused the body (400): resending it will not help
+    report_refused: bool = False
+    abandoned: bool = False
+    next_due: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        if self.health is HealthStatus.HEALTHY and self.delivered is not False:
+            return EXIT_HEALTHY
+        if self.health is HealthStatus.UNHEALTHY:
+            return EXIT_UNHEALTHY
+        return EXIT_PLATFORM_ERROR
+
+    @property
+    def succeeded(self) -> bool:
+        """What an upgrade waits for: healthy, and the report not refused by the monitor."""
+        return self.health is HealthStatus.HEALTHY and not self.report_refused
+
+
+@dataclass(frozen=True)
+class _Target:
+    tcti: str
+    log_path: Path
+
+
+class AgentDaemon:
+    """The agent's loop; one instance per process (it owns the signal handlers it installs)."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        reload: Callable[[], LoadedConfig] | None = None,
+        upgrade_hook: UpgradeHook | None = None,
+        environ: Mapping[str, str] | None = None,
+        clock: Callable[[], float] = time.time,
+        boot_id: Callable[[], str] = read_boot_id,
+    ) -> None:
+        self.config = loaded.config
+        self._reload = reload
+        self._hook = upgrade_hook
+        self._env = os.environ if environ is None else environ
+        self._clock = clock
+        self._boot_id = boot_id
+        self._wake = threading.Event()
+        self._stop = False
+        self._reload_requested = False
+        self._rng = random.Random()
+        self.store = StateStore(self.config.state_dir)
+        self.version = agent_version()
+        for w in loaded.warnings:
+            log.warning("%s", w)
+
+    # --- signals -------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop = True
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop
+
+    def install_signal_handlers(self) -> None:
+        def on_term(signum: int, frame: FrameType | None) -> None:
+            log.info("signal %d: finishing the current step, then stopping", signum)
+            self.request_stop()
+
+        def on_hup(signum: int, frame: FrameType | None) -> None:
+            log.info("SIGHUP: reloading the configuration before the next cycle")
+            self.request_reload()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # --- the loop --------------------------------------------------------------
+
+    def run(self) -> int:
+        """Cycle until stopped; 0 on a clean stop, EXIT_RESTART after an upgrade."""
+        self.store.ensure_dir()
+        if not self.config.status_path.exists():
+            self._write_status(StatusReport(ProvisioningStatus.TRANSITIONING,
+                                            "GuestAttestation is starting"))
+        with ExitStack() as stack:
+            target = self._enter_target(stack)
+            due = self._first_due(self.store.load())
+            while not self._stop:
+                if not self._wait_until(due):
+                    break
+                if self._reload_requested:
+                    self._reload_requested = False
+                    if self._do_reload():
+                        stack.close()
+                        target = self._enter_target(stack)
+                result = self._cycle_in_child(target) if self.config.cycle_in_child \
+                    else self._cycle(target)
+                due = result.next_due
+                if self._hook is not None:
+                    self._hook.after_cycle(result.succeeded)
+                    if self.config.upgrade is not None and self._hook.maybe_upgrade():
+                        log.info("a new agent version was installed: exiting %d to restart",
+                                 EXIT_RESTART)
+                        return EXIT_RESTART
+        return 0
+
+    def run_once(self) -> CycleResult:
+        """One cycle now (``--once``), whatever the backoff says: an operator asked."""
+        self.store.ensure_dir()
+        with ExitStack() as stack:
+            target = self._enter_target(stack)
+            result = self._cycle(target)
+        if self._hook is not None:
+            self._hook.after_cycle(result.succeeded)
+        return result
+
+    def _first_due(self, state: AgentState) -> float:
+        now = self._clock()
+        due = now
+        if state.backoff_until is not None:
+            due = max(due, state.backoff_until)
+        same_boot = state.boot_id and state.boot_id == self._boot_id()
+        if same_boot and state.last_attempt is not None:
+            due = max(due, state.last_attempt + min(RESTART_GAP, self.config.interval))
+        if due > now:
+            log.info("state file: next attempt in %.0f s (backoff or recent attempt)", due - now)
+        return due
+
+    def _wait_until(self, due: float) -> bool:
+        """Sleep until ``due`` (heartbeat meanwhile); False when asked to stop."""
+        while not self._stop:
+            left = due - self._clock()
+            if left <= 0 or self._reload_requested:
+                return True
+            self._heartbeat(f"idle; next attestation in {left:.0f} s")
+            self._wake.clear()
+            if self._stop or self._reload_requested:
+                continue
+            self._wake.wait(min(left, HEARTBEAT_PERIOD))
+        return False
+
+    def _do_reload(self) -> bool:
+        if self._reload is None:
+            return False
+        try:
+            loaded = self._reload()
+        except BootwatchError as exc:
+            msg = f"configuration reload refused, keeping the previous one: {exc}"
+            log.error("%s", msg)
+            self._write_status(StatusReport(ProvisioningStatus.WARNING, msg))
+            return False
+        for w in loaded.warnings:
+            log.warning("%s", w)
+        self.config = loaded.config
+        self.store = StateStore(self.config.state_dir)
+        self.store.ensure_dir()
+        log.info("configuration reloaded from %s", self.config.source or "the environment")
+        return True
+
+    # --- one cycle -------------------------------------------------------------
+
+    def _enter_target(self, stack: ExitStack) -> _Target | PlatformError:
+        cfg = self.config
+        try:
+            if cfg.lab_vm:
+                from bootwatch.lab import Lab
+
+                vm = stack.enter_context(Lab(cfg.lab_dir).running(cfg.lab_vm))
+                return _Target(vm.tcti, cfg.log or vm.log_path)
+            return _Target(cfg.tcti or default_tcti(), cfg.log or SECURITYFS_LOG)
+        except PlatformError as exc:
+            return exc
+        except BootwatchError as exc:
+            return PlatformError(str(exc))
+
+    def _cycle_in_child(self, target: _Target | PlatformError) -> CycleResult:
+        """One cycle in a forked child: the TPM stack, httpx and cryptography are loaded
+        there and go away with it, so the idle daemon stays small.  The result comes back
+        pickled over a pipe from our own child (same program image, nothing foreign)."""
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            code = 1
+            try:
+                os.close(read_fd)
+                data = pickle.dumps(self._cycle(target))
+                with os.fdopen(write_fd, "wb") as out:
+                    out.write(data)
+                code = 0
+            except BaseException:  # the parent reports a child that produced nothing
+                log.exception("the cycle process failed")
+            finally:
+                os._exit(code)
+        os.close(write_fd)
+        with os.fdopen(read_fd, "rb") as inp:
+            data = inp.read()
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:  # pragma: no cover - PEP 475 retries already
+                continue
+        if data:
+            result = pickle.loads(data)  # noqa: S301 - our own child's output
+            if isinstance(result, CycleResult):
+                return result
+        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+               else f"exited {os.waitstatus_to_exitcode(status)}")
+        outcome = AttestOutcome(Verdict.PLATFORM_ERROR, f"the cycle process {how}",
+                                step=FailedHop.LOCAL.value)
+        message = f"GuestAttestation provisioning failed: {outcome.reason}"
+        status_report = StatusReport(ProvisioningStatus.ERROR, message, code=1)
+        self._write_status(status_report)
+        log.error("%s", message)
+        due = self._clock() + min(self.config.interval, BACKOFF_BASE)
+        return CycleResult(health=HealthStatus.PLATFORM_ERROR, status=status_report,
+                           outcome=outcome, next_due=due)
+
+    def _cycle(self, target: _Target | PlatformError) -> CycleResult:
+        cfg = self.config
+        now = self._clock()
+        state = self.store.load().after_boot(self._boot_id())
+        for w in self.store.warnings:
+            log.warning("%s", w)
+        self.store.warnings.clear()
+        url = cfg.url or cfg.shared_provider_url or ""
+        outcome: AttestOutcome | None = None
+        try:
+            if isinstance(target, PlatformError):
+                raise target
+            tcg_log = read_event_log(target.log_path)
+            url = cfg.attestation_url
+            proxy = choose_proxy(url, configured=cfg.proxy, configured_no_proxy=cfg.no_proxy,
+                                 environ=self._env)
+            from bootwatch.agent.evidence import read_os_info
+
+            outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca, os_info=read_os_info(),
+                                  pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout)
+        except BootwatchError as exc:
+            outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
+        from bootwatch.agent.identity import aik_facts
+
+        aik = aik_facts(outcome.aik_cert)
+        report = self._health_report(outcome, state, url, aik)
+        delivered: bool | None = None
+        delivery_error = ""
+        refused = False
+        retry_after = outcome.retry_after
+        body = encode_health_report(report)
+        if cfg.monitor_url:
+            if self._stop:
+                self.store.save_pending(body)
+                delivered, delivery_error = False, "abandoned (stopping); kept as pending"
+            else:
+                delivered, delivery_error, refused, monitor_retry = self._deliver(body)
+                if monitor_retry is not None:
+                    retry_after = max(retry_after or 0.0, monitor_retry)
+        status = self._status_for(outcome, aik, delivered, delivery_error, now, url)
+        failing = outcome.verdict in (Verdict.UNREACHABLE, Verdict.PLATFORM_ERROR) or (
+            delivered is False and not refused)
+        failures = state.consecutive_failures + 1 if failing else 0
+        if retry_after is not None:
+            # counted from when the answer came, not from the start of the cycle
+            next_due = self._clock() + retry_after
+        elif failing:
+            next_due = now + min(cfg.interval, BACKOFF_BASE * 2 ** (failures - 1))
+        else:
+            spread = cfg.interval * cfg.jitter
+            next_due = now + cfg.interval + self._rng.uniform(-spread, spread)
+        state = replace(
+            state,
+            last_attempt=now,
+            last_success=now if outcome.health is HealthStatus.HEALTHY else state.last_success,
+            last_health=outcome.health.value,
+            consecutive_failures=failures,
+            backoff_until=next_due if (failing or retry_after is not None) else None,
+            cycles=state.cycles + 1,
+        )
+        self.store.save(state)
+        self._write_status(status)
+        self._heartbeat(f"cycle {state.cycles} done: {outcome.health.value}")
+        level = logging.INFO if status.status is ProvisioningStatus.SUCCESS else logging.WARNING
+        log.log(level, "%s", status.message)
+        return CycleResult(
+            health=outcome.health, status=status, outcome=outcome, report=report,
+            delivered=delivered, delivery_error=delivery_error, report_refused=refused,
+            abandoned=self._stop, next_due=next_due,
+        )
+
+    def _health_report(self, outcome: AttestOutcome, state: AgentState, url: str,
+                       aik: AikFacts) -> HealthReport:
+        from bootwatch.agent.identity import resolve_vm_id
+
+        health = outcome.health
+        hop: FailedHop | None = None
+        if health is HealthStatus.PLATFORM_ERROR and outcome.step:
+            with contextlib.suppress(ValueError):
+                hop = FailedHop(outcome.step)
+        return HealthReport(
+            report_id=str(uuid.uuid4()),
+            vm_id=resolve_vm_id(aik, self.config.vm_id),
+            health_status=health,
+            time=datetime.fromtimestamp(self._clock(), UTC),
+            agent_version=self.version,
+            boot_counter=state.boot_counter,
+            attestation_token=outcome.token if health is HealthStatus.HEALTHY else None,
+            attestation_status_message=(outcome.reason if health is not
+                                        HealthStatus.PLATFORM_ERROR else "")[:2048],
+            platform_error_message=(outcome.reason if health is
+                                    HealthStatus.PLATFORM_ERROR else "")[:2048],
+            attestation_uri=url[:2048],
+            failed_hop=hop,
+            failed_target=(outcome.target or "")[:512] if hop else "",
+        )
+
+    def _deliver(self, body: bytes) -> tuple[bool, str, bool, float | None]:
+        """(delivered, error, refused, retry_after); keeps the body pending until taken."""
+        from bootwatch.agent.report import MonitorClient
+
+        cfg = self.config
+        assert cfg.monitor_url
+        self.store.save_pending(body)
+        proxy = choose_proxy(cfg.monitor_url, configured=cfg.proxy,
+                             configured_no_proxy=cfg.no_proxy, environ=self._env)
+        try:
+            with MonitorClient(cfg.monitor_url, ca=cfg.monitor_ca, proxy=proxy.url,
+                               timeout=cfg.timeout) as client:
+                delivery = client.send_body(body)
+        except ServiceError as exc:
+            self.store.clear_pending()
+            return False, str(exc), True, None
+        except TransportError as exc:
+            return False, f"health report not delivered to {cfg.monitor_url}: {exc.detail}", \
+                False, exc.retry_after
+        self.store.clear_pending()
+        log.debug("report %s %s", delivery.report_id,
+                  "stored" if delivery.stored else "was a duplicate")
+        return True, "", False, None
+
+    def _status_for(self, outcome: AttestOutcome, aik: AikFacts, delivered: bool | None,
+                    delivery_error: str, now: float, url: str) -> StatusReport:
+        health = outcome.health
+        if health is HealthStatus.PLATFORM_ERROR:
+            return StatusReport(ProvisioningStatus.ERROR,
+                                f"GuestAttestation provisioning failed: {outcome.reason}", code=1)
+        if health is HealthStatus.UNHEALTHY:
+            code = f" [{outcome.error_code}]" if outcome.error_code else ""
+            return StatusReport(ProvisioningStatus.WARNING,
+                                f"GuestAttestation attestation failed: VM is Unhealthy{code}: "
+                                f"{outcome.reason}")
+        if delivered is False:
+            return StatusReport(ProvisioningStatus.WARNING,
+                                f"GuestAttestation attested (Healthy) but {delivery_error}")
+        if aik.not_after is not None:
+            days = (aik.not_after.timestamp() - now) / 86400
+            if days < self.config.aik_renewal_days:
+                when = aik.not_after.strftime("%Y-%m-%dT%H:%M:%SZ")
+                return StatusReport(
+                    ProvisioningStatus.WARNING,
+                    f"GuestAttestation attested (Healthy) but the AIK certificate expires on "
+                    f"{when} (in {max(days, 0):.0f} days, under the "
+                    f"{self.config.aik_renewal_days}-day renewal threshold): renew it",
+                )
+        return StatusReport(ProvisioningStatus.SUCCESS,
+                            f"GuestAttestation provisioning succeeded: attested Healthy with {url}"
+                            + ("" if delivered is None else "; health report delivered"))
+
+    # --- files -----------------------------------------------------------------
+
+    def _write_status(self, status: StatusReport) -> None:
+        try:
+            write_status(self.config.status_path, status)
+        except OSError as exc:
+            log.error("cannot write the status file %s: %s", self.config.status_path,
+                      exc.strerror)
+
+    def _heartbeat(self, message: str) -> None:
+        try:
+            write_heartbeat(self.config.heartbeat_path, message)
+        except OSError as exc:
+            log.error("cannot write the heartbeat file %s: %s", self.config.heartbeat_path,
+                      exc.strerror)

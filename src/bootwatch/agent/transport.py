@@ -1,0 +1,190 @@
+"""HTTP(S) for the agent, with failures named by the hop that failed.
+
+One :class:`Transport` per base URL (keep-alive pool, optional proxy, optional
+CA bundle).  Every failure becomes a :class:`~bootwatch.errors.TransportError`
+whose ``step`` is a :class:`~bootwatch.protocol.health.FailedHop` value and
+whose ``target`` is the URL (``https://host:port``), because the person on
+call needs "TLS handshake with https://attest.example:443 failed: certificate
+verify failed (unable to get local issuer certificate)", not "connection
+failed".  429 and 5xx carry the server's ``Retry-After`` (seconds or an HTTP
+date) so the daemon can honour it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from bootwatch.agent.proxy import redact
+from bootwatch.errors import TransportError
+from bootwatch.protocol.health import FailedHop
+
+__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after"]
+
+#: no agent-side response is larger than a few hundred KB (metadata, tokens, reports)
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: Retry-After values above this are capped (a misconfigured server cannot park an agent)
+MAX_RETRY_AFTER = 24 * 3600.0
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+class Transport:
+    """One origin (scheme://host:port), one connection pool, failures named by hop."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        ca: Path | None = None,
+        proxy: str | None = None,
+        timeout: float = 15.0,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise TransportError(f"not an http(s) URL: {base_url!r}", step="protocol",
+                                 target=base_url)
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.origin = f"{parts.scheme}://{self.host}:{self.port}"
+        self.proxy = proxy
+        self.timeout = timeout
+        verify: ssl.SSLContext | bool = True
+        if ca is not None:
+            try:
+                verify = ssl.create_default_context(cafile=str(ca))
+            except (OSError, ssl.SSLError) as exc:
+                raise TransportError(f"cannot load the CA bundle {ca}: {exc}", step="tls",
+                                     target=self.origin) from None
+        # trust_env=False: the proxy is chosen by bootwatch.agent.proxy (libcurl's rules)
+        self.http = httpx.Client(
+            verify=verify, timeout=timeout, headers=headers or {}, follow_redirects=False,
+            proxy=proxy, trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def url(self, path_or_url: str) -> str:
+        return path_or_url if "://" in path_or_url else f"{self.base_url}{path_or_url}"
+
+    def send(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """One request; TransportError naming the hop for anything but an HTTP answer."""
+        url = self.url(path_or_url)
+        try:
+            resp = self.http.request(method, url, **kwargs)
+        except httpx.ProxyError as exc:
+            raise TransportError(
+                f"proxy CONNECT to {self.origin} through {redact(self.proxy or '')} "
+                f"failed: the proxy answered {exc}",
+                step=FailedHop.PROXY_CONNECT.value, target=self.origin,
+            ) from None
+        except httpx.ConnectTimeout:
+            hop = "the proxy " + redact(self.proxy) if self.proxy else self.origin
+            step = FailedHop.PROXY_CONNECT if self.proxy else FailedHop.TCP_CONNECT
+            raise TransportError(
+                f"no TCP connection to {hop} within {self.timeout:g} s",
+                step=step.value, target=self.origin,
+            ) from None
+        except httpx.TimeoutException:
+            raise TransportError(
+                f"{method} {url}: no answer within {self.timeout:g} s",
+                step=FailedHop.TIMEOUT.value, target=self.origin,
+            ) from None
+        except httpx.ConnectError as exc:
+            raise self._classify(exc) from None
+        except httpx.TransportError as exc:
+            raise TransportError(f"{method} {url}: {exc}", step="protocol",
+                                 target=self.origin) from None
+        if len(resp.content) > MAX_RESPONSE_BYTES:
+            raise TransportError(f"{method} {url}: response over {MAX_RESPONSE_BYTES} bytes",
+                                 step="protocol", target=self.origin)
+        return resp
+
+    def status_error(self, resp: httpx.Response, what: str = "") -> TransportError:
+        """An HTTP answer the caller cannot use, as the ``http_status`` hop."""
+        retry = None
+        if resp.status_code == 429 or resp.status_code >= 500:
+            retry = parse_retry_after(resp.headers.get("retry-after"))
+        line = f"HTTP {resp.status_code} {resp.reason_phrase}".rstrip()
+        extra = f" (Retry-After {retry:g} s)" if retry is not None else ""
+        return TransportError(
+            f"{resp.request.method} {resp.request.url} answered {line}{extra}{what}",
+            step=FailedHop.HTTP_STATUS.value, target=self.origin, retry_after=retry,
+        )
+
+    def _classify(self, exc: httpx.ConnectError) -> TransportError:
+        chain = _causes(exc)
+        for c in chain:
+            if isinstance(c, ssl.SSLCertVerificationError):
+                why = c.verify_message or c.reason or str(c)
+                return TransportError(
+                    f"TLS handshake with {self.origin} failed: certificate verify failed ({why})",
+                    step=FailedHop.TLS.value, target=self.origin,
+                )
+        ssl_err = next((c for c in chain if isinstance(c, ssl.SSLError)), None)
+        if ssl_err is not None or "SSL" in str(exc):
+            why = (ssl_err.reason or str(ssl_err)) if ssl_err is not None else str(exc)
+            return TransportError(
+                f"TLS handshake with {self.origin} failed: {why}",
+                step=FailedHop.TLS.value, target=self.origin,
+            )
+        if self.proxy:
+            return TransportError(
+                f"cannot connect to the proxy {redact(self.proxy)} for {self.origin}: {exc}",
+                step=FailedHop.PROXY_CONNECT.value, target=self.origin,
+            )
+        gai = next((c for c in chain if isinstance(c, socket.gaierror)), None)
+        if gai is not None or not _resolves(self.host):
+            why = gai.strerror if gai is not None and gai.strerror else "no address"
+            return TransportError(
+                f"DNS lookup of {self.host} (for {self.origin}) failed: {why}",
+                step=FailedHop.DNS.value, target=self.origin,
+            )
+        os_err = next((c for c in chain if isinstance(c, OSError) and c.strerror), None)
+        why = str(os_err.strerror) if os_err is not None else str(exc)
+        return TransportError(
+            f"TCP connection to {self.origin} failed: {why}",
+            step=FailedHop.TCP_CONNECT.value, target=self.origin,
+        )
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
+
+
+def _resolves(host: str) -> bool:
+    try:
+        socket.getaddrinfo(host, None)
+    except OSError:
+        return False
+    return True

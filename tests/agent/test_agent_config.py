@@ -1,0 +1,180 @@
+"""Agent configuration (TOML, environment, command line, Azure settings), proxy choice,
+import isolation, packaging (systemd-analyze verify, HandlerManifest)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bootwatch.agent.config import load_config
+from bootwatch.agent.install import install_plan, perform
+from bootwatch.agent.proxy import choose_proxy, redact
+from bootwatch.errors import ConfigError
+
+
+def test_precedence_command_line_over_file_over_environment(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('url = "https://file.example"\ninterval = 120\nmonitor_url = "http://m:1"\n')
+    env = {"BOOTWATCH_AGENT_URL": "https://env.example", "BOOTWATCH_AGENT_INTERVAL": "60",
+           "BOOTWATCH_AGENT_PCRS": "0-7,11"}
+    c = load_config(cfg, environ=env).config
+    assert (c.url, c.interval, c.pcrs) == ("https://file.example", 120.0, (*range(8), 11))
+    c = load_config(cfg, environ=env, overrides={"url": "https://cli.example",
+                                                 "interval": "30"}).config
+    assert (c.url, c.interval, c.monitor_url) == ("https://cli.example", 30.0, "http://m:1")
+
+
+def test_azure_extension_settings_as_azure_writes_them(tmp_path: Path) -> None:
+    settings = tmp_path / "0.settings"
+    settings.write_text(json.dumps({"runtimeSettings": [{"handlerSettings": {
+        "publicSettings": {"AttestationConfig": {
+            "MaaSettings": {"maaEndpoint": "sharedeus2.eus2.attest.azure.net",
+                            "maaTenantName": "GuestAttestation"},
+            "AscSettings": {"ascReportingEndpoint": "", "ascReportingFrequency": ""},
+            "useCustomToken": "false", "disableAlerts": "true"}}}}]}))
+    c = load_config(settings, environ={}).config
+    assert c.url == "https://sharedeus2.eus2.attest.azure.net"
+    assert c.maa_tenant_name == "GuestAttestation" and c.disable_alerts is True
+    assert c.monitor_url is None and c.interval == 3600.0 and c.use_custom_token is False
+    # an empty endpoint means the configured shared provider
+    toml = tmp_path / "a.toml"
+    toml.write_text('shared_provider_url = "https://shared.example"\n'
+                    '[AttestationConfig.MaaSettings]\nmaaEndpoint = ""\n')
+    assert load_config(toml, environ={}).config.attestation_url == "https://shared.example"
+    legacy = tmp_path / "legacy.json"
+    legacy.write_text('{"AttestationEndpointCfg": "https://legacy.example"}')
+    assert load_config(legacy, environ={}).config.url == "https://legacy.example"
+
+
+def test_unknown_keys_kept_and_warned_bad_values_name_key_and_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('url = "https://a.example"\ncolour = "blue"\n[upgrade]\nkey = "x"\n')
+    loaded = load_config(cfg, environ={})
+    assert loaded.config.extra == {"colour": "blue"}
+    assert loaded.warnings == (f"{cfg}: unknown key 'colour' (kept, ignored)",)
+    assert loaded.config.upgrade == {"key": "x"}
+    cfg.write_text('interval = "soon"\n')
+    with pytest.raises(ConfigError, match=rf"{cfg}: key 'interval': 'soon' is not a number"):
+        load_config(cfg, environ={})
+    cfg.write_text('[AttestationConfig]\ndisableAlerts = "maybe"\n')
+    with pytest.raises(ConfigError, match=r"key 'AttestationConfig\.disableAlerts': must be true"):
+        load_config(cfg, environ={})
+    cfg.write_text("url = \n")
+    with pytest.raises(ConfigError, match=rf"{cfg}: not TOML: .*line 1"):
+        load_config(cfg, environ={})
+    with pytest.raises(ConfigError, match="environment BOOTWATCH_AGENT_JITTER: key 'jitter'"):
+        load_config(None, environ={"BOOTWATCH_AGENT_JITTER": "2"})
+    with pytest.raises(ConfigError, match="--interval: key 'interval'"):
+        load_config(None, environ={}, overrides={"interval": "0"})
+
+
+def test_proxy_choice_follows_libcurl() -> None:
+    env = {"https_proxy": "http://lower:1", "HTTPS_PROXY": "http://upper:2",
+           "ALL_PROXY": "http://all:3", "http_proxy": "http://plain:4", "HTTP_PROXY": "x:5"}
+    pick = lambda url, **kw: choose_proxy(url, configured=kw.get("c"),  # noqa: E731
+                                          configured_no_proxy=kw.get("n"),
+                                          environ=kw.get("env", env))
+    assert pick("https://a.example").url == "http://lower:1"
+    assert pick("https://a.example", env={"HTTPS_PROXY": "upper:2"}).url == "http://upper:2"
+    assert pick("http://a.example", env={"HTTP_PROXY": "http://x:5"}).url is None
+    assert pick("http://a.example").url == "http://plain:4"
+    assert pick("https://a.example", env={"ALL_PROXY": "http://all:3"}).url == "http://all:3"
+    assert pick("https://a.example", c="http://cfg:9").url == "http://cfg:9"
+    assert pick("https://a.example", c="").url is None
+    no = dict(env, NO_PROXY="example.com,10.0.0.0/8,.corp")
+    assert pick("https://x.example.com", env=no).url is None
+    assert pick("https://example.com.evil", env=no).url == "http://lower:1"
+    assert pick("https://10.1.2.3", env=no).url is None
+    assert pick("https://a.corp", env=no).url is None
+    assert pick("https://x.example.com", env=no, c="http://cfg:9").url is None
+    assert pick("https://x.example.com", env=no, n="").url == "http://lower:1"
+    for platform in ("http://169.254.169.254/metadata", "http://168.63.129.16/",
+                     "https://169.254.1.1"):
+        assert pick(platform, c="http://cfg:9").url is None
+    assert redact("http://user:pw@proxy:3128") == "http://***@proxy:3128"
+
+
+def test_agent_does_not_import_the_verifier_or_server_stack() -> None:
+    code = (
+        "import sys\n"
+        "import bootwatch.agent.daemon, bootwatch.agent.config, bootwatch.agent.netcheck\n"
+        "import bootwatch.agent.install, bootwatch.agent.report, bootwatch.agent.attestation\n"
+        "import bootwatch.agent.evidence, bootwatch.agent.unseal, bootwatch.agent.client\n"
+        "import bootwatch.cli.agent_run\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy',\n"
+        "       'uvicorn', 'alembic', 'prometheus_client', 'starlette')\n"
+        "       or m.startswith(('bootwatch.attest', 'bootwatch.service'))]\n"
+        "print(','.join(sorted(bad)))\n"
+        "assert 'bootwatch.agent.daemon' in sys.modules\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == ""
+
+
+def test_install_layout_and_systemd_analyze_verify(tmp_path: Path) -> None:
+    exe = Path(shutil.which("bootwatch") or sys.executable)
+    plan = install_plan(tmp_path, executable=exe)
+    perform(plan)
+    unit = tmp_path / "etc/systemd/system/bootwatch-agent.service"
+    text = unit.read_text()
+    for line in ("Type=simple", "Restart=on-failure", "ProtectSystem=strict",
+                 "NoNewPrivileges=yes", "PrivateTmp=yes", "User=bootwatch",
+                 "SupplementaryGroups=tss", "DevicePolicy=closed", "DeviceAllow=/dev/tpmrm0 rw",
+                 "StateDirectory=bootwatch"):
+        assert line in text.splitlines()
+    manifest = json.loads((tmp_path / "usr/lib/bootwatch/extension/HandlerManifest.json")
+                          .read_text())
+    commands = manifest[0]["handlerManifest"]
+    assert {k for k in commands if k.endswith("Command")} == {
+        "installCommand", "enableCommand", "disableCommand", "uninstallCommand",
+        "updateCommand"}
+    assert "m bootwatch tss" in (tmp_path / "usr/lib/sysusers.d/bootwatch.conf").read_text()
+    assert (tmp_path / "var/lib/bootwatch").is_dir()
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.fail("systemd-analyze not installed (scripts/setup installs systemd)")
+    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True,
+                         timeout=60)
+    # verify exits 0 on unknown values too (it only warns): any output is a failure
+    assert res.returncode == 0 and res.stderr.strip() == "" and res.stdout.strip() == "", \
+        res.stderr
+    # and it does catch a broken unit
+    broken = tmp_path / "broken.service"
+    broken.write_text(text.replace("Restart=on-failure", "Restart=sometimes"))
+    res = subprocess.run([analyze, "verify", str(broken)], capture_output=True, text=True,
+                         timeout=60)
+    assert "sometimes" in res.stderr
+
+
+def test_install_dry_run_writes_nothing(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, "-m", "bootwatch.cli.main", "agent", "install",
+                          "--prefix", str(tmp_path / "root"), "--dry-run"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "would write" in res.stdout and "bootwatch-agent.service" in res.stdout
+    assert not (tmp_path / "root").exists()
+
+
+def test_real_machine_defaults(tmp_path: Path) -> None:
+    from bootwatch.agent.errors import PlatformError
+    from bootwatch.agent.platform import default_tcti, read_event_log
+
+    rm, raw = tmp_path / "tpmrm0", tmp_path / "tpm0"
+    with pytest.raises(PlatformError, match=f"neither {rm} nor {raw} exists"):
+        default_tcti((rm, raw))
+    raw.touch()
+    assert default_tcti((rm, raw)) == f"device:{raw}"
+    rm.touch()
+    assert default_tcti((rm, raw)) == f"device:{rm}"
+    with pytest.raises(PlatformError, match=f"{tmp_path / 'nope'} does not exist"):
+        read_event_log(tmp_path / "nope")
+    (tmp_path / "empty").write_bytes(b"")
+    with pytest.raises(PlatformError, match="is empty"):
+        read_event_log(tmp_path / "empty")

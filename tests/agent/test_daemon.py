@@ -1,0 +1,237 @@
+"""The agent daemon end to end: real swtpm lab VMs, the real attestation service over
+HTTPS, the monitor test server; cycles, reports, backoff, state, signals, upgrade hook."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+
+from bootwatch.agent.config import load_config
+from bootwatch.agent.daemon import EXIT_RESTART, AgentDaemon
+from bootwatch.protocol.health import FailedHop, HealthStatus
+
+pytestmark = pytest.mark.swtpm
+
+BOOTWATCH = [sys.executable, "-m", "bootwatch.cli.main"]
+
+
+def _write_config(path: Path, **keys: Any) -> Path:
+    lines = []
+    for k, v in keys.items():
+        plain = isinstance(v, float | int) and not isinstance(v, bool)
+        lines.append(f"{k} = {v if plain else json.dumps(v)}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _base(svc: Any, vm: Any, tmp_path: Path, monitor: Any = None, **more: Any) -> dict[str, Any]:
+    keys: dict[str, Any] = {
+        "url": svc.url, "ca": str(svc.ca), "lab_vm": vm.name, "lab_dir": str(svc.lab.root),
+        "state_dir": str(tmp_path / "state"), "interval": 1, "jitter": 0,
+        # daemons run in a thread of this (threaded) test process: no fork here; the
+        # subprocess test below runs cycles in forked children, as in production
+        "cycle_in_child": False,
+    }
+    if monitor is not None:
+        keys["monitor_url"] = monitor.url
+    keys.update(more)
+    return keys
+
+
+def _status(path: Path) -> dict[str, Any]:
+    doc = json.loads(path.read_text())
+    assert isinstance(doc, list) and doc[0]["version"] == 1.0
+    return dict(doc[0]["status"])
+
+
+class FakeHook:
+    def __init__(self, upgrade_after: int | None = None) -> None:
+        self.calls: list[bool] = []
+        self.asked = 0
+        self.upgrade_after = upgrade_after
+
+    def after_cycle(self, succeeded: bool) -> None:
+        self.calls.append(succeeded)
+
+    def maybe_upgrade(self) -> bool:
+        self.asked += 1
+        return self.upgrade_after is not None and self.asked >= self.upgrade_after
+
+
+def test_daemon_cycles_report_and_restart_keeps_state(attest_service: Any, cos_vm: Any,
+                                                      monitor: Any, tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         monitor))
+    daemon = AgentDaemon(load_config(cfg, environ={}))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while len(monitor.state.reports) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    daemon.request_stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    reports = monitor.state.reports
+    assert len(reports) >= 3
+    for r in reports:
+        assert r.health_status is HealthStatus.HEALTHY
+        assert r.attestation_uri == attest_service.url
+        assert r.boot_counter == reports[0].boot_counter
+    # the VM id the agent reports is the one the token carries
+    claims = jwt.decode(reports[0].attestation_token, options={"verify_signature": False})
+    assert reports[0].vm_id == claims["x-ms-azurevm-vmid"] == cos_vm.vm_id.upper()
+    status = _status(tmp_path / "state" / "status" / "0.status")
+    assert status["status"] == "success" and status["name"] == "GuestAttestation"
+    assert "provisioning succeeded" in status["formattedMessage"]["message"]
+    beat = json.loads((tmp_path / "state" / "status" / "heartbeat.json").read_text())
+    assert beat[0]["heartbeat"]["status"] == "ready"
+    state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+    assert state["cycles"] == len(reports) and state["last_success"] is not None
+    # a restart keeps the state: same boot counter, cycles continue, no immediate flood
+    again = AgentDaemon(load_config(cfg, environ={}))
+    result = again.run_once()
+    assert result.health is HealthStatus.HEALTHY and result.exit_code == 0
+    after = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+    assert after["cycles"] == state["cycles"] + 1
+    assert after["boot_counter"] == state["boot_counter"] == reports[0].boot_counter
+    assert monitor.state.reports[-1].boot_counter == state["boot_counter"]
+
+
+def test_retry_after_from_the_monitor_is_honoured_across_a_restart(
+        attest_service: Any, cos_vm: Any, monitor: Any, tmp_path: Path) -> None:
+    monitor.state.fail_next = 1
+    monitor.state.retry_after = "3"
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         monitor))
+    first = AgentDaemon(load_config(cfg, environ={})).run_once()
+    assert first.delivered is False and "Retry-After 3 s" in first.delivery_error
+    assert first.exit_code == 2
+    assert _status(tmp_path / "state" / "status" / "0.status")["status"] == "warning"
+    state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+    assert 3 <= state["backoff_until"] - state["last_attempt"] < 3 + 10
+    assert (tmp_path / "state" / "pending-report.json").exists()
+    # a new daemon (a restart) waits for the Retry-After before its next attempt
+    daemon = AgentDaemon(load_config(cfg, environ={}))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    deadline = time.monotonic() + 90
+    while not monitor.state.reports and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon.request_stop()
+    thread.join(timeout=30)
+    assert monitor.state.reports, "the report was never delivered"
+    gap = monitor.state.attempts[1] - monitor.state.attempts[0]
+    assert gap >= 3.0 - 0.05
+    assert not (tmp_path / "state" / "pending-report.json").exists()
+
+
+def test_once_exit_codes_and_platform_errors(attest_service: Any, cos_vm: Any, sboff_vm: Any,
+                                             monitor: Any, tmp_path: Path) -> None:
+    env = dict(os.environ, BOOTWATCH_LAB_DIR=str(attest_service.lab.root))
+    common = ["agent", "run", "--once", "--url", attest_service.url, "--ca",
+              str(attest_service.ca), "--monitor-url", monitor.url, "--interval", "5"]
+    ok = subprocess.run([*BOOTWATCH, *common, "--lab-vm", cos_vm.name, "--state-dir",
+                         str(tmp_path / "a")], capture_output=True, text=True, env=env,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert ok.stdout.startswith("Healthy: GuestAttestation provisioning succeeded")
+    deny = subprocess.run([*BOOTWATCH, *common, "--lab-vm", sboff_vm.name, "--state-dir",
+                           str(tmp_path / "b"), "--status-file", str(tmp_path / "b.status")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert deny.returncode == 1, deny.stdout + deny.stderr
+    status = _status(tmp_path / "b.status")
+    assert status["status"] == "warning"
+    assert "PolicyEvaluationError" in status["formattedMessage"]["message"]
+    assert monitor.state.reports[-1].health_status is HealthStatus.UNHEALTHY
+    empty = tmp_path / "empty.bin"
+    empty.write_bytes(b"")
+    for log, words in ((empty, "is empty"), (tmp_path / "missing.bin", "does not exist")):
+        res = subprocess.run([*BOOTWATCH, *common, "--lab-vm", cos_vm.name, "--log", str(log),
+                              "--state-dir", str(tmp_path / "c")],
+                             capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "Traceback" not in res.stderr
+        message = _status(tmp_path / "c" / "status" / "0.status")["formattedMessage"]["message"]
+        assert message.startswith("GuestAttestation provisioning failed: ")
+        assert str(log) in message and words in message
+        last = monitor.state.reports[-1]
+        assert last.health_status is HealthStatus.PLATFORM_ERROR
+        assert last.failed_hop is FailedHop.LOCAL and str(log) in last.platform_error_message
+
+
+def test_sigterm_stops_cleanly_and_sighup_reloads(attest_service: Any, cos_vm: Any,
+                                                  monitor: Any, tmp_path: Path) -> None:
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         interval=600, cycle_in_child=True))
+    status_file = tmp_path / "state" / "status" / "0.status"
+    proc = subprocess.Popen([*BOOTWATCH, "agent", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if status_file.exists() and _status(status_file)["status"] == "success":
+                break
+            time.sleep(0.1)
+        assert _status(status_file)["status"] == "success"
+        assert not monitor.state.reports  # no monitor configured yet
+        # SIGHUP: the new configuration (now with a monitor) is used at once
+        _write_config(cfg, **_base(attest_service, cos_vm, tmp_path, monitor, interval=600,
+                                   cycle_in_child=True))
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 60
+        while not monitor.state.reports and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(monitor.state.reports) == 1
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "reloading the configuration" in err
+    assert "Traceback" not in err
+
+
+def test_upgrade_hook_called_after_each_cycle(attest_service: Any, cos_vm: Any,
+                                              tmp_path: Path) -> None:
+    keys = _base(attest_service, cos_vm, tmp_path)
+    plain = _write_config(tmp_path / "plain.toml", **keys)
+    hook = FakeHook(upgrade_after=1)
+    result = AgentDaemon(load_config(plain, environ={}), upgrade_hook=hook).run_once()
+    assert result.succeeded and hook.calls == [True] and hook.asked == 0
+    # with an [upgrade] table the daemon asks, and exits EXIT_RESTART when one was installed
+    with_upgrade = tmp_path / "upgrade.toml"
+    with_upgrade.write_text(plain.read_text() + '\n[upgrade]\nchannel = "stable"\n')
+    loaded = load_config(with_upgrade, environ={})
+    assert loaded.warnings == () and loaded.config.upgrade == {"channel": "stable"}
+    hook = FakeHook(upgrade_after=2)
+    daemon = AgentDaemon(loaded, upgrade_hook=hook)
+    assert daemon.run() == EXIT_RESTART
+    assert hook.calls == [True, True] and hook.asked == 2
+
+
+def test_aik_certificate_near_expiry_is_a_warning(attest_service: Any, cos_vm: Any,
+                                                  tmp_path: Path) -> None:
+    aik_days = (cos_vm.aik_cert.not_valid_after_utc.timestamp() - time.time()) / 86400
+    keys = _base(attest_service, cos_vm, tmp_path, aik_renewal_days=int(aik_days) + 2)
+    result = AgentDaemon(load_config(_write_config(tmp_path / "a.toml", **keys),
+                                     environ={})).run_once()
+    assert result.health is HealthStatus.HEALTHY
+    assert result.status.status.value == "warning"
+    assert "AIK certificate expires on" in result.status.message
+    assert "renew" in result.status.message
+    keys["aik_renewal_days"] = max(int(aik_days) - 2, 0)
+    result = AgentDaemon(load_config(_write_config(tmp_path / "b.toml", **keys),
+                                     environ={})).run_once()
+    assert result.status.status.value == "success"
