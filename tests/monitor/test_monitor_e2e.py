@@ -467,3 +467,30 @@ def test_release_routes_see_the_fleet_agents(deploy: DeploymentFactory, vms: dic
     assert any(a.vm_id == vms["quiet"] and a.agent_version == "0.1.0"
                for a in d.container.monitor.agents())
     d.server.stop()
+
+
+def test_the_agent_daemon_reports_to_the_server(dep: Deployment, lab: Lab, vms: dict[str, str],
+                                                tmp_path: Any) -> None:
+    """`bootwatch agent run --once` against `bootwatch server`: the cycle's report arrives,
+    its token verifies, and the VM shows the agent's version (issue 12 joined to 11)."""
+    import os
+    import subprocess
+    import sys
+
+    name = _name(vms, "daemon")
+    vm_id = lab.create_vm(name, COS101).vm_id.upper()
+    enable(dep, vm_id, name=name)
+    cmd = [sys.executable, "-c", "from bootwatch.cli.main import main; main()",
+           "agent", "run", "--once", "--lab-vm", name, "--url", dep.url, "--ca", dep.ca,
+           "--monitor-url", dep.url, "--monitor-ca", dep.ca, "--state-dir", str(tmp_path)]
+    env = dict(os.environ, BOOTWATCH_LAB_DIR=str(lab.root))
+    for _ in range(2):  # two cycles: the second sees the state the first left
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stdout + res.stderr
+    dep.container.sink.flush()
+    v = dep.vm(vm_id)
+    assert v["state"] == "healthy", v["state_reason"]
+    assert v["last_report_status"] == "Healthy" and v["last_report_verified"] is True
+    assert v["agent_version"]
+    status = json.loads((tmp_path / "status" / "0.status").read_text())
+    assert status[0]["status"]["status"] == "success"

@@ -57,13 +57,26 @@ def run_cmd(config_file: Path | None, once: bool, log_file: str | None, **option
     def load() -> Any:
         return load_config(config_file, overrides=overrides)
 
-    daemon = AgentDaemon(load(), reload=load)
+    loaded = load()
+    daemon = AgentDaemon(loaded, reload=load, upgrade_hook=_upgrader(loaded, config_file))
     if once:
         result = daemon.run_once()
         click.echo(f"{result.health.value}: {result.status.message}")
         click.get_current_context().exit(result.exit_code)
     daemon.install_signal_handlers()
     click.get_current_context().exit(daemon.run())
+
+
+def _upgrader(loaded: Any, config_file: Path | None) -> Any:
+    """The signed-upgrade hook when the configuration has an ``[upgrade]`` table."""
+    config = getattr(loaded, "config", loaded)
+    table = getattr(config, "upgrade", None)
+    if not table:
+        return None
+    from bootwatch.agent.upgrade import AgentUpgrader, parse_upgrade_config
+
+    upgrade = parse_upgrade_config(table, source=str(config_file or "configuration"))
+    return AgentUpgrader(upgrade, vm_id=getattr(config, "vm_id", None))
 
 
 @click.command("netcheck")
