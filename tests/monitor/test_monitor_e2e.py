@@ -426,25 +426,6 @@ def test_metrics_count_states_and_alerts(dep: Deployment) -> None:
     assert 'bootwatch_monitor_outcomes_total{duplicate="false",verdict="permit"}' in text
 
 
-def test_a_restart_loses_no_alert_or_state(dep: Deployment, deploy: DeploymentFactory) -> None:
-    with dep.client() as c:
-        before_vms = {v["vm_id"]: v["state"] for v in c.get("/api/v1/vms",
-                                                            params={"limit": 1000}).json()["items"]}
-        before_alerts = {(a["id"], a["status"]) for a in c.get(
-            "/api/v1/alerts", params={"limit": 1000}).json()["items"]}
-    dep.server.stop()
-    again = deploy(data_dir=dep.settings.data_dir, stale_after_seconds=3600.0)
-    with again.client() as c:
-        after_vms = {v["vm_id"]: v["state"] for v in c.get("/api/v1/vms",
-                                                           params={"limit": 1000}).json()["items"]}
-        after_alerts = {(a["id"], a["status"]) for a in c.get(
-            "/api/v1/alerts", params={"limit": 1000}).json()["items"]}
-    assert after_alerts == before_alerts
-    # states are recomputed on events; nothing changed in between except time passing
-    assert {k: v for k, v in after_vms.items() if v != "stale"} == {
-        k: v for k, v in before_vms.items() if v != "stale"}
-
-
 def test_release_routes_see_the_fleet_agents(deploy: DeploymentFactory, vms: dict[str, str],
                                              tmp_path: Any) -> None:
     from cryptography.hazmat.primitives import serialization
@@ -494,3 +475,23 @@ def test_the_agent_daemon_reports_to_the_server(dep: Deployment, lab: Lab, vms: 
     assert v["agent_version"]
     status = json.loads((tmp_path / "status" / "0.status").read_text())
     assert status[0]["status"]["status"] == "success"
+
+
+# last: it stops the module's deployment
+def test_a_restart_loses_no_alert_or_state(dep: Deployment, deploy: DeploymentFactory) -> None:
+    with dep.client() as c:
+        before_vms = {v["vm_id"]: v["state"] for v in c.get("/api/v1/vms",
+                                                            params={"limit": 1000}).json()["items"]}
+        before_alerts = {(a["id"], a["status"]) for a in c.get(
+            "/api/v1/alerts", params={"limit": 1000}).json()["items"]}
+    dep.server.stop()
+    again = deploy(data_dir=dep.settings.data_dir, stale_after_seconds=3600.0)
+    with again.client() as c:
+        after_vms = {v["vm_id"]: v["state"] for v in c.get("/api/v1/vms",
+                                                           params={"limit": 1000}).json()["items"]}
+        after_alerts = {(a["id"], a["status"]) for a in c.get(
+            "/api/v1/alerts", params={"limit": 1000}).json()["items"]}
+    assert after_alerts == before_alerts
+    # states are recomputed on events; nothing changed in between except time passing
+    assert {k: v for k, v in after_vms.items() if v != "stale"} == {
+        k: v for k, v in before_vms.items() if v != "stale"}

@@ -23,7 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -165,6 +165,27 @@ def pcrs_from_json(text: str) -> dict[int, str]:
     return {int(k): str(v) for k, v in json.loads(text).items()}
 
 
+@dataclass
+class _Ctx:
+    """Rows one transaction has loaded, kept in ``session.info`` so a batch of outcome
+    events costs a handful of queries, not a dozen per event.  Every write path keeps
+    it current (new alerts appended, closed ones removed, new baselines added)."""
+
+    alerts: dict[str, list[AlertRow]] = field(default_factory=dict)
+    recs: dict[str, dict[str, RecommendationRow]] = field(default_factory=dict)
+    variants_vm: dict[str, list[BaselineRow]] = field(default_factory=dict)
+    variants_group: dict[str, list[BaselineRow]] = field(default_factory=dict)
+    boots: dict[tuple[str, str], BootRow] = field(default_factory=dict)
+    suppressions: list[SuppressionRow] | None = None
+
+
+def _ctx(session: Session) -> _Ctx:
+    ctx = session.info.get("bootwatch")
+    if ctx is None:
+        ctx = session.info["bootwatch"] = _Ctx()
+    return ctx
+
+
 @dataclass(frozen=True)
 class ReportResult:
     report_id: str
@@ -240,7 +261,10 @@ class Monitor:
             last_report_message="", last_failed_target="", agent_version="", open_alerts=0,
         )
         session.add(vm)
-        session.flush()
+        ctx = _ctx(session)
+        ctx.alerts.setdefault(vm_id, [])
+        ctx.recs.setdefault(vm_id, {})
+        ctx.variants_vm.setdefault(vm_id, [])
         return vm
 
     def find_vm(self, session: Session, ref: str) -> VmRow:
@@ -337,10 +361,12 @@ class Monitor:
             return []
         now = self.clock()
         stored: list[bool] = []
-        with self.write_tx() as session:
+        with self.write_tx() as session, session.no_autoflush:
             ids = [e.event_id for e in events]
             seen = set(session.scalars(select(OutcomeRow.event_id)
                                        .where(OutcomeRow.event_id.in_(ids))).all())
+            self._preload(session, {normalise_vm_id(e.subject_vm_id or "") for e in events
+                                    if e.event_id not in seen} - {""})
             for ev in events:
                 if ev.event_id in seen:
                     stored.append(False)
@@ -351,6 +377,41 @@ class Monitor:
         for ev, ok in zip(events, stored, strict=True):
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
         return stored
+
+    def _preload(self, session: Session, vm_ids: set[str]) -> None:
+        """Load every row the events of these VMs may touch, in six queries."""
+        if not vm_ids:
+            return
+        ctx = _ctx(session)
+        ids = sorted(vm_ids)
+        vms = session.scalars(select(VmRow).where(VmRow.vm_id.in_(ids))).all()
+        groups = sorted({v.group_name for v in vms if v.group_name})
+        for vm_id in ids:
+            ctx.alerts.setdefault(vm_id, [])
+            ctx.recs.setdefault(vm_id, {})
+            ctx.variants_vm.setdefault(vm_id, [])
+        for group in groups:
+            ctx.variants_group.setdefault(group, [])
+        for alert in session.scalars(select(AlertRow).where(
+                AlertRow.vm_id.in_(ids), AlertRow.status.in_(_OPEN))):
+            ctx.alerts[alert.vm_id].append(alert)
+        for rec in session.scalars(select(RecommendationRow).where(
+                RecommendationRow.vm_id.in_(ids))):
+            ctx.recs[rec.vm_id][rec.key] = rec
+        cond = [BaselineRow.vm_id.in_(ids)]
+        if groups:
+            cond.append(BaselineRow.group_name.in_(groups))
+        for base in session.scalars(select(BaselineRow).where(or_(*cond))
+                                    .order_by(BaselineRow.id)):
+            if base.vm_id is not None:
+                ctx.variants_vm[base.vm_id].append(base)
+            elif base.group_name is not None:
+                ctx.variants_group[base.group_name].append(base)
+        last = [v.last_boot_id for v in vms if v.last_boot_id is not None]
+        for boot in session.scalars(select(BootRow).where(BootRow.id.in_(last))):
+            ctx.boots[(boot.vm_id, boot.boot_key)] = boot
+        if ctx.suppressions is None:
+            ctx.suppressions = list(session.scalars(select(SuppressionRow)))
 
     def _apply_outcome(self, session: Session, ev: OutcomeEvent, now: datetime) -> None:
         vm_id = normalise_vm_id(ev.subject_vm_id or "")
@@ -393,9 +454,12 @@ class Monitor:
         key = hashlib.sha256(
             (_pcrs_json(pcrs) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
         ).hexdigest()
-        boot = session.scalars(
-            select(BootRow).where(BootRow.vm_id == vm_id, BootRow.boot_key == key)
-        ).first()
+        ctx = _ctx(session)
+        boot = ctx.boots.get((vm_id, key))
+        if boot is None:
+            boot = session.scalars(
+                select(BootRow).where(BootRow.vm_id == vm_id, BootRow.boot_key == key)
+            ).first()
         if boot is None:
             boot = BootRow(
                 vm_id=vm_id, boot_key=key, reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
@@ -405,12 +469,13 @@ class Monitor:
                 first_seen=ev.time, last_seen=ev.time,
             )
             session.add(boot)
-            session.flush()
+            session.flush([boot])
         else:
             boot.last_seen = max(as_utc(boot.last_seen), ev.time)
             boot.verdict = ev.verdict.value
             boot.reason = ev.reason[:4000]
             boot.policy_hash = ev.policy_hash
+        ctx.boots[(vm_id, key)] = boot
         return boot
 
     def _alerts_for_outcome(
@@ -577,11 +642,19 @@ class Monitor:
     # --- baselines ------------------------------------------------------------
 
     def _variants(self, session: Session, vm: VmRow) -> list[BaselineRow]:
-        cond = [BaselineRow.vm_id == vm.vm_id]
+        ctx = _ctx(session)
+        if vm.vm_id not in ctx.variants_vm:
+            ctx.variants_vm[vm.vm_id] = list(session.scalars(
+                select(BaselineRow).where(BaselineRow.vm_id == vm.vm_id)
+                .order_by(BaselineRow.id)))
+        out = list(ctx.variants_vm[vm.vm_id])
         if vm.group_name:
-            cond.append(BaselineRow.group_name == vm.group_name)
-        return list(session.scalars(select(BaselineRow).where(or_(*cond))
-                                    .order_by(BaselineRow.id)).all())
+            if vm.group_name not in ctx.variants_group:
+                ctx.variants_group[vm.group_name] = list(session.scalars(
+                    select(BaselineRow).where(BaselineRow.group_name == vm.group_name)
+                    .order_by(BaselineRow.id)))
+            out.extend(ctx.variants_group[vm.group_name])
+        return sorted(out, key=lambda b: b.id)
 
     def _add_baseline(self, session: Session, vm: VmRow, boot: BootRow, origin: str,
                       by: str, now: datetime, *, group: bool = False,
@@ -592,7 +665,12 @@ class Monitor:
             events=boot.events, source_boot_id=boot.id, created_at=now, created_by=by,
         )
         session.add(base)
-        session.flush()
+        session.flush([base])
+        ctx = _ctx(session)
+        if group:
+            ctx.variants_group.setdefault(vm.group_name, []).append(base)
+        else:
+            ctx.variants_vm.setdefault(vm.vm_id, []).append(base)
         return base
 
     def approve(self, ref: str, *, boot_id: int | None = None, group: bool = False,
@@ -670,18 +748,21 @@ class Monitor:
     # --- alerts -------------------------------------------------------------
 
     def _open_alerts(self, session: Session, vm_id: str) -> list[AlertRow]:
-        return list(session.scalars(select(AlertRow).where(
-            AlertRow.vm_id == vm_id, AlertRow.status.in_(_OPEN))).all())
+        ctx = _ctx(session)
+        if vm_id not in ctx.alerts:
+            ctx.alerts[vm_id] = list(session.scalars(select(AlertRow).where(
+                AlertRow.vm_id == vm_id, AlertRow.status.in_(_OPEN))))
+        return list(ctx.alerts[vm_id])
 
     def _suppressed(self, session: Session, vm: VmRow, reason: AlertReason) -> bool:
-        cond = [SuppressionRow.vm_id == vm.vm_id]
-        if vm.group_name:
-            cond.append(SuppressionRow.group_name == vm.group_name)
-        rule = session.scalars(select(SuppressionRow).where(
-            or_(*cond),
-            or_(SuppressionRow.reason.is_(None), SuppressionRow.reason == reason.value),
-        ).limit(1)).first()
-        return rule is not None
+        ctx = _ctx(session)
+        if ctx.suppressions is None:
+            ctx.suppressions = list(session.scalars(select(SuppressionRow)))
+        return any(
+            (r.vm_id == vm.vm_id or (vm.group_name and r.group_name == vm.group_name))
+            and (r.reason is None or r.reason == reason.value)
+            for r in ctx.suppressions
+        )
 
     def _raise(self, session: Session, vm: VmRow, reason: AlertReason, severity: Severity,
                now: datetime, *, description: str, extended: dict[str, str],
@@ -691,8 +772,8 @@ class Monitor:
             return
         key = f"{vm.vm_id}:{reason.value}"
         diff_text = json.dumps([d.to_json() for d in diff], separators=(",", ":"))
-        alert = session.scalars(select(AlertRow).where(
-            AlertRow.correlation_key == key, AlertRow.status.in_(_OPEN)).limit(1)).first()
+        alert = next((a for a in self._open_alerts(session, vm.vm_id)
+                      if a.correlation_key == key), None)
         if alert is not None:
             alert.count += 1
             alert.last_seen = now
@@ -716,16 +797,16 @@ class Monitor:
             status_changed_by="",
         )
         session.add(alert)
-        session.flush()
+        _ctx(session).alerts.setdefault(vm.vm_id, []).append(alert)
         self.metrics.alert_opened(reason.value, severity.value)
         self._notify(session, "alert.opened", alert, vm, now)
 
     def _resolve(self, session: Session, vm: VmRow, reasons: Sequence[AlertReason],
                  now: datetime, why: str) -> None:
-        keys = [f"{vm.vm_id}:{r.value}" for r in reasons]
-        for alert in session.scalars(select(AlertRow).where(
-                AlertRow.correlation_key.in_(keys), AlertRow.status.in_(_OPEN))).all():
-            self._set_status(session, alert, AlertStatus.RESOLVED, now, why)
+        keys = {f"{vm.vm_id}:{r.value}" for r in reasons}
+        for alert in self._open_alerts(session, vm.vm_id):
+            if alert.correlation_key in keys:
+                self._set_status(session, alert, AlertStatus.RESOLVED, now, why)
 
     def _set_status(self, session: Session, alert: AlertRow, status: AlertStatus,
                     now: datetime, by: str) -> None:
@@ -733,6 +814,9 @@ class Monitor:
         alert.status_changed_by = by[:128]
         if status in (AlertStatus.RESOLVED, AlertStatus.DISMISSED):
             alert.end_time = now
+            open_list = _ctx(session).alerts.get(alert.vm_id)
+            if open_list is not None and alert in open_list:
+                open_list.remove(alert)
         vm = session.get(VmRow, alert.vm_id)
         self._notify(session, f"alert.{status.value}", alert, vm, now)
 
@@ -790,15 +874,14 @@ class Monitor:
     # --- state and recommendations --------------------------------------------
 
     def _refresh(self, session: Session, vm: VmRow, now: datetime) -> None:
-        session.flush()
         open_rows = self._open_alerts(session, vm.vm_id)
         integrity = tuple(sorted({a.reason for a in open_rows
                                   if AlertReason(a.reason) in INTEGRITY_REASONS}))
         last_boot_matched = False
         if vm.last_boot_id is not None:
             boot = session.get(BootRow, vm.last_boot_id)
-            last_boot_matched = bool(boot and boot.baseline_id is not None
-                                     and session.get(BaselineRow, boot.baseline_id) is not None)
+            variant_ids = {b.id for b in self._variants(session, vm)}
+            last_boot_matched = bool(boot and boot.baseline_id in variant_ids)
         facts = StateFacts(
             enabled=vm.enabled,
             last_outcome_at=as_utc(vm.last_outcome_at) if vm.last_outcome_at else None,
@@ -839,16 +922,22 @@ class Monitor:
             aik_not_after=as_utc(vm.aik_not_after) if vm.aik_not_after else None,
             now=now, egress_rules_text=egress,
         )
-        existing = {r.key: r for r in session.scalars(select(RecommendationRow).where(
-            RecommendationRow.vm_id == vm.vm_id)).all()}
-        for res in evaluate_recommendations(rec_facts):
+        ctx = _ctx(session)
+        if vm.vm_id not in ctx.recs:
+            ctx.recs[vm.vm_id] = {r.key: r for r in session.scalars(
+                select(RecommendationRow).where(RecommendationRow.vm_id == vm.vm_id))}
+        existing = ctx.recs[vm.vm_id]
+        results = evaluate_recommendations(rec_facts)
+        for res in results:
             d = res.definition
             row = existing.get(d.key)
             if row is None:
-                session.add(RecommendationRow(
+                row = RecommendationRow(
                     vm_id=vm.vm_id, key=d.key, name=d.name, severity=d.severity.value,
                     code=res.code.value, cause=res.cause, description=res.description,
-                    remediation=res.remediation, first_evaluated=now, status_changed=now))
+                    remediation=res.remediation, first_evaluated=now, status_changed=now)
+                session.add(row)
+                existing[d.key] = row
                 continue
             if row.code != res.code.value:
                 row.code = res.code.value
@@ -860,10 +949,9 @@ class Monitor:
             if row.remediation != res.remediation:
                 row.remediation = res.remediation
         # the OS-specific agent recommendation that no longer applies is dropped
-        keys = {r.definition.key for r in evaluate_recommendations(rec_facts)}
-        for key, row in existing.items():
-            if key not in keys:
-                session.delete(row)
+        keys = {r.definition.key for r in results}
+        for key in [k for k in existing if k not in keys]:
+            session.delete(existing.pop(key))
 
     # --- webhooks -------------------------------------------------------------
 
