@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -161,6 +161,13 @@ def _pcrs_json(pcrs: dict[int, str]) -> str:
     return json.dumps({str(k): v for k, v in sorted(pcrs.items())}, separators=(",", ":"))
 
 
+def _boot_key(ev: OutcomeEvent) -> str:
+    """A boot: its quoted PCR values, bank and TPM reset count."""
+    return hashlib.sha256(
+        (_pcrs_json(dict(ev.pcrs)) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
+    ).hexdigest()
+
+
 def pcrs_from_json(text: str) -> dict[int, str]:
     return {int(k): str(v) for k, v in json.loads(text).items()}
 
@@ -171,12 +178,31 @@ class _Ctx:
     events costs a handful of queries, not a dozen per event.  Every write path keeps
     it current (new alerts appended, closed ones removed, new baselines added)."""
 
+    vms: dict[str, VmRow] = field(default_factory=dict)
     alerts: dict[str, list[AlertRow]] = field(default_factory=dict)
     recs: dict[str, dict[str, RecommendationRow]] = field(default_factory=dict)
     variants_vm: dict[str, list[BaselineRow]] = field(default_factory=dict)
     variants_group: dict[str, list[BaselineRow]] = field(default_factory=dict)
     boots: dict[tuple[str, str], BootRow] = field(default_factory=dict)
+    boots_by_id: dict[int, BootRow] = field(default_factory=dict)
+    #: boot keys looked up in the database already (absent: a new boot)
+    boot_keys_loaded: bool = False
+    #: next ids for new boots and baselines, allocated here so a batch needs no flush
+    #: per new row (ingestion is serialised: one writer lock per process, and an
+    #: advisory lock per transaction on PostgreSQL)
+    next_ids: dict[str, int] = field(default_factory=dict)
     suppressions: list[SuppressionRow] | None = None
+
+
+def _next_id(session: Session, table: type[BootRow] | type[BaselineRow]) -> int:
+    ctx = _ctx(session)
+    name = table.__tablename__
+    if name not in ctx.next_ids:
+        current = session.scalar(select(func.max(table.id)))
+        ctx.next_ids[name] = (current or 0) + 1
+    value = ctx.next_ids[name]
+    ctx.next_ids[name] = value + 1
+    return value
 
 
 def _ctx(session: Session) -> _Ctx:
@@ -224,6 +250,10 @@ class Monitor:
         with self._write:
             session = self._sessions()
             try:
+                if self.engine.dialect.name == "postgresql":
+                    # one monitor writer at a time per database: ids are allocated in
+                    # the transaction (see _next_id)
+                    session.execute(text("SELECT pg_advisory_xact_lock(7355610)"))
                 yield session
                 session.commit()
             except SQLAlchemyError as exc:
@@ -262,6 +292,7 @@ class Monitor:
         )
         session.add(vm)
         ctx = _ctx(session)
+        ctx.vms[vm_id] = vm
         ctx.alerts.setdefault(vm_id, [])
         ctx.recs.setdefault(vm_id, {})
         ctx.variants_vm.setdefault(vm_id, [])
@@ -365,8 +396,9 @@ class Monitor:
             ids = [e.event_id for e in events]
             seen = set(session.scalars(select(OutcomeRow.event_id)
                                        .where(OutcomeRow.event_id.in_(ids))).all())
-            self._preload(session, {normalise_vm_id(e.subject_vm_id or "") for e in events
-                                    if e.event_id not in seen} - {""})
+            fresh = [e for e in events if e.event_id not in seen]
+            self._preload(session, {normalise_vm_id(e.subject_vm_id or "") for e in fresh} - {""},
+                          boot_keys={_boot_key(e) for e in fresh if e.pcrs})
             for ev in events:
                 if ev.event_id in seen:
                     stored.append(False)
@@ -378,13 +410,17 @@ class Monitor:
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
         return stored
 
-    def _preload(self, session: Session, vm_ids: set[str]) -> None:
-        """Load every row the events of these VMs may touch, in six queries."""
+    def _preload(self, session: Session, vm_ids: set[str],
+                 boot_keys: set[str] | None = None) -> None:
+        """Load every row the events of these VMs may touch, in seven queries (the
+        context holds them: the session's identity map alone would let them go)."""
         if not vm_ids:
             return
         ctx = _ctx(session)
         ids = sorted(vm_ids)
         vms = session.scalars(select(VmRow).where(VmRow.vm_id.in_(ids))).all()
+        for vm in vms:
+            ctx.vms[vm.vm_id] = vm
         groups = sorted({v.group_name for v in vms if v.group_name})
         for vm_id in ids:
             ctx.alerts.setdefault(vm_id, [])
@@ -408,8 +444,14 @@ class Monitor:
             elif base.group_name is not None:
                 ctx.variants_group[base.group_name].append(base)
         last = [v.last_boot_id for v in vms if v.last_boot_id is not None]
-        for boot in session.scalars(select(BootRow).where(BootRow.id.in_(last))):
+        cond_b: list[ColumnElement[bool]] = [BootRow.id.in_(last)]
+        if boot_keys:
+            cond_b.append(and_(BootRow.vm_id.in_(ids), BootRow.boot_key.in_(sorted(boot_keys))))
+        for boot in session.scalars(select(BootRow).where(or_(*cond_b))):
             ctx.boots[(boot.vm_id, boot.boot_key)] = boot
+            ctx.boots_by_id[boot.id] = boot
+        if boot_keys is not None:
+            ctx.boot_keys_loaded = True
         if ctx.suppressions is None:
             ctx.suppressions = list(session.scalars(select(SuppressionRow)))
 
@@ -423,7 +465,8 @@ class Monitor:
         session.add(row)
         if not vm_id:
             return  # nothing to attribute it to (an undecodable request): history only
-        vm = session.get(VmRow, vm_id) or self._new_vm(session, vm_id, now)
+        vm = (_ctx(session).vms.get(vm_id) or session.get(VmRow, vm_id)
+              or self._new_vm(session, vm_id, now))
         boot: BootRow | None = None
         if ev.verdict is not Verdict.EVIDENCE_REJECTED and ev.pcrs and ev.vm_id:
             boot = self._boot(session, vm_id, ev, now)
@@ -451,31 +494,30 @@ class Monitor:
 
     def _boot(self, session: Session, vm_id: str, ev: OutcomeEvent, now: datetime) -> BootRow:
         pcrs = dict(ev.pcrs)
-        key = hashlib.sha256(
-            (_pcrs_json(pcrs) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
-        ).hexdigest()
+        key = _boot_key(ev)
         ctx = _ctx(session)
         boot = ctx.boots.get((vm_id, key))
-        if boot is None:
+        if boot is None and not ctx.boot_keys_loaded:
             boot = session.scalars(
                 select(BootRow).where(BootRow.vm_id == vm_id, BootRow.boot_key == key)
             ).first()
         if boot is None:
             boot = BootRow(
-                vm_id=vm_id, boot_key=key, reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
+                id=_next_id(session, BootRow), vm_id=vm_id, boot_key=key,
+                reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
                 pcrs=_pcrs_json(pcrs), events=_events_json(ev.events),
                 claims=json.dumps([[k, v] for k, v in ev.claims], separators=(",", ":")),
                 verdict=ev.verdict.value, reason=ev.reason[:4000], policy_hash=ev.policy_hash,
                 first_seen=ev.time, last_seen=ev.time,
             )
             session.add(boot)
-            session.flush([boot])
         else:
             boot.last_seen = max(as_utc(boot.last_seen), ev.time)
             boot.verdict = ev.verdict.value
             boot.reason = ev.reason[:4000]
             boot.policy_hash = ev.policy_hash
         ctx.boots[(vm_id, key)] = boot
+        ctx.boots_by_id[boot.id] = boot
         return boot
 
     def _alerts_for_outcome(
@@ -660,12 +702,12 @@ class Monitor:
                       by: str, now: datetime, *, group: bool = False,
                       label: str = "") -> BaselineRow:
         base = BaselineRow(
-            vm_id=None if group else vm.vm_id, group_name=vm.group_name if group else None,
+            id=_next_id(session, BaselineRow), vm_id=None if group else vm.vm_id,
+            group_name=vm.group_name if group else None,
             label=label or f"boot {boot.id}", origin=origin, pcrs=boot.pcrs,
             events=boot.events, source_boot_id=boot.id, created_at=now, created_by=by,
         )
         session.add(base)
-        session.flush([base])
         ctx = _ctx(session)
         if group:
             ctx.variants_group.setdefault(vm.group_name, []).append(base)
@@ -879,7 +921,8 @@ class Monitor:
                                   if AlertReason(a.reason) in INTEGRITY_REASONS}))
         last_boot_matched = False
         if vm.last_boot_id is not None:
-            boot = session.get(BootRow, vm.last_boot_id)
+            boot = (_ctx(session).boots_by_id.get(vm.last_boot_id)
+                    or session.get(BootRow, vm.last_boot_id))
             variant_ids = {b.id for b in self._variants(session, vm)}
             last_boot_matched = bool(boot and boot.baseline_id in variant_ids)
         facts = StateFacts(
