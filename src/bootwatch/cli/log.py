@@ -180,11 +180,48 @@ def replay_cmd(file: Path, as_json: bool) -> None:
 
 _STATE_LIST_SHOWN = 8
 
+#: exit code of ``log state --dbx`` when a revoked boot component was loaded
+EXIT_REVOKED = 1
 
-def _brief(value: Any) -> str:
-    """One line for a JSON value, shortened so a table of keys stays readable."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 150 else text[:147] + "..."
+
+def _describe(value: Any) -> str:
+    """One complete line for a boot-state entry: the fields a person reads, never cut.
+
+    Certificates show subject and SHA-1 thumbprint, hashes the hash, boot applications
+    event, PCR, device path and SHA-256 digest; anything else its whole JSON.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if value.get("type") == "x509" and "subject" in value:
+            where = f"event {value['event']} ({value.get('variable')}): " if "event" in value else ""
+            return f"{where}{value['subject']} (sha1 {value.get('sha1_thumbprint')})"
+        if "hash" in value and "type" in value:
+            return f"{value['type']} {value['hash']}"
+        if "device_path" in value and "pcr" in value:
+            digest = (value.get("digests") or {}).get("sha256") or json.dumps(value.get("digests"))
+            return (f"event {value.get('event')}, PCR {value['pcr']}: "
+                    f"{value.get('device_path') or '(no device path)'} (sha256 {digest})")
+    return json.dumps(value)
+
+
+def _print_revocation(rev: dict[str, Any]) -> None:
+    """The revocation verdict first: revoked components loaded, then dbx staleness."""
+    loaded = rev["revoked_loaded"]
+    if loaded:
+        click.echo(f"REVOKED BOOT COMPONENT LOADED ({len(loaded)}):")
+        for r in loaded:
+            click.echo(f"  event {r['event']}: {r['kind']} {r['name'] or ''} "
+                       f"({r['identifier']}): {r['reason']}")
+    else:
+        click.echo("revocation: no loaded boot component is revoked by the DBX data")
+    for f in rev["findings"]:
+        if f["code"] != "revoked_component_loaded":
+            where = f" (event {f['event']})" if f["event"] is not None else ""
+            click.echo(f"  {f['code']}{where}: {f['message']}")
+    for app in rev["unchecked_applications"]:
+        click.echo(f"  not checked: {_describe(app)}")
+    click.echo("")
 
 
 #: Largest DBX data file read (the current JSON catalogue is ~400 KB).
@@ -215,10 +252,16 @@ def _load_dbx(paths: tuple[Path, ...]) -> Any:
     multiple=True,
     type=_FILE,
     help="Microsoft DBX data (dbx_info_msft_latest.json or a DBXUpdate.bin; repeatable): "
-    "adds a 'revocation' report (revoked components loaded, revocations missing from dbx).",
+    "adds a 'revocation' report (revoked components loaded, revocations missing from dbx) "
+    "and exits 1 when a revoked boot component was loaded.",
 )
-def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
-    """The boot state the log records: Secure Boot, keys, boot applications, ..."""
+@click.pass_context
+def state_cmd(ctx: click.Context, file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
+    """The boot state the log records: Secure Boot, keys, boot applications, ...
+
+    Exit 0, or 1 when --dbx finds a revoked boot component loaded (the report comes
+    first); 2 when an input is unreadable.
+    """
     log = load_log(file)
     state_mod = importlib.import_module("bootwatch.eventlog.state")
     state = state_mod.extract_boot_state(log)
@@ -229,19 +272,28 @@ def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
         doc["revocation"] = revocation_to_json(check_revocation(state, _load_dbx(dbx_paths)))
     if as_json:
         _echo_json(doc)
-        return
-    if not isinstance(doc, dict):
-        _echo_json(doc)
-        return
+        ctx.exit(_state_exit(doc.get("revocation")))
+    revocation = doc.pop("revocation", None)
+    if revocation is not None:
+        _print_revocation(revocation)
     for key, value in doc.items():
         if isinstance(value, list) and value:
             click.echo(f"{key}: {len(value)} entries")
             for item in value[:_STATE_LIST_SHOWN]:
-                click.echo(f"  - {_brief(item)}")
+                click.echo(f"  - {_describe(item)}")
             if len(value) > _STATE_LIST_SHOWN:
                 click.echo(f"  ... {len(value) - _STATE_LIST_SHOWN} more (see --json)")
+        elif isinstance(value, dict) and value:
+            click.echo(f"{key}:")
+            for sub, item in value.items():
+                click.echo(f"  {sub}: {_describe(item)}")
         else:
-            click.echo(f"{key}: {_brief(value)}")
+            click.echo(f"{key}: {_describe(value) if value is not None else 'null'}")
+    ctx.exit(_state_exit(revocation))
+
+
+def _state_exit(revocation: dict[str, Any] | None) -> int:
+    return EXIT_REVOKED if revocation is not None and revocation["revoked_loaded"] else 0
 
 
 @command.command("template")

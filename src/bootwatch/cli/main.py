@@ -26,6 +26,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "service": ("bootwatch.cli.service", "Run the MAA-compatible attestation service"),
     "provider": ("bootwatch.cli.provider", "Create and list attestation providers"),
     "demo": ("bootwatch.cli.demo", "End-to-end demo on embedded defaults"),
+    "example": ("bootwatch.cli.example", "Example inputs: a claims list, a policy signer"),
 }
 
 #: exit code for unreadable input, unreachable services and other errors
