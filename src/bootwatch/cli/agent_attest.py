@@ -137,22 +137,25 @@ def parse_pcr_list(text: str) -> tuple[int, ...]:
 
 
 def _print_human(result: AttestResult) -> None:
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    console = Console(stderr=False)
+    from bootwatch.cli._console import make_console
+    from bootwatch.cli._console import table as make_table
+
+    console = make_console()
     if result.verdict == "permit":
         console.print("[bold green]PERMITTED[/]: token opened in the vTPM and verified "
                       "against the provider's /certs")
-        table = Table("claim", "value")
+        table = make_table("claim", "value")
         shown = [c for c in HEADLINE if c in result.claims]
         rest = sorted(c for c in result.claims if c not in HEADLINE and c != "x-ms-runtime")
         for name in shown + rest:
             table.add_row(name, escape(json.dumps(result.claims[name])))
         console.print(table)
     elif result.verdict == "unreachable":
-        console.print(f"[bold red]UNREACHABLE[/] (step: {result.step}): {escape(result.reason)}")
+        # the transport error's text starts with the step already: name it once
+        reason = result.reason.removeprefix(f"{result.step}: ")
+        console.print(f"[bold red]UNREACHABLE[/] (step: {result.step}): {escape(reason)}")
     else:
         code = escape(f" [{result.error_code}]") if result.error_code else ""
         console.print(f"[bold red]{result.verdict.upper()}[/]{code}: {escape(result.reason)}")

@@ -191,15 +191,12 @@ def _pcrs_for(spec: DemoVm) -> tuple[int, ...]:
 
 def _table(rows: list[Row]) -> Any:
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="bootwatch demo: attestation of lab VMs booted from real logs",
-                  show_lines=True)
-    table.add_column("VM")
-    table.add_column("boot")
-    table.add_column("verdict")
-    table.add_column("decided by")
-    table.add_column("token opened in vTPM")
+    from bootwatch.cli._console import table as make_table
+
+    table = make_table("VM", "boot", "verdict", "decided by", "token opened in vTPM",
+                       title="bootwatch demo: attestation of lab VMs booted from real logs",
+                       show_lines=True)
     for r in rows:
         colour = {"permit": "green", "deny": "red"}.get(r.verdict, "yellow")
         mark = "" if r.ok else " (UNEXPECTED)"
@@ -215,9 +212,9 @@ def _table(rows: list[Row]) -> Any:
 @click.option("--keep", is_flag=True, help="Keep the temporary data folder and print its path.")
 def command(corpus: Path | None, keep: bool) -> None:
     """End-to-end demo: service + lab VMs from real logs + agent attest + vTPM unseal."""
-    from rich.console import Console
+    from bootwatch.cli._console import make_console
 
-    console = Console()
+    console = make_console()
     corpus_dir = find_corpus(corpus)
     work = Path(tempfile.mkdtemp(prefix="bootwatch-demo-"))
     try:

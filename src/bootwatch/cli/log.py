@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from bootwatch.cli._console import make_console
 from bootwatch.cli._files import read_limited
 from bootwatch.errors import BootwatchError, EventLogError, InputError
 from bootwatch.eventlog import (
@@ -136,14 +136,14 @@ def show(file: Path) -> None:
     )
     table.add_column("#", justify="right")
     table.add_column(log.index_name, justify="right")
-    table.add_column("type")
-    table.add_column("digests")
+    table.add_column("type", overflow="fold")
+    table.add_column("digests", overflow="fold")
     table.add_column("summary", overflow="fold")
     for ev in log.events:
         digests = "\n".join(f"{alg_name(a)}:{d.hex()[:16]}…" for a, d in ev.digests.items())
         pcr = "-" if ev.pcr == 0xFFFFFFFF else str(ev.pcr)
         table.add_row(str(ev.index), pcr, event_type_name(ev.event_type), digests, _summary(fn, ev))
-    Console(width=160).print(table)
+    make_console().print(table)
     if log.padding:
         click.echo(f"{len(log.padding)} bytes of padding after the last record")
     for leniency in log.leniencies:
@@ -160,11 +160,11 @@ def replay_cmd(file: Path, as_json: bool) -> None:
     if as_json:
         _echo_json(replay_to_json(log, rep))
         return
-    console = Console(width=160)
+    console = make_console()
     table = Table(title=f"{file}: replayed {log.index_name}s ({log.format.value})")
     table.add_column("bank")
     table.add_column(log.index_name, justify="right")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for alg_id, bank in rep.pcrs.items():
         for pcr, value in sorted(bank.items()):
             table.add_row(alg_name(alg_id), str(pcr), value.hex())
@@ -194,7 +194,8 @@ def _describe(value: Any) -> str:
         return value
     if isinstance(value, dict):
         if value.get("type") == "x509" and "subject" in value:
-            where = f"event {value['event']} ({value.get('variable')}): " if "event" in value else ""
+            where = (f"event {value['event']} ({value.get('variable')}): "
+                     if "event" in value else "")
             return f"{where}{value['subject']} (sha1 {value.get('sha1_thumbprint')})"
         if "hash" in value and "type" in value:
             return f"{value['type']} {value['hash']}"
@@ -376,7 +377,7 @@ def verify_cmd(ctx: click.Context, file: Path, expected_path: Path, as_json: boo
                 f"[{style[r.status]}]{r.status.value}[/]",
                 r.reason,
             )
-        Console(width=160).print(table)
+        make_console().print(table)
         for name in result.workarounds_applied:
             click.echo(f"workaround applied: {name}")
         matched = sum(r.status is PcrStatus.MATCHED for r in result.results)
