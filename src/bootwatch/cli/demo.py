@@ -20,9 +20,11 @@ The VMs:
 
 The service's trust anchors are the lab CA, its DBX data Microsoft's list
 from ``shared/corpus/secureboot``.  Exit status 0 when every VM got the
-verdict expected of it, 1 otherwise; the corpus is found with ``--corpus``,
-``$BOOTWATCH_SHARED/corpus`` or ``../shared/corpus`` next to the repository
-or the current folder.
+verdict expected of it, 1 otherwise, 2 when the corpus cannot be used; the
+corpus is found with ``--corpus``, ``$BOOTWATCH_SHARED/corpus`` or
+``../shared/corpus`` next to the repository or the current folder (a path given
+with the option or the variable that does not hold the corpus is an error
+naming it, not a reason to look elsewhere).
 """
 
 from __future__ import annotations
@@ -66,14 +68,31 @@ VMS = (
 )
 
 
+def _explicit_corpus(path: Path, source: str) -> Path:
+    """A corpus path the user gave: it must hold the corpus, else an error naming it."""
+    if not path.exists():
+        raise ConfigError(f"{source} {path}: no such folder")
+    if not ((path / "eventlogs").is_dir() and (path / "maa").is_dir()):
+        raise ConfigError(f"{source} {path}: not the shared corpus "
+                          "(no eventlogs/ and maa/ folders in it)")
+    return path.resolve()
+
+
 def find_corpus(explicit: Path | None) -> Path:
-    """The ``shared/corpus`` folder: --corpus, $BOOTWATCH_SHARED, or ../shared nearby."""
-    candidates: list[Path] = []
+    """The ``shared/corpus`` folder: --corpus, $BOOTWATCH_SHARED, or ../shared nearby.
+
+    A path the user gave (the option or the variable) is used or refused, never
+    silently replaced by one found nearby: a wrong path is a ConfigError naming it
+    (exit 2).
+    """
     if explicit is not None:
-        candidates.append(explicit)
+        return _explicit_corpus(explicit, "--corpus")
     env = os.environ.get("BOOTWATCH_SHARED")
     if env:
-        candidates.append(Path(env) / "corpus")
+        if not Path(env).exists():
+            raise ConfigError(f"BOOTWATCH_SHARED={env}: no such folder")
+        return _explicit_corpus(Path(env) / "corpus", f"BOOTWATCH_SHARED={env}:")
+    candidates: list[Path] = []
     repo = Path(__file__).resolve().parents[3]
     for base in (Path.cwd(), repo):
         for parent in (base, *base.parents):
@@ -82,7 +101,8 @@ def find_corpus(explicit: Path | None) -> Path:
     for c in candidates:
         if (c / "eventlogs").is_dir() and (c / "maa").is_dir():
             return c.resolve()
-    raise ConfigError("shared corpus not found: pass --corpus PATH/TO/shared/corpus")
+    raise ConfigError("shared corpus not found: pass --corpus PATH/TO/shared/corpus "
+                      "or set BOOTWATCH_SHARED=PATH/TO/shared")
 
 
 class _Server:
