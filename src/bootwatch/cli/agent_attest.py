@@ -175,10 +175,13 @@ def _print_human(result: AttestResult) -> None:
               help="ClientPayload entry (repeatable); echoed back in x-ms-runtime.")
 @click.option("--pcrs", default=None, metavar="LIST",
               help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 (Linux).")
+@click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="os-release file to report (default: the lab VM's, else /etc/os-release).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def attest(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None, url: str,
-    ca: Path | None, payload: tuple[str, ...], pcrs: str | None, as_json: bool,
+    ca: Path | None, payload: tuple[str, ...], pcrs: str | None, os_release: Path | None,
+    as_json: bool,
 ) -> None:
     """Attest this machine (or a lab VM) to --url; exit 0 permitted, 1 denied, 2 unreachable."""
     from bootwatch.agent.evidence import SECURITYFS_LOG, read_os_info, read_tcg_log
@@ -197,11 +200,14 @@ def attest(
 
         with Lab(lab_dir).running(lab_vm) as vm:
             log = read_tcg_log(log_file or vm.log_path)
-            result = attest_once(vm.tcti, log, url, ca=ca, os_info=read_os_info(),
+            # the image's OS as the lab recorded it, never the lab host's
+            os_info = read_os_info(os_release or vm.vm.os_release_path)
+            result = attest_once(vm.tcti, log, url, ca=ca, os_info=os_info,
                                  client_payload=client_payload, pcr_indices=indices)
     else:
         log = read_tcg_log(log_file or SECURITYFS_LOG)
-        result = attest_once(tcti, log, url, ca=ca, os_info=read_os_info(),
+        os_info = read_os_info(os_release or Path("/etc/os-release"))
+        result = attest_once(tcti, log, url, ca=ca, os_info=os_info,
                              client_payload=client_payload, pcr_indices=indices)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
