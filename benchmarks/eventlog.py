@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from _load import MachineLoad
+
 from bootwatch.errors import BootwatchError
 from bootwatch.eventlog import parse_log, replay
 
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument("--inner", type=int, default=20)
     ap.add_argument("--peer-rounds", type=int, default=3)
     args = ap.parse_args()
+    load = MachineLoad()
 
     try:
         state_mod: Any = importlib.import_module("bootwatch.eventlog.state")
@@ -139,6 +142,7 @@ def main() -> None:
         )
     else:
         print("tpm2_eventlog not installed: no peer comparison")
+    print(load.report())
 
 
 if __name__ == "__main__":

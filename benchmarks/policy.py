@@ -13,6 +13,8 @@ import os
 import time
 from pathlib import Path
 
+from _load import MachineLoad
+
 from bootwatch.policy import Claim, clear_cache, compile_policy, default_azureguest_policy, evaluate
 from bootwatch.policy.parser import parse_policy
 
@@ -73,6 +75,7 @@ def _best_per_call(fn, number: int, repeat: int = 5) -> float:  # type: ignore[n
 
 
 def main() -> None:
+    load = MachineLoad()
     largest = max(
         POLICIES.glob("*.txt"),
         key=lambda p: (
@@ -99,6 +102,7 @@ def main() -> None:
         f"{cached * 1e6:.1f} us per evaluation ({cached * 1e6 / 100:.2f} x the 100 us target)"
     )
     print(f"eval   same, CompiledPolicy held by the caller: {bare * 1e6:.1f} us per evaluation")
+    print(load.report())
 
 
 if __name__ == "__main__":

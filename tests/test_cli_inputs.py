@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-POLICY = REPO.parent / "shared/corpus/maa/policies/tpm-sample-policies__minimal-1.0.txt"
+from .conftest import MAA
+
+# the corpus as the suite finds it ($BOOTWATCH_SHARED, else ../shared)
+POLICY = MAA / "policies/tpm-sample-policies__minimal-1.0.txt"
 
 COMMANDS = {
     "log replay": ["log", "replay", "{x}"],

@@ -51,8 +51,16 @@ def test_outer_envelope_and_human_output(tmp_path: Path,
     body.write_text(json.dumps({"AttestationInfo": wire}))
     code, out, _ = run(capsys, str(body), "--at", "2025-01-01", "--no-builtin-anchors")
     assert code == 1
+    lines = out.splitlines()
+    # verdict and reason first, then a short summary; no boot-state dump without --verbose
+    assert lines[0].startswith("REJECTED: aik_certificate [no_trust_anchors]: ")
+    assert "checks passed: 8 of 9" in out and "resetCount 3" in out
+    assert "Secure Boot on" in out and "dbx 486 entries" in out
+    assert len(lines) <= 8 and "PASS  quote_signature" not in out
+    code, out, _ = run(capsys, str(body), "--at", "2025-01-01", "--verbose")
+    assert code == 1 and out.startswith("REJECTED: aik_certificate")
     assert "PASS  quote_signature" in out and "FAIL  aik_certificate" in out
-    assert "[no_trust_anchors]" in out and "resetCount 3" in out
+    assert '"secure_boot": true' in out
 
 
 def test_trust_anchor_folder_and_bundle(tmp_path: Path,

@@ -73,11 +73,30 @@ def test_agent_attest_unreachable_exit_2(e2e: Any, vms: Any, url: str, use_ca: b
 
 
 def test_demo_runs(e2e: Any) -> None:
-    r = _bootwatch("demo", "--corpus", str(e2e.corpus), env={"COLUMNS": "200"})
+    # stdout is a pipe, not a terminal: no cell of the table may be cut (no COLUMNS hint)
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    r = subprocess.run([sys.executable, "-m", "bootwatch.cli.main", "demo", "--corpus",
+                        str(e2e.corpus)], capture_output=True, text=True, timeout=240, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     for name in ("azure-tl", "cos-sb-on", "ubuntu-sb-off", "tampered"):
         assert name in r.stdout
     assert "log_replay" in r.stdout and "secureboot=false" in r.stdout
+    assert "default-securebootkeysvalidated=true" in r.stdout
+    assert "PolicyEvaluationError" in r.stdout and "…" not in r.stdout
+
+
+def test_agent_attest_piped_output_is_whole(e2e: Any, vms: Any) -> None:
+    env = {**_lab_env(e2e), "COLUMNS": "60"}  # even a narrow hint must not cut cells
+    r = _bootwatch("agent", "attest", "--lab-vm", "cos", "--url", e2e.url, "--ca", str(e2e.ca),
+                   env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("PERMITTED")
+    assert "x-ms-azurevm-default-securebootkeysvalidated" in r.stdout
+    assert "…" not in r.stdout
+    r = _bootwatch("agent", "attest", "--lab-vm", "cos", "--url", e2e.url, env=_lab_env(e2e))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stdout.startswith("UNREACHABLE (step: tls): ")
+    assert "tls: tls:" not in r.stdout and r.stdout.count("tls") == 1, r.stdout
 
 
 def test_windows_log_needs_its_sipa_pcrs_quoted(e2e: Any) -> None:

@@ -131,11 +131,39 @@ def test_cli_log_state_with_dbx_reports_the_revoked_shim() -> None:
          str(EVENTLOGS / "go-tpm-tools/rhel8-uefi.bin"), "--json",
          "--dbx", str(SECUREBOOT / "DBXUpdate_amd64.bin"),
          "--dbx", str(SECUREBOOT / "DBXUpdate2024_optional.bin")],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True,
     )
+    assert proc.returncode == 1, proc.stderr  # a revoked component was loaded
     rev = json.loads(proc.stdout)["revocation"]
     assert not rev["ok"]
     [shim] = rev["revoked_loaded"]
     assert shim["kind"] == "image" and shim["event"] == 23
     assert rev["missing_certificates"] == ["580a6f4cc4e4b669b9ebdc1b2b3e087b80d0678d"]
     assert any(f["code"] == "dbx_outdated" for f in rev["findings"])
+
+
+def test_cli_log_state_human_output_leads_with_the_revoked_shim() -> None:
+    """Piped (not a terminal), the report comes first, whole, and the exit code is 1."""
+    import subprocess
+    import sys
+
+    def state(log: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "bootwatch.cli.main", "log", "state",
+             str(EVENTLOGS / log), "--dbx", str(SECUREBOOT / "dbx_info_msft_latest.json")],
+            capture_output=True, text=True,
+        )
+
+    proc = state("go-tpm-tools/rhel8-uefi.bin")
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "REVOKED BOOT COMPONENT LOADED (1):"
+    assert lines[1].startswith("  event 23: image rhel-8.3-20200917-shim64-bit.efi (40d6cae0")
+    assert lines[1].endswith("CVE-2021-20225; CVE-2021-20233")  # the whole reason, not cut
+    assert any("lacks 261 of the 444 current revocations" in line for line in lines)
+    assert "console=ttyS0,38400n8" in proc.stdout  # the kernel command line is whole
+    elided = [line for line in lines if "..." in line]
+    assert elided == ["  ... 178 more (see --json)"]  # only the explicit "more" line
+    clean = state("go-tpm-tools/cos-101-amd-sev.bin")
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.startswith("revocation: no loaded boot component is revoked")

@@ -206,6 +206,52 @@ def test_cli_create_list_destroy(tmp_path: Path, swtpm_available: None) -> None:
     res = runner.invoke(cli, [*base, "vm", "destroy", "cli-vm"])
     assert res.exit_code == 0 and not (root / "vms" / "cli-vm").exists()
     assert Lab(root).list_vms() == []
+    res = runner.invoke(cli, [*base, "vm", "list"])
+    assert res.exit_code == 0 and res.output.startswith(f"no lab VMs in {root}")
+
+
+def _request_os(root: Path, vm: str, *extra: str) -> tuple[str, str, int, int]:
+    from bootwatch.protocol.azureguest import decode_request
+
+    runner = CliRunner()
+    out = root / f"{vm}-req.json"
+    res = runner.invoke(cli, ["agent", "evidence", "--lab-dir", str(root), "--lab-vm", vm,
+                              "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    req = decode_request(out.read_bytes())
+    return req.os_type, req.os_distro, req.os_version_major, req.os_version_minor
+
+
+def test_lab_vm_reports_the_os_of_its_image(tmp_path: Path, swtpm_available: None) -> None:
+    """A COS VM's evidence says COS (from its log), not the lab host's /etc/os-release."""
+    runner = CliRunner()
+    root = tmp_path / "oslab"
+    base = ["lab", "--lab-dir", str(root), "vm", "create"]
+    res = runner.invoke(cli, [*base, "cos", "--log",
+                              str(EVENTLOGS / "go-tpm-tools/cos-101-amd-sev.bin")])
+    assert res.exit_code == 0, res.output
+    assert "OS: Container-Optimized OS 101 (derived from the log" in res.output
+    assert _request_os(root, "cos") == ("Linux", "Container-Optimized OS", 101, 0)
+    listed = json.loads(runner.invoke(cli, ["lab", "--lab-dir", str(root), "vm", "list",
+                                            "--json"]).output)
+    assert listed[0]["os"] == "Container-Optimized OS 101"
+    assert "grub-lakitu" in listed[0]["os_source"]
+    given = tmp_path / "os-release"
+    given.write_text('NAME="Fedora Linux"\nID=fedora\nVERSION_ID=40\n')
+    res = runner.invoke(cli, [*base, "fed", "--log",
+                              str(EVENTLOGS / "go-tpm-tools/cos-101-amd-sev.bin"),
+                              "--os-release", str(given)])
+    assert res.exit_code == 0, res.output
+    assert _request_os(root, "fed") == ("Linux", "Fedora Linux", 40, 0)
+    # an explicit --os-release on the agent still wins
+    assert _request_os(root, "cos", "--os-release", str(given))[1] == "Fedora Linux"
+    bad = tmp_path / "bad-os-release"
+    bad.write_text("hello\n")
+    res = runner.invoke(cli, [*base, "bad", "--log",
+                              str(EVENTLOGS / "go-tpm-tools/cos-101-amd-sev.bin"),
+                              "--os-release", str(bad)])
+    assert res.exit_code != 0 and "no NAME= line" in str(res.exception or res.output)
+    assert not (root / "vms" / "bad").exists()
 
 
 def test_default_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

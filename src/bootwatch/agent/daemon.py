@@ -144,6 +144,8 @@ class CycleResult:
 class _Target:
     tcti: str
     log_path: Path
+    #: the OS to report: the lab VM's image's os-release, else the machine's
+    os_release: Path = Path("/etc/os-release")
 
 
 class AgentDaemon:
@@ -293,7 +295,7 @@ class AgentDaemon:
                 from bootwatch.lab import Lab
 
                 vm = stack.enter_context(Lab(cfg.lab_dir).running(cfg.lab_vm))
-                return _Target(vm.tcti, cfg.log or vm.log_path)
+                return _Target(vm.tcti, cfg.log or vm.log_path, vm.vm.os_release_path)
             return _Target(cfg.tcti or default_tcti(), cfg.log or SECURITYFS_LOG)
         except PlatformError as exc:
             return exc
@@ -361,7 +363,8 @@ class AgentDaemon:
                                  environ=self._env)
             from bootwatch.agent.evidence import read_os_info
 
-            outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca, os_info=read_os_info(),
+            outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca,
+                                  os_info=read_os_info(target.os_release),
                                   pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout)
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)

@@ -49,6 +49,8 @@ from bootwatch.protocol.azureguest import (
 SECURITYFS_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 #: OSBuild value Linux clients send (sic: the Azure Linux client's literal).
 LINUX_OS_BUILD = OSBUILD_LINUX_LITERAL
+#: OSBuild value of a Windows guest in the lab (Windows agents send no Linux literal)
+WINDOWS_OS_BUILD = "NotApplicable"
 _QUOTE_RETRIES = 3
 
 
@@ -64,7 +66,11 @@ class OsInfo:
 
 
 def read_os_info(path: Path = Path("/etc/os-release")) -> OsInfo:
-    """OS fields from os-release: NAME, and VERSION_ID split into major/minor integers."""
+    """OS fields from os-release: NAME, and VERSION_ID split into major/minor integers.
+
+    ``ID=windows`` (what the lab writes for a Windows image's VM) reports ostype
+    Windows with OSBuild ``NotApplicable``, as a Windows guest's agent does.
+    """
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -76,8 +82,10 @@ def read_os_info(path: Path = Path("/etc/os-release")) -> OsInfo:
             values[key.strip()] = val.strip().strip('"').strip("'")
     parts = values.get("VERSION_ID", "").split(".")
     nums = [int(p) if p.isdigit() else 0 for p in parts[:2]] + [0, 0]
-    return OsInfo(distro=values.get("NAME", "Linux") or "Linux",
-                  version_major=nums[0], version_minor=nums[1])
+    distro = values.get("NAME", "Linux") or "Linux"
+    if values.get("ID", "").lower() == "windows":
+        return OsInfo("Windows", distro, nums[0], nums[1], WINDOWS_OS_BUILD)
+    return OsInfo(distro=distro, version_major=nums[0], version_minor=nums[1])
 
 
 def read_tcg_log(path: Path = SECURITYFS_LOG) -> bytes:

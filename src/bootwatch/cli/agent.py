@@ -19,20 +19,28 @@ def command() -> None:
     """The guest side: collect AzureGuest evidence, open sealed tokens."""
 
 
+#: where a machine (not a lab VM) describes its OS
+HOST_OS_RELEASE = Path("/etc/os-release")
+
+
 @contextlib.contextmanager
 def _tpm_target(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None
-) -> Iterator[tuple[str | None, Path | None]]:
-    """(TCTI, default log path) for ``--tcti`` / ``--lab-vm`` (the VM runs for the block)."""
+) -> Iterator[tuple[str | None, Path | None, Path]]:
+    """(TCTI, default log path, os-release) for ``--tcti`` / ``--lab-vm``.
+
+    A lab VM runs for the block; its os-release is the one the lab recorded for the
+    image its log came from, never the lab host's.
+    """
     if tcti and lab_vm:
         raise ConfigError("give --tcti or --lab-vm, not both")
     if lab_vm is None:
-        yield tcti, None
+        yield tcti, None, HOST_OS_RELEASE
         return
     from bootwatch.lab import Lab
 
     with Lab(lab_dir).running(lab_vm) as vm:
-        yield vm.tcti, vm.log_path
+        yield vm.tcti, vm.log_path, vm.vm.os_release_path
 
 
 _tcti_opt = click.option(
@@ -54,14 +62,15 @@ _lab_dir_opt = click.option(
 @click.option("--log", "log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               default=None, help="TCG log (default: the lab VM's, else securityfs).")
 @click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path),
-              default=Path("/etc/os-release"), show_default=True)
+              default=None, help="os-release file to report (default: the lab VM's, "
+              "else /etc/os-release).")
 @click.option("--payload", multiple=True, metavar="KEY=VALUE",
               help="ClientPayload entry (repeatable); echoed back in the token.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the request body ('-' for stdout).")
 def evidence_cmd(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None,
-    os_release: Path, payload: tuple[str, ...], out: Path,
+    os_release: Path | None, payload: tuple[str, ...], out: Path,
 ) -> None:
     """Collect one AzureGuest attestation and write the request body to --out."""
     from bootwatch.agent.evidence import (
@@ -77,11 +86,12 @@ def evidence_cmd(
         if not sep or not key:
             raise ConfigError(f"--payload {item!r}: expected KEY=VALUE")
         client_payload[key] = value
-    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, vm_log):
+    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, vm_log, target_os):
         log = read_tcg_log(log_file or vm_log or SECURITYFS_LOG)
         start = time.perf_counter()
         ev = collect_evidence(
-            spec, tcg_log=log, os_info=read_os_info(os_release), client_payload=client_payload
+            spec, tcg_log=log, os_info=read_os_info(os_release or target_os),
+            client_payload=client_payload,
         )
         elapsed = time.perf_counter() - start
     body = ev.request_body()
@@ -118,7 +128,7 @@ def unseal_cmd(
         req = decode_request(read_limited(request_file, "request"))
         quoted = dict(req.tpm_info.pcrs)
     body = read_limited(response, "response")
-    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, _):
+    with _tpm_target(tcti, lab_vm, lab_dir) as (spec, _, _os):
         jws = unseal(spec, body, quoted_pcrs=quoted)
     click.echo(jws)
 

@@ -50,22 +50,25 @@ HEADLINE = (
 
 
 def _print_human(result: AttestOutcome) -> None:
-    from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
 
-    console = Console(stderr=False, highlight=False)
+    from bootwatch.cli._console import make_console
+    from bootwatch.cli._console import table as make_table
+
+    console = make_console()
     if result.verdict == "permit":
         console.print("[bold green]PERMITTED[/]: token opened in the vTPM and verified "
                       "against the provider's /certs")
-        table = Table("claim", "value")
+        table = make_table("claim", "value")
         shown = [c for c in HEADLINE if c in result.claims]
         rest = sorted(c for c in result.claims if c not in HEADLINE and c != "x-ms-runtime")
         for name in shown + rest:
             table.add_row(name, escape(json.dumps(result.claims[name])))
         console.print(table)
     elif result.verdict == "unreachable":
-        console.print(f"[bold red]UNREACHABLE[/] (step: {result.step}): {escape(result.reason)}")
+        # the transport error's text starts with the step already: name it once
+        reason = result.reason.removeprefix(f"{result.step}: ")
+        console.print(f"[bold red]UNREACHABLE[/] (step: {result.step}): {escape(reason)}")
     elif result.verdict == "platform-error":
         console.print(f"[bold red]PLATFORM ERROR[/]: {escape(result.reason)}")
     else:
@@ -88,10 +91,13 @@ def _print_human(result: AttestOutcome) -> None:
               help="ClientPayload entry (repeatable); echoed back in x-ms-runtime.")
 @click.option("--pcrs", default=None, metavar="LIST",
               help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 (Linux).")
+@click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="os-release file to report (default: the lab VM's, else /etc/os-release).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def attest(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None, url: str,
-    ca: Path | None, payload: tuple[str, ...], pcrs: str | None, as_json: bool,
+    ca: Path | None, payload: tuple[str, ...], pcrs: str | None, os_release: Path | None,
+    as_json: bool,
 ) -> None:
     """Attest this machine (or a lab VM) to --url; exit 0 permitted, 1 denied, 2 unreachable."""
     from bootwatch.agent.evidence import SECURITYFS_LOG, read_os_info, read_tcg_log
@@ -110,14 +116,17 @@ def attest(
 
         with Lab(lab_dir).running(lab_vm) as vm:
             log = read_tcg_log(log_file or vm.log_path)
-            result = attest_once(vm.tcti, log, url, ca=ca, os_info=read_os_info(),
+            # the image's OS as the lab recorded it, never the lab host's
+            os_info = read_os_info(os_release or vm.vm.os_release_path)
+            result = attest_once(vm.tcti, log, url, ca=ca, os_info=os_info,
                                  client_payload=client_payload, pcr_indices=indices)
     else:
         from bootwatch.agent.platform import default_tcti, read_event_log
 
         # real machines first: /dev/tpmrm0, else /dev/tpm0; an empty log names the file
         log = read_event_log(log_file or SECURITYFS_LOG)
-        result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=read_os_info(),
+        os_info = read_os_info(os_release or Path("/etc/os-release"))
+        result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=os_info,
                              client_payload=client_payload, pcr_indices=indices)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")

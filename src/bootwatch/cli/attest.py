@@ -2,8 +2,10 @@
 
 ``bootwatch attest verify REQUEST.json`` reads a request body (the outer
 ``{"AttestationInfo": ...}`` or the decoded inner JSON), runs every evidence
-check as of now or ``--at``, and prints the checks, the quoted and replayed
-PCRs and the boot state.  Exit codes: 0 every check passed, 1 a check failed,
+check as of now or ``--at``, and prints the verdict and its reason first, then a
+short summary (checks, PCRs, TPM counters, boot state in one line each); every
+check, PCR value and the whole boot state follow with ``--verbose``, and
+``--json`` prints everything as one document.  Exit codes: 0 every check passed, 1 a check failed,
 2 unreadable input (one line on stderr).
 """
 
@@ -97,7 +99,47 @@ def verification_to_json(v: EvidenceVerification) -> dict[str, Any]:
     }
 
 
-def _print_human(doc: dict[str, Any]) -> None:
+def _print_verdict(doc: dict[str, Any]) -> None:
+    """The verdict and the reason first, then a few lines a person reads at a glance."""
+    checks = doc["checks"]
+    failed = [c for c in checks if not c["passed"]]
+    if failed:
+        first = failed[0]
+        click.echo(f"REJECTED: {first['name']} [{first['reason_code']}]: {first['reason']}")
+        for c in failed[1:]:
+            click.echo(f"  also failed: {c['name']} [{c['reason_code']}]: {c['reason']}")
+    else:
+        click.echo(f"VERIFIED: every check passed ({len(checks)} checks)")
+    passed = [c["name"] for c in checks if c["passed"]]
+    click.echo(f"checks passed: {len(passed)} of {len(checks)}"
+               + (f" ({', '.join(passed)})" if failed and passed else ""))
+    pcrs = doc["pcrs"]
+    quoted = pcrs["quoted"]
+    replayed = pcrs["replayed"] or {}
+    differ = [i for i, v in quoted.items() if replayed.get(i) not in (None, v)]
+    where = "verified by the quote" if pcrs["quoted_verified"] else "NOT verified by the quote"
+    replay = (f"log replay differs at PCR {', '.join(differ)}" if differ
+              else "log replay equals them" if pcrs["replayed"] is not None
+              else "log not replayed")
+    click.echo(f"PCRs ({pcrs['bank']}) {', '.join(quoted)}: {where}; {replay}")
+    tpm = doc["tpm"]
+    if tpm["reset_count"] is not None:
+        click.echo(f"TPM: resetCount {tpm['reset_count']}, restartCount "
+                   f"{tpm['restart_count']}, firmware {tpm['firmware_version']}")
+    boot = doc["boot_state"]
+    if boot is None:
+        click.echo("boot state: not shown (the log is not verified against the quote)")
+    else:
+        sb = {True: "on", False: "off"}.get(boot.get("secure_boot"), "not measured")
+        counts = ", ".join(f"{k} {len(boot.get(k) or [])}" for k in ("pk", "kek", "db", "dbx"))
+        apps = len(boot.get("boot_applications") or [])
+        click.echo(f"boot state: Secure Boot {sb}; {counts} entries; "
+                   f"{apps} boot application(s); {len(boot.get('findings') or [])} finding(s)")
+
+
+def _print_details(doc: dict[str, Any]) -> None:
+    """``--verbose``: every check, every PCR value, the whole boot state."""
+    click.echo("\nchecks:")
     for c in doc["checks"]:
         mark = "PASS" if c["passed"] else "FAIL"
         code = "" if c["passed"] else f" [{c['reason_code']}]"
@@ -110,16 +152,17 @@ def _print_human(doc: dict[str, Any]) -> None:
         rep = replayed.get(idx)
         same = "=" if rep == value else ("(log: none)" if rep is None else f"!= log {rep}")
         click.echo(f"  {idx:>2}  {value}  {same}")
-    tpm = doc["tpm"]
-    if tpm["reset_count"] is not None:
-        click.echo(f"\nTPM: resetCount {tpm['reset_count']}, restartCount "
-                   f"{tpm['restart_count']}, firmware {tpm['firmware_version']}")
     if doc["boot_state"] is not None:
         click.echo("\nboot state (from the verified log):")
         click.echo(json.dumps(doc["boot_state"], indent=2, sort_keys=True))
+
+
+def _print_human(doc: dict[str, Any], verbose: bool) -> None:
+    _print_verdict(doc)
+    if verbose:
+        _print_details(doc)
     else:
-        click.echo("\nboot state: not shown (the log is not verified against the quote)")
-    click.echo("\nresult: " + ("every check passed" if doc["passed"] else "evidence rejected"))
+        click.echo("details: --verbose (every check, PCR value, the boot state) or --json")
 
 
 @click.group(name="attest")
@@ -137,9 +180,12 @@ def command() -> None:
 @click.option("--at", "at_text", metavar="ISO-TIME",
               help="Verify as of this time (AIK certificate validity); default: now.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="After the verdict, print every check, PCR value and the boot state.")
 @click.pass_context
 def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
-               no_builtin_anchors: bool, at_text: str | None, as_json: bool) -> None:
+               no_builtin_anchors: bool, at_text: str | None, as_json: bool,
+               verbose: bool) -> None:
     """Verify the evidence in REQUEST.json; exit 0 if every check passes, 1 if not.
 
     The built-in ``azure-trusted-launch`` anchors are trusted unless
@@ -167,5 +213,5 @@ def verify_cmd(ctx: click.Context, request: Path, anchors_path: Path | None,
     if as_json:
         click.echo(json.dumps(doc, indent=2))
     else:
-        _print_human(doc)
+        _print_human(doc, verbose)
     ctx.exit(0 if v.passed else 1)

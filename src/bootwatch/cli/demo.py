@@ -18,9 +18,11 @@ change, as an operator would see it:
 * ``cos-idle`` stops reporting and goes ``stale`` (``agent_unresponsive``).
 
 ``azure-tl`` (the real Azure Trusted Launch WS2019 log) stays healthy
-throughout.  Exit 0 when everything happened as described, 1 otherwise.  The
-corpus is ``--corpus``, ``$BOOTWATCH_SHARED/corpus`` or ``../shared/corpus``
-next to the repository or the current folder.
+throughout.  Exit 0 when everything happened as described, 1 otherwise, 2 when
+the corpus cannot be used; the corpus is found with ``--corpus``,
+``$BOOTWATCH_SHARED/corpus`` or ``../shared/corpus`` next to the repository or
+the current folder (a path given with the option or the variable that does not
+hold the corpus is an error naming it, not a reason to look elsewhere).
 """
 
 from __future__ import annotations
@@ -71,14 +73,31 @@ UPDATE_LOG = "eventlogs/go-tpm-tools/cos-101-amd-sev.bin"
 STALE_AFTER = 6.0
 
 
+def _explicit_corpus(path: Path, source: str) -> Path:
+    """A corpus path the user gave: it must hold the corpus, else an error naming it."""
+    if not path.exists():
+        raise ConfigError(f"{source} {path}: no such folder")
+    if not ((path / "eventlogs").is_dir() and (path / "maa").is_dir()):
+        raise ConfigError(f"{source} {path}: not the shared corpus "
+                          "(no eventlogs/ and maa/ folders in it)")
+    return path.resolve()
+
+
 def find_corpus(explicit: Path | None) -> Path:
-    """The ``shared/corpus`` folder: --corpus, $BOOTWATCH_SHARED, or ../shared nearby."""
-    candidates: list[Path] = []
+    """The ``shared/corpus`` folder: --corpus, $BOOTWATCH_SHARED, or ../shared nearby.
+
+    A path the user gave (the option or the variable) is used or refused, never
+    silently replaced by one found nearby: a wrong path is a ConfigError naming it
+    (exit 2).
+    """
     if explicit is not None:
-        candidates.append(explicit)
+        return _explicit_corpus(explicit, "--corpus")
     env = os.environ.get("BOOTWATCH_SHARED")
     if env:
-        candidates.append(Path(env) / "corpus")
+        if not Path(env).exists():
+            raise ConfigError(f"BOOTWATCH_SHARED={env}: no such folder")
+        return _explicit_corpus(Path(env) / "corpus", f"BOOTWATCH_SHARED={env}:")
+    candidates: list[Path] = []
     repo = Path(__file__).resolve().parents[3]
     for base in (Path.cwd(), repo):
         for parent in (base, *base.parents):
@@ -87,7 +106,8 @@ def find_corpus(explicit: Path | None) -> Path:
     for c in candidates:
         if (c / "eventlogs").is_dir() and (c / "maa").is_dir():
             return c.resolve()
-    raise ConfigError("shared corpus not found: pass --corpus PATH/TO/shared/corpus")
+    raise ConfigError("shared corpus not found: pass --corpus PATH/TO/shared/corpus "
+                      "or set BOOTWATCH_SHARED=PATH/TO/shared")
 
 
 class _Server:
@@ -136,7 +156,7 @@ class Demo:
 
     def cycle(self, spec: DemoVm, *, log: str | None = None) -> AttestResult:
         """One agent cycle: attest, open the token in the vTPM, report health."""
-        from bootwatch.agent.evidence import OsInfo
+        from bootwatch.agent.evidence import read_os_info
         from bootwatch.cli.agent_attest import attest_once
         from bootwatch.protocol.health import (
             HealthReport,
@@ -147,10 +167,9 @@ class Demo:
         sent_file = log or spec.sent_log
         sent = ((self.corpus / sent_file).read_bytes() if sent_file
                 else self.lab.get_vm(spec.name).log_path.read_bytes())
-        os_info = (OsInfo("Windows", "Microsoft", 10, 0, "NotApplicable") if spec.windows
-                   else OsInfo("Linux", "Container-Optimized OS" if "cos" in spec.name
-                               else "Ubuntu", 22, 4))
         with self.lab.running(spec.name) as vm:
+            # the OS of the image the log came from, as the lab recorded it
+            os_info = read_os_info(vm.vm.os_release_path)
             result = attest_once(vm.tcti, sent, self.url, ca=self.ca, os_info=os_info,
                                  client_payload={"nonce": os.urandom(8).hex()},
                                  pcr_indices=_pcrs_for(spec))
@@ -289,11 +308,11 @@ def _play(demo: Demo, console: Any) -> None:
 
 def _fleet(demo: Demo, console: Any) -> None:
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="fleet (bootwatch vm list)", show_lines=False)
-    for col in ("VM", "state", "open alerts", "unhealthy recommendations", "why"):
-        table.add_column(col, overflow="fold")
+    from bootwatch.cli._console import table as make_table
+
+    table = make_table("VM", "state", "open alerts", "unhealthy recommendations", "why",
+                       title="fleet (bootwatch vm list)")
     colours = {"healthy": "green", "unhealthy": "red", "stale": "yellow"}
     for v in demo.client.all_vms():
         bad = [r["name"] for r in v["recommendations"] if r["status"]["code"] == "Unhealthy"]
@@ -305,13 +324,13 @@ def _fleet(demo: Demo, console: Any) -> None:
 
 def _alert(alert: dict[str, Any], console: Any) -> None:
     from rich.markup import escape
-    from rich.table import Table
+
+    from bootwatch.cli._console import table as make_table
 
     console.print(f"  [red]ALERT[/] {alert['title']} ({alert['severity']}, {alert['reason']}): "
                   f"{escape(alert['description'])}", highlight=False)
-    table = Table(title="what changed (bootwatch alert show)", show_lines=False)
-    for col in ("PCR", "event", "change", "component", "old digest", "new digest"):
-        table.add_column(col, overflow="fold")
+    table = make_table("PCR", "event", "change", "component", "old digest", "new digest",
+                       title="what changed (bootwatch alert show)")
     for d in alert["diff"]:
         table.add_row(str(d["pcr"]), "-" if d["event"] is None else str(d["event"]),
                       d["change"], escape(d["component"]),
@@ -328,9 +347,9 @@ def command(corpus: Path | None, keep: bool) -> None:
     approved; a denial with its recommendation; a tampered log; a stale agent."""
     import shutil
 
-    from rich.console import Console
+    from bootwatch.cli._console import make_console
 
-    console = Console(width=None if os.isatty(1) else 160)
+    console = make_console()
     corpus_dir = find_corpus(corpus)
     work = Path(tempfile.mkdtemp(prefix="bootwatch-demo-"))
     started = time.monotonic()

@@ -58,12 +58,21 @@ def vm_group() -> None:
 @click.option("--no-aik-cert", is_flag=True,
               help="Only an EK and its certificate (from the lab EK CA), no AIK and no AIK "
                    "certificate: the VM must `bootwatch agent enroll` before it can attest.")
+@click.option("--os-release", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="The image's os-release file (default: derived from the log).")
 @click.pass_context
 def vm_create(ctx: click.Context, name: str, log_file: Path, vm_id: str | None,
-              no_aik_cert: bool) -> None:
-    """Create VM NAME: provision its vTPM and replay LOG into its PCRs."""
-    vm = _lab(ctx).create_vm(name, log_file, vm_id=vm_id, aik_cert=not no_aik_cert)
+              no_aik_cert: bool, os_release: Path | None) -> None:
+    """Create VM NAME: provision its vTPM and replay LOG into its PCRs.
+
+    The VM reports the OS of the image its log came from: derived from what the log
+    measured (boot loader paths, boot options, kernel command line) and its file
+    name, or the --os-release file given.
+    """
+    vm = _lab(ctx).create_vm(name, log_file, vm_id=vm_id, aik_cert=not no_aik_cert,
+                             os_release=os_release)
     click.echo(f"created {vm.name} (vm id {vm.vm_id}) in {vm.path}")
+    click.echo(f"  OS: {vm.os_name} ({vm.os_source})")
     if no_aik_cert:
         click.echo("  EK certificate only (no AIK certificate): enrol it with "
                    "`bootwatch agent enroll`")
@@ -84,10 +93,14 @@ def vm_list(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([v.to_json() for v in vms], indent=2))
         return
+    if not vms:
+        click.echo(f"no lab VMs in {_lab(ctx).root} "
+                   "(create one with: bootwatch lab vm create NAME --log FILE)")
+        return
     for v in vms:
         extra = " hcrtm" if v.hcrtm else (f" locality={v.startup_locality}"
                                           if v.startup_locality else "")
-        click.echo(f"{v.name}\t{v.vm_id}\t{v.created}{extra}")
+        click.echo(f"{v.name}\t{v.vm_id}\t{v.created}\t{v.os_name}{extra}")
 
 
 @vm_group.command("reboot")

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
+from bootwatch.cli._console import make_console
 from bootwatch.cli._files import read_limited
 from bootwatch.errors import BootwatchError, EventLogError, InputError
 from bootwatch.eventlog import (
@@ -136,14 +136,14 @@ def show(file: Path) -> None:
     )
     table.add_column("#", justify="right")
     table.add_column(log.index_name, justify="right")
-    table.add_column("type")
-    table.add_column("digests")
+    table.add_column("type", overflow="fold")
+    table.add_column("digests", overflow="fold")
     table.add_column("summary", overflow="fold")
     for ev in log.events:
         digests = "\n".join(f"{alg_name(a)}:{d.hex()[:16]}…" for a, d in ev.digests.items())
         pcr = "-" if ev.pcr == 0xFFFFFFFF else str(ev.pcr)
         table.add_row(str(ev.index), pcr, event_type_name(ev.event_type), digests, _summary(fn, ev))
-    Console(width=160).print(table)
+    make_console().print(table)
     if log.padding:
         click.echo(f"{len(log.padding)} bytes of padding after the last record")
     for leniency in log.leniencies:
@@ -160,11 +160,11 @@ def replay_cmd(file: Path, as_json: bool) -> None:
     if as_json:
         _echo_json(replay_to_json(log, rep))
         return
-    console = Console(width=160)
+    console = make_console()
     table = Table(title=f"{file}: replayed {log.index_name}s ({log.format.value})")
     table.add_column("bank")
     table.add_column(log.index_name, justify="right")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for alg_id, bank in rep.pcrs.items():
         for pcr, value in sorted(bank.items()):
             table.add_row(alg_name(alg_id), str(pcr), value.hex())
@@ -180,11 +180,49 @@ def replay_cmd(file: Path, as_json: bool) -> None:
 
 _STATE_LIST_SHOWN = 8
 
+#: exit code of ``log state --dbx`` when a revoked boot component was loaded
+EXIT_REVOKED = 1
 
-def _brief(value: Any) -> str:
-    """One line for a JSON value, shortened so a table of keys stays readable."""
-    text = value if isinstance(value, str) else json.dumps(value)
-    return text if len(text) <= 150 else text[:147] + "..."
+
+def _describe(value: Any) -> str:
+    """One complete line for a boot-state entry: the fields a person reads, never cut.
+
+    Certificates show subject and SHA-1 thumbprint, hashes the hash, boot applications
+    event, PCR, device path and SHA-256 digest; anything else its whole JSON.
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if value.get("type") == "x509" and "subject" in value:
+            where = (f"event {value['event']} ({value.get('variable')}): "
+                     if "event" in value else "")
+            return f"{where}{value['subject']} (sha1 {value.get('sha1_thumbprint')})"
+        if "hash" in value and "type" in value:
+            return f"{value['type']} {value['hash']}"
+        if "device_path" in value and "pcr" in value:
+            digest = (value.get("digests") or {}).get("sha256") or json.dumps(value.get("digests"))
+            return (f"event {value.get('event')}, PCR {value['pcr']}: "
+                    f"{value.get('device_path') or '(no device path)'} (sha256 {digest})")
+    return json.dumps(value)
+
+
+def _print_revocation(rev: dict[str, Any]) -> None:
+    """The revocation verdict first: revoked components loaded, then dbx staleness."""
+    loaded = rev["revoked_loaded"]
+    if loaded:
+        click.echo(f"REVOKED BOOT COMPONENT LOADED ({len(loaded)}):")
+        for r in loaded:
+            click.echo(f"  event {r['event']}: {r['kind']} {r['name'] or ''} "
+                       f"({r['identifier']}): {r['reason']}")
+    else:
+        click.echo("revocation: no loaded boot component is revoked by the DBX data")
+    for f in rev["findings"]:
+        if f["code"] != "revoked_component_loaded":
+            where = f" (event {f['event']})" if f["event"] is not None else ""
+            click.echo(f"  {f['code']}{where}: {f['message']}")
+    for app in rev["unchecked_applications"]:
+        click.echo(f"  not checked: {_describe(app)}")
+    click.echo("")
 
 
 #: Largest DBX data file read (the current JSON catalogue is ~400 KB).
@@ -215,10 +253,16 @@ def _load_dbx(paths: tuple[Path, ...]) -> Any:
     multiple=True,
     type=_FILE,
     help="Microsoft DBX data (dbx_info_msft_latest.json or a DBXUpdate.bin; repeatable): "
-    "adds a 'revocation' report (revoked components loaded, revocations missing from dbx).",
+    "adds a 'revocation' report (revoked components loaded, revocations missing from dbx) "
+    "and exits 1 when a revoked boot component was loaded.",
 )
-def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
-    """The boot state the log records: Secure Boot, keys, boot applications, ..."""
+@click.pass_context
+def state_cmd(ctx: click.Context, file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
+    """The boot state the log records: Secure Boot, keys, boot applications, ...
+
+    Exit 0, or 1 when --dbx finds a revoked boot component loaded (the report comes
+    first); 2 when an input is unreadable.
+    """
     log = load_log(file)
     state_mod = importlib.import_module("bootwatch.eventlog.state")
     state = state_mod.extract_boot_state(log)
@@ -229,19 +273,28 @@ def state_cmd(file: Path, as_json: bool, dbx_paths: tuple[Path, ...]) -> None:
         doc["revocation"] = revocation_to_json(check_revocation(state, _load_dbx(dbx_paths)))
     if as_json:
         _echo_json(doc)
-        return
-    if not isinstance(doc, dict):
-        _echo_json(doc)
-        return
+        ctx.exit(_state_exit(doc.get("revocation")))
+    revocation = doc.pop("revocation", None)
+    if revocation is not None:
+        _print_revocation(revocation)
     for key, value in doc.items():
         if isinstance(value, list) and value:
             click.echo(f"{key}: {len(value)} entries")
             for item in value[:_STATE_LIST_SHOWN]:
-                click.echo(f"  - {_brief(item)}")
+                click.echo(f"  - {_describe(item)}")
             if len(value) > _STATE_LIST_SHOWN:
                 click.echo(f"  ... {len(value) - _STATE_LIST_SHOWN} more (see --json)")
+        elif isinstance(value, dict) and value:
+            click.echo(f"{key}:")
+            for sub, item in value.items():
+                click.echo(f"  {sub}: {_describe(item)}")
         else:
-            click.echo(f"{key}: {_brief(value)}")
+            click.echo(f"{key}: {_describe(value) if value is not None else 'null'}")
+    ctx.exit(_state_exit(revocation))
+
+
+def _state_exit(revocation: dict[str, Any] | None) -> int:
+    return EXIT_REVOKED if revocation is not None and revocation["revoked_loaded"] else 0
 
 
 @command.command("template")
@@ -324,7 +377,7 @@ def verify_cmd(ctx: click.Context, file: Path, expected_path: Path, as_json: boo
                 f"[{style[r.status]}]{r.status.value}[/]",
                 r.reason,
             )
-        Console(width=160).print(table)
+        make_console().print(table)
         for name in result.workarounds_applied:
             click.echo(f"workaround applied: {name}")
         matched = sum(r.status is PcrStatus.MATCHED for r in result.results)

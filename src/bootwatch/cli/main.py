@@ -34,6 +34,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "baseline": ("bootwatch.cli.baseline", "Approved boot variants: list, diff, approve"),
     "recommendation": ("bootwatch.cli.recommendation", "Per-VM recommendations"),
     "release": ("bootwatch.cli.release", "Agent releases: signing keys, signed manifests, publish"),
+    "example": ("bootwatch.cli.example", "Example inputs: a claims list, a policy signer"),
 }
 
 #: exit code for unreadable input, unreachable services and other errors

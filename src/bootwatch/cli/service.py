@@ -15,17 +15,23 @@ import click
 from bootwatch.errors import ConfigError
 
 
-def _tuple(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
-
-
 def default_data_dir() -> Path:
-    """Where the service keeps its database, keys and dev certificate by default:
-    ``$XDG_DATA_HOME/bootwatch/server`` (else ``~/.local/share/bootwatch/server``),
-    outside any source tree so keys never land in a repository."""
+    """``$XDG_DATA_HOME/bootwatch/service``, else ``~/.local/share/bootwatch/service``.
+
+    The service keeps its database, at-rest key and development TLS key here: never
+    in the current folder, where they would land in a clone's working tree.
+    ``--data-dir`` / ``$BOOTWATCH_DATA_DIR`` override it.
+    """
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "bootwatch" / "server"
+    return base / "bootwatch" / "service"
+
+
+_DATA_DIR_SHOWN = "$XDG_DATA_HOME/bootwatch/service"
+
+
+def _tuple(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
 
 
 def db_options(f: Any) -> Any:
@@ -36,7 +42,7 @@ def db_options(f: Any) -> Any:
         "--data-dir",
         envvar="BOOTWATCH_DATA_DIR",
         default=default_data_dir,
-        show_default="$XDG_DATA_HOME/bootwatch/server",
+        show_default=_DATA_DIR_SHOWN,
         type=click.Path(file_okay=False, path_type=Path),
         help="data directory (SQLite database, at-rest key, dev TLS certificate)",
     )(f)
@@ -259,6 +265,7 @@ def run_cmd(**kw: Any) -> None:
     --admin-tokens-file, the at-rest key from BOOTWATCH_AT_REST_KEY: never from the
     command line.
     """
+
     from bootwatch.service.server import run
 
     settings = settings_from_options(kw)
@@ -301,7 +308,8 @@ def purge_cmd(**kw: Any) -> None:
 
 @command.command("dev-cert")
 @click.option(
-    "--data-dir", type=click.Path(file_okay=False, path_type=Path), default=default_data_dir
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), envvar="BOOTWATCH_DATA_DIR",
+    default=default_data_dir, show_default=_DATA_DIR_SHOWN,
 )
 @click.option("--host", default="127.0.0.1")
 def dev_cert_cmd(data_dir: Path, host: str) -> None:
@@ -312,3 +320,40 @@ def dev_cert_cmd(data_dir: Path, host: str) -> None:
     if files.ca is None:  # pragma: no cover - dev certificates always have a CA
         raise ConfigError("no CA generated")
     click.echo(str(files.ca))
+
+
+@command.command("wait")
+@click.option("--url", default=None,
+              help="Service base URL (default https://127.0.0.1:$BOOTWATCH_PORT, else :8443).")
+@click.option("--ca", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PEM CA bundle of the service's TLS certificate (e.g. `service dev-cert`).")
+@click.option("--timeout", type=float, default=30.0, show_default=True,
+              help="Seconds to wait before giving up.")
+def wait_cmd(url: str | None, ca: Path | None, timeout: float) -> None:
+    """Wait until the service answers GET /readyz with 200 (for scripts that start it).
+
+    Exit 0 when ready; 2 after --timeout, naming the last reason it was not.
+    """
+    import ssl
+    import time
+
+    import httpx
+
+    base = (url or f"https://127.0.0.1:{os.environ.get('BOOTWATCH_PORT') or 8443}").rstrip("/")
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        try:
+            verify: ssl.SSLContext | bool = True
+            if ca is not None:
+                verify = ssl.create_default_context(cafile=str(ca))
+            resp = httpx.get(f"{base}/readyz", verify=verify, timeout=2.0)
+            if resp.status_code == 200:
+                click.echo(f"ready: {base}")
+                return
+            last = f"GET /readyz answered {resp.status_code}"
+        except (OSError, httpx.HTTPError) as exc:
+            last = str(exc) or type(exc).__name__
+        if time.monotonic() >= deadline:
+            raise ConfigError(f"{base} not ready after {timeout:g} s: {last}")
+        time.sleep(0.1)

@@ -5,8 +5,10 @@ Layout under the lab root (``$BOOTWATCH_LAB_DIR``, else
 
     ca/                 trust-anchors.pem (issuer + root), root.pem, issuer.pem, keys (0600)
     ek-ca/              the same for the EK CA (the lab vTPMs' "manufacturer")
-    vms/NAME/vm.json    name, VM id, boot facts, log adjustments
+    vms/NAME/vm.json    name, VM id, boot facts, log adjustments, boot count, OS and its source
     vms/NAME/eventlog.bin, ek.pem, aik.pem (absent with --no-aik-cert), state/, lock
+    vms/NAME/os-release the OS of the image the log came from (see lab/osrelease.py);
+                        the agent reports it for ``--lab-vm``
 
 A VM's swtpm runs only inside :meth:`Lab.running`: started on demand,
 stopped (volatile state saved, so PCRs and the null seed survive) when the
@@ -38,6 +40,7 @@ from tpm2_pytss.constants import ESYS_TR
 from bootwatch.agent.tpm import digest_values, open_tpm, read_pcrs, tpm_call
 from bootwatch.errors import LabError
 from bootwatch.lab.ca import LabCa, load_or_create_ca
+from bootwatch.lab.osrelease import OsRelease, check_os_release, derive_os_release
 from bootwatch.lab.provision import (
     LAB_BANKS,
     BootPlan,
@@ -83,6 +86,10 @@ class LabVm:
     log_adjustments: tuple[str, ...]
     #: how many times the VM has booted (1 after create; +1 per ``reboot_vm``)
     boot_count: int = 1
+    #: the OS of the image the log came from, e.g. "Container-Optimized OS 101"
+    os_name: str = "Linux"
+    #: where os_name came from (derived from the log, or the file the user gave)
+    os_source: str = "unknown (created before lab VMs recorded their OS)"
 
     @property
     def log_path(self) -> Path:
@@ -92,6 +99,11 @@ class LabVm:
     @property
     def state_dir(self) -> Path:
         return self.path / "state"
+
+    @property
+    def os_release_path(self) -> Path:
+        """The VM's os-release (the image's OS); the agent reads it for ``--lab-vm``."""
+        return self.path / "os-release"
 
     @property
     def ek_cert(self) -> x509.Certificate:
@@ -111,6 +123,8 @@ class LabVm:
             "hcrtm": self.hcrtm,
             "log_adjustments": list(self.log_adjustments),
             "boot_count": self.boot_count,
+            "os": self.os_name,
+            "os_source": self.os_source,
             "path": str(self.path),
         }
 
@@ -202,12 +216,13 @@ class Lab:
         return self.root / "vms" / name
 
     def create_vm(self, name: str, log_path: Path | str, *, vm_id: str | None = None,
-                  aik_cert: bool = True) -> LabVm:
+                  aik_cert: bool = True, os_release: Path | str | None = None) -> LabVm:
         """Provision a new vTPM and boot it from ``log_path`` (a real TCG event log).
 
         Without ``aik_cert`` the vTPM gets only its EK and EK certificate (from the EK
         CA), as a KVM host makes it; ``bootwatch agent enroll`` then gets it an AIK
-        certificate from a provider.
+        certificate from a provider.  The VM's OS is derived from the log
+        (lab/osrelease.py) unless ``os_release`` names an os-release file to use instead.
         """
         path = self._vm_dir(name)
         if path.exists():
@@ -221,11 +236,23 @@ class Lab:
         except OSError as exc:
             raise LabError(f"cannot read the event log {log_file}: {exc.strerror}") from exc
         plan, vm_log, notes = plan_boot(log)
+        if os_release is not None:
+            given = Path(os_release)
+            try:
+                with given.open("rb") as fh:
+                    raw = fh.read(64 * 1024 + 1)
+            except OSError as exc:
+                raise LabError(f"cannot read the os-release file {given}: {exc.strerror}"
+                               ) from exc
+            osr = OsRelease(check_os_release(raw, str(given)), f"given: {given}")
+        else:
+            osr = derive_os_release(log, log_file.name)
         ca, ek_ca = self.ca, self.ek_ca
         vm_uuid = vm_id or str(uuid.uuid4())
         (path / "state").mkdir(parents=True)
         try:
             (path / "eventlog.bin").write_bytes(vm_log)
+            (path / "os-release").write_text(osr.text, encoding="utf-8")
             swtpm = SwtpmProcess.start(path / "state")
             try:
                 swtpm.init()
@@ -251,6 +278,8 @@ class Lab:
                 startup_locality=plan.startup_locality,
                 hcrtm=plan.hcrtm_data is not None,
                 log_adjustments=notes,
+                os_name=osr.name,
+                os_source=osr.source,
             )
             (path / "vm.json").write_text(json.dumps(vm.to_json(), indent=2) + "\n")
         except BaseException:
@@ -275,6 +304,8 @@ class Lab:
                 hcrtm=bool(d["hcrtm"]),
                 log_adjustments=tuple(str(x) for x in d.get("log_adjustments", [])),
                 boot_count=int(d.get("boot_count", 1)),
+                **({"os_name": str(d["os"]), "os_source": str(d.get("os_source", ""))}
+                   if "os" in d else {}),
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise LabError(f"{meta} is damaged: {exc}") from exc

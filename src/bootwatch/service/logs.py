@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 LOGGER = "bootwatch.service"
-_STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+#: record attributes that are not ours to log: the standard ones, and uvicorn's
+#: ``color_message`` (the message again, with ANSI colour escapes for a terminal)
+_STD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "color_message"}
+#: ANSI CSI escape sequences: a JSON log line is read by programs, not a terminal
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class JsonFormatter(logging.Formatter):
@@ -22,11 +27,11 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _ANSI.sub("", record.getMessage()),
         }
         for key, value in record.__dict__.items():
             if key not in _STD and not key.startswith("_"):
-                out[key] = value
+                out[key] = _ANSI.sub("", value) if isinstance(value, str) else value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
