@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import ADMIN_TOKEN, Fleet, build_demo_fleet, running_fleet  # noqa: E402
+from fleet import Fleet, build_demo_fleet, running_fleet
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
@@ -60,10 +60,3 @@ def context(browser: Any) -> Iterator[Any]:
         yield ctx
     finally:
         ctx.close()
-
-
-def sign_in(page: Any, fleet: Fleet, token: str = ADMIN_TOKEN) -> None:
-    page.goto(fleet.url + "/ui/login")
-    page.get_by_label("Token").fill(token)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(fleet.url + "/ui")

@@ -116,3 +116,11 @@ def build_demo_fleet(fleet: Fleet) -> None:
         assert verdict == "permit", f"{name}: {verdict}"
     fleet.reboot("cos", COS_NEW)
     assert fleet.attest("cos") == "permit"
+
+
+def sign_in(page: Any, fleet: Fleet, token: str = ADMIN_TOKEN) -> None:
+    """Sign in through the form as a person does (Playwright page)."""
+    page.goto(fleet.url + "/ui/login")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(fleet.url + "/ui")

@@ -13,9 +13,7 @@ import re
 from typing import Any
 
 import pytest
-
-from conftest import sign_in
-from fleet import COS_NEW, COS_OLD, HOSTILE_NAME, READER_TOKEN, Fleet
+from fleet import COS_NEW, COS_OLD, HOSTILE_NAME, READER_TOKEN, Fleet, sign_in
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
 

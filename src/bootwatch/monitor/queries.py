@@ -13,9 +13,9 @@ first page and the thousandth cost the same at 100,000 VMs.
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, tuple_
 
 from bootwatch.errors import ProtocolError
 from bootwatch.monitor.core import Monitor, NotFound
@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 _OPEN = [x.value for x in OPEN_STATUSES]
+_MAX_CHAR = "\U0010ffff"
 
 
 def check_limit(value: int) -> int:
@@ -91,8 +92,10 @@ def summary(monitor: Monitor, *, recommendations: bool = True) -> dict[str, Any]
 
 def list_vms(monitor: Monitor, *, state: str | None = None, group: str | None = None,
              provider: str | None = None, q: str | None = None, limit: int = 100,
-             cursor: str | None = None) -> dict[str, Any]:
-    """One page of VMs, those needing attention first; ``next_cursor`` for the next."""
+             cursor: str | None = None, recommendations: bool = True) -> dict[str, Any]:
+    """One page of VMs, those needing attention first; ``next_cursor`` for the next.
+    ``recommendations=False`` leaves each VM's recommendation list empty (the
+    dashboard's overview does not show it)."""
     n = check_limit(limit)
     stmt = select(VmRow)
     if state:
@@ -109,30 +112,37 @@ def list_vms(monitor: Monitor, *, state: str | None = None, group: str | None = 
     if q:
         if len(q) > 128:
             raise ProtocolError("query: 'q' is longer than 128 characters")
-        pat = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(or_(VmRow.name.like(pat, escape="\\"),
-                              VmRow.vm_id.like(pat.upper(), escape="\\")))
+        # a prefix as a range, so the name index and the primary key answer it (LIKE
+        # is case-insensitive in SQLite and would scan every VM): names match
+        # case-sensitively, VM ids in any case (they are stored upper-case)
+        stmt = stmt.where(or_(and_(VmRow.name >= q, VmRow.name < q + _MAX_CHAR),
+                              and_(VmRow.vm_id >= q.upper(),
+                                   VmRow.vm_id < q.upper() + _MAX_CHAR)))
     after = _cursor(cursor)
     if after is not None:
         rank, vm_id = after
-        stmt = stmt.where(or_(VmRow.attention > rank,
-                              and_(VmRow.attention == rank, VmRow.vm_id > vm_id)))
+        # a row-value comparison: the index seeks to the cursor instead of scanning
+        stmt = stmt.where(tuple_(VmRow.attention, VmRow.vm_id) > tuple_(rank, vm_id))
     stmt = stmt.order_by(VmRow.attention, VmRow.vm_id).limit(n + 1)
     with monitor.read() as s:
-        rows = list(s.scalars(stmt).all())
+        # plain result rows (attribute access by column name), not ORM entities: a
+        # page has hundreds of recommendation rows and the identity map's bookkeeping
+        # (and its expiry when the read session ends) would cost more than the query
+        rows = [cast(VmRow, r) for r in s.execute(stmt.with_only_columns(
+            *VmRow.__table__.columns)).all()]
         more = len(rows) > n
         rows = rows[:n]
         recs: dict[str, list[RecommendationRow]] = {}
-        if rows:
-            for r in s.scalars(select(RecommendationRow).where(
+        if rows and recommendations:
+            for r in s.execute(select(*RecommendationRow.__table__.columns).where(
                     RecommendationRow.vm_id.in_([v.vm_id for v in rows]))).all():
-                recs.setdefault(r.vm_id, []).append(r)
+                recs.setdefault(r.vm_id, []).append(cast(RecommendationRow, r))
         items = [vm_json(v, sorted(recs.get(v.vm_id, []), key=lambda r: r.key))
                  for v in rows]
-    nxt = None
-    if more and rows:
-        last = rows[-1]
-        nxt = base64.urlsafe_b64encode(f"{last.attention}|{last.vm_id}".encode()).decode()
+        nxt = None
+        if more and rows:
+            last = rows[-1]
+            nxt = base64.urlsafe_b64encode(f"{last.attention}|{last.vm_id}".encode()).decode()
     return {"items": items, "next_cursor": nxt}
 
 

@@ -45,7 +45,8 @@ SESSION_COOKIE = "bw_session"
 LOGIN_COOKIE = "bw_login"
 _MAX_FORM = 16 * 1024
 _PAGE = 50
-_STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8"}
+_STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charset=utf-8",
+           "icon.svg": "image/svg+xml"}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -306,7 +307,8 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
                    "provider": _arg(request, "provider"), "q": _arg(request, "q")}
         cursor = _arg(request, "cursor", 512)
         fleet = queries.summary(monitor, recommendations=False)
-        listing = queries.list_vms(monitor, limit=_PAGE, cursor=cursor, **filters)
+        listing = queries.list_vms(monitor, limit=_PAGE, cursor=cursor, recommendations=False,
+                                   **filters)
         total = sum(fleet["vms"].values())
         peak = max(fleet["vms"].values(), default=0) or 1
         nxt = (_href("", cursor=listing["next_cursor"], **filters)
