@@ -190,8 +190,9 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
             raise refuse(request, None, 403, "Your session has ended: sign in again.")
         try:
             form = await _form(request)
-        except ProtocolError as exc:
-            raise refuse(request, session, 400, str(exc)) from None
+        except ProtocolError as exc:  # no readable form, so no CSRF token either
+            raise refuse(request, session, 403, f"Refused: {exc}, so it carries no CSRF "
+                         "token.") from None
         token = form.get("csrf", "")
         if not token or not hmac.compare_digest(token.encode(), session.csrf.encode()):
             raise refuse(request, session, 403, "The form's CSRF token is missing or wrong: "
