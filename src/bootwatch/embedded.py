@@ -1,7 +1,8 @@
 """The embedded default: the attestation service and the monitor in one process.
 
 ``bootwatch server`` runs this: the service's MAA paths at the root as
-always, the monitor's API under ``/api/v1`` on the same port, one SQLite
+always, the monitor's API under ``/api/v1`` and its dashboard under ``/ui`` on the
+same port, one SQLite
 database (the monitor's tables are prefixed ``monitor_``), and the service's
 outcome events handed to the monitor in-process.  This module is the
 composition root that knows both sides; neither imports the other.
@@ -21,6 +22,7 @@ from fastapi import FastAPI
 from bootwatch.monitor.api import extra_routers, monitor_router
 from bootwatch.monitor.container import MonitorContainer, bootstrap
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.ui import ui_router
 from bootwatch.protocol.health import FailedHop
 from bootwatch.service.app import AppExtensions, create_app
 from bootwatch.service.settings import Settings
@@ -78,7 +80,7 @@ def create_server_app(
                           egress_text=egress_advisor(state, ms.egress_formats))
     ext = AppExtensions(
         sink=container.sink,
-        routers=(monitor_router(container), *extra_routers(container)),
+        routers=(monitor_router(container), ui_router(container), *extra_routers(container)),
         metrics=(container.metrics.exposition,),
         on_startup=(container.start,),
         on_shutdown=(container.stop,),

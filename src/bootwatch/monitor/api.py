@@ -11,7 +11,6 @@ it is (400 bad input naming the field, 401/403, 404, 409).
 
 from __future__ import annotations
 
-import base64
 import hmac
 import ipaddress
 import json
@@ -21,32 +20,29 @@ from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import and_, func, or_, select
 
 from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolError
+from bootwatch.monitor import queries
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
-from bootwatch.monitor.models import (
-    AlertRow,
-    BaselineRow,
-    BootRow,
-    RecommendationRow,
-    SuppressionRow,
-    VmRow,
-)
-from bootwatch.monitor.views import alert_json, baseline_json, boot_json, rec_json, vm_json
+from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.protocol.health import decode_health_report
 from bootwatch.protocol.monitor import (
-    OPEN_STATUSES,
     AlertReason,
     AlertStatus,
     SecurityType,
     Toggle,
-    VmState,
 )
 from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
 
-__all__ = ["API_PREFIX", "Principal", "admin_dependency", "extra_routers", "monitor_router"]
+__all__ = [
+    "API_PREFIX",
+    "Principal",
+    "admin_dependency",
+    "extra_routers",
+    "monitor_router",
+    "token_principal",
+]
 
 API_PREFIX = "/api/v1"
 _MAX_ADMIN_BODY = 256 * 1024
@@ -92,6 +88,18 @@ def _match(token: str, tokens: tuple[str, ...]) -> int | None:
         if hmac.compare_digest(token.encode(), candidate.encode()):
             found = i
     return found
+
+
+def token_principal(settings: MonitorSettings, token: str) -> tuple[Principal, bool] | None:
+    """Who a bearer token is and whether it may write (admin), or None when it is no
+    token of this monitor; constant-time over every configured token."""
+    i = _match(token, settings.admin_tokens)
+    if i is not None:
+        return Principal(f"admin-token-{i + 1}"), True
+    j = _match(token, settings.reader_tokens)
+    if j is not None:
+        return Principal(f"reader-token-{j + 1}"), False
+    return None
 
 
 class _Denied(Exception):
@@ -140,22 +148,6 @@ def _enum(cls: type[Any], obj: dict[str, Any], key: str) -> Any:
     except ValueError:
         allowed = ", ".join(m.value for m in cls)
         raise ProtocolError(f"body: field '{key}' must be one of {allowed}") from None
-
-
-def _cursor(text: str | None) -> tuple[int, str] | None:
-    if not text:
-        return None
-    try:
-        rank, vm_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
-        return int(rank), vm_id
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("query: 'cursor' is not a cursor this monitor issued") from None
-
-
-def _limit(value: int) -> int:
-    if not 1 <= value <= 1000:
-        raise ProtocolError("query: 'limit' must be 1-1000")
-    return value
 
 
 def admin_dependency(settings: Any) -> Callable[[Request], Principal]:
@@ -248,26 +240,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     @router.get("/summary")
     def summary(who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                states = {str(k): int(n) for k, n in s.execute(
-                    select(VmRow.state, func.count()).group_by(VmRow.state))}
-                sev = {str(k): int(n) for k, n in s.execute(
-                    select(AlertRow.severity, func.count())
-                    .where(AlertRow.status.in_([x.value for x in OPEN_STATUSES]))
-                    .group_by(AlertRow.severity))}
-                recs = [
-                    {"key": k, "name": name, "severity": severity, "unhealthy": int(n)}
-                    for k, name, severity, n in s.execute(
-                        select(RecommendationRow.key, RecommendationRow.name,
-                               RecommendationRow.severity, func.count())
-                        .where(RecommendationRow.code == "Unhealthy")
-                        .group_by(RecommendationRow.key, RecommendationRow.name,
-                                  RecommendationRow.severity))
-                ]
-            return {"vms": {st.value: states.get(st.value, 0) for st in VmState},
-                    "open_alerts": sev, "recommendations": recs}
-        return call(who, run)
+        return call(who, lambda: queries.summary(monitor))
 
     @router.get("/vms")
     def list_vms(
@@ -275,73 +248,13 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         q: str | None = None, limit: int = 100, cursor: str | None = None,
         who: Principal | Response = Reader,
     ) -> Any:
-        def run() -> dict[str, Any]:
-            n = _limit(limit)
-            stmt = select(VmRow)
-            if state:
-                try:
-                    stmt = stmt.where(VmRow.state == VmState(state).value)
-                except ValueError:
-                    raise ProtocolError(
-                        "query: 'state' must be one of " + ", ".join(s.value for s in VmState)
-                    ) from None
-            if group is not None:
-                stmt = stmt.where(VmRow.group_name == group)
-            if provider is not None:
-                stmt = stmt.where(VmRow.provider == provider)
-            if q:
-                if len(q) > 128:
-                    raise ProtocolError("query: 'q' is longer than 128 characters")
-                pat = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-                stmt = stmt.where(or_(VmRow.name.like(pat, escape="\\"),
-                                      VmRow.vm_id.like(pat.upper(), escape="\\")))
-            after = _cursor(cursor)
-            if after is not None:
-                rank, vm_id = after
-                stmt = stmt.where(or_(VmRow.attention > rank,
-                                      and_(VmRow.attention == rank, VmRow.vm_id > vm_id)))
-            stmt = stmt.order_by(VmRow.attention, VmRow.vm_id).limit(n + 1)
-            with monitor.read() as s:
-                rows = list(s.scalars(stmt).all())
-                more = len(rows) > n
-                rows = rows[:n]
-                recs: dict[str, list[RecommendationRow]] = {}
-                if rows:
-                    for r in s.scalars(select(RecommendationRow).where(
-                            RecommendationRow.vm_id.in_([v.vm_id for v in rows]))).all():
-                        recs.setdefault(r.vm_id, []).append(r)
-                items = [vm_json(v, sorted(recs.get(v.vm_id, []), key=lambda r: r.key))
-                         for v in rows]
-                nxt = None
-                if more and rows:
-                    last = rows[-1]
-                    nxt = base64.urlsafe_b64encode(
-                        f"{last.attention}|{last.vm_id}".encode()).decode()
-            return {"items": items, "next_cursor": nxt}
-        return call(who, run)
+        return call(who, lambda: queries.list_vms(monitor, state=state, group=group,
+                                            provider=provider, q=q, limit=limit,
+                                            cursor=cursor))
 
     @router.get("/vms/{ref}")
     def get_vm(ref: str, who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                vm = monitor.find_vm(s, ref)
-                recs = s.scalars(select(RecommendationRow).where(
-                    RecommendationRow.vm_id == vm.vm_id).order_by(RecommendationRow.key)).all()
-                out = vm_json(vm, recs)
-                out["recommendations"] = [rec_json(r, full=True) for r in recs]
-                out["boots"] = [boot_json(b) for b in s.scalars(
-                    select(BootRow).where(BootRow.vm_id == vm.vm_id)
-                    .order_by(BootRow.id.desc()).limit(50)).all()]
-                out["alerts"] = [alert_json(a, vm) for a in s.scalars(
-                    select(AlertRow).where(AlertRow.vm_id == vm.vm_id)
-                    .order_by(AlertRow.start_time.desc()).limit(50)).all()]
-                cond = [BaselineRow.vm_id == vm.vm_id]
-                if vm.group_name:
-                    cond.append(BaselineRow.group_name == vm.group_name)
-                out["baselines"] = [baseline_json(b) for b in s.scalars(
-                    select(BaselineRow).where(or_(*cond)).order_by(BaselineRow.id)).all()]
-                return out
-        return call(who, run)
+        return call(who, lambda: queries.vm_detail(monitor, ref))
 
     @router.post("/vms/{ref}/enable")
     async def enable(ref: str, request: Request, who: Principal | Response = Admin) -> Any:
@@ -372,13 +285,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     @router.get("/boots/{boot_id}")
     def get_boot(boot_id: int, who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                boot = s.get(BootRow, boot_id)
-                if boot is None:
-                    raise NotFound(f"no boot {boot_id}")
-                return boot_json(boot, full=True)
-        return call(who, run)
+        return call(who, lambda: queries.get_boot(monitor, boot_id))
 
     # --- ingestion ------------------------------------------------------------
 
@@ -431,47 +338,12 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         severity: str | None = None, limit: int = 100, offset: int = 0,
         who: Principal | Response = Reader,
     ) -> Any:
-        def run() -> dict[str, Any]:
-            n = _limit(limit)
-            if not 0 <= offset <= 10_000_000:
-                raise ProtocolError("query: 'offset' out of range")
-            stmt = select(AlertRow, VmRow).join(VmRow, VmRow.vm_id == AlertRow.vm_id,
-                                                isouter=True)
-            if status in (None, "", "all"):
-                pass
-            elif status == "open":
-                stmt = stmt.where(AlertRow.status.in_([x.value for x in OPEN_STATUSES]))
-            else:
-                try:
-                    stmt = stmt.where(AlertRow.status == AlertStatus(status).value)
-                except ValueError:
-                    raise ProtocolError("query: 'status' must be all, open or one of "
-                                        + ", ".join(x.value for x in AlertStatus)) from None
-            if reason:
-                try:
-                    stmt = stmt.where(AlertRow.reason == AlertReason(reason).value)
-                except ValueError:
-                    raise ProtocolError("query: 'reason' must be one of "
-                                        + ", ".join(x.value for x in AlertReason)) from None
-            if severity:
-                stmt = stmt.where(AlertRow.severity == severity)
-            with monitor.read() as s:
-                if vm:
-                    stmt = stmt.where(AlertRow.vm_id == monitor.find_vm(s, vm).vm_id)
-                rows = s.execute(stmt.order_by(AlertRow.start_time.desc(), AlertRow.id)
-                                 .offset(offset).limit(n)).all()
-                return {"items": [alert_json(a, v) for a, v in rows]}
-        return call(who, run)
+        return call(who, lambda: queries.list_alerts(monitor, status=status, vm=vm, reason=reason,
+                                               severity=severity, limit=limit, offset=offset))
 
     @router.get("/alerts/{alert_id}")
     def get_alert(alert_id: str, who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                alert = s.get(AlertRow, alert_id)
-                if alert is None:
-                    raise NotFound(f"no alert {alert_id}")
-                return alert_json(alert, s.get(VmRow, alert.vm_id))
-        return call(who, run)
+        return call(who, lambda: queries.get_alert(monitor, alert_id))
 
     def _transition(alert_id: str, status: AlertStatus, who: Principal | Response) -> Any:
         def run() -> Any:
@@ -497,35 +369,22 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     @router.get("/recommendations")
     def list_recommendations(vm: str | None = None, key: str | None = None,
                              code: str | None = None, limit: int = 1000,
+                             after: str | None = None,
                              who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            stmt = select(RecommendationRow)
-            if key:
-                stmt = stmt.where(RecommendationRow.key == key)
-            if code:
-                stmt = stmt.where(RecommendationRow.code == code)
-            with monitor.read() as s:
-                if vm:
-                    stmt = stmt.where(RecommendationRow.vm_id == monitor.find_vm(s, vm).vm_id)
-                rows = s.scalars(stmt.order_by(RecommendationRow.vm_id, RecommendationRow.key)
-                                 .limit(_limit(limit))).all()
-                return {"items": [rec_json(r, full=True) for r in rows]}
-        return call(who, run)
+        return call(who, lambda: queries.list_recommendations(monitor, vm=vm, key=key, code=code,
+                                                        limit=limit, after=after))
+
+    @router.get("/recommendations/groups")
+    def recommendation_groups(who: Principal | Response = Reader) -> Any:
+        return call(who, lambda: {"items": queries.recommendation_groups(monitor)})
+
+    @router.get("/agents")
+    def agents(who: Principal | Response = Reader) -> Any:
+        return call(who, lambda: {"versions": queries.agent_versions(monitor)})
 
     @router.get("/baselines")
     def list_baselines(vm: str | None = None, who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                stmt = select(BaselineRow)
-                if vm:
-                    v = monitor.find_vm(s, vm)
-                    cond = [BaselineRow.vm_id == v.vm_id]
-                    if v.group_name:
-                        cond.append(BaselineRow.group_name == v.group_name)
-                    stmt = stmt.where(or_(*cond))
-                rows = s.scalars(stmt.order_by(BaselineRow.id).limit(1000)).all()
-                return {"items": [baseline_json(b) for b in rows]}
-        return call(who, run)
+        return call(who, lambda: queries.list_baselines(monitor, vm))
 
     @router.post("/baselines/approve")
     async def approve(request: Request, who: Principal | Response = Admin) -> Any:
@@ -558,13 +417,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     @router.get("/suppressions")
     def list_suppressions(who: Principal | Response = Reader) -> Any:
-        def run() -> dict[str, Any]:
-            with monitor.read() as s:
-                rows = s.scalars(select(SuppressionRow).order_by(SuppressionRow.id)).all()
-                return {"items": [
-                    {"id": r.id, "vm_id": r.vm_id, "group": r.group_name, "reason": r.reason,
-                     "note": r.note, "created_by": r.created_by} for r in rows]}
-        return call(who, run)
+        return call(who, lambda: queries.list_suppressions(monitor))
 
     @router.post("/suppressions")
     async def add_suppression(request: Request, who: Principal | Response = Admin) -> Any:

@@ -1,7 +1,8 @@
 """The monitor alone as an ASGI app: ``create_monitor_app(container)``.
 
 Serves the JSON API under ``/api/v1`` with its OpenAPI document at
-``/api/v1/openapi.json``, ``/metrics`` and ``/healthz``.  The embedded server
+``/api/v1/openapi.json``, the dashboard under ``/ui``, ``/metrics`` and
+``/healthz``.  The embedded server
 (``bootwatch.embedded``) mounts the same router into the service instead.
 """
 
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from bootwatch.errors import BootwatchError
 from bootwatch.monitor.api import extra_routers, monitor_router, problem
 from bootwatch.monitor.container import MonitorContainer
+from bootwatch.monitor.ui import ui_router
 from bootwatch.service.logs import get_logger
 
 __all__ = ["create_monitor_app"]
@@ -36,6 +38,7 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
     app = FastAPI(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json", lifespan=lifespan)
     app.include_router(monitor_router(container))
+    app.include_router(ui_router(container))
     for extra in extra_routers(container):
         app.include_router(extra)
 

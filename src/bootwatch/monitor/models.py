@@ -74,8 +74,9 @@ class VmRow(MonitorBase):
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),
         Index("ix_monitor_vms_name", "name"),
-        Index("ix_monitor_vms_state", "state", "vm_id"),
-        Index("ix_monitor_vms_group", "group_name", "vm_id"),
+        Index("ix_monitor_vms_state", "state", "attention", "vm_id"),
+        Index("ix_monitor_vms_group", "group_name", "attention", "vm_id"),
+        Index("ix_monitor_vms_provider", "provider", "attention", "vm_id"),
     )
 
 
