@@ -18,7 +18,12 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from tpm2_pytss.constants import TPM2_ALG, TPM2_CAP, TPM2_HR, TPMA_OBJECT
 from tpm2_pytss.types import TPM2B_PUBLIC, TPMS_ATTEST
 
-from bootwatch.agent.evidence import CollectedEvidence, OsInfo, collect_evidence
+from bootwatch.agent.evidence import (
+    CollectedEvidence,
+    OsInfo,
+    collect_evidence,
+    default_pcr_selection,
+)
 from bootwatch.agent.tpm import open_tpm
 from bootwatch.agent.unseal import PcrsChangedError, UnwrapError, unseal
 from bootwatch.cli.main import cli
@@ -70,7 +75,24 @@ def collected(lab: Lab, agent_vm: LabVm) -> CollectedEvidence:
             tcg_log=agent_vm.log_path.read_bytes(),
             os_info=OsInfo(distro="Ubuntu", version_major=22, version_minor=4),
             client_payload={"nonce": "n-123"},
+            pcr_indices=tuple(range(8)),  # Microsoft's Linux client's selection
         )
+
+
+def test_default_selection_adds_the_late_boot_pcrs_the_log_extends(
+    lab: Lab, agent_vm: LabVm
+) -> None:
+    log = agent_vm.log_path.read_bytes()
+    late = sorted({e.pcr for e in parse_log(log).events if 8 <= e.pcr <= 15
+                   and e.event_type != 3})  # EV_NO_ACTION extends nothing
+    assert late, "the agent VM's log should measure a bootloader or kernel (PCR 8-15)"
+    assert default_pcr_selection(log) == tuple(range(8)) + tuple(late)
+    with lab.running(agent_vm.name) as run:
+        ev = collect_evidence(run.tcti, tcg_log=log,
+                              os_info=OsInfo(distro="Ubuntu", version_major=22, version_minor=4))
+    assert decode_request(ev.request_body()).tpm_info.pcr_set == tuple(range(8)) + tuple(late)
+    # a log that cannot be framed falls back to 0-7 (the service names what is wrong)
+    assert default_pcr_selection(b"not a log") == tuple(range(8))
 
 
 def test_request_decodes_with_protocol_decoder(collected: CollectedEvidence,

@@ -14,7 +14,7 @@ import httpx
 import jwt
 import pytest
 
-from bootwatch.agent.evidence import OsInfo, collect_from
+from bootwatch.agent.evidence import OsInfo, collect_from, default_pcr_selection
 from bootwatch.agent.tpm import open_tpm
 from bootwatch.agent.unseal import open_envelope
 from bootwatch.cli.agent_attest import attest_once
@@ -59,7 +59,9 @@ def test_permit_unseal_in_vtpm_and_verify(e2e: Any, vms: Any) -> None:
     assert claims["x-ms-attestation-type"] == "azurevm"
     assert claims["secureboot"] is True
     assert claims["x-ms-azurevm-default-securebootkeysvalidated"] is True
-    assert claims["x-ms-azurevm-attested-pcrs"] == list(range(8))
+    # the agent's default: 0-7 and the late-boot PCRs the log extends (GRUB, kernel: 8, 9)
+    assert claims["x-ms-azurevm-attested-pcrs"] == list(default_pcr_selection(log))
+    assert {8, 9} <= set(claims["x-ms-azurevm-attested-pcrs"])
     assert claims["x-ms-runtime"]["client-payload"] == {
         "nonce": base64.b64encode(b"e2e-123").decode()}
     jwk = claims["x-ms-runtime"]["keys"][0]

@@ -67,7 +67,7 @@ def test_enrol_attest_revoke_with_the_cli(world: dict[str, Any]) -> None:
     assert r.returncode == 0 and "EK certificate only" in r.stdout, r.stdout + r.stderr
     vm_id = Lab(lab).get_vm("kvm").vm_id
     r = _bootwatch("agent", "attest", "--lab-vm", "kvm", "--url", url, "--ca", ca, lab=lab)
-    assert r.returncode == 2 and "must enrol first" in r.stderr, r.stdout + r.stderr
+    assert r.returncode == 2 and "must enrol first" in r.stdout + r.stderr, r.stdout + r.stderr
 
     r = _bootwatch("agent", "enroll", "--lab-vm", "kvm", "--url", url, "--ca", ca, "--json",
                    lab=lab)

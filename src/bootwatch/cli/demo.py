@@ -113,12 +113,17 @@ def find_corpus(explicit: Path | None) -> Path:
 class _Server:
     """uvicorn in a background thread on a pre-bound loopback socket."""
 
-    def __init__(self, app: Any, sock: socket.socket, tls: Any) -> None:
+    def __init__(self, app: Any, tls: Any, sock: socket.socket | None = None) -> None:
         import uvicorn
 
         from bootwatch.service.httpproto import HTTP_PROTOCOL
 
+        if sock is None:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", 0))
         self.sock = sock
+        self.port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
                                 ssl_certfile=str(tls.cert), ssl_keyfile=str(tls.key),
                                 timeout_graceful_shutdown=1, http=HTTP_PROTOCOL)
@@ -232,7 +237,7 @@ def run_demo(corpus: Path, work: Path, console: Any) -> list[str]:
     monitor_settings = MonitorSettings(stale_after_seconds=STALE_AFTER,
                                        sweep_interval_seconds=0.5)
     app, container = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
-    with _Server(app, sock, tls) as server:
+    with _Server(app, tls, sock) as server:
         url = f"https://127.0.0.1:{server.server.servers[0].sockets[0].getsockname()[1]}"
         console.print(f"[bold]bootwatch server[/] on {url}: attestation at the root, monitor at "
                       f"/api/v1, SQLite in {settings.data_dir}", highlight=False)
@@ -334,7 +339,7 @@ def _alert(alert: dict[str, Any], console: Any) -> None:
     for d in alert["diff"]:
         table.add_row(str(d["pcr"]), "-" if d["event"] is None else str(d["event"]),
                       d["change"], escape(d["component"]),
-                      (d["old_digest"] or "-")[:16], (d["new_digest"] or "-")[:16])
+                      d["old_digest"] or "-", d["new_digest"] or "-")
     console.print(table)
 
 
