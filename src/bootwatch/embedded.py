@@ -45,21 +45,12 @@ def own_issuers(settings: Settings) -> tuple[str, ...]:
 def egress_advisor(
     state: ServiceState, formats: tuple[str, ...]
 ) -> Callable[[FailedHop, str], str]:
-    """The monitor's "Allow outbound attestation traffic" remediation text, generated from
-    this server's own service-tag document.  The document is published once here, at
-    start-up (it changes only with the settings), never inside a monitor transaction."""
-    from bootwatch.net.remediation import remediation_for
-    from bootwatch.net.rules import RuleFormat
+    """The monitor's egress remediation from this server's own service-tag document,
+    published once here, at start-up (it changes only with the settings)."""
+    from bootwatch.monitor.egress import advisor
     from bootwatch.service.servicetag import publish_service_tag
 
-    document = publish_service_tag(state)
-    chosen = tuple(RuleFormat(f) for f in formats)
-
-    def text(hop: FailedHop, target: str) -> str:
-        rem = remediation_for(document, hop, chosen, failed_target=target)
-        return rem.text if rem is not None else ""
-
-    return text
+    return advisor(publish_service_tag(state), formats)
 
 
 def create_server_app(

@@ -248,6 +248,15 @@ def test_squid_blocks_then_generated_acl(e2e: tuple[VmSvc, dict[str, str], Path,
         refused = _attest(vm_svc, env, ca, **proxy)
         assert refused["exit"] == 2 and refused["verdict"] == "unreachable", refused
         assert "403" in refused["reason"], refused
+        # the daemon's provisioning status names the proxy's answer too
+        state = tmp / "agent-state"
+        run = subprocess.run(vm_svc.vm.exec_args(
+            *BW, "agent", "run", "--once", "--lab-vm", "cos", "--url", url, "--ca", str(ca),
+            "--state-dir", str(state)), capture_output=True, text=True,
+            env={**env, **proxy}, timeout=120)
+        assert run.returncode == 2, run.stdout + run.stderr
+        status = json.loads((state / "status" / "0.status").read_text())[0]["status"]
+        assert status["status"] == "error" and "403" in status["formattedMessage"]["message"]
         log = (work / "access.log").read_text()
         assert "TCP_DENIED/403" in log and f"CONNECT {vm_svc.svc_ip}:{PORT}" in log
 

@@ -111,6 +111,13 @@ def attest(
             raise ConfigError(f"--payload {item!r}: expected KEY=VALUE")
         client_payload[key] = value
     indices = parse_pcr_list(pcrs) if pcrs else None
+    import os
+
+    from bootwatch.agent.proxy import choose_proxy
+
+    # HTTPS_PROXY / NO_PROXY with libcurl's precedence, as the daemon (docs/agent.md)
+    proxy = choose_proxy(url, configured=None, configured_no_proxy=None,
+                         environ=os.environ).url
     if lab_vm is not None:
         from bootwatch.lab import Lab
 
@@ -119,7 +126,8 @@ def attest(
             # the image's OS as the lab recorded it, never the lab host's
             os_info = read_os_info(os_release or vm.vm.os_release_path)
             result = attest_once(vm.tcti, log, url, ca=ca, os_info=os_info,
-                                 client_payload=client_payload, pcr_indices=indices)
+                                 client_payload=client_payload, pcr_indices=indices,
+                                 proxy=proxy)
     else:
         from bootwatch.agent.platform import default_tcti, read_event_log
 
@@ -127,7 +135,7 @@ def attest(
         log = read_event_log(log_file or SECURITYFS_LOG)
         os_info = read_os_info(os_release or Path("/etc/os-release"))
         result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=os_info,
-                             client_payload=client_payload, pcr_indices=indices)
+                             client_payload=client_payload, pcr_indices=indices, proxy=proxy)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:

@@ -30,6 +30,9 @@ def command() -> None:
 @click.option("--trusted-issuer", "trusted_issuers", multiple=True,
               help="attestation service URL whose tokens verify reports (repeatable)")
 @click.option("--issuer-ca", default="", help="CA bundle for the issuers' HTTPS")
+@click.option("--service-url", default="",
+              help="the attestation service whose GET /servicetags the egress "
+              "recommendation's rules are generated from (read at start-up)")
 @click.option("--admin-tokens-file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="admin bearer tokens, one per line (or BOOTWATCH_ADMIN_TOKENS)")
 def run_cmd(**kw: Any) -> None:
@@ -67,7 +70,13 @@ def run_cmd(**kw: Any) -> None:
     else:
         files = ensure_dev_certificate(data_dir, (kw["host"],))
         cert, key = str(files.cert), str(files.key)
-    app = create_monitor_app(bootstrap(settings))
+    egress = None
+    if kw["service_url"]:
+        from bootwatch.monitor.egress import advisor, fetch_service_tags
+
+        egress = advisor(fetch_service_tags(kw["service_url"], ca=kw["issuer_ca"]),
+                         settings.egress_formats)
+    app = create_monitor_app(bootstrap(settings, egress_text=egress))
     scheme = "http" if cert is None else "https"
     click.echo(f"bootwatch monitor on {scheme}://{kw['host']}:{kw['port']}/api/v1", err=True)
     from bootwatch.service.httpproto import HTTP_PROTOCOL
