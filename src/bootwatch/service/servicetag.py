@@ -31,6 +31,7 @@ from bootwatch.net.servicetag import (
 )
 from bootwatch.service.db import utcnow
 from bootwatch.service.models import ServiceTagRow
+from bootwatch.service.providers import allowed_host_pairs
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState
 
@@ -73,7 +74,8 @@ def service_fqdns(settings: Settings) -> tuple[str, ...]:
     names = []
     candidates = [urlsplit(settings.public_base_url).hostname or ""] if (
         settings.public_base_url) else []
-    candidates += list(settings.allowed_hosts)
+    names_only, pairs = allowed_host_pairs(settings.allowed_hosts)
+    candidates += sorted(names_only) + sorted({host for host, _ in pairs})
     for host in candidates:
         if not host or host == "localhost":
             continue
