@@ -1,0 +1,186 @@
+"""Forged evidence aimed at the checks mutation testing found unguarded (issue 17).
+
+Builds on the forged-evidence suite's ``forge`` (software AIK and ephemeral key over
+the real Trusted Launch request): each case changes one thing a security reviewer
+worries about and checks that the right check fails *and* that nothing resting on it
+is exposed as verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+import test_evidence_forged as forged  # tests/attest is on sys.path (conftest)
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from bootwatch.attest import evidence
+from bootwatch.eventlog import EventType, parse_log
+from bootwatch.tpm.attest import CertifyInfo, ClockInfo, marshal_tpms_attest
+from bootwatch.tpm.constants import ObjectAttributes, TpmAlg, TpmEccCurve, TpmSt
+from bootwatch.tpm.marshal import tpm2b
+from bootwatch.tpm.public import (
+    EccParms,
+    EccPoint,
+    Scheme,
+    SymDefObject,
+    marshal_tpmt_public,
+    parse_tpm2b_public,
+)
+
+forge, verify, first_failure = forged.forge, forged.verify, forged.first_failure
+REAL, REAL_QUOTE = forged.REAL, forged.REAL_QUOTE
+
+VERIFIED_FROM_QUOTE = ("verified_pcrs", "verified_pcr_selection", "verified_clock",
+                       "verified_firmware_version", "verified_reset_count",
+                       "verified_restart_count", "verified_event_log", "verified_replay")
+
+
+def _certify(magic: int, name: bytes) -> bytes:
+    clock = REAL_QUOTE.clock_info
+    return marshal_tpms_attest(
+        magic=magic, attest_type=TpmSt.ATTEST_CERTIFY, qualified_signer=REAL_QUOTE.qualified_signer,
+        extra_data=b"", clock_info=ClockInfo(clock.clock + 85, clock.reset_count,
+                                             clock.restart_count, clock.safe),
+        firmware_version=REAL_QUOTE.firmware_version, attested=CertifyInfo(name, name))
+
+
+def _enc_name() -> bytes:
+    return parse_tpm2b_public(forge().tpm_info.enc_key_pub).name
+
+
+@pytest.mark.parametrize("magic", [0xFF544346, 0x00000000, 0x474354FF])
+def test_certify_without_tpm_generated_magic_is_refused(magic: int) -> None:
+    # Signed by the genuine AIK, naming the genuine key: only the magic is wrong. A TPM
+    # never signs outside data that starts with TPM_GENERATED_VALUE with a restricted key.
+    v = verify(forge(certify_bytes=_certify(magic, _enc_name())))
+    assert first_failure(v) == ("enc_key_certified", "certify_bad_magic")
+    assert f"0x{magic:08x}" in v.check("enc_key_certified").reason
+    assert v.verified_enc_key is None and not v.passed
+    # the same structure with the right magic passes: the magic alone decided
+    assert verify(forge(certify_bytes=_certify(0xFF544347, _enc_name()))).passed
+
+
+def test_quote_as_certify_is_the_wrong_type() -> None:
+    v = verify(forge(certify_bytes=forge().tpm_info.pcr_quote))
+    assert first_failure(v) == ("enc_key_certified", "certify_wrong_type")
+    assert v.verified_enc_key is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "check"),
+    [
+        ({"quote_signer": forged.OTHER}, "quote_signature"),
+        ({"magic": 0xFF544346}, "quote_structure"),
+        ({"extra": b"stale"}, "quote_nonce"),
+        ({"reported": {**forged.REAL_PCRS, 0: bytes(32)}}, "pcr_digest"),
+    ],
+    ids=["signature", "structure", "nonce", "pcr-digest"],
+)
+def test_failed_quote_exposes_no_verified_value(kwargs: dict, check: str) -> None:
+    v = verify(forge(**kwargs))
+    assert not v.check(check).passed
+    for attr in VERIFIED_FROM_QUOTE:
+        assert getattr(v, attr) is None, attr
+    # the key rests on the signature and the PCR digest, not on the (empty) nonce
+    assert (v.verified_enc_key is None) is (check != "quote_nonce")
+    # the unverified values are still there for the report
+    assert v.unverified_reported_pcrs
+
+
+def test_passing_quote_exposes_the_verified_values() -> None:
+    v = verify(forge())
+    assert v.verified_clock == REAL_QUOTE.clock_info
+    assert v.verified_firmware_version == REAL_QUOTE.firmware_version
+    assert v.verified_pcr_selection == forged.REAL_SEL
+    assert v.verified_reset_count == REAL_QUOTE.clock_info.reset_count
+    assert v.verified_restart_count == REAL_QUOTE.clock_info.restart_count
+    assert v.verified_event_log is not None and v.verified_replay is not None
+    assert v.verified_aik_pub is not None
+
+
+def test_log_failure_keeps_quote_values_but_not_the_log() -> None:
+    v = verify(forge(log=REAL.tcg_logs[:100]))
+    assert v.verified_pcrs is not None and v.verified_clock is not None
+    assert v.verified_event_log is None and v.verified_replay is None
+
+
+def _tamper_event_data(pcr: int, nth: int) -> tuple[bytes, int]:
+    raw = REAL.tcg_logs
+    tags = [e for e in parse_log(raw).events
+            if e.pcr == pcr and e.event_type == int(EventType.EV_EVENT_TAG)]
+    ev = tags[nth]
+    at = raw.index(ev.data, ev.offset) + len(ev.data) - 1
+    return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1:], ev.index
+
+
+@pytest.mark.parametrize("pcr", [12, 13, 14])
+@pytest.mark.parametrize("nth", [0, 1])
+def test_rewritten_sipa_record_in_each_sipa_pcr_is_caught(pcr: int, nth: int) -> None:
+    # The digests (hence the quoted PCRs) are untouched; only the SIPA data the claims
+    # read is rewritten.
+    log, index = _tamper_event_data(pcr, nth)
+    v = verify(forge(log=log))
+    assert first_failure(v) == ("log_replay", "log_data_digest_mismatch")
+    reason = v.check("log_replay").reason
+    assert reason.startswith(f"event {index} in PCR {pcr}: EV_EVENT_TAG")
+    assert v.verified_event_log is None and v.verified_replay is None
+    assert v.verified_pcrs is not None  # the quote itself is fine
+
+
+def test_rewritten_sipa_record_in_an_unquoted_pcr_is_not_this_requests_concern() -> None:
+    log, _ = _tamper_event_data(14, 0)
+    pcrs = {p: v for p, v in forged.REAL_PCRS.items() if p != 14}
+    sel = (replace(forged.REAL_SEL[0], pcrs=tuple(p for p in forged.REAL_SEL[0].pcrs if p != 14)),)
+    v = verify(forge(log=log, pcrs=pcrs, selection=sel))
+    assert v.check("log_replay").passed, v.check("log_replay").reason
+
+
+def test_certify_by_an_aik_that_is_not_a_restricted_signing_key() -> None:
+    # Both structures are validly signed by this key; a non-restricted key could have
+    # signed any bytes, so the certify must not count either.
+    for attrs in (forged.AIK_ATTRS & ~ObjectAttributes.RESTRICTED,
+                  forged.AIK_ATTRS & ~ObjectAttributes.SIGN_ENCRYPT,
+                  forged.AIK_ATTRS & ~ObjectAttributes.FIXED_TPM):
+        v = verify(forge(aik_attrs=attrs))
+        assert v.check("quote_signature").reason_code == "aik_not_restricted_signing"
+        c = v.check("enc_key_certified")
+        assert (c.passed, c.reason_code) == (False, "prerequisite_failed")
+        assert "restricted signing key" in c.reason
+        assert v.verified_enc_key is None and v.verified_aik_pub is None
+
+
+def _ecc_enc_pub() -> bytes:
+    nums = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+    return marshal_tpmt_public(
+        key_type=TpmAlg.ECC, name_alg=TpmAlg.SHA256, object_attributes=forged.ENC_ATTRS,
+        auth_policy=bytes(32),
+        parameters=EccParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL),
+                            TpmEccCurve.NIST_P256, Scheme(TpmAlg.NULL)),
+        unique=EccPoint(nums.x.to_bytes(32, "big"), nums.y.to_bytes(32, "big")))
+
+
+def test_non_rsa_enc_key_is_refused_even_when_certified() -> None:
+    tpmt = _ecc_enc_pub()
+    v = verify(forge(enc_pub=tpm2b(tpmt), certified_name=forged._name(tpmt)))
+    assert v.check("enc_key_certified").passed
+    c = v.check("enc_key_attributes")
+    assert (c.passed, c.reason_code) == (False, "enc_key_not_rsa")
+    assert c.reason == "EncKeyPub is TPM_ALG_ECC, the sealed response needs RSA"
+    assert v.verified_enc_key is None
+
+
+def test_log_cache_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evidence, "LOG_CACHE_SIZE", 2)
+    evidence.clear_log_cache()
+    good = forge()
+    for pad in range(4):  # zero padding: the same log, four distinct byte strings
+        req = replace(good, tcg_logs=REAL.tcg_logs + bytes(pad))
+        assert verify(req).check("log_replay").passed
+        assert len(evidence._log_cache) == min(pad + 1, 2)
+    # the most recent ones are kept, the oldest dropped
+    kept = set(evidence._log_cache)
+    assert kept == {hashlib.sha256(REAL.tcg_logs + bytes(p)).digest() for p in (2, 3)}
+    evidence.clear_log_cache()
+    assert len(evidence._log_cache) == 0
