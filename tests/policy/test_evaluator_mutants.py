@@ -314,3 +314,97 @@ def test_read_only_claims_cannot_be_issued() -> None:
         _run("=> permit();", [pcrs], issuance='c:[type=="pcrs"] => issue(type="p", value=c.value);')
     r = _run("=> permit();", [pcrs], issuance='c:[type=="pcrs"] => add(type="p", value=c.value);')
     assert r.permitted and r.issued == ()
+
+
+def test_json_shape_of_a_result_and_its_trace() -> None:
+    # the exact keys of `bootwatch policy eval --json` (tools read them)
+    r = _run('c:[type=="n"] => permit();\n[type=="absent"] => deny();', CLAIMS,
+             issuance='=> issue(type="i", value="v");')
+    assert r.to_json() == {
+        "permitted": True,
+        "deciding_rule": 'line 3: c:[type=="n"] => permit();',
+        "reason": "a permit() rule fired and no deny() did",
+        "issued": [{"type": "i", "value": "v", "valueType": "String",
+                    "issuer": "AttestationPolicy"}],
+        "properties": {"require_valid_aik_cert": True, "required_pcr_mask": 0xFFFFFF,
+                       "report_validity_in_minutes": 1440, "omit_x5c": False},
+        "trace": [
+            {"section": "authorizationrules", "line": 3, "rule": 'c:[type=="n"] => permit();',
+             "fired": True, "effect": "permit"},
+            {"section": "authorizationrules", "line": 4, "rule": '[type=="absent"] => deny();',
+             "fired": False, "effect": ""},
+            {"section": "issuancerules", "line": 7, "rule": '=> issue(type="i", value="v");',
+             "fired": True, "effect": "issue: 1 claim (i)"},
+        ],
+    }
+
+
+def test_claims_issued_during_authorization_are_dropped_on_deny() -> None:
+    r = _run('=> issue(type="early", value=1);\n=> permit();\n=> deny();')
+    assert not r.permitted and r.issued == ()
+    assert r.to_json()["issued"] == []
+    r = _run('=> issue(type="early", value=1);\n=> permit();')
+    assert r.permitted and [c.type for c in r.issued] == ["early"]
+
+
+def test_type_index_and_test_budget_at_the_boundary() -> None:
+    # 10 claims of type x, 10 of type y: a leading type=="x" test looks the 10 up by type
+    # and runs the 2 remaining tests on each (20 tests); scanning all 20 claims with all 3
+    # tests would cost 60.
+    claims = [_claim("x", i) for i in range(10)] + [_claim("y", i) for i in range(10)]
+    rule = '[type=="x", value==3, issuer=="CustomClaim"] => permit();'
+    assert _run(rule, claims, limits=EvaluationLimits(max_tests=20)).permitted
+    with pytest.raises(PolicyLimitError) as info:
+        _run(rule, claims, limits=EvaluationLimits(max_tests=19))
+    assert info.value.limit == "max_tests"
+    # a type test that is not the equality lookup scans every claim
+    rule = '[type!="y", value==3] => permit();'
+    assert _run(rule, claims, limits=EvaluationLimits(max_tests=40)).permitted
+    with pytest.raises(PolicyLimitError):
+        _run(rule, claims, limits=EvaluationLimits(max_tests=39))
+
+
+def test_value_type_from_a_set_of_claims_is_refused() -> None:
+    claims = [_claim("vt", "Integer"), _claim("vt", "String")]
+    with pytest.raises(PolicyEvaluationError) as info:
+        _run("=> permit();", claims,
+             issuance='c:[type=="vt"] => issue(type="i", value="1", valueType=c.value);')
+    assert str(info.value).endswith("valueType must be String, Integer or Boolean")
+
+
+@pytest.mark.parametrize(
+    ("value", "vtype", "expected"),
+    [('"-9223372036854775807"', "Integer", -(2**63) + 1),
+     ('"00000000000000000001"', "Integer", 1)],
+)
+def test_integer_text_of_twenty_characters(value: str, vtype: str, expected: int) -> None:
+    r = _run("=> permit();", issuance=f'=> issue(type="i", value={value}, valueType="{vtype}");')
+    assert r.issued[0].value == expected
+
+
+@pytest.mark.parametrize("value", ['"000000000000000000001"', '"-09223372036854775807"', '"X5"',
+                                   '"5-"'])
+def test_integer_text_that_is_not_an_integer(value: str) -> None:
+    with pytest.raises(PolicyEvaluationError, match="cannot be given valueType Integer"):
+        _run("=> permit();", issuance=f'=> issue(type="i", value={value}, valueType="Integer");')
+
+
+def test_digits_are_not_a_boolean() -> None:
+    with pytest.raises(PolicyEvaluationError, match="'5' cannot be given valueType Boolean"):
+        _run("=> permit();", issuance='=> issue(type="i", value="5", valueType="Boolean");')
+
+
+def test_read_only_refusal_says_what_to_do() -> None:
+    pcrs = Claim("pcrs", "x", ClaimValueType.STRING, ClaimIssuer.ATTESTATION_SERVICE, True)
+    with pytest.raises(PolicyEvaluationError) as info:
+        _run("=> permit();", [pcrs], issuance='c:[type=="pcrs"] => issue(type="p", value=c.value);')
+    assert str(info.value).startswith("line 6") and str(info.value).endswith(
+        "claim 'p' is read-only (or derived from a read-only service claim) and cannot be "
+        "issued; issue a claim the policy computes instead")
+
+
+def test_effect_names_every_claim_type_added() -> None:
+    claims = [_claim("a", 1), _claim("b", 2)]
+    r = _run('c:[type=="a"] && d:[type=="b"] => permit();', claims,
+             issuance='c:[value>=1] => add(claim=c);')
+    assert r.trace[-1].effect == "add: 2 claims (a, b)"
