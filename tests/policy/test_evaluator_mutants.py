@@ -408,3 +408,8 @@ def test_effect_names_every_claim_type_added() -> None:
     r = _run('c:[type=="a"] && d:[type=="b"] => permit();', claims,
              issuance='c:[value>=1] => add(claim=c);')
     assert r.trace[-1].effect == "add: 2 claims (a, b)"
+
+
+def test_conditions_after_a_negated_one_are_still_checked() -> None:
+    assert not _run('![type=="absent"] && [type=="also-absent"] => permit();', CLAIMS).permitted
+    assert _run('![type=="absent"] && [type=="n"] => permit();', CLAIMS).permitted
