@@ -88,9 +88,9 @@ def test_each_flag_inside_an_aggregation(type_id: int, flag: str) -> None:
     assert getattr(both, flag) is True
 
 
-@pytest.mark.parametrize(("body", "policy"), [(b"\x03", 3), (b"\x01\x02", 0x0201),
-                                              (b"\x05\x00\x00\x00", 5), (bytes(7) + b"\x01", 1 << 56),
-                                              (b"\x01\x02\x03", 0)])
+@pytest.mark.parametrize(("body", "policy"), [
+    (b"\x03", 3), (b"\x01\x02", 0x0201), (b"\x05\x00\x00\x00", 5),
+    (bytes(7) + b"\x01", 1 << 56), (b"\x01\x02\x03", 0)])
 def test_hvci_policy_sizes(body: bytes, policy: int) -> None:
     assert _config((13, sipa(HVCI, body))).hvci_policy == policy
 
