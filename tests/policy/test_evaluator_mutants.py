@@ -413,3 +413,28 @@ def test_effect_names_every_claim_type_added() -> None:
 def test_conditions_after_a_negated_one_are_still_checked() -> None:
     assert not _run('![type=="absent"] && [type=="also-absent"] => permit();', CLAIMS).permitted
     assert _run('![type=="absent"] && [type=="n"] => permit();', CLAIMS).permitted
+
+
+def test_error_message_is_labelled_once() -> None:
+    with pytest.raises(PolicyEvaluationError) as info:
+        _run("=> permit();", [_claim("vt", "Json")],
+             issuance='c:[type=="vt"] => issue(type="i", value="1", valueType=c.value);')
+    assert str(info.value) == ('line 6: c:[type=="vt"] => issue(type="i", value="1", '
+                               'valueType=c.value);: valueType must be String, Integer or Boolean')
+    with pytest.raises(PolicyEvaluationError) as info:
+        _prop("required_pcr_mask", '"10"')
+    assert str(info.value) == ('line 6: => issueproperty(type="required_pcr_mask", value="10");: '
+                               "property required_pcr_mask must be an integer")
+
+
+def test_policy_without_issuance_and_with_configuration() -> None:
+    r = evaluate(compile_policy("version=1.2;\nauthorizationrules { => permit(); };"), [])
+    assert r.permitted is True and r.issued == ()
+    text = ("version=1.2;\nconfigurationrules {\n=> issueproperty(type=\"omit_x5c\", value=true);"
+            "\n[type==\"absent\"] => issueproperty(type=\"omit_x5c\", value=false);\n};\n"
+            "authorizationrules { => deny(); };")
+    r = evaluate(compile_policy(text), [])
+    assert r.permitted is False and r.properties["omit_x5c"] is True
+    assert [t.to_json()["section"] for t in r.trace] == [
+        "configurationrules", "configurationrules", "authorizationrules"]
+    assert r.to_json()["permitted"] is False

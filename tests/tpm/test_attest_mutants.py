@@ -15,8 +15,17 @@ from tpm2_pytss.constants import TPM2_GENERATED, TPM2_ST
 from tpm2_pytss.types import TPM2B_DATA, TPM2B_DIGEST, TPM2B_NAME, TPML_PCR_SELECTION, TPMS_ATTEST
 
 from bootwatch.errors import TpmStructureError
-from bootwatch.tpm.attest import MAX_ATTEST_BYTES, parse_tpms_attest
+from bootwatch.tpm.attest import (
+    MAX_ATTEST_BYTES,
+    CertifyInfo,
+    ClockInfo,
+    QuoteInfo,
+    marshal_tpms_attest,
+    parse_tpms_attest,
+)
 from bootwatch.tpm.constants import TPM_GENERATED_VALUE, TpmAlg, TpmSt
+from bootwatch.tpm.errors import TpmValueError
+from bootwatch.tpm.marshal import tpm2b, u64
 from bootwatch.tpm.pcr import PcrSelection
 
 
@@ -182,8 +191,6 @@ def test_raw_is_the_signed_bytes() -> None:
 def test_test_builder_matches_hand_written_bytes(safe: int) -> None:
     # marshal_tpms_attest builds the forged-evidence suite's structures: it must write
     # exactly what a TPM writes, field by field.
-    from bootwatch.tpm.attest import CertifyInfo, ClockInfo, QuoteInfo, marshal_tpms_attest
-
     common = {"magic": 0xFF544347, "qualified_signer": b"\x00\x0b" + bytes(32),
               "extra_data": b"nonce", "firmware_version": 0x0102030405060708,
               "clock_info": ClockInfo(7, 3, 1, bool(safe))}
@@ -193,3 +200,21 @@ def test_test_builder_matches_hand_written_bytes(safe: int) -> None:
     cert = marshal_tpms_attest(attest_type=0x8017, attested=CertifyInfo(
         b"\x00\x0b" + bytes(32), b"\x00\x0b" + b"\x01" * 32), **common)  # type: ignore[arg-type]
     assert cert == _certify(safe=safe)
+
+
+def test_unsigned_64_bit_fields_and_tpm2b_limits() -> None:
+    a = parse_tpms_attest(_quote(clock=2**64 - 1, fw=2**63))
+    assert a.clock_info.clock == 2**64 - 1 and a.firmware_version == 2**63
+    assert u64(2**64 - 1) == b"\xff" * 8 and u64(2**63) == b"\x80" + bytes(7)
+    with pytest.raises(TpmValueError):
+        u64(2**64)
+    assert tpm2b(bytes(0xFFFF)) == b"\xff\xff" + bytes(0xFFFF)
+    with pytest.raises(TpmValueError):
+        tpm2b(bytes(0x10000))
+
+
+def test_truncated_tpm2b_body_names_its_field() -> None:
+    data = _quote()
+    e = _err(data[:EXTRA_AT + 2 + 3])  # extraData says 5 bytes, 3 are there
+    assert (e.field, e.offset) == ("extraData", EXTRA_AT + 2)
+    assert e.problem == "needs 5 bytes, only 3 left (truncated)"
