@@ -268,3 +268,23 @@ def test_ecdsa_signature_marshal_round_trip() -> None:
     assert sig.marshal() == _pytss_ecdsa(TPM2_ALG.SHA256, r, s)
     rs = TpmSignature(TpmAlg.RSAPSS, TpmAlg.SHA256, rsa=b"\x05" * 3)
     assert rs.marshal() == _pytss_rsa(TPM2_ALG.RSAPSS, TPM2_ALG.SHA256, b"\x05" * 3)
+
+
+def test_key_restricted_to_a_scheme_without_hash() -> None:
+    key = rsa_pub(Scheme(TpmAlg.RSAES))  # sign attribute, but an encryption scheme
+    assert reason(key, TpmSignature(TpmAlg.RSASSA, TpmAlg.SHA256, rsa=rsassa())) == (
+        "scheme_mismatch", "signature is TPM_ALG_RSASSA/TPM_ALG_SHA256 but the key is "
+        "restricted to TPM_ALG_RSAES/0x0000")
+
+
+def test_key_that_is_no_usable_public_key() -> None:
+    nums = EC_KEY.public_key().public_numbers()
+    off_curve = parse_tpmt_public(marshal_tpmt_public(
+        key_type=TpmAlg.ECC, name_alg=TpmAlg.SHA256, object_attributes=SIGN, auth_policy=b"",
+        parameters=EccParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL), 0x0003,
+                            Scheme(TpmAlg.NULL)),
+        unique=EccPoint(nums.x.to_bytes(32, "big"), bytes(31) + b"\x01")))
+    r, s = ecdsa()
+    code, msg = reason(off_curve, TpmSignature(TpmAlg.ECDSA, TpmAlg.SHA256, ecdsa_r=r, ecdsa_s=s))
+    assert code == "key_malformed"
+    assert msg.startswith("the signing key is no usable public key: TPMT_PUBLIC.unique.ecc")
