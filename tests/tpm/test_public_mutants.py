@@ -24,6 +24,7 @@ from bootwatch.tpm.public import (
     RsaParms,
     Scheme,
     SymDefObject,
+    TpmPublic,
     marshal_tpmt_public,
     parse_public_or_read_public,
     parse_tpm2b_public,
@@ -135,6 +136,10 @@ def test_attribute_names_and_has() -> None:
 def _err(data: bytes, fn=parse_tpmt_public) -> TpmStructureError:  # type: ignore[no-untyped-def]
     with pytest.raises(TpmStructureError) as info:
         fn(data)
+    if fn is parse_tpmt_public:
+        assert info.value.structure == "TPMT_PUBLIC"
+    elif fn is parse_tpm2b_public:
+        assert info.value.structure == "TPM2B_PUBLIC"
     return info.value
 
 
@@ -241,8 +246,11 @@ def test_tpm2b_public_wrapping() -> None:
                                 parse_public_or_read_public])
 def test_whole_size_limit(fn) -> None:  # type: ignore[no-untyped-def]
     e = _err(b"\x01" * 1025, fn)
-    assert (e.field, e.offset) == ("(whole)", 0)
+    assert (e.structure, e.field, e.offset) == (
+        "TPMT_PUBLIC" if fn is parse_tpmt_public else "TPM2B_PUBLIC", "(whole)", 0)
     assert e.problem == "1025 bytes exceeds the maximum 1024"
+    # 1024 bytes are within the limit: refused for what they hold, not for their size
+    assert _err(b"\x01" * 1024, fn).field != "(whole)"
 
 
 def test_read_public_form_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,3 +275,44 @@ def test_read_public_form_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(pubmod._aik_pub_cache) == min(i + 1, 2)
     assert list(pubmod._aik_pub_cache) == forms[1:]
     assert parse_public_or_read_public(forms[1]) is parse_public_or_read_public(forms[1])
+
+
+def _direct(parameters, unique, raw: bytes = b"") -> TpmPublic:  # type: ignore[no-untyped-def]
+    return TpmPublic(TpmAlg.RSA if isinstance(parameters, RsaParms) else TpmAlg.ECC,
+                     TpmAlg.SHA256, ObjectAttributes(int(SIGN)), b"", parameters, unique, raw)
+
+
+def test_public_key_of_numbers_built_directly() -> None:
+    # TpmPublic is a plain dataclass: what the parser would refuse can still be built,
+    # and public_key() must then refuse it with a typed error, not a ValueError.
+    rsa_params = RsaParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL), 2048, 0)
+    even = bytes(255) + b"\x04"  # n = 4: no RSA modulus
+    raw = marshal_tpmt_public(key_type=TpmAlg.RSA, name_alg=TpmAlg.SHA256,
+                              object_attributes=int(SIGN), auth_policy=b"",
+                              parameters=rsa_params, unique=even)
+    with pytest.raises(TpmStructureError) as info:
+        _direct(rsa_params, even, raw).public_key()
+    e = info.value
+    assert (e.structure, e.field, e.offset) == ("TPMT_PUBLIC", "unique.rsa", len(raw) - 258)
+    assert e.problem.startswith("not a usable RSA public key (")
+    with pytest.raises(TpmStructureError) as info:
+        _direct(rsa_params, even, b"").public_key()
+    assert info.value.offset == 0  # never negative
+    ecc_params = EccParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL), 0x0099,
+                          Scheme(TpmAlg.NULL))
+    with pytest.raises(TpmStructureError) as info:
+        _direct(ecc_params, EccPoint(EX, EY)).public_key()
+    assert (info.value.structure, info.value.field, info.value.offset, info.value.problem) == (
+        "TPMT_PUBLIC", "parameters.eccDetail.curveID", 0, "unsupported curve 0x0099")
+    with pytest.raises(TpmStructureError) as info:
+        _direct(rsa_params, EccPoint(EX, EY)).public_key()
+    assert (info.value.field, info.value.problem) == (
+        "unique", "the unique field does not match the key type")
+
+
+def test_symmetric_definition_without_sizes_marshals_zeros() -> None:
+    raw = marshal_tpmt_public(
+        key_type=TpmAlg.RSA, name_alg=TpmAlg.SHA256, object_attributes=int(TPMA_OBJECT.DECRYPT),
+        auth_policy=b"", parameters=RsaParms(SymDefObject(TpmAlg.AES), Scheme(TpmAlg.NULL),
+                                             2048, 0), unique=N)
+    assert raw[10:16] == struct.pack(">HHH", TpmAlg.AES, 0, 0)
