@@ -134,3 +134,10 @@ def test_checked_in_equivalents_describe_existing_code() -> None:
             assert line in body, f"stale equivalent (line gone): {e['function']}: {line}"
         assert tuple(e["removed"]) != tuple(e["added"])
         assert len(e["reason"]) >= 20, e
+
+
+def test_modules_without_functions_have_no_mutants() -> None:
+    assert not M.has_functions("tpm/__init__.py")
+    assert M.has_functions("tpm/pcr.py")
+    res = M.run_module("tpm/__init__.py", 1, [])
+    assert (res.mutants, res.kill_rate, res.survivors) == (0, 1.0, [])
