@@ -9,6 +9,7 @@ is exposed as verified.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import replace
 
 import pytest
@@ -184,3 +185,47 @@ def test_log_cache_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> No
     assert kept == {hashlib.sha256(REAL.tcg_logs + bytes(p)).digest() for p in (2, 3)}
     evidence.clear_log_cache()
     assert len(evidence._log_cache) == 0
+
+
+def _record(pcr: int, etype: int, data: bytes, sha256: bytes) -> bytes:
+    # a TCG_PCR_EVENT2 carrying only the SHA-256 digest (the bank AzureGuest quotes)
+    return (struct.pack("<III", pcr, etype, 1) + struct.pack("<H", 0x000B) + sha256
+            + struct.pack("<I", len(data)) + data)
+
+
+def test_harmless_replay_findings_do_not_unbind_the_log() -> None:
+    # an EV_NO_ACTION with a non-zero digest is reported by the replay but extends nothing
+    log = REAL.tcg_logs + _record(0, 3, b"note", b"\x01" * 32)
+    v = verify(forge(log=log))
+    assert v.check("log_replay").passed, v.check("log_replay").reason
+    assert v.verified_replay is not None
+    assert "no_action_digest_not_zero" in {f.code for f in v.verified_replay.findings}
+
+
+def test_only_tag_events_in_sipa_pcrs_must_hash_their_data() -> None:
+    # an EV_IPL in PCR 13 measures something other than its data (legitimately): only
+    # EV_EVENT_TAG records carry the SIPA data the claims read
+    digest = hashlib.sha256(b"the measured thing").digest()
+    log = REAL.tcg_logs + _record(13, 0x0D, b"a description", digest)
+    pcrs = {**forged.REAL_PCRS,
+            13: hashlib.sha256(forged.REAL_PCRS[13] + digest).digest()}
+    v = verify(forge(log=log, pcrs=pcrs))
+    assert v.passed, v.failed
+    # the same record as an EV_EVENT_TAG is unbound SIPA data
+    log = REAL.tcg_logs + _record(13, 0x06, b"a description", digest)
+    v = verify(forge(log=log, pcrs=pcrs))
+    assert first_failure(v) == ("log_replay", "log_data_digest_mismatch")
+
+
+def test_sipa_failure_reason_in_full() -> None:
+    log, index = _tamper_event_data(13, 0)
+    v = verify(forge(log=log))
+    assert v.check("log_replay").reason == (
+        f"event {index} in PCR 13: EV_EVENT_TAG: the sha256 digest is not the hash of the SIPA "
+        "record data; the event data is not what was measured, so it cannot be trusted")
+
+
+def test_unknown_check_name() -> None:
+    with pytest.raises(KeyError) as info:
+        verify(forge()).check("no_such_check")
+    assert info.value.args == ("no_such_check",)
