@@ -205,3 +205,32 @@ def test_verified_link_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
     rogue = cert("Root CA", OTHER_PRIV, None, ca=True, ku=ku(cert_sign=True))
     refusal(leaves[0], TrustAnchors((rogue,)))
     assert [c for c, _ in aikmod._verified_links] == leaves[1:]
+
+
+def _ca_with_undecodable_extension() -> x509.Certificate:
+    b = (x509.CertificateBuilder()
+         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]))
+         .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Root CA")]))
+         .public_key(CA_PRIV.public_key()).serial_number(0xABCDEF)
+         .not_valid_before(START).not_valid_after(END)
+         .add_extension(x509.UnrecognizedExtension(x509.oid.ExtensionOID.KEY_USAGE,
+                                                   b"\x04\x02garbage"), critical=True))
+    return b.sign(CA_PRIV, hashes.SHA256())
+
+
+def test_undecodable_anchor_extensions() -> None:
+    bad = _ca_with_undecodable_extension()
+    with pytest.raises(AikCertificateError) as info:
+        TrustAnchors.from_pem([bad.public_bytes(serialization.Encoding.PEM)])
+    assert info.value.reason_code == "trust_anchor_malformed"
+    assert str(info.value).startswith("a trust-anchor certificate's extensions cannot be decoded")
+    # an anchor that skipped from_pem (built directly) is refused when its extensions are read
+    code, msg = refusal(leaf(), TrustAnchors((bad,)))
+    assert code == "aik_cert_malformed"
+    assert msg.startswith("extensions of abcdef cannot be decoded: ")
+
+
+def test_certificate_of_exactly_the_size_limit_is_parsed() -> None:
+    with pytest.raises(AikCertificateError) as info:
+        load_aik_certificate(b"\x30" * MAX_CERT_BYTES)
+    assert str(info.value).startswith("AIK certificate cannot be parsed: ")

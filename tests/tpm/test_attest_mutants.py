@@ -218,3 +218,12 @@ def test_truncated_tpm2b_body_names_its_field() -> None:
     e = _err(data[:EXTRA_AT + 2 + 3])  # extraData says 5 bytes, 3 are there
     assert (e.field, e.offset) == ("extraData", EXTRA_AT + 2)
     assert e.problem == "needs 5 bytes, only 3 left (truncated)"
+
+
+def test_digest_of_an_uncomputable_hash_says_which_are() -> None:
+    from bootwatch.tpm.constants import digest
+
+    with pytest.raises(TpmValueError) as info:
+        digest(TpmAlg.SM3_256, b"x")
+    assert str(info.value) == ("hash algorithm TPM_ALG_SM3_256 is not supported (SHA-1, "
+                               "SHA-256, SHA-384 and SHA-512 are)")
