@@ -316,3 +316,99 @@ def test_symmetric_definition_without_sizes_marshals_zeros() -> None:
         auth_policy=b"", parameters=RsaParms(SymDefObject(TpmAlg.AES), Scheme(TpmAlg.NULL),
                                              2048, 0), unique=N)
     assert raw[10:16] == struct.pack(">HHH", TpmAlg.AES, 0, 0)
+
+
+def _layout(fields: list[tuple[str, int]]) -> list[str]:
+    """The field each byte belongs to, from a hand-written (field, size) layout."""
+    return [name for name, size in fields for _ in range(size)]
+
+
+RSA_AES_FIELDS = [
+    ("type", 2), ("nameAlg", 2), ("objectAttributes", 4), ("authPolicy.size", 2),
+    ("authPolicy", 32), ("parameters.rsaDetail.symmetric.algorithm", 2),
+    ("parameters.rsaDetail.symmetric.keyBits", 2), ("parameters.rsaDetail.symmetric.mode", 2),
+    ("parameters.rsaDetail.scheme.scheme", 2), ("parameters.rsaDetail.keyBits", 2),
+    ("parameters.rsaDetail.exponent", 4), ("unique.rsa.size", 2), ("unique.rsa", 256)]
+ECC_FIELDS = [
+    ("type", 2), ("nameAlg", 2), ("objectAttributes", 4), ("authPolicy.size", 2),
+    ("parameters.eccDetail.symmetric.algorithm", 2),
+    ("parameters.eccDetail.scheme.scheme", 2),
+    ("parameters.eccDetail.scheme.details.hashAlg", 2),
+    ("parameters.eccDetail.scheme.details.count", 2),
+    ("parameters.eccDetail.curveID", 2), ("parameters.eccDetail.kdf.scheme", 2),
+    ("parameters.eccDetail.kdf.details.hashAlg", 2),
+    ("unique.ecc.x.size", 2), ("unique.ecc.x", 48), ("unique.ecc.y.size", 2),
+    ("unique.ecc.y", 48)]
+
+
+def _rsa_aes() -> bytes:
+    return bytes(pytss("rsa2048:null:aes128cfb", TPMA_OBJECT.DECRYPT,
+                       policy=b"\x07" * 32).marshal())
+
+
+def _ecc_ecdaa() -> bytes:
+    return marshal_tpmt_public(
+        key_type=TpmAlg.ECC, name_alg=TpmAlg.SHA256, object_attributes=int(SIGN),
+        auth_policy=b"", parameters=EccParms(SymDefObject(TpmAlg.NULL),
+                                             Scheme(TpmAlg.ECDAA, TpmAlg.SHA256, 7), 0x0004,
+                                             Scheme(TpmAlg.KDF2, TpmAlg.SHA256)),
+        unique=EccPoint(EX, EY))
+
+
+@pytest.mark.parametrize(("raw", "fields"), [(_rsa_aes(), RSA_AES_FIELDS),
+                                             (_ecc_ecdaa(), ECC_FIELDS)], ids=["rsa", "ecc"])
+def test_every_truncation_names_its_field(raw: bytes, fields: list[tuple[str, int]]) -> None:
+    owner = _layout(fields)
+    assert len(owner) == len(raw)
+    starts = {name: sum(s for _, s in fields[:i]) for i, (name, _) in enumerate(fields)}
+    for cut in range(len(raw)):
+        e = _err(raw[:cut])
+        assert (e.field, e.offset) == (owner[cut], starts[owner[cut]]), cut
+        if cut == 0:
+            continue  # an empty TPM2B_PUBLIC is refused for its size (see below)
+        # the same inside a TPM2B_PUBLIC whose size covers only what is there
+        w = _err(tpm2b(raw[:cut]), parse_tpm2b_public)
+        assert (w.field, w.offset) == (f"publicArea.{owner[cut]}", starts[owner[cut]] + 2), cut
+        assert w.problem == e.problem
+
+
+def test_tpm2b_public_size_field() -> None:
+    e = _err(b"\x01", parse_tpm2b_public)
+    assert (e.structure, e.field, e.offset) == ("TPM2B_PUBLIC", "size", 0)
+
+
+def test_public_key_is_built_once() -> None:
+    k = parse_tpmt_public(_rsa_aes())
+    assert k.public_key() is k.public_key()
+    e = parse_tpmt_public(_ecc_ecdaa())
+    assert e.public_key() is e.public_key()
+
+
+def test_read_public_qualified_name() -> None:
+    p = pytss("rsa2048:rsassa-sha256:null")
+    pub = tpm2b(bytes(p.marshal())) + tpm2b(name_of(p))
+    assert parse_public_or_read_public(pub + tpm2b(b"\x00\x0d" + bytes(64))).name == name_of(p)
+    e = _err(pub + tpm2b(b"\x00\x0d" + bytes(65)), parse_public_or_read_public)
+    assert (e.structure, e.field, e.offset) == (
+        "TPM2_ReadPublic response", "qualifiedName.size", len(pub))
+    e = _err(pub + b"\x00\x05\x00", parse_public_or_read_public)
+    assert (e.field, e.offset) == ("qualifiedName", len(pub) + 2)
+
+
+def test_offsets_of_keys_built_directly_are_never_negative() -> None:
+    ecc_params = EccParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL), 0x0004,
+                          Scheme(TpmAlg.NULL))
+    with pytest.raises(TpmStructureError) as info:
+        _direct(ecc_params, EccPoint(EX, bytes(47) + b"\x01"), b"").public_key()
+    assert (info.value.field, info.value.offset) == ("unique.ecc", 0)
+    rsa_params = RsaParms(SymDefObject(TpmAlg.NULL), Scheme(TpmAlg.NULL), 2048, 0)
+    with pytest.raises(TpmStructureError) as info:
+        _direct(rsa_params, EccPoint(EX, EY)).public_key()
+    assert (info.value.structure, info.value.offset) == ("TPMT_PUBLIC", 0)
+
+
+def test_modulus_refusal_in_full() -> None:
+    e = _err(_rsa_raw(n=N[:-1] + b"\x02"))
+    assert e.problem == "no RSA modulus (it must be odd and larger than the exponent)"
+    w = _err(tpm2b(_rsa_raw(n=N[:-1] + b"\x02")), parse_tpm2b_public)
+    assert w.problem == e.problem
