@@ -291,3 +291,78 @@ def test_ccel_log_replays_from_zero() -> None:
     rep = replay(log)
     assert rep.pcrs[SHA256][1] == ext(ZERO, b"a")
     assert rep.pcrs[SHA256][0] == ext(ZERO, b"h")
+
+
+def test_messages_in_full() -> None:
+    rep = replay(parse_log(spec_id_header() + measured(0, POST_CODE, b"a") + locality_event(3)))
+    assert rep.findings[0].message == "StartupLocality event after PCR0 was extended; ignored"
+    rep = replay(parse_log(spec_id_header() + no_action(0, b"x", fill=1)))
+    assert rep.findings[0].message == (
+        "EV_NO_ACTION record carries a non-zero sha1 digest (not extended)")
+    bad = record(7, SEPARATOR, bytes(4), {SHA1: bytes(20), SHA256: bytes(32)})
+    rep = replay(parse_log(spec_id_header() + bad))
+    assert [f.message for f in rep.findings] == [
+        "EV_SEPARATOR: the sha1 digest is not the hash of the event data",
+        "EV_SEPARATOR: the sha256 digest is not the hash of the event data"]
+
+
+def test_header_digest_is_not_judged() -> None:
+    # the Spec ID header is an EV_NO_ACTION too; its (SHA-1 format) digest is not a finding
+    data = bytearray(spec_id_header() + measured(0, POST_CODE, b"a"))
+    data[8:28] = b"\x01" * 20
+    rep = replay(parse_log(bytes(data)))
+    assert rep.findings == ()
+
+
+def test_leniency_and_unreplayable_bank_findings() -> None:
+    body = (b"Spec ID Event03\x00" + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 1)
+            + struct.pack("<HH", SHA256, 32) + b"\x03abc")
+    data = struct.pack("<II20sI", 0, NO_ACTION, bytes(20), len(body) - 3) + body
+    rep = replay(parse_log(data + measured(0, POST_CODE, b"a", (SHA256,))))
+    assert rep.findings[0] == rep.findings[0].__class__(
+        "framing_leniency", 0,
+        "the log needed the named leniency 'specid_vendorinfo_outside_event' to be framed")
+    body = (b"Spec ID Event03\x00" + struct.pack("<IBBBBI", 0, 0, 2, 0, 2, 2)
+            + struct.pack("<HHHH", SHA256, 32, 0x7777, 5) + b"\x00")
+    rec = (struct.pack("<III", 0, POST_CODE, 2) + struct.pack("<H", SHA256)
+           + hashlib.sha256(b"a").digest() + struct.pack("<H", 0x7777) + bytes(5)
+           + struct.pack("<I", 1) + b"a")
+    rep = replay(parse_log(struct.pack("<II20sI", 0, NO_ACTION, bytes(20), len(body)) + body
+                           + rec))
+    assert [(f.code, f.event) for f in rep.findings] == [("bank_not_replayable", None)]
+    assert rep.findings[0].message.endswith(
+        "bank cannot be replayed: no implementation of that digest algorithm")
+    assert set(rep.pcrs) == {SHA256}
+
+
+def test_variable_of_exactly_a_header() -> None:
+    data = b"\x61" * 16 + struct.pack("<QQ", 0, 0)  # 32 bytes: no name, no value
+    rec = record(1, VAR_BOOT, data, {a: H[a](b"").digest() for a in (SHA1, SHA256)})
+    assert replay(parse_log(spec_id_header() + rec)).findings == ()
+
+
+def test_variable_whose_length_runs_past_its_data() -> None:
+    # VariableLength says 3, two bytes are there: the digest of those two is no match
+    data = b"\x61" * 16 + struct.pack("<QQ", 1, 3) + "A".encode("utf-16-le") + b"\x01\x02"
+    rec = record(1, VAR_BOOT, data, {a: H[a](b"\x01\x02").digest() for a in (SHA1, SHA256)})
+    rep = replay(parse_log(spec_id_header() + rec))
+    assert codes(rep, "digest_mismatch") == [1, 1]
+
+
+def test_every_bank_of_a_variable_event_is_judged() -> None:
+    data = _variable("Boot0001", b"\x01\x02\x03")
+    rec = record(1, VAR_BOOT, data, {SHA1: hashlib.sha1(b"\x01\x02\x03").digest(),
+                                     SHA256: hashlib.sha256(b"other").digest()})
+    rep = replay(parse_log(spec_id_header() + rec))
+    assert [(f.code, "sha256" in f.message) for f in rep.findings] == [("digest_mismatch", True)]
+    data = _variable("Shim", b"CERT") + b"\x00"
+    rec = record(7, VAR_AUTH, data, {SHA1: hashlib.sha1(data[:-1]).digest(),
+                                     SHA256: hashlib.sha256(b"junk").digest()})
+    rep = replay(parse_log(spec_id_header() + rec))
+    assert [f.code for f in rep.findings] == ["digest_excludes_last_byte", "digest_mismatch"]
+
+
+def test_cc_event_log_high_indices_start_at_zero() -> None:
+    rep = replay(parse_log(spec_id_header(pcr=1) + measured(17, POST_CODE, b"a")))
+    assert rep.initial[SHA256][17] == ZERO
+    assert rep.pcrs[SHA256][17] == ext(ZERO, b"a")
