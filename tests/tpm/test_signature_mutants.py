@@ -288,3 +288,8 @@ def test_key_that_is_no_usable_public_key() -> None:
     code, msg = reason(off_curve, TpmSignature(TpmAlg.ECDSA, TpmAlg.SHA256, ecdsa_r=r, ecdsa_s=s))
     assert code == "key_malformed"
     assert msg.startswith("the signing key is no usable public key: TPMT_PUBLIC.unique.ecc")
+
+
+def test_tpmt_signature_of_exactly_the_size_limit_is_read() -> None:
+    e = _perr(bytes.fromhex("0014000b03fc") + bytes(1018))  # 1024 bytes: judged by its fields
+    assert (e.field, e.offset) == ("signature.sig.size", 4)
