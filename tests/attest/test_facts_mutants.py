@@ -251,3 +251,184 @@ def test_authority_events_count_only_for_uefi_db() -> None:
         _rec(7, EV_AUTHORITY, var("Shim", bytes(16) + b"vendor", GLOBAL)),
         _rec(7, EV_AUTHORITY, var("db", bytes(16) + b"rawcert", SECDB))))
     assert len(sb.authorities) == 1 and sb.decoded
+
+
+# --- more SIPA framing -----------------------------------------------------------------------
+
+def test_sipa_records_after_an_aggregation_are_read() -> None:
+    cfg = _config((12, agg(TRUSTBOUNDARY, sipa(ELAM_KEYNAME, b"k")) + sipa(TESTSIGNING, b"\x01")))
+    assert cfg.test_signing is True and cfg.elam is True and cfg.attested
+
+
+@pytest.mark.parametrize(
+    "data",
+    [sipa(BOOTDEBUGGING, b"\x00") + b"\x01" * 5,  # a second header cut short
+     sipa(BOOTDEBUGGING, b"\x00") + struct.pack("<II", TESTSIGNING, 2) + b"\x01",  # body short
+     struct.pack("<II", BOOTDEBUGGING, 0x80000000) + b"\x01" * 8,  # size with the top bit set
+     struct.pack("<II", BOOTDEBUGGING, 0xFFFFFFF8) + b"\x01" * 8],
+    ids=["second-header", "second-body", "size-2^31", "size-minus-8"],
+)
+def test_later_sipa_records_that_do_not_frame(data: bytes) -> None:
+    cfg = _config((12, data))
+    assert cfg.present and not cfg.attested
+
+
+def test_sipa_event_after_other_events() -> None:
+    log = _log(_rec(4, EV_BOOT_APP, b"app"), _rec(12, 0x80000008, b"x"),
+               _rec(13, EV_EVENT_TAG, sipa(BOOTDEBUGGING, b"\x01")))
+    cfg = facts.windows_boot_config(log, ALL)
+    assert cfg.present and cfg.attested and cfg.boot_debugging
+
+
+def test_b64url_integers() -> None:
+    assert facts._b64url_uint(0) == "AA"
+    assert facts._b64url_uint(65537) == "AQAB"
+    # 0x5d7 -> bytes 05 d7 -> "Bdc"; 0x17 -> "Fw"; trailing X must survive
+    assert facts._b64url_uint(0x5D7) == "Bdc"
+    assert facts._b64url_uint(0x17) == "Fw"
+    assert facts._b64url_uint(0x5D) == "XQ"
+
+
+# --- more Secure Boot variables ------------------------------------------------------------------
+
+X509_LIST = uuid.UUID("a5c059a1-94e4-4aa7-87b5-ab155c2bf072").bytes_le
+
+
+def x509_list(*ders: bytes) -> bytes:
+    # one EFI_SIGNATURE_LIST per certificate (each entry: owner GUID + DER)
+    out = b""
+    for d in ders:
+        size = 16 + len(d)
+        out += X509_LIST + struct.pack("<III", 28 + size, 0, size) + bytes(16) + d
+    return out
+
+
+def _der(c: x509.Certificate) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+    return c.public_bytes(serialization.Encoding.DER)
+
+
+def test_certificates_in_db_dbx_and_authorities() -> None:
+    ca = _der(_cert("Test CA"))
+    bad = b"\x30\x03\x02\x01\x01"
+    sb = facts.measured_secure_boot(_log(
+        _rec(4, EV_BOOT_APP, b"app"),  # a boot application first: the rest is still read
+        _rec(7, EV_DRIVER_CONFIG, var("SecureBoot", b"\x01")),
+        _rec(7, EV_DRIVER_CONFIG, var("db", x509_list(ca), SECDB)),
+        _rec(7, EV_DRIVER_CONFIG, var("dbx", x509_list(ca), SECDB)),
+        _rec(7, EV_AUTHORITY, var("db", bytes(16) + ca, SECDB)),
+        _rec(7, EV_AUTHORITY, var("db", bytes(16) + b"raw", GLOBAL)),  # wrong vendor: skipped
+        _rec(7, EV_AUTHORITY, var("db", bytes(16), SECDB)),  # owner only, no data
+        _rec(7, EV_AUTHORITY, var("db", bytes(16) + b"rawcert", SECDB))))
+    thumb = hashlib.sha1(ca).hexdigest()
+    assert sb.secure_boot is True and sb.decoded, sb.problems
+    assert sb.db_certs == (thumb,) and sb.dbx_certs == frozenset({thumb})
+    assert sb.authorities == (thumb, facts.thumbprint(b"rawcert"))
+    assert sb.boot_apps == (hashlib.sha256(b"app").digest(),)
+    sb = facts.measured_secure_boot(_log(_rec(7, EV_DRIVER_CONFIG,
+                                              var("KEK", x509_list(bad), GLOBAL))))
+    assert not sb.decoded and sb.kek == ()
+    assert sb.problems[0].startswith("KEK: an X.509 entry does not parse (")
+
+
+# --- verified_boot and the boot-facts cache -------------------------------------------------
+
+def _forged():  # type: ignore[no-untyped-def]
+    import test_evidence_forged as forged  # tests/attest is on sys.path (conftest)
+    return forged
+
+
+def test_verified_boot_reads_only_verified_fields() -> None:
+    from dataclasses import replace
+
+    f = _forged()
+    vm = uuid.uuid4()
+    aik_cert = f._der(f._cert(str(vm), f.AIK, ("Test vTPM CA", f.CA_KEY), ca=False))
+    req = f.forge(aik_cert=aik_cert)
+    ev = f.verify(req)
+    assert ev.passed
+    facts.clear_boot_facts_cache()
+    boot = facts.verified_boot(ev, req)
+    assert boot.vm_id == str(vm).upper()
+    assert boot.attested_pcrs == tuple(sorted(f.REAL_PCRS))
+    assert boot.pcr_values == dict(f.REAL_PCRS)
+    assert boot.protocol_version == str(req.protocol_version) and boot.protocol_version
+    assert boot.client_payload == facts.client_payload_claim(req.client_payload)
+    assert boot.enc_key.public_numbers() == f.ENC.public_key().public_numbers()
+    assert boot.events is not None and boot.events == facts.events_claim(
+        ev.verified_event_log, pcrs=boot.attested_pcrs)
+    assert boot.secure_boot == facts.measured_secure_boot(ev.verified_event_log)
+    assert boot.windows == facts.windows_boot_config(ev.verified_event_log, boot.attested_pcrs)
+    assert boot.windows.present and boot.windows.attested
+    assert facts.verified_boot(ev, req, with_events=False).events is None
+    # without a verified AIK chain there is no VM id
+    assert facts.verified_boot(replace(ev, verified_aik_chain=None), req).vm_id is None
+    for missing in ("verified_event_log", "verified_pcrs", "verified_enc_key"):
+        with pytest.raises(facts.BootFactsError) as info:
+            facts.verified_boot(replace(ev, **{missing: None}), req)
+        assert str(info.value) == ("evidence is not verified (log, PCRs or ephemeral key "
+                                   "missing)")
+
+
+def test_verified_boot_refuses_a_non_rsa_key() -> None:
+    from dataclasses import replace
+
+    from bootwatch.tpm.public import parse_tpm2b_public
+
+    f = _forged()
+    import test_evidence_mutants as em
+
+    req = f.forge()
+    ev = f.verify(req)
+    ecc = parse_tpm2b_public(em.tpm2b(em._ecc_enc_pub()))
+    with pytest.raises(facts.BootFactsError) as info:
+        facts.verified_boot(replace(ev, verified_enc_key=ecc), req)
+    assert str(info.value) == "EncKeyPub: the ephemeral key is not RSA (MAA wraps with RSAES)"
+
+
+def test_boot_facts_are_keyed_by_log_digest_and_pcrs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    f = _forged()
+    req = f.forge()
+    ev = f.verify(req)
+    facts.clear_boot_facts_cache()
+    monkeypatch.setattr(facts, "BOOT_FACTS_CACHE_SIZE", 2)
+    one = facts.verified_boot(ev, req)
+    assert facts.verified_boot(ev, req).secure_boot is one.secure_boot  # memoised
+    # another log (another digest) with the same PCRs: its own facts
+    other_log = _log(_rec(7, EV_DRIVER_CONFIG, var("SecureBoot", b"\x00")))
+    ev2 = replace(ev, verified_event_log=other_log, event_log_sha256=b"\x02" * 32)
+    two = facts.verified_boot(ev2, req, with_events=False)
+    assert two.secure_boot.secure_boot is False and one.secure_boot.secure_boot is True
+    assert not two.windows.present
+    # no digest from the evidence: the request's log bytes are hashed
+    ev3 = replace(ev, event_log_sha256=b"")
+    three = facts.verified_boot(ev3, req, with_events=False)
+    assert three.secure_boot is one.secure_boot  # same bytes, same digest, same entry
+    keys = list(facts._boot_cache)
+    assert len(keys) == 2
+    assert keys[0][0] == b"\x02" * 32  # the older entry (hit moved the first to the end)
+    assert keys[1][0] == hashlib.sha256(bytes(req.tcg_logs)).digest()
+    # a third key evicts the oldest
+    ev4 = replace(ev2, event_log_sha256=b"\x04" * 32)
+    facts.verified_boot(ev4, req, with_events=False)
+    assert [k[0] for k in facts._boot_cache] == [hashlib.sha256(bytes(req.tcg_logs)).digest(),
+                                                 b"\x04" * 32]
+    facts.clear_boot_facts_cache()
+    assert len(facts._boot_cache) == 0
+
+
+def test_policy_claims_are_service_claims() -> None:
+    from bootwatch.attest.claims import AzureVmClaims
+    from bootwatch.protocol import token as t
+
+    azurevm = AzureVmClaims({"x-ms-azurevm-vmid": "ID", t.RUNTIME: {"keys": []},
+                             "secureboot": True})
+    out = facts.policy_claims(azurevm, events={"e": 1}, pcrs={"PCRs": []})
+    assert [(c.type, c.value, c.read_only) for c in out] == [
+        ("x-ms-azurevm-vmid", "ID", False), ("secureboot", True, False),
+        ("events", {"e": 1}, True), ("pcrs", {"PCRs": []}, True)]
+    assert all(c.issuer.value == "AttestationService" for c in out)
+    out = facts.policy_claims(azurevm, events=None, pcrs={"PCRs": []})
+    assert [c.type for c in out] == ["x-ms-azurevm-vmid", "secureboot", "pcrs"]
