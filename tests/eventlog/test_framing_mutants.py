@@ -324,3 +324,110 @@ def test_short_garbage_tail_is_truncation() -> None:
     e = err(data + b"\x01" * 15, TruncatedEventLogError)
     assert (e.offset, e.event_index) == (len(data), 2)
     assert "15 bytes left, a TCG_PCR_EVENT2 needs at least 16" in str(e)
+
+
+# --- second round: each Spec ID refusal names record 0, exact sizes, fast and slow paths --------
+
+def test_spec_id_refusals_name_record_zero() -> None:
+    body = spec_body()
+    cases = [
+        header(body[:24], esize=24) + bytes(8),
+        header(spec_body(((SHA1, 20),), nalg=0)),
+        header(spec_body(((SHA1, 20),), nalg=3)),
+        header(spec_body(((SHA1, 20), (SHA256, 20)))),
+        header(spec_body(((0x7777, 0),))),
+        header(spec_body(((SHA1, 20), (SHA1, 20)))),
+        header(spec_body(vendor=b"vendor"), esize=len(spec_body(vendor=b"vendor")) - 6),
+        header(pcr=5),
+    ]
+    for i, data in enumerate(cases):
+        with pytest.raises(EventLogError) as info:
+            parse_log(data + rec2(0, b"a"), leniencies=())
+        assert info.value.event_index == 0, i
+
+
+def test_spec_id_size_boundaries() -> None:
+    fixed = spec_body(((SHA1, 20),), nalg=0)[:28]
+    # 28 bytes: too short; 29 bytes (fixed part + vendorInfoSize): judged by its algorithm count
+    e = err(header(fixed, esize=28) + bytes(40))
+    assert str(e) == ("Spec ID event too short: 28 bytes, at least 29 needed "
+                      "(at event 0, byte offset 28)")
+    e = err(header(fixed + b"\x00", esize=29) + bytes(40))
+    assert "lists 0 digest algorithms" in str(e)
+    # one algorithm but no room left for vendorInfoSize
+    body = spec_body(((SHA1, 20),))[:-1]
+    e = err(header(body, esize=len(body)) + bytes(40))
+    assert str(e) == ("Spec ID event too short for its 1 digest algorithms "
+                      "(at event 0, byte offset 60)")
+
+
+def test_spec_id_fields_in_full() -> None:
+    log = parse_log(header() + rec2(0, b"a"))
+    assert log.spec_id is not None and log.spec_id.signature == b"Spec ID Event03\x00"
+    assert log.padding == b""
+    e = err(header(pcr=5) + rec2(1, b"a"))
+    assert str(e) == ("Spec ID header record has index 0x5; a TPM log has 0 there and a CC "
+                      "event log 1 (at event 0, byte offset 0)")
+    log = parse_log(header(pcr=3) + rec2(1, b"a"))
+    assert log.events[0].pcr == 3
+
+
+def test_algorithm_ids_above_0x7fff() -> None:
+    log = parse_log(header(spec_body(((SHA256, 32), (0x8001, 20)))) + struct.pack(
+        "<III", 0, POST_CODE, 2) + struct.pack("<H", SHA256) + bytes(32)
+        + struct.pack("<H", 0x8001) + bytes(20) + struct.pack("<I", 0))
+    assert [(a.alg_id, a.size) for a in log.algorithms] == [(SHA256, 32), (0x8001, 20)]
+    assert sorted(log.events[1].digests) == [SHA256, 0x8001]
+
+
+def test_vendor_info_past_the_end_of_the_log() -> None:
+    body = spec_body(vendor=b"v" * 6)
+    data = header(body, esize=len(body) - 6)[:-3]  # vendorInfo runs past the log itself
+    e = err(data)
+    assert "Spec ID vendorInfoSize 6 runs past the Spec ID event" in str(e)
+
+
+def test_event_size_with_the_top_bit_set() -> None:
+    rec = rec2(0, b"abcd")
+    big = rec[:68] + struct.pack("<I", 0x80000000) + rec[72:]
+    e = err(H + big + rec2(1, b"b"), EventLogLimitError)
+    assert (e.offset, e.event_index) == (HL + 68, 1)
+
+
+def test_duplicate_digest_with_room_for_the_fast_path() -> None:
+    twice = (struct.pack("<III", 0, POST_CODE, 2) + (struct.pack("<H", SHA1) + bytes(20)) * 2
+             + struct.pack("<I", 0))
+    e = err(H + twice + rec2(1, b"padding-the-log-past-a-fast-record"))
+    assert str(e) == f"record lists a sha1 digest twice (at event 1, byte offset {HL + 34})"
+
+
+def test_digest_list_boundaries_on_the_slow_path() -> None:
+    r = rec2(0, b"abcd", (SHA256, SHA1))  # the other order: the slow path frames it
+    e = err(H + r[:16], TruncatedEventLogError)  # the first digest cut short
+    assert str(e) == ("sha256 digest runs past the end of the log "
+                      f"(at event 1, byte offset {HL + 12})")
+    e = err(H + r[:48], TruncatedEventLogError)  # exactly the second algorithm id
+    assert str(e) == f"sha1 digest runs past the end of the log (at event 1, byte offset {HL + 46})"
+    e = err(H + r[:47], TruncatedEventLogError)
+    assert str(e) == f"record ends inside its digest list (at event 1, byte offset {HL + 46})"
+    e = err(H + r[:12 + 34 + 22], TruncatedEventLogError)  # both digests, no eventSize
+    assert str(e) == f"record ends before its eventSize field (at event 1, byte offset {HL + 68})"
+    e = err(H + r[:12 + 34 + 21], TruncatedEventLogError)
+    assert str(e).startswith("sha1 digest runs past the end of the log")
+
+
+def test_single_bank_record_of_an_undeclared_algorithm() -> None:
+    h = header(spec_body(((SHA256, 32),)))
+    rec = (struct.pack("<III", 0, POST_CODE, 1) + struct.pack("<H", SM3) + bytes(32)
+           + struct.pack("<I", 1) + b"a")
+    e = err(h + rec + rec2(1, b"b", (SHA256,)))
+    assert (e.offset, e.event_index) == (len(h) + 12, 1)
+    assert "is not declared in the Spec ID event" in str(e)
+
+
+def test_record_of_pcr_0_and_type_0_inside_the_log_is_an_event() -> None:
+    # EV_PREBOOT_CERT is type 0: in PCR 0 it looks like a zero header, but it is not padding
+    log = parse_log(H + rec2(0, b"cert", etype=0) + rec2(1, b"b"))
+    assert [(e.pcr, e.event_type, e.data) for e in log.events[1:]] == [
+        (0, 0, b"cert"), (1, POST_CODE, b"b")]
+    assert log.padding == b""
