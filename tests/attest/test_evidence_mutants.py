@@ -21,6 +21,7 @@ from bootwatch.eventlog import EventType, parse_log
 from bootwatch.tpm.attest import CertifyInfo, ClockInfo, marshal_tpms_attest
 from bootwatch.tpm.constants import ObjectAttributes, TpmAlg, TpmEccCurve, TpmSt
 from bootwatch.tpm.marshal import tpm2b
+from bootwatch.tpm.pcr import PcrSelection
 from bootwatch.tpm.public import (
     EccParms,
     EccPoint,
@@ -229,3 +230,192 @@ def test_unknown_check_name() -> None:
     with pytest.raises(KeyError) as info:
         verify(forge()).check("no_such_check")
     assert info.value.args == ("no_such_check",)
+
+
+_SHA1_SEL = (PcrSelection(TpmAlg.SHA1, forged.REAL_SEL[0].pcrs, 3),)
+
+#: every check's reason, as a person reads it, for one forgery each (issue 17)
+REASONS = [
+    ('aik-not-restricted', dict(aik_attrs=forged.AIK_ATTRS & ~ObjectAttributes.RESTRICTED), {}, [
+        ('quote_signature', 'aik_not_restricted_signing',
+         'AikPub is not a restricted signing key of the TPM (lacks restricted); its '
+         'signature would not prove the TPM produced the quote'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'prerequisite_failed',
+         'not checked: AikPub is not a usable restricted signing key'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('certify-as-quote', dict(quote_bytes=forged._CERTIFY_AS_QUOTE), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'quote_wrong_type',
+         'PcrQuote is attestation type 0x8017, not a quote (TPM_ST_ATTEST_QUOTE 0x8018)'),
+        ('quote_nonce', 'prerequisite_failed',
+         'not checked: the quote cannot be used'),
+        ('pcr_digest', 'prerequisite_failed',
+         'not checked: the quote cannot be used'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('stale-nonce', dict(extra=b"stale"), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'nonce_mismatch',
+         'quote qualifying data is 7374616c65, expected (empty): the quote is not fresh '
+         'for this request'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('fresh-expected', {}, {'expected_nonce': b'fresh'}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'nonce_mismatch',
+         'quote qualifying data is (empty), expected 6672657368: the quote is not fresh '
+         'for this request'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('bad-magic', dict(magic=0xFF544346), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'quote_bad_magic',
+         'PcrQuote magic is 0xff544346, not TPM_GENERATED_VALUE 0xff544347: not produced '
+         'by a TPM'),
+        ('quote_nonce', 'prerequisite_failed',
+         'not checked: the quote cannot be used'),
+        ('pcr_digest', 'prerequisite_failed',
+         'not checked: the quote cannot be used'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('sha1-selection', dict(selection=_SHA1_SEL, enc_policy=bytes(32)), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'pcr_selection_mismatch',
+         'the quote selects TPM_ALG_SHA1 [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14], the '
+         'request reports TPM_ALG_SHA256 [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14]'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('reported-differs', dict(reported={**forged.REAL_PCRS, 0: bytes(32)}), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'pcr_digest_mismatch',
+         'the digest of the reported PCR values '
+         '(7a9f40c9a1190626042b944e53e01a4fb332cf904833ed9fd0e12a1208c1d898) is not the '
+         'quoted pcrDigest '
+         '(aff9584cf88efa29c08cf1b349002435656dbd8c3f7913206e6ae61f78b4acc9): the reported'
+         ' PCRs are not the quoted ones'),
+        ('log_replay', 'log_pcr_mismatch',
+         'the log replays to other values than reported: PCR 0: replayed value differs; no'
+         ' single event explains it'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('genuine', {}, {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "verify_kw", "expected"), REASONS,
+                         ids=[c[0] for c in REASONS])
+def test_every_reason_in_full(case: str, kwargs: dict, verify_kw: dict,
+                              expected: list[tuple[str, str, str]]) -> None:
+    v = verify(forge(**kwargs), **verify_kw)
+    assert [(c.name, c.reason_code, c.reason) for c in v.checks] == expected
