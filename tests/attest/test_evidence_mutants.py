@@ -419,3 +419,249 @@ def test_every_reason_in_full(case: str, kwargs: dict, verify_kw: dict,
                               expected: list[tuple[str, str, str]]) -> None:
     v = verify(forge(**kwargs), **verify_kw)
     assert [(c.name, c.reason_code, c.reason) for c in v.checks] == expected
+
+
+def _retamper(raw: bytes, pcr: int, nth: int) -> bytes:
+    tags = [e for e in parse_log(raw).events
+            if e.pcr == pcr and e.event_type == int(EventType.EV_EVENT_TAG)]
+    ev = tags[nth]
+    at = raw.index(ev.data, ev.offset) + len(ev.data) - 1
+    return raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1:]
+
+
+_TWO_BANKS = (PcrSelection(TpmAlg.SHA1, (0,), 3),
+              PcrSelection(TpmAlg.SHA256, forged.REAL_SEL[0].pcrs, 3))
+_QUOTE_BYTES = forge().tpm_info.pcr_quote
+_TWO_SIPA_REWRITTEN = _tamper_event_data(12, 0)[0]
+_TWO_SIPA_REWRITTEN = _retamper(_TWO_SIPA_REWRITTEN, 13, 1)
+
+REASONS_2 = [
+    ('flipped-digest', dict(log=forged._log_with_flipped_digest()), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'log_pcr_mismatch',
+         'the log replays to other values than reported: PCR 7: event 3: '
+         'EV_EFI_VARIABLE_DRIVER_CONFIG: the sha256 digest is not the hash of the event '
+         'data (first suspect event 3)'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('log-cut', dict(log=REAL.tcg_logs[:100]), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'log_malformed',
+         'TcgLogs cannot be read: sha384 digest runs past the end of the log (at event 1, '
+         'byte offset 85)'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('pcr23-not-covered', dict(pcrs=forged._WITH_23, selection=forged._SEL_23), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14, 23] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'log_pcr_not_covered',
+         'the log does not explain PCR 23 (never extended in the log, yet not at its reset'
+         ' value)'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('two-sipa-rewritten', dict(log=_TWO_SIPA_REWRITTEN), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'log_data_digest_mismatch',
+         'event 22 in PCR 12: EV_EVENT_TAG: the sha256 digest is not the hash of the SIPA '
+         'record data; the event data is not what was measured, so it cannot be trusted (1'
+         ' more such events)'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('selects-nothing',
+     dict(selection=(PcrSelection(TpmAlg.SHA256, (), 3),), enc_policy=bytes(32)), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'pcr_selection_mismatch',
+         'the quote selects nothing, the request reports TPM_ALG_SHA256 [0, 1, 2, 3, 4, 5,'
+         ' 6, 7, 11, 12, 13, 14]'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('two-banks', dict(selection=_TWO_BANKS, enc_policy=bytes(32)), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'pcr_selection_mismatch',
+         'the quote selects TPM_ALG_SHA1 [0]; TPM_ALG_SHA256 [0, 1, 2, 3, 4, 5, 6, 7, 11, '
+         '12, 13, 14], the request reports TPM_ALG_SHA256 [0, 1, 2, 3, 4, 5, 6, 7, 11, 12,'
+         ' 13, 14]'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'prerequisite_failed',
+         'not checked: the quoted PCR values are not verified'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('quote-as-certify', dict(certify_bytes=_QUOTE_BYTES), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'certify_wrong_type',
+         'EncKeyCertifyInfo is attestation type 0x8018, not a certify '
+         '(TPM_ST_ATTEST_CERTIFY 0x8017)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('enc-may-sign', dict(enc_attrs=forged.ENC_ATTRS | ObjectAttributes.SIGN_ENCRYPT), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'enc_key_sign_allowed',
+         'EncKeyPub may sign (sign attribute set); it must be decrypt-only'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('enc-user-with-auth', dict(enc_attrs=forged.ENC_ATTRS | ObjectAttributes.USER_WITH_AUTH), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'enc_key_attribute_forbidden',
+         'EncKeyPub has userWithAuth: userWithAuth would allow use without the PCR policy,'
+         ' restricted forbids RSA_Decrypt'),
+        ('enc_key_pcr_policy', 'ok',
+         'EncKeyPub authPolicy is PolicyPCR over the attested PCR values'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+    ('enc-no-policy', dict(enc_policy=b""), {}, [
+        ('quote_signature', 'ok',
+         'PcrQuote is signed by AikPub (TPM_ALG_RSASSA/TPM_ALG_SHA256)'),
+        ('quote_structure', 'ok',
+         'PcrQuote is a TPM-generated TPMS_ATTEST of type quote'),
+        ('quote_nonce', 'ok',
+         'quote qualifying data equals the expected nonce (empty)'),
+        ('pcr_digest', 'ok',
+         'reported PCRs [0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14] hash to the quoted '
+         'pcrDigest'),
+        ('log_replay', 'ok',
+         'the TPM_ALG_SHA256 replay of the log (34 events) equals every reported PCR'),
+        ('enc_key_certified', 'ok',
+         'the AIK certified EncKeyPub (certified name equals its name)'),
+        ('enc_key_attributes', 'ok',
+         'EncKeyPub attributes: fixedTPM, fixedParent, sensitiveDataOrigin, noDA, decrypt'),
+        ('enc_key_pcr_policy', 'enc_key_no_policy',
+         'EncKeyPub has no authPolicy: it is not bound to the attested PCRs'),
+        ('aik_certificate', 'ok',
+         'AIK certificate chains to a trust anchor: CN=vm AIK <- CN=Test vTPM CA'),
+    ]),
+]
+
+
+@pytest.mark.parametrize(("case", "kwargs", "verify_kw", "expected"), REASONS_2,
+                         ids=[c[0] for c in REASONS_2])
+def test_every_reason_in_full_for_log_and_key_forgeries(
+        case: str, kwargs: dict, verify_kw: dict, expected: list[tuple[str, str, str]]) -> None:
+    v = verify(forge(**kwargs), **verify_kw)
+    assert [(c.name, c.reason_code, c.reason) for c in v.checks] == expected
