@@ -32,6 +32,7 @@ from bootwatch.tpm.public import (
 )
 
 forge, verify, first_failure = forged.forge, forged.verify, forged.first_failure
+SHARED_LOGS = forged.SHARED / "corpus" / "eventlogs"
 REAL, REAL_QUOTE = forged.REAL, forged.REAL_QUOTE
 
 VERIFIED_FROM_QUOTE = ("verified_pcrs", "verified_pcr_selection", "verified_clock",
@@ -665,3 +666,44 @@ def test_every_reason_in_full_for_log_and_key_forgeries(
         case: str, kwargs: dict, verify_kw: dict, expected: list[tuple[str, str, str]]) -> None:
     v = verify(forge(**kwargs), **verify_kw)
     assert [(c.name, c.reason_code, c.reason) for c in v.checks] == expected
+
+
+def test_verified_values_rest_on_every_check_they_need() -> None:
+    for kwargs in ({"enc_attrs": forged.ENC_ATTRS | ObjectAttributes.SIGN_ENCRYPT},
+                   {"enc_policy": forged._POLICY_0_7},
+                   {"certify_signer": forged.OTHER}):
+        v = verify(forge(**kwargs))
+        assert v.verified_enc_key is None, kwargs
+        assert v.verified_pcrs is not None  # the quote itself is fine
+    v = verify(forge())
+    assert v.verified_enc_key is not None
+    assert v.pcr_verification is not None and not v.pcr_verification.mismatched
+    assert v.workarounds == ()
+
+
+def test_replayed_values_when_the_log_cannot_be_read_or_lacks_the_bank() -> None:
+    v = verify(forge(log=REAL.tcg_logs[:100]))
+    assert v.unverified_replayed_pcrs is None and v.pcr_verification is None
+    sha1_log = (SHARED_LOGS / "go-tpm-tools" / "debian-10.bin").read_bytes()
+    v = verify(forge(log=sha1_log))
+    # a SHA-1-only log explains no SHA-256 PCR
+    assert v.check("log_replay").reason_code == "log_pcr_not_covered"
+    assert v.unverified_replayed_pcrs == {}
+
+
+def test_memoised_replay_is_read_only_and_holds_the_reported_bank() -> None:
+    evidence.clear_log_cache()
+    v = verify(forge())
+    rep = v.verified_replay
+    assert rep is not None and set(rep.pcrs) == {0x000B} and set(rep.initial) <= {0x000B}
+    with pytest.raises(TypeError):
+        rep.initial[0x000B] = {}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        rep.pcrs[0x000B] = {}  # type: ignore[index]
+
+
+def test_unreadable_aik_pub_skips_the_certificate_check() -> None:
+    v = verify(forge(aik_pub=forge().tpm_info.aik_pub[:-10]))
+    c = v.check("aik_certificate")
+    assert (c.passed, c.reason_code, c.reason) == (False, "prerequisite_failed",
+                                                   "not checked: AikPub cannot be read")
