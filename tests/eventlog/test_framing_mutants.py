@@ -431,3 +431,38 @@ def test_record_of_pcr_0_and_type_0_inside_the_log_is_an_event() -> None:
     assert [(e.pcr, e.event_type, e.data) for e in log.events[1:]] == [
         (0, 0, b"cert"), (1, POST_CODE, b"b")]
     assert log.padding == b""
+
+
+# --- third round: input types and exact boundaries ------------------------------------------
+
+def test_bytearray_and_memoryview_input() -> None:
+    data = H + rec2(0, b"a")
+    for form in (bytearray(data), memoryview(data)):
+        log = parse_log(form)  # type: ignore[arg-type]
+        assert [e.data for e in log.events[1:]] == [b"a"] and log.size == len(data)
+        assert all(type(e.data) is bytes for e in log.events)
+
+
+def test_log_of_exactly_one_empty_sha1_record() -> None:
+    log = parse_log(rec1(0, b""))
+    assert len(log.events) == 1 and log.size == 32
+
+
+def test_sha1_log_of_zeros_names_offset_zero() -> None:
+    e = err(bytes(40), NotAnEventLogError)
+    assert e.offset == 0 and str(e).startswith("event log holds only padding bytes")
+
+
+def test_spec_id_signature_in_a_16_byte_event() -> None:
+    e = err(header(b"Spec ID Event03\x00", esize=16) + bytes(40))
+    assert str(e).startswith("Spec ID event too short: 16 bytes, at least 29 needed")
+
+
+def test_agile_log_size_and_slow_path_boundaries() -> None:
+    last = rec2(1, b"", (SHA256, SHA1))  # slow path, ends exactly after its eventSize
+    log = parse_log(H + rec2(0, b"a") + last)
+    assert log.size == len(H) + 73 + len(last) and log.events[-1].data == b""
+    big = rec2(2, b"x" * 50, (SHA256, SHA1))
+    assert parse_log(H + big, limits=Limits(max_event_data_size=max(50, len(spec_body()))))
+    two = rec2(3, b"y", (SHA256, SHA1))
+    assert parse_log(H + two, limits=Limits(max_digest_count=2)).events[1].digests
