@@ -291,7 +291,9 @@ def _missing_required_pcrs(result: EvaluationResult, attested: Sequence[int]) ->
         return []
     mask = result.properties.get("required_pcr_mask")
     if not isinstance(mask, int) or isinstance(mask, bool):
-        return []
+        # the evaluator refuses such a mask; should one reach here, fail closed (every
+        # PCR, MAA's default) rather than silently enforce no coverage at all
+        mask = 0xFFFFFF
     have = set(attested)
     return [pcr for pcr in range(24) if mask >> pcr & 1 and pcr not in have]
 
