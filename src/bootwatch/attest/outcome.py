@@ -134,9 +134,7 @@ class OutcomeEventBuilder:
             restart_count=clock.restart_count if clock else None,
             secure_boot=sb.secure_boot,
             claims=tuple(claims),
-            revoked=tuple(r for r in revoked if r.event >= 0) + tuple(
-                r for r in revoked if r.event < 0
-            ),
+            revoked=tuple(revoked),
             dbx_missing=missing,
             dbx_current=current,
             aik_not_after=chain.leaf.not_valid_after_utc if chain is not None else None,

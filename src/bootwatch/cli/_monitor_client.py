@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from bootwatch.monitor.client import MonitorClient
 
-__all__ = ["DEFAULT_MONITOR", "client_options", "console", "echo_json", "make_client"]
+__all__ = ["DEFAULT_MONITOR", "client_options", "echo_json", "make_client"]
 
 DEFAULT_MONITOR = "https://127.0.0.1:8443"
 
@@ -47,9 +46,3 @@ def make_client(monitor_url: str, ca: str) -> MonitorClient:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
-
-
-def console() -> Console:
-    """A console that never cuts a cell, terminal or not (output piped to a file keeps
-    every digest and reason whole)."""
-    return Console(width=200 if not os.isatty(1) else None, soft_wrap=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
-from bootwatch.cli._monitor_client import client_options, console, echo_json, make_client
+from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import table as make_table
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
 
 @click.group()
@@ -18,7 +19,7 @@ def command() -> None:
 def print_diff(diff: list[dict[str, Any]]) -> None:
     if not diff:
         return
-    table = Table("PCR", "event", "change", "type", "component", "old digest", "new digest")
+    table = make_table("PCR", "event", "change", "type", "component", "old digest", "new digest")
     for d in diff:
         table.add_row(str(d["pcr"]), "-" if d["event"] is None else str(d["event"]),
                       d.get("change", ""), d["type"], d["component"],
@@ -45,7 +46,7 @@ def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
     if not items:
         click.echo(f"no {'' if status == 'all' else status + ' '}alerts")
         return
-    table = Table("id", "vm", "reason", "severity", "status", "count", "since", "description")
+    table = make_table("id", "vm", "reason", "severity", "status", "count", "since", "description")
     for a in items:
         table.add_row(a["id"], a["vm_name"] or a["vm_id"], a["reason"], a["severity"],
                       a["status"], str(a["count"]), a["startTimeUtc"], a["description"])

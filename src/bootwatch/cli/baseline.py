@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
-from bootwatch.cli._monitor_client import client_options, console, echo_json, make_client
+from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import table as make_table
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 from bootwatch.cli.alert import print_diff
 
 
@@ -28,7 +29,7 @@ def list_cmd(vm: str | None, as_json: bool, monitor_url: str, ca: str) -> None:
     if not items:
         click.echo("no baselines yet (a VM's first verified boot is learned automatically)")
         return
-    table = Table("id", "vm", "group", "origin", "label", "from boot", "PCRs", "created", "by")
+    table = make_table("id", "vm", "group", "origin", "label", "from boot", "PCRs", "created", "by")
     for b in items:
         table.add_row(str(b["id"]), b["vm_id"] or "-", b["group"] or "-", b["origin"],
                       b["label"], str(b["source_boot"]), ",".join(sorted(b["pcrs"], key=int)),

@@ -186,7 +186,7 @@ class Demo:
             attestation_token=result.token if result.verdict == "permit" else None,
             attestation_status_message=result.reason, attestation_uri=self.url,
         )
-        self.client._client.post("/api/v1/reports", content=encode_health_report(report))
+        self.client.post_report(encode_health_report(report))
         self.sink.flush()
         return result
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich.table import Table
 
-from bootwatch.cli._monitor_client import client_options, console, echo_json, make_client
+from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import table as make_table
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
 
 @click.group()
@@ -29,7 +30,7 @@ def list_cmd(vm: str | None, show_all: bool, as_json: bool, monitor_url: str, ca
     if not items:
         click.echo("no unhealthy recommendations")
         return
-    table = Table("vm", "recommendation", "key", "severity", "status", "why", "remediation")
+    table = make_table("vm", "recommendation", "key", "severity", "status", "why", "remediation")
     for r in items:
         table.add_row(r["vm_id"], r["name"], r["key"], r["severity"], r["status"]["code"],
                       r["status"]["description"], r["remediation"])

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import click
-from rich.table import Table
 
-from bootwatch.cli._monitor_client import client_options, console, echo_json, make_client
+from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import table as make_table
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
 _STATE_STYLE = {"healthy": "green", "unhealthy": "bold red", "stale": "yellow",
                 "platform_error": "magenta", "not_reporting": "yellow", "not_monitored": "dim"}
@@ -34,7 +35,7 @@ def list_cmd(state: str | None, group: str | None, as_json: bool, monitor_url: s
     if not vms:
         click.echo("no VMs known to the monitor yet (enable one with `bootwatch vm enable`)")
         return
-    table = Table("name", "vm id", "state", "alerts", "unhealthy recommendations", "why")
+    table = make_table("name", "vm id", "state", "alerts", "unhealthy recommendations", "why")
     for v in vms:
         bad = [r["name"] for r in v["recommendations"] if r["status"]["code"] == "Unhealthy"]
         table.add_row(v["name"] or "-", v["vm_id"],
@@ -66,7 +67,7 @@ def show_cmd(vm: str, as_json: bool, monitor_url: str, ca: str) -> None:
         if r["status"]["code"] == "Unhealthy":
             out.print(f"RECOMMENDATION [{r['severity']}] {r['name']}: "
                       f"{r['status']['description']}\n  fix: {r['remediation']}")
-    table = Table("boot", "last seen", "verdict", "baseline", "reason")
+    table = make_table("boot", "last seen", "verdict", "baseline", "reason")
     for b in v["boots"][:10]:
         table.add_row(str(b["id"]), b["last_seen"], b["verdict"],
                       str(b["baseline"]) if b["baseline"] else "-", b["reason"])

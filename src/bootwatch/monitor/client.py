@@ -58,6 +58,11 @@ class MonitorClient:
     def post(self, path: str, body: dict[str, Any] | None = None) -> Any:
         return self._request("POST", path, json=body or {})
 
+    def post_report(self, body: bytes) -> Any:
+        """An agent's encoded health report (``protocol.health``), as agents post it."""
+        return self._request("POST", "/reports", content=body,
+                             headers={"Content-Type": "application/json"})
+
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
 

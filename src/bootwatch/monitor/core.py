@@ -1070,8 +1070,3 @@ class Monitor:
                       last_report_at=as_utc(t) if t else None)
             for v, e, a, s, t in rows
         ]
-
-    def count_vms(self) -> dict[str, int]:
-        with self.read() as session:
-            rows = session.execute(select(VmRow.state, func.count()).group_by(VmRow.state))
-            return {str(s): int(n) for s, n in rows}

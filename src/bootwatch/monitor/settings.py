@@ -41,8 +41,6 @@ class MonitorSettings:
     issuer_ca: str = ""
     #: remediation formats for the egress recommendation (bootwatch.net rule formats)
     egress_formats: tuple[str, ...] = ("nsg-json", "nftables")
-    #: attestation service URL the agents use (for the egress recommendation's rules)
-    service_url: str = ""
     #: PEM public keys that sign agent releases; none = the release routes are off
     release_keys: tuple[str, ...] = ()
     log_level: str = "INFO"

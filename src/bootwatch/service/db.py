@@ -76,26 +76,35 @@ def alembic_config() -> Config:
     return Config(str(ini))
 
 
-def run_migrations(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the database to ``revision`` (default: the newest migration)."""
-    cfg = alembic_config()
+def run_migrations(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    config: Config | None = None,
+    lock_id: int = 7355608,
+    what: str = "database",
+) -> None:
+    """Upgrade the database to ``revision`` (default: the newest migration) with the
+    service's Alembic history, or with ``config``'s (the monitor keeps its own)."""
+    cfg = config or alembic_config()
     try:
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 # serialise concurrent upgrades from several workers
-                conn.execute(text("SELECT pg_advisory_xact_lock(7355608)"))
+                conn.execute(text(f"SELECT pg_advisory_xact_lock({int(lock_id)})"))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:
-        raise StorageError(f"database migration failed: {exc}") from exc
+        raise StorageError(f"{what} migration failed: {exc}") from exc
 
 
-def current_revision(engine: Engine) -> str | None:
+def current_revision(engine: Engine, *, version_table: str = "alembic_version") -> str | None:
     """The Alembic revision the database is at (None before the first migration)."""
     from alembic.runtime.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
+        return ctx.get_current_revision()
 
 
 class Database:
