@@ -50,7 +50,7 @@ SKIP = re.compile(r"^<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->\s*
 FENCE_OPEN = re.compile(r"^```sh\s*$")
 EXIT = re.compile(r"\s#\s*exits?\s+(?P<code>\d+)\b.*$")
 #: the whole README, all blocks together, must finish within this (the suite's budget)
-TIMEOUT = 540
+TIMEOUT = 240
 
 
 @dataclass(frozen=True)
