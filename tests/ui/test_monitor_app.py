@@ -47,7 +47,12 @@ def test_monitor_app_serves_the_dashboard(tmp_path: Path) -> None:
         r = client.post(f"/ui/vms/{vm_id}/disable", data={"csrf": session_csrf.group(1)},
                         follow_redirects=False)
         assert r.status_code == 303
-        assert container.monitor.count_vms() == {"not_monitored": 1}
+        with container.monitor.read() as session:
+            from sqlalchemy import select
+
+            from bootwatch.monitor.models import VmRow
+
+            assert session.scalars(select(VmRow.state)).all() == ["not_monitored"]
         css = client.get("/ui/static/ui.css")
         assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
         assert client.get("/ui/static/../app.py").status_code == 404
