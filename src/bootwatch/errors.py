@@ -221,6 +221,13 @@ class StorageError(BootwatchError):
     code = "storage_failed"
 
 
+class EventDeliveryError(BootwatchError):
+    """Outcome events could not be handed to their sink durably (the monitor refused or
+    was unreachable, JetStream did not acknowledge); the relay keeps them and retries."""
+
+    code = "event_delivery_failed"
+
+
 class TransportError(BootwatchError):
     """The attestation service could not be reached.
 
