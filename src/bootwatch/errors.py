@@ -228,6 +228,13 @@ class EventDeliveryError(BootwatchError):
     code = "event_delivery_failed"
 
 
+class EventRejectedError(EventDeliveryError):
+    """The receiver refused outcome events for good (malformed, too large): retrying
+    the same events cannot help, so the relay logs and drops them."""
+
+    code = "event_rejected"
+
+
 class TransportError(BootwatchError):
     """The attestation service could not be reached.
 

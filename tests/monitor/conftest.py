@@ -85,6 +85,7 @@ def deploy(
             settings,
             container.settings,
             container,
+            app.state.bw_relay,
             server,
             lab,
         )

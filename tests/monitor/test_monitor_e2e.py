@@ -468,7 +468,7 @@ def test_the_agent_daemon_reports_to_the_server(dep: Deployment, lab: Lab, vms: 
     for _ in range(2):  # two cycles: the second sees the state the first left
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
         assert res.returncode == 0, res.stdout + res.stderr
-    dep.container.sink.flush()
+    assert dep.relay.flush()
     v = dep.vm(vm_id)
     assert v["state"] == "healthy", v["state_reason"]
     assert v["last_report_status"] == "Healthy" and v["last_report_verified"] is True

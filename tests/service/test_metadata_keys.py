@@ -256,11 +256,12 @@ def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
         writer.submit(rec)
     assert writer.flush(timeout=30)
     assert count("batch-vm") == 120  # whatever did not fit the queue was written in place
-    # close() writes what is still queued
-    slow = RecordWriter(state, interval=30.0)
-    for _ in range(7):
-        slow.submit(AttestationRecord("shared", "AzureGuest", Verdict.DENY, vm_id="close-vm"))
+    # every submit is answered by its commit; close() writes what is still queued
+    slow = RecordWriter(state)
+    commits = [slow.submit(AttestationRecord("shared", "AzureGuest", Verdict.DENY,
+                                             vm_id="close-vm")) for _ in range(7)]
     slow.close(timeout=30)
+    assert all(c.wait_sync(5) and c.error is None for c in commits)
     assert count("close-vm") == 7
     assert writer.queued == 0 and slow.queued == 0
     writer.close()

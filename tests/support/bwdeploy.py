@@ -21,6 +21,7 @@ from bootwatch.cli.agent_attest import AttestResult, attest_once
 from bootwatch.lab import Lab
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.service.outbox import EventRelay
 from bootwatch.service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,8 @@ class Deployment:
     settings: Settings
     monitor_settings: MonitorSettings
     container: MonitorContainer
+    #: the service's event relay (service/outbox.py): flush() waits for ingestion
+    relay: EventRelay
     server: ThreadServer
     lab: Lab
 
@@ -54,7 +57,7 @@ class Deployment:
             result = attest_once(
                 running.tcti, log or running.log_path.read_bytes(), self.url, ca=Path(self.ca)
             )
-        assert self.container.sink.flush(), "the monitor did not ingest the outcome"
+        assert self.relay.flush(), "the monitor did not ingest the outcome"
         return result
 
     def vm(self, ref: str) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class Fleet:
     ca: Path
     lab: Lab
     corpus: Path
+    #: the server's event relay: attest() waits until the monitor ingested the outcome
+    relay: Any = None
     vm_ids: dict[str, str] = field(default_factory=dict)
 
     def cli(self, *args: str) -> str:
@@ -70,6 +72,7 @@ class Fleet:
         with self.lab.running(name) as vm:
             result = attest_once(vm.tcti, read_tcg_log(vm.log_path), self.url, ca=self.ca,
                                  os_info=read_os_info())
+        assert self.relay.flush(), "the monitor did not ingest the outcome"
         return result.verdict
 
     def add_vm(self, name: str, log: str, *, monitor_name: str | None = None) -> str:
@@ -102,7 +105,8 @@ def running_fleet(work: Path, corpus: Path, lab_root: Path | None = None) -> Ite
     app, _ = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
     with _Server(app, tls) as server:
         # the monitor trusts tokens of this server's own issuer URLs, built from its port
-        yield Fleet(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, corpus)
+        yield Fleet(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, corpus,
+                    relay=app.state.bw_relay)
 
 
 def build_demo_fleet(fleet: Fleet) -> None:

@@ -217,10 +217,33 @@ _SERVICE_OPTIONS = [
     ),
     click.option("--log-level", envvar="BOOTWATCH_LOG_LEVEL", default="INFO"),
     click.option(
+        "--events",
+        "events_url",
+        envvar="BOOTWATCH_EVENTS",
+        default="",
+        help="where outcome events go: nats://HOST:PORT (JetStream) or a monitor's "
+        "https:// URL (bearer token from BOOTWATCH_MONITOR_TOKEN); absent: none "
+        "(bootwatch server: its own monitor, in-process)",
+    ),
+    click.option(
+        "--events-stream", envvar="BOOTWATCH_EVENTS_STREAM", default="BOOTWATCH_OUTCOMES",
+        show_default=True, help="JetStream stream of outcome events (--events nats://)",
+    ),
+    click.option(
+        "--events-subject", envvar="BOOTWATCH_EVENTS_SUBJECT", default="bootwatch.outcomes",
+        show_default=True, help="JetStream subject of outcome events (--events nats://)",
+    ),
+    click.option(
+        "--events-orphan-after", "events_orphan_after_seconds",
+        envvar="BOOTWATCH_EVENTS_ORPHAN_AFTER", default=30.0, type=float, show_default=True,
+        help="seconds after which any replica delivers an outcome event another process "
+        "committed but did not deliver (it died, or its sink was away)",
+    ),
+    click.option(
         "--monitor-url",
         envvar="BOOTWATCH_MONITOR_URL",
         default="",
-        help="send outcome events to this monitor (bearer token from BOOTWATCH_MONITOR_TOKEN)",
+        help="older name of --events https://MONITOR",
     ),
     click.option(
         "--monitor-ca",

@@ -46,7 +46,6 @@ class MonitorContainer:
     _sweeper: threading.Thread | None = None
 
     def start(self) -> None:
-        self.sink.start()
         self.webhooks.start()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bootwatch-sweep",
                                          daemon=True)
@@ -54,7 +53,6 @@ class MonitorContainer:
 
     def stop(self) -> None:
         self._stop.set()
-        self.sink.close()
         self.webhooks.stop()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
@@ -96,7 +94,8 @@ def bootstrap(
         return states, alerts
 
     metrics.attach_gauges(gauges)
+    webhooks = WebhookDispatcher(monitor)
     return MonitorContainer(
         settings=settings, engine=engine, monitor=monitor, metrics=metrics,
-        sink=InProcessSink(monitor), webhooks=WebhookDispatcher(monitor), owns_engine=owns,
+        sink=InProcessSink(monitor, after=webhooks.kick), webhooks=webhooks, owns_engine=owns,
     )

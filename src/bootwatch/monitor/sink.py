@@ -1,106 +1,37 @@
-"""The in-process outcome sink: the embedded server's service hands events here.
+"""The in-process outcome sink: the embedded server's event relay delivers here.
 
-``publish`` puts the event on a bounded queue and returns at once; one thread
-ingests the queue in batches (one transaction per batch), which is what lets
-SQLite keep up with the attestation rate.  When the queue is full the caller
-ingests synchronously instead (back-pressure, nothing dropped).  A normal
-shutdown drains the queue.  What a kill -9 loses: the events still queued
-(normally those of the last :data:`FLUSH_INTERVAL` seconds); docs/monitor.md.
+``deliver`` ingests a batch in one monitor transaction and returns once it is
+committed, which is what the relay (``service/outbox.py``) needs before it
+clears the events from the outbox; the batching (up to 500 events a
+transaction) comes from the relay, so SQLite keeps up with the attestation
+rate.  A failure is an :class:`~bootwatch.errors.EventDeliveryError`: the relay
+keeps the events and tries again (ingestion is idempotent by ``event_id``).
 """
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
+from collections.abc import Callable, Sequence
 
-from bootwatch.errors import BootwatchError
+from bootwatch.errors import BootwatchError, EventDeliveryError
 from bootwatch.monitor.core import Monitor
 from bootwatch.protocol.outcome import OutcomeEvent
-from bootwatch.service.logs import get_logger
 
-__all__ = ["FLUSH_INTERVAL", "InProcessSink"]
-
-FLUSH_INTERVAL = 0.05
-BATCH = 500
-MAX_QUEUED = 20_000
+__all__ = ["InProcessSink"]
 
 
 class InProcessSink:
-    def __init__(self, monitor: Monitor) -> None:
+    def __init__(self, monitor: Monitor, *, after: Callable[[], None] | None = None) -> None:
         self.monitor = monitor
-        self._queue: queue.Queue[OutcomeEvent | None] = queue.Queue(MAX_QUEUED)
-        self._thread: threading.Thread | None = None
-        self._idle = threading.Event()
-        self._idle.set()
+        self._after = after
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="bootwatch-ingest", daemon=True)
-        self._thread.start()
-
-    def publish(self, event: OutcomeEvent) -> None:
-        self._idle.clear()
+    def deliver(self, events: Sequence[OutcomeEvent]) -> None:
         try:
-            self._queue.put(event, timeout=0.5)
-        except queue.Full:
-            self._ingest([event])
-
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every published event is ingested (tests, the demo, shutdown)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.empty() and self._idle.is_set():
-                return True
-            time.sleep(0.01)
-        return False
+            self.monitor.ingest_outcomes(list(events))
+        except BootwatchError as exc:
+            raise EventDeliveryError(f"the monitor could not store outcome events: {exc}") \
+                from exc
+        if self._after is not None:
+            self._after()  # e.g. wake the webhook dispatcher
 
     def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def _ingest(self, batch: list[OutcomeEvent]) -> None:
-        for attempt in (1, 2):
-            try:
-                self.monitor.ingest_outcomes(batch)
-                return
-            except BootwatchError as exc:
-                if attempt == 2:
-                    get_logger().error("outcome events not ingested",
-                                       extra={"reason": str(exc), "events": len(batch)})
-                else:
-                    time.sleep(0.5)
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            deadline = time.monotonic() + FLUSH_INTERVAL
-            while len(batch) < BATCH:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._ingest(batch)
-            if self._queue.empty():
-                self._idle.set()
-        # drain what is left on shutdown
-        rest: list[OutcomeEvent] = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is not None:
-                rest.append(item)
-        if rest:
-            self._ingest(rest)
-        self._idle.set()
+        """Nothing to release: the monitor's engine is its container's."""

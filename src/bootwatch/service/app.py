@@ -25,7 +25,7 @@ from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation, enroll
 from bootwatch.service.auth import OidcVerifier
-from bootwatch.service.events import EventSink, HttpEventSink
+from bootwatch.service.events import EventSink, sink_from_settings
 from bootwatch.service.logs import get_logger
 from bootwatch.service.metrics import Metrics
 from bootwatch.service.middleware import (
@@ -35,6 +35,7 @@ from bootwatch.service.middleware import (
     maa_error,
 )
 from bootwatch.service.openapi import complete_schema
+from bootwatch.service.outbox import EventRelay
 from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
@@ -127,11 +128,14 @@ def create_app(
     metrics.extra = ext.metrics
     state.records.metrics = metrics  # the record writer counts overflows and failures
     sink: EventSink | None = ext.sink
-    http_sink: HttpEventSink | None = None
-    if sink is None and settings.monitor_url:
-        http_sink = HttpEventSink(settings.monitor_url, token=settings.monitor_token,
-                                  ca=settings.monitor_ca)
-        sink = http_sink
+    own_sink = sink is None
+    if sink is None:
+        sink = sink_from_settings(settings)
+    relay: EventRelay | None = None
+    if sink is not None:
+        relay = EventRelay(state.db, sink,
+                           orphan_after=settings.events_orphan_after_seconds)
+        state.records.on_commit = relay.committed
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -145,6 +149,8 @@ def create_app(
 
         for start in ext.on_startup:
             start()
+        if relay is not None:
+            relay.start()
         task = asyncio.create_task(purge_loop())
         try:
             yield
@@ -152,10 +158,13 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            state.records.close()  # every answered record committed, its event handed over
+            if relay is not None:
+                relay.close()
             for stop in ext.on_shutdown:
                 stop()
-            if http_sink is not None:
-                http_sink.close()
+            if own_sink and sink is not None:
+                sink.close()
             state.close()
 
     app = ServiceApp(
@@ -169,6 +178,7 @@ def create_app(
     app.state.bw = state
     app.state.bw_metrics = metrics
     app.state.bw_sink = sink
+    app.state.bw_relay = relay
     app.state.bw_outcome_builder = OutcomeEventBuilder()
     app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
     # trust anchors, DBX data, key templates: read now, so a bad path stops start-up

@@ -25,6 +25,7 @@ docs/attestation.md).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -56,15 +57,16 @@ from bootwatch.attest.pipeline import (
     Verdict,
     attest_azure_guest,
 )
-from bootwatch.errors import BootwatchError, ConfigError
+from bootwatch.errors import BootwatchError, ConfigError, StorageError
 from bootwatch.protocol.envelope import encode_token_response
 from bootwatch.protocol.jsonread import read_json
+from bootwatch.protocol.outcome import OutcomeEvent
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
 from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
 from bootwatch.service.providers import ProviderContext, current_provider
-from bootwatch.service.records import AttestationRecord, record_attestation
+from bootwatch.service.records import AttestationRecord, Commit, record_attestation
 from bootwatch.service.records import Verdict as RecordVerdict
 from bootwatch.service.routes import api_version
 from bootwatch.service.settings import Settings
@@ -73,6 +75,8 @@ from bootwatch.tpm.builtin_anchors import anchor_expiry_notes, builtin_anchors
 
 #: how long an /attest/Tpm challenge stays valid
 TPM_CHALLENGE_TTL = timedelta(minutes=5)
+#: Retry-After (seconds) of the 503 answered when a record cannot be committed
+RETRY_AFTER_UNRECORDED = 5
 _TPM_CONTEXT = "attest-tpm-service-context"
 
 
@@ -176,14 +180,18 @@ _DEFAULT_DECIDERS = frozenset(
 
 
 def _record(
-    request: Request, ctx: ProviderContext, outcome: AttestationOutcome, body: bytes
-) -> None:
+    request: Request,
+    ctx: ProviderContext,
+    outcome: AttestationOutcome,
+    body: bytes,
+    event: OutcomeEvent | None,
+) -> Commit:
     verdict = {
         Verdict.PERMIT: RecordVerdict.PERMIT,
         Verdict.DENY: RecordVerdict.DENY,
         Verdict.INVALID: RecordVerdict.ERROR,
     }[outcome.verdict]
-    record_attestation(
+    return record_attestation(
         request,
         AttestationRecord(
             provider=ctx.name,
@@ -196,11 +204,16 @@ def _record(
             # worth keeping and would let anyone fill the disk (the quota bounds the rest)
             evidence=None if outcome.failed_check == "request" else body,
             client=(request.scope.get("client") or ("unknown", 0))[0],
+            outcome=event,
         ),
     )
 
 
-def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutcome:
+def _run(
+    request: Request, ctx: ProviderContext, body: bytes
+) -> tuple[AttestationOutcome, Commit]:
+    """The verdict, and the commit of its record (and outcome event, when the service
+    has an event sink) that must complete before the verdict is answered."""
     cfg = attestation_config(request)
     inputs = provider_inputs(ctx, cfg)
     enrolment = getattr(request.app.state, "bw_enroll", None)
@@ -208,21 +221,32 @@ def _run(request: Request, ctx: ProviderContext, body: bytes) -> AttestationOutc
         inputs = enrolment.attestation_inputs(ctx.name, inputs)
     now = datetime.now(UTC)
     outcome = attest_azure_guest(body, provider=inputs, now=now)
-    try:
-        _record(request, ctx, outcome, body)
-    except Exception as exc:  # a lost record must not turn a verdict into a 500
-        get_logger().error("attestation record not stored", extra={"reason": str(exc)})
-    sink = getattr(request.app.state, "bw_sink", None)
-    if sink is not None:
+    event: OutcomeEvent | None = None
+    if getattr(request.app.state, "bw_sink", None) is not None:
+        builder: OutcomeEventBuilder = request.app.state.bw_outcome_builder
         try:
-            builder: OutcomeEventBuilder = request.app.state.bw_outcome_builder
-            sink.publish(
-                builder.build(outcome, event_id=str(uuid.uuid4()), time=now, provider=ctx.name,
-                              dbx_reference=cfg.dbx_reference)
-            )
-        except Exception as exc:  # the verdict stands even if the monitor misses it
-            get_logger().error("outcome event not published", extra={"reason": str(exc)})
-    return outcome
+            event = builder.build(outcome, event_id=str(uuid.uuid4()), time=now,
+                                  provider=ctx.name, dbx_reference=cfg.dbx_reference)
+        except Exception as exc:  # a bug in describing the boot must not cost the verdict
+            get_logger().error("outcome event not built", extra={"reason": repr(exc)})
+    return outcome, _record(request, ctx, outcome, body, event)
+
+
+async def _durable(request: Request, commit: Commit) -> None:
+    """Wait for the record's commit: an attestation is answered only once its record
+    (and event) would survive a crash; otherwise 503 with ``Retry-After``."""
+    settings = request.app.state.bw.settings
+    try:
+        await asyncio.wait_for(commit.wait(), timeout=settings.record_commit_timeout_seconds)
+    except (StorageError, TimeoutError) as exc:
+        reason = (str(exc) if isinstance(exc, StorageError)
+                  else f"no commit within {settings.record_commit_timeout_seconds:g} s")
+        raise ApiError(
+            503, "ServiceUnavailable",
+            f"the attestation could not be recorded ({reason}); nothing was decided: "
+            "retry later",
+            headers={"Retry-After": str(RETRY_AFTER_UNRECORDED)},
+        ) from None
 
 
 async def _admit(request: Request) -> ProviderContext:
@@ -274,7 +298,8 @@ async def attest_azureguest(request: Request) -> tuple[int, bytes]:
     ctx = await _admit(request)
     body = await _read_body(request.receive)
     # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
-    outcome = _run(request, ctx, body)
+    outcome, commit = _run(request, ctx, body)
+    await _durable(request, commit)
     # the verdict goes into the request's one log line (written by the edge middleware)
     request.scope[SCOPE_LOG] = {
         "provider": ctx.name,

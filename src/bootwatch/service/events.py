@@ -1,109 +1,98 @@
 """Where the service sends each attestation's outcome event: the event sink.
 
 :class:`EventSink` is the interface; the service holds at most one, chosen by
-settings at the edge (the embedded server passes the monitor's in-process
-sink; ``--monitor-url`` builds :class:`HttpEventSink`; a later broker sink
-plugs in the same way).  ``publish`` must never block an attestation for long
-and never fail it: the verdict is already decided when the event is made.
+settings at the edge: the embedded server passes the monitor's in-process sink
+(``monitor/sink.py``), ``--events https://monitor`` builds :class:`HttpEventSink`,
+``--events nats://host:port`` the JetStream sink (``service/events_nats.py``).
 
-:class:`HttpEventSink` posts batches to ``<monitor>/api/v1/outcomes`` with the
-monitor admin token (``BOOTWATCH_MONITOR_TOKEN``) from one background thread,
-retrying with backoff while the monitor is away.  Its queue is in memory and
-bounded (oldest dropped first when full, counted in the log): durable
-delivery is the broker sink's job (docs/monitor.md says what can be lost).
+A sink never sees an event before its attestation record is committed: the
+event relay (``service/outbox.py``) calls :meth:`EventSink.deliver` with
+committed events and clears them from the outbox only when it returns.  So
+``deliver`` must return only once the other side holds the events durably,
+and raise :class:`~bootwatch.errors.EventDeliveryError` otherwise (the relay
+retries with the same event ids; receivers de-duplicate by ``event_id``), or
+:class:`~bootwatch.errors.EventRejectedError` when retrying cannot help.
 """
 
 from __future__ import annotations
 
-import collections
-import threading
-import time
-from typing import Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
+from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
 from bootwatch.protocol.outcome import OutcomeEvent, outcome_to_json
-from bootwatch.service.logs import get_logger
 from bootwatch.tlsverify import tls_verify
 
-__all__ = ["EventSink", "HttpEventSink"]
+if TYPE_CHECKING:
+    from bootwatch.service.settings import Settings
+
+__all__ = ["EventSink", "HttpEventSink", "events_url", "sink_from_settings"]
 
 
 class EventSink(Protocol):
-    """Receives one outcome event per answered attestation."""
+    """Takes batches of committed outcome events (see the module docstring)."""
 
-    def publish(self, event: OutcomeEvent) -> None: ...
+    def deliver(self, events: Sequence[OutcomeEvent]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class HttpEventSink:
-    MAX_QUEUED = 50_000
-    BATCH = 500
+    """Posts batches to ``<monitor>/api/v1/outcomes`` with the monitor admin token
+    (``BOOTWATCH_MONITOR_TOKEN``); the monitor answers 202 once its transaction
+    holding them committed."""
 
     def __init__(self, monitor_url: str, *, token: str, ca: str = "",
                  timeout: float = 10.0) -> None:
         self.url = monitor_url.rstrip("/") + "/api/v1/outcomes"
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
-        self._queue: collections.deque[OutcomeEvent] = collections.deque()
-        self._lock = threading.Condition()
-        self._stop = False
-        self.dropped = 0
-        self._thread = threading.Thread(target=self._run, name="bootwatch-events-http",
-                                        daemon=True)
-        self._thread.start()
 
-    def publish(self, event: OutcomeEvent) -> None:
-        with self._lock:
-            if len(self._queue) >= self.MAX_QUEUED:
-                self._queue.popleft()
-                self.dropped += 1
-            self._queue.append(event)
-            self._lock.notify()
+    def deliver(self, events: Sequence[OutcomeEvent]) -> None:
+        try:
+            resp = self._client.post(
+                self.url, json={"events": [outcome_to_json(e) for e in events]},
+                headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise EventDeliveryError(
+                f"monitor {self.url} unreachable: {exc.__class__.__name__}: {exc}") from exc
+        if resp.status_code == 202:
+            return
+        detail = f"monitor {self.url} answered HTTP {resp.status_code}: {resp.text[:300]}"
+        if resp.status_code in (400, 413, 422):
+            raise EventRejectedError(detail)
+        if resp.status_code in (401, 403):
+            raise EventDeliveryError(detail + " (check BOOTWATCH_MONITOR_TOKEN: an admin "
+                                     "token of the monitor)")
+        raise EventDeliveryError(detail)
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._queue)
-
-    def close(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.pending() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with self._lock:
-            self._stop = True
-            self._lock.notify()
-        self._thread.join(timeout=5)
+    def close(self) -> None:
         self._client.close()
 
-    def _run(self) -> None:
-        delay = 0.5
-        while True:
-            with self._lock:
-                while not self._queue and not self._stop:
-                    self._lock.wait()
-                if self._stop and not self._queue:
-                    return
-                batch = [self._queue[i] for i in range(min(self.BATCH, len(self._queue)))]
-            try:
-                resp = self._client.post(
-                    self.url, json={"events": [outcome_to_json(e) for e in batch]},
-                    headers=self._headers)
-                ok = resp.status_code == 202
-                if not ok and 400 <= resp.status_code < 500 and resp.status_code != 429:
-                    get_logger().error("monitor refused outcome events",
-                                       extra={"status": resp.status_code,
-                                              "reason": resp.text[:500]})
-                    ok = True  # a refusal will not change on retry: drop the batch
-            except httpx.HTTPError as exc:
-                ok = False
-                get_logger().warning("monitor unreachable", extra={"reason": str(exc)})
-            if ok:
-                with self._lock:
-                    for _ in batch:
-                        if self._queue:
-                            self._queue.popleft()
-                delay = 0.5
-            else:
-                if self._stop:
-                    return
-                time.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+def events_url(settings: Settings) -> str:
+    """The configured events URL (``--events``, or the older ``--monitor-url``),
+    checked: an unknown scheme stops start-up rather than losing events."""
+    url = settings.events_url or settings.monitor_url
+    if settings.events_url and settings.monitor_url and settings.events_url != settings.monitor_url:
+        raise ConfigError("--events and --monitor-url disagree: give one of them")
+    if url and urlsplit(url).scheme not in ("http", "https", "nats", "tls"):
+        raise ConfigError(f"--events {url!r}: expected nats://HOST:PORT or an "
+                          "http(s):// monitor URL")
+    return url
+
+
+def sink_from_settings(settings: Settings) -> EventSink | None:
+    """The sink ``--events`` names (None without one)."""
+    url = events_url(settings)
+    if not url:
+        return None
+    if urlsplit(url).scheme in ("nats", "tls"):
+        from bootwatch.service.events_nats import JetStreamSink
+
+        return JetStreamSink(url, stream=settings.events_stream,
+                             subject=settings.events_subject)
+    return HttpEventSink(url, token=settings.monitor_token, ca=settings.monitor_ca)

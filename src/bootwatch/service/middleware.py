@@ -46,6 +46,10 @@ def maa_error(
     )
 
 
+#: Retry-After (seconds) of a 503 answered because the database is away
+STORAGE_RETRY_AFTER = 5
+
+
 def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
     """The answer to a library error (FastAPI's exception handler and the attestation
     fast path both use this one translation); server-side failures are logged."""
@@ -53,6 +57,8 @@ def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
     if status >= 500:
         get_logger().error("request failed", extra={"error": exc.code, "reason": str(exc)})
     headers = exc.headers if isinstance(exc, ApiError) else None
+    if status == 503 and not headers:  # the database is away: say when to come back
+        headers = {"Retry-After": str(STORAGE_RETRY_AFTER)}
     return maa_error(status, code, str(exc), headers)
 
 

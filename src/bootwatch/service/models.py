@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -115,6 +116,11 @@ class AttestationRecordRow(Base):
     __table_args__ = (
         Index("ix_records_provider_time", "provider", "created_at"),
         Index("ix_records_client_id", "client", "id"),
+        Index(
+            "ix_records_outcome_pending", "id",
+            sqlite_where=text("outcome_event IS NOT NULL"),
+            postgresql_where=text("outcome_event IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -134,6 +140,8 @@ class AttestationRecordRow(Base):
     client: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: size of ``evidence`` while it is kept (None once dropped or purged)
     evidence_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: the encoded outcome event until the relay delivered it (the outbox, migration 0005)
+    outcome_event: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class ServiceTagRow(Base):

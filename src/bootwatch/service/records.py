@@ -8,9 +8,9 @@ Public API (stable names) for the attestation handlers:
   requests that parsed as evidence; kept for ``Settings.evidence_retention_seconds``
   and within the evidence quota), ``client`` (the address it came from).
 * :func:`record_attestation` ``(request, record)`` -- hand it to the worker's
-  :class:`RecordWriter` (never blocks on the database unless the writer's queue
-  is full) and count the verdict in the ``bootwatch_attestation_verdicts_total``
-  metric.
+  :class:`RecordWriter` and count the verdict in the
+  ``bootwatch_attestation_verdicts_total`` metric; returns the record's
+  :class:`Commit`, which the handler awaits before answering.
 * :func:`store_record` -- insert one record now (synchronous; tests, tools).
 * :func:`purge_expired_evidence` -- drop evidence past its retention (run by
   the app periodically and by ``bootwatch service purge``).
@@ -27,30 +27,35 @@ quota since the last check, and the total once a sixteenth of the total quota
 has been added (so the checks stay cheap under load); between checks each
 worker can overshoot by at most that sixteenth.
 
-Why a writer thread: an insert and its commit cost a worker ~0.5 ms of its
-event loop per attestation, about a sixth of the whole request.  The writer
-takes records from a bounded in-memory queue and inserts them in batches (one
-``executemany`` and one commit per batch) on its own thread, where the
-database driver releases the GIL while it waits.  The record keeps the time
-of the request, not of the insert.
+Why a writer thread, and why the request still waits for it: an insert and its
+commit cost ~0.5 ms, most of it waiting on the disk (fsync) or the server.  The
+writer takes records from a bounded in-memory queue and commits them in groups
+(one ``executemany`` and one commit for everything that arrived while the
+previous group was being committed) on its own thread, where the database
+driver releases the GIL while it waits; each request awaits its record's
+:class:`Commit` before it is answered.  So an answered attestation (200, a
+deny, a rejection) has a committed record, and, when the service has an event
+sink, a committed outcome event in the same row (the outbox: the event relay,
+``service/outbox.py``, delivers it and then clears it): a kill -9 of the process
+loses nothing that was answered (issue 15; tests/scale/test_kill.py).  The record
+keeps the time of the request, not of the insert.
 
-What can be lost: records accepted but not yet written when the process dies
-without shutting down (SIGKILL, OOM, power): normally those of the last
-:data:`FLUSH_INTERVAL` seconds, at most the queue bound.  A normal shutdown
-(SIGTERM/SIGINT, end of the app's lifespan) writes everything first.  When the
-queue is full (the database is slower than the traffic) a record is written
-synchronously in the request instead, counted in
+When the write fails (the database is away), every request of that group is
+answered 503 with ``Retry-After`` instead of a verdict it could not record, and
+counted in ``bootwatch_attestation_records_failed_total``.  When the queue is
+full (the database is slower than the traffic) a record is written in the
+request's own thread instead, counted in
 ``bootwatch_attestation_records_overflow_total``: nothing is dropped, the
-worker slows down.  A batch the database refuses twice is logged and counted
-in ``bootwatch_attestation_records_failed_total`` (the verdicts were already
-answered; a lost record never turns a verdict into a 500).
+worker slows down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -60,6 +65,7 @@ from sqlalchemy import Table, func, insert, select, update
 from starlette.requests import Request
 
 from bootwatch.errors import StorageError
+from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
 from bootwatch.service.db import utcnow
 from bootwatch.service.logs import get_logger
 from bootwatch.service.models import AttestationRecordRow
@@ -74,12 +80,8 @@ MAX_REASON = 4000
 MAX_QUEUED = 10_000
 #: most evidence bytes waiting for the writer (evidence is ~125 KB per request)
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
-#: seconds the writer lets records accumulate before a batch
-FLUSH_INTERVAL = 0.05
-#: records per insert statement
+#: records per insert statement (one group commit)
 BATCH = 500
-#: seconds between the two attempts at a batch
-RETRY_DELAY = 1.0
 
 _TABLE = cast(Table, AttestationRecordRow.__table__)  # Core statements: no ORM unit of work
 
@@ -101,6 +103,9 @@ class AttestationRecord:
     evidence: bytes | None = None
     #: the client's address (the evidence quota is per client)
     client: str | None = None
+    #: the outcome event for the monitor, kept in the outbox until the relay delivered
+    #: it (None when the service has no event sink)
+    outcome: OutcomeEvent | None = None
 
 
 #: evidence quota checks run once this fraction of a quota was added since the last one
@@ -131,6 +136,7 @@ def _row(record: AttestationRecord, now: datetime, settings: Settings) -> dict[s
         "evidence_expires_at": now + timedelta(seconds=retention) if keep else None,
         "evidence_bytes": len(record.evidence) if keep and record.evidence is not None else None,
         "client": record.client[:64] if record.client else None,
+        "outcome_event": encode_outcome(record.outcome) if record.outcome is not None else None,
     }
 
 
@@ -144,12 +150,86 @@ def store_record(
         return int(result.scalar_one())
 
 
+class Commit:
+    """The answer to "is this record durable yet?": resolved by the writer once the
+    batch holding the record is committed (``error`` None) or has failed (``error``
+    the :class:`~bootwatch.errors.StorageError`).  The attestation route awaits it
+    before answering, so an answer implies a committed record (and outbox event).
+    """
+
+    __slots__ = ("_done", "_lock", "_waiters", "error")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.error: StorageError | None = None
+
+    @classmethod
+    def resolved(cls, error: StorageError | None = None) -> Commit:
+        commit = cls()
+        commit.resolve(error)
+        return commit
+
+    def resolve(self, error: StorageError | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            self.error = error
+            waiters, self._waiters = self._waiters, []
+        for loop, future in waiters:
+            loop.call_soon_threadsafe(_settle, future)
+
+    async def wait(self) -> None:
+        """Return once committed; raise the StorageError of a failed write."""
+        with self._lock:
+            if not self._done:
+                loop = asyncio.get_running_loop()
+                future: asyncio.Future[None] = loop.create_future()
+                self._waiters.append((loop, future))
+            else:
+                future = None  # type: ignore[assignment]
+        if future is not None:
+            await future
+        if self.error is not None:
+            raise self.error
+
+    def wait_sync(self, timeout: float) -> bool:
+        """Block until resolved (tools and tests); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._done:
+                    return True
+            time.sleep(0.002)
+        return False
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+@dataclass
+class _Pending:
+    values: dict[str, Any]
+    event: OutcomeEvent | None
+    commit: Commit
+
+
+#: called with (record id, event) of every committed record that carries an event
+CommitHook = Callable[[list[tuple[int, OutcomeEvent]]], None]
+
+
 class RecordWriter:
-    """Writes attestation records in batches on a background thread (see the module doc).
+    """Writes attestation records in group commits on a background thread (see the
+    module doc).
 
     Started on the first :meth:`submit`; :meth:`flush` waits until everything
     submitted so far is stored (tests, shutdown); :meth:`close` flushes and
-    stops the thread.  ``metrics``, when set, counts overflows and failures.
+    stops the thread.  ``metrics``, when set, counts overflows and failures;
+    ``on_commit``, when set (the event relay), receives the committed events.
     """
 
     def __init__(
@@ -158,14 +238,12 @@ class RecordWriter:
         *,
         max_queued: int = MAX_QUEUED,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
-        interval: float = FLUSH_INTERVAL,
     ) -> None:
         self._state = state
         self._max_queued = max_queued
         self._max_bytes = max_queued_bytes
-        self._interval = interval
         self._cond = threading.Condition()
-        self._pending: deque[dict[str, Any]] = deque()
+        self._pending: deque[_Pending] = deque()
         self._pending_bytes = 0
         self._submitted = 0
         self._done = 0  # written or given up on
@@ -173,15 +251,20 @@ class RecordWriter:
         self._stopping = False
         self._last_warning = 0.0
         self.metrics: Metrics | None = None
+        self.on_commit: CommitHook | None = None
         #: evidence bytes written since the last quota check, per client and in total
         self._quota_lock = threading.Lock()
         self._since_check: dict[str | None, int] = {}
         self._since_total_check = 0
 
-    def submit(self, record: AttestationRecord) -> None:
-        """Queue ``record`` (stamped now); written synchronously when the queue is full."""
+    def submit(self, record: AttestationRecord) -> Commit:
+        """Queue ``record`` (stamped now) for the next group commit; written in the
+        caller's thread when the queue is full.  Await the returned :class:`Commit`
+        before answering the client."""
         values = _row(record, utcnow(), self._state.settings)
-        size = len(values["evidence"] or b"")
+        size = len(values["evidence"] or b"") + len(values["outcome_event"] or b"")
+        commit = Commit()
+        item = _Pending(values, record.outcome, commit)
         with self._cond:
             full = (
                 len(self._pending) >= self._max_queued
@@ -190,20 +273,20 @@ class RecordWriter:
             )
             if not full:
                 self._ensure_thread()
-                self._pending.append(values)
+                self._pending.append(item)
                 self._pending_bytes += size
                 self._submitted += 1
-                if len(self._pending) == 1 or len(self._pending) >= BATCH:
+                if len(self._pending) == 1:
                     self._cond.notify_all()
-                return
-        self._overflow(values)
+                return commit
+        self._overflow(item)
+        return commit
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until every record submitted so far is written; False on timeout."""
         deadline = time.monotonic() + timeout
         with self._cond:
             target = self._submitted
-            self._cond.notify_all()  # cut the accumulation wait short
             while self._done < target:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -238,40 +321,66 @@ class RecordWriter:
             self._thread.start()
 
     def _run(self) -> None:
+        # group commit: no accumulation wait; whatever arrived while the previous
+        # batch was being committed makes the next batch
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
-                if not self._stopping and len(self._pending) < BATCH:
-                    self._cond.wait(self._interval)  # let a batch accumulate
                 if not self._pending and self._stopping:
                     return
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
-                self._pending_bytes -= sum(len(v["evidence"] or b"") for v in batch)
+                self._pending_bytes -= sum(
+                    len(p.values["evidence"] or b"") + len(p.values["outcome_event"] or b"")
+                    for p in batch
+                )
             self._write(batch)
-            self._quota(batch)
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
 
-    def _write(self, batch: list[dict[str, Any]]) -> None:
-        for attempt in (1, 2):
-            try:
-                with self._state.db.session() as s:
-                    s.execute(insert(_TABLE), batch)
-                return
-            except Exception as exc:  # the writer thread must outlive any one batch
-                if attempt == 1 and isinstance(exc, StorageError):
-                    time.sleep(RETRY_DELAY)
-                    continue
-                get_logger().error(
-                    "attestation records not stored",
-                    extra={"records": len(batch), "reason": str(exc)},
-                )
-                if self.metrics is not None:
-                    self.metrics.records_failed.inc(len(batch))
+    def _write(self, batch: list[_Pending]) -> None:
+        error: StorageError | None = None
+        ids: list[int] = []
+        try:
+            ids = self._insert([p.values for p in batch])
+        except StorageError as exc:
+            error = exc
+        except Exception as exc:  # the writer thread must outlive any one batch
+            error = StorageError(f"attestation records not stored: {exc.__class__.__name__}")
+        if error is not None:
+            get_logger().error(
+                "attestation records not stored",
+                extra={"records": len(batch), "reason": str(error)},
+            )
+            if self.metrics is not None:
+                self.metrics.records_failed.inc(len(batch))
+        for p in batch:
+            p.commit.resolve(error)
+        if error is None:
+            self._committed(batch, ids)
+            self._quota([p.values for p in batch])
 
-    def _overflow(self, values: dict[str, Any]) -> None:
+    def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert ``rows`` in one transaction; their ids in order."""
+        with self._state.db.session() as s:
+            result = s.execute(
+                insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True), rows
+            )
+            return [int(i) for i in result.scalars().all()]
+
+    def _committed(self, batch: list[_Pending], ids: list[int]) -> None:
+        hook = self.on_commit
+        if hook is None:
+            return
+        done = [(i, p.event) for i, p in zip(ids, batch, strict=True) if p.event is not None]
+        if done:
+            try:
+                hook(done)
+            except Exception as exc:  # the events are in the outbox: the sweep finds them
+                get_logger().error("outcome relay hook failed", extra={"reason": str(exc)})
+
+    def _overflow(self, item: _Pending) -> None:
         if self.metrics is not None:
             self.metrics.records_overflow.inc()
         now = time.monotonic()
@@ -281,9 +390,7 @@ class RecordWriter:
                 "attestation record queue full: writing in the request",
                 extra={"queued": len(self._pending), "queued_bytes": self._pending_bytes},
             )
-        with self._state.db.session() as s:
-            s.execute(insert(_TABLE).values(**values))
-        self._quota([values])
+        self._write([item])
 
     def _quota(self, written: list[dict[str, Any]]) -> None:
         """Account the evidence just written; run the quota checks that are due."""
@@ -391,13 +498,15 @@ def enforce_evidence_quota(
     return by_client, by_total
 
 
-def record_attestation(request: Request, record: AttestationRecord) -> None:
-    """Queue ``record`` for the app serving ``request`` and count its verdict."""
+def record_attestation(request: Request, record: AttestationRecord) -> Commit:
+    """Queue ``record`` for the app serving ``request`` and count its verdict; the
+    caller awaits the returned :class:`Commit` before answering."""
     state: ServiceState = request.app.state.bw
-    state.records.submit(record)
+    commit = state.records.submit(record)
     metrics = getattr(request.app.state, "bw_metrics", None)
     if metrics is not None:
         metrics.verdict(record.provider, Verdict(record.verdict).value).inc()
+    return commit
 
 
 def purge_expired_evidence(state: ServiceState, now: datetime | None = None) -> int:

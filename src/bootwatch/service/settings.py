@@ -106,9 +106,19 @@ class Settings:
     #: and providers' own host names; any other Host is refused (400), because the token
     #: issuer and the ``jku`` are built from it
     allowed_hosts: tuple[str, ...] = ()
-    #: a separate monitor to send outcome events to (HTTP sink); empty = none, or the
-    #: in-process monitor of the embedded server
+    #: where outcome events go: ``nats://HOST:PORT`` (JetStream), ``http(s)://`` a
+    #: monitor's base URL (HTTP sink); empty = none, or the embedded server's in-process
+    #: monitor.  ``monitor_url`` is the older name of an http(s) ``events_url``.
+    events_url: str = ""
     monitor_url: str = ""
+    #: JetStream stream and subject of outcome events (``--events nats://``)
+    events_stream: str = "BOOTWATCH_OUTCOMES"
+    events_subject: str = "bootwatch.outcomes"
+    #: seconds after which an undelivered outcome event in the outbox is taken by any
+    #: replica's sweep (its own process died or its sink was away)
+    events_orphan_after_seconds: float = 30.0
+    #: seconds an attestation waits for its record's commit before it is answered 503
+    record_commit_timeout_seconds: float = 10.0
     #: bearer token for the monitor (from BOOTWATCH_MONITOR_TOKEN, never argv)
     monitor_token: str = ""
     #: CA bundle for the monitor's HTTPS certificate

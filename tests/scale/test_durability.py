@@ -1,0 +1,210 @@
+"""Acknowledged means durable (issue 15, items 3 and 5): real ``bootwatch`` processes
+under attestation load from a real swtpm VM's request, killed with SIGKILL mid-load and
+restarted; then every acknowledged attestation (a 200 with a token, or a 400 verdict)
+must have its record, and every record's outcome event must reach the monitor.
+
+Counting, not matching: the load replays one request, so an answer cannot be paired
+with its row; but each test starts on an empty database, so ``records >= acknowledged``
+is exactly "nothing acknowledged was lost" (records of requests whose answer the kill
+cut off are the surplus), and ``monitor outcomes == records`` with an empty outbox is
+"every recorded event was delivered, once".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bwproc import Load, Proc, free_port, private_postgres, until
+from bwservers import PG_URL
+from sqlalchemy import create_engine, text
+
+pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
+
+AZURE_LOG = "maa/azure-guest-vm-derived/azure-trusted-launch-ws2019.tcglog.bin"
+WINDOWS_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14)
+TOKEN = "durability-admin-token-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def request_body(lab: Any, corpus: Path) -> tuple[bytes, Path]:
+    """One real AzureGuest request from a swtpm VM booted from the Trusted Launch log."""
+    from bootwatch.agent.evidence import OsInfo, collect_evidence
+
+    name = f"durable-{uuid.uuid4().hex[:6]}"
+    lab.create_vm(name, corpus / AZURE_LOG)
+    with lab.running(name) as vm:
+        ev = collect_evidence(
+            vm.tcti, tcg_log=(corpus / AZURE_LOG).read_bytes(),
+            os_info=OsInfo("Windows", "Microsoft", 10, 0, "NotApplicable"),
+            client_payload={"nonce": "durability"}, pcr_indices=WINDOWS_PCRS)
+    return ev.request_body(), lab.ca_cert_path
+
+
+@pytest.fixture
+def pg_schemas() -> Iterator[list[str]]:
+    """Schemas a test creates on the machine's PostgreSQL, dropped afterwards."""
+    made: list[str] = []
+    yield made
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        for schema in made:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def _schema(made: list[str]) -> str:
+    name = f"bw_kill_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(PG_URL)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    engine.dispose()
+    made.append(name)
+    return name
+
+
+class Counts:
+    """Row counts read straight from the database (a separate connection)."""
+
+    def __init__(self, url: str, *, service_schema: str = "", monitor_schema: str = "") -> None:
+        self.engine = create_engine(url)
+        self.records = f'"{service_schema}".attestation_records' if service_schema \
+            else "attestation_records"
+        self.outcomes = f'"{monitor_schema}".monitor_outcomes' if monitor_schema \
+            else "monitor_outcomes"
+
+    def _one(self, sql: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+
+    def record_count(self) -> int:
+        return self._one(f"SELECT count(*) FROM {self.records}")
+
+    def undelivered(self) -> int:
+        return self._one(f"SELECT count(*) FROM {self.records} WHERE outcome_event IS NOT NULL")
+
+    def outcome_count(self) -> int:
+        return self._one(f"SELECT count(*) FROM {self.outcomes}")
+
+    def settled(self) -> bool:
+        return self.undelivered() == 0 and self.outcome_count() == self.record_count()
+
+
+def _server_args(port: int, anchors: Path, *extra: str) -> list[str]:
+    return ["server", "--insecure-http", "--port", str(port), "--trust-anchors", str(anchors),
+            "--rate-limit", "0", "--events-orphan-after", "1", *extra]
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    tokens = tmp / "tokens"
+    tokens.write_text(TOKEN + "\n")
+    return {"BOOTWATCH_ADMIN_TOKENS": TOKEN, "BOOTWATCH_MONITOR_TOKEN": TOKEN,
+            "XDG_DATA_HOME": str(tmp / "xdg")}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill9_of_the_embedded_server_loses_no_acknowledged_attestation(
+    backend: str, request_body: tuple[bytes, Path], tmp_path: Path, pg_schemas: list[str],
+) -> None:
+    body, anchors = request_body
+    port = free_port()
+    if backend == "sqlite":
+        db = ["--data-dir", str(tmp_path / "data")]
+        counts = Counts(f"sqlite:///{tmp_path / 'data' / 'bootwatch.db'}")
+    else:
+        schema = _schema(pg_schemas)
+        db = ["--data-dir", str(tmp_path / "data"), "--db", PG_URL, "--db-schema", schema]
+        counts = Counts(PG_URL, service_schema=schema, monitor_schema=schema)
+    server = Proc(_server_args(port, anchors, *db), port=port, log=tmp_path / "server.log",
+                  env=_env(tmp_path))
+    server.start()
+    try:
+        load = Load(f"http://127.0.0.1:{port}", body).start()
+        load.wait_answered(120)
+        server.kill9()  # mid-load: requests in flight, records and events being written
+        result = load.stop()
+        assert result.answered > 0 and result.other == {}, result
+        server.start()
+        until(counts.settled, 60, "the restarted server to deliver what the dead one left")
+    finally:
+        server.stop()
+    assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+    assert counts.outcome_count() == counts.record_count()
+
+
+def test_kill9_of_monitor_and_service_replicas_behind_http_events(
+    request_body: tuple[bytes, Path], tmp_path: Path, pg_schemas: list[str],
+) -> None:
+    """Two processes on PostgreSQL: ``service run --workers 2 --events http://monitor`` and
+    ``monitor run``.  The monitor is killed mid-load (the service keeps answering; its
+    events wait in the outbox), restarted; then the service is killed (events held in
+    its memory are lost with it, not from the outbox) and restarted."""
+    body, anchors = request_body
+    service_schema, monitor_schema = _schema(pg_schemas), _schema(pg_schemas)
+    counts = Counts(PG_URL, service_schema=service_schema, monitor_schema=monitor_schema)
+    env = _env(tmp_path)
+    mport, sport = free_port(), free_port()
+    monitor = Proc(["monitor", "run", "--insecure-http", "--port", str(mport), "--db", PG_URL,
+                    "--db-schema", monitor_schema, "--data-dir", str(tmp_path / "m")],
+                   port=mport, log=tmp_path / "monitor.log", env=env)
+    service = Proc(["service", "run", "--insecure-http", "--port", str(sport), "--workers", "2",
+                    "--db", PG_URL, "--db-schema", service_schema, "--data-dir",
+                    str(tmp_path / "s"), "--trust-anchors", str(anchors), "--rate-limit", "0",
+                    "--events", f"http://127.0.0.1:{mport}", "--events-orphan-after", "1"],
+                   port=sport, log=tmp_path / "service.log", env=env)
+    monitor.start()
+    service.start()
+    try:
+        load = Load(f"http://127.0.0.1:{sport}", body).start()
+        load.wait_answered(80)
+        monitor.kill9()
+        mark = load.result.acknowledged
+        load.wait_answered(mark + 80)  # answered while the monitor is dead
+        assert counts.undelivered() > 0, "events of the monitor's downtime wait in the outbox"
+        monitor.start()
+        load.wait_answered(load.result.acknowledged + 80)
+        service.kill9()
+        result = load.stop()
+        service.start()
+        until(counts.settled, 90, "every recorded event to reach the monitor")
+    finally:
+        service.stop()
+        monitor.stop()
+    assert result.other == {}, result
+    assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+    assert counts.outcome_count() == counts.record_count()
+
+
+def test_database_restart_mid_load_answers_503_then_recovers(
+    request_body: tuple[bytes, Path], tmp_path: Path,
+) -> None:
+    """A private PostgreSQL cluster stopped under load: the service answers 503 with
+    Retry-After (never a 200 it cannot record) and recovers by itself when it is back."""
+    body, anchors = request_body
+    with private_postgres() as pg:
+        port = free_port()
+        service = Proc(["service", "run", "--insecure-http", "--port", str(port), "--db", pg.url,
+                        "--data-dir", str(tmp_path / "s"), "--trust-anchors", str(anchors),
+                        "--rate-limit", "0"],
+                       port=port, log=tmp_path / "service.log", env=_env(tmp_path))
+        service.start()
+        counts = Counts(pg.url)
+        try:
+            load = Load(f"http://127.0.0.1:{port}", body, threads=4).start()
+            load.wait_answered(60)
+            pg.stop(mode="fast")
+            until(lambda: load.result.unavailable >= 20, 60, "503 answers while PG is down")
+            acknowledged_while_down = load.result.acknowledged
+            pg.start()
+            load.wait_answered(acknowledged_while_down + 60, timeout=120)  # recovered alone
+            result = load.stop()
+        finally:
+            service.stop()
+        assert result.unavailable_without_retry_after == 0, result
+        assert result.other == {}, (result, service.output())
+        assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+        counts.engine.dispose()
+
