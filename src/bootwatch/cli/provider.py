@@ -145,6 +145,7 @@ def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
             if s.get(ProviderRow, name) is None:
                 raise ConfigError(f"no provider named {name!r}")
             kid, old = rotate_key(s, state.sealer, name, utcnow(), timedelta(seconds=seconds))
+        state.changes.announce(name)  # running replicas reload the provider's keys now
     finally:
         state.close()
     click.echo(f"{name}: new key {kid}; retiring {', '.join(old) or 'none'} in {seconds} s")
@@ -162,8 +163,9 @@ def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
 def revoke_aik_cmd(name: str, serial: str | None, vm_id: str | None, reason: str,
                    **kw: Any) -> None:
     """Revoke AIK certificates provider NAME issued on enrolment; every later attestation
-    with one of them is refused (aik_cert_revoked), by running services within their cache
-    time.  Exit 0 when something was revoked, 1 when nothing matched."""
+    with one of them is refused (aik_cert_revoked), by running services at once on
+    PostgreSQL (LISTEN/NOTIFY), within their cache time otherwise.  Exit 0 when something
+    was revoked, 1 when nothing matched."""
     from bootwatch.service.db import utcnow
     from bootwatch.service.enroll import revoke_aik_certificates
     from bootwatch.service.models import ProviderRow
@@ -179,6 +181,7 @@ def revoke_aik_cmd(name: str, serial: str | None, vm_id: str | None, reason: str
                 raise ConfigError(f"no provider named {name!r}")
             revoked = revoke_aik_certificates(s, name, serial=serial, vm_id=vm_id,
                                               reason=reason, now=utcnow())
+        state.changes.announce(name)  # running replicas refuse the certificates now
     finally:
         state.close()
     if not revoked:

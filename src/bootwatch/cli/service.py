@@ -53,8 +53,16 @@ def db_options(f: Any) -> Any:
 
 
 def build_settings(**kw: Any) -> Any:
-    """Settings from CLI options (the edge where settings are read)."""
+    """Settings from CLI options (the edge where settings are read).  The at-rest key
+    comes from BOOTWATCH_AT_REST_KEY for every command (``service migrate`` creates the
+    shared providers' signing keys: sealed under another key, replicas could not read
+    them)."""
+    import os
+
     from bootwatch.service.settings import Settings
+
+    if not kw.get("at_rest_key"):
+        kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
 
     shared = _tuple(kw.pop("shared_providers", None)) or ("shared",)
     default = kw.pop("default_provider", None) or shared[0]
@@ -232,6 +240,13 @@ _SERVICE_OPTIONS = [
     click.option(
         "--events-subject", envvar="BOOTWATCH_EVENTS_SUBJECT", default="bootwatch.outcomes",
         show_default=True, help="JetStream subject of outcome events (--events nats://)",
+    ),
+    click.option(
+        "--cache-ttl", "cache_ttl_seconds", envvar="BOOTWATCH_CACHE_TTL", default=2.0,
+        type=float, show_default=True,
+        help="seconds provider state (policies, signers, keys) is cached per process; on "
+        "PostgreSQL other replicas' changes arrive at once (LISTEN/NOTIFY), this is the "
+        "bound when a notification is missed",
     ),
     click.option(
         "--events-orphan-after", "events_orphan_after_seconds",

@@ -151,6 +151,7 @@ def create_app(
             start()
         if relay is not None:
             relay.start()
+        state.changes.start()
         task = asyncio.create_task(purge_loop())
         try:
             yield

@@ -154,6 +154,9 @@ class EnrollmentService:
         self.ek_anchors = load_ek_anchors(settings)
         self._cache: dict[str, _ProviderTrust] = {}
         self._lock = threading.Lock()
+        changes = getattr(state, "changes", None)
+        if changes is not None:  # another replica enrolled or revoked: forget at once
+            changes.subscribe(self.forget)
 
     # --- attestation side ---------------------------------------------------------
 
@@ -182,8 +185,18 @@ class EnrollmentService:
         return entry
 
     def invalidate(self, provider: str) -> None:
+        """After a write: forget ``provider`` here and tell the other processes."""
+        self.forget(provider)
+        changes = getattr(self.state, "changes", None)
+        if changes is not None:
+            changes.announce(provider)
+
+    def forget(self, provider: str | None) -> None:
         with self._lock:
-            self._cache.pop(provider, None)
+            if provider is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(provider, None)
 
     def attestation_inputs(self, provider: str, inputs: ProviderInputs) -> ProviderInputs:
         """``inputs`` plus the provider's own AIK CA as an anchor and its revocations."""

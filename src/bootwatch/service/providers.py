@@ -20,8 +20,9 @@ Public API for request handlers (stable names):
   ``Annotated[ProviderContext, Depends(current_provider)]`` alias.
 
 Provider state is cached per worker for ``Settings.cache_ttl_seconds`` and
-invalidated locally on every write, so another worker sees a change within
-that time.
+invalidated locally on every write; on PostgreSQL the write is also announced
+to every other process (``service/changes.py``: LISTEN/NOTIFY), which clears
+its cache at once; the TTL bounds staleness when a notification is missed.
 """
 
 from __future__ import annotations
@@ -238,6 +239,12 @@ class ProviderStore:
         return key
 
     def invalidate(self, name: str | None = None) -> None:
+        """After a write: forget ``name`` here and tell the other processes."""
+        self.forget(name)
+        self._state.changes.announce(name or "")
+
+    def forget(self, name: str | None = None) -> None:
+        """Drop the cached state of ``name`` (None: of every provider) in this process."""
         with self._lock:
             if name is None:
                 self._cache.clear()

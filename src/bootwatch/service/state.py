@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bootwatch.service.atrest import Sealer, load_or_create_key
+from bootwatch.service.changes import ChangeFeed
 from bootwatch.service.db import Database, make_engine, run_migrations
 from bootwatch.service.settings import Settings
 
@@ -22,10 +23,14 @@ class ServiceState:
     providers: ProviderStore = field(init=False)
     #: attestation records are written in batches off the request path
     records: RecordWriter = field(init=False)
+    #: provider changes announced to and heard from other processes (PostgreSQL)
+    changes: ChangeFeed = field(init=False)
 
     def __post_init__(self) -> None:
+        self.changes = ChangeFeed(self.db.engine, schema=self.settings.db_schema)
         self.providers = ProviderStore(self)
         self.records = RecordWriter(self)
+        self.changes.subscribe(self.providers.forget)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> ServiceState:
@@ -41,6 +46,7 @@ class ServiceState:
     def close(self) -> None:
         """Write the queued attestation records, then release the database."""
         self.records.close()
+        self.changes.close()
         self.db.engine.dispose()
 
 
