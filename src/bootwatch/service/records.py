@@ -52,6 +52,7 @@ worker slows down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import deque
@@ -61,7 +62,8 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Connection, Table, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 
 from bootwatch.errors import StorageError
@@ -82,8 +84,14 @@ MAX_QUEUED = 10_000
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
 #: records per insert statement (one group commit)
 BATCH = 500
+#: under load, the writer waits up to LINGER seconds for GROUP records before a commit
+LINGER = 0.004
+GROUP = 16
+#: "under load": the previous commit ended less than this many seconds ago
+BUSY_WINDOW = 0.02
 
 _TABLE = cast(Table, AttestationRecordRow.__table__)  # Core statements: no ORM unit of work
+_INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
 
 
 class Verdict(StrEnum):
@@ -172,14 +180,20 @@ class Commit:
         return commit
 
     def resolve(self, error: StorageError | None) -> None:
+        _wake(self._settle(error))
+
+    def _settle(
+        self, error: StorageError | None
+    ) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        """Mark resolved; the waiters to wake (the writer wakes a whole group's waiters
+        with one call per event loop: one wake-up of a worker instead of one per request)."""
         with self._lock:
             if self._done:
-                return
+                return []
             self._done = True
             self.error = error
             waiters, self._waiters = self._waiters, []
-        for loop, future in waiters:
-            loop.call_soon_threadsafe(_settle, future)
+        return waiters
 
     async def wait(self) -> None:
         """Return once committed; raise the StorageError of a failed write."""
@@ -206,9 +220,18 @@ class Commit:
         return False
 
 
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
+def _settle_all(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _wake(waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for loop, future in waiters:
+        by_loop.setdefault(loop, []).append(future)
+    for loop, futures in by_loop.items():
+        loop.call_soon_threadsafe(_settle_all, futures)
 
 
 @dataclass
@@ -252,6 +275,8 @@ class RecordWriter:
         self._last_warning = 0.0
         self.metrics: Metrics | None = None
         self.on_commit: CommitHook | None = None
+        #: the writer thread's own connection (opened on first use, again after an error)
+        self._conn: Connection | None = None
         #: evidence bytes written since the last quota check, per client and in total
         self._quota_lock = threading.Lock()
         self._since_check: dict[str | None, int] = {}
@@ -276,7 +301,7 @@ class RecordWriter:
                 self._pending.append(item)
                 self._pending_bytes += size
                 self._submitted += 1
-                if len(self._pending) == 1:
+                if len(self._pending) in (1, GROUP):
                     self._cond.notify_all()
                 return commit
         self._overflow(item)
@@ -305,6 +330,10 @@ class RecordWriter:
         with self._cond:
             self._thread = None
             self._stopping = False
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.close()
 
     @property
     def queued(self) -> int:
@@ -321,29 +350,42 @@ class RecordWriter:
             self._thread.start()
 
     def _run(self) -> None:
-        # group commit: no accumulation wait; whatever arrived while the previous
-        # batch was being committed makes the next batch
+        # group commit: whatever arrived while the previous group was being committed
+        # makes the next group; under load (the previous commit ended moments ago) the
+        # writer lingers up to LINGER for a fuller group, because each commit and each
+        # wake-up of this thread costs the worker's event loop the GIL (measured: a
+        # commit per request cost ~1 ms of CPU per attestation, a group of ~8 ~0.1 ms)
+        last_commit = 0.0
         while True:
             with self._cond:
                 while not self._pending and not self._stopping:
                     self._cond.wait()
                 if not self._pending and self._stopping:
                     return
+                if not self._stopping and time.monotonic() - last_commit < BUSY_WINDOW:
+                    deadline = time.monotonic() + LINGER
+                    while len(self._pending) < GROUP and not self._stopping:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            break
+                        self._cond.wait(left)
                 batch = [self._pending.popleft() for _ in range(min(BATCH, len(self._pending)))]
                 self._pending_bytes -= sum(
                     len(p.values["evidence"] or b"") + len(p.values["outcome_event"] or b"")
                     for p in batch
                 )
             self._write(batch)
+            last_commit = time.monotonic()
             with self._cond:
                 self._done += len(batch)
                 self._cond.notify_all()
 
-    def _write(self, batch: list[_Pending]) -> None:
+    def _write(self, batch: list[_Pending], *, own_connection: bool = True) -> None:
         error: StorageError | None = None
         ids: list[int] = []
         try:
-            ids = self._insert([p.values for p in batch])
+            rows = [p.values for p in batch]
+            ids = self._insert(rows) if own_connection else self._insert_once(rows)
         except StorageError as exc:
             error = exc
         except Exception as exc:  # the writer thread must outlive any one batch
@@ -355,19 +397,39 @@ class RecordWriter:
             )
             if self.metrics is not None:
                 self.metrics.records_failed.inc(len(batch))
+        waiters = []
         for p in batch:
-            p.commit.resolve(error)
+            waiters.extend(p.commit._settle(error))
+        _wake(waiters)
         if error is None:
             self._committed(batch, ids)
             self._quota([p.values for p in batch])
 
     def _insert(self, rows: list[dict[str, Any]]) -> list[int]:
-        """Insert ``rows`` in one transaction; their ids in order."""
-        with self._state.db.session() as s:
-            result = s.execute(
-                insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True), rows
-            )
-            return [int(i) for i in result.scalars().all()]
+        """Insert ``rows`` in one transaction on the writer's own connection (kept open:
+        a pool checkout and an ORM session per group doubled the commit's CPU); their
+        ids in order."""
+        try:
+            if self._conn is None:
+                self._conn = self._state.db.engine.connect()
+            result = self._conn.execute(_INSERT, rows)
+            ids = [int(i) for i in result.scalars().all()]
+            self._conn.commit()
+            return ids
+        except SQLAlchemyError as exc:
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.close()
+            raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
+
+    def _insert_once(self, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert ``rows`` on a pooled connection (a thread other than the writer's)."""
+        try:
+            with self._state.db.engine.begin() as conn:
+                return [int(i) for i in conn.execute(_INSERT, rows).scalars().all()]
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
 
     def _committed(self, batch: list[_Pending], ids: list[int]) -> None:
         hook = self.on_commit
@@ -390,7 +452,7 @@ class RecordWriter:
                 "attestation record queue full: writing in the request",
                 extra={"queued": len(self._pending), "queued_bytes": self._pending_bytes},
             )
-        self._write([item])
+        self._write([item], own_connection=False)
 
     def _quota(self, written: list[dict[str, Any]]) -> None:
         """Account the evidence just written; run the quota checks that are due."""
