@@ -162,7 +162,7 @@ def _load_json(value: ClaimValue, budget: Budget, fname: str) -> Any:
 # --- JmesPath ----------------------------------------------------------------------------
 
 
-class _MaaJmesFunctions(jmespath.functions.Functions):  # type: ignore[misc]
+class _MaaJmesFunctions(jmespath.functions.Functions):
     """Standard JMESPath functions plus ``equals_ignore_case``, which the samples use.
 
     MAA's evaluator evidently has it (four published samples call it); it is not in the
@@ -170,7 +170,7 @@ class _MaaJmesFunctions(jmespath.functions.Functions):  # type: ignore[misc]
     so a filter over events that lack the field simply does not match.
     """
 
-    @jmespath.functions.signature({"types": []}, {"types": []})  # type: ignore[untyped-decorator]
+    @jmespath.functions.signature({"types": []}, {"types": []})
     def _func_equals_ignore_case(self, a: object, b: object) -> bool:
         if not isinstance(a, str) or not isinstance(b, str):
             return False
@@ -180,7 +180,7 @@ class _MaaJmesFunctions(jmespath.functions.Functions):  # type: ignore[misc]
 _JMES_OPTIONS = jmespath.Options(custom_functions=_MaaJmesFunctions())
 
 
-class _CountingInterpreter(jmespath.visitor.TreeInterpreter):  # type: ignore[misc]
+class _CountingInterpreter(jmespath.visitor.TreeInterpreter):
     """The reference interpreter, charging every AST node visit to the budget."""
 
     def __init__(self, budget: Budget) -> None:
