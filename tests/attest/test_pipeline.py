@@ -53,6 +53,12 @@ def test_real_azure_request_is_permitted() -> None:
     assert claims[t.POLICY_HASH] == policy_hash(default_azureguest_policy())
     assert claims[t.SECUREBOOT] is True and claims[t.DBX_VALIDATED] is True
     assert claims[t.RUNTIME]["keys"][0]["kid"] == t.EPHEMERAL_KEY_KID
+    # the OpenID metadata advertises exactly the azurevm claims the token carries
+    issued = {k for k in claims if k.startswith(t.PREFIX) or k in (t.SECUREBOOT, t.RUNTIME)}
+    advertised = set(t.CLAIMS_SUPPORTED)
+    assert issued <= advertised, issued - advertised
+    # (the vmid comes from an AIK certificate that chains to an anchor: none here)
+    assert {c for c in advertised if c.startswith(t.PREFIX)} <= issued | {t.VMID}
     by_name = {c.name: c for c in out.checks}
     assert by_name["aik_certificate"].passed is False  # no issuer CA is public
     assert all(c.passed for n, c in by_name.items() if n != "aik_certificate")

@@ -58,3 +58,37 @@ DEFAULT_POLICY_BOOLEANS: Final = (
     DB_VALIDATED,
     DBX_VALIDATED,
 )
+
+#: claims advertised in the service's OpenID metadata (``claims_supported``): the azurevm
+#: set the service issues (maa-protocol.md section 3), built from the names above so the
+#: metadata cannot drift from the tokens (tests/attest/test_pipeline.py cross-checks them)
+CLAIMS_SUPPORTED: Final = (
+    "nonce",
+    VER,
+    ATTESTATION_TYPE,
+    POLICY_HASH,
+    POLICY_SIGNER,
+    SECUREBOOT,
+    PROTOCOL_VER,
+    ATTESTED_PCRS,
+    BOOTDEBUG_ENABLED,
+    DB_VALIDATED,
+    DBX_VALIDATED,
+    DEBUGGERS_DISABLED,
+    DEFAULT_KEYS_VALIDATED,
+    ELAM_ENABLED,
+    FLIGHTSIGNING_ENABLED,
+    HVCI_POLICY,
+    HYPERVISORDEBUG_ENABLED,
+    IS_WINDOWS,
+    KERNELDEBUG_ENABLED,
+    OSBUILD,
+    OSDISTRO,
+    OSTYPE,
+    OSVERSION_MAJOR,
+    OSVERSION_MINOR,
+    SIGNING_DISABLED,
+    TESTSIGNING_ENABLED,
+    VMID,
+    RUNTIME,
+)

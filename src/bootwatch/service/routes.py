@@ -15,44 +15,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from bootwatch.errors import StorageError
+from bootwatch.protocol.token import CLAIMS_SUPPORTED
 from bootwatch.service import policy_admin
 from bootwatch.service.auth import PolicyWriter
 from bootwatch.service.errors import invalid_parameter
 from bootwatch.service.keys import cert_jwk
 from bootwatch.service.providers import CurrentProvider
 from bootwatch.service.state import ServiceState
-
-#: claims listed in the OpenID metadata (the azurevm set of maa-protocol.md section 3)
-CLAIMS_SUPPORTED = (
-    "nonce",
-    "x-ms-ver",
-    "x-ms-attestation-type",
-    "x-ms-policy-hash",
-    "x-ms-policy-signer",
-    "secureboot",
-    "x-ms-azurevm-attestation-protocol-ver",
-    "x-ms-azurevm-attested-pcrs",
-    "x-ms-azurevm-bootdebug-enabled",
-    "x-ms-azurevm-dbvalidated",
-    "x-ms-azurevm-dbxvalidated",
-    "x-ms-azurevm-debuggersdisabled",
-    "x-ms-azurevm-default-securebootkeysvalidated",
-    "x-ms-azurevm-elam-enabled",
-    "x-ms-azurevm-flightsigning-enabled",
-    "x-ms-azurevm-hvci-policy",
-    "x-ms-azurevm-hypervisordebug-enabled",
-    "x-ms-azurevm-is-windows",
-    "x-ms-azurevm-kernel-debug-enabled",
-    "x-ms-azurevm-osbuild",
-    "x-ms-azurevm-osdistro",
-    "x-ms-azurevm-ostype",
-    "x-ms-azurevm-osversion-major",
-    "x-ms-azurevm-osversion-minor",
-    "x-ms-azurevm-signingdisabled",
-    "x-ms-azurevm-testsigning-enabled",
-    "x-ms-azurevm-vmid",
-    "x-ms-runtime",
-)
 
 
 def api_version(request: Request) -> str | None:
