@@ -4,7 +4,6 @@ but BootwatchError on arbitrary text (hypothesis)."""
 from __future__ import annotations
 
 import contextlib
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,10 +24,10 @@ HEAD = "version=1.2; authorizationrules { => permit(); }; issuancerules {\n"
 
 def _hostile(body: str, claims: list[Claim], limits: EvaluationLimits | None = None) -> str:
     policy = compile_policy(HEAD + body + "\n};")
-    start = time.perf_counter()
+    # the budget is counted in work (nodes, matches, output), never in wall time: a slow
+    # machine reaches the same limit at the same step
     with pytest.raises(PolicyEvaluationError) as info:
         evaluate(policy, claims, **({"limits": limits} if limits else {}))
-    assert time.perf_counter() - start < 5.0  # generous: shared 2-core machine
     assert isinstance(info.value, PolicyLimitError)
     return str(info.value)
 

@@ -421,6 +421,9 @@ def _no_action(data: bytes) -> DecodedEvent:
 
 
 def _spec_id(data: bytes, *, agile: bool) -> SpecIdHeader:
+    if len(data) < 16:  # a signature cut short ("Spec ID Event0" without its suffix)
+        raise EventDataError(f"Spec ID event is {len(data)} bytes, shorter than its "
+                             "16-byte signature", len(data))
     r = Reader(data, pos=16)
     platform_class = r.u32("platformClass")
     minor, major = r.u8("specVersionMinor"), r.u8("specVersionMajor")
