@@ -30,6 +30,8 @@ start the new one.
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import logging
 import os
 import pickle
@@ -75,10 +77,12 @@ __all__ = [
     "EXIT_PLATFORM_ERROR",
     "EXIT_RESTART",
     "EXIT_UNHEALTHY",
+    "PARENT_PRELOAD",
     "AgentDaemon",
     "CycleResult",
     "UpgradeHook",
     "agent_version",
+    "release_memory",
 ]
 
 EXIT_HEALTHY: Final = 0
@@ -94,6 +98,36 @@ RESTART_GAP: Final = 60.0
 HEARTBEAT_PERIOD: Final = 60.0
 
 log = logging.getLogger("bootwatch.agent")
+
+#: what the waiting daemon imports before it forks its first cycle (``cycle_in_child``):
+#: modules that cost little memory and much of a fresh child's CPU (bootwatch's own
+#: protocol and event-log code, httpx and ssl).  tpm2-pytss and cryptography (with
+#: their shared libraries, about 20 MB) stay out: each cycle's child loads them and
+#: they go away with it.  tests/agent pins the resulting import set.
+PARENT_PRELOAD: Final = (
+    "bootwatch.agent.transport",
+    "httpcore",  # httpx imports it when the first client is made
+    "encodings.idna",
+    "bootwatch.agent.report",
+    "bootwatch.eventlog.framing",
+    "bootwatch.protocol.azureguest",
+)
+
+
+def release_memory() -> None:
+    """Give the heap pages Python freed back to the OS (glibc's ``malloc_trim``).
+
+    Python returns freed memory to malloc, but glibc keeps most of it in its arenas,
+    where it still counts as the process's resident memory.  A no-op where the C
+    library has no ``malloc_trim`` (musl, not Linux).
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    trim(0)
 
 
 class UpgradeHook(Protocol):
@@ -213,6 +247,8 @@ class AgentDaemon:
                                             "GuestAttestation is starting"))
         with ExitStack() as stack:
             target = self._enter_target(stack)
+            if self.config.cycle_in_child:
+                self.prepare_parent()
             due = self._first_due(self.store.load())
             while not self._stop:
                 if not self._wait_until(due):
@@ -222,8 +258,13 @@ class AgentDaemon:
                     if self._do_reload():
                         stack.close()
                         target = self._enter_target(stack)
-                result = self._cycle_in_child(target) if self.config.cycle_in_child \
-                    else self._cycle(target)
+                        if self.config.cycle_in_child:
+                            self.prepare_parent()
+                if self.config.cycle_in_child:
+                    result = self._cycle_in_child(target)
+                else:
+                    result = self._cycle(target)
+                    release_memory()
                 due = result.next_due
                 if self._hook is not None:
                     self._hook.after_cycle(result.succeeded)
@@ -242,6 +283,29 @@ class AgentDaemon:
         if self._hook is not None:
             self._hook.after_cycle(result.succeeded)
         return result
+
+    def prepare_parent(self) -> None:
+        """Make the waiting daemon ready to fork cheap cycles (``cycle_in_child``).
+
+        Imports :data:`PARENT_PRELOAD` and builds the TLS contexts the cycles will use,
+        so each child inherits them instead of paying for them; then collects the
+        garbage, gives the freed heap back (:func:`release_memory`) and freezes the
+        survivors (``gc.freeze``: a child's collections do not walk the parent's
+        objects, and so do not copy their pages).  Idempotent; run() calls it.
+        """
+        for name in PARENT_PRELOAD:
+            importlib.import_module(name)
+        from bootwatch.agent.transport import tls_context
+
+        cfg = self.config
+        for url, ca in ((cfg.url or cfg.shared_provider_url, cfg.ca),
+                        (cfg.monitor_url, cfg.monitor_ca)):
+            if url:
+                with contextlib.suppress(OSError):  # the cycle reports it, naming the hop
+                    tls_context(ca)
+        gc.collect()
+        release_memory()
+        gc.freeze()
 
     def _first_due(self, state: AgentState) -> float:
         now = self._clock()
@@ -311,6 +375,8 @@ class AgentDaemon:
         if pid == 0:  # the child
             code = 1
             try:
+                # a short-lived process: what a collection would free goes away with it
+                gc.disable()
                 os.close(read_fd)
                 data = pickle.dumps(self._cycle(target))
                 with os.fdopen(write_fd, "wb") as out:
