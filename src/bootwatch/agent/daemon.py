@@ -367,16 +367,15 @@ class AgentDaemon:
             return PlatformError(str(exc))
 
     def _cycle_in_child(self, target: _Target | PlatformError) -> CycleResult:
-        """One cycle in a forked child: the TPM stack, httpx and cryptography are loaded
-        there and go away with it, so the idle daemon stays small.  The result comes back
-        pickled over a pipe from our own child (same program image, nothing foreign)."""
+        """One cycle in a forked child: the TPM stack, cryptography and PyJWT are loaded
+        there and go away with it, so the idle daemon stays small (what it preloads for
+        the children: :meth:`prepare_parent`).  The result comes back pickled over a
+        pipe from our own child (same program image, nothing foreign)."""
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child
             code = 1
             try:
-                # a short-lived process: what a collection would free goes away with it
-                gc.disable()
                 os.close(read_fd)
                 data = pickle.dumps(self._cycle(target))
                 with os.fdopen(write_fd, "wb") as out:
