@@ -135,8 +135,12 @@ def attest_once(
     pcr_indices: Sequence[int] | None = None,
     proxy: str | None = None,
     timeout: float = 15.0,
+    key_cache: Path | None = None,
 ) -> AttestOutcome:
-    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover."""
+    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover.
+
+    ``key_cache``: where the ephemeral key's TPM context is kept between attestations
+    (:func:`bootwatch.agent.tpm.create_ephemeral_key`); None derives it every time."""
     from bootwatch.agent.client import AttestationClient
     from bootwatch.agent.evidence import collect_keeping_key
     from bootwatch.agent.tpm import flushing, open_tpm
@@ -149,7 +153,8 @@ def attest_once(
             # the certified ephemeral key stays loaded until the answer is unsealed:
             # the vTPM derives it once per attestation, not twice
             ev, key = collect_keeping_key(esys, tcg_log=tcg_log, os_info=os_info,
-                                          client_payload=dict(client_payload or {}), **extra)
+                                          client_payload=dict(client_payload or {}),
+                                          key_cache=key_cache, **extra)
             aik = ev.aik_cert
             with flushing(esys, key), \
                     AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout) as client:

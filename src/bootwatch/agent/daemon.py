@@ -54,7 +54,12 @@ from bootwatch.agent.config import LoadedConfig
 from bootwatch.agent.errors import PlatformError
 from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
 from bootwatch.agent.proxy import choose_proxy
-from bootwatch.agent.state import AgentState, StateStore, read_boot_id
+from bootwatch.agent.state import (
+    EPHEMERAL_KEY_CONTEXT,
+    AgentState,
+    StateStore,
+    read_boot_id,
+)
 from bootwatch.agent.status import (
     ProvisioningStatus,
     StatusReport,
@@ -430,7 +435,8 @@ class AgentDaemon:
 
             outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca,
                                   os_info=read_os_info(target.os_release),
-                                  pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout)
+                                  pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout,
+                                  key_cache=cfg.state_dir / EPHEMERAL_KEY_CONTEXT)
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
         from bootwatch.agent.identity import aik_facts

@@ -206,6 +206,7 @@ def collect_keeping_key(
     os_info: OsInfo | None = None,
     client_payload: Mapping[str, str] | None = None,
     pcr_indices: Sequence[int] | None = None,
+    key_cache: Path | None = None,
 ) -> tuple[CollectedEvidence, ESYS_TR]:
     """:func:`collect_from`, leaving the certified ephemeral key loaded; the caller
     flushes it.
@@ -213,7 +214,9 @@ def collect_keeping_key(
     For an attestation that unseals its answer in the same session
     (:func:`bootwatch.agent.unseal.open_envelope` with ``key_handle``): the vTPM
     then derives the RSA key once per attestation instead of twice (CreatePrimary
-    under the NULL hierarchy is the slowest command of a cycle).
+    under the NULL hierarchy is the slowest command of a cycle).  ``key_cache``:
+    a file with the key's saved context, reused while it is the same key (see
+    :func:`bootwatch.agent.tpm.create_ephemeral_key`).
     """
     if pcr_indices is None:
         pcr_indices = default_pcr_selection(tcg_log)
@@ -238,7 +241,7 @@ def collect_keeping_key(
             break
     else:
         raise TpmDeviceError(f"PCRs {list(indices)} kept changing during the quote")
-    handle, enc_pub = create_ephemeral_key(esys, indices, before)
+    handle, enc_pub = create_ephemeral_key(esys, indices, before, cache=key_cache)
     try:
         with tpm_call("Certify ephemeral key (AIK)"):
             certify_info, certify_sig = esys.certify(handle, aik, TPM2B_DATA(), null_scheme)
