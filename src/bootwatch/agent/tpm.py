@@ -183,6 +183,10 @@ def _selected(sel: TPML_PCR_SELECTION) -> list[int]:
     return idx
 
 
+#: TPM_CC_PolicyPCR, big-endian as it enters the policy digest
+_TPM_CC_POLICY_PCR = (0x0000017F).to_bytes(4, "big")
+
+
 def pcr_composite_digest(values: Mapping[int, bytes], indices: Sequence[int]) -> bytes:
     """SHA-256 of the concatenated PCR values in index order (TPM2_PolicyPCR's pcrDigest)."""
     h = hashlib.sha256()
@@ -194,19 +198,26 @@ def pcr_composite_digest(values: Mapping[int, bytes], indices: Sequence[int]) ->
 def pcr_policy_digest(
     esys: ESAPI, indices: Sequence[int], values: Mapping[int, bytes] | None = None
 ) -> bytes:
-    """TPM2_PolicyPCR digest over ``indices`` (SHA-256 bank), computed by a trial session.
+    """TPM2_PolicyPCR digest over ``indices`` (SHA-256 bank).
 
-    With ``values`` the digest is over those values (the TPM takes a given pcrDigest
-    unchecked in a trial session); without, over the TPM's current values.
+    With ``values`` the digest is over those values, computed here as the TPM computes
+    it (TPM 2.0 Part 3, PolicyPCR: SHA-256 of the zero starting digest,
+    TPM_CC_PolicyPCR, the marshalled PCR selection and the pcrDigest), which saves a
+    trial session's four commands per attestation; tests/agent checks it against the
+    TPM's own trial session.  Without, a trial session over the TPM's current values.
     """
-    given = b"" if values is None else pcr_composite_digest(values, indices)
+    if values is not None:
+        return hashlib.sha256(
+            bytes(32) + _TPM_CC_POLICY_PCR + pcr_selection(indices).marshal()
+            + pcr_composite_digest(values, indices)
+        ).digest()
     with tpm_call("trial PolicyPCR"):
         session = esys.start_auth_session(
             ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
             TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256,
         )
         with flushing(esys, session):
-            esys.policy_pcr(session, TPM2B_DIGEST(given), pcr_selection(indices))
+            esys.policy_pcr(session, TPM2B_DIGEST(b""), pcr_selection(indices))
             return bytes(esys.policy_get_digest(session))
 
 
