@@ -105,17 +105,73 @@ def test_agent_does_not_import_the_verifier_or_server_stack() -> None:
         "import bootwatch.agent.daemon, bootwatch.agent.config, bootwatch.agent.netcheck\n"
         "import bootwatch.agent.install, bootwatch.agent.report, bootwatch.agent.attestation\n"
         "import bootwatch.agent.evidence, bootwatch.agent.unseal, bootwatch.agent.client\n"
+        "import bootwatch.agent.identity, bootwatch.agent.upgrade, bootwatch.agent.enroll\n"
+        "import httpx\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy',\n"
+        "       'uvicorn', 'alembic', 'prometheus_client', 'starlette', 'pydantic', 'nats',\n"
+        "       'rich', 'pygments', 'click')\n"
+        "       or m.startswith(('bootwatch.attest', 'bootwatch.service', 'bootwatch.monitor',\n"
+        "                        'bootwatch.cli'))]\n"
+        "print(','.join(sorted(bad)))\n"
+        "assert 'bootwatch.agent.daemon' in sys.modules and 'tpm2_pytss' in sys.modules\n"
+        "assert callable(httpx.main)  # httpx's stub for its CLI, not the CLI itself\n"
         "import bootwatch.cli.agent_run\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('fastapi', 'sqlalchemy',\n"
-        "       'uvicorn', 'alembic', 'prometheus_client', 'starlette')\n"
+        "       'uvicorn', 'alembic', 'prometheus_client', 'starlette', 'rich', 'pygments')\n"
         "       or m.startswith(('bootwatch.attest', 'bootwatch.service'))]\n"
         "print(','.join(sorted(bad)))\n"
-        "assert 'bootwatch.agent.daemon' in sys.modules\n"
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == ""
+    assert res.stdout.split() == []
+
+
+#: every non-stdlib top-level module the idle daemon (default mode) may hold; pinned so
+#: that a new import on the idle path shows up here: tpm2-pytss, cryptography and PyJWT
+#: (about 20 MB) must stay in the per-cycle child
+IDLE_DAEMON_MODULES = {
+    "bootwatch", "click",  # the daemon and its command line
+    "httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi",  # preloaded HTTP
+    "pybase64", "yaml",  # bootwatch.protocol.azureguest, bootwatch.eventlog (preloaded)
+    "_distutils_hack", "cython_runtime",  # interpreter/packaging artefacts, no code of ours
+}
+
+
+def test_idle_daemon_import_set_is_pinned(tmp_path: Path) -> None:
+    """What `bootwatch agent run` holds while it waits, in its default configuration:
+    the command line, the daemon and what prepare_parent() preloads, nothing else."""
+    code = (
+        "import json, sys\n"
+        "import bootwatch.cli.main, bootwatch.cli.agent\n"
+        "from bootwatch.agent.config import load_config\n"
+        "from bootwatch.agent.daemon import PARENT_PRELOAD, AgentDaemon\n"
+        "loaded = load_config(None, environ={}, overrides=json.loads(sys.argv[1]))\n"
+        "assert loaded.config.cycle_in_child\n"
+        "d = AgentDaemon(loaded)\n"
+        "d.prepare_parent()\n"
+        "assert all(m in sys.modules for m in PARENT_PRELOAD)\n"
+        "top = {m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)\n"
+        "print(json.dumps(sorted(top - {'__main__'})))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('bootwatch.'))))\n"
+    )
+    overrides = {"url": "https://attest.example", "monitor_url": "https://monitor.example",
+                 "tcti": "device:/dev/null", "log": str(tmp_path / "log.bin"),
+                 "state_dir": str(tmp_path / "state")}
+    res = subprocess.run([sys.executable, "-c", code, json.dumps(overrides)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    top_level, ours = (json.loads(line) for line in res.stdout.splitlines())
+    extra = {m for m in top_level if not m.startswith("_cython_")} - IDLE_DAEMON_MODULES
+    assert extra == set(), f"new imports in the idle daemon: {sorted(extra)}"
+    for heavy in ("tpm2_pytss", "cryptography", "jwt", "rich", "pygments", "packaging"):
+        assert heavy not in top_level
+    # the cycle's own modules are the child's: only the cheap ones are preloaded
+    assert "bootwatch.agent.transport" in ours and "bootwatch.eventlog.framing" in ours
+    for cycle_only in ("bootwatch.agent.evidence", "bootwatch.agent.unseal",
+                       "bootwatch.agent.tpm", "bootwatch.agent.client",
+                       "bootwatch.agent.identity", "bootwatch.lab", "bootwatch.agent.upgrade"):
+        assert cycle_only not in ours
 
 
 def test_install_layout_and_systemd_analyze_verify(tmp_path: Path) -> None:

@@ -245,3 +245,68 @@ def test_lab_evidence_passes_the_verifier(lab: Lab, collected: CollectedEvidence
     assert {c.name for c in result.checks} >= {
         "quote_signature", "quote_structure", "quote_nonce", "pcr_digest", "log_replay",
         "enc_key_certified", "enc_key_attributes", "enc_key_pcr_policy", "aik_certificate"}
+
+
+def test_ephemeral_key_context_is_reused_only_for_the_same_key(
+        lab: Lab, agent_vm: LabVm, tmp_path: Path) -> None:
+    """The daemon keeps the ephemeral key's TPM context between cycles: loaded again
+    only while it is the very key CreatePrimary would derive (same boot, same PCR
+    policy), derived again otherwise."""
+    from collections.abc import Mapping
+
+    from tpm2_pytss import ESAPI
+
+    from bootwatch.agent.tpm import ATTESTED_PCRS, create_ephemeral_key, read_pcrs
+
+    cache = tmp_path / "ephemeral-key.ctx"
+
+    def key(esys: ESAPI, values: Mapping[int, bytes]) -> tuple[bytes, bytes, int]:
+        handle, public = create_ephemeral_key(esys, ATTESTED_PCRS, values, cache=cache)
+        esys.flush_context(handle)
+        area = public.publicArea
+        return bytes(area.unique.rsa), bytes(area.authPolicy), cache.stat().st_mtime_ns
+
+    with lab.running(agent_vm.name) as vm:
+        with open_tpm(vm.tcti) as esys:
+            now = read_pcrs(esys, ATTESTED_PCRS)
+            first, policy, saved = key(esys, now)
+            assert len(first) == 256 and cache.stat().st_size > 0
+            assert key(esys, now) == (first, policy, saved)  # loaded, file untouched
+            moved = {i: bytes([i + 1]) * 32 for i in ATTESTED_PCRS}
+            other, other_policy, _ = key(esys, moved)  # another policy: derived again
+            assert other != first and other_policy != policy
+            cache.write_bytes(b"\x00\x01" * 20)  # a damaged file: derived again
+            assert key(esys, now)[:2] == (first, policy)
+        vm.reboot()  # a TPM reset: new null seed, the saved context no longer loads
+        with open_tpm(vm.tcti) as esys:
+            after, after_policy, _ = key(esys, read_pcrs(esys, ATTESTED_PCRS))
+            assert after_policy == policy and after != first
+
+
+def test_pcr_policy_digest_in_software_is_the_tpms(lab: Lab, agent_vm: LabVm) -> None:
+    """The PolicyPCR digest computed without the TPM (given values) equals what the
+    TPM's trial session gives, for the current values and for other ones."""
+    from bootwatch.agent.tpm import pcr_policy_digest, read_pcrs
+
+    with lab.running(agent_vm.name) as vm, open_tpm(vm.tcti) as esys:
+        for indices in ((0, 1, 2, 3, 4, 5, 6, 7), (0, 2, 4, 7, 11, 14), (23,)):
+            now = read_pcrs(esys, indices)
+            by_tpm = pcr_policy_digest(esys, indices)  # trial session, current values
+            assert pcr_policy_digest(esys, indices, now) == by_tpm
+            other = {i: hashlib.sha256(bytes([i])).digest() for i in indices}
+            assert pcr_policy_digest(esys, indices, other) != by_tpm
+        # a trial session over given values (the TPM takes the pcrDigest unchecked)
+        from tpm2_pytss.constants import ESYS_TR, TPM2_ALG, TPM2_SE
+        from tpm2_pytss.types import TPM2B_DIGEST, TPMT_SYM_DEF
+
+        from bootwatch.agent.tpm import pcr_composite_digest, pcr_selection
+
+        indices = (0, 1, 2, 3, 4, 5, 6, 7)
+        other = {i: hashlib.sha256(bytes([i])).digest() for i in indices}
+        session = esys.start_auth_session(ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
+                                          TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                                          TPM2_ALG.SHA256)
+        esys.policy_pcr(session, TPM2B_DIGEST(pcr_composite_digest(other, indices)),
+                        pcr_selection(indices))
+        assert bytes(esys.policy_get_digest(session)) == pcr_policy_digest(esys, indices, other)
+        esys.flush_context(session)

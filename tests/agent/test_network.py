@@ -187,6 +187,25 @@ def test_each_failure_hop_has_its_own_message(attest_service: Any, cos_vm: Any,
     assert len(seen) == len(cases)
 
 
+def test_a_replaced_ca_bundle_is_read_again(attest_service: Any, cos_vm: Any,
+                                           tmp_path: Path) -> None:
+    """TLS contexts are built once per CA file (bootwatch.agent.transport.tls_context):
+    a bundle replaced in place must be read again, and an unreadable one named."""
+    bundle = tmp_path / "ca.pem"
+    bundle.write_bytes(attest_service.lab.ca_cert_path.read_bytes())  # the wrong CA
+    first = _cycle(attest_service, cos_vm, tmp_path / "a", ca=str(bundle))
+    assert first.exit_code == 2
+    assert "certificate verify failed" in first.status.message
+    bundle.write_bytes(attest_service.ca.read_bytes() + b"\n")  # the right one, replaced
+    second = _cycle(attest_service, cos_vm, tmp_path / "b", ca=str(bundle))
+    assert second.health is HealthStatus.HEALTHY, second.status.message
+    bundle.unlink()
+    third = _cycle(attest_service, cos_vm, tmp_path / "c", ca=str(bundle))
+    assert third.exit_code == 2
+    assert f"cannot load the CA bundle {bundle}: No such file or directory" in \
+        third.status.message
+
+
 def test_netcheck_steps_and_exit_codes(attest_service: Any, strict_proxy: Tinyproxy) -> None:
     ok = netcheck(attest_service.url, ca=attest_service.ca, environ={})
     assert ok.reachable and [s.name for s in ok.steps] == [

@@ -135,21 +135,29 @@ def attest_once(
     pcr_indices: Sequence[int] | None = None,
     proxy: str | None = None,
     timeout: float = 15.0,
+    key_cache: Path | None = None,
 ) -> AttestOutcome:
-    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover."""
+    """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover.
+
+    ``key_cache``: where the ephemeral key's TPM context is kept between attestations
+    (:func:`bootwatch.agent.tpm.create_ephemeral_key`); None derives it every time."""
     from bootwatch.agent.client import AttestationClient
-    from bootwatch.agent.evidence import collect_from
-    from bootwatch.agent.tpm import open_tpm
+    from bootwatch.agent.evidence import collect_keeping_key
+    from bootwatch.agent.tpm import flushing, open_tpm
     from bootwatch.agent.unseal import open_envelope
 
     aik: bytes | None = None
     try:
         with open_tpm(tcti) as esys:
             extra = {"pcr_indices": tuple(pcr_indices)} if pcr_indices else {}
-            ev = collect_from(esys, tcg_log=tcg_log, os_info=os_info,
-                              client_payload=dict(client_payload or {}), **extra)
+            # the certified ephemeral key stays loaded until the answer is unsealed:
+            # the vTPM derives it once per attestation, not twice
+            ev, key = collect_keeping_key(esys, tcg_log=tcg_log, os_info=os_info,
+                                          client_payload=dict(client_payload or {}),
+                                          key_cache=key_cache, **extra)
             aik = ev.aik_cert
-            with AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout) as client:
+            with flushing(esys, key), \
+                    AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout) as client:
                 try:
                     envelope = client.attest_azure_guest(ev.request_body())
                 except ServiceError as exc:
@@ -164,7 +172,7 @@ def attest_once(
                                          aik_cert=aik, http_status=exc.status)
                 try:
                     jws = open_envelope(esys, envelope, quoted_pcrs=ev.pcrs,
-                                        pcr_indices=ev.pcr_set)
+                                        pcr_indices=ev.pcr_set, key_handle=key)
                 except BootwatchError as exc:
                     return AttestOutcome(Verdict.UNSEALED_FAILED,
                                          f"the token did not open: {exc}", aik_cert=aik)

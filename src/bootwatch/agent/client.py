@@ -16,23 +16,18 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
 
 from bootwatch.agent.transport import Transport, parse_retry_after
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
-from bootwatch.protocol.enroll import (
-    ACTIVATE_PATH,
-    CHALLENGE_PATH,
-    ChallengeResponse,
-    EnrolledAik,
-    decode_challenge_response,
-    decode_enrolled_aik,
-)
 from bootwatch.protocol.envelope import SealedEnvelope, decode_token_response
 from bootwatch.protocol.token import ATTESTATION_TYPE, AZUREVM
+
+if TYPE_CHECKING:  # enrolment is imported when used: not on the attestation path
+    from bootwatch.protocol.enroll import ChallengeResponse, EnrolledAik
 
 #: MAA's data-plane version the Azure guest clients send
 API_VERSION = "2020-10-01"
@@ -83,6 +78,8 @@ class AttestationClient:
 
     def enroll_challenge(self, body: bytes) -> ChallengeResponse:
         """Round one: POST the EK certificate and AIK; the credential on 200."""
+        from bootwatch.protocol.enroll import CHALLENGE_PATH, decode_challenge_response
+
         resp = self._send("POST", f"{CHALLENGE_PATH}?api-version={API_VERSION}",
                           content=body, headers={"Content-Type": "application/json"})
         if resp.status_code != 200:
@@ -91,6 +88,8 @@ class AttestationClient:
 
     def enroll_activate(self, body: bytes) -> EnrolledAik:
         """Round two: POST the activated secret; the issued AIK certificate on 200."""
+        from bootwatch.protocol.enroll import ACTIVATE_PATH, decode_enrolled_aik
+
         resp = self._send("POST", f"{ACTIVATE_PATH}?api-version={API_VERSION}",
                           content=body, headers={"Content-Type": "application/json"})
         if resp.status_code != 200:

@@ -30,6 +30,8 @@ start the new one.
 from __future__ import annotations
 
 import contextlib
+import gc
+import importlib
 import logging
 import os
 import pickle
@@ -52,7 +54,12 @@ from bootwatch.agent.config import LoadedConfig
 from bootwatch.agent.errors import PlatformError
 from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
 from bootwatch.agent.proxy import choose_proxy
-from bootwatch.agent.state import AgentState, StateStore, read_boot_id
+from bootwatch.agent.state import (
+    EPHEMERAL_KEY_CONTEXT,
+    AgentState,
+    StateStore,
+    read_boot_id,
+)
 from bootwatch.agent.status import (
     ProvisioningStatus,
     StatusReport,
@@ -75,10 +82,12 @@ __all__ = [
     "EXIT_PLATFORM_ERROR",
     "EXIT_RESTART",
     "EXIT_UNHEALTHY",
+    "PARENT_PRELOAD",
     "AgentDaemon",
     "CycleResult",
     "UpgradeHook",
     "agent_version",
+    "release_memory",
 ]
 
 EXIT_HEALTHY: Final = 0
@@ -94,6 +103,36 @@ RESTART_GAP: Final = 60.0
 HEARTBEAT_PERIOD: Final = 60.0
 
 log = logging.getLogger("bootwatch.agent")
+
+#: what the waiting daemon imports before it forks its first cycle (``cycle_in_child``):
+#: modules that cost little memory and much of a fresh child's CPU (bootwatch's own
+#: protocol and event-log code, httpx and ssl).  tpm2-pytss and cryptography (with
+#: their shared libraries, about 20 MB) stay out: each cycle's child loads them and
+#: they go away with it.  tests/agent pins the resulting import set.
+PARENT_PRELOAD: Final = (
+    "bootwatch.agent.transport",
+    "httpcore",  # httpx imports it when the first client is made
+    "encodings.idna",
+    "bootwatch.agent.report",
+    "bootwatch.eventlog.framing",
+    "bootwatch.protocol.azureguest",
+)
+
+
+def release_memory() -> None:
+    """Give the heap pages Python freed back to the OS (glibc's ``malloc_trim``).
+
+    Python returns freed memory to malloc, but glibc keeps most of it in its arenas,
+    where it still counts as the process's resident memory.  A no-op where the C
+    library has no ``malloc_trim`` (musl, not Linux).
+    """
+    import ctypes
+
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return
+    trim(0)
 
 
 class UpgradeHook(Protocol):
@@ -213,6 +252,8 @@ class AgentDaemon:
                                             "GuestAttestation is starting"))
         with ExitStack() as stack:
             target = self._enter_target(stack)
+            if self.config.cycle_in_child:
+                self.prepare_parent()
             due = self._first_due(self.store.load())
             while not self._stop:
                 if not self._wait_until(due):
@@ -222,8 +263,13 @@ class AgentDaemon:
                     if self._do_reload():
                         stack.close()
                         target = self._enter_target(stack)
-                result = self._cycle_in_child(target) if self.config.cycle_in_child \
-                    else self._cycle(target)
+                        if self.config.cycle_in_child:
+                            self.prepare_parent()
+                if self.config.cycle_in_child:
+                    result = self._cycle_in_child(target)
+                else:
+                    result = self._cycle(target)
+                    release_memory()
                 due = result.next_due
                 if self._hook is not None:
                     self._hook.after_cycle(result.succeeded)
@@ -242,6 +288,29 @@ class AgentDaemon:
         if self._hook is not None:
             self._hook.after_cycle(result.succeeded)
         return result
+
+    def prepare_parent(self) -> None:
+        """Make the waiting daemon ready to fork cheap cycles (``cycle_in_child``).
+
+        Imports :data:`PARENT_PRELOAD` and builds the TLS contexts the cycles will use,
+        so each child inherits them instead of paying for them; then collects the
+        garbage, gives the freed heap back (:func:`release_memory`) and freezes the
+        survivors (``gc.freeze``: a child's collections do not walk the parent's
+        objects, and so do not copy their pages).  Idempotent; run() calls it.
+        """
+        for name in PARENT_PRELOAD:
+            importlib.import_module(name)
+        from bootwatch.agent.transport import tls_context
+
+        cfg = self.config
+        for url, ca in ((cfg.url or cfg.shared_provider_url, cfg.ca),
+                        (cfg.monitor_url, cfg.monitor_ca)):
+            if url:
+                with contextlib.suppress(OSError):  # the cycle reports it, naming the hop
+                    tls_context(ca)
+        gc.collect()
+        release_memory()
+        gc.freeze()
 
     def _first_due(self, state: AgentState) -> float:
         now = self._clock()
@@ -303,9 +372,10 @@ class AgentDaemon:
             return PlatformError(str(exc))
 
     def _cycle_in_child(self, target: _Target | PlatformError) -> CycleResult:
-        """One cycle in a forked child: the TPM stack, httpx and cryptography are loaded
-        there and go away with it, so the idle daemon stays small.  The result comes back
-        pickled over a pipe from our own child (same program image, nothing foreign)."""
+        """One cycle in a forked child: the TPM stack, cryptography and PyJWT are loaded
+        there and go away with it, so the idle daemon stays small (what it preloads for
+        the children: :meth:`prepare_parent`).  The result comes back pickled over a
+        pipe from our own child (same program image, nothing foreign)."""
         read_fd, write_fd = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child
@@ -365,7 +435,8 @@ class AgentDaemon:
 
             outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca,
                                   os_info=read_os_info(target.os_release),
-                                  pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout)
+                                  pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout,
+                                  key_cache=cfg.state_dir / EPHEMERAL_KEY_CONTEXT)
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
         from bootwatch.agent.identity import aik_facts

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import TPM2_ALG
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 from tpm2_pytss.types import TPM2B_DATA, TPMT_SIG_SCHEME, TPMT_SIGNATURE
 
 from bootwatch.agent.tpm import (
@@ -193,6 +193,31 @@ def collect_from(
     """Collect on an open ESAPI context (see :func:`collect_evidence`).
 
     ``pcr_indices`` None: :func:`default_pcr_selection` of the log."""
+    ev, handle = collect_keeping_key(esys, tcg_log=tcg_log, os_info=os_info,
+                                     client_payload=client_payload, pcr_indices=pcr_indices)
+    with flushing(esys, handle):
+        return ev
+
+
+def collect_keeping_key(
+    esys: ESAPI,
+    *,
+    tcg_log: bytes,
+    os_info: OsInfo | None = None,
+    client_payload: Mapping[str, str] | None = None,
+    pcr_indices: Sequence[int] | None = None,
+    key_cache: Path | None = None,
+) -> tuple[CollectedEvidence, ESYS_TR]:
+    """:func:`collect_from`, leaving the certified ephemeral key loaded; the caller
+    flushes it.
+
+    For an attestation that unseals its answer in the same session
+    (:func:`bootwatch.agent.unseal.open_envelope` with ``key_handle``): the vTPM
+    then derives the RSA key once per attestation instead of twice (CreatePrimary
+    under the NULL hierarchy is the slowest command of a cycle).  ``key_cache``:
+    a file with the key's saved context, reused while it is the same key (see
+    :func:`bootwatch.agent.tpm.create_ephemeral_key`).
+    """
     if pcr_indices is None:
         pcr_indices = default_pcr_selection(tcg_log)
     indices = tuple(sorted(set(pcr_indices)))
@@ -216,22 +241,27 @@ def collect_from(
             break
     else:
         raise TpmDeviceError(f"PCRs {list(indices)} kept changing during the quote")
-    handle, enc_pub = create_ephemeral_key(esys, indices, before)
-    with flushing(esys, handle), tpm_call("Certify ephemeral key (AIK)"):
-        certify_info, certify_sig = esys.certify(handle, aik, TPM2B_DATA(), null_scheme)
-    return CollectedEvidence(
-        os=os_info or OsInfo(),
-        tcg_log=tcg_log,
-        aik_cert=aik_cert,
-        aik_pub=aik_public.marshal(),
-        pcr_quote=bytes(quoted),
-        pcr_signature=_rsa_signature_bytes(quote_sig, "Quote"),
-        enc_key_pub=enc_pub.marshal(),
-        enc_key_certify_info=bytes(certify_info),
-        enc_key_certify_signature=_rsa_signature_bytes(certify_sig, "Certify"),
-        pcrs=before,
-        client_payload=dict(client_payload or {}),
-    )
+    handle, enc_pub = create_ephemeral_key(esys, indices, before, cache=key_cache)
+    try:
+        with tpm_call("Certify ephemeral key (AIK)"):
+            certify_info, certify_sig = esys.certify(handle, aik, TPM2B_DATA(), null_scheme)
+        ev = CollectedEvidence(
+            os=os_info or OsInfo(),
+            tcg_log=tcg_log,
+            aik_cert=aik_cert,
+            aik_pub=aik_public.marshal(),
+            pcr_quote=bytes(quoted),
+            pcr_signature=_rsa_signature_bytes(quote_sig, "Quote"),
+            enc_key_pub=enc_pub.marshal(),
+            enc_key_certify_info=bytes(certify_info),
+            enc_key_certify_signature=_rsa_signature_bytes(certify_sig, "Certify"),
+            pcrs=before,
+            client_payload=dict(client_payload or {}),
+        )
+    except BaseException:
+        with flushing(esys, handle):
+            raise
+    return ev, handle
 
 
 def collect_evidence(

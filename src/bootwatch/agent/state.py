@@ -22,10 +22,14 @@ from typing import Any, Final
 
 from bootwatch.errors import ConfigError
 
-__all__ = ["BOOT_ID_PATH", "STATE_FILE", "AgentState", "StateStore", "read_boot_id"]
+__all__ = ["BOOT_ID_PATH", "EPHEMERAL_KEY_CONTEXT", "STATE_FILE", "AgentState", "StateStore",
+           "read_boot_id"]
 
 STATE_FILE: Final = "agent-state.json"
 PENDING_REPORT: Final = "pending-report.json"
+#: the TPM's saved context of the current ephemeral key (bootwatch.agent.tpm); only this
+#: TPM can load it, and only in the boot that made it
+EPHEMERAL_KEY_CONTEXT: Final = "ephemeral-key.ctx"
 BOOT_ID_PATH: Final = Path("/proc/sys/kernel/random/boot_id")
 _MAX_STATE: Final = 64 * 1024
 

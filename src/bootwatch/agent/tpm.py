@@ -13,6 +13,7 @@ import hashlib
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 from tpm2_pytss import ESAPI, TSS2_Exception
 from tpm2_pytss.constants import (
@@ -29,6 +30,7 @@ from tpm2_pytss.types import (
     TPM2B_PUBLIC,
     TPML_DIGEST_VALUES,
     TPML_PCR_SELECTION,
+    TPMS_CONTEXT,
     TPMS_PCR_SELECTION,
     TPMT_HA,
     TPMT_SYM_DEF,
@@ -181,6 +183,10 @@ def _selected(sel: TPML_PCR_SELECTION) -> list[int]:
     return idx
 
 
+#: TPM_CC_PolicyPCR, big-endian as it enters the policy digest
+_TPM_CC_POLICY_PCR = (0x0000017F).to_bytes(4, "big")
+
+
 def pcr_composite_digest(values: Mapping[int, bytes], indices: Sequence[int]) -> bytes:
     """SHA-256 of the concatenated PCR values in index order (TPM2_PolicyPCR's pcrDigest)."""
     h = hashlib.sha256()
@@ -192,19 +198,26 @@ def pcr_composite_digest(values: Mapping[int, bytes], indices: Sequence[int]) ->
 def pcr_policy_digest(
     esys: ESAPI, indices: Sequence[int], values: Mapping[int, bytes] | None = None
 ) -> bytes:
-    """TPM2_PolicyPCR digest over ``indices`` (SHA-256 bank), computed by a trial session.
+    """TPM2_PolicyPCR digest over ``indices`` (SHA-256 bank).
 
-    With ``values`` the digest is over those values (the TPM takes a given pcrDigest
-    unchecked in a trial session); without, over the TPM's current values.
+    With ``values`` the digest is over those values, computed here as the TPM computes
+    it (TPM 2.0 Part 3, PolicyPCR: SHA-256 of the zero starting digest,
+    TPM_CC_PolicyPCR, the marshalled PCR selection and the pcrDigest), which saves a
+    trial session's four commands per attestation; tests/agent checks it against the
+    TPM's own trial session.  Without, a trial session over the TPM's current values.
     """
-    given = b"" if values is None else pcr_composite_digest(values, indices)
+    if values is not None:
+        return hashlib.sha256(
+            bytes(32) + _TPM_CC_POLICY_PCR + pcr_selection(indices).marshal()
+            + pcr_composite_digest(values, indices)
+        ).digest()
     with tpm_call("trial PolicyPCR"):
         session = esys.start_auth_session(
             ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.TRIAL,
             TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256,
         )
         with flushing(esys, session):
-            esys.policy_pcr(session, TPM2B_DIGEST(given), pcr_selection(indices))
+            esys.policy_pcr(session, TPM2B_DIGEST(b""), pcr_selection(indices))
             return bytes(esys.policy_get_digest(session))
 
 
@@ -220,20 +233,86 @@ def ephemeral_key_template(policy_digest: bytes) -> TPM2B_PUBLIC:
 
 
 def create_ephemeral_key(
-    esys: ESAPI, indices: Sequence[int], values: Mapping[int, bytes] | None = None
+    esys: ESAPI, indices: Sequence[int], values: Mapping[int, bytes] | None = None,
+    *, cache: Path | None = None,
 ) -> tuple[ESYS_TR, TPM2B_PUBLIC]:
     """CreatePrimary of the ephemeral key under the NULL hierarchy; caller flushes it.
 
     Deterministic for one null seed (one boot) and one policy digest: calling it
     again with the same PCR values yields the same key, which is how the
     unsealer finds the key the request certified.
+
+    ``cache``: a file holding the TPM's saved context of that same key.  Deriving
+    an RSA key is the slowest command of an attestation, so a daemon that attests
+    every hour in the same boot loads the saved context instead (TPM2_ContextLoad:
+    the TPM decrypts and integrity-checks its own blob, and refuses a blob of a
+    NULL-hierarchy object once the TPM was reset).  The loaded key is used only
+    when its public area is exactly the template for this policy; anything else
+    (no file, another boot, PCRs that moved, a damaged file) falls back to
+    CreatePrimary, whose context then replaces the file.
     """
     policy = pcr_policy_digest(esys, indices, values)
+    template = ephemeral_key_template(policy)
+    if cache is not None:
+        cached = _load_cached_key(esys, cache, template)
+        if cached is not None:
+            return cached
     with tpm_call("CreatePrimary (ephemeral key, NULL hierarchy)"):
-        handle, public, *_ = esys.create_primary(
-            None, ephemeral_key_template(policy), ESYS_TR.NULL
-        )
+        handle, public, *_ = esys.create_primary(None, template, ESYS_TR.NULL)
+    if cache is not None:
+        _save_key_context(esys, handle, cache)
     return handle, public
+
+
+#: a saved TPM context is a few KB; refuse anything larger
+_MAX_CONTEXT_BYTES = 16 * 1024
+
+
+def _load_cached_key(esys: ESAPI, cache: Path,
+                     template: TPM2B_PUBLIC) -> tuple[ESYS_TR, TPM2B_PUBLIC] | None:
+    try:
+        with cache.open("rb") as fh:
+            blob = fh.read(_MAX_CONTEXT_BYTES + 1)
+    except OSError:
+        return None
+    if not blob or len(blob) > _MAX_CONTEXT_BYTES:
+        return None
+    try:
+        context, used = TPMS_CONTEXT.unmarshal(blob)
+        if used != len(blob):
+            return None
+        handle = esys.context_load(context)
+    except (TSS2_Exception, ValueError, TypeError):
+        return None  # another boot, another TPM, a damaged file: derive the key again
+    try:
+        public, _, _ = esys.read_public(handle)
+        # the template and the key differ only in `unique` (the modulus the TPM derived)
+        shape, _ = TPM2B_PUBLIC.unmarshal(public.marshal())
+        shape.publicArea.unique.rsa = template.publicArea.unique.rsa
+        if shape.marshal() != template.marshal():
+            raise ValueError("not the key for this policy")
+    except (TSS2_Exception, ValueError):
+        with suppress(TSS2_Exception):
+            esys.flush_context(handle)
+        return None
+    return handle, public
+
+
+def _save_key_context(esys: ESAPI, handle: ESYS_TR, cache: Path) -> None:
+    """Best effort: a cache that cannot be written only costs the next cycle time."""
+    try:
+        blob = esys.context_save(handle).marshal()
+    except TSS2_Exception:
+        return
+    tmp = cache.with_name(cache.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(blob)
+        os.replace(tmp, cache)
+    except OSError:
+        with suppress(OSError):
+            tmp.unlink()
 
 
 def start_pcr_policy_session(esys: ESAPI, indices: Sequence[int]) -> ESYS_TR:

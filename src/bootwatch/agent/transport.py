@@ -8,11 +8,17 @@ call needs "TLS handshake with https://attest.example:443 failed: certificate
 verify failed (unable to get local issuer certificate)", not "connection
 failed".  429 and 5xx carry the server's ``Retry-After`` (seconds or an HTTP
 date) so the daemon can honour it.
+
+TLS contexts come from :func:`tls_context`, built once per CA bundle (and per
+version of its file): loading certifi's roots costs about 10 ms of CPU, and the
+daemon builds its contexts once in its idle parent so that each forked cycle
+inherits them instead of loading the bundles again.
 """
 
 from __future__ import annotations
 
 import email.utils
+import os
 import socket
 import ssl
 import time
@@ -26,7 +32,7 @@ from bootwatch.agent.proxy import redact
 from bootwatch.errors import TransportError
 from bootwatch.protocol.health import FailedHop
 
-__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after"]
+__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after", "tls_context"]
 
 #: no agent-side response is larger than a few hundred KB (metadata, tokens, reports)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -51,6 +57,37 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(delta, 0.0), MAX_RETRY_AFTER)
 
 
+#: (CA path or None, its mtime_ns, its size) -> the context built from that file
+_TLS_CONTEXTS: dict[tuple[str | None, int, int], ssl.SSLContext] = {}
+
+
+def tls_context(ca: Path | None = None) -> ssl.SSLContext:
+    """A verifying client context for ``ca`` (None: certifi's roots, as httpx uses them).
+
+    Built once and reused while the file is unchanged (path, mtime and size), so a
+    replaced bundle is read again on the next request.  The context is what httpx
+    would build itself (``ssl.create_default_context(cafile=...)``): verification
+    and hostname checks on, same minimum protocol.
+    """
+    key: tuple[str | None, int, int]
+    if ca is None:
+        import certifi
+
+        path, key = certifi.where(), (None, 0, 0)
+    else:
+        path = str(ca)
+        st = os.stat(path)  # OSError: the caller names the bundle
+        key = (path, st.st_mtime_ns, st.st_size)
+    ctx = _TLS_CONTEXTS.get(key)
+    if ctx is None:
+        ctx = ssl.create_default_context(cafile=path)
+        if ca is not None:  # keep one version per file
+            for old in [k for k in _TLS_CONTEXTS if k[0] == path]:
+                del _TLS_CONTEXTS[old]
+        _TLS_CONTEXTS[key] = ctx
+    return ctx
+
+
 class Transport:
     """One origin (scheme://host:port), one connection pool, failures named by hop."""
 
@@ -73,13 +110,12 @@ class Transport:
         self.origin = f"{parts.scheme}://{self.host}:{self.port}"
         self.proxy = proxy
         self.timeout = timeout
-        verify: ssl.SSLContext | bool = True
-        if ca is not None:
-            try:
-                verify = ssl.create_default_context(cafile=str(ca))
-            except (OSError, ssl.SSLError) as exc:
-                raise TransportError(f"cannot load the CA bundle {ca}: {exc}", step="tls",
-                                     target=self.origin) from None
+        try:
+            verify = tls_context(ca)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            why = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else exc
+            raise TransportError(f"cannot load the CA bundle {ca}: {why}", step="tls",
+                                 target=self.origin) from None
         # trust_env=False: the proxy is chosen by bootwatch.agent.proxy (libcurl's rules)
         self.http = httpx.Client(
             verify=verify, timeout=timeout, headers=headers or {}, follow_redirects=False,

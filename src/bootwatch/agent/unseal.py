@@ -12,10 +12,11 @@ TPM refuses, and the caller is told which PCR.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 
 from tpm2_pytss import ESAPI
-from tpm2_pytss.constants import TPM2_ALG
+from tpm2_pytss.constants import ESYS_TR, TPM2_ALG
 from tpm2_pytss.types import TPM2B_DATA, TPM2B_PUBLIC_KEY_RSA, TPMT_RSA_DECRYPT
 
 from bootwatch.agent.tpm import (
@@ -54,6 +55,7 @@ def unwrap_inner_key(
     *,
     quoted_pcrs: Mapping[int, bytes] | None = None,
     pcr_indices: Sequence[int] = ATTESTED_PCRS,
+    key_handle: ESYS_TR | None = None,
 ) -> bytes:
     """RSAES-decrypt ``encrypted_inner_key`` with the ephemeral key under a PolicyPCR session.
 
@@ -62,10 +64,19 @@ def unwrap_inner_key(
     PolicyPCR session if a PCR moved, and the error names the PCRs.
     Without, the key is recreated from the current values, which yields another
     key after a change, and the decrypt fails as :class:`UnwrapError`.
+    ``key_handle``: the key the request certified, still loaded
+    (:func:`bootwatch.agent.evidence.collect_keeping_key`); used as it is, not
+    recreated and not flushed (its authPolicy holds the quoted values, so a moved
+    PCR is refused the same way).
     """
     indices = tuple(sorted(quoted_pcrs) if quoted_pcrs is not None else sorted(set(pcr_indices)))
-    handle, _ = create_ephemeral_key(esys, indices, quoted_pcrs)
-    with flushing(esys, handle):
+    owned: contextlib.AbstractContextManager[ESYS_TR]
+    if key_handle is not None:
+        handle, owned = key_handle, contextlib.nullcontext(key_handle)
+    else:
+        handle, _ = create_ephemeral_key(esys, indices, quoted_pcrs)
+        owned = flushing(esys, handle)
+    with owned:
         session = start_pcr_policy_session(esys, indices)
         with flushing(esys, session):
             try:
@@ -101,10 +112,14 @@ def open_envelope(
     *,
     quoted_pcrs: Mapping[int, bytes] | None = None,
     pcr_indices: Sequence[int] = ATTESTED_PCRS,
+    key_handle: ESYS_TR | None = None,
 ) -> str:
-    """Unwrap in the TPM, then AES-256-GCM-open: returns the compact JWS."""
+    """Unwrap in the TPM, then AES-256-GCM-open: returns the compact JWS.
+
+    ``key_handle``: see :func:`unwrap_inner_key`."""
     key = unwrap_inner_key(
-        esys, envelope.encrypted_inner_key, quoted_pcrs=quoted_pcrs, pcr_indices=pcr_indices
+        esys, envelope.encrypted_inner_key, quoted_pcrs=quoted_pcrs, pcr_indices=pcr_indices,
+        key_handle=key_handle,
     )
     return open_with_key(envelope, key)
 
