@@ -15,7 +15,8 @@ major, and roll back a VM that is unhealthy after the upgrade
    size and SHA-256 (constant time).  Any refusal leaves the disk as it was.
 3. It installs the wheel beside the running version, as a venv per version
    (``ROOT/versions/X.Y.Z``, ``--system-site-packages`` so the dependencies
-   come from the system, ``pip install --no-deps --no-index WHEEL``), checks
+   come from the system -- or, for an agent running from a venv, from that venv,
+   through a ``.pth`` file -- ``pip install --no-deps --no-index WHEEL``), checks
    that the installed distribution reports the signed version, records a
    pending upgrade with a deadline in the state directory (durably, before
    the switch) and switches ``ROOT/current`` atomically (a new symlink renamed
@@ -336,6 +337,7 @@ def install_version(
         venv_python = str(target / "bin" / "python")
         _run([venv_python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
               str(wheel)], f"pip install {wheel.name}")
+        _share_running_dependencies(target)
         installed = _run(
             [venv_python, "-I", "-c",
              "import importlib.metadata as m; print(m.version('bootwatch'))"],
@@ -353,6 +355,30 @@ def install_version(
         shutil.rmtree(target, ignore_errors=True)
         raise
     return target
+
+
+def _share_running_dependencies(target: Path) -> None:
+    """When this agent runs from a virtual environment (``pip install`` into a venv, as
+    scripts/setup does), its dependencies are there, not in the system's site-packages
+    that ``--system-site-packages`` exposes: a ``.pth`` file puts the running
+    environment's site-packages after the new version's own, so the new version (its
+    own ``bootwatch`` first on the path) runs with the dependencies the old one had."""
+    base = (os.path.realpath(sys.base_prefix), os.path.realpath(sys.base_exec_prefix))
+    # every site directory this process imports from, outside the base installation
+    # (which --system-site-packages shows anyway); a chain of upgrades keeps the chain
+    running = [p for p in dict.fromkeys(sys.path)
+               if p.endswith(("site-packages", "dist-packages")) and os.path.isdir(p)
+               and not os.path.realpath(p).startswith(base)]
+    if not running:
+        return
+    sites = sorted(target.glob("lib/python*/site-packages"))
+    if not sites:
+        raise UpgradeInstallError(f"{target} has no site-packages after creating the venv")
+    try:
+        _atomic_write(sites[0] / "_bootwatch_running_env.pth",
+                      ("\n".join(running) + "\n").encode())
+    except OSError as exc:
+        raise UpgradeInstallError(f"cannot write {sites[0]}: {exc}") from None
 
 
 @dataclass
