@@ -15,20 +15,23 @@ metadata, with the development CA when the server uses one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from fastapi import FastAPI
 
 from bootwatch.monitor.api import extra_routers, monitor_router
-from bootwatch.monitor.container import MonitorContainer, bootstrap
+from bootwatch.monitor.container import MonitorContainer
+from bootwatch.monitor.container import bootstrap as bootstrap_monitor
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.ui import ui_router
 from bootwatch.protocol.health import FailedHop
 from bootwatch.service.app import AppExtensions, create_app
+from bootwatch.service.db import make_engine
+from bootwatch.service.servicetag import ServiceTagDocument
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
+from bootwatch.service.state import ServiceState, bootstrap
 
-__all__ = ["create_server_app", "own_issuers"]
+__all__ = ["EmbeddedServer", "create_server_app", "own_issuers"]
 
 
 def own_issuers(settings: Settings) -> tuple[str, ...]:
@@ -42,22 +45,45 @@ def own_issuers(settings: Settings) -> tuple[str, ...]:
     return tuple(out)
 
 
-def egress_advisor(
-    state: ServiceState, formats: tuple[str, ...]
-) -> Callable[[FailedHop, str], str]:
-    """The monitor's egress remediation from this server's own service-tag document,
-    published once here, at start-up (it changes only with the settings)."""
-    from bootwatch.monitor.egress import advisor
-    from bootwatch.service.servicetag import publish_service_tag
+class _EgressAdvisor:
+    """The monitor's egress remediation from this server's own service-tag document.
 
-    return advisor(publish_service_tag(state), formats)
+    The monitor is built before the service's container (the container needs the
+    monitor's sink) and the document is published while the container is built, so
+    the advisor is bound to it right after; until then (never during requests) it
+    says nothing."""
+
+    def __init__(self, formats: tuple[str, ...]) -> None:
+        self.formats = formats
+        self._advise: Callable[[FailedHop, str], str] | None = None
+
+    def bind(self, document: ServiceTagDocument) -> None:
+        from bootwatch.monitor.egress import advisor
+
+        self._advise = advisor(document, self.formats)
+
+    def __call__(self, hop: FailedHop, target: str) -> str:
+        return self._advise(hop, target) if self._advise is not None else ""
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    """The combined app and the two containers behind it (tests and the demo wait on
+    ``service.relay.flush()`` for the monitor to have ingested what was answered)."""
+
+    app: FastAPI
+    monitor: MonitorContainer
+    service: ServiceState
 
 
 def create_server_app(
     settings: Settings, monitor_settings: MonitorSettings, *, issuer_ca: str = ""
-) -> tuple[FastAPI, MonitorContainer]:
-    """Build the combined app; the monitor's threads start with the app's lifespan."""
-    state = ServiceState.open(settings)
+) -> EmbeddedServer:
+    """Build the combined app; the monitor's threads start with the app's lifespan.
+
+    One engine: the monitor's container (its migrations, its in-process sink) first,
+    then the service's container around that sink."""
+    engine = make_engine(settings.database_url, schema=settings.db_schema)
     ms = replace(
         monitor_settings,
         trusted_issuers=monitor_settings.trusted_issuers or own_issuers(settings),
@@ -67,13 +93,19 @@ def create_server_app(
         db_schema=monitor_settings.db_schema or settings.db_schema,
         data_dir=settings.data_dir,
     )
-    container = bootstrap(ms, engine=state.db.engine,
-                          egress_text=egress_advisor(state, ms.egress_formats))
+    egress = _EgressAdvisor(ms.egress_formats)
+    container = bootstrap_monitor(ms, engine=engine, egress_text=egress)
+    state = bootstrap(settings, sink=container.sink, owns_sink=False, engine=engine,
+                      metrics_extra=(container.metrics.exposition,))
+    egress.bind(state.service_tag)
     ext = AppExtensions(
-        sink=container.sink,
         routers=(monitor_router(container), ui_router(container), *extra_routers(container)),
-        metrics=(container.metrics.exposition,),
         on_startup=(container.start,),
         on_shutdown=(container.stop,),
     )
-    return create_app(settings, state=state, extensions=ext), container
+
+    def close_engine() -> None:  # after both sides stopped: the engine is shared
+        engine.dispose()
+
+    ext = replace(ext, on_shutdown=(*ext.on_shutdown, close_engine))
+    return EmbeddedServer(create_app(settings, state=state, extensions=ext), container, state)

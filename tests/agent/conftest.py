@@ -145,7 +145,7 @@ def attest_service(tmp_path_factory: pytest.TempPathFactory,
     from bootwatch.service.app import create_app
     from bootwatch.service.server import tls_files
     from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
     work = tmp_path_factory.mktemp("agentd")
     lab = Lab(work / "lab")
@@ -160,7 +160,7 @@ def attest_service(tmp_path_factory: pytest.TempPathFactory,
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
-    state = ServiceState.open(settings)
+    state = bootstrap(settings)
     with ThreadServer(create_app(settings, state=state), tls=tls) as server:
         yield AttestService(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, server.port)
 

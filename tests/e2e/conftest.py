@@ -38,7 +38,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None) -> Iter
     from bootwatch.service.app import create_app
     from bootwatch.service.server import tls_files
     from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
     work = tmp_path_factory.mktemp("e2e")
     lab = Lab(work / "lab")
@@ -54,7 +54,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None) -> Iter
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
-    state = ServiceState.open(settings)
+    state = bootstrap(settings)
     with _Server(create_app(settings, state=state), tls) as server:
         yield E2eService(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, CORPUS)
 

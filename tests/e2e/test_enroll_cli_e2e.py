@@ -39,7 +39,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None
     from bootwatch.service.app import create_app
     from bootwatch.service.server import tls_files
     from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
     work = tmp_path_factory.mktemp("enroll-e2e")
     lab_dir = work / "lab"
@@ -55,7 +55,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, swtpm_available: None
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
-    state = ServiceState.open(settings)
+    state = bootstrap(settings)
     with _Server(create_app(settings, state=state), tls) as server:
         yield {"url": f"https://127.0.0.1:{server.port}", "ca": str(tls.ca), "lab": lab_dir,
                "data": str(settings.data_dir), "work": work}

@@ -76,7 +76,8 @@ def deploy(
         )
         tls = tls_files(settings)
         ms = replace(MonitorSettings(), reader_tokens=(READER,), **monitor_overrides)
-        app, container = create_server_app(settings, ms, issuer_ca=str(tls.ca))
+        embedded = create_server_app(settings, ms, issuer_ca=str(tls.ca))
+        app, container = embedded.app, embedded.monitor
         server = ThreadServer(app, sock, tls=tls).start()
         running.append(server)
         return Deployment(
@@ -85,7 +86,7 @@ def deploy(
             settings,
             container.settings,
             container,
-            app.state.bw_relay,
+            embedded.service.relay,
             server,
             lab,
         )

@@ -35,7 +35,7 @@ from bootwatch.service.db import make_engine
 from bootwatch.service.httpproto import HTTP_PROTOCOL
 from bootwatch.service.server import tls_files
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
+from bootwatch.service.state import ServiceState, bootstrap
 
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -209,7 +209,7 @@ def service_factory(
             at_rest_key=at_rest_key,
         )
         settings = replace(base, **overrides)
-        state = ServiceState.open(settings)
+        state = bootstrap(settings)
         if setup is not None:
             setup(state)
         tls = tls_files(settings)

@@ -203,26 +203,27 @@ def test_total_evidence_quota_drops_the_oldest(tmp_path: Path) -> None:
         store_record,
     )
     from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
     settings = Settings(data_dir=tmp_path, at_rest_key="11" * 32,
                         evidence_quota_per_client_bytes=3000, evidence_quota_total_bytes=5000)
-    state = ServiceState.open(settings)
+    state = bootstrap(settings)
     try:
-        ids = [store_record(state, AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
-                                                     evidence=bytes(1000), client=f"10.0.0.{i}"))
+        ids = [store_record(state.db, state.settings,
+                            AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
+                                              evidence=bytes(1000), client=f"10.0.0.{i}"))
                for i in range(8)]
         metrics = Metrics.create()
-        assert enforce_evidence_quota(state, ["10.0.0.1"], metrics=metrics) == (0, 3)
+        assert enforce_evidence_quota(state.db, state.settings, ["10.0.0.1"],
+                                      metrics=metrics) == (0, 3)
         with state.db.session() as s:
             kept = [r.id for r in s.scalars(select(AttestationRecordRow)
                                             .where(AttestationRecordRow.evidence.is_not(None)))]
         assert sorted(kept) == ids[3:]
         assert metrics.evidence_dropped.labels("total_quota")._value.get() == 3
         # a quota of 0 keeps nothing at all
-        none = ServiceState(settings=Settings(data_dir=tmp_path, evidence_quota_total_bytes=0),
-                            db=state.db, sealer=state.sealer)
-        row = store_record(none, AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
+        row = store_record(state.db, Settings(data_dir=tmp_path, evidence_quota_total_bytes=0),
+                           AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
                                                    evidence=b"x", client="10.0.0.9"))
         with state.db.session() as s:
             assert s.get(AttestationRecordRow, row).evidence is None  # type: ignore[union-attr]

@@ -11,14 +11,14 @@ import pytest
 
 from bootwatch.service.app import create_app
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
+from bootwatch.service.state import bootstrap
 
 
 def test_unexpected_exception_is_an_maa_500(
     tmp_path: Any, h: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = Settings(data_dir=tmp_path, insecure_http=True, rate_limit_per_second=0)
-    app = create_app(settings, state=ServiceState.open(settings))
+    app = create_app(settings, state=bootstrap(settings))
 
     async def boom() -> None:
         raise RuntimeError("secret-looking detail 0123")

@@ -228,9 +228,9 @@ def test_attestation_records_and_evidence_purge(svc: Any) -> None:
         policy_hash="abc",
         evidence=b'{"AttestationInfo": "..."}',
     )
-    old = store_record(state, rec, now=utcnow() - timedelta(days=30))
-    fresh = store_record(state, rec)
-    assert purge_expired_evidence(state) >= 1
+    old = store_record(state.db, state.settings, rec, now=utcnow() - timedelta(days=30))
+    fresh = store_record(state.db, state.settings, rec)
+    assert purge_expired_evidence(state.db) >= 1
     with state.db.session() as s:
         assert s.get(AttestationRecordRow, old).evidence is None
         row = s.get(AttestationRecordRow, fresh)
@@ -249,7 +249,7 @@ def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
         with state.db.session() as s:
             return int(s.scalar(select(func.count()).where(AttestationRecordRow.vm_id == vm)) or 0)
 
-    writer = RecordWriter(state, max_queued=50)
+    writer = RecordWriter(state.db, state.settings, max_queued=50)
     recs = [AttestationRecord("shared", "AzureGuest", Verdict.PERMIT, vm_id="batch-vm",
                               evidence=b"x" * 10) for _ in range(120)]
     for rec in recs:
@@ -257,7 +257,7 @@ def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
     assert writer.flush(timeout=30)
     assert count("batch-vm") == 120  # whatever did not fit the queue was written in place
     # every submit is answered by its commit; close() writes what is still queued
-    slow = RecordWriter(state)
+    slow = RecordWriter(state.db, state.settings)
     commits = [slow.submit(AttestationRecord("shared", "AzureGuest", Verdict.DENY,
                                              vm_id="close-vm")) for _ in range(7)]
     slow.close(timeout=30)
@@ -268,8 +268,7 @@ def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
     # a full queue: the record is written synchronously, and counted
     from bootwatch.service.metrics import Metrics
 
-    full = RecordWriter(state, max_queued=0)
-    full.metrics = Metrics.create()
+    full = RecordWriter(state.db, state.settings, max_queued=0, metrics=Metrics.create())
     for _ in range(3):
         full.submit(AttestationRecord("shared", "AzureGuest", Verdict.ERROR, vm_id="full-vm"))
     assert count("full-vm") == 3  # no flush needed: nothing was queued

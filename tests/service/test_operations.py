@@ -68,12 +68,12 @@ def test_readyz_fails_when_database_is_gone(
 ) -> None:
     if backend.name != "sqlite":
         pytest.skip("checked once, on SQLite")
-    from bootwatch.service.db import Database, make_engine
+    from bootwatch.service.db import make_engine
 
     svc = service_factory()
     svc.state.db.engine.dispose()
     # a directory where the database file should be: every connection fails
-    svc.state.db = Database(make_engine(f"sqlite:///{tmp_path}"))
+    svc.state.db.engine = make_engine(f"sqlite:///{tmp_path}")
     with svc.client() as c:
         r = c.get("/readyz")
     assert r.status_code == 503 and r.json()["status"] == "unavailable"

@@ -13,7 +13,6 @@ import pytest
 from bootwatch.errors import ConfigError
 from bootwatch.service.app import create_app
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
 
 
 @pytest.mark.parametrize(
@@ -21,12 +20,8 @@ from bootwatch.service.state import ServiceState
 )
 def test_a_wrong_path_stops_create_app(tmp_path: Path, field: str) -> None:
     settings = Settings(data_dir=tmp_path, **{field: str(tmp_path / "missing.json")})
-    state = ServiceState.open(settings)
-    try:
-        with pytest.raises(ConfigError, match=field):
-            create_app(settings, state=state)
-    finally:
-        state.close()
+    with pytest.raises(ConfigError, match=field):
+        create_app(settings)
 
 
 def test_cli_reports_a_wrong_templates_file(tmp_path: Path) -> None:

@@ -237,13 +237,13 @@ def run_demo(corpus: Path, work: Path, console: Any) -> list[str]:
         raise ConfigError("the demo needs the development TLS certificate")
     monitor_settings = MonitorSettings(stale_after_seconds=STALE_AFTER,
                                        sweep_interval_seconds=0.5)
-    app, _ = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
-    with _Server(app, tls, sock) as server:
+    embedded = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
+    with _Server(embedded.app, tls, sock) as server:
         url = f"https://127.0.0.1:{server.server.servers[0].sockets[0].getsockname()[1]}"
         console.print(f"[bold]bootwatch server[/] on {url}: attestation at the root, monitor at "
                       f"/api/v1, SQLite in {settings.data_dir}", highlight=False)
         with MonitorClient(url, token=token, ca=str(tls.ca)) as client:
-            demo = Demo(corpus, lab, url, tls.ca, client, app.state.bw_relay, {}, [])
+            demo = Demo(corpus, lab, url, tls.ca, client, embedded.service.relay, {}, [])
             _play(demo, console)
         return demo.problems
 

@@ -16,13 +16,12 @@ from bootwatch.cli.service import build_settings, db_options
 from bootwatch.errors import ConfigError
 
 
-def _open(kw: dict[str, Any]) -> Any:
-    import os
+def _open(kw: dict[str, Any], *, write: bool = True) -> Any:
+    """The service's container for a provider command: writes migrate the database and
+    seed the shared providers first (as the service's start does); reading does not."""
+    from bootwatch.service.state import bootstrap
 
-    from bootwatch.service.state import ServiceState
-
-    kw["at_rest_key"] = os.environ.get("BOOTWATCH_AT_REST_KEY", "")
-    return ServiceState.open(build_settings(**kw))
+    return bootstrap(build_settings(**kw), migrate=write, seed=write)
 
 
 @click.group()
@@ -92,7 +91,7 @@ def list_cmd(as_json: bool, **kw: Any) -> None:
 
     from bootwatch.service.models import ProviderRow, SigningKeyRow
 
-    state = _open(kw)
+    state = _open(kw, write=False)
     try:
         with state.db.session() as s:
             rows = []

@@ -87,8 +87,8 @@ def command(**kw: Any) -> None:
     configure_logging(settings.log_level)
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     tls = tls_files(settings)
-    app, _ = create_server_app(settings, monitor_settings,
-                               issuer_ca=str(tls.ca) if tls and tls.ca else "")
+    app = create_server_app(settings, monitor_settings,
+                            issuer_ca=str(tls.ca) if tls and tls.ca else "").app
     scheme = "http" if settings.insecure_http else "https"
     click.echo(f"bootwatch server on {scheme}://{settings.host}:{settings.port} "
                f"(attestation at the root, monitor at /api/v1; data in {settings.data_dir})",

@@ -321,9 +321,9 @@ def run_cmd(**kw: Any) -> None:
 def migrate_cmd(**kw: Any) -> None:
     """Create or upgrade the database schema (the service also does this at start)."""
     from bootwatch.service.db import current_revision
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
-    state = ServiceState.open(build_settings(**kw))
+    state = bootstrap(build_settings(**kw))
     try:
         click.echo(f"database at revision {current_revision(state.db.engine)}")
     finally:
@@ -335,11 +335,11 @@ def migrate_cmd(**kw: Any) -> None:
 def purge_cmd(**kw: Any) -> None:
     """Drop attestation evidence whose retention has ended."""
     from bootwatch.service.records import purge_expired_evidence
-    from bootwatch.service.state import ServiceState
+    from bootwatch.service.state import bootstrap
 
-    state = ServiceState.open(build_settings(**kw))
+    state = bootstrap(build_settings(**kw), migrate=False, seed=False)
     try:
-        click.echo(f"purged evidence of {purge_expired_evidence(state)} record(s)")
+        click.echo(f"purged evidence of {purge_expired_evidence(state.db)} record(s)")
     finally:
         state.close()
 

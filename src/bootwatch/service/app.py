@@ -1,8 +1,9 @@
 """The ASGI app: :func:`create_app` wires everything in one visible place.
 
-Nothing happens at import time.  ``create_app(settings)`` opens the database
-(running the Alembic migrations), loads the at-rest key, creates the shared
-providers, and assembles routes, error handling and middleware.  The
+Nothing happens at import time.  ``create_app(settings)`` builds the service's
+container (``service/state.py: bootstrap``: migrations, at-rest key, stores, the
+record writer and event relay, shared providers) unless it is given one, and
+assembles routes, error handling and middleware.  The
 attestation routes (``bootwatch.service.attestation``) are registered in
 ``create_app`` next to the other routers.
 """
@@ -21,13 +22,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation, enroll
-from bootwatch.service.auth import OidcVerifier
-from bootwatch.service.events import EventSink, sink_from_settings
+from bootwatch.service.events import sink_from_settings
 from bootwatch.service.logs import get_logger
-from bootwatch.service.metrics import Metrics
 from bootwatch.service.middleware import (
     EdgeMiddleware,
     bootwatch_error_response,
@@ -35,13 +33,11 @@ from bootwatch.service.middleware import (
     maa_error,
 )
 from bootwatch.service.openapi import complete_schema
-from bootwatch.service.outbox import EventRelay
 from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
-from bootwatch.service.servicetag import publish_service_tag
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
+from bootwatch.service.state import ServiceState, bootstrap
 
 PURGE_INTERVAL_SECONDS = 3600.0
 
@@ -49,12 +45,10 @@ PURGE_INTERVAL_SECONDS = 3600.0
 @dataclass(frozen=True)
 class AppExtensions:
     """What a composition root adds to the service without the service knowing it:
-    the embedded server (``bootwatch.embedded``) passes the monitor's routers, its
-    in-process outcome sink, its metrics and its start/stop hooks here."""
+    the embedded server (``bootwatch.embedded``) passes the monitor's routers and its
+    start/stop hooks here (its sink and metrics go into the container it builds)."""
 
-    sink: EventSink | None = None
     routers: tuple[APIRouter, ...] = ()
-    metrics: tuple[Callable[[], bytes], ...] = ()
     on_startup: tuple[Callable[[], None], ...] = ()
     on_shutdown: tuple[Callable[[], None], ...] = ()
     mounts: tuple[tuple[str, ASGIApp], ...] = ()
@@ -123,35 +117,25 @@ def create_app(
     """Build the service for ``settings`` (one call per worker process)."""
     ext = extensions or AppExtensions()
     allowed_host_pairs(settings.allowed_hosts)  # a malformed --allowed-host stops start-up
-    state = state or ServiceState.open(settings)
-    metrics = Metrics.create()
-    metrics.extra = ext.metrics
-    state.records.metrics = metrics  # the record writer counts overflows and failures
-    sink: EventSink | None = ext.sink
-    own_sink = sink is None
-    if sink is None:
-        sink = sink_from_settings(settings)
-    relay: EventRelay | None = None
-    if sink is not None:
-        relay = EventRelay(state.db, sink,
-                           orphan_after=settings.events_orphan_after_seconds)
-        state.records.on_commit = relay.committed
+    if state is None:
+        # the container: migrations, shared providers, the sink --events names (the
+        # embedded server builds its own container around its monitor's sink)
+        state = bootstrap(settings, sink=sink_from_settings(settings))
+    container = state
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async def purge_loop() -> None:
             while True:
                 try:
-                    await asyncio.to_thread(purge_expired_evidence, state)
+                    await asyncio.to_thread(purge_expired_evidence, container.db)
                 except BootwatchError as exc:
                     get_logger().warning("evidence purge failed", extra={"reason": str(exc)})
                 await asyncio.sleep(PURGE_INTERVAL_SECONDS)
 
         for start in ext.on_startup:
             start()
-        if relay is not None:
-            relay.start()
-        state.changes.start()
+        container.start()
         task = asyncio.create_task(purge_loop())
         try:
             yield
@@ -159,14 +143,10 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            state.records.close()  # every answered record committed, its event handed over
-            if relay is not None:
-                relay.close()
+            container.drain()  # every answered record committed, its event handed over
             for stop in ext.on_shutdown:
                 stop()
-            if own_sink and sink is not None:
-                sink.close()
-            state.close()
+            container.close()
 
     app = ServiceApp(
         title="bootwatch attestation service",
@@ -176,18 +156,7 @@ def create_app(
         openapi_url="/openapi.json",
         lifespan=lifespan,
     )
-    app.state.bw = state
-    app.state.bw_metrics = metrics
-    app.state.bw_sink = sink
-    app.state.bw_relay = relay
-    app.state.bw_outcome_builder = OutcomeEventBuilder()
-    app.state.bw_oidc = OidcVerifier(settings) if settings.oidc_issuer else None
-    # trust anchors, DBX data, key templates: read now, so a bad path stops start-up
-    app.state.bw_attest_config = attestation.load_attestation_config(settings)
-    # the service-tag document (GET /servicetags), its change number kept in the database
-    app.state.bw_service_tag = publish_service_tag(state)
-    # EK anchors, each provider's AIK CA and revoked AIK certificates (POST /enroll/*)
-    app.state.bw_enroll = enroll.EnrollmentService(settings, state)
+    app.state.bw = container  # read only through service/deps.py
     _install_error_handlers(app)
     app.include_router(attestation.router())
     app.include_router(enroll.router())
@@ -201,7 +170,8 @@ def create_app(
     # AzureGuest fast path in front of FastAPI
     app.front = ProviderPrefixMiddleware(
         EdgeMiddleware(
-            attestation.AzureGuestFastPath(app._fastapi), settings=settings, metrics=metrics
+            attestation.AzureGuestFastPath(app._fastapi), settings=settings,
+            metrics=container.metrics,
         )
     )
     return app

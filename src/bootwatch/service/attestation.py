@@ -15,7 +15,8 @@ and an opaque ``service_context`` (challenge and expiry, sealed with the
 service's at-rest key), as the live service does; later rounds are not
 implemented by this service and are refused as InvalidOperation.
 
-Configuration read here (once per process, cached on ``app.state``):
+Configuration read by :func:`load_attestation_config` (once per process, when the
+container is built; ``state.attest_config``):
 ``settings.trust_anchors_path`` (PEM file or folder of AIK issuing CAs, added to the
 built-in ``azure-trusted-launch`` set unless ``settings.no_builtin_anchors``),
 ``settings.dbx_data_path`` (Microsoft's ``dbx_info_msft_latest.json``) and
@@ -31,12 +32,11 @@ import binascii
 import hashlib
 import json
 import secrets
-import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -50,7 +50,6 @@ from bootwatch.attest.claims import (
     dbx_reference_from_json,
     templates_from_json,
 )
-from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.attest.pipeline import (
     AttestationOutcome,
     ProviderInputs,
@@ -62,6 +61,7 @@ from bootwatch.protocol.envelope import encode_token_response
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.protocol.outcome import OutcomeEvent
 from bootwatch.service.auth import require_attest_auth
+from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
 from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
@@ -74,6 +74,9 @@ from bootwatch.tpm.aik import TrustAnchors
 from bootwatch.tpm.builtin_anchors import anchor_expiry_notes, builtin_anchors
 
 #: how long an /attest/Tpm challenge stays valid
+if TYPE_CHECKING:
+    from bootwatch.service.state import ServiceState
+
 TPM_CHALLENGE_TTL = timedelta(minutes=5)
 #: Retry-After (seconds) of the 503 answered when a record cannot be committed
 RETRY_AFTER_UNRECORDED = 5
@@ -87,23 +90,6 @@ class AttestationConfig:
     trust_anchors: TrustAnchors
     dbx_reference: DbxReference | None
     templates: tuple[SecureBootTemplate, ...]
-
-
-_config_lock = threading.Lock()
-
-
-def attestation_config(request: Request) -> AttestationConfig:
-    """Load (once) the trust anchors, DBX data and templates named by the settings."""
-    app_state = request.app.state
-    cfg: AttestationConfig | None = getattr(app_state, "bw_attest_config", None)
-    if cfg is not None:
-        return cfg
-    with _config_lock:
-        cfg = getattr(app_state, "bw_attest_config", None)
-        if cfg is None:
-            cfg = load_attestation_config(app_state.bw.settings)
-            app_state.bw_attest_config = cfg
-    return cfg
 
 
 def load_attestation_config(settings: Settings) -> AttestationConfig:
@@ -180,6 +166,7 @@ _DEFAULT_DECIDERS = frozenset(
 
 
 def _record(
+    state: ServiceState,
     request: Request,
     ctx: ProviderContext,
     outcome: AttestationOutcome,
@@ -192,7 +179,8 @@ def _record(
         Verdict.INVALID: RecordVerdict.ERROR,
     }[outcome.verdict]
     return record_attestation(
-        request,
+        state.records,
+        state.metrics,
         AttestationRecord(
             provider=ctx.name,
             attestation_type="AzureGuest",
@@ -214,28 +202,27 @@ def _run(
 ) -> tuple[AttestationOutcome, Commit]:
     """The verdict, and the commit of its record (and outcome event, when the service
     has an event sink) that must complete before the verdict is answered."""
-    cfg = attestation_config(request)
+    state = service_state(request)
+    cfg = state.attest_config
     inputs = provider_inputs(ctx, cfg)
-    enrolment = getattr(request.app.state, "bw_enroll", None)
-    if enrolment is not None:  # the provider's own AIK CA and its revoked certificates
-        inputs = enrolment.attestation_inputs(ctx.name, inputs)
+    # the provider's own AIK CA and its revoked certificates
+    inputs = state.enrollment.attestation_inputs(ctx.name, inputs)
     now = datetime.now(UTC)
     outcome = attest_azure_guest(body, provider=inputs, now=now)
     event: OutcomeEvent | None = None
-    if getattr(request.app.state, "bw_sink", None) is not None:
-        builder: OutcomeEventBuilder = request.app.state.bw_outcome_builder
+    if state.sink is not None:
         try:
-            event = builder.build(outcome, event_id=str(uuid.uuid4()), time=now,
+            event = state.outcome_builder.build(outcome, event_id=str(uuid.uuid4()), time=now,
                                   provider=ctx.name, dbx_reference=cfg.dbx_reference)
         except Exception as exc:  # a bug in describing the boot must not cost the verdict
             get_logger().error("outcome event not built", extra={"reason": repr(exc)})
-    return outcome, _record(request, ctx, outcome, body, event)
+    return outcome, _record(state, request, ctx, outcome, body, event)
 
 
 async def _durable(request: Request, commit: Commit) -> None:
     """Wait for the record's commit: an attestation is answered only once its record
     (and event) would survive a crash; otherwise 503 with ``Retry-After``."""
-    settings = request.app.state.bw.settings
+    settings = service_state(request).settings
     try:
         await asyncio.wait_for(commit.wait(), timeout=settings.record_commit_timeout_seconds)
     except (StorageError, TimeoutError) as exc:
@@ -381,7 +368,7 @@ def router() -> APIRouter:
         inner = json.dumps(
             {"challenge": _b64url(challenge), "exp": expiry, "provider": ctx.name}
         ).encode()
-        sealer = request.app.state.bw.sealer
+        sealer = service_state(request).sealer
         protected = sealer.seal(inner, context=_TPM_CONTEXT)
         key_name = hashlib.sha256(f"bootwatch:{ctx.name}:{_TPM_CONTEXT}".encode()).hexdigest()
         context = json.dumps(

@@ -29,6 +29,7 @@ from starlette.requests import Request
 
 from bootwatch.errors import ProtocolError
 from bootwatch.protocol.jsonread import read_json
+from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, unauthorized
 from bootwatch.service.providers import CurrentProvider
 
@@ -154,11 +155,11 @@ def authenticate(request: Request) -> Principal | None:
     token = bearer_token(request)
     if token is None:
         return None
-    settings = request.app.state.bw.settings
-    for admin in settings.admin_tokens:
+    state = service_state(request)
+    for admin in state.settings.admin_tokens:
         if hmac.compare_digest(token.encode(), admin.encode()):
             return Principal("admin", (), "admin-token")
-    verifier: OidcVerifier | None = request.app.state.bw_oidc
+    verifier = state.oidc
     if verifier is None:
         raise unauthorized(
             "bearer token is not a configured admin token and no OpenID issuer is configured"
@@ -177,7 +178,7 @@ def require_policy_writer(request: Request, ctx: CurrentProvider) -> Principal:
             f"provider {ctx.name!r}: policy and signer changes need a bearer token "
             f"(an admin token or an OpenID token with the write role), in every trust model"
         )
-    role = request.app.state.bw.settings.oidc_write_role
+    role = service_state(request).settings.oidc_write_role
     if not principal.has_role(role):
         raise unauthorized(f"principal {principal.name!r} lacks the role {role!r}")
     return principal

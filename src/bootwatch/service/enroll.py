@@ -43,7 +43,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -70,6 +70,7 @@ from bootwatch.protocol.enroll import (
 )
 from bootwatch.service.aikca import issue_aik_certificate, load_aik_ca
 from bootwatch.service.db import utcnow
+from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, invalid_parameter
 from bootwatch.service.models import (
     AikCaRow,
@@ -84,6 +85,13 @@ from bootwatch.tpm.constants import ObjectAttributes
 from bootwatch.tpm.credential import make_credential
 from bootwatch.tpm.errors import TpmValueError
 from bootwatch.tpm.public import TpmPublic, parse_tpm2b_public
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
+
+    from bootwatch.service.atrest import Sealer
+    from bootwatch.service.changes import ChangeFeed
+    from bootwatch.service.db import Database
 
 __all__ = [
     "EnrollmentRefused",
@@ -148,15 +156,16 @@ class EnrollmentService:
     """Per-app enrolment state: EK anchors, settings, and a bounded per-provider cache
     of (own AIK CA certificate, revoked AIK certificates)."""
 
-    def __init__(self, settings: Settings, state: Any) -> None:
+    def __init__(self, settings: Settings, db: Database, sealer: Sealer,
+                 changes: ChangeFeed) -> None:
         self.settings = settings
-        self.state = state
+        self.db = db
+        self.sealer = sealer
+        self.changes = changes
         self.ek_anchors = load_ek_anchors(settings)
         self._cache: dict[str, _ProviderTrust] = {}
         self._lock = threading.Lock()
-        changes = getattr(state, "changes", None)
-        if changes is not None:  # another replica enrolled or revoked: forget at once
-            changes.subscribe(self.forget)
+        changes.subscribe(self.forget)  # another replica enrolled or revoked: forget at once
 
     # --- attestation side ---------------------------------------------------------
 
@@ -165,7 +174,7 @@ class EnrollmentService:
         entry = self._cache.get(provider)
         if entry is not None and entry.expires > now:
             return entry
-        with self.state.db.session() as s:
+        with self.db.session() as s:
             row = s.get(AikCaRow, provider)
             ca = x509.load_der_x509_certificate(row.cert_der) if row is not None else None
             revoked: dict[tuple[bytes, int], str] = {}
@@ -187,9 +196,7 @@ class EnrollmentService:
     def invalidate(self, provider: str) -> None:
         """After a write: forget ``provider`` here and tell the other processes."""
         self.forget(provider)
-        changes = getattr(self.state, "changes", None)
-        if changes is not None:
-            changes.announce(provider)
+        self.changes.announce(provider)
 
     def forget(self, provider: str | None) -> None:
         with self._lock:
@@ -234,7 +241,7 @@ class EnrollmentService:
             raise EnrollmentRefused("ek_public", str(exc)) from None
         challenge_id = secrets.token_hex(16)
         expires = now + timedelta(seconds=self.settings.enroll_challenge_ttl_seconds)
-        with self.state.db.session() as s:
+        with self.db.session() as s:
             _check_binding(s, ctx.name, ek_key, req.claimed_vm_id)
             # challenges past their expiry can never be answered: drop them as we go, so
             # the table holds at most one TTL's worth of rows
@@ -247,7 +254,7 @@ class EnrollmentService:
             "ek_cert_sha256": hashlib.sha256(req.unverified_ek_cert_der).hexdigest(),
             "secret": _b64(secret),
         }).encode()
-        sealed = self.state.sealer.seal(inner, context=_CONTEXT_AAD)
+        sealed = self.sealer.seal(inner, context=_CONTEXT_AAD)
         return encode_challenge_response(ChallengeResponse(
             made.credential_blob, made.encrypted_secret, sealed))
 
@@ -300,7 +307,7 @@ class EnrollmentService:
         req = decode_activate_request(body)
         now = utcnow()
         try:
-            inner = json.loads(self.state.sealer.open(req.service_context, context=_CONTEXT_AAD))
+            inner = json.loads(self.sealer.open(req.service_context, context=_CONTEXT_AAD))
             cid, provider, exp = str(inner["id"]), str(inner["provider"]), int(inner["exp"])
             aik_raw = _unb64(inner["aik_pub"])
             secret = _unb64(inner["secret"])
@@ -320,12 +327,12 @@ class EnrollmentService:
             raise EnrollmentRefused("relay", "round two names another key than the AIK the "
                                     "credential was made for: a different TPM or key is "
                                     "answering this challenge")
-        with self.state.db.session() as s:
-            used = s.execute(
+        with self.db.session() as s:
+            used = cast("CursorResult[Any]", s.execute(
                 update(EnrollChallengeRow)
                 .where(EnrollChallengeRow.id == cid, EnrollChallengeRow.provider == ctx.name,
                        EnrollChallengeRow.used_at.is_(None))
-                .values(used_at=now))
+                .values(used_at=now)))
             if used.rowcount != 1:
                 raise EnrollmentRefused("replay", "this challenge was already answered; each "
                                         "round one allows one round two")
@@ -334,12 +341,12 @@ class EnrollmentService:
             raise EnrollmentRefused("secret", "the secret is not the one the credential "
                                     "protected: the AIK is not in the TPM of the certified EK")
         ca_name = None
-        with self.state.db.session() as s:
+        with self.db.session() as s:
             _check_binding(s, ctx.name, ek_key, vm_id)
             if s.get(EnrolledEkRow, (ctx.name, ek_key)) is None:
                 s.add(EnrolledEkRow(provider=ctx.name, ek_key_sha256=ek_key, vm_id=vm_id,
                                     created_at=now))
-            ca = load_aik_ca(s, self.state.sealer, ctx.name, now, create=True)
+            ca = load_aik_ca(s, self.sealer, ctx.name, now, create=True)
             assert ca is not None
             ca_name = ca.certificate
             cert = issue_aik_certificate(
@@ -462,8 +469,7 @@ def router() -> APIRouter:
     r = APIRouter()
 
     def _svc(request: Request) -> EnrollmentService:
-        svc: EnrollmentService = request.app.state.bw_enroll
-        return svc
+        return service_state(request).enrollment
 
     @r.post(CHALLENGE_PATH)
     async def challenge(request: Request) -> Response:

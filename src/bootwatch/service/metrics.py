@@ -49,10 +49,11 @@ class Metrics:
     extra: tuple[Callable[[], bytes], ...] = ()
 
     @classmethod
-    def create(cls) -> Metrics:
+    def create(cls, *, extra: tuple[Callable[[], bytes], ...] = ()) -> Metrics:
         registry = CollectorRegistry(auto_describe=True)
         return cls(
             registry=registry,
+            extra=extra,
             requests=Counter(
                 "bootwatch_http_requests",
                 "HTTP requests served",

@@ -52,6 +52,7 @@ from bootwatch.policy import (
     unsigned_policy_jws,
 )
 from bootwatch.service.db import utcnow
+from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, invalid_parameter, not_found
 from bootwatch.service.keys import (
     TokenSigner,
@@ -64,6 +65,9 @@ from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow, SigningK
 from bootwatch.service.settings import ATTESTATION_TYPES
 
 if TYPE_CHECKING:
+    from bootwatch.service.atrest import Sealer
+    from bootwatch.service.changes import ChangeFeed
+    from bootwatch.service.db import Database
     from bootwatch.service.settings import Settings
     from bootwatch.service.state import ServiceState
 
@@ -216,8 +220,12 @@ class _Snapshot:
 class ProviderStore:
     """Reads and caches provider state; writes go through the functions below."""
 
-    def __init__(self, state: ServiceState) -> None:
-        self._state = state
+    def __init__(self, db: Database, sealer: Sealer, changes: ChangeFeed, *,
+                 ttl: float) -> None:
+        self._db = db
+        self._sealer = sealer
+        self._changes = changes
+        self._ttl = ttl
         self._lock = threading.Lock()
         self._cache: dict[str, _Snapshot] = {}
         self._hosts: tuple[float, dict[str, str]] = (0.0, {})
@@ -231,7 +239,7 @@ class ProviderStore:
         with self._lock:
             key = self._keys.get(row.kid)
         if key is None:
-            key = load_private_key(self._state.sealer, row)
+            key = load_private_key(self._sealer, row)
             with self._lock:
                 if len(self._keys) > 64:
                     self._keys.clear()
@@ -241,7 +249,7 @@ class ProviderStore:
     def invalidate(self, name: str | None = None) -> None:
         """After a write: forget ``name`` here and tell the other processes."""
         self.forget(name)
-        self._state.changes.announce(name or "")
+        self._changes.announce(name or "")
 
     def forget(self, name: str | None = None) -> None:
         """Drop the cached state of ``name`` (None: of every provider) in this process."""
@@ -253,11 +261,11 @@ class ProviderStore:
             self._hosts = (0.0, {})
 
     def provider_for_host(self, host: str) -> str | None:
-        ttl = self._state.settings.cache_ttl_seconds
+        ttl = self._ttl
         with self._lock:
             loaded, hosts = self._hosts
         if time.monotonic() - loaded > ttl:
-            with self._state.db.session() as s:
+            with self._db.session() as s:
                 rows = s.execute(
                     select(ProviderRow.hostname, ProviderRow.name).where(
                         ProviderRow.hostname.is_not(None)
@@ -269,7 +277,7 @@ class ProviderStore:
         return hosts.get(host.lower())
 
     def snapshot(self, name: str) -> _Snapshot:
-        ttl = self._state.settings.cache_ttl_seconds
+        ttl = self._ttl
         with self._lock:
             snap = self._cache.get(name)
         if snap is not None and time.monotonic() - snap.loaded_at <= ttl:
@@ -280,9 +288,9 @@ class ProviderStore:
         return snap
 
     def _load(self, name: str) -> _Snapshot:
-        sealer = self._state.sealer
+        sealer = self._sealer
         now = utcnow()
-        with self._state.db.session() as s:
+        with self._db.session() as s:
             row = s.get(ProviderRow, name)
             if row is None:
                 raise not_found(f"no attestation provider named {name!r}")
@@ -514,7 +522,7 @@ def request_base_url(request: Request, prefix: str) -> str:
     (:func:`host_is_served`): the issuer and the ``jku`` of every token are built from
     it, so a forged Host, or a forged port, must not change them.
     """
-    state: ServiceState = request.app.state.bw
+    state = service_state(request)
     settings = state.settings
     if settings.public_base_url:
         return settings.public_base_url.rstrip("/") + prefix
@@ -541,7 +549,7 @@ def _url_host(host: str) -> str:
 
 def resolve_provider(request: Request) -> ProviderContext:
     """The provider a request is for (prefix, host name, or the default)."""
-    state: ServiceState = request.app.state.bw
+    state = service_state(request)
     name = request.scope.get(SCOPE_PROVIDER)
     prefix = request.scope.get(SCOPE_PREFIX, "")
     if name is None:

@@ -7,7 +7,7 @@ Public API (stable names) for the attestation handlers:
   ``policy_hash``, ``evidence`` (raw request bytes; the handler passes it only for
   requests that parsed as evidence; kept for ``Settings.evidence_retention_seconds``
   and within the evidence quota), ``client`` (the address it came from).
-* :func:`record_attestation` ``(request, record)`` -- hand it to the worker's
+* :func:`record_attestation` ``(writer, metrics, record)`` -- hand it to the worker's
   :class:`RecordWriter` and count the verdict in the
   ``bootwatch_attestation_verdicts_total`` metric; returns the record's
   :class:`Commit`, which the handler awaits before answering.
@@ -64,7 +64,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import Request
 
 from bootwatch.errors import StorageError
 from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
@@ -73,9 +72,9 @@ from bootwatch.service.logs import get_logger
 from bootwatch.service.models import AttestationRecordRow
 
 if TYPE_CHECKING:
+    from bootwatch.service.db import Database
     from bootwatch.service.metrics import Metrics
     from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
 
 MAX_REASON = 4000
 #: most records waiting for the writer (beyond: written synchronously)
@@ -149,11 +148,11 @@ def _row(record: AttestationRecord, now: datetime, settings: Settings) -> dict[s
 
 
 def store_record(
-    state: ServiceState, record: AttestationRecord, now: datetime | None = None
+    db: Database, settings: Settings, record: AttestationRecord, now: datetime | None = None
 ) -> int:
     """Insert one record now; evidence is dropped when retention is 0. Returns the row id."""
-    values = _row(record, now or utcnow(), state.settings)
-    with state.db.session() as s:
+    values = _row(record, now or utcnow(), settings)
+    with db.session() as s:
         result = s.execute(insert(_TABLE).values(**values).returning(_TABLE.c.id))
         return int(result.scalar_one())
 
@@ -257,12 +256,16 @@ class RecordWriter:
 
     def __init__(
         self,
-        state: ServiceState,
+        db: Database,
+        settings: Settings,
         *,
+        metrics: Metrics | None = None,
+        on_commit: CommitHook | None = None,
         max_queued: int = MAX_QUEUED,
         max_queued_bytes: int = MAX_QUEUED_BYTES,
     ) -> None:
-        self._state = state
+        self._db = db
+        self._settings = settings
         self._max_queued = max_queued
         self._max_bytes = max_queued_bytes
         self._cond = threading.Condition()
@@ -273,8 +276,8 @@ class RecordWriter:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._last_warning = 0.0
-        self.metrics: Metrics | None = None
-        self.on_commit: CommitHook | None = None
+        self.metrics = metrics
+        self.on_commit = on_commit
         #: the writer thread's own connection (opened on first use, again after an error)
         self._conn: Connection | None = None
         #: evidence bytes written since the last quota check, per client and in total
@@ -286,7 +289,7 @@ class RecordWriter:
         """Queue ``record`` (stamped now) for the next group commit; written in the
         caller's thread when the queue is full.  Await the returned :class:`Commit`
         before answering the client."""
-        values = _row(record, utcnow(), self._state.settings)
+        values = _row(record, utcnow(), self._settings)
         size = len(values["evidence"] or b"") + len(values["outcome_event"] or b"")
         commit = Commit()
         item = _Pending(values, record.outcome, commit)
@@ -411,7 +414,7 @@ class RecordWriter:
         ids in order."""
         try:
             if self._conn is None:
-                self._conn = self._state.db.engine.connect()
+                self._conn = self._db.engine.connect()
             result = self._conn.execute(_INSERT, rows)
             ids = [int(i) for i in result.scalars().all()]
             self._conn.commit()
@@ -426,7 +429,7 @@ class RecordWriter:
     def _insert_once(self, rows: list[dict[str, Any]]) -> list[int]:
         """Insert ``rows`` on a pooled connection (a thread other than the writer's)."""
         try:
-            with self._state.db.engine.begin() as conn:
+            with self._db.engine.begin() as conn:
                 return [int(i) for i in conn.execute(_INSERT, rows).scalars().all()]
         except SQLAlchemyError as exc:
             raise StorageError(f"database error: {exc.__class__.__name__}: {exc}") from exc
@@ -456,7 +459,7 @@ class RecordWriter:
 
     def _quota(self, written: list[dict[str, Any]]) -> None:
         """Account the evidence just written; run the quota checks that are due."""
-        settings = self._state.settings
+        settings = self._settings
         per_client = max(1, settings.evidence_quota_per_client_bytes // QUOTA_CHECK_FRACTION)
         total = max(1, settings.evidence_quota_total_bytes // QUOTA_CHECK_FRACTION)
         due: list[str | None] = []
@@ -483,7 +486,7 @@ class RecordWriter:
             return
         try:
             enforce_evidence_quota(
-                self._state, due, check_total=check_total, metrics=self.metrics
+                self._db, settings, due, check_total=check_total, metrics=self.metrics
             )
         except Exception as exc:  # the writer thread must outlive any one check
             get_logger().error("evidence quota check failed", extra={"reason": str(exc)})
@@ -515,7 +518,8 @@ def _drop_beyond(s: Any, where: Any, quota: int) -> tuple[int, int]:
 
 
 def enforce_evidence_quota(
-    state: ServiceState,
+    db: Database,
+    settings: Settings,
     clients: list[str | None],
     *,
     check_total: bool = True,
@@ -527,9 +531,8 @@ def enforce_evidence_quota(
     Returns (records dropped for a client quota, records dropped for the total quota);
     both are counted in ``bootwatch_evidence_dropped_total`` when ``metrics`` is given.
     """
-    settings = state.settings
     by_client = by_total = 0
-    with state.db.session() as s:
+    with db.session() as s:
         for client in clients:
             where = _TABLE.c.client == client if client is not None else _TABLE.c.client.is_(None)
             n, size = _drop_beyond(s, where, settings.evidence_quota_per_client_bytes)
@@ -560,21 +563,20 @@ def enforce_evidence_quota(
     return by_client, by_total
 
 
-def record_attestation(request: Request, record: AttestationRecord) -> Commit:
-    """Queue ``record`` for the app serving ``request`` and count its verdict; the
-    caller awaits the returned :class:`Commit` before answering."""
-    state: ServiceState = request.app.state.bw
-    commit = state.records.submit(record)
-    metrics = getattr(request.app.state, "bw_metrics", None)
-    if metrics is not None:
-        metrics.verdict(record.provider, Verdict(record.verdict).value).inc()
+def record_attestation(
+    writer: RecordWriter, metrics: Metrics, record: AttestationRecord
+) -> Commit:
+    """Queue ``record`` and count its verdict; the caller awaits the returned
+    :class:`Commit` before answering."""
+    commit = writer.submit(record)
+    metrics.verdict(record.provider, Verdict(record.verdict).value).inc()
     return commit
 
 
-def purge_expired_evidence(state: ServiceState, now: datetime | None = None) -> int:
+def purge_expired_evidence(db: Database, now: datetime | None = None) -> int:
     """Null out evidence whose retention ended; returns how many rows were purged."""
     now = now or utcnow()
-    with state.db.session() as s:
+    with db.session() as s:
         result = s.execute(
             update(AttestationRecordRow)
             .where(

@@ -8,7 +8,7 @@ parameter; an ``api-version`` that is present but empty is InvalidParameter.
 from __future__ import annotations
 
 import functools
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,10 +18,13 @@ from bootwatch.errors import StorageError
 from bootwatch.protocol.token import CLAIMS_SUPPORTED
 from bootwatch.service import policy_admin
 from bootwatch.service.auth import PolicyWriter
+from bootwatch.service.deps import service_state
 from bootwatch.service.errors import invalid_parameter
 from bootwatch.service.keys import cert_jwk
 from bootwatch.service.providers import CurrentProvider
-from bootwatch.service.state import ServiceState
+
+if TYPE_CHECKING:
+    from bootwatch.service.state import ServiceState
 
 
 def api_version(request: Request) -> str | None:
@@ -49,8 +52,7 @@ AllowRollback = Annotated[
 
 
 def _state(request: Request) -> ServiceState:
-    state: ServiceState = request.app.state.bw
-    return state
+    return service_state(request)
 
 
 def token_response(token: str) -> JSONResponse:
@@ -182,7 +184,7 @@ def ops_router() -> APIRouter:
 
     @router.get("/metrics")
     def metrics(request: Request) -> Response:
-        body, ctype = request.app.state.bw_metrics.exposition()
+        body, ctype = service_state(request).metrics.exposition()
         return Response(body, media_type=ctype)
 
     @router.get("/servicetags")
@@ -190,6 +192,6 @@ def ops_router() -> APIRouter:
         """This service's endpoints in Azure's ServiceTags format (built at start-up)."""
         from bootwatch.net.servicetag import encode_document
 
-        return JSONResponse(encode_document(request.app.state.bw_service_tag))
+        return JSONResponse(encode_document(service_state(request).service_tag))
 
     return router

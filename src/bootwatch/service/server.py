@@ -21,7 +21,7 @@ from bootwatch.errors import ConfigError
 from bootwatch.service.httpproto import HTTP_PROTOCOL
 from bootwatch.service.logs import configure_logging
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
+from bootwatch.service.state import bootstrap
 from bootwatch.service.tls import TlsFiles, ensure_dev_certificate
 
 SETTINGS_ENV = "BOOTWATCH_SETTINGS_FILE"
@@ -81,7 +81,7 @@ def run(settings: Settings) -> None:
         uvicorn.Server(uvicorn_config(settings, create_app(settings), tls)).run()
         return
     # set up the database once, then let each worker build its own app
-    ServiceState.open(settings).close()
+    bootstrap(settings).close()
     settings_file = Path(settings.data_dir) / "service-settings.json"
     fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:

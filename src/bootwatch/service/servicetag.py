@@ -29,13 +29,13 @@ from bootwatch.net.servicetag import (
     parse_prefix,
     sorted_prefixes,
 )
-from bootwatch.service.db import utcnow
+from bootwatch.service.db import Database, utcnow
 from bootwatch.service.models import ServiceTagRow
 from bootwatch.service.providers import allowed_host_pairs
 from bootwatch.service.settings import Settings
-from bootwatch.service.state import ServiceState
 
-__all__ = ["advertised_prefixes", "publish_service_tag", "service_fqdns", "service_ports"]
+__all__ = ["ServiceTagDocument", "advertised_prefixes", "publish_service_tag", "service_fqdns",
+           "service_ports"]
 
 _WILDCARDS = ("0.0.0.0", "::", "")  # noqa: S104 - recognising, not binding
 
@@ -100,27 +100,26 @@ def service_ports(settings: Settings) -> tuple[int, ...]:
     return (settings.port,)
 
 
-def publish_service_tag(state: ServiceState) -> ServiceTagDocument:
+def publish_service_tag(db: Database, settings: Settings) -> ServiceTagDocument:
     """Build the document and store it; the change number moves only with the
     prefixes.  Safe against several workers starting at once (a lost insert race
     is retried once, reading the winner's row)."""
-    settings = state.settings
     prefixes = advertised_prefixes(settings)
     fqdns = service_fqdns(settings)
     ports = service_ports(settings)
     for attempt in range(2):
         try:
-            return _store(state, settings, prefixes, fqdns, ports)
+            return _store(db, settings, prefixes, fqdns, ports)
         except StorageError as exc:
             if attempt or not isinstance(exc.__cause__, IntegrityError):
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _store(state: ServiceState, settings: Settings, prefixes: tuple[IPNetwork, ...],
+def _store(db: Database, settings: Settings, prefixes: tuple[IPNetwork, ...],
            fqdns: tuple[str, ...], ports: tuple[int, ...]) -> ServiceTagDocument:
     name = settings.service_tag_name
-    with state.db.session() as session:
+    with db.session() as session:
         row = session.execute(
             select(ServiceTagRow).where(ServiceTagRow.name == name).with_for_update()
         ).scalar_one_or_none()
