@@ -458,3 +458,72 @@ def test_nats_server_killed_mid_stream_loses_nothing_acknowledged(
         server.stop()
     assert len(acknowledged) == 1500
     check_exactly_once(monitor, acknowledged, in_order=False)
+
+
+def _metric(url: str, name: str) -> float:
+    import httpx
+
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+        if line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.postgres
+def test_two_monitor_processes_consume_events(jetstream: str, names: Names,
+                                              tmp_path: Path) -> None:
+    """``bootwatch monitor run --events nats://...`` twice on one PostgreSQL: each serves
+    its API and ingests, the events are split between them, each stored once."""
+    import httpx
+
+    exe = str(Path(sys.executable).parent / "bootwatch")
+    with pg_schema() as schema:
+        procs: list[subprocess.Popen[bytes]] = []
+        urls: list[str] = []
+        try:
+            for k in range(2):
+                port = free_port()
+                procs.append(subprocess.Popen(
+                    [exe, "monitor", "run", "--host", "127.0.0.1", "--port", str(port),
+                     "--insecure-http", "--db", PG_URL, "--db-schema", schema,
+                     "--data-dir", str(tmp_path / f"m{k}"), "--events", jetstream,
+                     "--events-stream", names.stream, "--events-subject", names.subject,
+                     "--events-consumer", names.durable],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                urls.append(f"http://127.0.0.1:{port}")
+            for url in urls:
+                wait_until(f"{url} up", lambda u=url: _up(u), timeout=60)
+            vms = [str(uuid.uuid4()).upper() for _ in range(4)]
+            events = [deny_event(vms[i % 4], i) for i in range(2000)]
+            sink = sink_for(jetstream, names)
+            try:
+                for k in range(0, len(events), 100):
+                    sink.deliver(events[k:k + 100])
+            finally:
+                sink.close()
+            wait_until("2000 ingested", lambda: sum(
+                _metric(u, "bootwatch_monitor_outcomes_total") for u in urls) >= 2000,
+                timeout=120)
+            per = [_metric(u, "bootwatch_monitor_outcomes_total") for u in urls]
+            assert sum(per) == 2000 and all(n > 0 for n in per), per
+            summary = httpx.get(urls[0] + "/api/v1/vms?limit=10", timeout=5).json()
+            assert {v["vm_id"] for v in summary["items"]} >= set(vms)
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
+def _up(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
