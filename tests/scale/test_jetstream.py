@@ -259,7 +259,8 @@ def test_ingester_killed_before_ack_nothing_lost_nothing_doubled(
     finally:
         ing.stop()
     assert ing.counts.stored == 193 and ing.counts.duplicates == 7
-    check_exactly_once(monitor, events)
+    # (what the dead one had fetched beyond its committed batch comes back late: reordered)
+    check_exactly_once(monitor, events, in_order=False)
 
 
 def test_two_ingesters_share_the_work(jetstream: str, names: Names,

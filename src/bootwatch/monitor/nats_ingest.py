@@ -13,10 +13,11 @@ its stream sequence and the reason in the log, never retried.  The rest go
 to :meth:`Monitor.ingest_outcomes` in one transaction, which is idempotent on
 ``event_id`` (a redelivered event, or one the service published twice beyond
 JetStream's duplicate window, is stored once); then every message is
-acknowledged.  When the transaction fails (database away), the events are
-tried one by one so that one bad event cannot hold back the others; those
-that still fail are negatively acknowledged with a growing delay and come
-back later: an ingestion failure never drops an event.
+acknowledged.  When the transaction fails (database busy or away), the batch
+is tried again twice, shortly; then its events are tried one by one so that
+one bad event cannot hold back the others; those that still fail are
+negatively acknowledged with a growing delay and come back later: an
+ingestion failure never drops an event.
 
 Consumer settings (used when the ingester creates the consumer; an existing
 durable keeps its own): explicit acks; ack wait :data:`ACK_WAIT` seconds (a
@@ -72,6 +73,8 @@ ACK_WAIT: Final = 60.0
 MAX_ACK_PENDING: Final = 20_000
 #: how long one fetch waits for messages when the stream is empty
 FETCH_WAIT: Final = 1.0
+#: tries of a whole batch before its events are tried one by one
+BATCH_ATTEMPTS: Final = 3
 #: longest delay before a message whose ingestion failed is delivered again
 MAX_RETRY_DELAY: Final = 30.0
 
@@ -168,8 +171,11 @@ class JetStreamIngester:
         return sub
 
     async def _run(self) -> None:
+        """Fetch and decode batch n+1 while batch n is in the database (one transaction
+        at a time, in order): the database's waits overlap the decoding."""
         log = get_logger()
         delay = 0.5
+        inflight: asyncio.Task[None] | None = None
         while not self._stopping.is_set():
             try:
                 if self._sub is None:
@@ -187,40 +193,56 @@ class JetStreamIngester:
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 0.5
-            if not msgs:
-                continue
-            try:
-                await self._handle(msgs)
-            except Exception as exc:  # a bug in ingestion must not stop the ingester
-                log.error("outcome batch failed; JetStream delivers it again after the ack "
-                          "wait", extra={"events": len(msgs),
-                                         "reason": f"{exc.__class__.__name__}: {exc}"})
-                await asyncio.sleep(1.0)
+            good = await self._decode(msgs)
+            if inflight is not None:
+                await inflight
+                inflight = None
+            if good:
+                inflight = asyncio.ensure_future(self._guarded_store(good))
+        if inflight is not None:
+            await inflight
 
-    async def _handle(self, msgs: list[Msg]) -> None:
-        log = get_logger()
+    async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent]]:
         good: list[tuple[Msg, OutcomeEvent]] = []
         for m in msgs:
             try:
                 good.append((m, decode_outcome(m.data)))
             except ProtocolError as exc:
-                log.error("JetStream message terminated: not an outcome event", extra={
+                get_logger().error("JetStream message terminated: not an outcome event", extra={
                     "stream": self.stream, "sequence": _seq(m), "reason": str(exc)})
                 await _quiet(m.term())
                 self.counts.terminated += 1
-        if not good:
-            return
-        self.counts.batches += 1
+        return good
+
+    async def _guarded_store(self, good: list[tuple[Msg, OutcomeEvent]]) -> None:
         try:
-            stored = await asyncio.to_thread(self.monitor.ingest_outcomes,
-                                             [ev for _, ev in good])
+            await self._store(good)
+        except Exception as exc:  # a bug in ingestion must not stop the ingester
+            get_logger().error("outcome batch failed; JetStream delivers it again after the "
+                               "ack wait", extra={"events": len(good),
+                                                  "reason": f"{exc.__class__.__name__}: {exc}"})
+            await asyncio.sleep(1.0)
+
+    async def _store(self, good: list[tuple[Msg, OutcomeEvent]]) -> None:
+        self.counts.batches += 1
+        events = [ev for _, ev in good]
+        for attempt in range(BATCH_ATTEMPTS):
+            try:
+                stored = await asyncio.to_thread(self.monitor.ingest_outcomes, events)
+            except BootwatchError as exc:
+                if attempt + 1 < BATCH_ATTEMPTS:
+                    # a busy database (another process holding SQLite's write lock, a
+                    # PostgreSQL failover): the same batch again shortly
+                    await asyncio.sleep(0.2 * (attempt + 1))
+                    continue
+                get_logger().warning("outcome batch not ingested; trying its events one by "
+                                     "one", extra={"events": len(good), "reason": str(exc)})
+                await self._one_by_one(good)
+                break
             self._count(stored)
             for m, _ in good:
                 await _quiet(m.ack())
-        except BootwatchError as exc:
-            log.warning("outcome batch not ingested; trying its events one by one",
-                        extra={"events": len(good), "reason": str(exc)})
-            await self._one_by_one(good)
+            break
         if self._nc is not None:
             # the acks are fire-and-forget: push them out now (one lost is a redelivery,
             # which ingestion absorbs as a duplicate)
