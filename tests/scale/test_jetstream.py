@@ -376,6 +376,22 @@ def test_full_stream_refuses_with_a_reason(jetstream: str, names: Names) -> None
         sink.close()
 
 
+def test_stream_name_or_subject_clash_is_named(jetstream: str, names: Names) -> None:
+    first = sink_for(jetstream, names)
+    other = Names(names.stream + "_B", names.subject, names.durable)
+    clash = sink_for(jetstream, other)
+    wrong_subject = JetStreamSink(jetstream, stream=names.stream, subject=names.subject + ".x")
+    try:
+        first.deliver([deny_event("VM-1", 0)])
+        with pytest.raises(EventDeliveryError, match=f"refused to create stream {other.stream}"):
+            clash.deliver([deny_event("VM-1", 1)])
+        with pytest.raises(EventDeliveryError, match=f"{names.stream} exists but stores"):
+            wrong_subject.deliver([deny_event("VM-1", 2)])
+    finally:
+        for s in (first, clash, wrong_subject):
+            s.close()
+
+
 class OwnNats:
     """A nats-server of the test's own (port, store directory) that it can kill -9."""
 

@@ -65,7 +65,7 @@ from bootwatch.service.events_nats import (
 )
 from bootwatch.service.logs import get_logger
 
-__all__ = ["ACK_WAIT", "MAX_ACK_PENDING", "IngestCounts", "JetStreamIngester"]
+__all__ = ["ACK_WAIT", "MAX_ACK_PENDING", "IngestCounts", "Ingests", "JetStreamIngester"]
 
 #: seconds a fetched message may stay unacknowledged before JetStream delivers it again
 ACK_WAIT: Final = 60.0
@@ -189,7 +189,7 @@ class JetStreamIngester:
                 if self._nc is not None and self._nc.is_closed:
                     self._nc = None
                 self._sub = None
-                await asyncio.sleep(delay)
+                await self._pause(delay)
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 0.5
@@ -201,6 +201,12 @@ class JetStreamIngester:
                 inflight = asyncio.ensure_future(self._guarded_store(good))
         if inflight is not None:
             await inflight
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake up for a stop."""
+        deadline = time.monotonic() + seconds
+        while not self._stopping.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent]]:
         good: list[tuple[Msg, OutcomeEvent]] = []

@@ -272,8 +272,15 @@ async def ensure_stream(js: JetStreamContext, stream: str, subject: str,
             get_logger().info("JetStream stream created",
                               extra={"stream": stream, "subject": subject})
             return
-        except nats.js.errors.BadRequestError:
-            info = await js.stream_info(stream)  # another process created it meanwhile
+        except nats.js.errors.BadRequestError as exc:
+            try:
+                info = await js.stream_info(stream)  # another process created it meanwhile
+            except nats.js.errors.NotFoundError:
+                raise EventDeliveryError(f"JetStream refused to create stream {stream} for "
+                                         f"{subject!r}: {exc.description}") from None
+        except nats.js.errors.APIError as exc:
+            raise EventDeliveryError(f"JetStream refused to create stream {stream}: "
+                                     f"{exc.description} (code {exc.err_code})") from None
     except nats.js.errors.ServiceUnavailableError:
         raise EventDeliveryError(f"NATS has no JetStream (stream {stream}); start nats-server "
                                  "with -js") from None
@@ -385,7 +392,6 @@ class JetStreamSink:
                 replies.append(reply)
                 await nc.publish(self.subject, body, reply=reply, headers={
                     "Nats-Msg-Id": event_id, "Nats-Expected-Stream": self.stream})
-            await nc.flush(timeout=max(1, int(self.timeout)))
             done, pending = await asyncio.wait(futures, timeout=self.timeout)
         except (nats.errors.Error, OSError) as exc:
             raise EventDeliveryError(f"JetStream publish to {self.target.url} failed: "
