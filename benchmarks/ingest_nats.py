@@ -254,6 +254,7 @@ def main() -> None:
         child(args)
         return
     warm, todo = make_events(args.corpus, args.events)
+    load0 = os.getloadavg()[0]
     print(f"{args.events} events (~{len(json.dumps(_as_json(todo[0])))} bytes of JSON each), "
           f"{N_VMS} VMs; target >= 5,000 events/s through JetStream")
     print(f"{'database':9} {'path':22} {'events/s':>9} {'x in-process':>12} "
@@ -273,6 +274,8 @@ def main() -> None:
                       f"{ratio:12.2f} {r['publish_per_s']:10.0f} {split:>14}   "
                       f"({r['ingester_cpu_us_per_event']:.0f} us ingester CPU/event, "
                       f"{r['duplicates']} duplicates)", flush=True)
+    print(f"load average (1 min) at start {load0:.1f}, at end {os.getloadavg()[0]:.1f}, on "
+          f"{os.cpu_count()} cores: figures from a busy machine are lower, the ratios less so")
 
 
 def _as_json(event: Any) -> Any:
