@@ -186,6 +186,9 @@ class JetStreamIngester:
             except (BootwatchError, nats.errors.Error, OSError) as exc:
                 log.warning("JetStream ingester waiting for NATS", extra={
                     "nats": self.target.url, "reason": f"{exc.__class__.__name__}: {exc}"})
+                if self._sub is not None:
+                    with contextlib.suppress(Exception):
+                        await self._sub.unsubscribe()  # bound again on the next round
                 if self._nc is not None and self._nc.is_closed:
                     self._nc = None
                 self._sub = None
