@@ -273,6 +273,7 @@ def test_two_ingesters_share_the_work(jetstream: str, names: Names,
     a.start()
     b.start()
     try:
+        assert a.bound.wait(60) and b.bound.wait(60)
         for k in range(0, len(events), 500):
             sink.deliver(events[k:k + 500])
         wait_until("1500 events ingested",

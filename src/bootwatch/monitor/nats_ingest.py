@@ -121,6 +121,8 @@ class JetStreamIngester:
         self._loop: LoopThread | None = None
         self._main: Future[None] | None = None
         self._stopping = threading.Event()
+        #: set while bound to the consumer (connected, stream and consumer checked)
+        self.bound = threading.Event()
         self._nc: NatsClient | None = None
         self._sub: JetStreamContext.PullSubscription | None = None
 
@@ -180,12 +182,14 @@ class JetStreamIngester:
             try:
                 if self._sub is None:
                     self._sub = await self._subscribe()
+                    self.bound.set()
                 msgs = await self._sub.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
             except (BootwatchError, nats.errors.Error, OSError) as exc:
                 log.warning("JetStream ingester waiting for NATS", extra={
                     "nats": self.target.url, "reason": f"{exc.__class__.__name__}: {exc}"})
+                self.bound.clear()
                 if self._sub is not None:
                     with contextlib.suppress(Exception):
                         await self._sub.unsubscribe()  # bound again on the next round
