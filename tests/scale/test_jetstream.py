@@ -393,6 +393,18 @@ def test_stream_name_or_subject_clash_is_named(jetstream: str, names: Names) -> 
             s.close()
 
 
+def test_deleted_stream_is_reported_then_recreated(jetstream: str, names: Names) -> None:
+    sink = sink_for(jetstream, names)
+    try:
+        sink.deliver([deny_event("VM-1", 0)])
+        asyncio.run(_delete_stream(jetstream, names.stream))
+        with pytest.raises(EventDeliveryError, match="no JetStream stream stores"):
+            sink.deliver([deny_event("VM-1", 1)])
+        sink.deliver([deny_event("VM-1", 2)])  # the next attempt recreates it
+    finally:
+        sink.close()
+
+
 class OwnNats:
     """A nats-server of the test's own (port, store directory) that it can kill -9."""
 
