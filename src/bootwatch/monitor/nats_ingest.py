@@ -143,8 +143,11 @@ class JetStreamIngester:
         if self._main is not None:
             try:
                 self._main.result(timeout)
-            except (TimeoutError, BootwatchError):
+            except Exception as exc:  # a stop must not fail the monitor's shutdown
                 self._main.cancel()
+                get_logger().warning("JetStream ingester stopped uncleanly", extra={
+                    "reason": f"{exc.__class__.__name__}: {exc}"})
+        self.bound.clear()
         if self._nc is not None:
             nc = self._nc
             with contextlib.suppress(Exception):
@@ -186,7 +189,7 @@ class JetStreamIngester:
                 msgs = await self._sub.fetch(self.batch, timeout=FETCH_WAIT)
             except (nats.errors.TimeoutError, TimeoutError):
                 continue
-            except (BootwatchError, nats.errors.Error, OSError) as exc:
+            except Exception as exc:  # NATS away, or anything else: never stop ingesting
                 log.warning("JetStream ingester waiting for NATS", extra={
                     "nats": self.target.url, "reason": f"{exc.__class__.__name__}: {exc}"})
                 self.bound.clear()
