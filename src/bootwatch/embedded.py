@@ -16,9 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import cast
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
+from bootwatch.errors import ConfigError
 from bootwatch.monitor.api import extra_routers, monitor_router
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.container import bootstrap as bootstrap_monitor
@@ -27,6 +30,7 @@ from bootwatch.monitor.ui import ui_router
 from bootwatch.protocol.health import FailedHop
 from bootwatch.service.app import AppExtensions, create_app
 from bootwatch.service.db import make_engine
+from bootwatch.service.events import EventSink, events_url, sink_from_settings
 from bootwatch.service.servicetag import ServiceTagDocument
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState, bootstrap
@@ -95,7 +99,23 @@ def create_server_app(
     )
     egress = _EgressAdvisor(ms.egress_formats)
     container = bootstrap_monitor(ms, engine=engine, egress_text=egress)
-    state = bootstrap(settings, sink=container.sink, owns_sink=False, engine=engine,
+    url = events_url(settings)
+    sink: EventSink
+    if not url:  # the default: outcome events handed to this monitor in-process
+        sink, owns_sink = container.sink, False
+    elif urlsplit(url).scheme in ("nats", "tls"):
+        # through JetStream, consumed here too (and by any `monitor run --events` beside it)
+        from bootwatch.monitor.nats_ingest import JetStreamIngester
+
+        sink, owns_sink = cast(EventSink, sink_from_settings(settings)), True
+        container.ingester = JetStreamIngester(container.monitor, url,
+                                               stream=settings.events_stream,
+                                               subject=settings.events_subject)
+    else:
+        raise ConfigError(f"bootwatch server --events {url!r}: the server has its own "
+                          "monitor; give nats://HOST:PORT or nothing (an https:// monitor "
+                          "is for bootwatch service run)")
+    state = bootstrap(settings, sink=sink, owns_sink=owns_sink, engine=engine,
                       metrics_extra=(container.metrics.exposition,))
     egress.bind(state.service_tag)
     ext = AppExtensions(

@@ -11,6 +11,7 @@ from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 from bootwatch.cli.server import monitor_options, monitor_settings_from
 from bootwatch.cli.service import db_options
 from bootwatch.errors import ConfigError
+from bootwatch.service.events_nats import DEFAULT_DURABLE, DEFAULT_STREAM, DEFAULT_SUBJECT
 
 
 @click.group()
@@ -35,8 +36,19 @@ def command() -> None:
               "recommendation's rules are generated from (read at start-up)")
 @click.option("--admin-tokens-file", type=click.Path(exists=True, dir_okay=False),
               default=None, help="admin bearer tokens, one per line (or BOOTWATCH_ADMIN_TOKENS)")
+@click.option("--events", "events_url", envvar="BOOTWATCH_EVENTS", default="",
+              help="consume outcome events from NATS JetStream at nats://HOST:PORT (or "
+              "tls://); several monitors may share the work; credentials from "
+              "BOOTWATCH_NATS_TOKEN(_FILE) or BOOTWATCH_NATS_USER/_PASSWORD, never the URL")
+@click.option("--events-stream", envvar="BOOTWATCH_EVENTS_STREAM", default=DEFAULT_STREAM,
+              show_default=True, help="JetStream stream of outcome events")
+@click.option("--events-subject", envvar="BOOTWATCH_EVENTS_SUBJECT", default=DEFAULT_SUBJECT,
+              show_default=True, help="subject the service publishes outcome events to")
+@click.option("--events-consumer", envvar="BOOTWATCH_EVENTS_CONSUMER", default=DEFAULT_DURABLE,
+              show_default=True, help="durable consumer shared by every ingesting monitor")
 def run_cmd(**kw: Any) -> None:
-    """Serve the monitor's API (/api/v1), /metrics and /healthz."""
+    """Serve the monitor's API (/api/v1), /metrics and /healthz (and, with --events
+    nats://..., ingest outcome events from JetStream)."""
     import os
 
     import uvicorn
@@ -48,6 +60,10 @@ def run_cmd(**kw: Any) -> None:
     from bootwatch.service.server import is_loopback
     from bootwatch.service.tls import ensure_dev_certificate
 
+    if kw["events_url"] and not kw["events_url"].startswith(("nats://", "tls://")):
+        raise ConfigError(f"--events {kw['events_url']!r}: the monitor consumes outcome events "
+                          "from NATS JetStream (nats://HOST:PORT); an HTTP event sink posts to "
+                          "this monitor's /api/v1/outcomes instead")
     tokens = tuple(t.strip() for t in os.environ.get("BOOTWATCH_ADMIN_TOKENS", "").split(",")
                    if t.strip())
     if kw["admin_tokens_file"]:
@@ -76,7 +92,16 @@ def run_cmd(**kw: Any) -> None:
 
         egress = advisor(fetch_service_tags(kw["service_url"], ca=kw["issuer_ca"]),
                          settings.egress_formats)
-    app = create_monitor_app(bootstrap(settings, egress_text=egress))
+    container = bootstrap(settings, egress_text=egress)
+    if kw["events_url"]:
+        from bootwatch.monitor.nats_ingest import JetStreamIngester
+
+        container.ingester = JetStreamIngester(
+            container.monitor, kw["events_url"], stream=kw["events_stream"],
+            subject=kw["events_subject"], durable=kw["events_consumer"])
+        click.echo(f"ingesting outcome events from {container.ingester.target.url} (stream "
+                   f"{kw['events_stream']}, consumer {kw['events_consumer']})", err=True)
+    app = create_monitor_app(container)
     scheme = "http" if cert is None else "https"
     click.echo(f"bootwatch monitor on {scheme}://{kw['host']}:{kw['port']}/api/v1", err=True)
     from bootwatch.service.httpproto import HTTP_PROTOCOL

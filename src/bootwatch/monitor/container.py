@@ -5,7 +5,9 @@ monitor's migrations, build the token verifier, the metrics, the
 :class:`~bootwatch.monitor.core.Monitor`, the in-process sink, the webhook
 dispatcher and the stale sweeper.  Nothing runs at import time; threads start
 in :meth:`MonitorContainer.start` (called by the app's lifespan) and stop in
-:meth:`MonitorContainer.stop`.
+:meth:`MonitorContainer.stop`.  With ``--events nats://...`` the edge (CLI)
+also attaches a JetStream ingester (``monitor/nats_ingest.py``), started and
+stopped with the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from sqlalchemy import Engine, func, select
 
@@ -29,7 +32,15 @@ from bootwatch.protocol.health import FailedHop
 from bootwatch.protocol.monitor import OPEN_STATUSES
 from bootwatch.service.logs import get_logger
 
-__all__ = ["MonitorContainer", "bootstrap"]
+__all__ = ["Ingester", "MonitorContainer", "bootstrap"]
+
+
+class Ingester(Protocol):
+    """A source of outcome events the monitor consumes (the JetStream ingester)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 30.0) -> None: ...
 
 
 @dataclass
@@ -42,17 +53,23 @@ class MonitorContainer:
     webhooks: WebhookDispatcher
     #: False when the engine belongs to someone else (the embedded server's service)
     owns_engine: bool = True
+    #: consumes outcome events from a broker (``--events nats://...``); None = none
+    ingester: Ingester | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sweeper: threading.Thread | None = None
 
     def start(self) -> None:
         self.webhooks.start()
+        if self.ingester is not None:
+            self.ingester.start()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="bootwatch-sweep",
                                          daemon=True)
         self._sweeper.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.ingester is not None:
+            self.ingester.stop()
         self.webhooks.stop()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
