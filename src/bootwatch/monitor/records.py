@@ -22,9 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, delete, insert, select
+from sqlalchemy import ColumnElement, Table, and_, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
@@ -36,7 +37,38 @@ T = TypeVar("T", bound=MonitorBase)
 
 
 class Record:
-    """One row: its columns as attributes (set from ``__dict__`` in one step)."""
+    """One row: its columns as attributes (``__dict__`` holds the columns, nothing else).
+
+    A column left out of the load (``defer``) is read from the database on first
+    access, like an ORM deferred column."""
+
+    __slots__ = ("__dict__", "_lazy")
+
+    _lazy: _Lazy | None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_lazy":
+            raise AttributeError(name)
+        lazy = self._lazy
+        if lazy is None or name not in lazy.names:
+            raise AttributeError(name)
+        if lazy.original is None:
+            table = lazy.meta.table
+            row = lazy.session.connection().execute(
+                select(*(table.c[k] for k in lazy.names)).where(
+                    *(table.c[k] == self.__dict__[k] for k in lazy.meta.primary_key))
+            ).one()
+            lazy.original = dict(zip(lazy.names, row, strict=True))
+            self.__dict__.update(lazy.original)
+        return self.__dict__[name]
+
+
+@dataclass
+class _Lazy:
+    session: Session
+    meta: _Meta
+    names: tuple[str, ...]
+    original: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,24 +103,30 @@ class RowSet:
     """The rows one transaction loaded, created and deleted (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._loaded: list[tuple[_Meta, Record, tuple[Any, ...]]] = []
+        #: (table, record, the columns loaded, their values as loaded)
+        self._loaded: list[tuple[_Meta, Record, tuple[str, ...], tuple[Any, ...]]] = []
         self._new: dict[str, tuple[_Meta, list[Record]]] = {}
         self._deleted: dict[int, tuple[_Meta, Record]] = {}
 
     def load(self, session: Session, cls: type[T], *where: ColumnElement[bool],
-             order_by: Sequence[Any] = ()) -> list[T]:
-        """Rows of ``cls``'s table matching ``where``, as records."""
+             order_by: Sequence[Any] = (), defer: tuple[str, ...] = ()) -> list[T]:
+        """Rows of ``cls``'s table matching ``where``, as records; ``defer`` names
+        columns read only when a record's attribute is first read (large documents
+        most batches never look at: a boot's events)."""
         meta = _meta(cls)
-        stmt = select(meta.table).where(*where)
+        cols = tuple(c for c in meta.columns if c not in defer)
+        stmt = select(*(meta.table.c[c] for c in cols)).where(*where)
         if order_by:
             stmt = stmt.order_by(*order_by)
         out: list[Record] = []
-        cols = meta.columns
-        for row in session.execute(stmt):
+        loaded = self._loaded
+        # the session's connection, not session.execute: a Core statement, no ORM loading
+        for row in session.connection().execute(stmt).all():
             rec = Record()
             values = tuple(row)
             rec.__dict__.update(zip(cols, values, strict=True))
-            self._loaded.append((meta, rec, values))
+            rec._lazy = _Lazy(session, meta, defer) if defer else None
+            loaded.append((meta, rec, cols, values))
             out.append(rec)
         return cast(list[T], out)
 
@@ -99,6 +137,7 @@ class RowSet:
         if unknown:
             raise TypeError(f"{meta.table.name} has no column(s) {sorted(unknown)}")
         rec = Record()
+        rec._lazy = None
         rec.__dict__.update(meta.defaults)
         rec.__dict__.update(values)
         self._new.setdefault(meta.table.name, (meta, []))[1].append(rec)
@@ -113,8 +152,9 @@ class RowSet:
             return
         self._deleted[id(obj)] = (meta, cast(Record, obj))
 
-    def flush(self, conn: Connection | Session) -> None:
+    def flush(self, session: Session) -> None:
         """Write the changes: deletes, updates grouped by changed columns, inserts."""
+        conn = session.connection()
         by_table: dict[str, tuple[_Meta, list[dict[str, Any]]]] = {}
         for meta, rec in self._deleted.values():
             by_table.setdefault(meta.table.name, (meta, []))[1].append(
@@ -122,16 +162,23 @@ class RowSet:
         for meta, params in by_table.values():
             conn.execute(delete(meta.table).where(_pk_match(meta)), params)
         updates: dict[tuple[str, tuple[str, ...]], tuple[_Meta, list[dict[str, Any]]]] = {}
-        for meta, rec, orig in self._loaded:
+        for meta, rec, cols, orig in self._loaded:
             if id(rec) in self._deleted:
                 continue
             now = rec.__dict__
-            changed = tuple(k for k, old in zip(meta.columns, orig, strict=True)
-                            if now[k] is not old and now[k] != old)
+            lazy = rec._lazy
+            if _values(cols, now) == orig and (
+                    lazy is None or lazy.original is None
+                    or all(now[k] is v for k, v in lazy.original.items())):
+                continue
+            before = dict(zip(cols, orig, strict=True))
+            if lazy is not None and lazy.original is not None:
+                before.update(lazy.original)
+            changed = tuple(k for k, old in before.items() if now[k] is not old and now[k] != old)
             if not changed:
                 continue
             values = {k: now[k] for k in changed}
-            values.update({f"k_{k}": orig[meta.columns.index(k)] for k in meta.primary_key})
+            values.update({f"k_{k}": before[k] for k in meta.primary_key})
             updates.setdefault((meta.table.name, changed), (meta, []))[1].append(values)
         for meta, rows in updates.values():
             conn.execute(meta.table.update().where(_pk_match(meta)), rows)
@@ -141,6 +188,18 @@ class RowSet:
         self._loaded.clear()
         self._new.clear()
         self._deleted.clear()
+
+
+def _values(cols: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, ...]:
+    """``values``' entries for ``cols`` as a tuple (one C call; cached per column set)."""
+    getter = _GETTERS.get(cols)
+    if getter is None:
+        one = itemgetter(*cols)
+        getter = _GETTERS[cols] = one if len(cols) > 1 else (lambda d: (one(d),))
+    return getter(values)
+
+
+_GETTERS: dict[tuple[str, ...], Any] = {}
 
 
 def _pk_match(meta: _Meta) -> ColumnElement[bool]:
