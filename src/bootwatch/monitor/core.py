@@ -247,11 +247,13 @@ def _delete_row(session: Session, cls: type[_Row], obj: _Row) -> None:
         session.delete(obj)
 
 
-#: documents a batch rarely reads (only to diff a deviating boot or learn a baseline):
-#: a batch's records read them when first used
+#: columns a batch rarely reads (documents used only to diff a deviating boot or learn
+#: a baseline): a batch's records read them when first used
 _DEFERRED: dict[str, tuple[str, ...]] = {
     BootRow.__tablename__: ("events", "claims"),
     BaselineRow.__tablename__: ("events",),
+    # what a refresh never reads (it writes status_changed when the code changes)
+    RecommendationRow.__tablename__: ("name", "severity", "first_evaluated", "status_changed"),
 }
 
 

@@ -52,23 +52,26 @@ class Record:
         lazy = self._lazy
         if lazy is None or name not in lazy.names:
             raise AttributeError(name)
-        if lazy.original is None:
-            table = lazy.meta.table
-            row = lazy.session.connection().execute(
-                select(*(table.c[k] for k in lazy.names)).where(
-                    *(table.c[k] == self.__dict__[k] for k in lazy.meta.primary_key))
-            ).one()
-            lazy.original = dict(zip(lazy.names, row, strict=True))
-            self.__dict__.update(lazy.original)
+        table = lazy.meta.table
+        row = lazy.session.connection().execute(
+            select(*(table.c[k] for k in lazy.names)).where(
+                *(table.c[k] == self.__dict__[k] for k in lazy.meta.primary_key))
+        ).one()
+        original = dict(zip(lazy.names, row, strict=True))
+        lazy.originals[id(self)] = original
+        for k, v in original.items():
+            self.__dict__.setdefault(k, v)  # a column written before it was read wins
         return self.__dict__[name]
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Lazy:
+    """What a load deferred (shared by its records) and, per record read, the values."""
+
     session: Session
     meta: _Meta
     names: tuple[str, ...]
-    original: dict[str, Any] | None = None
+    originals: dict[int, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,8 @@ class RowSet:
         self._loaded: list[tuple[_Meta, Record, tuple[str, ...], tuple[Any, ...]]] = []
         self._new: dict[str, tuple[_Meta, list[Record]]] = {}
         self._deleted: dict[int, tuple[_Meta, Record]] = {}
+        #: deferred columns read, by id of the record
+        self._deferred_read: dict[int, dict[str, Any]] = {}
 
     def load(self, session: Session, cls: type[T], *where: ColumnElement[bool],
              order_by: Sequence[Any] = (), defer: tuple[str, ...] = ()) -> list[T]:
@@ -120,12 +125,13 @@ class RowSet:
             stmt = stmt.order_by(*order_by)
         out: list[Record] = []
         loaded = self._loaded
+        lazy = _Lazy(session, meta, defer, self._deferred_read) if defer else None
         # the session's connection, not session.execute: a Core statement, no ORM loading
         for row in session.connection().execute(stmt).all():
             rec = Record()
             values = tuple(row)
             rec.__dict__.update(zip(cols, values, strict=True))
-            rec._lazy = _Lazy(session, meta, defer) if defer else None
+            rec._lazy = lazy
             loaded.append((meta, rec, cols, values))
             out.append(rec)
         return cast(list[T], out)
@@ -166,15 +172,13 @@ class RowSet:
             if id(rec) in self._deleted:
                 continue
             now = rec.__dict__
-            lazy = rec._lazy
-            if _values(cols, now) == orig and (
-                    lazy is None or lazy.original is None
-                    or all(now[k] is v for k, v in lazy.original.items())):
+            # a deferred column read or written shows as an extra key
+            if len(now) == len(cols) and _values(cols, now) == orig:
                 continue
             before = dict(zip(cols, orig, strict=True))
-            if lazy is not None and lazy.original is not None:
-                before.update(lazy.original)
-            changed = tuple(k for k, old in before.items() if now[k] is not old and now[k] != old)
+            before.update(self._deferred_read.get(id(rec), {}))
+            changed = tuple(k for k, v in now.items()
+                            if (old := before.get(k, _UNSET)) is not v and v != old)
             if not changed:
                 continue
             values = {k: now[k] for k in changed}
@@ -188,6 +192,7 @@ class RowSet:
         self._loaded.clear()
         self._new.clear()
         self._deleted.clear()
+        self._deferred_read.clear()
 
 
 def _values(cols: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, ...]:
@@ -200,6 +205,7 @@ def _values(cols: tuple[str, ...], values: dict[str, Any]) -> tuple[Any, ...]:
 
 
 _GETTERS: dict[tuple[str, ...], Any] = {}
+_UNSET = object()
 
 
 def _pk_match(meta: _Meta) -> ColumnElement[bool]:
