@@ -48,7 +48,11 @@ from bootwatch.monitor.models import (
     VmRow,
     WebhookDeliveryRow,
 )
-from bootwatch.monitor.recommendations import VmFacts, evaluate_recommendations
+from bootwatch.monitor.recommendations import (
+    RecommendationResult,
+    VmFacts,
+    evaluate_recommendations,
+)
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.releases.planner import AgentView
 from bootwatch.monitor.settings import MonitorSettings
@@ -172,6 +176,16 @@ def _boot_key(ev: OutcomeEvent) -> str:
     return hashlib.sha256(
         (_pcrs_json(dict(ev.pcrs)) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
     ).hexdigest()
+
+
+def _recommendations_digest(results: Sequence[RecommendationResult]) -> str:
+    """What a VM's recommendation rows hold after a refresh with these results."""
+    h = hashlib.sha256()
+    for r in results:
+        h.update("\x1f".join((r.definition.key, r.code.value, r.cause, r.description,
+                               r.remediation)).encode())
+        h.update(b"\x1e")
+    return h.hexdigest()
 
 
 def pcrs_from_json(text: str) -> dict[int, str]:
@@ -483,8 +497,8 @@ class Monitor:
 
     def _preload(self, session: Session, vm_ids: set[str],
                  boot_keys: set[str] | None = None) -> None:
-        """Load every row the events of these VMs may touch, in seven queries (the
-        context holds them)."""
+        """Load every row the events of these VMs may touch, in at most seven queries
+        (the context holds them)."""
         if not vm_ids:
             return
         ctx = _ctx(session)
@@ -495,15 +509,21 @@ class Monitor:
         groups = sorted({v.group_name for v in vms if v.group_name})
         for vm_id in ids:
             ctx.alerts.setdefault(vm_id, [])
-            ctx.recs.setdefault(vm_id, {})
             ctx.variants_vm.setdefault(vm_id, [])
         for group in groups:
             ctx.variants_group.setdefault(group, [])
         for alert in _fetch(session, AlertRow, AlertRow.vm_id.in_(ids),
                             AlertRow.status.in_(_OPEN)):
             ctx.alerts[alert.vm_id].append(alert)
-        for rec in _fetch(session, RecommendationRow, RecommendationRow.vm_id.in_(ids)):
-            ctx.recs[rec.vm_id][rec.key] = rec
+        # recommendations: not loaded here; a refresh reads a VM's rows only when its
+        # results differ from the digest of the stored ones (most do not)
+        recs_needed = [v.vm_id for v in vms if v.recommendations_digest is None]
+        if recs_needed:
+            for vm_id in recs_needed:
+                ctx.recs.setdefault(vm_id, {})
+            for rec in _fetch(session, RecommendationRow,
+                              RecommendationRow.vm_id.in_(recs_needed)):
+                ctx.recs[rec.vm_id][rec.key] = rec
         cond = [BaselineRow.vm_id.in_(ids)]
         if groups:
             cond.append(BaselineRow.group_name.in_(groups))
@@ -1040,11 +1060,15 @@ class Monitor:
             now=now, egress_rules_text=egress,
         )
         ctx = _ctx(session)
+        results = evaluate_recommendations(rec_facts)
+        digest = _recommendations_digest(results)
+        if vm.recommendations_digest == digest and vm.vm_id not in ctx.recs:
+            return  # the stored rows hold these results (only this method writes them)
         if vm.vm_id not in ctx.recs:
             ctx.recs[vm.vm_id] = {r.key: r for r in _fetch(
                 session, RecommendationRow, RecommendationRow.vm_id == vm.vm_id)}
         existing = ctx.recs[vm.vm_id]
-        results = evaluate_recommendations(rec_facts)
+        vm.recommendations_digest = digest
         for res in results:
             d = res.definition
             row = existing.get(d.key)

@@ -70,6 +70,9 @@ class VmRow(MonitorBase):
     dbx_current: Mapped[int | None] = mapped_column(Integer, nullable=True)
     aik_not_after: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     open_alerts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: digest of the recommendation results this VM's recommendation rows hold (m0003):
+    #: a refresh that evaluates the same results leaves the rows alone
+    recommendations_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),
