@@ -180,12 +180,9 @@ def _boot_key(ev: OutcomeEvent) -> str:
 
 def _recommendations_digest(results: Sequence[RecommendationResult]) -> str:
     """What a VM's recommendation rows hold after a refresh with these results."""
-    h = hashlib.sha256()
-    for r in results:
-        h.update("\x1f".join((r.definition.key, r.code.value, r.cause, r.description,
-                               r.remediation)).encode())
-        h.update(b"\x1e")
-    return h.hexdigest()
+    return hashlib.sha256("\x1e".join(
+        f"{r.definition.key}\x1f{r.code.value}\x1f{r.cause}\x1f{r.description}\x1f"
+        f"{r.remediation}" for r in results).encode()).hexdigest()
 
 
 def pcrs_from_json(text: str) -> dict[int, str]:
@@ -481,14 +478,15 @@ class Monitor:
                                        .where(OutcomeRow.event_id.in_(ids))).all())
             fresh = [e for e in events if e.event_id not in seen]
             keys = {id(e): _boot_key(e) for e in fresh if e.pcrs}
-            self._preload(session, {normalise_vm_id(e.subject_vm_id or "") for e in fresh} - {""},
+            subjects = {id(e): normalise_vm_id(e.subject_vm_id or "") for e in fresh}
+            self._preload(session, set(subjects.values()) - {""},
                           boot_keys=set(keys.values()))
             for ev in events:
                 if ev.event_id in seen:
                     stored.append(False)
                     continue
                 seen.add(ev.event_id)
-                self._apply_outcome(session, ev, now, keys.get(id(ev)))
+                self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
                 stored.append(True)
             ctx.rows.flush(session)
         for ev, ok in zip(events, stored, strict=True):
@@ -544,9 +542,8 @@ class Monitor:
         if ctx.suppressions is None:
             ctx.suppressions = _fetch(session, SuppressionRow)
 
-    def _apply_outcome(self, session: Session, ev: OutcomeEvent, now: datetime,
+    def _apply_outcome(self, session: Session, ev: OutcomeEvent, now: datetime, vm_id: str,
                        boot_key: str | None) -> None:
-        vm_id = normalise_vm_id(ev.subject_vm_id or "")
         row = _new_row(
             session, OutcomeRow, event_id=ev.event_id, vm_id=vm_id, time=ev.time,
             received_at=now, provider=ev.provider, verdict=ev.verdict.value,
@@ -935,8 +932,11 @@ class Monitor:
 
     def _resolve(self, session: Session, vm: VmRow, reasons: Sequence[AlertReason],
                  now: datetime, why: str) -> None:
+        open_rows = self._open_alerts(session, vm.vm_id)
+        if not open_rows:
+            return
         keys = {f"{vm.vm_id}:{r.value}" for r in reasons}
-        for alert in self._open_alerts(session, vm.vm_id):
+        for alert in open_rows:
             if alert.correlation_key in keys:
                 self._set_status(session, alert, AlertStatus.RESOLVED, now, why)
 
