@@ -209,6 +209,9 @@ class _Ctx:
     rows: RowSet | None = None
     #: parsed PCR documents by their JSON text (baselines and boots compared per event)
     parsed_pcrs: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: a batch's recommendation results per VM whose results changed, in order
+    pending_recs: dict[str, list[tuple[Sequence[RecommendationResult], datetime]]] = field(
+        default_factory=dict)
     #: next ids for new boots and baselines, allocated here so a batch needs no flush
     #: per new row (ingestion is serialised: one writer lock per process, and an
     #: advisory lock per transaction on PostgreSQL)
@@ -488,6 +491,7 @@ class Monitor:
                 seen.add(ev.event_id)
                 self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
                 stored.append(True)
+            self._apply_pending_recommendations(session)
             ctx.rows.flush(session)
         for ev, ok in zip(events, stored, strict=True):
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
@@ -513,15 +517,8 @@ class Monitor:
         for alert in _fetch(session, AlertRow, AlertRow.vm_id.in_(ids),
                             AlertRow.status.in_(_OPEN)):
             ctx.alerts[alert.vm_id].append(alert)
-        # recommendations: not loaded here; a refresh reads a VM's rows only when its
-        # results differ from the digest of the stored ones (most do not)
-        recs_needed = [v.vm_id for v in vms if v.recommendations_digest is None]
-        if recs_needed:
-            for vm_id in recs_needed:
-                ctx.recs.setdefault(vm_id, {})
-            for rec in _fetch(session, RecommendationRow,
-                              RecommendationRow.vm_id.in_(recs_needed)):
-                ctx.recs[rec.vm_id][rec.key] = rec
+        # recommendations: not loaded here; the rows of the VMs whose results differ
+        # from the digest of the stored ones (most do not) are, when the batch ends
         cond = [BaselineRow.vm_id.in_(ids)]
         if groups:
             cond.append(BaselineRow.group_name.in_(groups))
@@ -1064,17 +1061,43 @@ class Monitor:
         digest = _recommendations_digest(results)
         if vm.recommendations_digest == digest and vm.vm_id not in ctx.recs:
             return  # the stored rows hold these results (only this method writes them)
+        vm.recommendations_digest = digest
+        if ctx.rows is not None:
+            # a batch: the rows of every VM whose results changed are read in one query
+            # when the batch ends and these results applied then, in order
+            ctx.pending_recs.setdefault(vm.vm_id, []).append((results, now))
+            return
         if vm.vm_id not in ctx.recs:
             ctx.recs[vm.vm_id] = {r.key: r for r in _fetch(
                 session, RecommendationRow, RecommendationRow.vm_id == vm.vm_id)}
-        existing = ctx.recs[vm.vm_id]
-        vm.recommendations_digest = digest
+        self._store_recommendations(session, vm.vm_id, results, now)
+
+    def _apply_pending_recommendations(self, session: Session) -> None:
+        ctx = _ctx(session)
+        if not ctx.pending_recs:
+            return
+        need = sorted(v for v in ctx.pending_recs if v not in ctx.recs)
+        for vm_id in need:
+            ctx.recs[vm_id] = {}
+        for k in range(0, len(need), 500):
+            for rec in _fetch(session, RecommendationRow,
+                              RecommendationRow.vm_id.in_(need[k:k + 500])):
+                ctx.recs[rec.vm_id][rec.key] = rec
+        for vm_id, steps in ctx.pending_recs.items():
+            for results, now in steps:
+                self._store_recommendations(session, vm_id, results, now)
+        ctx.pending_recs.clear()
+
+    def _store_recommendations(self, session: Session, vm_id: str,
+                               results: Sequence[RecommendationResult], now: datetime) -> None:
+        """Make the VM's recommendation rows hold ``results`` (a code change is dated)."""
+        existing = _ctx(session).recs[vm_id]
         for res in results:
             d = res.definition
             row = existing.get(d.key)
             if row is None:
                 row = _new_row(
-                    session, RecommendationRow, vm_id=vm.vm_id, key=d.key, name=d.name,
+                    session, RecommendationRow, vm_id=vm_id, key=d.key, name=d.name,
                     severity=d.severity.value,
                     code=res.code.value, cause=res.cause, description=res.description,
                     remediation=res.remediation, first_evaluated=now, status_changed=now)
