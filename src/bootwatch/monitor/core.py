@@ -157,8 +157,8 @@ def events_from_json(text: str) -> tuple[BootEvent, ...]:
 
 def _events_json(events: Sequence[BootEvent]) -> str:
     """The events as ``json.dumps`` writes them (compact, ASCII), built directly: a new
-    boot's 50-200 events cost a third of the time (tests/monitor/test_pure.py checks
-    the two agree)."""
+    boot's 50-200 events cost a third of the time (tests/monitor/test_ingest_batch.py
+    checks the two agree)."""
     q = encode_basestring_ascii
     return "[" + ",".join(
         f'{{"index":{int.__repr__(e.index)},"pcr":{int.__repr__(e.pcr)},"type":{q(e.type)},'
