@@ -209,6 +209,9 @@ class _Ctx:
     rows: RowSet | None = None
     #: parsed PCR documents by their JSON text (baselines and boots compared per event)
     parsed_pcrs: dict[str, dict[int, str]] = field(default_factory=dict)
+    #: recommendation results and their digest by the facts they were evaluated from
+    evaluated: dict[VmFacts, tuple[tuple[RecommendationResult, ...], str]] = field(
+        default_factory=dict)
     #: a batch's recommendation results per VM whose results changed, in order
     pending_recs: dict[str, list[tuple[Sequence[RecommendationResult], datetime]]] = field(
         default_factory=dict)
@@ -1057,8 +1060,13 @@ class Monitor:
             now=now, egress_rules_text=egress,
         )
         ctx = _ctx(session)
-        results = evaluate_recommendations(rec_facts)
-        digest = _recommendations_digest(results)
+        # the rules are pure: VMs with the same facts (a healthy fleet's are the same but
+        # for the VM) share one evaluation per transaction
+        known = ctx.evaluated.get(rec_facts)
+        if known is None:
+            results = evaluate_recommendations(rec_facts)
+            known = ctx.evaluated[rec_facts] = (results, _recommendations_digest(results))
+        results, digest = known
         if vm.recommendations_digest == digest and vm.vm_id not in ctx.recs:
             return  # the stored rows hold these results (only this method writes them)
         vm.recommendations_digest = digest
