@@ -216,7 +216,10 @@ class RecommendationRow(MonitorBase):
     remediation: Mapped[str] = mapped_column(Text, nullable=False)
     first_evaluated: Mapped[datetime] = mapped_column(TZ, nullable=False)
     status_changed: Mapped[datetime] = mapped_column(TZ, nullable=False)
-    __table_args__ = (Index("ix_monitor_recs_key", "key", "code"),)
+    __table_args__ = (
+        Index("ix_monitor_recs_key", "key", "code"),
+        Index("ix_monitor_recs_code", "code", "key"),
+    )
 
 
 class WebhookDeliveryRow(MonitorBase):
