@@ -167,8 +167,12 @@ def _events_json(events: Sequence[BootEvent]) -> str:
     ) + "]"
 
 
+#: ``json.dumps(..., separators=(",", ":"))`` without building an encoder per call
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
 def _pcrs_json(pcrs: dict[int, str]) -> str:
-    return json.dumps({str(k): v for k, v in sorted(pcrs.items())}, separators=(",", ":"))
+    return _COMPACT.encode({str(k): v for k, v in sorted(pcrs.items())})
 
 
 def _boot_key(ev: OutcomeEvent) -> str:
@@ -594,7 +598,7 @@ class Monitor:
                 session, BootRow, id=_next_id(session, BootRow), vm_id=vm_id, boot_key=key,
                 reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
                 pcrs=_pcrs_json(dict(ev.pcrs)), events=_events_json(ev.events),
-                claims=json.dumps([[k, v] for k, v in ev.claims], separators=(",", ":")),
+                claims=_COMPACT.encode([[k, v] for k, v in ev.claims]),
                 verdict=ev.verdict.value, reason=ev.reason[:4000], policy_hash=ev.policy_hash,
                 first_seen=ev.time, last_seen=ev.time,
             )

@@ -172,18 +172,21 @@ class RowSet:
             if id(rec) in self._deleted:
                 continue
             now = rec.__dict__
-            # a deferred column read or written shows as an extra key
-            if len(now) == len(cols) and _values(cols, now) == orig:
+            current = _values(cols, now)
+            extra = len(now) != len(cols)  # a deferred column read or written
+            if current == orig and not extra:
                 continue
-            before = dict(zip(cols, orig, strict=True))
-            before.update(self._deferred_read.get(id(rec), {}))
-            changed = tuple(k for k, v in now.items()
-                            if (old := before.get(k, _UNSET)) is not v and v != old)
+            changed = [k for k, new, old in zip(cols, current, orig, strict=True)
+                       if new is not old and new != old]
+            if extra:
+                read = self._deferred_read.get(id(rec), {})
+                changed += [k for k, new in now.items() if k not in cols
+                            and ((old := read.get(k, _UNSET)) is not new and new != old)]
             if not changed:
                 continue
             values = {k: now[k] for k in changed}
-            values.update({f"k_{k}": before[k] for k in meta.primary_key})
-            updates.setdefault((meta.table.name, changed), (meta, []))[1].append(values)
+            values.update({f"k_{k}": orig[cols.index(k)] for k in meta.primary_key})
+            updates.setdefault((meta.table.name, tuple(changed)), (meta, []))[1].append(values)
         for meta, rows in updates.values():
             conn.execute(meta.table.update().where(_pk_match(meta)), rows)
         for meta, recs in self._new.values():
