@@ -61,7 +61,7 @@ def differing_pcrs(baseline: Mapping[int, str], boot: Mapping[int, str]) -> tupl
 
 def matches(baseline: Mapping[int, str], boot: Mapping[int, str]) -> bool:
     """True when every PCR of the baseline has the same value in the boot."""
-    return bool(baseline) and not differing_pcrs(baseline, boot)
+    return bool(baseline) and baseline.items() <= boot.items()
 
 
 def _key(e: BootEvent) -> tuple[str, str]:

@@ -70,6 +70,9 @@ class VmRow(MonitorBase):
     dbx_current: Mapped[int | None] = mapped_column(Integer, nullable=True)
     aik_not_after: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     open_alerts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    #: digest of the recommendation results this VM's recommendation rows hold (m0003):
+    #: a refresh that evaluates the same results leaves the rows alone
+    recommendations_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),
@@ -213,7 +216,10 @@ class RecommendationRow(MonitorBase):
     remediation: Mapped[str] = mapped_column(Text, nullable=False)
     first_evaluated: Mapped[datetime] = mapped_column(TZ, nullable=False)
     status_changed: Mapped[datetime] = mapped_column(TZ, nullable=False)
-    __table_args__ = (Index("ix_monitor_recs_key", "key", "code"),)
+    __table_args__ = (
+        Index("ix_monitor_recs_key", "key", "code"),
+        Index("ix_monitor_recs_code", "code", "key"),
+    )
 
 
 class WebhookDeliveryRow(MonitorBase):

@@ -1,0 +1,214 @@
+"""Batch ingestion (Monitor.ingest_outcomes on plain records, monitor/records.py) on
+SQLite and PostgreSQL: a batch stores exactly what the same events stored one call
+at a time do (states, boots, baselines, alerts and their diffs, recommendations),
+duplicates are acknowledged once, a VM whose OS claim flips inside one batch keeps
+one agent recommendation, and the record set writes deferred columns it changed."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bwdeploy import EVENTLOGS
+from bwservers import PG_URL, pg_schema
+from sqlalchemy import Engine, select, text
+
+from bootwatch.attest.outcome import describe_events
+from bootwatch.eventlog.framing import parse_log
+from bootwatch.monitor.core import Monitor, _events_json, events_from_json
+from bootwatch.monitor.db import make_engine, run_migrations
+from bootwatch.monitor.metrics import MonitorMetrics
+from bootwatch.monitor.models import AlertRow, BootRow, RecommendationRow, VmRow
+from bootwatch.monitor.recommendations import AGENT_LINUX, AGENT_WINDOWS
+from bootwatch.monitor.records import RowSet
+from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, RevokedItem, Verdict
+
+T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+COS = EVENTLOGS / "go-tpm-tools" / "cos-101-amd-sev.bin"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Engine]]:
+    """Two empty monitor databases of the same kind."""
+    if request.param == "sqlite":
+        out = [make_engine(f"sqlite:///{tmp_path / f'm{i}.db'}") for i in range(2)]
+        for e in out:
+            run_migrations(e)
+        yield out
+        for e in out:
+            e.dispose()
+        return
+    with pg_schema() as s1, pg_schema() as s2:
+        out = [make_engine(PG_URL, schema=s) for s in (s1, s2)]
+        for e in out:
+            run_migrations(e)
+        yield out
+        for e in out:
+            e.dispose()
+
+
+def _monitor(engine: Engine) -> Monitor:
+    return Monitor(engine, MonitorSettings(stale_after_seconds=600), metrics=MonitorMetrics(),
+                   clock=lambda: T0 + timedelta(minutes=5))
+
+
+def _images() -> list[tuple[dict[int, str], tuple[BootEvent, ...]]]:
+    events = describe_events(parse_log(COS.read_bytes()), frozenset(range(10)))
+    base = {p: f"{p:02x}" * 32 for p in range(10)}
+    new_loader = tuple(BootEvent(e.index, e.pcr, e.type, "cd" * 32, e.component + "-v2")
+                       if e.pcr == 4 else e for e in events)
+    return [(base, events), ({**base, 4: "ab" * 32}, new_loader)]
+
+
+def _stream(vms: list[str]) -> list[OutcomeEvent]:
+    (pa, ea), (pb, eb) = _images()
+    out: list[OutcomeEvent] = []
+
+    def add(vm: str, minute: float, verdict: Verdict = Verdict.PERMIT, *, image: int = 0,
+            reset: int = 1, windows: bool = False, **kw: Any) -> None:
+        pcrs, events = ((pa, ea), (pb, eb))[image]
+        verified = verdict is not Verdict.EVIDENCE_REJECTED
+        out.append(OutcomeEvent(
+            event_id=uuid.uuid4().hex, time=T0 + timedelta(minutes=minute), provider="p",
+            attestation_type="AzureGuest", verdict=verdict, reason=f"{verdict.value} {minute}",
+            policy_hash="h" * 43, vm_id=vm if verified else None,
+            claimed_vm_id=None if verified else vm, pcrs=pcrs if verified else {},
+            events=events if verified else (), reset_count=reset, secure_boot=True,
+            claims=(("x-ms-azurevm-is-windows", windows),), **kw))
+
+    a, b, c, d, unknown = vms
+    add(a, 1)                                   # learns the baseline
+    add(a, 2)                                   # the same boot again
+    add(a, 3, reset=2)                          # a reboot of the same image
+    add(b, 1)
+    add(b, 2, Verdict.DENY, deciding_rule="r1")  # policy_denied opened
+    add(b, 3)                                   # ... and resolved
+    add(b, 4, image=1, reset=2)                 # baseline_deviation with a diff
+    add(b, 5, image=1, reset=2)                 # the same deviating boot: count 2
+    add(c, 1, revoked=(RevokedItem(3, "shim", "aa" * 32, "CVE-2023-40547"),))
+    add(c, 2, Verdict.EVIDENCE_REJECTED, failed_check="quote")
+    add(c, 0.5)                                 # delivered late: history only
+    add(d, 1, windows=False)
+    add(d, 2, windows=True)                     # the OS claim flips in one batch
+    add(unknown.lower(), 1)                     # not enabled: recorded, never alerted
+    out.append(out[1])                          # a duplicate inside the batch
+    return out
+
+
+def _dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
+    skip = {"monitor_alerts": {"id"}, "monitor_webhook_deliveries": {"id", "body"}}
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in ("monitor_vms", "monitor_boots", "monitor_outcomes", "monitor_baselines",
+                      "monitor_alerts", "monitor_recommendations"):
+            cols = [r[0] for r in conn.execute(text(f"SELECT * FROM {table}")).cursor.description
+                    if r[0] not in skip.get(table, set())]
+            rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM {table}")).all()
+            out[table] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+def test_a_batch_stores_what_the_events_one_at_a_time_store(engines: list[Engine]) -> None:
+    vms = [str(uuid.UUID(int=i + 1)).upper() for i in range(5)]
+    batch, single = _monitor(engines[0]), _monitor(engines[1])
+    for m in (batch, single):
+        for vm in vms[:4]:
+            m.enable(vm)
+    events = _stream(vms)
+    stored = batch.ingest_outcomes(events)
+    one_by_one = [single.ingest_outcomes([e])[0] for e in events]
+    assert stored == one_by_one == [True] * (len(events) - 1) + [False]
+    assert batch.ingest_outcomes(events) == [False] * len(events)  # idempotent by event id
+    got, want = _dump(engines[0]), _dump(engines[1])
+    assert got == want
+    # and what they store is what the rules say
+    with engines[0].connect() as conn:
+        states = {r.vm_id: r.state for r in conn.execute(select(VmRow.vm_id, VmRow.state))}
+        alerts = {(a.vm_id, a.reason): a for a in conn.execute(select(AlertRow)).all()}
+    assert states[vms[0]] == "healthy"
+    assert states[vms[4]] == "not_monitored"
+    dev = alerts[(vms[1], "baseline_deviation")]
+    assert dev.status == "active" and dev.count == 2 and '"pcr":4' in dev.diff
+    assert alerts[(vms[1], "policy_denied")].status == "resolved"
+    assert alerts[(vms[2], "revoked_boot_component")].status == "active"
+    assert alerts[(vms[2], "evidence_rejected")].status == "active"
+    assert not any(vm == vms[4] for vm, _ in alerts)
+
+
+def test_an_os_flip_inside_a_batch_keeps_one_agent_recommendation(
+        engines: list[Engine]) -> None:
+    m = _monitor(engines[0])
+    vms = [str(uuid.UUID(int=i + 1)).upper() for i in range(5)]
+    m.enable(vms[3])
+    events = [e for e in _stream(vms) if e.subject_vm_id == vms[3]]
+    assert m.ingest_outcomes(events) == [True, True]
+    with m.read() as s:
+        keys = set(s.scalars(select(RecommendationRow.key)
+                             .where(RecommendationRow.vm_id == vms[3])))
+    assert AGENT_WINDOWS.key in keys and AGENT_LINUX.key not in keys
+    assert len(keys) == 7
+
+
+def test_records_write_deferred_columns_they_change(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    run_migrations(engine)
+    m = _monitor(engine)
+    with m.write_tx() as session:
+        rows = RowSet()
+        rows.new(BootRow, {"id": 1, "vm_id": "V", "boot_key": "k1", "pcr_bank": "sha256",
+                           "pcrs": "{}", "events": "[1]", "claims": "[]", "verdict": "permit",
+                           "first_seen": T0, "last_seen": T0})
+        for key in ("a", "b", "c"):
+            rows.new(RecommendationRow, {"vm_id": "V", "key": key, "name": "n",
+                                         "severity": "low", "code": "Healthy", "cause": "",
+                                         "description": "d", "remediation": "",
+                                         "first_evaluated": T0, "status_changed": T0})
+        gone = rows.new(RecommendationRow, {"vm_id": "V", "key": "z", "name": "n",
+                                            "severity": "low", "code": "Healthy", "cause": "",
+                                            "description": "d", "remediation": "",
+                                            "first_evaluated": T0, "status_changed": T0})
+        rows.delete(RecommendationRow, gone)  # created and dropped: never stored
+        rows.flush(session)
+    later = T0 + timedelta(days=1)
+    with m.write_tx() as session:
+        rows = RowSet()
+        (boot,) = rows.load(session, BootRow, BootRow.id == 1, defer=("events", "claims"))
+        assert "events" not in vars(boot)
+        assert boot.events == "[1]"  # read on first access
+        boot.events = "[2]"          # read, then written
+        boot.claims = '[["x",1]]'     # written without being read
+        recs = {r.key: r for r in rows.load(session, RecommendationRow,
+                                            defer=("status_changed",))}
+        recs["a"].code = "Unhealthy"
+        recs["a"].status_changed = later
+        rows.delete(RecommendationRow, recs["b"])
+        rows.new(RecommendationRow, {"vm_id": "V", "key": "b", "name": "n2",
+                                     "severity": "low", "code": "Healthy", "cause": "",
+                                     "description": "again", "remediation": "",
+                                     "first_evaluated": later, "status_changed": later})
+        rows.flush(session)
+    with engine.connect() as conn:
+        assert conn.execute(select(BootRow.events, BootRow.claims)).one() == ("[2]",
+                                                                              '[["x",1]]')
+        got = {r.key: r for r in conn.execute(select(RecommendationRow)).all()}
+    assert sorted(got) == ["a", "b", "c"]
+    assert got["a"].code == "Unhealthy" and got["a"].status_changed.day == later.day
+    assert got["b"].description == "again" and got["c"].status_changed.day == T0.day
+    engine.dispose()
+
+
+def test_events_json_is_what_json_dumps_writes() -> None:
+    (_, events), (_, changed) = _images()
+    odd = (BootEvent(0, 7, "EV_EFI_VARIABLE_AUTHORITY", "00" * 32, 'quote " \\ \u00e9 \u2603'),)
+    for evs in (events, changed, odd, ()):
+        want = json.dumps([{"index": e.index, "pcr": e.pcr, "type": e.type,
+                            "digest": e.digest, "component": e.component} for e in evs],
+                          separators=(",", ":"))
+        assert _events_json(evs) == want
+        assert events_from_json(_events_json(evs)) == evs
