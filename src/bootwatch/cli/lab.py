@@ -224,6 +224,10 @@ def fleet_run(ctx: click.Context, vms: int, interval: float, duration: float,
         raise ConfigError("an admin token is needed: --admin-token-file FILE or "
                           "BOOTWATCH_MONITOR_TOKEN")
     scenario = load_scenario(scenario_file)
+    # each agent logs its cycles; for a fleet that is noise (the report says what matters)
+    import logging
+
+    logging.getLogger("bootwatch.agent").setLevel(logging.ERROR)
     lab = _lab(ctx)
     with tempfile.TemporaryDirectory(prefix="bootwatch-fleet-") as tmp:
         cfg = FleetConfig(
