@@ -136,3 +136,28 @@ def test_broken_scenario_is_refused_with_its_location(tmp_path: Path) -> None:
 def test_default_scenario_covers_every_action() -> None:
     scenario = load_scenario(None)
     assert {e.action for e in scenario.events} == set(Action)
+
+
+def test_dbx_update_changes_only_the_dbx_measurement(corpus: Path) -> None:
+    from bootwatch.errors import LabError
+    from bootwatch.eventlog.framing import parse_log
+    from bootwatch.lab.drift import apply_dbx_update, dbx_update_lists
+
+    log = (corpus / "eventlogs/go-tpm-tools/cos-93-amd-sev.bin").read_bytes()
+    update = (corpus / "secureboot/DBXUpdate_amd64.bin").read_bytes()
+    before, after = parse_log(log).events, parse_log(apply_dbx_update(log, update)).events
+    assert len(before) == len(after)
+    changed = [(a, b) for a, b in zip(before, after, strict=True)
+               if (a.pcr, a.event_type, a.data, dict(a.digests))
+               != (b.pcr, b.event_type, b.data, dict(b.digests))]
+    assert len(changed) == 1
+    old, new = changed[0]
+    assert new.pcr == 7 and new.data.startswith(old.data[:16])
+    assert new.data.endswith(old.data[32:] + dbx_update_lists(update))
+    import hashlib
+    assert new.digests[0x000B] == hashlib.sha256(new.data).digest()
+    # logs it cannot rewrite faithfully are refused, not mangled: the SHA-1 record format,
+    # and a digest (SM3) it cannot recompute
+    for name in ("go-eventlog/linux_tpm12.bin", "tpm2-tss/binary_measurements_hcrtm.bin"):
+        with pytest.raises(LabError):
+            apply_dbx_update((corpus / "eventlogs" / name).read_bytes(), update)

@@ -19,12 +19,12 @@ from typing import Final
 
 from bootwatch.errors import LabError
 from bootwatch.eventlog.framing import parse_log
+from bootwatch.eventlog.model import LogFormat
 
 __all__ = ["apply_dbx_update", "dbx_update_lists"]
 
 _EV_EFI_VARIABLE_DRIVER_CONFIG: Final = 0x80000001
-_HASHES: Final = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512",
-                  0x0012: "sm3_256"}
+_HASHES: Final = {0x0004: "sha1", 0x000B: "sha256", 0x000C: "sha384", 0x000D: "sha512"}
 _MAX_UPDATE: Final = 4 * 1024 * 1024
 
 
@@ -46,6 +46,9 @@ def apply_dbx_update(log: bytes, update: bytes) -> bytes:
     """``log`` with its PCR 7 ``dbx`` measurement replaced by the updated variable."""
     lists = dbx_update_lists(update)
     parsed = parse_log(log)
+    if parsed.format is not LogFormat.TCG2:
+        raise LabError(f"a DBX update is applied to crypto-agile (TCG2) logs only, not to a "
+                       f"{parsed.format.value} log")
     for ev in parsed.events:
         if ev.pcr != 7 or ev.event_type != _EV_EFI_VARIABLE_DRIVER_CONFIG or len(ev.data) < 32:
             continue
@@ -60,7 +63,8 @@ def apply_dbx_update(log: bytes, update: bytes) -> bytes:
                            "event data")
         unknown = [alg for alg in ev.digests if alg not in _HASHES]
         if unknown:
-            raise LabError(f"event {ev.index}: digest algorithm 0x{unknown[0]:04x} unknown")
+            raise LabError(f"event {ev.index}: digest algorithm 0x{unknown[0]:04x} cannot be "
+                           "recomputed here (SHA-1/256/384/512 only)")
         new_data = (ev.data[:16] + struct.pack("<QQ", name_len, data_len + len(lists))
                     + ev.data[32:] + lists)
         old_len = 12 + sum(2 + len(d) for d in ev.digests.values()) + 4 + len(ev.data)
