@@ -46,7 +46,7 @@ from bootwatch.agent.attestation import Verdict
 from bootwatch.agent.config import AgentConfig, LoadedConfig
 from bootwatch.agent.daemon import AgentDaemon, CycleResult, _Target
 from bootwatch.agent.errors import PlatformError
-from bootwatch.errors import BootwatchError, ConfigError, LabError
+from bootwatch.errors import BootwatchError, ConfigError, LabError, TransportError
 from bootwatch.lab.drift import apply_dbx_update
 from bootwatch.lab.lab import Lab
 from bootwatch.lab.scenario import Action, Scenario, ScenarioError
@@ -437,8 +437,25 @@ class FleetSimulator:
                             timeout=60, headers={"Authorization":
                                                  f"Bearer {self.cfg.admin_token}"})
 
+    def _api(self, c: httpx.Client, method: str, path: str, **kw: Any) -> Any:
+        """One monitor API call; a typed error naming the call when it fails."""
+        try:
+            r = c.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise TransportError(f"{method} {self.cfg.url}/api/v1{path}: {exc}",
+                                 step="protocol", target=self.cfg.url) from None
+        if r.status_code in (401, 403):
+            raise ConfigError(f"the monitor at {self.cfg.url} refused the admin token "
+                              f"(HTTP {r.status_code} on {method} {path})")
+        if r.status_code != 200:
+            raise ConfigError(f"the monitor at {self.cfg.url}: {method} {path} answered HTTP "
+                              f"{r.status_code}: {r.text[:200]}")
+        return r.json()
+
     def setup(self) -> None:
         cfg = self.cfg
+        with self._client() as c:  # before making any VM: is the deployment there, ours?
+            self._api(c, "GET", "/summary")
         images = [self.corpus_file(p, "image") for p in cfg.scenario.images]
         self.corpus_file(cfg.scenario.secure_boot_off_log, "secure_boot_off_log")
         self.corpus_file(cfg.scenario.dbx_update, "dbx_update")
@@ -458,12 +475,9 @@ class FleetSimulator:
         self.say("enabling monitoring for each VM")
         with self._client() as c:
             for sim in self.vms:
-                r = c.post(f"/vms/{sim.vm_id}/enable", json={
+                self._api(c, "POST", f"/vms/{sim.vm_id}/enable", json={
                     "name": sim.name, "group": self.group, "security_type": "trusted-launch",
                     "secure_boot": "on", "vtpm": "on"})
-                if r.status_code != 200:
-                    raise ConfigError(f"the monitor at {cfg.url} refused to enable {sim.name}: "
-                                      f"HTTP {r.status_code} {r.text[:200]}")
 
     def _agent_config(self, sim: _SimVm, *, network: bool = True) -> AgentConfig:
         cfg = self.cfg
@@ -623,11 +637,8 @@ class FleetSimulator:
         with self._client() as c:
             offset = 0
             while True:
-                r = c.get("/alerts", params={"status": "all", "limit": 1000, "offset": offset})
-                if r.status_code != 200:
-                    raise ConfigError(f"the monitor's alerts: HTTP {r.status_code} "
-                                      f"{r.text[:200]}")
-                items = r.json()["items"]
+                items = self._api(c, "GET", "/alerts", params={
+                    "status": "all", "limit": 1000, "offset": offset})["items"]
                 out.extend(a for a in items if str(a["vm_id"]).upper() in ours)
                 offset += len(items)
                 # newest first: older pages are before this run
@@ -656,10 +667,7 @@ class FleetSimulator:
                 params: dict[str, Any] = {"group": self.group, "limit": 1000}
                 if cursor:
                     params["cursor"] = cursor
-                r = c.get("/vms", params=params)
-                if r.status_code != 200:
-                    raise ConfigError(f"the monitor's VMs: HTTP {r.status_code} {r.text[:200]}")
-                body = r.json()
+                body = self._api(c, "GET", "/vms", params=params)
                 for v in body["items"]:
                     states[v["state"]] = states.get(v["state"], 0) + 1
                 cursor = body.get("next_cursor")
