@@ -19,7 +19,7 @@ from bootwatch.attest.claims import GOOGLE_COS_V10, template_to_json
 from bootwatch.cli.demo import _Server
 from bootwatch.embedded import create_server_app
 from bootwatch.lab import Lab
-from bootwatch.lab.fleet import FleetConfig, run_fleet
+from bootwatch.lab.fleet import FleetConfig, FleetSimulator, run_fleet
 from bootwatch.lab.scenario import Action, ScenarioError, load_scenario, parse_scenario
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.service.server import tls_files
@@ -117,6 +117,17 @@ def test_broken_scenario_is_refused_with_its_location(tmp_path: Path) -> None:
         parse_scenario('{"events": [{"at": "5s", "action": "tamper", "vms": 1, "for": "x"}]}',
                        "s.json")
     assert err.value.field == "events[0].for" and err.value.line == 1
+
+    # what only the fleet can judge is located too: more VMs than the fleet has
+    crowded = parse_scenario("events:\n  - {at: 1s, action: tamper, vms: 2}\n"
+                             "  - {at: 2s, action: agent_down, vms: [1, 2]}\n", "c.yaml")
+    cfg = FleetConfig(vms=3, interval=2, duration=10, url="https://127.0.0.1:9",
+                      admin_token=ADMIN, scenario=crowded, corpus=tmp_path,
+                      lab_dir=tmp_path / "lab", work_dir=tmp_path)
+    sim = FleetSimulator(cfg)
+    with pytest.raises(ScenarioError) as err:
+        sim.plan()
+    assert (err.value.line, err.value.field) == (3, "events[1].vms")
 
     # the CLI prints the location on one line and exits 2, before touching anything
     token = tmp_path / "token"

@@ -360,9 +360,8 @@ class FleetSimulator:
         self.causes: list[Cause] = []
         self.outages: list[_Outage] = []
         self.problems: list[str] = []
-        self._dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._dead.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
-        self.dead_url = f"https://127.0.0.1:{self._dead.getsockname()[1]}"
+        self._dead: socket.socket | None = None
+        self.dead_url = ""
         self._logs: dict[str, Path] = {}
         self._tls: ssl.SSLContext | bool = (ssl.create_default_context(cafile=str(cfg.ca))
                                             if cfg.ca else True)
@@ -383,18 +382,18 @@ class FleetSimulator:
         rng.shuffle(free)
         used: set[int] = set()
         steps: list[_Step] = []
-        for ev in sc.events:
+        for k, ev in enumerate(sc.events):
             at = ev.at.resolve(self.cfg.duration)
             if at > self.cfg.duration:
                 raise ScenarioError(f"at {ev.at} is after the end of the run "
                                     f"(--duration {self.cfg.duration:g} s)", source=sc.source,
-                                    line=ev.line, field="at")
+                                    line=ev.line, field=f"events[{k}].at")
             if ev.vms.indexes:
                 bad = [i for i in ev.vms.indexes if i >= n or i in used]
                 if bad:
                     raise ScenarioError(f"VM index {bad[0]} is not in the fleet of {n} or is "
                                         "used by an earlier event", source=sc.source,
-                                        line=ev.line, field="vms")
+                                        line=ev.line, field=f"events[{k}].vms")
                 chosen = list(ev.vms.indexes)
             else:
                 want = ev.vms.how_many(n)
@@ -402,7 +401,7 @@ class FleetSimulator:
                 if len(pick) < want:
                     raise ScenarioError(f"needs {want} VMs but only {len(pick)} of the {n} are "
                                         "not used by an earlier event", source=sc.source,
-                                        line=ev.line, field="vms")
+                                        line=ev.line, field=f"events[{k}].vms")
                 chosen = pick
             used.update(chosen)
             steps.append(_Step(at, ev.action, tuple(sorted(chosen)), False, ev.line))
@@ -456,6 +455,10 @@ class FleetSimulator:
         cfg = self.cfg
         with self._client() as c:  # before making any VM: is the deployment there, ours?
             self._api(c, "GET", "/summary")
+        # where a VM whose network is down connects: bound, never listening, so refused
+        self._dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._dead.bind(("127.0.0.1", 0))
+        self.dead_url = f"https://127.0.0.1:{self._dead.getsockname()[1]}"
         images = [self.corpus_file(p, "image") for p in cfg.scenario.images]
         self.corpus_file(cfg.scenario.secure_boot_off_log, "secure_boot_off_log")
         self.corpus_file(cfg.scenario.dbx_update, "dbx_update")
@@ -773,7 +776,8 @@ class FleetSimulator:
                            ambiguous, tuple(undetectable), states, tuple(self.problems))
 
     def _cleanup(self) -> None:
-        self._dead.close()
+        if self._dead is not None:
+            self._dead.close()
         if self.cfg.keep:
             return
         with suppress(httpx.HTTPError), self._client() as c:
