@@ -91,14 +91,17 @@ def test_fleet_run_detects_every_drift_and_nothing_else(
     assert report["false_alerts"] == 0, detail
     assert report["ok"] is True
     assert report["config"]["vtpm_mode"] == ("pool" if pool else "dedicated")
-    # one cause per scripted event: 4 boot changes / forged logs and one silence
-    assert report["causes"] == 5 and report["detected"] == 5, detail
-    assert set(report["by_action"]) == {"image_update", "secure_boot_off", "agent_down",
-                                        "tamper", "dbx_update"}
+    # one cause per scripted event (4 boot changes / forged logs, one silence), each
+    # detected; an agent that fell behind on a loaded machine may add agent_late causes,
+    # which must be detected too (missed == 0 above)
+    scripted = {a: k for a, k in report["by_action"].items() if a != "agent_late"}
+    assert set(scripted) == {"image_update", "secure_boot_off", "agent_down", "tamper",
+                             "dbx_update"}, detail
+    assert all(k["causes"] == 1 and k["detected"] == 1 for k in scripted.values()), detail
     lat = report["detection_latency_s"]
     assert lat["count"] == 4 and lat["p99"] is not None, detail
     assert lat["max"] < INTERVAL + 5, detail
-    assert report["unresponsive_latency_s"]["count"] == 1, detail
+    assert scripted["agent_down"]["latency_s"]["count"] == 1, detail
     assert report["cycles"]["total"] > 6 * 5
     # the simulator cleaned up: its lab VMs are gone, the monitor's VMs disabled
     assert deployment.lab.list_vms() == []

@@ -54,6 +54,7 @@ from bootwatch.lab.scenario import Action, Scenario, ScenarioError
 __all__ = [
     "DEDICATED_MAX",
     "EXPECTED_REASON",
+    "LATE",
     "Cause",
     "FleetConfig",
     "FleetReport",
@@ -76,6 +77,8 @@ EXPECTED_REASON: Final = {
     Action.AGENT_DOWN: "agent_unresponsive",
     Action.NETWORK_DOWN: "agent_unresponsive",
 }
+#: the action named for a silence no scripted outage explains (the agent fell behind)
+LATE: Final = "agent_late"
 #: the monitor API's timestamps are whole seconds (truncated)
 _CLOCK_SLACK: Final = 1.0
 _REACHED: Final = frozenset({Verdict.PERMIT, Verdict.DENY, Verdict.REFUSED,
@@ -680,30 +683,33 @@ class FleetSimulator:
     # --- ground truth ---------------------------------------------------------------
 
     def _silence_causes(self, now: float) -> list[Cause]:
-        """agent_unresponsive causes from each VM's outages and observed cycles."""
+        """agent_unresponsive causes: every silence of a VM (between two cycles that
+        reached the service, or since its last one) long enough for the stale window.
+        A silence that holds a scripted outage is that outage's; any other is
+        ``agent_late`` (the agent itself fell behind, e.g. on a starved machine): the
+        monitor is right to alert on it, and the report counts it apart."""
         s, sweep = self.cfg.stale_after, self.cfg.sweep_period
         out: list[Cause] = []
-        for o in self.outages:
-            sim = self.vms[o.vm]
-            cycles = sim.snapshot()
-            before = [c for c in cycles if c.reached and c.start <= o.start]
-            after = [c for c in cycles if c.reached and c.start > o.start]
-            if not before:
-                continue
-            last = before[-1]
-            back_start = after[0].start if after else now
-            back_end = after[0].end if after else now
-            due = last.end + s  # the monitor finds it silent at the latest here
-            if back_start > due + sweep + 2 * _CLOCK_SLACK:
-                expected: bool | None = True
-            elif back_end < last.start + s - _CLOCK_SLACK:
-                expected = False
-            else:
-                expected = None
-            silent = back_start - last.end
-            out.append(Cause(sim.name, sim.vm_id, o.action.value, "agent_unresponsive", due,
-                             expected, f"silent {silent:.1f} s, stale after {s:g} s",
-                             earliest=last.start + s))
+        for sim in self.vms:
+            reached = [c for c in sim.snapshot() if c.reached]
+            outages = [o for o in self.outages if o.vm == sim.index]
+            for k, last in enumerate(reached):
+                nxt = reached[k + 1] if k + 1 < len(reached) else None
+                back_start = nxt.start if nxt else now
+                back_end = nxt.end if nxt else now
+                due = last.end + s  # the monitor finds it silent at the latest here
+                if back_start > due + sweep + 2 * _CLOCK_SLACK:
+                    expected: bool | None = True
+                elif back_end < last.start + s - _CLOCK_SLACK:
+                    continue  # back within the window: no alert may open
+                else:
+                    expected = None
+                scripted = next((o for o in outages if last.start <= o.start < back_start),
+                                None)
+                action = scripted.action.value if scripted else LATE
+                out.append(Cause(sim.name, sim.vm_id, action, "agent_unresponsive", due,
+                                 expected, f"silent {back_start - last.end:.1f} s, stale "
+                                 f"after {s:g} s", earliest=last.start + s))
         return out
 
     def _match(self, alerts: list[dict[str, Any]], now: float
