@@ -90,6 +90,7 @@ def test_fleet_run_detects_every_drift_and_nothing_else(
     assert report["missed"] == 0, detail
     assert report["false_alerts"] == 0, detail
     assert report["ok"] is True
+    assert report["undetectable"] == 0, detail
     assert report["config"]["vtpm_mode"] == ("pool" if pool else "dedicated")
     # one cause per scripted event (4 boot changes / forged logs, one silence), each
     # detected; an agent that fell behind on a loaded machine may add agent_late causes,

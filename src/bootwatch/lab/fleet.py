@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +56,7 @@ __all__ = [
     "EXPECTED_REASON",
     "LATE",
     "Cause",
+    "FalseAlert",
     "FleetConfig",
     "FleetReport",
     "FleetSimulator",
@@ -171,6 +172,11 @@ class Cause:
     note: str = ""
     #: the earliest an alert for it can rightly open (default ``at``)
     earliest: float | None = None
+    #: the latest an alert for it can rightly open (a silence's alert opens before the
+    #: VM is back); None: any time after
+    latest: float | None = None
+    #: when the simulator undid the change (a tampered log put right); None: never
+    until: float | None = None
 
     @property
     def window_start(self) -> float:
@@ -186,6 +192,24 @@ class Match:
 
 
 @dataclass(frozen=True)
+class FalseAlert:
+    """An alert on a fleet VM that detects no cause."""
+
+    vm: str
+    vm_id: str
+    reason: str
+    alert_id: str
+    start: str
+    status: str
+    description: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"vm": self.vm, "vm_id": self.vm_id, "reason": self.reason,
+                "alert_id": self.alert_id, "start": self.start, "status": self.status,
+                "description": self.description}
+
+
+@dataclass(frozen=True)
 class FleetReport:
     """What ``--json`` prints (``to_json``); see docs/lab.md for every key."""
 
@@ -194,7 +218,7 @@ class FleetReport:
     warmup_seconds: float
     cycles: dict[str, int]
     matches: tuple[Match, ...]
-    false_alerts: tuple[dict[str, Any], ...]
+    false_alerts: tuple[FalseAlert, ...]
     ambiguous: int
     undetectable: tuple[Cause, ...]
     vm_states: dict[str, int]
@@ -244,7 +268,7 @@ class FleetReport:
             "unresponsive_latency_s": stats(self.latencies(True)),
             "by_action": by_action,
             "missed_list": [_cause_json(c) for c in self.missed],
-            "false_alert_list": list(self.false_alerts),
+            "false_alert_list": [a.to_json() for a in self.false_alerts],
             "undetectable_list": [_cause_json(c) for c in self.undetectable],
             "vm_states": self.vm_states,
             "problems": list(self.problems),
@@ -287,11 +311,12 @@ class _ObservedDaemon(AgentDaemon):
         return PlatformError("pooled vTPM: started for each cycle")
 
     def _cycle(self, target: _Target | PlatformError) -> CycleResult:
-        start = time.time()
         if self._pool is None:
+            start = time.time()
             result = super()._cycle(target)
         else:
             with self._pool, ExitStack() as stack:
+                start = time.time()  # the cycle (and its log read) begins with the slot
                 result = super()._cycle(AgentDaemon._enter_target(self, stack))
         verdict = result.outcome.verdict.value if result.outcome else "none"
         self._sim_vm.record(CycleRecord(start, time.time(), verdict, result.delivered))
@@ -545,6 +570,9 @@ class FleetSimulator:
         elif action is Action.TAMPER:
             if step.ends:
                 data = self.lab.get_vm(sim.name).log_path.read_bytes()
+                self.causes = [replace(c, until=time.time()) if c.vm_id == sim.vm_id
+                               and c.action == action.value and c.until is None else c
+                               for c in self.causes]
             else:
                 data = self._log_for(sim, action).read_bytes()
             tmp = sim.sent_log.with_suffix(".tmp")
@@ -709,11 +737,12 @@ class FleetSimulator:
                 action = scripted.action.value if scripted else LATE
                 out.append(Cause(sim.name, sim.vm_id, action, "agent_unresponsive", due,
                                  expected, f"silent {back_start - last.end:.1f} s, stale "
-                                 f"after {s:g} s", earliest=last.start + s))
+                                 f"after {s:g} s", earliest=last.start + s,
+                                 latest=back_end + sweep + _CLOCK_SLACK))
         return out
 
     def _match(self, alerts: list[dict[str, Any]], now: float
-               ) -> tuple[list[Match], list[dict[str, Any]], int, list[Cause]]:
+               ) -> tuple[list[Match], list[FalseAlert], int, list[Cause]]:
         causes = self.causes + self._silence_causes(now)
         by_vm: dict[str, list[Cause]] = {}
         for c in causes:
@@ -736,6 +765,8 @@ class FleetSimulator:
                     continue
                 start = _ts(a["startTimeUtc"])
                 end = _ts(a["endTimeUtc"]) if a.get("endTimeUtc") else None
+                if c.latest is not None and start > c.latest:
+                    continue  # opened after that silence ended: another cause's
                 if start >= c.window_start - _CLOCK_SLACK:
                     # the API's times are whole seconds (truncated): the alert opened
                     # before start + 1, so this latency is an upper bound
@@ -752,16 +783,18 @@ class FleetSimulator:
                 continue
             matches.append(hit or Match(c, None, None))
         false = [
-            {"vm": a.get("vm_name", ""), "vm_id": a["vm_id"], "reason": a["reason"],
-             "alert_id": a["id"], "start": a["startTimeUtc"], "status": a["status"],
-             "description": str(a.get("description", ""))[:300]}
+            FalseAlert(str(a.get("vm_name", "")), str(a["vm_id"]), str(a["reason"]),
+                       str(a["id"]), str(a["startTimeUtc"]), str(a["status"]),
+                       str(a.get("description", ""))[:300])
             for a in ordered if a["id"] not in claimed
         ]
         return matches, false, ambiguous, undetectable
 
     def _seen_after(self, c: Cause) -> bool:
+        """A cycle began (and read its log) while the change held, and reached the service."""
         sim = next(s for s in self.vms if s.vm_id == c.vm_id)
-        return any(r.reached and r.start >= c.at for r in sim.snapshot())
+        until = c.until if c.until is not None else float("inf")
+        return any(r.reached and c.at <= r.start < until for r in sim.snapshot())
 
     def _judge(self, alerts: list[dict[str, Any]], now: float, setup_s: float,
                warm_s: float, states: dict[str, int]) -> FleetReport:
