@@ -154,3 +154,140 @@ def vm_serve(ctx: click.Context, name: str, port: int) -> None:
         finally:
             relay.stop()
         click.echo(f"stopped; {relay.clients_served} client(s) served")
+
+
+@command.group("fleet")
+def fleet_group() -> None:
+    """Simulate a fleet of lab VMs running the real agent against a deployment."""
+
+
+@fleet_group.command("run")
+@click.option("--vms", type=click.IntRange(1, 100_000), required=True, help="How many VMs.")
+@click.option("--interval", type=click.FloatRange(1, 86400), required=True,
+              help="The agents' attestation interval (seconds).")
+@click.option("--duration", type=click.FloatRange(1, 7 * 86400), required=True,
+              help="How long the scenario runs (seconds), after every VM attested once.")
+@click.option("--scenario", "scenario_file", default=None,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="Drift scenario (YAML or JSON; default: the built-in one).")
+@click.option("--url", required=True, help="The deployment (bootwatch server) base URL.")
+@click.option("--ca", default=None, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM CA bundle of the deployment's HTTPS certificate.")
+@click.option("--admin-token-file", default=None,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding an admin token of the deployment [default: "
+                   "$BOOTWATCH_MONITOR_TOKEN].")
+@click.option("--stale-after", type=click.FloatRange(min=0.1), default=900.0,
+              show_default=True, help="The deployment's --stale-after (seconds).")
+@click.option("--sweep", type=click.FloatRange(min=0), default=0.0,
+              help="The deployment's stale sweep period [default: derived as the monitor does].")
+@click.option("--grace", type=click.FloatRange(min=0), default=None,
+              help="Seconds to wait for pending alerts after the run [default: "
+                   "interval + sweep + 10].")
+@click.option("--vtpm-pool", type=click.IntRange(min=1), default=None,
+              help="swtpm processes shared by the VMs [default: one per VM up to 300, "
+                   "else 64].")
+@click.option("--corpus", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The shared corpus folder (shared/corpus).")
+@click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the agents' state goes [default: a temporary folder].")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed of the draw of VMs for each event.")
+@click.option("--keep", is_flag=True, help="Keep the lab VMs, agent state and monitored VMs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def fleet_run(ctx: click.Context, vms: int, interval: float, duration: float,
+              scenario_file: Path | None, url: str, ca: Path | None,
+              admin_token_file: Path | None, stale_after: float, sweep: float,
+              grace: float | None, vtpm_pool: int | None, corpus: Path | None,
+              work_dir: Path | None, seed: int, keep: bool, as_json: bool) -> None:
+    """Run VMS lab VMs with the real agent daemon against URL, drift them as the
+    scenario says, and report what the monitor caught: detection latency, false and
+    missed alerts.  Exit 0 when nothing was missed or false, 1 otherwise, 2 on errors.
+    The deployment must trust this lab's CA (`bootwatch lab ca`) as --trust-anchors."""
+    import os
+    import sys
+    import tempfile
+
+    from bootwatch.cli._console import make_console
+    from bootwatch.cli._files import read_limited_text
+    from bootwatch.cli.demo import find_corpus
+    from bootwatch.errors import ConfigError
+    from bootwatch.lab.fleet import FleetConfig, run_fleet
+    from bootwatch.lab.scenario import load_scenario
+
+    if admin_token_file is not None:
+        token = read_limited_text(admin_token_file, "admin token file", 4096).strip()
+    else:
+        token = os.environ.get("BOOTWATCH_MONITOR_TOKEN", "").strip()
+    if not token:
+        raise ConfigError("an admin token is needed: --admin-token-file FILE or "
+                          "BOOTWATCH_MONITOR_TOKEN")
+    scenario = load_scenario(scenario_file)
+    # each agent logs its cycles; for a fleet that is noise (the report says what matters)
+    import logging
+
+    logging.getLogger("bootwatch.agent").setLevel(logging.ERROR)
+    lab = _lab(ctx)
+    with tempfile.TemporaryDirectory(prefix="bootwatch-fleet-") as tmp:
+        cfg = FleetConfig(
+            vms=vms, interval=interval, duration=duration, url=url, admin_token=token,
+            scenario=scenario, corpus=find_corpus(corpus), lab_dir=lab.root,
+            work_dir=work_dir or Path(tmp), ca=ca, stale_after=stale_after, sweep=sweep,
+            grace=grace, vtpm_pool=vtpm_pool, seed=seed, keep=keep)
+        err = make_console(stderr=True)
+        report = run_fleet(cfg, None if as_json else
+                           (lambda msg: err.print(f"[dim]fleet:[/] {msg}", highlight=False)))
+    data = report.to_json()
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+    else:
+        _print_fleet(data)
+    ctx.exit(0 if data["ok"] else 1)
+
+
+def _print_fleet(data: dict[str, object]) -> None:
+    from typing import Any, cast
+
+    from rich.markup import escape
+
+    from bootwatch.cli._console import make_console, table
+
+    d = cast(dict[str, Any], data)
+    console = make_console()
+    cfg = d["config"]
+    console.print(f"[bold]fleet {cfg['group']}[/]: {cfg['vms']} VMs, interval "
+                  f"{cfg['interval_s']:g} s, {cfg['duration_s']:g} s "
+                  f"({cfg['vtpm_mode']} vTPMs), scenario {escape(cfg['scenario'])}; set-up "
+                  f"{d['setup_s']:.0f} s, warm-up {d['warmup_s']:.0f} s", highlight=False)
+    cycles = ", ".join(f"{k} {v}" for k, v in d["cycles"].items())
+    console.print(f"agent cycles: {cycles}", highlight=False)
+
+    def fmt(v: object) -> str:
+        return "-" if v is None else f"{v:.1f}"
+
+    t = table("action", "causes", "detected", "missed", "latency p50 s", "p99 s", "max s",
+              title="what the monitor caught")
+    for action, k in d["by_action"].items():
+        lat = k["latency_s"]
+        t.add_row(action, str(k["causes"]), str(k["detected"]),
+                  f"[red]{k['missed']}[/]" if k["missed"] else "0",
+                  fmt(lat["p50"]), fmt(lat["p99"]), fmt(lat["max"]))
+    console.print(t)
+    lat, un = d["detection_latency_s"], d["unresponsive_latency_s"]
+    console.print(f"detection latency (bad boot or forged log -> alert open): p50 "
+                  f"{fmt(lat['p50'])} s, p99 {fmt(lat['p99'])} s over {lat['count']}; "
+                  f"unresponsive (stale due -> alert): p50 {fmt(un['p50'])} s, p99 "
+                  f"{fmt(un['p99'])} s over {un['count']}", highlight=False)
+    colour = "green" if d["ok"] else "red"
+    console.print(f"[{colour}]missed {d['missed']}, false {d['false_alerts']}[/] "
+                  f"(ambiguous {d['ambiguous']}, undetectable {d['undetectable']}); "
+                  f"VM states: {d['vm_states']}", highlight=False)
+    for c in d["missed_list"]:
+        console.print(f"  [red]MISSED[/] {c['vm']} {c['action']} at {c['at']}: no "
+                      f"{c['reason']} alert {escape(c['note'])}", highlight=False)
+    for a in d["false_alert_list"]:
+        console.print(f"  [red]FALSE[/] {a['vm']} {a['reason']} at {a['start']}: "
+                      f"{escape(a['description'])}", highlight=False)
+    for p in d["problems"]:
+        console.print(f"  [red]PROBLEM[/] {escape(p)}", highlight=False)
