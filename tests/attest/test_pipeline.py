@@ -67,7 +67,7 @@ def test_real_azure_request_is_permitted() -> None:
 def test_aik_certificate_required_by_default() -> None:
     out = attest_azure_guest(azure_request_body(), provider=_inputs(require_aik_certificate=True),
                              now=AT)
-    assert out.verdict is Verdict.INVALID and out.failed_check == "aik_certificate"
+    assert out.verdict is Verdict.EVIDENCE_REJECTED and out.failed_check == "aik_certificate"
     assert "aik_certificate" in out.reason and out.token is None
 
 
@@ -106,21 +106,21 @@ def test_tampered_request_is_invalid_with_check_named() -> None:
     token = base64.urlsafe_b64encode(json.dumps(inner).encode()).rstrip(b"=").decode()
     out = attest_azure_guest(json.dumps({"AttestationInfo": token}).encode(),
                              provider=_inputs(), now=AT)
-    assert out.verdict is Verdict.INVALID
+    assert out.verdict is Verdict.EVIDENCE_REJECTED
     assert out.failed_check == "pcr_digest", out.reason
 
 
 @pytest.mark.parametrize("body", [b"", b"{}", b"not json", b'{"AttestationInfo": "@@"}'])
 def test_malformed_requests(body: bytes) -> None:
     out = attest_azure_guest(body, provider=_inputs(), now=AT)
-    assert out.verdict is Verdict.INVALID and out.failed_check == "request"
+    assert out.verdict is Verdict.EVIDENCE_REJECTED and out.failed_check == "request"
     assert out.reason.startswith("request: ")
 
 
 def test_policy_property_decides_aik_requirement() -> None:
     strict = attest_azure_guest(azure_request_body(),
                                 provider=_inputs(require_aik_certificate=None), now=AT)
-    assert strict.verdict is Verdict.INVALID and strict.failed_check == "aik_certificate"
+    assert strict.verdict is Verdict.EVIDENCE_REJECTED and strict.failed_check == "aik_certificate"
     lenient = """version=1.1;
 configurationrules { => issueproperty(type="require_valid_aik_cert", value=false); };
 authorizationrules { => permit(); };

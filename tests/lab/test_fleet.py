@@ -67,9 +67,9 @@ def deployment(tmp_path: Path, corpus: Path, lab: Lab) -> Iterator[Deployment]:
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
-    app, _ = create_server_app(settings, MonitorSettings(stale_after_seconds=STALE,
-                                                         sweep_interval_seconds=0.5),
-                               issuer_ca=str(tls.ca))
+    app = create_server_app(settings, MonitorSettings(stale_after_seconds=STALE,
+                                                      sweep_interval_seconds=0.5),
+                            issuer_ca=str(tls.ca)).app
     with _Server(app, tls, sock) as server:
         yield Deployment(f"https://127.0.0.1:{server.port}", Path(tls.ca), fleet_lab)
 

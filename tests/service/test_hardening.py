@@ -210,7 +210,7 @@ def test_total_evidence_quota_drops_the_oldest(tmp_path: Path) -> None:
     state = bootstrap(settings)
     try:
         ids = [store_record(state.db, state.settings,
-                            AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
+                            AttestationRecord("shared", "AzureGuest", Verdict.EVIDENCE_REJECTED,
                                               evidence=bytes(1000), client=f"10.0.0.{i}"))
                for i in range(8)]
         metrics = Metrics.create()
@@ -223,7 +223,7 @@ def test_total_evidence_quota_drops_the_oldest(tmp_path: Path) -> None:
         assert metrics.evidence_dropped.labels("total_quota")._value.get() == 3
         # a quota of 0 keeps nothing at all
         row = store_record(state.db, Settings(data_dir=tmp_path, evidence_quota_total_bytes=0),
-                           AttestationRecord("shared", "AzureGuest", Verdict.ERROR,
+                           AttestationRecord("shared", "AzureGuest", Verdict.EVIDENCE_REJECTED,
                                                    evidence=b"x", client="10.0.0.9"))
         with state.db.session() as s:
             assert s.get(AttestationRecordRow, row).evidence is None  # type: ignore[union-attr]

@@ -270,6 +270,7 @@ def test_record_writer_batches_flushes_and_overflows(svc: Any) -> None:
 
     full = RecordWriter(state.db, state.settings, max_queued=0, metrics=Metrics.create())
     for _ in range(3):
-        full.submit(AttestationRecord("shared", "AzureGuest", Verdict.ERROR, vm_id="full-vm"))
+        full.submit(AttestationRecord("shared", "AzureGuest", Verdict.EVIDENCE_REJECTED,
+                                      vm_id="full-vm"))
     assert count("full-vm") == 3  # no flush needed: nothing was queued
     assert full.metrics.records_overflow._value.get() == 3

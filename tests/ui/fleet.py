@@ -102,12 +102,11 @@ def running_fleet(work: Path, corpus: Path, lab_root: Path | None = None) -> Ite
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
     monitor_settings = MonitorSettings(reader_tokens=(READER_TOKEN,))
-    server = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
-    app = server.app
-    with _Server(app, tls) as server:
+    embedded = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
+    with _Server(embedded.app, tls) as server:
         # the monitor trusts tokens of this server's own issuer URLs, built from its port
         yield Fleet(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, corpus,
-                    relay=server.service.relay)
+                    relay=embedded.service.relay)
 
 
 def build_demo_fleet(fleet: Fleet) -> None:

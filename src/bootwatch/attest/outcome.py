@@ -21,23 +21,15 @@ from typing import Any
 
 from bootwatch.attest.claims import DbxReference
 from bootwatch.attest.facts import pcrs_claim
-from bootwatch.attest.pipeline import AttestationOutcome, Verdict
+from bootwatch.attest.pipeline import AttestationOutcome
 from bootwatch.errors import BootwatchError
 from bootwatch.eventlog.decode.summary import summarize
 from bootwatch.eventlog.model import EventType, HashAlg, UnverifiedEventLog
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, RevokedItem
-from bootwatch.protocol.outcome import Verdict as EventVerdict
 
 __all__ = ["OutcomeEventBuilder", "describe_events"]
-
-_VERDICTS = {
-    Verdict.PERMIT: EventVerdict.PERMIT,
-    Verdict.DENY: EventVerdict.DENY,
-    Verdict.INVALID: EventVerdict.EVIDENCE_REJECTED,
-}
-
 
 def describe_events(log: UnverifiedEventLog, pcrs: frozenset[int]) -> tuple[BootEvent, ...]:
     """The events of ``pcrs`` with their SHA-256 digests and a one-line description.
@@ -83,7 +75,7 @@ class OutcomeEventBuilder:
             "time": time,
             "provider": provider,
             "attestation_type": attestation_type,
-            "verdict": _VERDICTS[outcome.verdict],
+            "verdict": outcome.verdict,
             "reason": outcome.reason,
             "policy_hash": outcome.policy_hash,
             "failed_check": outcome.failed_check,

@@ -15,7 +15,6 @@ raises.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -50,16 +49,8 @@ from bootwatch.policy.compiler import CompiledPolicy
 from bootwatch.policy.evaluator import EvaluationResult, evaluate
 from bootwatch.protocol.azureguest import decode_request
 from bootwatch.protocol.envelope import SealedEnvelope, seal
+from bootwatch.protocol.verdict import Verdict
 from bootwatch.tpm.aik import RevokedAikCertificates, TrustAnchors
-
-
-class Verdict(enum.Enum):
-    """What the provider decided."""
-
-    PERMIT = "permit"
-    DENY = "deny"
-    #: the request or its evidence did not verify (MAA answers 400 InvalidParameter)
-    INVALID = "invalid"
 
 
 @dataclass(frozen=True)
@@ -142,7 +133,7 @@ def attest_azure_guest(
         request = decode_request(request_body)
     except InputError as exc:
         return AttestationOutcome(
-            Verdict.INVALID, f"request: {exc}", ph, failed_check="request"
+            Verdict.EVIDENCE_REJECTED, f"request: {exc}", ph, failed_check="request"
         )
 
     try:
@@ -150,7 +141,7 @@ def attest_azure_guest(
                                    revoked_aik=provider.revoked_aik)
     except InputError as exc:
         return AttestationOutcome(
-            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="evidence",
+            Verdict.EVIDENCE_REJECTED, f"evidence: {exc}", ph, failed_check="evidence",
             claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
     checks = tuple(
@@ -162,7 +153,7 @@ def attest_azure_guest(
     if failed:
         first = failed[0]
         return AttestationOutcome(
-            Verdict.INVALID,
+            Verdict.EVIDENCE_REJECTED,
             f"evidence check '{first.name}' failed ({first.reason_code}): {first.reason}",
             ph,
             failed_check=first.name,
@@ -189,7 +180,8 @@ def attest_azure_guest(
         )
     except InputError as exc:
         return AttestationOutcome(
-            Verdict.INVALID, f"evidence: {exc}", ph, failed_check="boot_state", checks=checks,
+            Verdict.EVIDENCE_REJECTED, f"evidence: {exc}", ph, failed_check="boot_state",
+            checks=checks,
             evidence=evidence, claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
 
@@ -232,7 +224,7 @@ def attest_azure_guest(
     if require_aik and aik_failed:
         first = aik_failed[0]
         return AttestationOutcome(
-            Verdict.INVALID,
+            Verdict.EVIDENCE_REJECTED,
             f"evidence check '{first.name}' failed ({first.reason_code}): {first.reason}",
             ph, failed_check=first.name, checks=checks, azurevm=azurevm, vm_id=boot.vm_id,
             evidence=evidence, boot=boot,

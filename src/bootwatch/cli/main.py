@@ -40,6 +40,27 @@ GROUPS: dict[str, tuple[str, str]] = {
 #: exit code for unreadable input, unreachable services and other errors
 EXIT_ERROR = 2
 
+#: third-party module -> the install extra that brings it (pyproject.toml: installs by
+#: role), for the one-line error when a command needs what this install lacks
+EXTRA_OF: dict[str, str] = {
+    "tpm2_pytss": "agent",
+    "lark": "service", "jmespath": "service", "fastapi": "service", "starlette": "service",
+    "uvicorn": "service", "sqlalchemy": "service", "alembic": "service",
+    "psycopg": "service", "prometheus_client": "service", "nats": "service",
+    "jinja2": "monitor",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str | None:
+    """The message for a command that needs a dependency of another role, or None
+    when the missing module is not one of bootwatch's optional dependencies (a bug)."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(top)
+    if extra is None:
+        return None
+    return (f"this command needs {top!r}, which this install of bootwatch lacks: "
+            f"pip install 'bootwatch[{extra}]' (or 'bootwatch[all]')")
+
 
 class _LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
@@ -82,6 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
     except BootwatchError as exc:
         click.echo(f"bootwatch: error: {exc}", err=True)
+        sys.exit(EXIT_ERROR)
+    except ModuleNotFoundError as exc:
+        message = missing_extra(exc)
+        if message is None:
+            raise
+        click.echo(f"bootwatch: error: {message}", err=True)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
         sys.exit(130)

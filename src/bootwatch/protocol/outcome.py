@@ -24,10 +24,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any, Final
 
 from bootwatch.errors import ProtocolError
+from bootwatch.protocol.verdict import Verdict
 
 __all__ = [
     "MAX_OUTCOME_BYTES",
@@ -48,18 +48,6 @@ _MAX_EVENTS: Final = 4096
 _MAX_TEXT: Final = 4000
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}$")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
-
-
-class Verdict(StrEnum):
-    """What the attestation service decided, in the monitor's words.
-
-    ``evidence_rejected``: the quote, the AIK chain or the log replay failed,
-    so the evidence may not come from this VM's vTPM (MAA answers 400).
-    """
-
-    PERMIT = "permit"
-    DENY = "deny"
-    EVIDENCE_REJECTED = "evidence_rejected"
 
 
 @dataclass(frozen=True)

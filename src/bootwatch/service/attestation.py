@@ -67,7 +67,6 @@ from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
 from bootwatch.service.providers import ProviderContext, current_provider
 from bootwatch.service.records import AttestationRecord, Commit, record_attestation
-from bootwatch.service.records import Verdict as RecordVerdict
 from bootwatch.service.routes import api_version
 from bootwatch.service.settings import Settings
 from bootwatch.tpm.aik import TrustAnchors
@@ -173,18 +172,13 @@ def _record(
     body: bytes,
     event: OutcomeEvent | None,
 ) -> Commit:
-    verdict = {
-        Verdict.PERMIT: RecordVerdict.PERMIT,
-        Verdict.DENY: RecordVerdict.DENY,
-        Verdict.INVALID: RecordVerdict.ERROR,
-    }[outcome.verdict]
     return record_attestation(
         state.records,
         state.metrics,
         AttestationRecord(
             provider=ctx.name,
             attestation_type="AzureGuest",
-            verdict=verdict,
+            verdict=outcome.verdict,
             reason=outcome.reason,
             vm_id=outcome.vm_id,
             policy_hash=outcome.policy_hash,

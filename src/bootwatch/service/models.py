@@ -129,7 +129,7 @@ class AttestationRecordRow(Base):
     attestation_type: Mapped[str] = mapped_column(String(32))
     vm_id: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     #: "permit", "deny" or "error"
-    verdict: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(Text, default="")
     policy_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     evidence: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)

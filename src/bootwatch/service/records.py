@@ -3,7 +3,8 @@
 Public API (stable names) for the attestation handlers:
 
 * :class:`AttestationRecord` -- what to store: ``provider``, ``attestation_type``,
-  ``verdict`` (:class:`Verdict`: permit/deny/error), ``reason``, ``vm_id``,
+  ``verdict`` (:class:`Verdict` of ``protocol/verdict.py``: permit, deny,
+  evidence_rejected), ``reason``, ``vm_id``,
   ``policy_hash``, ``evidence`` (raw request bytes; the handler passes it only for
   requests that parsed as evidence; kept for ``Settings.evidence_retention_seconds``
   and within the evidence quota), ``client`` (the address it came from).
@@ -59,7 +60,6 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import Connection, Table, func, insert, select, update
@@ -67,6 +67,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bootwatch.errors import StorageError
 from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
+from bootwatch.protocol.verdict import Verdict
 from bootwatch.service.db import utcnow
 from bootwatch.service.logs import get_logger
 from bootwatch.service.models import AttestationRecordRow
@@ -91,12 +92,6 @@ BUSY_WINDOW = 0.02
 
 _TABLE = cast(Table, AttestationRecordRow.__table__)  # Core statements: no ORM unit of work
 _INSERT = insert(_TABLE).returning(_TABLE.c.id, sort_by_parameter_order=True)
-
-
-class Verdict(StrEnum):
-    PERMIT = "permit"
-    DENY = "deny"
-    ERROR = "error"
 
 
 @dataclass(frozen=True)
