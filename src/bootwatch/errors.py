@@ -221,6 +221,20 @@ class StorageError(BootwatchError):
     code = "storage_failed"
 
 
+class NotFoundError(BootwatchError):
+    """A named thing (a provider, a policy) does not exist.  Storage raises it; the HTTP
+    edge answers 404 ``NotFound``, the CLI exits 2 with the message."""
+
+    code = "not_found"
+
+
+class ConflictError(BootwatchError):
+    """A write that conflicts with what exists (a provider of that name already does).
+    The HTTP edge answers 409 ``InvalidOperation``."""
+
+    code = "conflict"
+
+
 class EventDeliveryError(BootwatchError):
     """Outcome events could not be handed to their sink durably (the monitor refused or
     was unreachable, JetStream did not acknowledge); the relay keeps them and retries."""

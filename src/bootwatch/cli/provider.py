@@ -53,7 +53,6 @@ def create_cmd(
     """Create a custom provider answering under /providers/NAME."""
     from cryptography import x509
 
-    from bootwatch.service.errors import ApiError
     from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
 
     certs = []
@@ -75,8 +74,6 @@ def create_cmd(
                 hostname=hostname,
                 attest_auth_required=attest_auth,
             )
-    except ApiError as exc:
-        raise ConfigError(str(exc)) from exc
     finally:
         state.close()
     click.echo(f"created provider {name} ({trust_model}); answers under /providers/{name}")

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from bootwatch.errors import (
     BootwatchError,
+    ConflictError,
     InputError,
+    NotFoundError,
     PolicyEvaluationError,
     PolicyParsingError,
     PolicySignatureError,
@@ -73,4 +75,8 @@ def maa_code_for(exc: BootwatchError) -> tuple[int, str]:
         return 400, "InvalidParameter"
     if isinstance(exc, StorageError):
         return 503, "ServiceUnavailable"
+    if isinstance(exc, NotFoundError):
+        return 404, "NotFound"
+    if isinstance(exc, ConflictError):
+        return 409, "InvalidOperation"
     return 500, "InternalError"

@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bootwatch.errors import ConfigError
+from bootwatch.errors import ConfigError, ConflictError, InputError, NotFoundError
 from bootwatch.policy import (
     compile_policy,
     default_azureguest_policy,
@@ -112,7 +112,7 @@ def default_policy_text(attestation_type: str) -> str:
 
 def validate_name(name: str) -> str:
     if not name or len(name) > 64 or not set(name) <= NAME_CHARS or name[0] == "-":
-        raise invalid_parameter(
+        raise InputError(
             f"provider name {name!r}: use 1-64 lower-case letters, digits and '-'"
         )
     return name
@@ -293,7 +293,7 @@ class ProviderStore:
         with self._db.session() as s:
             row = s.get(ProviderRow, name)
             if row is None:
-                raise not_found(f"no attestation provider named {name!r}")
+                raise NotFoundError(f"no attestation provider named {name!r}")
             s.expunge(row)
             policies = _load_policies(s, name)
             signers = tuple(
@@ -374,9 +374,9 @@ def create_provider(
 
     validate_name(name)
     if s.get(ProviderRow, name) is not None:
-        raise ApiError(409, "InvalidOperation", f"provider {name!r} already exists")
+        raise ConflictError(f"provider {name!r} already exists")
     if trust_model is TrustModel.ISOLATED and not signers:
-        raise invalid_parameter(
+        raise InputError(
             "an isolated provider needs at least one trusted signer certificate (--signer)"
         )
     now = utcnow()
