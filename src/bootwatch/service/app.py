@@ -72,8 +72,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidOperation")
-        return maa_error(
-            exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}"
+        return maa_error(  # keeps Starlette's headers (Allow on a 405)
+            exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",
+            dict(exc.headers or {}),
         )
 
 
