@@ -50,10 +50,12 @@ if TYPE_CHECKING:
     from bootwatch.service.db import Database
     from bootwatch.service.events import EventSink
 
-__all__ = ["BATCH", "MAX_HELD", "SWEEP_INTERVAL", "EventRelay"]
+__all__ = ["BATCH", "LINGER", "MAX_HELD", "SWEEP_INTERVAL", "EventRelay"]
 
 #: events per delivery
 BATCH = 500
+#: seconds the relay waits for a fuller batch once events are held
+LINGER = 0.05
 #: events held in memory for delivery; beyond, the sweep takes them from the database
 MAX_HELD = 50_000
 #: seconds between sweeps of the outbox
@@ -147,6 +149,14 @@ class EventRelay:
                     self._cond.wait(left)
                 if self._stop:
                     return
+                if self._held and len(self._held) < BATCH:
+                    # the events are committed already: waiting LINGER for a fuller batch
+                    # costs the monitor nothing that matters and saves a delivery (and a
+                    # wake-up of this thread, and a clearing UPDATE) per few events
+                    self._cond.wait_for(lambda: len(self._held) >= BATCH or self._stop,
+                                        timeout=LINGER)
+                    if self._stop:
+                        return
                 batch = [self._held.popleft() for _ in range(min(BATCH, len(self._held)))]
                 self._in_flight = len(batch)
             try:
