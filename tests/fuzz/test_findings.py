@@ -1,0 +1,57 @@
+"""Regression tests for what the fuzzers found (scripts/fuzz; docs/fuzzing.md lists them).
+
+Each test is the smallest input of the finding's kind, run through the pure module that
+was fixed and through the harness that found it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from bootwatch.errors import ProtocolError
+from bootwatch.protocol.azureguest import decode_request, encode_request
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from fuzz.targets import CORPUS, TARGETS, check  # noqa: E402
+
+
+def _request() -> dict[str, object]:
+    """The corpus's AzureGuest request (inner JSON), as a dict to alter."""
+    path = CORPUS / "maa" / "azure-guest-vm-derived" / "attestation-info.json"
+    return dict(json.loads(path.read_bytes()))
+
+
+@pytest.mark.parametrize(
+    "alter",
+    [
+        # azureguest, 479,093rd execution of the first 1,000,000 run: a lone surrogate
+        # escape in IsolationInfo.Type was accepted, and re-encoding the request as
+        # UTF-8 (records, replays) raised UnicodeEncodeError
+        lambda d: d["IsolationInfo"].update(Type="Trus\ud800tedLaunch"),
+        # the same in a key the decoder keeps (ClientPayload) or lists (an unknown field)
+        lambda d: d["ClientPayload"].update({"k\udc00": "dg=="}),
+        lambda d: d.update({"Unknown\udfff": 1}),
+    ],
+)
+def test_lone_surrogates_are_refused_with_a_protocol_error(alter: object) -> None:
+    doc = _request()
+    alter(doc)  # type: ignore[operator]
+    body = json.dumps(doc).encode()  # ensure_ascii: the surrogate travels as \\udXXX
+    assert b"\\ud" in body
+    with pytest.raises(ProtocolError, match="lone UTF-16 surrogate"):
+        decode_request(body)
+    check(TARGETS["azureguest"], body)
+
+
+def test_surrogate_pairs_are_still_text() -> None:
+    doc = _request()
+    doc["ClientPayload"] = {"emoji\U0001f600": "dg=="}  # \\ud83d\\ude00 in the JSON: valid
+    req = decode_request(json.dumps(doc).encode())
+    assert req.client_payload == {"emoji\U0001f600": "v"}
+    assert decode_request(encode_request(req)).client_payload == req.client_payload
