@@ -37,8 +37,10 @@ from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
 
 __all__ = [
     "API_PREFIX",
+    "ERROR_RESPONSES",
     "Principal",
     "admin_dependency",
+    "complete_openapi",
     "extra_routers",
     "monitor_router",
     "token_principal",
@@ -48,6 +50,98 @@ API_PREFIX = "/api/v1"
 _MAX_ADMIN_BODY = 256 * 1024
 _MAX_BATCH = 1000
 T = TypeVar("T")
+
+# --- the OpenAPI description of what FastAPI cannot see ---------------------------
+# Errors are {"error": {"code", "message"}} with x-ms-error-code (never FastAPI's 422), and
+# the POST routes read their bodies themselves; without these, the document would promise
+# 200/422 only and no bodies, and a client generated from it would be wrong (schemathesis
+# against the document found both: tests/monitor/test_openapi_monitor.py).
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"x-ms-error-code": {"description": "the error code of the body",
+                                        "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
+
+
+#: statuses every /api/v1 operation may answer with an error body
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_doc("bad input (InvalidParameter) or an operation the state refuses "
+                    "(InvalidOperation); the message names the field"),
+    401: _error_doc("no bearer token, or one this monitor does not know"),
+    403: _error_doc("a read-only token on a write"),
+    404: _error_doc("no such VM, boot, alert, baseline or suppression"),
+    409: _error_doc("the change was already made"),
+    503: _error_doc("the monitor cannot answer now (its database is away)"),
+}
+
+
+def _json_body(properties: dict[str, Any], *, required: tuple[str, ...] = (),
+               body_required: bool = True, description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {"requestBody": {"required": body_required, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def _str_prop(limit: int = 128) -> dict[str, Any]:
+    return {"type": "string", "maxLength": limit}
+
+
+def _enum_prop(cls: type[Any]) -> dict[str, Any]:
+    return {"type": "string", "enum": [m.value for m in cls]}
+
+
+_ENABLE_BODY = _json_body(
+    {"name": _str_prop(), "group": _str_prop(), "security_type": _enum_prop(SecurityType),
+     "secure_boot": _enum_prop(Toggle), "vtpm": _enum_prop(Toggle)},
+    body_required=False, description="inventory settings to record (all optional)")
+_OUTCOMES_BODY = _json_body(
+    {"events": {"type": "array", "maxItems": _MAX_BATCH, "items": {"type": "object"}}},
+    description="one outcome event (protocol/outcome.py), or {\"events\": [...]}")
+_REPORT_BODY = _json_body({}, description="an agent health report (protocol/health.py)")
+_APPROVE_BODY = _json_body(
+    {"vm": _str_prop(), "boot": {"type": "integer"}, "group": {"type": "boolean"},
+     "label": _str_prop()}, required=("vm",))
+_SUPPRESSION_BODY = _json_body(
+    {"vm": _str_prop(), "group": _str_prop(), "reason": _enum_prop(AlertReason),
+     "note": _str_prop(2000)})
+_DRY_RUN_BODY = _json_body(
+    {"policy": _str_prop(200_000), "since_seconds": {"type": "integer", "minimum": 1}},
+    required=("policy",))
+
+
+def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's document without FastAPI's validation answers: a request FastAPI
+    cannot validate is a 400 ``InvalidParameter`` here (monitor/app.py), never a 422."""
+    for methods in doc.get("paths", {}).values():
+        for op in methods.values():
+            if isinstance(op, dict):
+                op.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if "components" in doc and not schemas:
+        doc["components"].pop("schemas", None)
+        if not doc["components"]:
+            doc.pop("components")
+    return doc
 
 
 class Principal(str):
@@ -189,7 +283,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     """The ``/api/v1`` routes over ``container`` (no module-level state)."""
     settings = container.settings
     monitor: Monitor = container.monitor
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
 
     def reader(request: Request) -> Principal:
         token = _bearer(request)
@@ -256,7 +350,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     def get_vm(ref: str, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.vm_detail(monitor, ref))
 
-    @router.post("/vms/{ref}/enable")
+    @router.post("/vms/{ref}/enable", openapi_extra=_ENABLE_BODY)
     async def enable(ref: str, request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -289,7 +383,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     # --- ingestion ------------------------------------------------------------
 
-    @router.post("/outcomes")
+    @router.post("/outcomes", status_code=202, openapi_extra=_OUTCOMES_BODY)
     async def post_outcomes(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -313,7 +407,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         container.webhooks.kick()
         return JSONResponse({"stored": stored}, status_code=202)
 
-    @router.post("/reports")
+    @router.post("/reports", status_code=202, openapi_extra=_REPORT_BODY)
     async def post_report(request: Request) -> Any:
         try:
             from bootwatch.protocol.health import MAX_REPORT_BYTES
@@ -386,7 +480,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     def list_baselines(vm: str | None = None, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_baselines(monitor, vm))
 
-    @router.post("/baselines/approve")
+    @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY)
     async def approve(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -419,7 +513,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     def list_suppressions(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_suppressions(monitor))
 
-    @router.post("/suppressions")
+    @router.post("/suppressions", openapi_extra=_SUPPRESSION_BODY)
     async def add_suppression(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -440,7 +534,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return {"removed": rule_id}
         return call(who, run)
 
-    @router.post("/dry-run")
+    @router.post("/dry-run", openapi_extra=_DRY_RUN_BODY)
     async def dry_run(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
