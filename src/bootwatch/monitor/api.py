@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolError
@@ -127,6 +128,26 @@ _DRY_RUN_BODY = _json_body(
     required=("policy",))
 
 
+#: ids of boots, baselines and suppressions are 32-bit database integers: a larger number
+#: is refused as input (a 400 naming it) before the database refuses it (a 503)
+MAX_ROW_ID = 2**31 - 1
+#: no text in the database holds NUL (PostgreSQL cannot): refused with the other bad input
+NO_NUL = r"^[^\x00]*$"
+_MAX_TEXT = 128
+
+
+def _id_path(what: str) -> Any:
+    return PathParam(ge=1, le=MAX_ROW_ID, description=f"the {what}'s id")
+
+
+def _text_query(limit: int = _MAX_TEXT) -> Any:
+    return Query(default=None, max_length=limit, pattern=NO_NUL)
+
+
+def _ref_path(what: str) -> Any:
+    return PathParam(max_length=_MAX_TEXT, pattern=NO_NUL, description=what)
+
+
 def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
     """The monitor's document without FastAPI's validation answers: a request FastAPI
     cannot validate is a 400 ``InvalidParameter`` here (monitor/app.py), never a 422."""
@@ -230,6 +251,8 @@ def _opt_str(obj: dict[str, Any], key: str, limit: int = 128) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise ProtocolError(f"body: field '{key}' must be a string of at most {limit} characters")
+    if "\x00" in value:
+        raise ProtocolError(f"body: field '{key}' must not contain NUL characters")
     return value
 
 
@@ -321,6 +344,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     Reader = Depends(guard(reader))  # noqa: N806 - FastAPI dependency objects
     Admin = Depends(guard(admin))  # noqa: N806
+    VM_REF = _ref_path("a VM id (any case) or its unique name")  # noqa: N806
+    ALERT_ID = _ref_path("an alert id")  # noqa: N806
 
     def call(who: Principal | Response, fn: Callable[[], T]) -> T | Response:
         if isinstance(who, Response):
@@ -338,8 +363,9 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     @router.get("/vms")
     def list_vms(
-        state: str | None = None, group: str | None = None, provider: str | None = None,
-        q: str | None = None, limit: int = 100, cursor: str | None = None,
+        state: str | None = _text_query(), group: str | None = _text_query(),
+        provider: str | None = _text_query(), q: str | None = _text_query(),
+        limit: int = 100, cursor: str | None = _text_query(512),
         who: Principal | Response = Reader,
     ) -> Any:
         return call(who, lambda: queries.list_vms(monitor, state=state, group=group,
@@ -347,11 +373,12 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                                             cursor=cursor))
 
     @router.get("/vms/{ref}")
-    def get_vm(ref: str, who: Principal | Response = Reader) -> Any:
+    def get_vm(ref: str = VM_REF, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.vm_detail(monitor, ref))
 
     @router.post("/vms/{ref}/enable", openapi_extra=_ENABLE_BODY)
-    async def enable(ref: str, request: Request, who: Principal | Response = Admin) -> Any:
+    async def enable(request: Request, ref: str = VM_REF,
+                     who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
         try:
@@ -367,18 +394,20 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return get_vm(vm_id, who)
 
     @router.post("/vms/{ref}/disable")
-    def disable(ref: str, who: Principal | Response = Admin) -> Any:
+    def disable(ref: str = VM_REF, who: Principal | Response = Admin) -> Any:
         def run() -> Any:
             return get_vm(monitor.disable(ref, by=str(who)), who)
         return call(who, run)
 
     @router.get("/vms/{ref}/diff")
-    def vm_diff(ref: str, boot: int | None = None, against: int | None = None,
+    def vm_diff(ref: str = VM_REF,
+                boot: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
+                against: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
                 who: Principal | Response = Reader) -> Any:
         return call(who, lambda: monitor.diff(ref, boot_id=boot, against=against))
 
     @router.get("/boots/{boot_id}")
-    def get_boot(boot_id: int, who: Principal | Response = Reader) -> Any:
+    def get_boot(boot_id: int = _id_path("boot"), who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_boot(monitor, boot_id))
 
     # --- ingestion ------------------------------------------------------------
@@ -428,15 +457,15 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     @router.get("/alerts")
     def list_alerts(
-        status: str | None = None, vm: str | None = None, reason: str | None = None,
-        severity: str | None = None, limit: int = 100, offset: int = 0,
-        who: Principal | Response = Reader,
+        status: str | None = _text_query(), vm: str | None = _text_query(),
+        reason: str | None = _text_query(), severity: str | None = _text_query(),
+        limit: int = 100, offset: int = 0, who: Principal | Response = Reader,
     ) -> Any:
         return call(who, lambda: queries.list_alerts(monitor, status=status, vm=vm, reason=reason,
                                                severity=severity, limit=limit, offset=offset))
 
     @router.get("/alerts/{alert_id}")
-    def get_alert(alert_id: str, who: Principal | Response = Reader) -> Any:
+    def get_alert(alert_id: str = ALERT_ID, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_alert(monitor, alert_id))
 
     def _transition(alert_id: str, status: AlertStatus, who: Principal | Response) -> Any:
@@ -447,23 +476,23 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return call(who, run)
 
     @router.post("/alerts/{alert_id}/ack")
-    def ack(alert_id: str, who: Principal | Response = Admin) -> Any:
+    def ack(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.IN_PROGRESS, who)
 
     @router.post("/alerts/{alert_id}/resolve")
-    def resolve(alert_id: str, who: Principal | Response = Admin) -> Any:
+    def resolve(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.RESOLVED, who)
 
     @router.post("/alerts/{alert_id}/dismiss")
-    def dismiss(alert_id: str, who: Principal | Response = Admin) -> Any:
+    def dismiss(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.DISMISSED, who)
 
     # --- recommendations, baselines, suppressions, dry run ----------------------
 
     @router.get("/recommendations")
-    def list_recommendations(vm: str | None = None, key: str | None = None,
-                             code: str | None = None, limit: int = 1000,
-                             after: str | None = None,
+    def list_recommendations(vm: str | None = _text_query(), key: str | None = _text_query(),
+                             code: str | None = _text_query(), limit: int = 1000,
+                             after: str | None = _text_query(),
                              who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_recommendations(monitor, vm=vm, key=key, code=code,
                                                         limit=limit, after=after))
@@ -477,7 +506,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return call(who, lambda: {"versions": queries.agent_versions(monitor)})
 
     @router.get("/baselines")
-    def list_baselines(vm: str | None = None, who: Principal | Response = Reader) -> Any:
+    def list_baselines(vm: str | None = _text_query(),
+                       who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_baselines(monitor, vm))
 
     @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY)
@@ -503,7 +533,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return {"baseline": base_id}
 
     @router.delete("/baselines/{baseline_id}")
-    def remove_baseline(baseline_id: int, who: Principal | Response = Admin) -> Any:
+    def remove_baseline(baseline_id: int = _id_path("baseline"),
+                        who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
             monitor.remove_baseline(baseline_id)
             return {"removed": baseline_id}
@@ -528,7 +559,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return {"id": rule}
 
     @router.delete("/suppressions/{rule_id}")
-    def remove_suppression(rule_id: int, who: Principal | Response = Admin) -> Any:
+    def remove_suppression(rule_id: int = _id_path("suppression rule"),
+                           who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
             monitor.remove_suppression(rule_id)
             return {"removed": rule_id}
