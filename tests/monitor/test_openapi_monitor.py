@@ -115,3 +115,47 @@ def test_what_schemathesis_found_is_a_400_naming_the_input(dep: Deployment) -> N
         assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
         # the largest id is still a plain lookup
         assert c.get("/api/v1/boots/2147483647").status_code == 404
+
+
+def _outcome(**fields: Any) -> dict[str, Any]:
+    base = {"schema": 1, "verdict": "deny", "time": "2026-01-01T00:00:00Z",
+            "event_id": f"openapi-{abs(hash(repr(sorted(fields.items())))):x}",
+            "provider": "p", "attestation_type": "AzureGuest", "reason": "r",
+            "policy_hash": "h", "vm_id": "OPENAPI-VM"}
+    return {**base, **fields}
+
+
+def _report(**fields: Any) -> dict[str, Any]:
+    base = {"ReportId": f"r-{abs(hash(repr(sorted(fields.items())))):x}",
+            "VmId": "OPENAPI-VM", "HealthStatus": "PlatformError",
+            "Time": "2026-01-01T00:00:00Z", "AgentVersion": "1.0",
+            "PlatformErrorMessage": "m"}
+    return {**base, **fields}
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/outcomes", _outcome(reset_count=2**40)),
+        ("/api/v1/outcomes", _outcome(dbx_missing=2**31)),
+        ("/api/v1/outcomes", _outcome(reason="a\x00b")),
+        ("/api/v1/outcomes", _outcome(provider="\ud800")),
+        ("/api/v1/outcomes", _outcome(vm_id="OPENAPI-VM\n")),
+        ("/api/v1/reports", _report(BootCounter=2**40)),
+        ("/api/v1/reports", _report(AgentVersion="1.0\x00")),
+        ("/api/v1/reports", _report(PlatformErrorMessage="\udfff")),
+        ("/api/v1/reports", _report(VmId="OPENAPI-VM\n")),
+    ],
+)
+def test_ingestion_refuses_what_the_database_cannot_hold(dep: Deployment, path: str,
+                                                          body: dict[str, Any]) -> None:
+    """Outcome events and health reports whose integers are past the 32-bit columns, or
+    whose text holds NUL or a lone surrogate, or an id with a trailing newline, are a 400
+    naming the field (protocol/outcome.py, protocol/health.py), never a 5xx."""
+    import json
+
+    with dep.client() as c:
+        r = c.post(path, content=json.dumps(body).encode(),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 400, (r.status_code, r.text)
+        assert r.json()["error"]["code"] == "InvalidParameter", r.text
