@@ -27,6 +27,16 @@ from bootwatch.monitor import queries
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.views import (
+    ALERT_SCHEMA,
+    BASELINE_SCHEMA,
+    BOOT_DETAIL_SCHEMA,
+    REC_FULL_SCHEMA,
+    VM_DETAIL_SCHEMA,
+    VM_SCHEMA,
+    items_schema,
+    obj_schema,
+)
 from bootwatch.protocol.health import decode_health_report
 from bootwatch.protocol.monitor import (
     AlertReason,
@@ -146,6 +156,36 @@ def _text_query(limit: int = _MAX_TEXT) -> Any:
 
 def _ref_path(what: str) -> Any:
     return PathParam(max_length=_MAX_TEXT, pattern=NO_NUL, description=what)
+
+
+def _ok(schema: dict[str, Any], description: str = "the answer",
+        status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"description": description,
+                     "content": {"application/json": {"schema": schema}}}}
+
+
+_INT: dict[str, Any] = {"type": "integer"}
+_STR: dict[str, Any] = {"type": "string"}
+_NSTR: dict[str, Any] = {"type": ["string", "null"]}
+_COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": _INT}
+_SUMMARY = obj_schema({"vms": _COUNTS, "open_alerts": _COUNTS,
+                       "recommendations": {"type": "array"}}, required=False)
+_VMS = items_schema(VM_SCHEMA, next_cursor=_NSTR)
+_ALERTS = items_schema(ALERT_SCHEMA)
+_RECS = items_schema({**REC_FULL_SCHEMA, "properties": {**REC_FULL_SCHEMA["properties"],
+                                                        "vm_name": _STR}})
+_GROUPS = items_schema(obj_schema({"key": _STR, "name": _STR, "severity": _STR,
+                                   "Healthy": _INT, "Unhealthy": _INT,
+                                   "NotApplicable": _INT}))
+_AGENTS = obj_schema({"versions": {"type": "array", "items": obj_schema(
+    {"version": _STR, "vms": _INT, "monitored": _INT})}})
+_SUPPRESSIONS = items_schema(obj_schema({"id": _INT, "vm_id": _NSTR, "group": _NSTR,
+                                         "reason": _NSTR, "note": _STR, "created_by": _STR}))
+_STORED = obj_schema({"stored": {"type": "array", "items": {"type": "boolean"}}})
+_REPORTED = obj_schema({"report_id": _STR, "stored": {"type": "boolean"},
+                        "verified": {"type": "boolean"}, "why_unverified": _STR})
+_DRY_RUN = obj_schema({"boots": {"type": "array", "items": {"type": "object"}},
+                       "would_deny": _INT, "vms_denied": {"type": "array", "items": _STR}})
 
 
 def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
@@ -357,11 +397,11 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     # --- fleet ----------------------------------------------------------------
 
-    @router.get("/summary")
+    @router.get("/summary", responses=_ok(_SUMMARY))
     def summary(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.summary(monitor))
 
-    @router.get("/vms")
+    @router.get("/vms", responses=_ok(_VMS))
     def list_vms(
         state: str | None = _text_query(), group: str | None = _text_query(),
         provider: str | None = _text_query(), q: str | None = _text_query(),
@@ -372,11 +412,12 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                                             provider=provider, q=q, limit=limit,
                                             cursor=cursor))
 
-    @router.get("/vms/{ref}")
+    @router.get("/vms/{ref}", responses=_ok(VM_DETAIL_SCHEMA))
     def get_vm(ref: str = VM_REF, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.vm_detail(monitor, ref))
 
-    @router.post("/vms/{ref}/enable", openapi_extra=_ENABLE_BODY)
+    @router.post("/vms/{ref}/enable", openapi_extra=_ENABLE_BODY,
+                 responses=_ok(VM_DETAIL_SCHEMA))
     async def enable(request: Request, ref: str = VM_REF,
                      who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
@@ -393,26 +434,27 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return _error_response(exc)
         return get_vm(vm_id, who)
 
-    @router.post("/vms/{ref}/disable")
+    @router.post("/vms/{ref}/disable", responses=_ok(VM_DETAIL_SCHEMA))
     def disable(ref: str = VM_REF, who: Principal | Response = Admin) -> Any:
         def run() -> Any:
             return get_vm(monitor.disable(ref, by=str(who)), who)
         return call(who, run)
 
-    @router.get("/vms/{ref}/diff")
+    @router.get("/vms/{ref}/diff", responses=_ok({"type": "object"}))
     def vm_diff(ref: str = VM_REF,
                 boot: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
                 against: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
                 who: Principal | Response = Reader) -> Any:
         return call(who, lambda: monitor.diff(ref, boot_id=boot, against=against))
 
-    @router.get("/boots/{boot_id}")
+    @router.get("/boots/{boot_id}", responses=_ok(BOOT_DETAIL_SCHEMA))
     def get_boot(boot_id: int = _id_path("boot"), who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_boot(monitor, boot_id))
 
     # --- ingestion ------------------------------------------------------------
 
-    @router.post("/outcomes", status_code=202, openapi_extra=_OUTCOMES_BODY)
+    @router.post("/outcomes", status_code=202, openapi_extra=_OUTCOMES_BODY,
+                 responses=_ok(_STORED, "stored: one flag per event", 202))
     async def post_outcomes(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -436,7 +478,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         container.webhooks.kick()
         return JSONResponse({"stored": stored}, status_code=202)
 
-    @router.post("/reports", status_code=202, openapi_extra=_REPORT_BODY)
+    @router.post("/reports", status_code=202, openapi_extra=_REPORT_BODY,
+                 responses=_ok(_REPORTED, "the report was read", 202))
     async def post_report(request: Request) -> Any:
         try:
             from bootwatch.protocol.health import MAX_REPORT_BYTES
@@ -455,7 +498,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     # --- alerts -------------------------------------------------------------
 
-    @router.get("/alerts")
+    @router.get("/alerts", responses=_ok(_ALERTS))
     def list_alerts(
         status: str | None = _text_query(), vm: str | None = _text_query(),
         reason: str | None = _text_query(), severity: str | None = _text_query(),
@@ -464,7 +507,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return call(who, lambda: queries.list_alerts(monitor, status=status, vm=vm, reason=reason,
                                                severity=severity, limit=limit, offset=offset))
 
-    @router.get("/alerts/{alert_id}")
+    @router.get("/alerts/{alert_id}", responses=_ok(ALERT_SCHEMA))
     def get_alert(alert_id: str = ALERT_ID, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_alert(monitor, alert_id))
 
@@ -475,21 +518,21 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return get_alert(alert_id, who)
         return call(who, run)
 
-    @router.post("/alerts/{alert_id}/ack")
+    @router.post("/alerts/{alert_id}/ack", responses=_ok(ALERT_SCHEMA))
     def ack(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.IN_PROGRESS, who)
 
-    @router.post("/alerts/{alert_id}/resolve")
+    @router.post("/alerts/{alert_id}/resolve", responses=_ok(ALERT_SCHEMA))
     def resolve(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.RESOLVED, who)
 
-    @router.post("/alerts/{alert_id}/dismiss")
+    @router.post("/alerts/{alert_id}/dismiss", responses=_ok(ALERT_SCHEMA))
     def dismiss(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.DISMISSED, who)
 
     # --- recommendations, baselines, suppressions, dry run ----------------------
 
-    @router.get("/recommendations")
+    @router.get("/recommendations", responses=_ok(_RECS))
     def list_recommendations(vm: str | None = _text_query(), key: str | None = _text_query(),
                              code: str | None = _text_query(), limit: int = 1000,
                              after: str | None = _text_query(),
@@ -497,20 +540,21 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         return call(who, lambda: queries.list_recommendations(monitor, vm=vm, key=key, code=code,
                                                         limit=limit, after=after))
 
-    @router.get("/recommendations/groups")
+    @router.get("/recommendations/groups", responses=_ok(_GROUPS))
     def recommendation_groups(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: {"items": queries.recommendation_groups(monitor)})
 
-    @router.get("/agents")
+    @router.get("/agents", responses=_ok(_AGENTS))
     def agents(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: {"versions": queries.agent_versions(monitor)})
 
-    @router.get("/baselines")
+    @router.get("/baselines", responses=_ok(items_schema(BASELINE_SCHEMA)))
     def list_baselines(vm: str | None = _text_query(),
                        who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_baselines(monitor, vm))
 
-    @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY)
+    @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY,
+                 responses=_ok(obj_schema({"baseline": _INT})))
     async def approve(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -532,7 +576,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         container.webhooks.kick()
         return {"baseline": base_id}
 
-    @router.delete("/baselines/{baseline_id}")
+    @router.delete("/baselines/{baseline_id}", responses=_ok(obj_schema({"removed": _INT})))
     def remove_baseline(baseline_id: int = _id_path("baseline"),
                         who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
@@ -540,11 +584,12 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return {"removed": baseline_id}
         return call(who, run)
 
-    @router.get("/suppressions")
+    @router.get("/suppressions", responses=_ok(_SUPPRESSIONS))
     def list_suppressions(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_suppressions(monitor))
 
-    @router.post("/suppressions", openapi_extra=_SUPPRESSION_BODY)
+    @router.post("/suppressions", openapi_extra=_SUPPRESSION_BODY,
+                 responses=_ok(obj_schema({"id": _INT})))
     async def add_suppression(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -558,7 +603,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return _error_response(exc)
         return {"id": rule}
 
-    @router.delete("/suppressions/{rule_id}")
+    @router.delete("/suppressions/{rule_id}", responses=_ok(obj_schema({"removed": _INT})))
     def remove_suppression(rule_id: int = _id_path("suppression rule"),
                            who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
@@ -566,7 +611,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return {"removed": rule_id}
         return call(who, run)
 
-    @router.post("/dry-run", openapi_extra=_DRY_RUN_BODY)
+    @router.post("/dry-run", openapi_extra=_DRY_RUN_BODY, responses=_ok(_DRY_RUN))
     async def dry_run(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
