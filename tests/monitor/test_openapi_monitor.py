@@ -197,3 +197,26 @@ def test_ingestion_refuses_what_the_database_cannot_hold(dep: Deployment, path: 
                    headers={"content-type": "application/json"})
         assert r.status_code == 400, (r.status_code, r.text)
         assert r.json()["error"]["code"] == "InvalidParameter", r.text
+
+
+def test_a_database_error_answers_503_without_its_sql(caplog: pytest.LogCaptureFixture) -> None:
+    """The 503s above carried the database error whole (the SQL and its parameters, which
+    hold request data) in the answer's message; the answer now names an incident and the
+    log holds the details."""
+    import json
+
+    from bootwatch.errors import StorageError
+    from bootwatch.monitor.api import _error_response
+
+    exc = StorageError("monitor database error: DataError: integer out of range "
+                       "[SQL: SELECT monitor_boots.id FROM monitor_boots WHERE id = 1]")
+    with caplog.at_level("ERROR"):
+        r = _error_response(exc)
+    body = json.loads(bytes(r.body))
+    assert r.status_code == 503 and body["error"]["code"] == "ServiceUnavailable"
+    message = body["error"]["message"]
+    assert "SQL" not in message and "monitor_boots" not in message
+    incident = message.split("incident ")[1].split(")")[0]
+    assert len(incident) == 32
+    assert any(getattr(rec, "incident", None) == incident and "SELECT" in rec.reason
+               for rec in caplog.records)

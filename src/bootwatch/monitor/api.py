@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -45,6 +46,7 @@ from bootwatch.protocol.monitor import (
     Toggle,
 )
 from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
+from bootwatch.service.logs import get_logger
 
 __all__ = [
     "API_PREFIX",
@@ -221,7 +223,12 @@ def _error_response(exc: BootwatchError) -> JSONResponse:
         return problem(409 if "already" in str(exc) else 400, "InvalidOperation", str(exc))
     if isinstance(exc, InputError):
         return problem(400, "InvalidParameter", str(exc))
-    return problem(503, "ServiceUnavailable", f"the monitor cannot answer now: {exc}")
+    # the details (a database error's SQL and parameters among them) go to the log only
+    incident = uuid.uuid4().hex
+    get_logger().error("monitor unavailable", extra={
+        "incident": incident, "reason": f"{exc.__class__.__name__}: {exc}"})
+    return problem(503, "ServiceUnavailable", f"the monitor cannot answer now ({exc.code}, "
+                   f"incident {incident}); the monitor's log has the details")
 
 
 def _loopback(request: Request) -> bool:
