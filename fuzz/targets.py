@@ -342,7 +342,15 @@ def _claims() -> tuple[Claim, ...]:
 
 
 def _policy(data: bytes) -> None:
-    document = parse_policy_document(data)
+    body: str | bytes = data
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        # a JWS payload carries the policy as JSON text, whose escapes make any code point,
+        # a lone surrogate included: invalid UTF-8 stands in for them here (surrogateescape
+        # turns each bad byte into one), so the str path is fuzzed as well as the bytes one
+        body = data.decode("utf-8", "surrogateescape")
+    document = parse_policy_document(body)
     policy_hash(document.text)
     compiled = compile_policy(document.text)
     evaluate(compiled, _claims())

@@ -6,6 +6,7 @@ was fixed and through the harness that found it.
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
@@ -13,6 +14,12 @@ from pathlib import Path
 import pytest
 
 from bootwatch.errors import ProtocolError
+from bootwatch.policy import (
+    PolicyDocumentError,
+    PolicyParsingError,
+    compile_policy,
+    parse_policy_document,
+)
 from bootwatch.protocol.azureguest import decode_request, encode_request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,3 +62,30 @@ def test_surrogate_pairs_are_still_text() -> None:
     req = decode_request(json.dumps(doc).encode())
     assert req.client_payload == {"emoji\U0001f600": "v"}
     assert decode_request(encode_request(req)).client_payload == req.client_payload
+
+
+POLICY = ('version=1.0;\nauthorizationrules { => permit(); };\n'
+          'issuancerules { => issue(type="a{}b", value="x"); };')
+
+
+@pytest.mark.parametrize(("char", "what"), [("\x00", "NUL character"),
+                                            ("\ud800", "lone UTF-16 surrogate")])
+def test_policies_with_nul_or_a_lone_surrogate_are_refused_at_their_position(
+        char: str, what: str) -> None:
+    """A lone surrogate (a JSON escape in a JWS payload makes one) reached the policy
+    hash's UTF-8 encoding and raised UnicodeEncodeError; a NUL was accepted and reached
+    the database on upload. Both are now a typed error at line:column."""
+    text = POLICY.replace("{}", char)
+    with pytest.raises(PolicyParsingError, match=f"line 3:33: a {what}"):
+        compile_policy(text)
+    with pytest.raises(PolicyDocumentError, match=f"line 3:33: a {what}"):
+        parse_policy_document(text)
+    payload = json.dumps({"AttestationPolicy": text})  # the escape travels as \\u0000 / \\ud800
+    header = base64.urlsafe_b64encode(b'{"alg":"none"}').rstrip(b"=").decode()
+    body = base64.urlsafe_b64encode(payload.encode()).rstrip(b"=").decode()
+    with pytest.raises(PolicyDocumentError, match=what):
+        parse_policy_document(f"{header}.{body}.")
+    # the harness reaches the str path through invalid UTF-8 (surrogateescape)
+    check(TARGETS["policy"], POLICY.replace("{}", "").encode()[:60] + b"\xff" +
+          POLICY.encode()[60:])
+    assert compile_policy(POLICY.replace("{}", "\U0001f600")).ast is not None
