@@ -107,3 +107,27 @@ def test_a_certificate_whose_name_attribute_is_a_bit_string_is_undecodable() -> 
     with pytest.raises(EventDataError, match="does not parse"):
         x509_info(bytes(log[start:start + size]))
     check(TARGETS["eventlog"], bytes(log))
+
+
+@pytest.mark.parametrize(("query", "why"), [
+    # policy, 20,415th execution of the second run: '&@' inside a JmesPath query
+    ("PCRs[? Index == `0`] | &@[0]", "not a JSON value"),
+    ("[&@, `1`]", "not a JSON value"),
+    ("{a: &length(@)}", "not a JSON value"),
+    ("`1e999`", "a number JSON cannot hold"),  # json.dumps wrote it as Infinity
+])
+def test_jmespath_results_that_are_no_json_are_an_evaluation_error(query: str, why: str) -> None:
+    """An expression reference (``&expr``) outside a function argument made jmespath return
+    its internal object, and serialising the result raised TypeError; an infinite number
+    was serialised as ``Infinity``, which no JSON reader accepts."""
+    from bootwatch.policy import Claim, PolicyEvaluationError, evaluate
+
+    text = ('version=1.2; authorizationrules { => permit(); }; issuancerules { '
+            'c:[type=="pcrs"] => issue(type="r", value=JmesPath(c.value, "'
+            + query.replace('"', '\\"') + '")); };')
+    policy = compile_policy(text)
+    claims = [Claim.service("pcrs", {"PCRs": [{"Index": 0}]})]  # type: ignore[arg-type]
+    with pytest.raises(PolicyEvaluationError, match=why):
+        evaluate(policy, claims)
+    ok = compile_policy(text.replace(query.replace('"', '\\"'), "sort_by(PCRs, &Index)"))
+    assert [c.value for c in evaluate(ok, claims).issued if c.type == "r"] == ['[{"Index":0}]']
