@@ -153,6 +153,13 @@ def test_what_schemathesis_found_is_a_400_naming_the_input(dep: Deployment) -> N
         assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
         # the largest id is still a plain lookup
         assert c.get("/api/v1/boots/2147483647").status_code == 404
+        # a dry run's look-back past datetime's range was a 500 (OverflowError)
+        policy = "version=1.2; authorizationrules { => permit(); };"
+        for since in (10**12, 2**63):
+            r = c.post("/api/v1/dry-run", json={"policy": policy, "since_seconds": since})
+            assert r.status_code == 400 and "since_seconds" in r.text, r.text
+        r = c.post("/api/v1/dry-run", json={"policy": policy, "since_seconds": 100 * 365 * 86400})
+        assert r.status_code == 200, r.text
 
 
 def _outcome(**fields: Any) -> dict[str, Any]:
