@@ -91,19 +91,26 @@ def test_policies_with_nul_or_a_lone_surrogate_are_refused_at_their_position(
     assert compile_policy(POLICY.replace("{}", "\U0001f600")).ast is not None
 
 
-def test_a_certificate_whose_name_attribute_is_a_bit_string_is_undecodable() -> None:
-    """eventlog, 11,845th execution of the first run: one bit flipped in the db
-    certificate of a Secure Boot log (a PrintableString tag 0x13 of the issuer's name
-    turned into BIT STRING 0x03) made cryptography raise TypeError while reading the
-    name, which escaped x509_info (it caught ValueError only) and the one-line summary."""
+@pytest.mark.parametrize(("at", "was", "now"), [
+    # eventlog, 11,845th execution of the first run: the issuer name's PrintableString tag
+    # turned into BIT STRING made cryptography raise TypeError while reading the name
+    (86, 0x13, 0x03),
+    # eventlog, 25,379th execution of the second run: version v3 (2) turned into 9 made
+    # cryptography raise InvalidVersion (no ValueError) loading the certificate
+    (12, 0x02, 0x09),
+])
+def test_certificates_cryptography_cannot_decode_are_undecodable(at: int, was: int,
+                                                                  now: int) -> None:
+    """One byte changed in the db certificate of a Secure Boot log: the error escaped
+    x509_info (it caught ValueError only) and the one-line summary of the event."""
     from bootwatch.eventlog.decode._util import EventDataError
     from bootwatch.eventlog.decode.efi import x509_info
 
     log = bytearray((CORPUS / "eventlogs" / "secboot" / "eventlog1-2020-03.bin").read_bytes())
     start, size = 4963, 1499  # the db certificate's DER inside the log
     assert x509_info(bytes(log[start:start + size])).issuer  # reads as it is
-    assert log[start + 86] == 0x13
-    log[start + 86] = 0x03
+    assert log[start + at] == was
+    log[start + at] = now
     with pytest.raises(EventDataError, match="does not parse"):
         x509_info(bytes(log[start:start + size]))
     check(TARGETS["eventlog"], bytes(log))

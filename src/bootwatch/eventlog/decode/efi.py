@@ -213,10 +213,11 @@ def x509_info(der: bytes) -> X509Info:
             subject = cert.subject.rfc4514_string()
             issuer = cert.issuer.rfc4514_string()
             serial = f"{cert.serial_number:x}"
-    except DECODE_ERRORS as exc:
-        # cryptography decodes names lazily and raises TypeError, not ValueError, for some
-        # malformed attributes (a BitString-typed attribute under another OID: found by
-        # fuzzing, scripts/fuzz eventlog); every decoding error is "does not parse"
+    except (*DECODE_ERRORS, x509.InvalidVersion) as exc:
+        # cryptography raises more than ValueError (both found by fuzzing, scripts/fuzz
+        # eventlog): InvalidVersion loading a version other than v1/v3, and TypeError
+        # reading a malformed name attribute lazily (a BitString under another OID);
+        # every one of them is "does not parse"
         raise EventDataError(f"X.509 certificate does not parse: {exc}", 0) from None
     return X509Info(
         subject=subject,
