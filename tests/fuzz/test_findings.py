@@ -138,3 +138,18 @@ def test_jmespath_results_that_are_no_json_are_an_evaluation_error(query: str, w
         evaluate(policy, claims)
     ok = compile_policy(text.replace(query.replace('"', '\\"'), "sort_by(PCRs, &Index)"))
     assert [c.value for c in evaluate(ok, claims).issued if c.type == "r"] == ['[{"Index":0}]']
+
+
+def test_a_spec_id_signature_that_is_not_ascii_is_undecodable() -> None:
+    """eventlog, 325,511th execution of the third run: an EV_NO_ACTION event whose data
+    starts "Spec ID Event0" then a non-ASCII byte raised UnicodeDecodeError decoding the
+    signature (in the claim view, the summary and the boot state alike)."""
+    from bootwatch.eventlog.decode import Undecodable, decode_data
+
+    decoded = decode_data(3, 0, b"Spec ID Event0\x83" + bytes(20))
+    assert isinstance(decoded, Undecodable) and "not ASCII" in decoded.reason
+    log = bytearray((CORPUS / "eventlogs" / "tpm2-tools" / "specid-vendordata.bin").read_bytes())
+    check(TARGETS["eventlog"], bytes(log))
+    assert log[32:47] == b"Spec ID Event03"
+    log[47] = 0x83  # the header's own signature: framing refuses it, with a typed error
+    check(TARGETS["eventlog"], bytes(log))
