@@ -14,11 +14,13 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
 from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolError
@@ -26,6 +28,16 @@ from bootwatch.monitor import queries
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.views import (
+    ALERT_SCHEMA,
+    BASELINE_SCHEMA,
+    BOOT_DETAIL_SCHEMA,
+    REC_FULL_SCHEMA,
+    VM_DETAIL_SCHEMA,
+    VM_SCHEMA,
+    items_schema,
+    obj_schema,
+)
 from bootwatch.protocol.health import decode_health_report
 from bootwatch.protocol.monitor import (
     AlertReason,
@@ -34,11 +46,14 @@ from bootwatch.protocol.monitor import (
     Toggle,
 )
 from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, outcome_from_json
+from bootwatch.service.logs import get_logger
 
 __all__ = [
     "API_PREFIX",
+    "ERROR_RESPONSES",
     "Principal",
     "admin_dependency",
+    "complete_openapi",
     "extra_routers",
     "monitor_router",
     "token_principal",
@@ -48,6 +63,152 @@ API_PREFIX = "/api/v1"
 _MAX_ADMIN_BODY = 256 * 1024
 _MAX_BATCH = 1000
 T = TypeVar("T")
+
+# --- the OpenAPI description of what FastAPI cannot see ---------------------------
+# Errors are {"error": {"code", "message"}} with x-ms-error-code (never FastAPI's 422), and
+# the POST routes read their bodies themselves; without these, the document would promise
+# 200/422 only and no bodies, and a client generated from it would be wrong (schemathesis
+# against the document found both: tests/monitor/test_openapi_monitor.py).
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+
+
+def _error_doc(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"x-ms-error-code": {"description": "the error code of the body",
+                                        "schema": {"type": "string"}}},
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
+
+
+#: statuses every /api/v1 operation may answer with an error body
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _error_doc("bad input (InvalidParameter) or an operation the state refuses "
+                    "(InvalidOperation); the message names the field"),
+    401: _error_doc("no bearer token, or one this monitor does not know"),
+    403: _error_doc("a read-only token on a write"),
+    404: _error_doc("no such VM, boot, alert, baseline or suppression"),
+    409: _error_doc("the change was already made"),
+    503: _error_doc("the monitor cannot answer now (its database is away)"),
+}
+
+
+def _json_body(properties: dict[str, Any], *, required: tuple[str, ...] = (),
+               body_required: bool = True, description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = list(required)
+    return {"requestBody": {"required": body_required, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def _str_prop(limit: int = 128) -> dict[str, Any]:
+    return {"type": "string", "maxLength": limit}
+
+
+def _enum_prop(cls: type[Any]) -> dict[str, Any]:
+    return {"type": "string", "enum": [m.value for m in cls]}
+
+
+_ENABLE_BODY = _json_body(
+    {"name": _str_prop(), "group": _str_prop(), "security_type": _enum_prop(SecurityType),
+     "secure_boot": _enum_prop(Toggle), "vtpm": _enum_prop(Toggle)},
+    body_required=False, description="inventory settings to record (all optional)")
+_OUTCOMES_BODY = _json_body(
+    {"events": {"type": "array", "maxItems": _MAX_BATCH, "items": {"type": "object"}}},
+    description="one outcome event (protocol/outcome.py), or {\"events\": [...]}")
+_REPORT_BODY = _json_body({}, description="an agent health report (protocol/health.py)")
+_APPROVE_BODY = _json_body(
+    {"vm": _str_prop(), "boot": {"type": "integer"}, "group": {"type": "boolean"},
+     "label": _str_prop()}, required=("vm",))
+_SUPPRESSION_BODY = _json_body(
+    {"vm": _str_prop(), "group": _str_prop(), "reason": _enum_prop(AlertReason),
+     "note": _str_prop(2000)})
+#: the dry run's look-back: a century bounds it far from datetime's range (a larger
+#: ``since_seconds`` underflowed the cut-off time: a 500 schemathesis found)
+MAX_SINCE_SECONDS = 100 * 365 * 86400
+_DRY_RUN_BODY = _json_body(
+    {"policy": _str_prop(200_000),
+     "since_seconds": {"type": "integer", "minimum": 1, "maximum": MAX_SINCE_SECONDS}},
+    required=("policy",))
+
+
+#: ids of boots, baselines and suppressions are 32-bit database integers: a larger number
+#: is refused as input (a 400 naming it) before the database refuses it (a 503)
+MAX_ROW_ID = 2**31 - 1
+#: no text in the database holds NUL (PostgreSQL cannot): refused with the other bad input
+NO_NUL = r"^[^\x00]*$"
+_MAX_TEXT = 128
+
+
+def _id_path(what: str) -> Any:
+    return PathParam(ge=1, le=MAX_ROW_ID, description=f"the {what}'s id")
+
+
+def _text_query(limit: int = _MAX_TEXT) -> Any:
+    return Query(default=None, max_length=limit, pattern=NO_NUL)
+
+
+def _ref_path(what: str) -> Any:
+    return PathParam(max_length=_MAX_TEXT, pattern=NO_NUL, description=what)
+
+
+def _ok(schema: dict[str, Any], description: str = "the answer",
+        status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"description": description,
+                     "content": {"application/json": {"schema": schema}}}}
+
+
+_INT: dict[str, Any] = {"type": "integer"}
+_STR: dict[str, Any] = {"type": "string"}
+_NSTR: dict[str, Any] = {"type": ["string", "null"]}
+_COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": _INT}
+_SUMMARY = obj_schema({"vms": _COUNTS, "open_alerts": _COUNTS,
+                       "recommendations": {"type": "array"}}, required=False)
+_VMS = items_schema(VM_SCHEMA, next_cursor=_NSTR)
+_ALERTS = items_schema(ALERT_SCHEMA)
+_RECS = items_schema({**REC_FULL_SCHEMA, "properties": {**REC_FULL_SCHEMA["properties"],
+                                                        "vm_name": _STR}})
+_GROUPS = items_schema(obj_schema({"key": _STR, "name": _STR, "severity": _STR,
+                                   "Healthy": _INT, "Unhealthy": _INT,
+                                   "NotApplicable": _INT}))
+_AGENTS = obj_schema({"versions": {"type": "array", "items": obj_schema(
+    {"version": _STR, "vms": _INT, "monitored": _INT})}})
+_SUPPRESSIONS = items_schema(obj_schema({"id": _INT, "vm_id": _NSTR, "group": _NSTR,
+                                         "reason": _NSTR, "note": _STR, "created_by": _STR}))
+_STORED = obj_schema({"stored": {"type": "array", "items": {"type": "boolean"}}})
+_REPORTED = obj_schema({"report_id": _STR, "stored": {"type": "boolean"},
+                        "verified": {"type": "boolean"}, "why_unverified": _STR})
+_DRY_RUN = obj_schema({"boots": {"type": "array", "items": {"type": "object"}},
+                       "would_deny": _INT, "vms_denied": {"type": "array", "items": _STR}})
+
+
+def complete_openapi(doc: dict[str, Any]) -> dict[str, Any]:
+    """The monitor's document without FastAPI's validation answers: a request FastAPI
+    cannot validate is a 400 ``InvalidParameter`` here (monitor/app.py), never a 422."""
+    for methods in doc.get("paths", {}).values():
+        for op in methods.values():
+            if isinstance(op, dict):
+                op.get("responses", {}).pop("422", None)
+    schemas = doc.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    if "components" in doc and not schemas:
+        doc["components"].pop("schemas", None)
+        if not doc["components"]:
+            doc.pop("components")
+    return doc
 
 
 class Principal(str):
@@ -66,7 +227,12 @@ def _error_response(exc: BootwatchError) -> JSONResponse:
         return problem(409 if "already" in str(exc) else 400, "InvalidOperation", str(exc))
     if isinstance(exc, InputError):
         return problem(400, "InvalidParameter", str(exc))
-    return problem(503, "ServiceUnavailable", f"the monitor cannot answer now: {exc}")
+    # the details (a database error's SQL and parameters among them) go to the log only
+    incident = uuid.uuid4().hex
+    get_logger().error("monitor unavailable", extra={
+        "incident": incident, "reason": f"{exc.__class__.__name__}: {exc}"})
+    return problem(503, "ServiceUnavailable", f"the monitor cannot answer now ({exc.code}, "
+                   f"incident {incident}); the monitor's log has the details")
 
 
 def _loopback(request: Request) -> bool:
@@ -136,6 +302,8 @@ def _opt_str(obj: dict[str, Any], key: str, limit: int = 128) -> str | None:
         return None
     if not isinstance(value, str) or len(value) > limit:
         raise ProtocolError(f"body: field '{key}' must be a string of at most {limit} characters")
+    if "\x00" in value:
+        raise ProtocolError(f"body: field '{key}' must not contain NUL characters")
     return value
 
 
@@ -189,7 +357,7 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     """The ``/api/v1`` routes over ``container`` (no module-level state)."""
     settings = container.settings
     monitor: Monitor = container.monitor
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
 
     def reader(request: Request) -> Principal:
         token = _bearer(request)
@@ -227,6 +395,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     Reader = Depends(guard(reader))  # noqa: N806 - FastAPI dependency objects
     Admin = Depends(guard(admin))  # noqa: N806
+    VM_REF = _ref_path("a VM id (any case) or its unique name")  # noqa: N806
+    ALERT_ID = _ref_path("an alert id")  # noqa: N806
 
     def call(who: Principal | Response, fn: Callable[[], T]) -> T | Response:
         if isinstance(who, Response):
@@ -238,26 +408,29 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     # --- fleet ----------------------------------------------------------------
 
-    @router.get("/summary")
+    @router.get("/summary", responses=_ok(_SUMMARY))
     def summary(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.summary(monitor))
 
-    @router.get("/vms")
+    @router.get("/vms", responses=_ok(_VMS))
     def list_vms(
-        state: str | None = None, group: str | None = None, provider: str | None = None,
-        q: str | None = None, limit: int = 100, cursor: str | None = None,
+        state: str | None = _text_query(), group: str | None = _text_query(),
+        provider: str | None = _text_query(), q: str | None = _text_query(),
+        limit: int = 100, cursor: str | None = _text_query(512),
         who: Principal | Response = Reader,
     ) -> Any:
         return call(who, lambda: queries.list_vms(monitor, state=state, group=group,
                                             provider=provider, q=q, limit=limit,
                                             cursor=cursor))
 
-    @router.get("/vms/{ref}")
-    def get_vm(ref: str, who: Principal | Response = Reader) -> Any:
+    @router.get("/vms/{ref}", responses=_ok(VM_DETAIL_SCHEMA))
+    def get_vm(ref: str = VM_REF, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.vm_detail(monitor, ref))
 
-    @router.post("/vms/{ref}/enable")
-    async def enable(ref: str, request: Request, who: Principal | Response = Admin) -> Any:
+    @router.post("/vms/{ref}/enable", openapi_extra=_ENABLE_BODY,
+                 responses=_ok(VM_DETAIL_SCHEMA))
+    async def enable(request: Request, ref: str = VM_REF,
+                     who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
         try:
@@ -272,24 +445,27 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return _error_response(exc)
         return get_vm(vm_id, who)
 
-    @router.post("/vms/{ref}/disable")
-    def disable(ref: str, who: Principal | Response = Admin) -> Any:
+    @router.post("/vms/{ref}/disable", responses=_ok(VM_DETAIL_SCHEMA))
+    def disable(ref: str = VM_REF, who: Principal | Response = Admin) -> Any:
         def run() -> Any:
             return get_vm(monitor.disable(ref, by=str(who)), who)
         return call(who, run)
 
-    @router.get("/vms/{ref}/diff")
-    def vm_diff(ref: str, boot: int | None = None, against: int | None = None,
+    @router.get("/vms/{ref}/diff", responses=_ok({"type": "object"}))
+    def vm_diff(ref: str = VM_REF,
+                boot: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
+                against: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),
                 who: Principal | Response = Reader) -> Any:
         return call(who, lambda: monitor.diff(ref, boot_id=boot, against=against))
 
-    @router.get("/boots/{boot_id}")
-    def get_boot(boot_id: int, who: Principal | Response = Reader) -> Any:
+    @router.get("/boots/{boot_id}", responses=_ok(BOOT_DETAIL_SCHEMA))
+    def get_boot(boot_id: int = _id_path("boot"), who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_boot(monitor, boot_id))
 
     # --- ingestion ------------------------------------------------------------
 
-    @router.post("/outcomes")
+    @router.post("/outcomes", status_code=202, openapi_extra=_OUTCOMES_BODY,
+                 responses=_ok(_STORED, "stored: one flag per event", 202))
     async def post_outcomes(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -313,7 +489,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         container.webhooks.kick()
         return JSONResponse({"stored": stored}, status_code=202)
 
-    @router.post("/reports")
+    @router.post("/reports", status_code=202, openapi_extra=_REPORT_BODY,
+                 responses=_ok(_REPORTED, "the report was read", 202))
     async def post_report(request: Request) -> Any:
         try:
             from bootwatch.protocol.health import MAX_REPORT_BYTES
@@ -332,17 +509,17 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
 
     # --- alerts -------------------------------------------------------------
 
-    @router.get("/alerts")
+    @router.get("/alerts", responses=_ok(_ALERTS))
     def list_alerts(
-        status: str | None = None, vm: str | None = None, reason: str | None = None,
-        severity: str | None = None, limit: int = 100, offset: int = 0,
-        who: Principal | Response = Reader,
+        status: str | None = _text_query(), vm: str | None = _text_query(),
+        reason: str | None = _text_query(), severity: str | None = _text_query(),
+        limit: int = 100, offset: int = 0, who: Principal | Response = Reader,
     ) -> Any:
         return call(who, lambda: queries.list_alerts(monitor, status=status, vm=vm, reason=reason,
                                                severity=severity, limit=limit, offset=offset))
 
-    @router.get("/alerts/{alert_id}")
-    def get_alert(alert_id: str, who: Principal | Response = Reader) -> Any:
+    @router.get("/alerts/{alert_id}", responses=_ok(ALERT_SCHEMA))
+    def get_alert(alert_id: str = ALERT_ID, who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.get_alert(monitor, alert_id))
 
     def _transition(alert_id: str, status: AlertStatus, who: Principal | Response) -> Any:
@@ -352,41 +529,43 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return get_alert(alert_id, who)
         return call(who, run)
 
-    @router.post("/alerts/{alert_id}/ack")
-    def ack(alert_id: str, who: Principal | Response = Admin) -> Any:
+    @router.post("/alerts/{alert_id}/ack", responses=_ok(ALERT_SCHEMA))
+    def ack(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.IN_PROGRESS, who)
 
-    @router.post("/alerts/{alert_id}/resolve")
-    def resolve(alert_id: str, who: Principal | Response = Admin) -> Any:
+    @router.post("/alerts/{alert_id}/resolve", responses=_ok(ALERT_SCHEMA))
+    def resolve(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.RESOLVED, who)
 
-    @router.post("/alerts/{alert_id}/dismiss")
-    def dismiss(alert_id: str, who: Principal | Response = Admin) -> Any:
+    @router.post("/alerts/{alert_id}/dismiss", responses=_ok(ALERT_SCHEMA))
+    def dismiss(alert_id: str = ALERT_ID, who: Principal | Response = Admin) -> Any:
         return _transition(alert_id, AlertStatus.DISMISSED, who)
 
     # --- recommendations, baselines, suppressions, dry run ----------------------
 
-    @router.get("/recommendations")
-    def list_recommendations(vm: str | None = None, key: str | None = None,
-                             code: str | None = None, limit: int = 1000,
-                             after: str | None = None,
+    @router.get("/recommendations", responses=_ok(_RECS))
+    def list_recommendations(vm: str | None = _text_query(), key: str | None = _text_query(),
+                             code: str | None = _text_query(), limit: int = 1000,
+                             after: str | None = _text_query(),
                              who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_recommendations(monitor, vm=vm, key=key, code=code,
                                                         limit=limit, after=after))
 
-    @router.get("/recommendations/groups")
+    @router.get("/recommendations/groups", responses=_ok(_GROUPS))
     def recommendation_groups(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: {"items": queries.recommendation_groups(monitor)})
 
-    @router.get("/agents")
+    @router.get("/agents", responses=_ok(_AGENTS))
     def agents(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: {"versions": queries.agent_versions(monitor)})
 
-    @router.get("/baselines")
-    def list_baselines(vm: str | None = None, who: Principal | Response = Reader) -> Any:
+    @router.get("/baselines", responses=_ok(items_schema(BASELINE_SCHEMA)))
+    def list_baselines(vm: str | None = _text_query(),
+                       who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_baselines(monitor, vm))
 
-    @router.post("/baselines/approve")
+    @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY,
+                 responses=_ok(obj_schema({"baseline": _INT})))
     async def approve(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -408,18 +587,20 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
         container.webhooks.kick()
         return {"baseline": base_id}
 
-    @router.delete("/baselines/{baseline_id}")
-    def remove_baseline(baseline_id: int, who: Principal | Response = Admin) -> Any:
+    @router.delete("/baselines/{baseline_id}", responses=_ok(obj_schema({"removed": _INT})))
+    def remove_baseline(baseline_id: int = _id_path("baseline"),
+                        who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
             monitor.remove_baseline(baseline_id)
             return {"removed": baseline_id}
         return call(who, run)
 
-    @router.get("/suppressions")
+    @router.get("/suppressions", responses=_ok(_SUPPRESSIONS))
     def list_suppressions(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_suppressions(monitor))
 
-    @router.post("/suppressions")
+    @router.post("/suppressions", openapi_extra=_SUPPRESSION_BODY,
+                 responses=_ok(obj_schema({"id": _INT})))
     async def add_suppression(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -433,14 +614,15 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return _error_response(exc)
         return {"id": rule}
 
-    @router.delete("/suppressions/{rule_id}")
-    def remove_suppression(rule_id: int, who: Principal | Response = Admin) -> Any:
+    @router.delete("/suppressions/{rule_id}", responses=_ok(obj_schema({"removed": _INT})))
+    def remove_suppression(rule_id: int = _id_path("suppression rule"),
+                           who: Principal | Response = Admin) -> Any:
         def run() -> dict[str, Any]:
             monitor.remove_suppression(rule_id)
             return {"removed": rule_id}
         return call(who, run)
 
-    @router.post("/dry-run")
+    @router.post("/dry-run", openapi_extra=_DRY_RUN_BODY, responses=_ok(_DRY_RUN))
     async def dry_run(request: Request, who: Principal | Response = Admin) -> Any:
         if isinstance(who, Response):
             return who
@@ -450,8 +632,10 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             if not policy:
                 raise ProtocolError("body: field 'policy' (the policy text) is required")
             since = body.get("since_seconds", 30 * 86400)
-            if not isinstance(since, int) or isinstance(since, bool) or since <= 0:
-                raise ProtocolError("body: field 'since_seconds' must be a positive integer")
+            if (not isinstance(since, int) or isinstance(since, bool)
+                    or not 0 < since <= MAX_SINCE_SECONDS):
+                raise ProtocolError("body: field 'since_seconds' must be an integer in "
+                                    f"1..{MAX_SINCE_SECONDS}")
             from starlette.concurrency import run_in_threadpool
 
             rows = await run_in_threadpool(monitor.dry_run, policy, timedelta(seconds=since))

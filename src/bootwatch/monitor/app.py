@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,12 +19,21 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bootwatch.errors import BootwatchError
-from bootwatch.monitor.api import extra_routers, monitor_router, problem
+from bootwatch.monitor.api import complete_openapi, extra_routers, monitor_router, problem
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.ui import ui_router
 from bootwatch.service.logs import get_logger
 
 __all__ = ["create_monitor_app"]
+
+
+class _MonitorApp(FastAPI):
+    """FastAPI with the monitor's own error answers in its OpenAPI document."""
+
+    def openapi(self) -> dict[str, Any]:
+        if self.openapi_schema is None:
+            self.openapi_schema = complete_openapi(FastAPI.openapi(self))
+        return self.openapi_schema
 
 
 def create_monitor_app(container: MonitorContainer) -> FastAPI:
@@ -35,7 +45,7 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
         finally:
             container.stop()
 
-    app = FastAPI(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,
+    app = _MonitorApp(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/v1/openapi.json", lifespan=lifespan)
     app.include_router(monitor_router(container))
     app.include_router(ui_router(container))

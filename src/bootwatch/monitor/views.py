@@ -16,7 +16,91 @@ from typing import Any
 from bootwatch.monitor.db import as_utc
 from bootwatch.monitor.models import AlertRow, BaselineRow, BootRow, RecommendationRow, VmRow
 
-__all__ = ["alert_json", "baseline_json", "boot_json", "rec_json", "vm_json"]
+__all__ = [
+    "ALERT_SCHEMA",
+    "BASELINE_SCHEMA",
+    "BOOT_DETAIL_SCHEMA",
+    "BOOT_SCHEMA",
+    "REC_FULL_SCHEMA",
+    "VM_DETAIL_SCHEMA",
+    "VM_SCHEMA",
+    "alert_json",
+    "baseline_json",
+    "boot_json",
+    "items_schema",
+    "obj_schema",
+    "rec_json",
+    "vm_json",
+]
+
+# --- JSON Schemas of these shapes (the OpenAPI document's 200 answers) -----------------
+# Kept beside the functions that make the shapes, so a change to one is seen in the other;
+# schemathesis checks every answer against them (tests/monitor/test_openapi_monitor.py).
+
+_S: dict[str, Any] = {"type": "string"}
+_NS: dict[str, Any] = {"type": ["string", "null"]}
+_I: dict[str, Any] = {"type": "integer"}
+_NI: dict[str, Any] = {"type": ["integer", "null"]}
+_B: dict[str, Any] = {"type": "boolean"}
+_TIME: dict[str, Any] = {"type": "string",
+                         "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"}
+_NTIME: dict[str, Any] = {"anyOf": [_TIME, {"type": "null"}]}
+
+
+def obj_schema(properties: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """An object with these properties, all of them present unless ``required`` is False."""
+    out: dict[str, Any] = {"type": "object", "properties": properties}
+    if required:
+        out["required"] = sorted(properties)
+    return out
+
+
+def items_schema(item: dict[str, Any], **more: dict[str, Any]) -> dict[str, Any]:
+    """``{"items": [item, ...]}`` (plus ``more`` properties), the list answers' shape."""
+    return obj_schema({"items": {"type": "array", "items": item}, **more})
+
+
+REC_SCHEMA = obj_schema({"key": _S, "name": _S, "severity": _S,
+                         "status": obj_schema({"code": _S, "cause": _S})})
+REC_FULL_SCHEMA = obj_schema({
+    "key": _S, "name": _S, "severity": _S, "vm_id": _S, "remediation": _S,
+    "status": obj_schema({"code": _S, "cause": _S, "description": _S,
+                          "first_evaluated": _TIME, "status_changed": _TIME}),
+})
+VM_SCHEMA = obj_schema({
+    "vm_id": _S, "name": _S, "group": _S, "provider": _S, "state": _S, "state_reason": _S,
+    "state_since": _TIME, "monitored": _B, "security_type": _S, "secure_boot": _S,
+    "vtpm": _S, "open_alerts": _I, "last_attestation": _NTIME, "last_verdict": _NS,
+    "last_reason": _S, "last_report": _NTIME, "last_report_status": _NS,
+    "last_report_verified": _B, "agent_version": _S, "boot_counter": _NI, "last_boot": _NI,
+    "recommendations": {"type": "array", "items": REC_SCHEMA},
+})
+_BOOT_PROPS: dict[str, Any] = {
+    "id": _I, "vm_id": _S, "first_seen": _TIME, "last_seen": _TIME, "verdict": _S,
+    "reason": _S, "baseline": _NI, "reset_count": _NI, "agent_version": _S,
+}
+BOOT_SCHEMA = obj_schema(_BOOT_PROPS)
+BOOT_DETAIL_SCHEMA = obj_schema({**_BOOT_PROPS, "pcr_bank": _S, "pcrs": {},
+                                 "events": {"type": "array"}})
+ALERT_SCHEMA = obj_schema({
+    "id": _S, "vm_id": _S, "vm_name": _S, "reason": _S, "severity": _S, "status": _S,
+    "count": _I, "title": _S, "description": _S, "boot": _NI, "diff": {},
+    "last_seen": _TIME, "status_changed_by": _S, "alertType": _S, "alertDisplayName": _S,
+    "startTimeUtc": _TIME, "endTimeUtc": _NTIME, "correlationKey": _S,
+    "remediationSteps": {"type": "array"}, "extendedProperties": {"type": "object"},
+    "compromisedEntity": _S,
+})
+BASELINE_SCHEMA = obj_schema({
+    "id": _I, "vm_id": _NS, "group": _NS, "label": _S, "origin": _S, "source_boot": _NI,
+    "pcrs": {}, "created_at": _TIME, "created_by": _S,
+})
+VM_DETAIL_SCHEMA = obj_schema({
+    **VM_SCHEMA["properties"],
+    "recommendations": {"type": "array", "items": REC_FULL_SCHEMA},
+    "boots": {"type": "array", "items": BOOT_SCHEMA},
+    "alerts": {"type": "array", "items": ALERT_SCHEMA},
+    "baselines": {"type": "array", "items": BASELINE_SCHEMA},
+})
 
 
 def _t(value: datetime | None) -> str | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from bootwatch.policy.ast import PolicyAst, Tolerance
 from bootwatch.policy.hashes import policy_hash
-from bootwatch.policy.parser import parse_policy
+from bootwatch.policy.parser import check_policy_text, parse_policy
 
 #: Compiled policies kept (a provider has one per attestation type).
 CACHE_SIZE = 256
@@ -44,6 +44,8 @@ _lock = threading.Lock()
 
 def compile_policy(text: str) -> CompiledPolicy:
     """Parse and check ``text``; raise PolicyParsingError with line:column if invalid."""
+    if isinstance(text, str):
+        check_policy_text(text)  # before hashing: the hash encodes the text as UTF-8
     key = policy_hash(text) if isinstance(text, str) else ""
     with _lock:
         hit = _cache.get(key)

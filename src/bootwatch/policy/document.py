@@ -36,10 +36,12 @@ from jwt.api_jws import PyJWS
 
 from bootwatch.policy.errors import (
     PolicyDocumentError,
+    PolicyParsingError,
     PolicySignatureError,
     UntrustedSignerError,
 )
 from bootwatch.policy.hashes import b64url, policy_token_hash
+from bootwatch.policy.parser import check_policy_text
 from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
 #: Largest upload body accepted (characters).
@@ -330,6 +332,16 @@ def _policy_text(payload: dict[str, Any], tolerances: list[str]) -> str:
         raise PolicyDocumentError(f"AttestationPolicy: not base64url UTF-8 text ({exc})") from None
 
 
+def _check_text(text: str) -> None:
+    """Refuse NUL and lone surrogates in an upload or the policy it carries (a JSON escape
+    in a JWS payload can produce them): stored, hashed or re-encoded, they would fail
+    later with no typed error."""
+    try:
+        check_policy_text(text)
+    except PolicyParsingError as exc:
+        raise PolicyDocumentError(f"policy upload: {exc}") from None
+
+
 def parse_policy_document(
     body: str | bytes,
     *,
@@ -351,6 +363,7 @@ def parse_policy_document(
             raise PolicyDocumentError(f"policy upload is not UTF-8 ({exc})") from None
     if len(body) > MAX_DOCUMENT_CHARS:
         raise PolicyDocumentError(f"policy upload is longer than {MAX_DOCUMENT_CHARS} characters")
+    _check_text(body)
     compact = body.strip()
     if not _COMPACT.fullmatch(compact):
         if require_signed:
@@ -384,4 +397,5 @@ def parse_policy_document(
             f"JWS alg {alg!r} is not accepted; use 'none' (unsigned) or 'RS256'"
         )
     text = _policy_text(_payload_object(payload), tolerances)
+    _check_text(text)
     return PolicyDocument(text, compact, signer, policy_token_hash(compact), tuple(tolerances))

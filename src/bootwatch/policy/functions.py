@@ -135,8 +135,20 @@ def _json_size_ok(value: object, budget: Budget) -> None:
         elif isinstance(node, Sequence):
             total += 2 + len(node)
             stack.extend(node)
-        else:
+        elif node is None or isinstance(node, int):
             total += 8
+        elif isinstance(node, float):
+            if not math.isfinite(node):
+                raise PolicyEvaluationError(
+                    f"JmesPath: the result holds {node}, a number JSON cannot hold")
+            total += 8
+        else:
+            # an expression reference (``&expr``) is an argument of sort_by/max_by/...,
+            # never a value: jmespath returns its internal object, which is no JSON (found
+            # by fuzzing: the result's serialisation raised TypeError)
+            raise PolicyEvaluationError(
+                "JmesPath: the result is not a JSON value (an expression reference '&...' "
+                "is only an argument of functions such as sort_by)")
         if total > limit:
             raise PolicyLimitError(
                 f"a JmesPath result is larger than {limit} characters", limit="max_string_chars"
@@ -227,7 +239,7 @@ def _jmespath(args: tuple[Items, ...], budget: Budget) -> Items:
         data = _load_json(data_item.value, budget, "JmesPath")
         result = jmespath_search(data, query, budget)
         _json_size_ok(result, budget)
-        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         _check_string(text, budget, "JmesPath result")
         out.append(Item(text, data_item.read_only or query_item.read_only))
     return tuple(out)

@@ -32,6 +32,7 @@ arities and unbound identifiers.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
 
@@ -131,6 +132,29 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> PolicyParsingError:
     return PolicyParsingError(message, line=pos.line, column=pos.column, expected=expected)
 
 
+#: NUL, or a UTF-16 surrogate with no partner: neither is text a policy can hold (no UTF-8
+#: encodes a lone surrogate, no database text column holds NUL); JSON's escapes can carry
+#: both into a JWS payload's plain-text policy
+_NOT_TEXT_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def check_policy_text(text: str) -> None:
+    """Raise PolicyParsingError (line:column) when ``text`` holds NUL or a lone surrogate.
+
+    Found by fuzzing (scripts/fuzz policy): such a text reached the policy hash's UTF-8
+    encoding and raised UnicodeEncodeError, and a NUL reached the database on upload.
+    """
+    found = _NOT_TEXT_RE.search(text)
+    if found is None:
+        return
+    at = found.start()
+    line = text.count("\n", 0, at) + 1
+    column = at - (text.rfind("\n", 0, at) + 1) + 1
+    what = "a NUL character" if found.group() == "\x00" else (
+        f"a lone UTF-16 surrogate (U+{ord(found.group()):04X})")
+    raise PolicyParsingError(f"{what} is not policy text", line=line, column=column)
+
+
 def parse_policy(text: str) -> PolicyAst:
     """Parse and check a policy; raise PolicyParsingError (line, column, expected) if invalid."""
     if not isinstance(text, str):
@@ -139,6 +163,7 @@ def parse_policy(text: str) -> PolicyAst:
         raise PolicyParsingError(
             f"policy is {len(text)} characters; the limit is {MAX_POLICY_CHARS}", line=1, column=1
         )
+    check_policy_text(text)
     tolerances: list[Tolerance] = []
     if text.startswith("\ufeff"):
         tolerances.append(Tolerance("byte-order-mark", Position(1, 1), "leading U+FEFF ignored"))

@@ -175,7 +175,25 @@ def _b64_text(value: Any, path: str) -> str:
         raise ProtocolError("base64 content is not UTF-8 text", field=path) from None
 
 
+#: a UTF-16 surrogate: JSON's ``\ud800`` escape yields one alone, which no UTF-8 text holds
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def _check_text(value: str, what: str) -> None:
+    """Refuse a string with a lone surrogate (``"\\ud800"`` in the JSON): it is no Unicode
+    text, and whatever stores, logs or re-encodes it as UTF-8 would fail later, far from
+    here (found by fuzzing: scripts/fuzz azureguest). ``isascii`` is O(1) on the usual
+    ASCII strings, so well-formed requests pay nothing for the search."""
+    if not value.isascii() and _SURROGATE_RE.search(value):
+        raise ProtocolError(f"{what} {value[:40]!r} is not valid Unicode text "
+                            "(a lone UTF-16 surrogate)")
+
+
 def _pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for k, v in pairs:
+        _check_text(k, "key")
+        if type(v) is str:
+            _check_text(v, f"the value of {k!r}")
     fast = dict(pairs)
     if len(fast) == len(pairs) and len({k.lower() for k in fast}) == len(fast):
         return fast

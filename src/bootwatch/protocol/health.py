@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from bootwatch.errors import ProtocolError
-from bootwatch.protocol.jsonread import read_json
+from bootwatch.protocol.jsonread import read_json, text_problem
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -124,12 +124,15 @@ def _text(obj: dict[str, Any], key: str, limit: int = _MAX_TEXT, *, required: bo
         raise ProtocolError(f"health report: field '{key}' must be a string")
     if len(value) > limit:
         raise ProtocolError(f"health report: field '{key}' is longer than {limit} characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise ProtocolError(f"health report: field '{key}' {problem}")
     return value
 
 
 def _ident(obj: dict[str, Any], key: str) -> str:
     value = _text(obj, key, _MAX_ID, required=True)
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         raise ProtocolError(
             f"health report: field '{key}' must be 1-128 characters of A-Z a-z 0-9 . _ : @ -"
         )
@@ -168,9 +171,11 @@ def decode_health_report(body: bytes) -> HealthReport:
         raise ProtocolError("health report: field 'Time' must carry a time zone (e.g. Z)")
     boot = obj.get("BootCounter")
     if boot is not None and (
-        not isinstance(boot, int) or isinstance(boot, bool) or not 0 <= boot < 2**63
+        not isinstance(boot, int) or isinstance(boot, bool) or not 0 <= boot < 2**31
     ):
-        raise ProtocolError("health report: field 'BootCounter' must be an integer >= 0")
+        # a TPM resetCount, kept in a 32-bit integer column by the monitor
+        raise ProtocolError("health report: field 'BootCounter' must be an integer in "
+                            f"0..{2**31 - 1}")
     token = obj.get("AttestationToken")
     if token is not None:
         token = _text(obj, "AttestationToken", _MAX_TOKEN)

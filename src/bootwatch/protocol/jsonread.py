@@ -18,6 +18,7 @@ is walked once, iteratively.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,24 @@ from bootwatch.errors import ProtocolError
 #: (AzureGuest requests, TPM protocol messages, JWS headers and payloads, policy
 #: certificates) nest at most 5 levels; 64 leaves room for client payloads.
 MAX_JSON_DEPTH = 64
+
+#: NUL or a UTF-16 surrogate: JSON's ``\u0000`` and a lone ``\ud800`` escape decode to
+#: them, yet no database text column holds NUL (PostgreSQL) and no UTF-8 text holds a
+#: lone surrogate, so such a string fails far from where it came in (a 5xx on storing it)
+_UNSTORABLE_RE = re.compile("[\x00\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why ``value`` cannot be kept as text (NUL, a lone surrogate), or None when it can.
+
+    A valid surrogate pair in the JSON decodes to one code point and is fine.
+    """
+    found = _UNSTORABLE_RE.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL characters"
+    return "is not valid Unicode text (a lone UTF-16 surrogate)"
 
 
 class JsonDepthError(ProtocolError):
@@ -125,4 +144,5 @@ __all__ = [
     "check_json_depth",
     "json_depth_exceeds",
     "read_json",
+    "text_problem",
 ]

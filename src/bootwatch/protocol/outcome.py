@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bootwatch.errors import ProtocolError
+from bootwatch.protocol.jsonread import text_problem
 from bootwatch.protocol.verdict import Verdict
 
 __all__ = [
@@ -46,6 +47,9 @@ SCHEMA_VERSION: Final = 1
 MAX_OUTCOME_BYTES: Final = 2 * 1024 * 1024
 _MAX_EVENTS: Final = 4096
 _MAX_TEXT: Final = 4000
+#: counters the monitor keeps in 32-bit integer columns (a TPM's resetCount and
+#: restartCount, DBX counts): a larger value is refused here, not by the database
+_MAX_STORED_INT: Final = 2**31 - 1
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}$")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
@@ -178,6 +182,9 @@ def _str(obj: Mapping[str, Any], key: str, where: str = "", *, optional: bool = 
         raise _fail(name, "must be a string")
     if len(value) > limit:
         raise _fail(name, f"is longer than {limit} characters")
+    problem = text_problem(value)
+    if problem is not None:
+        raise _fail(name, problem)
     return value
 
 
@@ -208,14 +215,14 @@ def _when(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> dateti
 
 
 def _hex(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not _HEX_RE.match(value):
+    if not isinstance(value, str) or not _HEX_RE.fullmatch(value):
         raise _fail(where, "must be lowercase hex of at most 64 bytes")
     return value
 
 
 def _ident(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> str | None:
     value = _str(obj, key, optional=optional, limit=128)
-    if value is not None and not _ID_RE.match(value):
+    if value is not None and not _ID_RE.fullmatch(value):
         raise _fail(key, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
     return value
 
@@ -316,13 +323,13 @@ def outcome_from_json(obj: Mapping[str, Any]) -> OutcomeEvent:
         pcr_bank=_str(obj, "pcr_bank", optional=True, limit=16) or "sha256",
         pcrs=pcrs,
         events=tuple(events),
-        reset_count=_int(obj, "reset_count", optional=True),
-        restart_count=_int(obj, "restart_count", optional=True),
+        reset_count=_int(obj, "reset_count", optional=True, hi=_MAX_STORED_INT),
+        restart_count=_int(obj, "restart_count", optional=True, hi=_MAX_STORED_INT),
         secure_boot=secure_boot,
         claims=tuple(claims),
         revoked=tuple(revoked),
-        dbx_missing=_int(obj, "dbx_missing", optional=True),
-        dbx_current=_int(obj, "dbx_current", optional=True),
+        dbx_missing=_int(obj, "dbx_missing", optional=True, hi=_MAX_STORED_INT),
+        dbx_current=_int(obj, "dbx_current", optional=True, hi=_MAX_STORED_INT),
         aik_not_after=_when(obj, "aik_not_after", optional=True),
         schema=schema,
     )

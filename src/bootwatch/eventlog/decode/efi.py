@@ -19,6 +19,7 @@ from cryptography import x509
 
 from bootwatch.eventlog.decode._util import EventDataError, Reader, guid_text, utf16_text
 from bootwatch.eventlog.decode.devicepath import device_path_text
+from bootwatch.x509read import DECODE_ERRORS
 
 EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFI_IMAGE_SECURITY_DATABASE = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
@@ -212,7 +213,11 @@ def x509_info(der: bytes) -> X509Info:
             subject = cert.subject.rfc4514_string()
             issuer = cert.issuer.rfc4514_string()
             serial = f"{cert.serial_number:x}"
-    except ValueError as exc:
+    except (*DECODE_ERRORS, x509.InvalidVersion) as exc:
+        # cryptography raises more than ValueError (both found by fuzzing, scripts/fuzz
+        # eventlog): InvalidVersion loading a version other than v1/v3, and TypeError
+        # reading a malformed name attribute lazily (a BitString under another OID);
+        # every one of them is "does not parse"
         raise EventDataError(f"X.509 certificate does not parse: {exc}", 0) from None
     return X509Info(
         subject=subject,

@@ -424,6 +424,11 @@ def _spec_id(data: bytes, *, agile: bool) -> SpecIdHeader:
     if len(data) < 16:  # a signature cut short ("Spec ID Event0" without its suffix)
         raise EventDataError(f"Spec ID event is {len(data)} bytes, shorter than its "
                              "16-byte signature", len(data))
+    signature = data[:16].rstrip(b"\0")
+    if not signature.isascii():
+        # "Spec ID Event0" and a non-ASCII 16th byte: decoding it raised UnicodeDecodeError
+        # (found by fuzzing, scripts/fuzz eventlog)
+        raise EventDataError("the Spec ID signature is not ASCII text", 0)
     r = Reader(data, pos=16)
     platform_class = r.u32("platformClass")
     minor, major = r.u8("specVersionMinor"), r.u8("specVersionMajor")
@@ -438,7 +443,7 @@ def _spec_id(data: bytes, *, agile: bool) -> SpecIdHeader:
     vendor_size = r.u8("vendorInfoSize")
     vendor = r.take(min(vendor_size, r.remaining), "vendorInfo")
     return SpecIdHeader(
-        data[:16].rstrip(b"\0").decode("ascii"),
+        signature.decode("ascii"),
         platform_class,
         f"{major}.{minor}",
         errata,
