@@ -50,7 +50,13 @@ def test_service_keys_default_to_the_xdg_data_dir_not_the_working_tree(tmp_path:
     assert Path(r.stdout.strip()) == tls / "dev-ca.pem"
     assert (tls / "server.key").stat().st_mode & 0o077 == 0
     assert list(work.iterdir()) == []  # nothing lands in the current folder
-    r = _bootwatch(["provider", "list", "--json"], work, {"XDG_DATA_HOME": str(tmp_path / "xdg")})
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg")}
+    # reading needs a database: provider list says so instead of creating one
+    r = _bootwatch(["provider", "list", "--json"], work, env)
+    assert r.returncode == 2 and "bootwatch service migrate" in r.stderr, r.stderr
+    r = _bootwatch(["service", "migrate"], work, env)
+    assert r.returncode == 0, r.stderr
+    r = _bootwatch(["provider", "list", "--json"], work, env)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "xdg" / "bootwatch" / "service" / "bootwatch.db").is_file()
     assert list(work.iterdir()) == []

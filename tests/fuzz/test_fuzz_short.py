@@ -9,6 +9,7 @@ script exit 1 with the input saved, and the test fails with the traceback. The l
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,8 +69,11 @@ def test_short_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
     detail = log.read_text(errors="replace")[-4000:] if log.exists() else proc.stderr
     assert proc.returncode == 0, f"{proc.stdout}\n{detail}"
     line = next(x for x in proc.stdout.splitlines() if x.startswith(target))
-    assert f"{runs:,}" in line and " ok, cov " in line, proc.stdout
+    assert " ok, cov " in line, proc.stdout
+    # libFuzzer counts the seed corpus's executions too, so at least ``runs`` (not exactly)
+    assert int(line.split()[1].replace(",", "")) >= runs, line
     # the fuzzer really explored: it ran every execution and grew its corpus past the seeds
     text = log.read_text()
-    assert f"stat::number_of_executed_units: {runs}" in text
+    executed = re.search(r"stat::number_of_executed_units: (\d+)", text)
+    assert executed is not None and int(executed.group(1)) >= runs, text[-2000:]
     assert "NEW " in text or "REDUCE " in text
