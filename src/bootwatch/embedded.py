@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
@@ -30,7 +29,12 @@ from bootwatch.monitor.ui import ui_router
 from bootwatch.protocol.health import FailedHop
 from bootwatch.service.app import AppExtensions, create_app
 from bootwatch.service.db import make_engine
-from bootwatch.service.events import EventSink, events_url, sink_from_settings
+from bootwatch.service.events import (
+    EventSink,
+    events_url,
+    is_jetstream_url,
+    sink_from_settings,
+)
 from bootwatch.service.servicetag import ServiceTagDocument
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState, bootstrap
@@ -103,7 +107,7 @@ def create_server_app(
     sink: EventSink
     if not url:  # the default: outcome events handed to this monitor in-process
         sink, owns_sink = container.sink, False
-    elif urlsplit(url).scheme in ("nats", "tls"):
+    elif is_jetstream_url(url):
         # through JetStream, consumed here too (and by any `monitor run --events` beside it)
         from bootwatch.monitor.nats_ingest import JetStreamIngester
 

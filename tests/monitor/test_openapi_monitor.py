@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from bwdeploy import ADMIN, EVENTLOGS, Deployment, DeploymentFactory
-from hypothesis import HealthCheck, given, settings
+from schemathesis_run import run_every_operation
 
 from bootwatch.lab import Lab
 from bootwatch.monitor.app import create_monitor_app
@@ -114,18 +114,9 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(dep: Deploym
             failures.append(f"{case.method} {case.formatted_path}: {what} "
                             f"[{str(exc)[:400]}]")
 
-    operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 20
-    for operation in operations:
-        run = settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )(given(case=operation.as_strategy())(check))
-        run()
-    assert len(calls) >= len(operations) * 2, len(calls)
+    operations = run_every_operation(schema, check, max_examples=MAX_EXAMPLES)
+    assert operations >= 20
+    assert len(calls) >= operations * 2, len(calls)
     assert failures == [], "\n".join(failures[:40])
 
 

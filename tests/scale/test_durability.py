@@ -12,58 +12,25 @@ cut off are the surplus), and ``monitor outcomes == records`` with an empty outb
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from bwproc import Load, Proc, free_port, private_postgres, until
-from bwservers import PG_URL
+from bwservers import PG_URL, pg_schema
 from sqlalchemy import create_engine, text
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
 
-AZURE_LOG = "maa/azure-guest-vm-derived/azure-trusted-launch-ws2019.tcglog.bin"
-WINDOWS_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14)
 TOKEN = "durability-admin-token-0123456789abcdef"
 
 
-@pytest.fixture(scope="module")
-def request_body(lab: Any, corpus: Path) -> tuple[bytes, Path]:
-    """One real AzureGuest request from a swtpm VM booted from the Trusted Launch log."""
-    from bootwatch.agent.evidence import OsInfo, collect_evidence
-
-    name = f"durable-{uuid.uuid4().hex[:6]}"
-    lab.create_vm(name, corpus / AZURE_LOG)
-    with lab.running(name) as vm:
-        ev = collect_evidence(
-            vm.tcti, tcg_log=(corpus / AZURE_LOG).read_bytes(),
-            os_info=OsInfo("Windows", "Microsoft", 10, 0, "NotApplicable"),
-            client_payload={"nonce": "durability"}, pcr_indices=WINDOWS_PCRS)
-    return ev.request_body(), lab.ca_cert_path
-
-
 @pytest.fixture
-def pg_schemas() -> Iterator[list[str]]:
-    """Schemas a test creates on the machine's PostgreSQL, dropped afterwards."""
-    made: list[str] = []
-    yield made
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        for schema in made:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
-
-
-def _schema(made: list[str]) -> str:
-    name = f"bw_kill_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    engine.dispose()
-    made.append(name)
-    return name
+def schemas() -> Iterator[Callable[[], str]]:
+    """Fresh PostgreSQL schemas on demand (bwservers.pg_schema), dropped afterwards."""
+    with contextlib.ExitStack() as stack:
+        yield lambda: stack.enter_context(pg_schema())
 
 
 class Counts:
@@ -107,7 +74,7 @@ def _env(tmp: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill9_of_the_embedded_server_loses_no_acknowledged_attestation(
-    backend: str, request_body: tuple[bytes, Path], tmp_path: Path, pg_schemas: list[str],
+    backend: str, request_body: tuple[bytes, Path], tmp_path: Path, schemas: Callable[[], str],
 ) -> None:
     body, anchors = request_body
     port = free_port()
@@ -115,7 +82,7 @@ def test_kill9_of_the_embedded_server_loses_no_acknowledged_attestation(
         db = ["--data-dir", str(tmp_path / "data")]
         counts = Counts(f"sqlite:///{tmp_path / 'data' / 'bootwatch.db'}")
     else:
-        schema = _schema(pg_schemas)
+        schema = schemas()
         db = ["--data-dir", str(tmp_path / "data"), "--db", PG_URL, "--db-schema", schema]
         counts = Counts(PG_URL, service_schema=schema, monitor_schema=schema)
     server = Proc(_server_args(port, anchors, *db), port=port, log=tmp_path / "server.log",
@@ -136,14 +103,14 @@ def test_kill9_of_the_embedded_server_loses_no_acknowledged_attestation(
 
 
 def test_kill9_of_monitor_and_service_replicas_behind_http_events(
-    request_body: tuple[bytes, Path], tmp_path: Path, pg_schemas: list[str],
+    request_body: tuple[bytes, Path], tmp_path: Path, schemas: Callable[[], str],
 ) -> None:
     """Two processes on PostgreSQL: ``service run --workers 2 --events http://monitor`` and
     ``monitor run``.  The monitor is killed mid-load (the service keeps answering; its
     events wait in the outbox), restarted; then the service is killed (events held in
     its memory are lost with it, not from the outbox) and restarted."""
     body, anchors = request_body
-    service_schema, monitor_schema = _schema(pg_schemas), _schema(pg_schemas)
+    service_schema, monitor_schema = schemas(), schemas()
     counts = Counts(PG_URL, service_schema=service_schema, monitor_schema=monitor_schema)
     env = _env(tmp_path)
     mport, sport = free_port(), free_port()

@@ -11,22 +11,17 @@ import secrets
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
 from bwproc import Proc, free_port, wait_port
-from bwservers import PG_URL
-from sqlalchemy import create_engine, text
+from bwservers import PG_URL, pg_schema
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow, pytest.mark.postgres]
 
-AZURE_LOG = "maa/azure-guest-vm-derived/azure-trusted-launch-ws2019.tcglog.bin"
-WINDOWS_PCRS = (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14)
 TOKEN = "replica-admin-token-0123456789abcdef"
 Q = "?api-version=2020-10-01"
 DENY_ALL = "version= 1.0;\nauthorizationrules\n{\n    => deny();\n};\nissuancerules\n{\n};\n"
@@ -34,30 +29,10 @@ DENY_ALL = "version= 1.0;\nauthorizationrules\n{\n    => deny();\n};\nissuanceru
 CACHE_TTL = "600"
 
 
-@pytest.fixture(scope="module")
-def request_body(lab: Any, corpus: Path) -> tuple[bytes, Path]:
-    from bootwatch.agent.evidence import OsInfo, collect_evidence
-
-    name = f"replica-{uuid.uuid4().hex[:6]}"
-    lab.create_vm(name, corpus / AZURE_LOG)
-    with lab.running(name) as vm:
-        ev = collect_evidence(
-            vm.tcti, tcg_log=(corpus / AZURE_LOG).read_bytes(),
-            os_info=OsInfo("Windows", "Microsoft", 10, 0, "NotApplicable"),
-            client_payload={"nonce": "replicas"}, pcr_indices=WINDOWS_PCRS)
-    return ev.request_body(), lab.ca_cert_path
-
-
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = f"bw_rep_{uuid.uuid4().hex[:10]}"
-    engine = create_engine(PG_URL)
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
-    yield name
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-    engine.dispose()
+    with pg_schema() as name:
+        yield name
 
 
 def haproxy_config(port: int, backends: list[int]) -> str:

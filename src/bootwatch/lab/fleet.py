@@ -148,6 +148,8 @@ class CycleRecord:
     end: float
     verdict: str
     delivered: bool | None
+    #: why the service (or the agent) ended the cycle so, as the agent heard it
+    reason: str = ""
 
     @property
     def reached(self) -> bool:
@@ -319,7 +321,9 @@ class _ObservedDaemon(AgentDaemon):
                 start = time.time()  # the cycle (and its log read) begins with the slot
                 result = super()._cycle(AgentDaemon._enter_target(self, stack))
         verdict = result.outcome.verdict.value if result.outcome else "none"
-        self._sim_vm.record(CycleRecord(start, time.time(), verdict, result.delivered))
+        reason = result.outcome.reason if result.outcome else ""
+        self._sim_vm.record(CycleRecord(start, time.time(), verdict, result.delivered,
+                                        reason))
         return result
 
 
@@ -659,11 +663,14 @@ class FleetSimulator:
         bad = [s for s in self.vms if not any(c.verdict == Verdict.PERMIT.value
                                               for c in s.snapshot())]
         if bad:
-            got = {s.name: (s.snapshot()[-1].verdict if s.cycles else "no cycle") for s in bad}
+            got = {s.name: (f"{s.snapshot()[-1].verdict} ({s.snapshot()[-1].reason[:200]})"
+                            if s.cycles else "no cycle") for s in bad}
             raise LabError(f"{len(bad)} VM(s) were not permitted on their first attestation "
                            f"(the deployment must trust this lab's CA, --trust-anchors "
-                           f"{self.lab.ca_cert_path}): "
-                           + ", ".join(f"{k}: {v}" for k, v in list(got.items())[:5]))
+                           f"{self.lab.ca_cert_path}, and the images' Secure Boot keys, "
+                           "--secureboot-templates from 'bootwatch log template'; "
+                           "docs/lab.md): "
+                           + "; ".join(f"{k}: {v}" for k, v in list(got.items())[:5]))
 
     def _fetch_alerts(self, since: float) -> list[dict[str, Any]]:
         ours = {s.vm_id for s in self.vms}

@@ -38,6 +38,7 @@ from bootwatch.monitor.views import (
     items_schema,
     obj_schema,
 )
+from bootwatch.protocol.errorbody import ERROR_BODY_SCHEMA
 from bootwatch.protocol.health import decode_health_report
 from bootwatch.protocol.monitor import (
     AlertReason,
@@ -70,17 +71,6 @@ T = TypeVar("T")
 # 200/422 only and no bodies, and a client generated from it would be wrong (schemathesis
 # against the document found both: tests/monitor/test_openapi_monitor.py).
 
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
 
 
 def _error_doc(description: str) -> dict[str, Any]:
@@ -88,7 +78,7 @@ def _error_doc(description: str) -> dict[str, Any]:
         "description": description,
         "headers": {"x-ms-error-code": {"description": "the error code of the body",
                                         "schema": {"type": "string"}}},
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+        "content": {"application/json": {"schema": ERROR_BODY_SCHEMA}},
     }
 
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import func, select
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from bootwatch.service.logs import get_logger
 
@@ -55,7 +55,6 @@ class ChangeFeed:
         self._listeners: list[Listener] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.received = 0
 
     def subscribe(self, listener: Listener) -> None:
         """``listener(provider)`` on each change; ``listener(None)``: anything may have
@@ -88,7 +87,6 @@ class ChangeFeed:
             self._thread = None
 
     def _notify(self, provider: str | None) -> None:
-        self.received += 1
         for listener in self._listeners:
             try:
                 listener(provider)
@@ -97,8 +95,9 @@ class ChangeFeed:
                                    extra={"reason": repr(exc)})
 
     def _conninfo(self) -> str:
-        url = make_url(str(self._engine.url.render_as_string(hide_password=False)))
-        return str(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        # the engine's URL for libpq (psycopg), credentials included, never logged
+        return self._engine.url.set(drivername="postgresql").render_as_string(
+            hide_password=False)
 
     def _run(self) -> None:
         import psycopg

@@ -29,7 +29,7 @@ from bootwatch.tlsverify import tls_verify
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
 
-__all__ = ["EventSink", "HttpEventSink", "events_url", "sink_from_settings"]
+__all__ = ["EventSink", "HttpEventSink", "events_url", "is_jetstream_url", "sink_from_settings"]
 
 
 class EventSink(Protocol):
@@ -85,12 +85,17 @@ def events_url(settings: Settings) -> str:
     return url
 
 
+def is_jetstream_url(url: str) -> bool:
+    """Whether ``--events`` names NATS JetStream (rather than an HTTP monitor)."""
+    return urlsplit(url).scheme in ("nats", "tls")
+
+
 def sink_from_settings(settings: Settings) -> EventSink | None:
     """The sink ``--events`` names (None without one)."""
     url = events_url(settings)
     if not url:
         return None
-    if urlsplit(url).scheme in ("nats", "tls"):
+    if is_jetstream_url(url):
         from bootwatch.service.events_nats import JetStreamSink
 
         return JetStreamSink(url, stream=settings.events_stream,

@@ -19,6 +19,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from bootwatch.protocol.errorbody import ERROR_BODY_SCHEMA
+
 #: operations without the provider prefix (health, metrics, the document itself)
 UNPREFIXED = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 PROVIDER_PARAMETER: dict[str, Any] = {
@@ -27,17 +29,6 @@ PROVIDER_PARAMETER: dict[str, Any] = {
     "required": True,
     "description": "a custom or shared provider's name",
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"},
-}
-MAA_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
 }
 _ERROR_REF = {"$ref": "#/components/schemas/MaaError"}
 _ERROR_RESPONSE: dict[str, Any] = {
@@ -153,7 +144,7 @@ def complete_schema(schema: dict[str, Any]) -> dict[str, Any]:
     paths: dict[str, Any] = schema.setdefault("paths", {})
     paths["/attest/AzureGuest"] = {"post": copy.deepcopy(AZUREGUEST_OPERATION)}
     components = schema.setdefault("components", {}).setdefault("schemas", {})
-    components["MaaError"] = MAA_ERROR_SCHEMA
+    components["MaaError"] = ERROR_BODY_SCHEMA
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
     for path, item in paths.items():

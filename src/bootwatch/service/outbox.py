@@ -26,7 +26,7 @@ message id).  A sink that is away gets the batch again after a back-off
 (0.5 s doubling to 30 s); events waiting in memory beyond :data:`MAX_HELD`
 are left to the sweep (they are in the database).  A batch the sink rejects
 for good (:class:`~bootwatch.errors.EventRejectedError`: the receiver says it
-is malformed) is cleared, logged with its event ids and counted.
+is malformed) is cleared and logged with its event ids.
 """
 
 from __future__ import annotations
@@ -89,10 +89,6 @@ class EventRelay:
         self._thread: threading.Thread | None = None
         self._backoff = 0.0
         self._last_error = 0.0
-        #: counters (also read by tests and /metrics)
-        self.delivered = 0
-        self.rejected = 0
-        self.swept = 0
 
     # --- the writer's side ------------------------------------------------------
 
@@ -187,7 +183,6 @@ class EventRelay:
         try:
             self._sink.deliver(events)
         except EventRejectedError as exc:
-            self.rejected += len(events)
             get_logger().error(
                 "outcome events rejected by the sink; dropped",
                 extra={"reason": str(exc), "records": ids[:20],
@@ -198,7 +193,6 @@ class EventRelay:
             self._log_failure(exc)
             self._backoff = min(max(self._backoff * 2, BACKOFF_MIN), BACKOFF_MAX)
             return False
-        self.delivered += len(events)
         self._backoff = 0.0
         return True
 
@@ -238,7 +232,6 @@ class EventRelay:
                 if events and not self._deliver(events, ids):
                     return  # the sink is away: the next sweep tries again
                 s.execute(update(_TABLE).where(_TABLE.c.id.in_(ids)).values(outcome_event=None))
-                self.swept += len(ids)
             if len(rows) < BATCH:
                 return
 

@@ -163,41 +163,30 @@ class Commit:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._done = False
+        self._done = threading.Event()
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.error: StorageError | None = None
 
-    @classmethod
-    def resolved(cls, error: StorageError | None = None) -> Commit:
-        commit = cls()
-        commit.resolve(error)
-        return commit
-
-    def resolve(self, error: StorageError | None) -> None:
-        _wake(self._settle(error))
-
-    def _settle(
+    def settle(
         self, error: StorageError | None
     ) -> list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]]:
-        """Mark resolved; the waiters to wake (the writer wakes a whole group's waiters
-        with one call per event loop: one wake-up of a worker instead of one per request)."""
+        """Mark resolved; returns the event-loop waiters to wake (the writer wakes a
+        whole group's waiters with one call per event loop, see :func:`_wake`)."""
         with self._lock:
-            if self._done:
+            if self._done.is_set():
                 return []
-            self._done = True
             self.error = error
+            self._done.set()
             waiters, self._waiters = self._waiters, []
         return waiters
 
     async def wait(self) -> None:
         """Return once committed; raise the StorageError of a failed write."""
+        future: asyncio.Future[None] | None = None
         with self._lock:
-            if not self._done:
-                loop = asyncio.get_running_loop()
-                future: asyncio.Future[None] = loop.create_future()
-                self._waiters.append((loop, future))
-            else:
-                future = None  # type: ignore[assignment]
+            if not self._done.is_set():
+                future = asyncio.get_running_loop().create_future()
+                self._waiters.append((future.get_loop(), future))
         if future is not None:
             await future
         if self.error is not None:
@@ -205,13 +194,7 @@ class Commit:
 
     def wait_sync(self, timeout: float) -> bool:
         """Block until resolved (tools and tests); False on timeout."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self._lock:
-                if self._done:
-                    return True
-            time.sleep(0.002)
-        return False
+        return self._done.wait(timeout)
 
 
 def _settle_all(futures: list[asyncio.Future[None]]) -> None:
@@ -397,7 +380,7 @@ class RecordWriter:
                 self.metrics.records_failed.inc(len(batch))
         waiters = []
         for p in batch:
-            waiters.extend(p.commit._settle(error))
+            waiters.extend(p.commit.settle(error))
         _wake(waiters)
         if error is None:
             self._committed(batch, ids)
