@@ -52,6 +52,16 @@ class BoundedLru(Generic[K, V]):
         self.put(key, value)
         return value
 
+    def ordered_keys(self) -> list[K]:
+        """The keys, least recently used first (a snapshot, for tests and reports)."""
+        with self._lock:
+            return list(self._data)
+
+    def pop(self, key: K) -> V | None:
+        """Forget ``key``; its value, or None."""
+        with self._lock:
+            return self._data.pop(key, None)
+
     def __len__(self) -> int:
         with self._lock:
             return len(self._data)

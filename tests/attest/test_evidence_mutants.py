@@ -16,8 +16,9 @@ import pytest
 import test_evidence_forged as forged  # tests/attest is on sys.path (conftest)
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from bootwatch.attest import evidence
+from bootwatch.attest.caches import VerifierCaches
 from bootwatch.eventlog import EventType, parse_log
+from bootwatch.lru import BoundedLru
 from bootwatch.tpm.attest import CertifyInfo, ClockInfo, marshal_tpms_attest
 from bootwatch.tpm.constants import ObjectAttributes, TpmAlg, TpmEccCurve, TpmSt
 from bootwatch.tpm.marshal import tpm2b
@@ -174,19 +175,20 @@ def test_non_rsa_enc_key_is_refused_even_when_certified() -> None:
     assert v.verified_enc_key is None
 
 
-def test_log_cache_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(evidence, "LOG_CACHE_SIZE", 2)
-    evidence.clear_log_cache()
+def test_log_cache_stays_within_its_bound() -> None:
+    caches = VerifierCaches(logs=BoundedLru(2))
     good = forge()
     for pad in range(4):  # zero padding: the same log, four distinct byte strings
         req = replace(good, tcg_logs=REAL.tcg_logs + bytes(pad))
-        assert verify(req).check("log_replay").passed
-        assert len(evidence._log_cache) == min(pad + 1, 2)
+        assert verify(req, caches=caches).check("log_replay").passed
+        assert len(caches.logs) == min(pad + 1, 2)
     # the most recent ones are kept, the oldest dropped
-    kept = set(evidence._log_cache)
-    assert kept == {hashlib.sha256(REAL.tcg_logs + bytes(p)).digest() for p in (2, 3)}
-    evidence.clear_log_cache()
-    assert len(evidence._log_cache) == 0
+    kept = caches.logs.ordered_keys()
+    assert kept == [hashlib.sha256(REAL.tcg_logs + bytes(p)).digest() for p in (2, 3)]
+    # a log that does not frame is never kept
+    assert not verify(replace(good, tcg_logs=REAL.tcg_logs[:100]),
+                      caches=caches).check("log_replay").passed
+    assert caches.logs.ordered_keys() == kept
 
 
 def _record(pcr: int, etype: int, data: bytes, sha256: bytes) -> bytes:
@@ -692,8 +694,7 @@ def test_replayed_values_when_the_log_cannot_be_read_or_lacks_the_bank() -> None
 
 
 def test_memoised_replay_is_read_only_and_holds_the_reported_bank() -> None:
-    evidence.clear_log_cache()
-    v = verify(forge())
+    v = verify(forge(), caches=VerifierCaches())
     rep = v.verified_replay
     assert rep is not None and set(rep.pcrs) == {0x000B} and set(rep.initial) <= {0x000B}
     with pytest.raises(TypeError):

@@ -118,12 +118,17 @@ def test_a_log_seen_before_is_reused_but_still_compared_with_each_quote() -> Non
     import hashlib
     from dataclasses import replace
 
-    from bootwatch.attest.evidence import clear_log_cache
+    from bootwatch.attest.caches import VerifierCaches
 
-    clear_log_cache()
-    first = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
-    again = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
-    assert again.verified_event_log is first.verified_event_log  # memoised per log digest
+    caches = VerifierCaches()
+    first = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY, caches=caches)
+    again = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY, caches=caches)
+    assert again.verified_event_log is first.verified_event_log  # kept per log digest
+    assert caches.logs.ordered_keys() == [first.event_log_sha256]
+    # without the caller's caches nothing is kept (the module holds no state)
+    fresh = verify_evidence(REQUEST, trust_anchors=None, at=IN_VALIDITY)
+    assert fresh.verified_event_log is not first.verified_event_log
+    assert fresh.checks == first.checks
     assert first.event_log_sha256 == hashlib.sha256(REQUEST.tcg_logs).digest()
     assert again.checks == first.checks
     # the memoised replay is shared: read-only

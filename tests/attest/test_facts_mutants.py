@@ -21,8 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bootwatch.attest import facts
+from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.claims import WindowsBootConfig
 from bootwatch.eventlog import parse_log
+from bootwatch.lru import BoundedLru
 
 SHA1, SHA256 = 0x0004, 0x000B
 EV_EVENT_TAG, NO_ACTION = 0x6, 0x3
@@ -347,7 +349,6 @@ def test_verified_boot_reads_only_verified_fields() -> None:
     req = f.forge(aik_cert=aik_cert)
     ev = f.verify(req)
     assert ev.passed
-    facts.clear_boot_facts_cache()
     boot = facts.verified_boot(ev, req)
     assert boot.vm_id == str(vm).upper()
     assert boot.attested_pcrs == tuple(sorted(f.REAL_PCRS))
@@ -386,37 +387,36 @@ def test_verified_boot_refuses_a_non_rsa_key() -> None:
     assert str(info.value) == "EncKeyPub: the ephemeral key is not RSA (MAA wraps with RSAES)"
 
 
-def test_boot_facts_are_keyed_by_log_digest_and_pcrs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_boot_facts_are_keyed_by_log_digest_and_pcrs() -> None:
     from dataclasses import replace
 
     f = _forged()
     req = f.forge()
     ev = f.verify(req)
-    facts.clear_boot_facts_cache()
-    monkeypatch.setattr(facts, "BOOT_FACTS_CACHE_SIZE", 2)
-    one = facts.verified_boot(ev, req)
-    assert facts.verified_boot(ev, req).secure_boot is one.secure_boot  # memoised
+    caches = VerifierCaches(boot_facts=BoundedLru(2))
+    one = facts.verified_boot(ev, req, caches=caches)
+    assert facts.verified_boot(ev, req, caches=caches).secure_boot is one.secure_boot  # kept
+    # without the caller's caches nothing is kept (the module holds no state)
+    assert facts.verified_boot(ev, req).secure_boot is not one.secure_boot
     # another log (another digest) with the same PCRs: its own facts
     other_log = _log(_rec(7, EV_DRIVER_CONFIG, var("SecureBoot", b"\x00")))
     ev2 = replace(ev, verified_event_log=other_log, event_log_sha256=b"\x02" * 32)
-    two = facts.verified_boot(ev2, req, with_events=False)
+    two = facts.verified_boot(ev2, req, with_events=False, caches=caches)
     assert two.secure_boot.secure_boot is False and one.secure_boot.secure_boot is True
     assert not two.windows.present
     # no digest from the evidence: the request's log bytes are hashed
     ev3 = replace(ev, event_log_sha256=b"")
-    three = facts.verified_boot(ev3, req, with_events=False)
+    three = facts.verified_boot(ev3, req, with_events=False, caches=caches)
     assert three.secure_boot is one.secure_boot  # same bytes, same digest, same entry
-    keys = list(facts._boot_cache)
+    keys = caches.boot_facts.ordered_keys()
     assert len(keys) == 2
     assert keys[0][0] == b"\x02" * 32  # the older entry (hit moved the first to the end)
     assert keys[1][0] == hashlib.sha256(bytes(req.tcg_logs)).digest()
     # a third key evicts the oldest
     ev4 = replace(ev2, event_log_sha256=b"\x04" * 32)
-    facts.verified_boot(ev4, req, with_events=False)
-    assert [k[0] for k in facts._boot_cache] == [hashlib.sha256(bytes(req.tcg_logs)).digest(),
-                                                 b"\x04" * 32]
-    facts.clear_boot_facts_cache()
-    assert len(facts._boot_cache) == 0
+    facts.verified_boot(ev4, req, with_events=False, caches=caches)
+    assert [k[0] for k in caches.boot_facts.ordered_keys()] == [
+        hashlib.sha256(bytes(req.tcg_logs)).digest(), b"\x04" * 32]
 
 
 def test_policy_claims_are_service_claims() -> None:

@@ -75,6 +75,34 @@ def test_permit_returns_sealed_envelope_and_records(svc: Any) -> None:
     assert any(row.verdict == "permit" for row in rows)
 
 
+def test_the_container_owns_the_caches_requests_use(svc: Any) -> None:
+    """A repeat attestation reuses the parse, replay and boot facts kept by this
+    service's container (the pure layers keep none), and a policy change compiles
+    through the provider store's compiler."""
+    import hashlib
+
+    from bootwatch.protocol.azureguest import decode_request
+
+    caches = svc.state.verifier_caches
+    digest = hashlib.sha256(decode_request(azure_body()).tcg_logs).digest()
+    with svc.client() as c:
+        _set_policy(c, LENIENT)
+        for _ in range(2):
+            r = c.post(f"/providers/aadp/attest/AzureGuest{Q}", content=azure_body())
+            assert r.status_code == 200, r.text
+    assert digest in caches.logs.ordered_keys()
+    assert any(key[0] == digest for key in caches.boot_facts.ordered_keys())
+    assert len(caches.aik_publics) >= 1 and len(caches.aik.certificates) >= 1
+    store = svc.state.providers
+    with svc.client() as c:
+        _set_policy(c, DENY_WINDOWS)
+        r = c.post(f"/providers/aadp/attest/AzureGuest{Q}", content=azure_body())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "PolicyEvaluationError"
+    in_force = store.snapshot("aadp").policies["AzureGuest"].compiled
+    assert in_force.text == DENY_WINDOWS
+    assert store.compiler.compile(DENY_WINDOWS) is in_force  # kept by the store's compiler
+
+
 def test_deny_names_the_rule(svc: Any) -> None:
     import logging
 

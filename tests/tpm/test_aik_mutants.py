@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 from tpm2_pytss.constants import TPMA_OBJECT
 from tpm2_pytss.types import TPMT_PUBLIC
 
+from bootwatch.lru import BoundedLru
 from bootwatch.tpm import aik as aikmod
 from bootwatch.tpm.aik import (
     MAX_CERT_BYTES,
@@ -192,19 +193,26 @@ def test_trust_anchors_from_pem() -> None:
     assert str(info.value).startswith("a trust-anchor PEM cannot be read: ")
 
 
-def test_verified_link_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(aikmod, "VERIFIED_LINK_CACHE_SIZE", 2)
-    aikmod._verified_links.clear()
+def test_verified_link_cache_is_bounded() -> None:
+    cache = aikmod.AikCache(links=BoundedLru(2))
     leaves = [leaf() for _ in range(3)]  # fresh serials: three distinct links
     for i, data in enumerate(leaves):
-        verify_aik_certificate(data, AIK, ANCHORS, at=AT)
-        assert len(aikmod._verified_links) == min(i + 1, 2)
-    kept = [c for c, _ in aikmod._verified_links]
+        verify_aik_certificate(data, AIK, ANCHORS, at=AT, cache=cache)
+        assert len(cache.links) == min(i + 1, 2)
+    kept = [c for c, _ in cache.links.ordered_keys()]
     assert kept == leaves[1:]
+    # a kept link still has its validity checked: a time outside the leaf's is refused
+    with pytest.raises(AikCertificateError):
+        verify_aik_certificate(leaves[2], AIK, ANCHORS, at=AT.replace(year=1990), cache=cache)
     # a failed link is never remembered
     rogue = cert("Root CA", OTHER_PRIV, None, ca=True, ku=ku(cert_sign=True))
-    refusal(leaves[0], TrustAnchors((rogue,)))
-    assert [c for c, _ in aikmod._verified_links] == leaves[1:]
+    with pytest.raises(AikCertificateError):
+        verify_aik_certificate(leaves[0], AIK, TrustAnchors((rogue,)), at=AT, cache=cache)
+    assert [c for c, _ in cache.links.ordered_keys()] == leaves[1:]
+    # the parsed certificates are the cache's too, and the module keeps none
+    assert aikmod.load_aik_certificate(leaves[2], cache) is aikmod.load_aik_certificate(
+        leaves[2], cache)
+    assert aikmod.load_aik_certificate(leaves[2]) is not aikmod.load_aik_certificate(leaves[2])
 
 
 def _ca_with_undecodable_extension() -> x509.Certificate:

@@ -15,7 +15,7 @@ from tpm2_pytss.constants import TPMA_OBJECT
 from tpm2_pytss.types import TPMT_PUBLIC
 
 from bootwatch.errors import TpmStructureError
-from bootwatch.tpm import public as pubmod
+from bootwatch.lru import BoundedLru
 from bootwatch.tpm.constants import ObjectAttributes, TpmAlg
 from bootwatch.tpm.marshal import tpm2b
 from bootwatch.tpm.public import (
@@ -253,7 +253,7 @@ def test_whole_size_limit(fn) -> None:  # type: ignore[no-untyped-def]
     assert _err(b"\x01" * 1024, fn).field != "(whole)"
 
 
-def test_read_public_form_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_read_public_form_and_cache() -> None:
     p = pytss("rsa2048:rsassa-sha256:null")
     pub = tpm2b(bytes(p.marshal()))
     name = name_of(p)
@@ -267,14 +267,20 @@ def test_read_public_form_and_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     assert e.field == "(end)"
     e = _err(pub + tpm2b(b"\x00" * 67), parse_public_or_read_public)
     assert (e.field, e.offset) == ("name.size", len(pub))
-    monkeypatch.setattr(pubmod, "AIK_PUB_CACHE_SIZE", 2)
-    pubmod._aik_pub_cache.clear()
+    cache: BoundedLru[bytes, TpmPublic] = BoundedLru(2)
     forms = [pub, pub + tpm2b(name) + tpm2b(b""), pub + tpm2b(name) + tpm2b(b"\x00")]
     for i, data in enumerate(forms):
-        assert parse_public_or_read_public(data) == k
-        assert len(pubmod._aik_pub_cache) == min(i + 1, 2)
-    assert list(pubmod._aik_pub_cache) == forms[1:]
-    assert parse_public_or_read_public(forms[1]) is parse_public_or_read_public(forms[1])
+        assert parse_public_or_read_public(data, cache) == k
+        assert len(cache) == min(i + 1, 2)
+    assert cache.ordered_keys() == forms[1:]  # the caller's cache, bounded, oldest out
+    assert parse_public_or_read_public(forms[1], cache) is parse_public_or_read_public(
+        forms[1], cache)
+    # without a cache nothing is kept between calls (the module holds no state)
+    assert parse_public_or_read_public(forms[1]) is not parse_public_or_read_public(forms[1])
+    # an error is never kept
+    bad = pub + tpm2b(other) + tpm2b(other)
+    _err(bad, lambda d: parse_public_or_read_public(d, cache))
+    assert bad not in cache.ordered_keys()
 
 
 def _direct(parameters, unique, raw: bytes = b"") -> TpmPublic:  # type: ignore[no-untyped-def]

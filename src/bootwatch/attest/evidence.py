@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import hashlib
 import hmac
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 
+from bootwatch.attest.caches import ParsedLog, Unbound, VerifierCaches
 from bootwatch.errors import EventLogError, TpmStructureError
 from bootwatch.eventlog import (
     EventType,
@@ -191,32 +189,12 @@ def _skipped(name: Check, what: str) -> EvidenceCheck:
 _ATTRIBUTE_BITS = tuple((int(bit), n) for bit, n in OBJECT_ATTRIBUTE_NAMES.items())
 
 
-@functools.lru_cache(maxsize=128)
 def _attrs(bits: int) -> str:
     """TCG names of the set bits, comma-separated (a function of the 32-bit value alone)."""
     return ", ".join(n for bit, n in _ATTRIBUTE_BITS if bits & bit)
 
 
-#: Parsed logs and their replay, memoised per SHA-256 of the log bytes (bounded, LRU).
-#: A VM sends the same log on every attestation until it reboots, and both are pure
-#: functions of those bytes; the comparison with each request's quoted PCRs is not
-#: memoised.  A log that does not frame is never stored (its error is recomputed).
-LOG_CACHE_SIZE = 256
-_log_cache: OrderedDict[bytes, tuple[UnverifiedEventLog, Replay, _Unbound]] = OrderedDict()
-_log_cache_lock = threading.Lock()
-
-
-def clear_log_cache() -> None:
-    """Forget memoised logs (benchmarks use it to time a first sighting of a boot)."""
-    with _log_cache_lock:
-        _log_cache.clear()
-
-
-#: (event index, its PCR, why its data is not what was measured), in report order
-_Unbound = tuple[tuple[int, int, str], ...]
-
-
-def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> _Unbound:
+def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> Unbound:
     """Every event whose data does not hash to its digest where it must, in any PCR and
     any bank the log declares (the replay checks them all, see :func:`_parsed_log`).
 
@@ -230,39 +208,37 @@ def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> _Unbound:
     return tuple(out)
 
 
-def _parsed_log(digest: bytes, raw: bytes) -> tuple[UnverifiedEventLog, Replay, _Unbound]:
+def _parsed_log(digest: bytes, raw: bytes, caches: VerifierCaches | None) -> ParsedLog:
     """``parse_log``, the reported bank's ``replay`` of ``raw`` (whose SHA-256 is
-    ``digest``) and its unbound events (:func:`_unbound_events`)."""
-    with _log_cache_lock:
-        hit = _log_cache.get(digest)
-        if hit is not None:
-            _log_cache.move_to_end(digest)
-            return hit
+    ``digest``) and its unbound events (:func:`_unbound_events`); kept in ``caches``
+    (a log that does not frame is never kept: its error is recomputed)."""
+    if caches is None:
+        return _parse_and_replay(raw)
+    return caches.logs.get_or_compute(digest, lambda: _parse_and_replay(raw))
+
+
+def _parse_and_replay(raw: bytes) -> ParsedLog:
     log = parse_log(raw)
     # only the reported bank is compared with the quote, so only it is replayed; but the
     # digests of data-bound events are checked in every bank the log declares (and
     # Python can hash), so no bank carries a digest that disagrees with its event's data
     rep = replay(log, banks=(REPORTED_BANK,), data_banks=tuple(a.alg_id for a in log.algorithms))
-    # shared between requests from now on: hand out read-only views only
+    # may be shared between requests (a verifier's cache): hand out read-only views only
     rep = dataclasses.replace(
         rep,
         pcrs=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.pcrs.items()}),
         initial=MappingProxyType({a: MappingProxyType(dict(v)) for a, v in rep.initial.items()}),
     )
-    entry = (log, rep, _unbound_events(log, rep))
-    with _log_cache_lock:
-        _log_cache[digest] = entry
-        while len(_log_cache) > LOG_CACHE_SIZE:
-            _log_cache.popitem(last=False)
-    return entry
+    return (log, rep, _unbound_events(log, rep))
 
 
 class _Run:
     """State of one verification (kept private: only the result is public)."""
 
     def __init__(self, request: AzureGuestRequest | UnverifiedAzureGuestRequest,
-                 expected_nonce: bytes) -> None:
+                 expected_nonce: bytes, caches: VerifierCaches | None) -> None:
         self.request = request
+        self.caches = caches
         self.ti = request.tpm_info
         self.nonce = expected_nonce
         self.checks: dict[Check, EvidenceCheck] = {}
@@ -280,7 +256,8 @@ class _Run:
     def quote_signature(self) -> None:
         name = Check.QUOTE_SIGNATURE
         try:
-            self.aik = parse_public_or_read_public(self.ti.aik_pub)
+            self.aik = parse_public_or_read_public(
+                self.ti.aik_pub, self.caches.aik_publics if self.caches is not None else None)
         except TpmStructureError as exc:
             self.checks[name] = _fail(name, "aik_pub_malformed", f"AikPub cannot be read: {exc}")
             return
@@ -382,7 +359,8 @@ class _Run:
                                   PcrVerification | None]:
         name = Check.LOG_REPLAY
         try:
-            log, rep, all_unbound = _parsed_log(self.log_digest, self.request.tcg_logs)
+            log, rep, all_unbound = _parsed_log(self.log_digest, self.request.tcg_logs,
+                                                self.caches)
         except EventLogError as exc:
             self.checks[name] = _fail(name, "log_malformed", f"TcgLogs cannot be read: {exc}")
             return None, None, None
@@ -520,7 +498,8 @@ class _Run:
         try:
             chain = verify_aik_certificate(self.ti.aik_cert, self.aik,
                                            anchors or TrustAnchors(()), at=at,
-                                           revoked=revoked)
+                                           revoked=revoked,
+                                           cache=self.caches.aik if self.caches else None)
         except AikCertificateError as exc:
             self.checks[name] = _fail(name, exc.reason_code, str(exc))
             return None
@@ -536,15 +515,17 @@ def verify_evidence(
     at: datetime,
     expected_nonce: bytes = b"",
     revoked_aik: RevokedAikCertificates | None = None,
+    caches: VerifierCaches | None = None,
 ) -> EvidenceVerification:
     """Run every evidence check on an AzureGuest request (see the module docstring).
 
     ``at`` is the time the AIK certificate must be valid at (passed in: this
     layer reads no clock); ``expected_nonce`` the quote's qualifying data
     (empty for AzureGuest, which has no challenge round); ``revoked_aik`` the AIK
-    certificates the provider revoked (``aik_cert_revoked``).
+    certificates the provider revoked (``aik_cert_revoked``); ``caches`` what the
+    caller's verifier may reuse (:mod:`bootwatch.attest.caches`; None: nothing).
     """
-    run = _Run(request, expected_nonce)
+    run = _Run(request, expected_nonce, caches)
     run.quote_signature()
     run.quote_structure()
     run.quote_nonce()

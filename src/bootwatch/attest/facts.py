@@ -15,9 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import struct
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,13 +23,14 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.claims import (
     AzureVmClaims,
     MeasuredSecureBoot,
     OsInfo,
     WindowsBootConfig,
 )
-from bootwatch.attest.evidence import SIPA_PCRS, EvidenceVerification, clear_log_cache
+from bootwatch.attest.evidence import SIPA_PCRS, EvidenceVerification
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
@@ -340,37 +339,18 @@ class BootFactsError(InputError):
     code = "boot_facts_invalid"
 
 
-#: boot facts memoised per (log digest, attested PCRs): a VM sends the same log on
-#: every attestation until it reboots, and the facts are a pure function of it
-BOOT_FACTS_CACHE_SIZE = 4096
-_boot_cache: OrderedDict[tuple[bytes, tuple[int, ...]],
-                         tuple[MeasuredSecureBoot, WindowsBootConfig]] = OrderedDict()
-_boot_cache_lock = threading.Lock()
-
-
-def clear_boot_facts_cache() -> None:
-    """Forget memoised boot facts and parsed logs (benchmarks use it to time a first
-    sighting of a boot)."""
-    with _boot_cache_lock:
-        _boot_cache.clear()
-    clear_log_cache()
-
-
 def _boot_state(
-    log: UnverifiedEventLog, log_digest: bytes, attested: tuple[int, ...]
+    log: UnverifiedEventLog, log_digest: bytes, attested: tuple[int, ...],
+    caches: VerifierCaches | None,
 ) -> tuple[MeasuredSecureBoot, WindowsBootConfig]:
-    key = (log_digest, attested)
-    with _boot_cache_lock:
-        hit = _boot_cache.get(key)
-        if hit is not None:
-            _boot_cache.move_to_end(key)
-            return hit
-    value = (measured_secure_boot(log), windows_boot_config(log, attested))
-    with _boot_cache_lock:
-        _boot_cache[key] = value
-        while len(_boot_cache) > BOOT_FACTS_CACHE_SIZE:
-            _boot_cache.popitem(last=False)
-    return value
+    """The log's Secure Boot state and Windows boot configuration (a pure function of
+    the log and the attested PCRs, so kept per (log digest, PCRs) in ``caches``)."""
+    def compute() -> tuple[MeasuredSecureBoot, WindowsBootConfig]:
+        return measured_secure_boot(log), windows_boot_config(log, attested)
+
+    if caches is None:
+        return compute()
+    return caches.boot_facts.get_or_compute((log_digest, attested), compute)
 
 
 def verified_boot(
@@ -378,8 +358,9 @@ def verified_boot(
     request: AzureGuestRequest | UnverifiedAzureGuestRequest,
     *,
     with_events: bool = True,
+    caches: VerifierCaches | None = None,
 ) -> VerifiedBoot:
-    """The boot facts of evidence that passed verification.
+    """The boot facts of evidence that passed verification (``caches``: the verifier's).
 
     Reads only ``verified_*`` fields; a missing one means the caller skipped
     a failed check, which is a bug on its side, so it raises.
@@ -399,7 +380,7 @@ def verified_boot(
     chain = evidence.verified_aik_chain
     # the digest evidence verification took of these very bytes (recomputed if absent)
     digest = evidence.event_log_sha256 or hashlib.sha256(bytes(request.tcg_logs)).digest()
-    secure_boot, windows = _boot_state(log, digest, attested)
+    secure_boot, windows = _boot_state(log, digest, attested, caches)
     return VerifiedBoot(
         secure_boot=secure_boot,
         windows=windows,

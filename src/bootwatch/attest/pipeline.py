@@ -22,6 +22,7 @@ from typing import Any
 
 from cryptography import x509
 
+from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.claims import (
     DEFAULT_TEMPLATES,
     AzureVmClaims,
@@ -126,8 +127,13 @@ def attest_azure_guest(
     provider: ProviderInputs,
     now: datetime,
     jti: str | None = None,
+    caches: VerifierCaches | None = None,
 ) -> AttestationOutcome:
-    """Run one AzureGuest attestation (see the module docstring)."""
+    """Run one AzureGuest attestation (see the module docstring).
+
+    ``caches``: what the caller's verifier may reuse between attestations
+    (:class:`~bootwatch.attest.caches.VerifierCaches`; None computes everything).
+    """
     ph = provider.policy_hash
     try:
         request = decode_request(request_body)
@@ -138,7 +144,7 @@ def attest_azure_guest(
 
     try:
         evidence = verify_evidence(request, trust_anchors=provider.trust_anchors, at=now,
-                                   revoked_aik=provider.revoked_aik)
+                                   revoked_aik=provider.revoked_aik, caches=caches)
     except InputError as exc:
         return AttestationOutcome(
             Verdict.EVIDENCE_REJECTED, f"evidence: {exc}", ph, failed_check="evidence",
@@ -164,7 +170,8 @@ def attest_azure_guest(
 
     try:
         boot: VerifiedBoot = verified_boot(
-            evidence, request, with_events=_policy_reads(provider.policy, "events")
+            evidence, request, with_events=_policy_reads(provider.policy, "events"),
+            caches=caches,
         )
         azurevm = derive_azurevm_claims(
             secure_boot=boot.secure_boot,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from bootwatch.policy.ast import PolicyAst, SectionKind, Tolerance
 from bootwatch.policy.claims import Claim, ClaimIssuer, ClaimValueType, claim_from_json
-from bootwatch.policy.compiler import CompiledPolicy, clear_cache, compile_policy
+from bootwatch.policy.compiler import CompiledPolicy, PolicyCompiler, compile_policy
 from bootwatch.policy.defaults import default_azureguest_policy
 from bootwatch.policy.document import (
     PolicyDocument,
@@ -48,6 +48,7 @@ __all__ = [
     "EvaluationLimits",
     "EvaluationResult",
     "PolicyAst",
+    "PolicyCompiler",
     "PolicyDocument",
     "PolicyDocumentError",
     "PolicyError",
@@ -61,7 +62,6 @@ __all__ = [
     "UntrustedSignerError",
     "VerifiedJws",
     "claim_from_json",
-    "clear_cache",
     "compile_policy",
     "default_azureguest_policy",
     "evaluate",

@@ -1,22 +1,28 @@
-"""compile_policy: parse + check once, keep the result in a small cache keyed by policy hash.
+"""Compile MAA policies: ``compile_policy`` (parse and check) and ``PolicyCompiler``.
 
 A service evaluates the same few policies for every attestation; compiling one takes
-milliseconds, evaluating it microseconds, so the cache is what makes per-request
-evaluation cheap. The cache is bounded (least recently used out) and thread-safe.
+milliseconds, evaluating it microseconds, so a service keeps compiled policies in a
+:class:`PolicyCompiler` it owns (bounded, least recently used out, thread-safe).  The
+module itself keeps nothing between calls: ``compile_policy`` parses every time.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
+from bootwatch.lru import BoundedLru
 from bootwatch.policy.ast import PolicyAst, Tolerance
 from bootwatch.policy.hashes import policy_hash
 from bootwatch.policy.parser import check_policy_text, parse_policy
 
-#: Compiled policies kept (a provider has one per attestation type).
+__all__ = ["CACHE_SIZE", "QUERY_CACHE_SIZE", "CompiledPolicy", "PolicyCompiler",
+           "compile_policy"]
+
+#: Compiled policies a PolicyCompiler keeps (a provider has one per attestation type).
 CACHE_SIZE = 256
+#: Parsed JmesPath queries a compiled policy keeps.
+QUERY_CACHE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,10 @@ class CompiledPolicy:
     text: str
     ast: PolicyAst
     hash: str
+    #: parsed JmesPath queries of this policy (its queries are literals of its text, so
+    #: the bound is only a guard); owned by the compiled policy, dropped with it
+    queries: BoundedLru[str, Any] = field(
+        default_factory=lambda: BoundedLru(QUERY_CACHE_SIZE), compare=False, repr=False)
 
     @property
     def version(self) -> str:
@@ -38,30 +48,35 @@ class CompiledPolicy:
         return self.ast.tolerances
 
 
-_cache: OrderedDict[str, CompiledPolicy] = OrderedDict()
-_lock = threading.Lock()
-
-
 def compile_policy(text: str) -> CompiledPolicy:
     """Parse and check ``text``; raise PolicyParsingError with line:column if invalid."""
     if isinstance(text, str):
         check_policy_text(text)  # before hashing: the hash encodes the text as UTF-8
     key = policy_hash(text) if isinstance(text, str) else ""
-    with _lock:
-        hit = _cache.get(key)
+    return CompiledPolicy(text, parse_policy(text), key)
+
+
+class PolicyCompiler:
+    """``compile_policy`` with a bounded cache keyed by policy hash, owned by its creator.
+
+    A hit must also have the same text (a hash is not trusted as identity).  Errors are
+    never kept: an invalid text is parsed, and refused, every time.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._cache: BoundedLru[str, CompiledPolicy] = BoundedLru(size)
+
+    def compile(self, text: str) -> CompiledPolicy:
+        """The compiled policy for ``text`` (see :func:`compile_policy`)."""
+        if isinstance(text, str):
+            check_policy_text(text)
+        key = policy_hash(text) if isinstance(text, str) else ""
+        hit = self._cache.get(key)
         if hit is not None and hit.text == text:
-            _cache.move_to_end(key)
             return hit
-    compiled = CompiledPolicy(text, parse_policy(text), key)
-    with _lock:
-        _cache[key] = compiled
-        _cache.move_to_end(key)
-        while len(_cache) > CACHE_SIZE:
-            _cache.popitem(last=False)
-    return compiled
+        compiled = CompiledPolicy(text, parse_policy(text), key)
+        self._cache.put(key, compiled)
+        return compiled
 
-
-def clear_cache() -> None:
-    """Forget every compiled policy (tests and benchmarks use this)."""
-    with _lock:
-        _cache.clear()
+    def __len__(self) -> int:
+        return len(self._cache)

@@ -184,7 +184,7 @@ class _Run:
             )
         self.policy = policy
         self.limits = limits
-        self.budget = Budget(limits)
+        self.budget = Budget(limits, queries=policy.queries)
         self.claims = _ClaimSet(incoming, limits.max_claims)
         self.issued: list[Claim] = []
         self.properties: dict[str, object] = dict(PROPERTY_DEFAULTS)

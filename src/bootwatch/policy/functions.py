@@ -16,7 +16,6 @@ import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import jmespath
@@ -25,6 +24,7 @@ import jmespath.functions
 import jmespath.parser
 import jmespath.visitor
 
+from bootwatch.lru import BoundedLru
 from bootwatch.policy.claims import ClaimValue
 from bootwatch.policy.errors import PolicyEvaluationError, PolicyLimitError
 from bootwatch.policy.limits import MAX_INTEGER, MIN_INTEGER, EvaluationLimits
@@ -50,6 +50,8 @@ class Budget:
     jmespath_steps: int = 0
     rules: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+    #: parsed queries, owned by the compiled policy under evaluation (None: parse each)
+    queries: BoundedLru[str, Any] | None = None
 
     def charge_tests(self, n: int) -> None:
         self.tests += n
@@ -204,9 +206,10 @@ class _CountingInterpreter(jmespath.visitor.TreeInterpreter):
         return super().visit(node, *args, **kwargs)
 
 
-@lru_cache(maxsize=512)
-def _compile_query(query: str) -> Any:
-    return jmespath.parser.Parser().parse(query)
+def _compile_query(query: str, cache: BoundedLru[str, Any] | None) -> Any:
+    if cache is None:
+        return jmespath.parser.Parser().parse(query)
+    return cache.get_or_compute(query, lambda: jmespath.parser.Parser().parse(query))
 
 
 def jmespath_search(data: Any, query: str, budget: Budget) -> Any:
@@ -217,7 +220,7 @@ def jmespath_search(data: Any, query: str, budget: Budget) -> Any:
             limit="max_query_chars",
         )
     try:
-        parsed = _compile_query(query)
+        parsed = _compile_query(query, budget.queries)
         return _CountingInterpreter(budget).visit(parsed.parsed, data)
     except jmespath.exceptions.JMESPathError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

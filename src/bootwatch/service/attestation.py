@@ -128,7 +128,7 @@ def provider_inputs(ctx: ProviderContext, cfg: AttestationConfig) -> ProviderInp
     policy = ctx.azureguest_policy
     return ProviderInputs(
         issuer=ctx.issuer,
-        policy=policy.compiled(),
+        policy=policy.compiled,
         policy_hash=policy.policy_hash,
         policy_signer=policy.signer_jwk,
         sign=ctx.token_signer.with_issuer(ctx.issuer).sign,
@@ -202,7 +202,7 @@ def _run(
     # the provider's own AIK CA and its revoked certificates
     inputs = state.enrollment.attestation_inputs(ctx.name, inputs)
     now = datetime.now(UTC)
-    outcome = attest_azure_guest(body, provider=inputs, now=now)
+    outcome = attest_azure_guest(body, provider=inputs, now=now, caches=state.verifier_caches)
     event: OutcomeEvent | None = None
     if state.sink is not None:
         try:

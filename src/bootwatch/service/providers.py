@@ -45,8 +45,10 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.errors import ConfigError, ConflictError, InputError, NotFoundError
+from bootwatch.lru import BoundedLru
 from bootwatch.policy import (
-    compile_policy,
+    CompiledPolicy,
+    PolicyCompiler,
     default_azureguest_policy,
     policy_hash,
     unsigned_policy_jws,
@@ -130,6 +132,8 @@ class ActivePolicy:
     #: x-ms-policy-token-hash of the upload (None for the built-in default)
     token_hash: str | None
     signer: x509.Certificate | None
+    #: the store's compiler (compiled policies are kept there, by policy hash)
+    compiler: PolicyCompiler = field(compare=False, repr=False)
 
     @cached_property
     def policy_hash(self) -> str:
@@ -146,25 +150,11 @@ class ActivePolicy:
         """The ``x-ms-policy`` value: the uploaded JWS, or an unsigned one for defaults."""
         return self.jws if self.jws else unsigned_policy_jws(self.text)
 
-    def compiled(self) -> Any:
-        """The compiled policy (cached per text), for evaluation."""
-        return _compile_cached(self.text)
-
-
-_compile_lock = threading.Lock()
-_compiled: dict[str, Any] = {}
-
-
-def _compile_cached(text: str) -> Any:
-    with _compile_lock:
-        hit = _compiled.get(text)
-    if hit is None:
-        hit = compile_policy(text)
-        with _compile_lock:
-            if len(_compiled) > 256:
-                _compiled.clear()
-            _compiled[text] = hit
-    return hit
+    @cached_property
+    def compiled(self) -> CompiledPolicy:
+        """The compiled policy, for evaluation (compiled on first use, not at load: a
+        stored policy that no longer compiles fails its own attestation type only)."""
+        return self.compiler.compile(self.text)
 
 
 @dataclass(frozen=True)
@@ -217,34 +207,37 @@ class _Snapshot:
     loaded_at: float = field(default_factory=time.monotonic)
 
 
+#: provider snapshots a store keeps (least recently used out)
+SNAPSHOT_CACHE_SIZE = 1024
+#: parsed signing keys a store keeps
+KEY_CACHE_SIZE = 64
+
+
 class ProviderStore:
-    """Reads and caches provider state; writes go through the functions below."""
+    """Reads and caches provider state; writes go through the functions below.
+
+    Owns its caches (bounded): provider snapshots (refreshed after ``ttl`` seconds or
+    when a change is announced), parsed signing keys and the policy compiler.
+    """
 
     def __init__(self, db: Database, sealer: Sealer, changes: ChangeFeed, *,
-                 ttl: float) -> None:
+                 ttl: float, compiler: PolicyCompiler | None = None) -> None:
         self._db = db
         self._sealer = sealer
         self._changes = changes
         self._ttl = ttl
+        self.compiler = compiler or PolicyCompiler()
         self._lock = threading.Lock()
-        self._cache: dict[str, _Snapshot] = {}
+        self._cache: BoundedLru[str, _Snapshot] = BoundedLru(SNAPSHOT_CACHE_SIZE)
         self._hosts: tuple[float, dict[str, str]] = (0.0, {})
         #: parsed signing keys by kid (a kid names one key for ever)
-        self._keys: dict[str, rsa.RSAPrivateKey] = {}
+        self._keys: BoundedLru[str, rsa.RSAPrivateKey] = BoundedLru(KEY_CACHE_SIZE)
 
     def _private_key(self, row: SigningKeyRow) -> rsa.RSAPrivateKey:
         """The signing key of ``row``, decrypted and parsed once per worker: loading an
         RSA key checks it (~50 ms), and the snapshot is reloaded every cache TTL, which
         stalled the worker's event loop (and every request on it) that long."""
-        with self._lock:
-            key = self._keys.get(row.kid)
-        if key is None:
-            key = load_private_key(self._sealer, row)
-            with self._lock:
-                if len(self._keys) > 64:
-                    self._keys.clear()
-                self._keys[row.kid] = key
-        return key
+        return self._keys.get_or_compute(row.kid, lambda: load_private_key(self._sealer, row))
 
     def invalidate(self, name: str | None = None) -> None:
         """After a write: forget ``name`` here and tell the other processes."""
@@ -253,11 +246,11 @@ class ProviderStore:
 
     def forget(self, name: str | None = None) -> None:
         """Drop the cached state of ``name`` (None: of every provider) in this process."""
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(name)
         with self._lock:
-            if name is None:
-                self._cache.clear()
-            else:
-                self._cache.pop(name, None)
             self._hosts = (0.0, {})
 
     def provider_for_host(self, host: str) -> str | None:
@@ -278,13 +271,11 @@ class ProviderStore:
 
     def snapshot(self, name: str) -> _Snapshot:
         ttl = self._ttl
-        with self._lock:
-            snap = self._cache.get(name)
+        snap = self._cache.get(name)
         if snap is not None and time.monotonic() - snap.loaded_at <= ttl:
             return snap
         snap = self._load(name)
-        with self._lock:
-            self._cache[name] = snap
+        self._cache.put(name, snap)
         return snap
 
     def _load(self, name: str) -> _Snapshot:
@@ -295,7 +286,7 @@ class ProviderStore:
             if row is None:
                 raise NotFoundError(f"no attestation provider named {name!r}")
             s.expunge(row)
-            policies = _load_policies(s, name)
+            policies = _load_policies(s, name, self.compiler)
             signers = tuple(
                 x509.load_der_x509_certificate(r.cert_der)
                 for r in s.scalars(
@@ -335,7 +326,7 @@ class ProviderStore:
         )
 
 
-def _load_policies(s: Session, name: str) -> dict[str, ActivePolicy]:
+def _load_policies(s: Session, name: str, compiler: PolicyCompiler) -> dict[str, ActivePolicy]:
     latest = (
         select(func.max(PolicyRow.id))
         .where(PolicyRow.provider == name)
@@ -348,10 +339,10 @@ def _load_policies(s: Session, name: str) -> dict[str, ActivePolicy]:
     for t in ATTESTATION_TYPES:
         r = rows.get(t)
         if r is None or r.text is None:
-            out[t] = ActivePolicy(t, default_policy_text(t), True, None, None, None)
+            out[t] = ActivePolicy(t, default_policy_text(t), True, None, None, None, compiler)
         else:
             signer = x509.load_der_x509_certificate(r.signer_der) if r.signer_der else None
-            out[t] = ActivePolicy(t, r.text, False, r.jws, r.token_hash, signer)
+            out[t] = ActivePolicy(t, r.text, False, r.jws, r.token_hash, signer, compiler)
     return out
 
 

@@ -1,14 +1,16 @@
 """The service's typed container, built once per worker by :func:`bootstrap`.
 
 Everything the service's requests use lives here, built in one visible order with
-narrow dependencies (``ProviderStore(db, sealer, changes, ttl)``,
-``RecordWriter(db, settings, metrics, on_commit)``); nothing reaches back into the
-container.  The start-up steps that change the database are explicit arguments of
-:func:`bootstrap`, not side effects of opening it: ``migrate`` (Alembic) and ``seed``
-(create the configured shared providers); the service-tag document is published as
-the last part is built.  ``create_app`` stores the container on ``app.state.bw``;
-handlers read it only through ``service/deps.py``.  The ``bootwatch provider`` CLI
-builds one too, without an event sink.
+narrow dependencies (``ProviderStore(db, sealer, changes, ttl)``, ``RecordWriter(db,
+settings, metrics, on_commit)``); nothing reaches back into the container. Every cache
+a request uses is owned here (bounded): the provider store's snapshots, keys and
+compiled policies, the verifier's caches, the outcome builder's event descriptions;
+the pure layers keep none. The start-up steps that change the database are explicit
+arguments of :func:`bootstrap`, not side effects of opening it: ``migrate`` (Alembic)
+and ``seed`` (create the configured shared providers); the service-tag document is
+published as the last part is built. ``create_app`` stores the container on
+``app.state.bw``; handlers read it only through ``service/deps.py``. The ``bootwatch
+provider`` CLI builds one too, without an event sink.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
+from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.outcome import OutcomeEventBuilder
 from bootwatch.errors import StorageError
 from bootwatch.service.atrest import Sealer, load_or_create_key
@@ -52,6 +55,8 @@ class ServiceState:
     sink: EventSink | None
     relay: EventRelay | None
     outcome_builder: OutcomeEventBuilder
+    #: what the verifier reuses between attestations (parsed AIKs, logs, boot facts)
+    verifier_caches: VerifierCaches
     oidc: OidcVerifier | None
     #: trust anchors, DBX data, key templates read from the files the settings name
     attest_config: AttestationConfig
@@ -123,6 +128,7 @@ def bootstrap(
         settings=settings, db=db, sealer=sealer, changes=changes, providers=providers,
         records=records, metrics=metrics, sink=sink, relay=relay,
         outcome_builder=OutcomeEventBuilder(),
+        verifier_caches=VerifierCaches(),
         oidc=OidcVerifier(settings) if settings.oidc_issuer else None,
         attest_config=load_attestation_config(settings),
         enrollment=EnrollmentService(settings, db, sealer, changes),

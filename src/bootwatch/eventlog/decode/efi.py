@@ -9,11 +9,11 @@ inside the event data when a structure is short or inconsistent.
 from __future__ import annotations
 
 import enum
-import functools
 import hashlib
 import struct
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography import x509
 
@@ -90,32 +90,40 @@ class X509Info:
         return self.subject
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SignatureEntry:
     """One EFI_SIGNATURE_DATA: owner GUID and the signature (certificate or hash).
 
-    For X.509 entries, ``certificate`` reads the DER on first use (and caches it
-    by content: a fleet shares the same db/KEK certificates), so extracting boot
-    state does not pay for certificates nobody looks at; ``error`` says why an
-    X.509 entry could not be read (the DER bytes stay in ``data``).
+    For X.509 entries, ``certificate`` reads the DER on first use (and keeps it on
+    this entry), so extracting boot state does not pay for certificates nobody looks
+    at; ``error`` says why an X.509 entry could not be read (the DER bytes stay in
+    ``data``).
     """
 
     kind: SignatureKind
     owner: str
     data: bytes
 
+    @cached_property
+    def _x509(self) -> X509Info | str:
+        """The parsed certificate, or why it does not parse."""
+        try:
+            return x509_info(self.data)
+        except EventDataError as exc:
+            return exc.reason
+
     @property
     def certificate(self) -> X509Info | None:
         if self.kind is not SignatureKind.X509:
             return None
-        info = _cached_x509(self.data)
+        info = self._x509
         return info if isinstance(info, X509Info) else None
 
     @property
     def error(self) -> str | None:
         if self.kind is not SignatureKind.X509:
             return None
-        info = _cached_x509(self.data)
+        info = self._x509
         return info if isinstance(info, str) else None
 
     @property
@@ -226,14 +234,6 @@ def x509_info(der: bytes) -> X509Info:
         sha1_thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest(),
         sha256_thumbprint=hashlib.sha256(der).hexdigest(),
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _cached_x509(der: bytes) -> X509Info | str:
-    try:
-        return x509_info(der)
-    except EventDataError as exc:
-        return exc.reason
 
 
 def signature_entry(kind: SignatureKind, owner: str, data: bytes) -> SignatureEntry:
