@@ -235,6 +235,21 @@ class ConflictError(BootwatchError):
     code = "conflict"
 
 
+class RollbackRefusedError(ConflictError):
+    """A replayed signed document (a policy, a reset, a signer change) that would roll
+    an isolated provider back.  The HTTP edge answers 409 ``RollbackRefused``."""
+
+    code = "rollback_refused"
+
+
+class OperationRefusedError(BootwatchError):
+    """A well-formed request for something the target does not allow (a policy write
+    on a shared provider, a signer limit).  The HTTP edge answers 400
+    ``InvalidOperation``."""
+
+    code = "operation_refused"
+
+
 class EventDeliveryError(BootwatchError):
     """Outcome events could not be handed to their sink durably (the monitor refused or
     was unreachable, JetStream did not acknowledge); the relay keeps them and retries."""

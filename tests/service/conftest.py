@@ -245,11 +245,12 @@ def create_custom_providers(state: ServiceState, signer_cert: x509.Certificate) 
 
     with state.db.session() as s:
         if s.get(ProviderRow, "aadp") is None:
-            create_provider(s, state, "aadp", kind=ProviderKind.CUSTOM, trust_model=TrustModel.AAD)
+            create_provider(s, state.sealer, "aadp", kind=ProviderKind.CUSTOM,
+                            trust_model=TrustModel.AAD)
         if s.get(ProviderRow, "iso") is None:
             create_provider(
                 s,
-                state,
+                state.sealer,
                 "iso",
                 kind=ProviderKind.CUSTOM,
                 trust_model=TrustModel.ISOLATED,

@@ -183,7 +183,7 @@ def test_custom_provider_can_require_authentication(svc: Any) -> None:
 
     with svc.state.db.session() as s:
         if s.get(ProviderRow, "authp") is None:
-            create_provider(s, svc.state, "authp", kind=ProviderKind.CUSTOM,
+            create_provider(s, svc.state.sealer, "authp", kind=ProviderKind.CUSTOM,
                             trust_model=TrustModel.AAD, attest_auth_required=True)
     with svc.client() as c:
         r = c.post(f"/providers/authp/attest/AzureGuest{Q}", content=azure_body())

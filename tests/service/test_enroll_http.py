@@ -69,7 +69,7 @@ def esvc(service_factory: Any, lab: Lab) -> Any:
 
         with state.db.session() as s:
             if s.get(ProviderRow, "enr") is None:
-                create_provider(s, state, "enr", kind=ProviderKind.CUSTOM,
+                create_provider(s, state.sealer, "enr", kind=ProviderKind.CUSTOM,
                                 trust_model=TrustModel.AAD)
 
     svc = service_factory(setup, ek_trust_anchors_path=str(lab.ek_ca_cert_path))

@@ -42,7 +42,7 @@ def _iso_providers(signer_cert: Any) -> Any:
             for name in ("iso9", "iso9b"):
                 if s.get(ProviderRow, name) is None:
                     create_provider(
-                        s, state, name, kind=ProviderKind.CUSTOM,
+                        s, state.sealer, name, kind=ProviderKind.CUSTOM,
                         trust_model=TrustModel.ISOLATED, signers=[signer_cert],
                     )
 

@@ -16,7 +16,7 @@ def _hosted_provider(state: Any) -> None:
 
     with state.db.session() as s:
         if s.get(ProviderRow, "contoso") is None:
-            create_provider(s, state, "contoso", kind=ProviderKind.CUSTOM,
+            create_provider(s, state.sealer, "contoso", kind=ProviderKind.CUSTOM,
                             trust_model=TrustModel.AAD, hostname="contoso.example")
 
 

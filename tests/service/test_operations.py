@@ -130,7 +130,7 @@ def test_aad_bearer_tokens_from_an_openid_issuer(
         with state.db.session() as s:
             if s.get(ProviderRow, "oidcp") is None:
                 create_provider(
-                    s, state, "oidcp", kind=ProviderKind.CUSTOM, trust_model=TrustModel.AAD
+                    s, state.sealer, "oidcp", kind=ProviderKind.CUSTOM, trust_model=TrustModel.AAD
                 )
 
     svc = service_factory(setup, oidc_issuer=issuer, oidc_audience="https://attest.azure.net")
@@ -183,7 +183,7 @@ def test_require_attest_auth_dependency(service_factory: Any, h: Any) -> None:
         if s.get(ProviderRow, "authp") is None:
             create_provider(
                 s,
-                svc.state,
+                svc.state.sealer,
                 "authp",
                 kind=ProviderKind.CUSTOM,
                 trust_model=TrustModel.AAD,

@@ -66,7 +66,7 @@ def create_cmd(
         with state.db.session() as s:
             create_provider(
                 s,
-                state,
+                state.sealer,
                 name,
                 kind=ProviderKind.CUSTOM,
                 trust_model=TrustModel(trust_model),

@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation, enroll
 from bootwatch.service.events import sink_from_settings
+from bootwatch.service.hosts import AllowedHosts, ProviderPrefixMiddleware
 from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import (
     EdgeMiddleware,
@@ -33,7 +34,6 @@ from bootwatch.service.middleware import (
     maa_error,
 )
 from bootwatch.service.openapi import complete_schema
-from bootwatch.service.providers import ProviderPrefixMiddleware, allowed_host_pairs
 from bootwatch.service.records import purge_expired_evidence
 from bootwatch.service.routes import maa_router, ops_router
 from bootwatch.service.settings import Settings
@@ -117,7 +117,7 @@ def create_app(
 ) -> FastAPI:
     """Build the service for ``settings`` (one call per worker process)."""
     ext = extensions or AppExtensions()
-    allowed_host_pairs(settings.allowed_hosts)  # a malformed --allowed-host stops start-up
+    AllowedHosts.parse(settings.allowed_hosts)  # a malformed --allowed-host stops start-up
     if state is None:
         # the container: migrations, shared providers, the sink --events names (the
         # embedded server builds its own container around its monitor's sink)

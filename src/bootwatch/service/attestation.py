@@ -63,9 +63,10 @@ from bootwatch.protocol.outcome import OutcomeEvent
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
+from bootwatch.service.hosts import current_provider
 from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
-from bootwatch.service.providers import ProviderContext, current_provider
+from bootwatch.service.providers import ProviderContext
 from bootwatch.service.records import AttestationRecord, Commit, record_attestation
 from bootwatch.service.routes import api_version
 from bootwatch.service.settings import Settings

@@ -31,7 +31,7 @@ from bootwatch.errors import ProtocolError
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, unauthorized
-from bootwatch.service.providers import CurrentProvider
+from bootwatch.service.hosts import CurrentProvider
 
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings

@@ -14,9 +14,11 @@ from bootwatch.errors import (
     ConflictError,
     InputError,
     NotFoundError,
+    OperationRefusedError,
     PolicyEvaluationError,
     PolicyParsingError,
     PolicySignatureError,
+    RollbackRefusedError,
     StorageError,
     VerificationError,
 )
@@ -77,6 +79,10 @@ def maa_code_for(exc: BootwatchError) -> tuple[int, str]:
         return 503, "ServiceUnavailable"
     if isinstance(exc, NotFoundError):
         return 404, "NotFound"
+    if isinstance(exc, RollbackRefusedError):
+        return 409, "RollbackRefused"
+    if isinstance(exc, OperationRefusedError):
+        return 400, "InvalidOperation"
     if isinstance(exc, ConflictError):
         return 409, "InvalidOperation"
     return 500, "InternalError"

@@ -21,6 +21,10 @@
   (``changed_by``, ``added_by``, ``removed_by``) and whether a write was a
   rollback.
 
+Every refusal is a domain error (``InputError``, ``PolicySignatureError``,
+``OperationRefusedError``, ``RollbackRefusedError``); the HTTP edge
+(:func:`bootwatch.service.errors.maa_code_for`) turns it into MAA's status and code.
+
 Results are ``PolicyResult`` / ``PolicyCertificatesModificationResult`` JWTs
 signed by the provider's token key, valid for one hour (as MAA's).
 """
@@ -38,7 +42,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bootwatch.errors import PolicySignatureError, ProtocolError
+from bootwatch.errors import (
+    InputError,
+    OperationRefusedError,
+    PolicySignatureError,
+    ProtocolError,
+    RollbackRefusedError,
+)
 from bootwatch.policy import (
     compile_policy,
     parse_policy_document,
@@ -48,7 +58,6 @@ from bootwatch.policy import (
 )
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.db import utcnow
-from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter, unauthorized
 from bootwatch.service.keys import cert_jwk
 from bootwatch.service.models import PolicyRow, SignerRow
 from bootwatch.service.providers import ProviderContext, TrustModel, canonical_type
@@ -90,7 +99,7 @@ def result_token(ctx: ProviderContext, claims: dict[str, Any]) -> str:
 
 def _refuse_shared(ctx: ProviderContext, what: str) -> None:
     if ctx.is_shared:
-        raise invalid_operation(
+        raise OperationRefusedError(
             f"provider {ctx.name!r} is a shared provider: its {what} is fixed and cannot be changed"
         )
 
@@ -99,13 +108,13 @@ def _b64url_json(part: str, what: str) -> dict[str, Any]:
     try:
         raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
     except (binascii.Error, ValueError) as exc:
-        raise invalid_parameter(f"{what} is not base64url JSON: {exc}") from exc
+        raise InputError(f"{what} is not base64url JSON: {exc}") from exc
     try:
         value = read_json(raw, field=what) if raw else {}
     except ProtocolError as exc:
-        raise invalid_parameter(f"{what} is not base64url JSON: {exc}") from exc
+        raise InputError(f"{what} is not base64url JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise invalid_parameter(f"{what} is not a JSON object")
+        raise InputError(f"{what} is not a JSON object")
     return value
 
 
@@ -113,7 +122,7 @@ def embedded_certificate(compact: str) -> x509.Certificate | None:
     """The certificate a JWS carries in ``x5c`` or ``jwk.x5c`` (self-asserted)."""
     parts = compact.split(".")
     if len(parts) != 3:
-        raise invalid_parameter(f"expected a compact JWS with 3 parts, got {len(parts)}")
+        raise InputError(f"expected a compact JWS with 3 parts, got {len(parts)}")
     header = _b64url_json(parts[0], "JWS header")
     chain = header.get("x5c")
     jwk = header.get("jwk")
@@ -122,11 +131,11 @@ def embedded_certificate(compact: str) -> x509.Certificate | None:
     if not chain:
         return None
     if not isinstance(chain, list) or not isinstance(chain[0], str):
-        raise invalid_parameter("JWS header x5c must be a list of base64 certificates")
+        raise InputError("JWS header x5c must be a list of base64 certificates")
     try:
         return x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
     except (binascii.Error, ValueError) as exc:
-        raise invalid_parameter(f"JWS header x5c[0] is not a DER certificate: {exc}") from exc
+        raise InputError(f"JWS header x5c[0] is not a DER certificate: {exc}") from exc
 
 
 def _is_unsigned(compact: str) -> bool:
@@ -140,7 +149,7 @@ def _precheck_jws(compact: str, what: str) -> dict[str, Any]:
     400 naming the limit, never a RecursionError.  Returns the (unverified) payload."""
     parts = compact.split(".")
     if len(parts) != 3:
-        raise invalid_parameter(f"{what}: expected a compact JWS with 3 parts, got {len(parts)}")
+        raise InputError(f"{what}: expected a compact JWS with 3 parts, got {len(parts)}")
     _b64url_json(parts[0], f"{what} header")
     return _b64url_json(parts[1], f"{what} payload") if parts[1] else {}
 
@@ -168,7 +177,7 @@ def _iat(payload: dict[str, Any]) -> int | None:
 def _stored_payload(jws: str) -> dict[str, Any]:
     try:
         return _precheck_jws(jws, "stored policy")
-    except ApiError:  # stored by an older version: nothing to compare
+    except InputError:  # stored by an older version: nothing to compare
         return {}
 
 
@@ -177,7 +186,7 @@ def _check_type_claim(payload: dict[str, Any], attestation_type: str) -> None:
         if name in payload:
             value = payload[name]
             if not isinstance(value, str) or value.lower() != attestation_type.lower():
-                raise invalid_parameter(
+                raise InputError(
                     f"the signed document is bound to attestation type {value!r} (claim "
                     f"{name!r}); it cannot be applied to {attestation_type}"
                 )
@@ -236,9 +245,7 @@ def _refuse_replay(
         return False
     if allow_rollback:
         return True
-    raise ApiError(
-        409,
-        "RollbackRefused",
+    raise RollbackRefusedError(
         "replayed policy document refused: " + "; ".join(reasons)
         + ". To apply an earlier document deliberately, repeat the request with the query "
         "parameter allowRollback=true",
@@ -259,7 +266,7 @@ def set_policy(
     _refuse_shared(ctx, f"{t} policy")
     body = body.strip()
     if not body:
-        raise invalid_parameter("the request body is empty: send the policy text or a policy JWS")
+        raise InputError("the request body is empty: send the policy text or a policy JWS")
     isolated = ctx.trust_model is TrustModel.ISOLATED
     payload: dict[str, Any] = {}
     if body.count(".") == 2 and _COMPACT_JWS.fullmatch(body):
@@ -270,7 +277,7 @@ def set_policy(
         body, trusted_signers=ctx.signers if isolated else (), require_signed=isolated
     )
     if not doc.text.strip():
-        raise invalid_parameter(
+        raise InputError(
             "the uploaded policy is empty; use POST /policies/{type}:reset for the default"
         )
     compile_policy(doc.text)
@@ -324,18 +331,20 @@ def reset_policy(
     isolated = ctx.trust_model is TrustModel.ISOLATED
     if not compact:
         if isolated:
-            raise unauthorized("isolated provider: a reset must be a JWS signed by a policy signer")
+            raise PolicySignatureError(
+                "isolated provider: a reset must be a JWS signed by a policy signer")
         compact = "eyJhbGciOiJub25lIn0.."
     payload = _precheck_jws(compact, "reset body")
     if payload.get("AttestationPolicy"):
-        raise invalid_parameter("reset body: the JWS payload must not carry a policy")
+        raise InputError("reset body: the JWS payload must not carry a policy")
     if _is_unsigned(compact):
         if isolated:
-            raise unauthorized("isolated provider: a reset must be a JWS signed by a policy signer")
+            raise PolicySignatureError(
+                "isolated provider: a reset must be a JWS signed by a policy signer")
     else:
         trusted = _signers_for(ctx, compact)
         if not trusted:
-            raise unauthorized("signed reset JWS carries no certificate (x5c or jwk.x5c)")
+            raise PolicySignatureError("signed reset JWS carries no certificate (x5c or jwk.x5c)")
         signer = verify_signed_jws(compact, trusted).signer
     token_hash = policy_token_hash(compact)
     with state.db.session() as s:
@@ -383,9 +392,9 @@ def _json_string(text: str) -> str:
     try:
         value = read_json(text, field="(body)")
     except ProtocolError as exc:
-        raise invalid_parameter(f"body is not valid JSON: {exc}") from exc
+        raise InputError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(value, str):
-        raise invalid_parameter("body must be a JSON string holding a JWS")
+        raise InputError("body must be a JSON string holding a JWS")
     return value.strip()
 
 
@@ -394,17 +403,17 @@ def _management_jws(body: str, field: str) -> str:
     ``{field: jws}`` (spec 2025-06-01), or the bare JWS."""
     text = body.strip()
     if not text:
-        raise invalid_parameter("the request body is empty: send the signed JWS")
+        raise InputError("the request body is empty: send the signed JWS")
     if text.startswith('"'):
         return _json_string(text)
     if text.startswith("{"):
         try:
             obj = read_json(text, field="(body)")
         except ProtocolError as exc:
-            raise invalid_parameter(f"body is not valid JSON: {exc}") from exc
+            raise InputError(f"body is not valid JSON: {exc}") from exc
         value = obj.get(field) if isinstance(obj, dict) else None
         if not isinstance(value, str):
-            raise invalid_parameter(f"body object must have a string field {field!r}")
+            raise InputError(f"body object must have a string field {field!r}")
         return value.strip()
     return text
 
@@ -415,17 +424,17 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
         if jwk is None:
             continue
         if not isinstance(jwk, dict):
-            raise invalid_parameter(f"claim {name!r} must be a JWK object")
+            raise InputError(f"claim {name!r} must be a JWK object")
         chain = jwk.get("x5c")
         if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
-            raise invalid_parameter(f"claim {name!r}: the JWK must carry x5c with a certificate")
+            raise InputError(f"claim {name!r}: the JWK must carry x5c with a certificate")
         try:
             return x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
         except (binascii.Error, ValueError) as exc:
-            raise invalid_parameter(
+            raise InputError(
                 f"claim {name!r}: x5c[0] is not a DER certificate: {exc}"
             ) from exc
-    raise invalid_parameter(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
+    raise InputError(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
 def modify_signers(
@@ -446,21 +455,21 @@ def modify_signers(
     field = "policyCertificateToAdd" if add else "policyCertificateToRemove"
     _refuse_shared(ctx, "set of policy signers")
     if ctx.trust_model is not TrustModel.ISOLATED:
-        raise invalid_operation(
+        raise OperationRefusedError(
             f"provider {ctx.name!r} uses the AAD trust model: policy signers exist only in "
             "the Isolated model"
         )
     compact = _management_jws(body, field)
     _precheck_jws(compact, "signer change JWS")
     if _is_unsigned(compact):
-        raise unauthorized("signer changes must be a JWS signed by a current policy signer")
+        raise PolicySignatureError("signer changes must be a JWS signed by a current policy signer")
     try:
         verified = verify_signed_jws(compact, ctx.signers)
     except PolicySignatureError as exc:
-        raise unauthorized(f"signer change refused: {exc}") from exc
+        raise PolicySignatureError(f"signer change refused: {exc}") from exc
     payload = verified.payload
     if not isinstance(payload, dict):
-        raise invalid_parameter("the JWS payload is not a JSON object")
+        raise InputError("the JWS payload is not a JSON object")
     cert = _certificate_from_payload(payload)
     thumb = sha1_thumbprint(cert)
     jws_hash = policy_token_hash(compact)
@@ -476,9 +485,7 @@ def modify_signers(
         # the URL names the operation and a body cannot be bound to one
         seen = [r for r in rows if jws_hash == (r.added_jws_hash if add else r.removed_jws_hash)]
         if changes and seen and not allow_rollback:
-            raise ApiError(
-                409,
-                "RollbackRefused",
+            raise RollbackRefusedError(
                 f"replayed signer change refused: this exact signed JWS was applied before "
                 f"(certificate {thumb}); sign a new one, or repeat the request with the "
                 "query parameter allowRollback=true to apply it deliberately",
@@ -486,7 +493,8 @@ def modify_signers(
         if add:
             if not present:
                 if len(current) >= MAX_SIGNERS:
-                    raise invalid_operation(f"a provider may have at most {MAX_SIGNERS} signers")
+                    raise OperationRefusedError(
+                        f"a provider may have at most {MAX_SIGNERS} signers")
                 s.add(
                     SignerRow(
                         provider=ctx.name,
@@ -500,7 +508,7 @@ def modify_signers(
             result = "IsPresent"
         else:
             if present and len(current) == len(present):
-                raise invalid_operation(
+                raise OperationRefusedError(
                     f"certificate {thumb} is the last policy signer of {ctx.name!r} and "
                     "cannot be removed"
                 )

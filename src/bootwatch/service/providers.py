@@ -1,50 +1,36 @@
-"""Providers: storage, per-request resolution, and the context handlers use.
+"""Providers: their stored state, the cache of it, and the writes that create them.
 
-One deployment hosts several attestation providers.  A request reaches a
-provider by path prefix ``/providers/NAME/...`` (stripped by
-:class:`ProviderPrefixMiddleware`), by the ``Host`` header when a provider has
-a host name, or else reaches ``Settings.default_provider`` (a shared provider)
-at the root of the listening address.
+One deployment hosts several attestation providers.  :class:`ProviderStore` reads a
+provider's row, policies, signers and signing keys into an immutable
+:class:`ProviderContext` per request (``name``, ``kind``, ``trust_model``,
+``base_url`` = the token issuer, ``attest_auth_required``, ``policy(type)`` ->
+:class:`ActivePolicy` with ``text``, ``policy_hash``, ``signer_jwk``, ``token_hash``
+and ``compiled``, and ``token_signer``).  Which provider a request is for, and its
+issuer, is the HTTP edge's business (:mod:`bootwatch.service.hosts`).  Storage raises
+domain errors only (``NotFoundError``, ``ConflictError``, ``InputError``).
 
-Public API for request handlers (stable names):
-
-* :class:`ProviderContext` -- the resolved provider of one request: ``name``,
-  ``kind`` (shared/custom), ``trust_model`` (aad/isolated), ``base_url`` (also
-  the token issuer, ``iss``), ``attest_auth_required``, ``policy(type)`` ->
-  :class:`ActivePolicy` (``text``, ``policy_hash``, ``signer``/``signer_jwk``,
-  ``token_hash``, ``compiled()``), ``azureguest_policy``, and ``token_signer``
-  (a :class:`~bootwatch.service.keys.TokenSigner`: ``sign(claims)`` -> RS256
-  compact JWS with ``kid`` and ``jku`` headers).
-* :func:`current_provider` -- FastAPI dependency returning the ProviderContext
-  (404 ``NotFound`` for an unknown provider); ``CurrentProvider`` is the
-  ``Annotated[ProviderContext, Depends(current_provider)]`` alias.
-
-Provider state is cached per worker for ``Settings.cache_ttl_seconds`` and
-invalidated locally on every write; on PostgreSQL the write is also announced
-to every other process (``service/changes.py``: LISTEN/NOTIFY), which clears
-its cache at once; the TTL bounds staleness when a notification is missed.
+Provider state is cached per worker for ``Settings.cache_ttl_seconds`` (bounded, in
+the store) and invalidated locally on every write; on PostgreSQL the write is also
+announced to every other process (``service/changes.py``: LISTEN/NOTIFY), which
+clears its cache at once; the TTL bounds staleness when a notification is missed.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import Depends
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from bootwatch.errors import ConfigError, ConflictError, InputError, NotFoundError
+from bootwatch.errors import ConflictError, InputError, NotFoundError
 from bootwatch.lru import BoundedLru
 from bootwatch.policy import (
     CompiledPolicy,
@@ -54,8 +40,6 @@ from bootwatch.policy import (
     unsigned_policy_jws,
 )
 from bootwatch.service.db import utcnow
-from bootwatch.service.deps import service_state
-from bootwatch.service.errors import ApiError, invalid_parameter, not_found
 from bootwatch.service.keys import (
     TokenSigner,
     cert_jwk,
@@ -70,12 +54,21 @@ if TYPE_CHECKING:
     from bootwatch.service.atrest import Sealer
     from bootwatch.service.changes import ChangeFeed
     from bootwatch.service.db import Database
-    from bootwatch.service.settings import Settings
-    from bootwatch.service.state import ServiceState
 
-PREFIX = "/providers/"
-SCOPE_PROVIDER = "bootwatch.provider"
-SCOPE_PREFIX = "bootwatch.prefix"
+__all__ = [
+    "GENERIC_DEFAULT_POLICY",
+    "ActivePolicy",
+    "ProviderContext",
+    "ProviderKind",
+    "ProviderStore",
+    "PublishedKey",
+    "TrustModel",
+    "canonical_type",
+    "create_provider",
+    "default_policy_text",
+    "ensure_shared_providers",
+    "validate_name",
+]
 
 #: default policy of every type but AzureGuest: permit and issue nothing extra
 #: (MAA documents defaults per type only for SGX; this mirrors its shape)
@@ -101,7 +94,7 @@ def canonical_type(value: str) -> str:
     for t in ATTESTATION_TYPES:
         if t.lower() == value.lower():
             return t
-    raise invalid_parameter(
+    raise InputError(
         f"attestationType {value!r} is not one of {', '.join(ATTESTATION_TYPES)}"
     )
 
@@ -351,7 +344,7 @@ def _load_policies(s: Session, name: str, compiler: PolicyCompiler) -> dict[str,
 
 def create_provider(
     s: Session,
-    state: ServiceState,
+    sealer: Sealer,
     name: str,
     *,
     kind: ProviderKind,
@@ -360,7 +353,8 @@ def create_provider(
     hostname: str | None = None,
     attest_auth_required: bool = False,
 ) -> ProviderRow:
-    """Insert a provider with its first signing key (and its signers)."""
+    """Insert a provider with its first signing key (sealed by ``sealer``) and its
+    signers."""
     from cryptography.hazmat.primitives import hashes, serialization
 
     validate_name(name)
@@ -390,178 +384,15 @@ def create_provider(
                 added_at=now,
             )
         )
-    store_new_key(s, state.sealer, name, now)
+    store_new_key(s, sealer, name, now)
     return row
 
 
-def ensure_shared_providers(state: ServiceState) -> None:
-    """Create the configured shared providers if they do not exist yet."""
-    with state.db.session() as s:
-        for name in state.settings.shared_providers:
+def ensure_shared_providers(db: Database, sealer: Sealer, names: Sequence[str]) -> None:
+    """Create the shared providers ``names`` (the settings') if they do not exist yet."""
+    with db.session() as s:
+        for name in names:
             if s.get(ProviderRow, name) is None:
                 create_provider(
-                    s, state, name, kind=ProviderKind.SHARED, trust_model=TrustModel.AAD
+                    s, sealer, name, kind=ProviderKind.SHARED, trust_model=TrustModel.AAD
                 )
-
-
-# --- request resolution --------------------------------------------------------
-
-
-class ProviderPrefixMiddleware:
-    """Strips ``/providers/NAME`` from the path and remembers NAME in the scope."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(PREFIX):
-                rest = path[len(PREFIX) :]
-                name, sep, tail = rest.partition("/")
-                scope = dict(scope)
-                scope[SCOPE_PROVIDER] = name
-                scope[SCOPE_PREFIX] = PREFIX + name
-                scope["path"] = "/" + tail if sep else "/"
-                scope["raw_path"] = scope["path"].encode()
-        await self.app(scope, receive, send)
-
-
-def split_host(header: str) -> tuple[str, int | None]:
-    """``host[:port]`` of a Host header, IPv6 literals (``[::1]:8443``) included."""
-    header = header.strip()
-    if header.startswith("["):
-        end = header.find("]")
-        if end < 0:
-            raise invalid_parameter(f"Host header {header!r} is not a valid host")
-        host, rest = header[1:end], header[end + 1 :]
-        port_text = rest[1:] if rest.startswith(":") else ""
-        if rest and not rest.startswith(":"):
-            raise invalid_parameter(f"Host header {header!r} is not a valid host")
-    elif header.count(":") == 1:
-        host, port_text = header.split(":")
-    else:
-        host, port_text = header, ""
-    if not port_text:
-        return host.lower(), None
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise invalid_parameter(f"Host header {header!r} has an invalid port")
-    return host.lower(), int(port_text)
-
-
-_LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def listening_port(request: Request, settings: Settings) -> int:
-    """The port this request arrived on (the ASGI server's), else the configured one."""
-    server = request.scope.get("server")
-    if server and len(server) > 1 and isinstance(server[1], int) and server[1] > 0:
-        return int(server[1])
-    return settings.port
-
-
-@functools.lru_cache(maxsize=8)
-def allowed_host_pairs(
-    entries: tuple[str, ...],
-) -> tuple[frozenset[str], frozenset[tuple[str, int]]]:
-    """``--allowed-host`` entries: names (see :func:`host_is_served`) and exact host:port
-    pairs.  A malformed entry is a ConfigError (``create_app`` calls this at start-up)."""
-    names: set[str] = set()
-    pairs: set[tuple[str, int]] = set()
-    for entry in entries:
-        try:
-            host, port = split_host(entry)
-        except ApiError:
-            raise ConfigError(f"--allowed-host {entry!r} is not a host or host:port") from None
-        if port is None:
-            names.add(host)
-        else:
-            pairs.add((host, port))
-    return frozenset(names), frozenset(pairs)
-
-
-def host_is_served(request: Request, state: ServiceState, host: str, port: int | None) -> bool:
-    """Whether ``host[:port]`` of a Host header is one this service answers for.
-
-    Accepted: a configured ``host:port`` pair exactly (``--allowed-host name:port``);
-    a configured name (``--allowed-host name``, a provider's host name) with the
-    listening port or no port (a reverse proxy on the scheme's default port); the
-    listening host and loopback names with the listening port, or with no port when
-    the service listens on the scheme's default port.  Any other port is refused: the
-    issuer and ``jku`` of every token are built from this header.
-    """
-    settings = state.settings
-    listening = listening_port(request, settings)
-    names, pairs = allowed_host_pairs(settings.allowed_hosts)
-    if port is not None and (host, port) in pairs:
-        return True
-    if host in _LOOPBACK_NAMES or host == settings.host.lower():
-        if port is None:
-            return _DEFAULT_PORTS.get(request.url.scheme) == listening
-        return port == listening
-    if host in names or state.providers.provider_for_host(host) is not None:
-        return port is None or port == listening
-    return False
-
-
-def request_base_url(request: Request, prefix: str) -> str:
-    """The base URL (issuer) of this request's provider.
-
-    With ``public_base_url`` set it is that. Otherwise it comes from the Host header,
-    which is accepted only for a host:port this service answers for
-    (:func:`host_is_served`): the issuer and the ``jku`` of every token are built from
-    it, so a forged Host, or a forged port, must not change them.
-    """
-    state = service_state(request)
-    settings = state.settings
-    if settings.public_base_url:
-        return settings.public_base_url.rstrip("/") + prefix
-    header = request.headers.get("host")
-    if not header:
-        listening = listening_port(request, settings)
-        return f"{request.url.scheme}://{_url_host(settings.host)}:{listening}{prefix}"
-    host, port = split_host(header)
-    if not host_is_served(request, state, host, port):
-        shown = f"{host}:{port}" if port is not None else host
-        raise invalid_parameter(
-            f"Host {shown!r} is not served here (the service answers for its configured "
-            f"host names on port {listening_port(request, settings)} and for configured "
-            f"host:port pairs): start the service with --allowed-host {shown} or "
-            "--public-url, or use one of its configured host names"
-        )
-    netloc = _url_host(host) + (f":{port}" if port is not None else "")
-    return f"{request.url.scheme}://{netloc}{prefix}"
-
-
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def resolve_provider(request: Request) -> ProviderContext:
-    """The provider a request is for (prefix, host name, or the default)."""
-    state = service_state(request)
-    name = request.scope.get(SCOPE_PROVIDER)
-    prefix = request.scope.get(SCOPE_PREFIX, "")
-    if name is None:
-        header = request.headers.get("host")
-        host = split_host(header)[0] if header else ""
-        name = state.providers.provider_for_host(host) if host else None
-        if name is None:
-            name = state.settings.default_provider
-            if not name:
-                raise not_found("no default provider is configured; use /providers/NAME")
-    return state.providers.context(name, request_base_url(request, prefix))
-
-
-def current_provider(request: Request) -> ProviderContext:
-    """FastAPI dependency: the resolved :class:`ProviderContext` of this request."""
-    ctx: ProviderContext | None = getattr(request.state, "bw_provider", None)
-    if ctx is None:
-        ctx = resolve_provider(request)
-        request.state.bw_provider = ctx
-    return ctx
-
-
-#: ``ctx: CurrentProvider`` in a handler signature = the request's ProviderContext
-CurrentProvider = Annotated[ProviderContext, Depends(current_provider)]

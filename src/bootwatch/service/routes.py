@@ -20,8 +20,8 @@ from bootwatch.service import policy_admin
 from bootwatch.service.auth import PolicyWriter
 from bootwatch.service.deps import service_state
 from bootwatch.service.errors import invalid_parameter
+from bootwatch.service.hosts import CurrentProvider
 from bootwatch.service.keys import cert_jwk
-from bootwatch.service.providers import CurrentProvider
 
 if TYPE_CHECKING:
     from bootwatch.service.state import ServiceState

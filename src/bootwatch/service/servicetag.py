@@ -30,8 +30,8 @@ from bootwatch.net.servicetag import (
     sorted_prefixes,
 )
 from bootwatch.service.db import Database, utcnow
+from bootwatch.service.hosts import AllowedHosts
 from bootwatch.service.models import ServiceTagRow
-from bootwatch.service.providers import allowed_host_pairs
 from bootwatch.service.settings import Settings
 
 __all__ = ["ServiceTagDocument", "advertised_prefixes", "publish_service_tag", "service_fqdns",
@@ -74,7 +74,8 @@ def service_fqdns(settings: Settings) -> tuple[str, ...]:
     names = []
     candidates = [urlsplit(settings.public_base_url).hostname or ""] if (
         settings.public_base_url) else []
-    names_only, pairs = allowed_host_pairs(settings.allowed_hosts)
+    allowed = AllowedHosts.parse(settings.allowed_hosts)
+    names_only, pairs = allowed.names, allowed.pairs
     candidates += sorted(names_only) + sorted({host for host, _ in pairs})
     for host in candidates:
         if not host or host == "localhost":

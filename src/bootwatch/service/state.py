@@ -30,6 +30,7 @@ from bootwatch.service.changes import ChangeFeed
 from bootwatch.service.db import Database, current_revision, make_engine, run_migrations
 from bootwatch.service.enroll import EnrollmentService
 from bootwatch.service.events import EventSink
+from bootwatch.service.hosts import AllowedHosts
 from bootwatch.service.metrics import Metrics
 from bootwatch.service.outbox import EventRelay
 from bootwatch.service.providers import ProviderStore, ensure_shared_providers
@@ -63,6 +64,8 @@ class ServiceState:
     enrollment: EnrollmentService
     #: the published service-tag document (``GET /servicetags``)
     service_tag: ServiceTagDocument
+    #: ``--allowed-host`` entries, parsed once
+    allowed_hosts: AllowedHosts
     #: close the sink and dispose of the engine on close (False: someone else's)
     owns_sink: bool = True
     owns_engine: bool = True
@@ -133,8 +136,9 @@ def bootstrap(
         attest_config=load_attestation_config(settings),
         enrollment=EnrollmentService(settings, db, sealer, changes),
         service_tag=publish_service_tag(db, settings),
+        allowed_hosts=AllowedHosts.parse(settings.allowed_hosts),
         owns_sink=owns_sink, owns_engine=owns_engine,
     )
     if seed:
-        ensure_shared_providers(state)
+        ensure_shared_providers(db, sealer, state.settings.shared_providers)
     return state
