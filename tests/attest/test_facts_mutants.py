@@ -23,6 +23,7 @@ from cryptography.x509.oid import NameOID
 from bootwatch.attest import facts
 from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.claims import WindowsBootConfig
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.eventlog import parse_log
 from bootwatch.lru import BoundedLru
 
@@ -165,7 +166,7 @@ def test_client_payload_and_pcrs_claims() -> None:
     assert facts.pcrs_json({7: b"\x07" * 32, 0: b"\x00" * 32}) == {"PCRs": [
         {"Index": 0, "Digests": {"SHA256": "00" * 32}},
         {"Index": 7, "Digests": {"SHA256": "07" * 32}}]}
-    assert facts.thumbprint(b"der") == hashlib.sha1(b"der").hexdigest()
+    assert sha1_thumbprint(b"der") == hashlib.sha1(b"der").hexdigest()
 
 
 def _cert(*cns: str) -> x509.Certificate:
@@ -325,7 +326,7 @@ def test_certificates_in_db_dbx_and_authorities() -> None:
     thumb = hashlib.sha1(ca).hexdigest()
     assert sb.secure_boot is True and sb.decoded, sb.problems
     assert sb.db_certs == (thumb,) and sb.dbx_certs == frozenset({thumb})
-    assert sb.authorities == (thumb, facts.thumbprint(b"rawcert"))
+    assert sb.authorities == (thumb, sha1_thumbprint(b"rawcert"))
     assert sb.boot_apps == (hashlib.sha256(b"app").digest(),)
     sb = facts.measured_secure_boot(_log(_rec(7, EV_DRIVER_CONFIG,
                                               var("KEK", x509_list(bad), GLOBAL))))

@@ -31,6 +31,7 @@ from bootwatch.attest.claims import (
     WindowsBootConfig,
 )
 from bootwatch.attest.evidence import SIPA_PCRS, EvidenceVerification
+from bootwatch.encoding import b64url_encode, sha1_thumbprint
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
@@ -70,7 +71,7 @@ class VerifiedBoot:
 
 def _b64url_uint(value: int) -> str:
     raw = value.to_bytes((value.bit_length() + 7) // 8 or 1, "big")
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return b64url_encode(raw)
 
 
 def enc_key_jwk(key: rsa.RSAPublicKey) -> dict[str, Any]:
@@ -226,11 +227,6 @@ def os_info_of(request: AzureGuestRequest | UnverifiedAzureGuestRequest) -> OsIn
     )
 
 
-def thumbprint(der: bytes) -> str:
-    """SHA-1 thumbprint (lower-case hex) of a DER certificate, as templates list them."""
-    return hashlib.sha1(der, usedforsecurity=False).hexdigest()
-
-
 EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFI_IMAGE_SECURITY_DATABASE = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
 _SB_VARIABLES = {
@@ -280,7 +276,7 @@ def measured_secure_boot(log: UnverifiedEventLog) -> MeasuredSecureBoot:
             if entry is not None and entry.certificate is not None:
                 authorities.append(entry.certificate.sha1_thumbprint.lower())
             elif entry is not None and entry.data:
-                authorities.append(thumbprint(entry.data))
+                authorities.append(sha1_thumbprint(entry.data))
             continue
         want = _SB_VARIABLES.get(decoded.name)
         if want is None or decoded.guid.lower() != want or decoded.name in seen:

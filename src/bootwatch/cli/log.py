@@ -18,6 +18,7 @@ from rich.table import Table
 
 from bootwatch.cli._console import make_console
 from bootwatch.cli._files import read_limited
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.errors import BootwatchError, EventLogError, InputError
 from bootwatch.eventlog import (
     DEFAULT_LIMITS,
@@ -308,7 +309,6 @@ def template_cmd(file: Path, name: str, description: str) -> None:
     so the keys of an image you trust make ``x-ms-azurevm-default-securebootkeysvalidated``
     and ``-dbvalidated`` true for VMs booted with the same keys.
     """
-    import hashlib
 
     from bootwatch.attest.claims import SecureBootTemplate, template_to_json
     from bootwatch.eventlog.decode.efi import SignatureKind
@@ -320,7 +320,7 @@ def template_cmd(file: Path, name: str, description: str) -> None:
         if lists is None:
             raise InputError(f"{file}: the log does not measure {variable}")
         found = frozenset(
-            hashlib.sha1(e.data, usedforsecurity=False).hexdigest()
+            sha1_thumbprint(e.data)
             for sl in lists
             for e in sl.entries
             if e.kind is SignatureKind.X509

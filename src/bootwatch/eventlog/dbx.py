@@ -16,13 +16,13 @@ revocations.  This module does no I/O: the service layer reads the files
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode._util import EventDataError
 from bootwatch.eventlog.decode.efi import SignatureKind, parse_signature_lists
@@ -186,7 +186,7 @@ def load_dbx_update(data: bytes, *, architecture: str | None = "x64") -> DbxCata
                 info = entry.certificate
                 certs.append(
                     RevokedCertificate(
-                        hashlib.sha1(entry.data, usedforsecurity=False).hexdigest(),
+                        sha1_thumbprint(entry.data),
                         info.common_name if info else None,
                     )
                 )

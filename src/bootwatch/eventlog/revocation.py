@@ -15,9 +15,9 @@ Two facts come out, each also as a finding with a message a person can act on:
 from __future__ import annotations
 
 import enum
-import hashlib
 from dataclasses import dataclass
 
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.eventlog.dbx import DbxCatalog
 from bootwatch.eventlog.decode.efi import SignatureKind
 from bootwatch.eventlog.model import Finding, HashAlg
@@ -93,7 +93,7 @@ def check_revocation(
     for auth in state.authorities:
         entry = auth.entry
         if entry.kind is SignatureKind.X509:
-            thumb = hashlib.sha1(entry.data, usedforsecurity=False).hexdigest()
+            thumb = sha1_thumbprint(entry.data)
             cert = thumbs.get(thumb)
             if cert is not None:
                 revoked.append(
@@ -159,7 +159,7 @@ def check_revocation(
                 if e.kind is SignatureKind.SHA256 and not e.is_svn_record:
                     have_hashes.add(e.data.hex())
                 elif e.kind is SignatureKind.X509:
-                    have_thumbs.add(hashlib.sha1(e.data, usedforsecurity=False).hexdigest())
+                    have_thumbs.add(sha1_thumbprint(e.data))
         missing_images = tuple(sorted(wanted_images - have_hashes))
         missing_certs = tuple(sorted(set(thumbs) - have_thumbs))
         if missing_images or missing_certs:

@@ -34,13 +34,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from jwt.api_jws import PyJWS
 
+from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.policy.errors import (
     PolicyDocumentError,
     PolicyParsingError,
     PolicySignatureError,
     UntrustedSignerError,
 )
-from bootwatch.policy.hashes import b64url, policy_token_hash
+from bootwatch.policy.hashes import policy_token_hash
 from bootwatch.policy.parser import check_policy_text
 from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
@@ -98,12 +99,12 @@ class PolicyDocument:
 
 def _payload_json(text: str) -> bytes:
     # json.dumps' default separators, as the Azure SDK writes it (the section 6 vector).
-    return json.dumps({"AttestationPolicy": b64url(text.encode("utf-8"))}).encode("utf-8")
+    return json.dumps({"AttestationPolicy": b64url_encode(text.encode("utf-8"))}).encode("utf-8")
 
 
 def unsigned_policy_jws(text: str) -> str:
     """The unsigned (``alg: none``) JWS for ``text``, byte-identical to the Azure SDK's."""
-    return "eyJhbGciOiJub25lIn0." + b64url(_payload_json(text)) + "."
+    return "eyJhbGciOiJub25lIn0." + b64url_encode(_payload_json(text)) + "."
 
 
 def _x5c(cert: x509.Certificate) -> str:
@@ -326,7 +327,7 @@ def _policy_text(payload: dict[str, Any], tolerances: list[str]) -> str:
         tolerances.append("plain-text-policy-claim")
         return value
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value.rstrip("=")) % 4))
+        raw = b64url_decode(value)
         return raw.decode("utf-8")
     except (binascii.Error, ValueError) as exc:
         raise PolicyDocumentError(f"AttestationPolicy: not base64url UTF-8 text ({exc})") from None

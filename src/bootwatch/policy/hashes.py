@@ -6,19 +6,15 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 
-
-def b64url(data: bytes) -> str:
-    """base64url without padding (RFC 7515 section 2)."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+from bootwatch.encoding import b64url_encode
 
 
 def policy_hash(text: str) -> str:
     """x-ms-policy-hash: base64url(SHA-256(UTF-8(base64url(UTF-8(policy text)))))."""
-    encoded = b64url(text.encode("utf-8")).encode("ascii")
-    return b64url(hashlib.sha256(encoded).digest())
+    encoded = b64url_encode(text.encode("utf-8")).encode("ascii")
+    return b64url_encode(hashlib.sha256(encoded).digest())
 
 
 def policy_token_hash(compact_jws: str) -> str:
@@ -26,4 +22,4 @@ def policy_token_hash(compact_jws: str) -> str:
 
     The trailing ``.`` of an unsigned JWS is part of the hashed text.
     """
-    return b64url(hashlib.sha256(compact_jws.encode("ascii")).digest())
+    return b64url_encode(hashlib.sha256(compact_jws.encode("ascii")).digest())

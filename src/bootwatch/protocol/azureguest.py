@@ -34,6 +34,7 @@ from typing import Any
 
 import pybase64
 
+from bootwatch.encoding import b64url_encode
 from bootwatch.errors import ProtocolError
 from bootwatch.protocol.jsonread import MAX_JSON_DEPTH, JsonDepthError, check_json_depth
 
@@ -537,5 +538,5 @@ def attestation_info_json(req: AzureGuestRequest | UnverifiedAzureGuestRequest) 
 
 def encode_request(req: AzureGuestRequest | UnverifiedAzureGuestRequest) -> bytes:
     """The request body: ``{"AttestationInfo": base64url(inner JSON)}`` (no padding)."""
-    inner = base64.urlsafe_b64encode(attestation_info_json(req)).rstrip(b"=").decode("ascii")
+    inner = b64url_encode(attestation_info_json(req))
     return json.dumps({"AttestationInfo": inner}, separators=(",", ":")).encode("ascii")

@@ -18,7 +18,6 @@ the field, and nothing else (tests/protocol/test_enroll_fuzz.py).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 import uuid
@@ -27,6 +26,7 @@ from typing import Any, Final
 
 from cryptography import x509
 
+from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import BootwatchError, ProtocolError
 from bootwatch.tpm.public import TpmPublic, parse_tpm2b_public
 from bootwatch.x509read import CertificateFieldError, read_all_fields
@@ -106,9 +106,6 @@ class EnrolledAik:
 # --- helpers ------------------------------------------------------------------------
 
 
-def _b64e(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
 
 def _reject_constant(name: str) -> None:
     raise ProtocolError(f"{name} is not valid JSON", field="body")
@@ -143,7 +140,7 @@ def _bin(obj: dict[str, Any], key: str, limit: int) -> bytes:
     if not value or any(c not in _B64URL for c in value) or len(value) % 4 == 1:
         raise ProtocolError("not base64url (A-Z a-z 0-9 - _, no padding)", field=key)
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        raw = b64url_decode(value)
     except (binascii.Error, ValueError):
         raise ProtocolError("not base64url", field=key) from None
     if len(raw) > limit:
@@ -221,8 +218,9 @@ def encode_challenge_request(ek_cert_der: bytes, ek_pub: bytes, aik_pub: bytes,
     EK's nameAlg and symmetric definition, which a certificate does not carry; the
     provider checks that its key is the certified one.
     """
-    return _dumps({"ek_cert": _b64e(ek_cert_der), "ek_pub": _b64e(ek_pub),
-                   "aik_pub": _b64e(aik_pub), "aik_name": _b64e(aik_name), "vm_id": vm_id})
+    return _dumps({"ek_cert": b64url_encode(ek_cert_der), "ek_pub": b64url_encode(ek_pub),
+                   "aik_pub": b64url_encode(aik_pub), "aik_name": b64url_encode(aik_name),
+                   "vm_id": vm_id})
 
 
 def _public(obj: dict[str, Any], key: str) -> TpmPublic:
@@ -255,9 +253,9 @@ _RESPONSE_KEYS: Final = frozenset({"credential_blob", "encrypted_secret", "servi
 
 
 def encode_challenge_response(r: ChallengeResponse) -> bytes:
-    return _dumps({"credential_blob": _b64e(r.credential_blob),
-                   "encrypted_secret": _b64e(r.encrypted_secret),
-                   "service_context": _b64e(r.service_context)})
+    return _dumps({"credential_blob": b64url_encode(r.credential_blob),
+                   "encrypted_secret": b64url_encode(r.encrypted_secret),
+                   "service_context": b64url_encode(r.service_context)})
 
 
 def decode_challenge_response(body: bytes) -> ChallengeResponse:
@@ -280,8 +278,9 @@ _ACTIVATE_KEYS: Final = frozenset({"service_context", "secret", "aik_name"})
 
 
 def encode_activate_request(service_context: bytes, secret: bytes, aik_name: bytes) -> bytes:
-    return _dumps({"service_context": _b64e(service_context), "secret": _b64e(secret),
-                   "aik_name": _b64e(aik_name)})
+    return _dumps({"service_context": b64url_encode(service_context),
+                   "secret": b64url_encode(secret),
+                   "aik_name": b64url_encode(aik_name)})
 
 
 def decode_activate_request(body: bytes) -> ActivateRequest:
@@ -298,7 +297,8 @@ _ENROLLED_KEYS: Final = frozenset({"aik_cert", "chain"})
 
 
 def encode_enrolled_aik(r: EnrolledAik) -> bytes:
-    return _dumps({"aik_cert": _b64e(r.aik_cert_der), "chain": [_b64e(c) for c in r.chain_der]})
+    return _dumps({"aik_cert": b64url_encode(r.aik_cert_der),
+                   "chain": [b64url_encode(c) for c in r.chain_der]})
 
 
 def decode_enrolled_aik(body: bytes) -> EnrolledAik:

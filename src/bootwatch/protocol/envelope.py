@@ -27,6 +27,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import CryptoError, ProtocolError
 
 #: Additional authenticated data MAA uses for the AES-GCM step.
@@ -116,7 +117,7 @@ def open_with_key(env: SealedEnvelope, aes_key: bytes) -> str:
 def encode_token_response(env: SealedEnvelope) -> bytes:
     """The HTTP body ``{"token": base64url(envelope JSON)}`` (unpadded, like MAA)."""
     inner = json.dumps(env.to_json(), separators=(",", ":")).encode("ascii")
-    token = base64.urlsafe_b64encode(inner).rstrip(b"=").decode("ascii")
+    token = b64url_encode(inner)
     return json.dumps({"token": token}, separators=(",", ":")).encode("ascii")
 
 
@@ -182,7 +183,7 @@ def _json_object(data: bytes, field: str) -> dict[str, Any]:
 
 def _b64url_decode(text: str, field: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return b64url_decode(text)
     except (binascii.Error, ValueError):
         raise ProtocolError("not base64url", field=field) from None
 

@@ -22,7 +22,6 @@ Versions are PEP 440 (via :mod:`packaging`).
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import json
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from packaging.version import InvalidVersion, Version
 
+from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import ProtocolError, VerificationError
 
 __all__ = [
@@ -316,7 +316,7 @@ def encode_signed_release(
     body = {
         "manifest": _manifest_object(manifest),
         "alg": algorithm.value,
-        "signature": base64.urlsafe_b64encode(signature).rstrip(b"=").decode("ascii"),
+        "signature": b64url_encode(signature),
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode("ascii")
 
@@ -429,7 +429,7 @@ def decode_signed_release(body: bytes) -> UnverifiedRelease:
         raise ProtocolError("must be a base64url string of 1-200 characters",
                             field="signature")
     try:
-        signature = base64.urlsafe_b64decode(sig_text + "=" * (-len(sig_text) % 4))
+        signature = b64url_decode(sig_text)
     except (binascii.Error, ValueError):
         raise ProtocolError("is not base64url", field="signature") from None
     return UnverifiedRelease(

@@ -27,7 +27,6 @@ docs/attestation.md).
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import hashlib
 import json
@@ -56,6 +55,7 @@ from bootwatch.attest.pipeline import (
     Verdict,
     attest_azure_guest,
 )
+from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import BootwatchError, ConfigError, StorageError
 from bootwatch.protocol.envelope import encode_token_response
 from bootwatch.protocol.jsonread import read_json
@@ -361,24 +361,22 @@ def router() -> APIRouter:
         challenge = secrets.token_bytes(16)
         expiry = int((datetime.now(UTC) + TPM_CHALLENGE_TTL).timestamp())
         inner = json.dumps(
-            {"challenge": _b64url(challenge), "exp": expiry, "provider": ctx.name}
+            {"challenge": b64url_encode(challenge), "exp": expiry, "provider": ctx.name}
         ).encode()
         sealer = service_state(request).sealer
         protected = sealer.seal(inner, context=_TPM_CONTEXT)
         key_name = hashlib.sha256(f"bootwatch:{ctx.name}:{_TPM_CONTEXT}".encode()).hexdigest()
         context = json.dumps(
-            {"ProtectionKeyName": key_name.upper(), "ProtectedContext": _b64url(protected)},
+            {"ProtectionKeyName": key_name.upper(), "ProtectedContext": b64url_encode(protected)},
             separators=(",", ":"),
         ).encode()
-        answer = {"payload": {"challenge": _b64url(challenge), "service_context": _b64url(context)}}
-        data = _b64url(json.dumps(answer, separators=(",", ":")).encode())
+        answer = {"payload": {"challenge": b64url_encode(challenge),
+                              "service_context": b64url_encode(context)}}
+        data = b64url_encode(json.dumps(answer, separators=(",", ":")).encode())
         return JSONResponse({"data": data})
 
     return r
 
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def _tpm_message(body: bytes) -> dict[str, Any]:
@@ -388,7 +386,7 @@ def _tpm_message(body: bytes) -> dict[str, Any]:
         raise invalid_parameter("data: missing or not a string")
     text = outer["data"]
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = b64url_decode(text)
     except (binascii.Error, ValueError):
         raise invalid_parameter("data: not base64url of a JSON object") from None
     inner = read_json(raw, field="data")

@@ -14,7 +14,6 @@ Dependencies (stable names): :func:`require_policy_writer` (AAD writes) and
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import threading
@@ -27,6 +26,7 @@ import jwt
 from fastapi import Depends
 from starlette.requests import Request
 
+from bootwatch.encoding import b64url_decode
 from bootwatch.errors import ProtocolError
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.deps import service_state
@@ -128,7 +128,7 @@ def _check_header_json(token: str) -> None:
     PyJWT's own parse of a deeply nested header would end in a RecursionError."""
     head = token.split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(head + "=" * (-len(head) % 4))
+        raw = b64url_decode(head)
     except (binascii.Error, ValueError):
         raise unauthorized("bearer token is not a JWT: its header is not base64url") from None
     try:

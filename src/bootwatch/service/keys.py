@@ -26,6 +26,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bootwatch.encoding import b64url_encode
 from bootwatch.service.atrest import Sealer
 from bootwatch.service.db import as_utc
 from bootwatch.service.models import SigningKeyRow
@@ -34,13 +35,10 @@ from bootwatch.x509build import key_usage
 KEY_VALIDITY = timedelta(days=3650)
 
 
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
 
 def kid_for(cert: x509.Certificate) -> str:
     """base64url SHA-256 of the DER certificate."""
-    return b64url(cert.fingerprint(hashes.SHA256()))
+    return b64url_encode(cert.fingerprint(hashes.SHA256()))
 
 
 def cert_jwk(cert: x509.Certificate, *, kid: str | None = None) -> dict[str, Any]:
@@ -54,8 +52,8 @@ def cert_jwk(cert: x509.Certificate, *, kid: str | None = None) -> dict[str, Any
         jwk["kid"] = kid
     if isinstance(pub, rsa.RSAPublicKey):
         numbers = pub.public_numbers()
-        jwk["n"] = b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
-        jwk["e"] = b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
+        jwk["n"] = b64url_encode(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
+        jwk["e"] = b64url_encode(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
         jwk["alg"] = "RS256"
         jwk["use"] = "sig"
     return jwk
@@ -179,4 +177,4 @@ def load_private_key(sealer: Sealer, row: SigningKeyRow) -> rsa.RSAPrivateKey:
 
 
 def sha256_b64url(data: bytes) -> str:
-    return b64url(hashlib.sha256(data).digest())
+    return b64url_encode(hashlib.sha256(data).digest())

@@ -38,10 +38,12 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from bootwatch import encoding
+from bootwatch.encoding import b64url_decode
 from bootwatch.errors import (
     InputError,
     OperationRefusedError,
@@ -81,8 +83,8 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 
 
 def sha1_thumbprint(cert: x509.Certificate) -> str:
-    """MAA's x-ms-certificate-thumbprint: hex SHA-1 of the DER certificate."""
-    return cert.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - an identifier, not security
+    """MAA's x-ms-certificate-thumbprint of ``cert`` (see :mod:`bootwatch.encoding`)."""
+    return encoding.sha1_thumbprint(cert.public_bytes(serialization.Encoding.DER), upper=True)
 
 
 def result_token(ctx: ProviderContext, claims: dict[str, Any]) -> str:
@@ -106,7 +108,7 @@ def _refuse_shared(ctx: ProviderContext, what: str) -> None:
 
 def _b64url_json(part: str, what: str) -> dict[str, Any]:
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+        raw = b64url_decode(part)
     except (binascii.Error, ValueError) as exc:
         raise InputError(f"{what} is not base64url JSON: {exc}") from exc
     try:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.errors import ConflictError, InputError, NotFoundError
 from bootwatch.lru import BoundedLru
 from bootwatch.policy import (
@@ -355,7 +356,7 @@ def create_provider(
 ) -> ProviderRow:
     """Insert a provider with its first signing key (sealed by ``sealer``) and its
     signers."""
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
 
     validate_name(name)
     if s.get(ProviderRow, name) is not None:
@@ -379,7 +380,8 @@ def create_provider(
         s.add(
             SignerRow(
                 provider=name,
-                thumbprint=cert.fingerprint(hashes.SHA1()).hex().upper(),  # noqa: S303 - MAA thumbprint
+                thumbprint=sha1_thumbprint(
+                    cert.public_bytes(serialization.Encoding.DER), upper=True),
                 cert_der=cert.public_bytes(serialization.Encoding.DER),
                 added_at=now,
             )

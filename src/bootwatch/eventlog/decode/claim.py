@@ -13,16 +13,12 @@ docs/eventlog-state.md)::
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Collection
 
+from bootwatch.encoding import b64url_encode
 from bootwatch.eventlog.decode import events as ev
 from bootwatch.eventlog.decode.sipa import sipa_records_json
 from bootwatch.eventlog.model import UnverifiedEventLog, event_type_name
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
 def processed_data(d: ev.DecodedEvent) -> dict[str, object]:
@@ -31,7 +27,7 @@ def processed_data(d: ev.DecodedEvent) -> dict[str, object]:
         return {
             "VariableGuid": d.guid.upper(),
             "UnicodeName": d.name,
-            "VariableData": _b64url(d.data),
+            "VariableData": b64url_encode(d.data),
         }
     if isinstance(d, ev.SipaEvent):
         return sipa_records_json(d.records)
@@ -49,13 +45,13 @@ def processed_data(d: ev.DecodedEvent) -> dict[str, object]:
     if isinstance(d, ev.StartupLocality):
         return {"StartupLocality": d.locality}
     if isinstance(d, ev.CrtmVersion):
-        return {"String": d.text} if d.text is not None else {"RawData": _b64url(d.data)}
+        return {"String": d.text} if d.text is not None else {"RawData": b64url_encode(d.data)}
     if isinstance(d, ev.TaggedEvent):
-        return {"TagId": d.tag_id, "RawData": _b64url(d.data)}
+        return {"TagId": d.tag_id, "RawData": b64url_encode(d.data)}
     if isinstance(d, ev.Undecodable):
-        return {"RawData": _b64url(d.data), "Error": d.reason}
+        return {"RawData": b64url_encode(d.data), "Error": d.reason}
     raw = getattr(d, "data", None)
-    return {"RawData": _b64url(raw)} if isinstance(raw, bytes) else {}
+    return {"RawData": b64url_encode(raw)} if isinstance(raw, bytes) else {}
 
 
 def events_claim(

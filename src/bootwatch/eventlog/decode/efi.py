@@ -17,6 +17,7 @@ from functools import cached_property
 
 from cryptography import x509
 
+from bootwatch.encoding import sha1_thumbprint
 from bootwatch.eventlog.decode._util import EventDataError, Reader, guid_text, utf16_text
 from bootwatch.eventlog.decode.devicepath import device_path_text
 from bootwatch.x509read import DECODE_ERRORS
@@ -231,7 +232,7 @@ def x509_info(der: bytes) -> X509Info:
         subject=subject,
         issuer=issuer,
         serial=serial,
-        sha1_thumbprint=hashlib.sha1(der, usedforsecurity=False).hexdigest(),
+        sha1_thumbprint=sha1_thumbprint(der),
         sha256_thumbprint=hashlib.sha256(der).hexdigest(),
     )
 

@@ -9,11 +9,11 @@ policies as ``int``, paths and names as UTF-16 text, anything else as bytes.
 
 from __future__ import annotations
 
-import base64
 import struct
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from bootwatch.encoding import b64url_encode
 from bootwatch.eventlog.decode._util import EventDataError
 
 AGGREGATION = 0x40000000
@@ -219,16 +219,13 @@ def _value(name: str, body: bytes) -> bool | int | str | bytes:
     return body
 
 
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
 
 def _json_value(record: SipaRecord) -> object:
     v = record.value
     if isinstance(v, tuple):
         return sipa_records_json(v)
     if isinstance(v, bytes):
-        return {"RawData": _b64url(v)}
+        return {"RawData": b64url_encode(v)}
     if record.name == "VBS_HVCI_POLICY" and isinstance(v, int) and not isinstance(v, bool):
         return {"Value": v, "String": str(v)}
     return v
