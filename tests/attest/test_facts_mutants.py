@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from bootwatch.attest import facts
-from bootwatch.attest.caches import VerifierCaches
+from bootwatch.attest.caches import CertificateCache, VerifierCaches
 from bootwatch.attest.claims import WindowsBootConfig
 from bootwatch.encoding import sha1_thumbprint
 from bootwatch.eventlog import parse_log
@@ -433,3 +433,20 @@ def test_policy_claims_are_service_claims() -> None:
     assert all(c.issuer.value == "AttestationService" for c in out)
     out = facts.policy_claims(azurevm, events=None, pcrs={"PCRs": []})
     assert [c.type for c in out] == ["x-ms-azurevm-vmid", "secureboot", "pcrs"]
+
+
+def test_secure_boot_certificates_are_read_once_per_verifier() -> None:
+    """A new boot of a fleet's image carries the same db/KEK/PK certificates: the
+    verifier's cache reads each once, and the facts are the same with or without it."""
+    f = _forged()
+    req = f.forge()
+    ev = f.verify(req)
+    log = ev.verified_event_log
+    assert log is not None
+    cache: CertificateCache = BoundedLru(64)
+    first = facts.measured_secure_boot(log, cache)
+    assert first == facts.measured_secure_boot(log)
+    kept = cache.ordered_keys()
+    assert kept and all(isinstance(k, bytes) for k in kept)
+    again = facts.measured_secure_boot(log, cache)
+    assert again == first and cache.ordered_keys() == kept

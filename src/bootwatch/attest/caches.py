@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bootwatch.attest.claims import MeasuredSecureBoot, WindowsBootConfig
+from bootwatch.eventlog.decode.efi import X509Info
 from bootwatch.eventlog.model import Replay, UnverifiedEventLog
 from bootwatch.lru import BoundedLru
 from bootwatch.tpm.aik import AikCache
@@ -26,8 +27,10 @@ from bootwatch.tpm.public import TpmPublic
 __all__ = [
     "AIK_PUB_CACHE_SIZE",
     "BOOT_FACTS_CACHE_SIZE",
+    "CERTIFICATE_CACHE_SIZE",
     "LOG_CACHE_SIZE",
     "BootFactsKey",
+    "CertificateCache",
     "ParsedLog",
     "Unbound",
     "VerifierCaches",
@@ -39,6 +42,8 @@ AIK_PUB_CACHE_SIZE = 1024
 LOG_CACHE_SIZE = 256
 #: Boot facts kept, per (log SHA-256, attested PCRs).
 BOOT_FACTS_CACHE_SIZE = 4096
+#: Secure Boot certificates (db, KEK, PK, authorities) read, per DER.
+CERTIFICATE_CACHE_SIZE = 512
 
 #: (event index, its PCR, why its data is not what was measured), in report order
 Unbound = tuple[tuple[int, int, str], ...]
@@ -46,6 +51,8 @@ Unbound = tuple[tuple[int, int, str], ...]
 ParsedLog = tuple[UnverifiedEventLog, Replay, Unbound]
 #: (log SHA-256, attested PCRs)
 BootFactsKey = tuple[bytes, tuple[int, ...]]
+#: a certificate's DER -> what it says, or why it does not parse
+CertificateCache = BoundedLru[bytes, X509Info | str]
 
 
 @dataclass(frozen=True)
@@ -60,3 +67,6 @@ class VerifierCaches:
         default_factory=lambda: BoundedLru(LOG_CACHE_SIZE))
     boot_facts: BoundedLru[BootFactsKey, tuple[MeasuredSecureBoot, WindowsBootConfig]] = field(
         default_factory=lambda: BoundedLru(BOOT_FACTS_CACHE_SIZE))
+    #: a fleet's logs carry the same db/KEK/PK certificates: a new boot reads them once
+    certificates: CertificateCache = field(
+        default_factory=lambda: BoundedLru(CERTIFICATE_CACHE_SIZE))

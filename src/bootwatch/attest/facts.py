@@ -23,7 +23,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bootwatch.attest.caches import VerifierCaches
+from bootwatch.attest.caches import CertificateCache, VerifierCaches
 from bootwatch.attest.claims import (
     AzureVmClaims,
     MeasuredSecureBoot,
@@ -34,6 +34,12 @@ from bootwatch.attest.evidence import SIPA_PCRS, EvidenceVerification
 from bootwatch.encoding import b64url_encode, sha1_thumbprint
 from bootwatch.errors import InputError
 from bootwatch.eventlog.decode import VariableEvent, decode_event, events_claim
+from bootwatch.eventlog.decode.efi import (
+    SignatureEntry,
+    SignatureKind,
+    X509Info,
+    x509_info_or_reason,
+)
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
 from bootwatch.eventlog.decode.sipa import SIPA_NAMES
 from bootwatch.eventlog.model import UnverifiedEventLog
@@ -242,14 +248,23 @@ EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
 SHA256 = 0x000B
 
 
-def measured_secure_boot(log: UnverifiedEventLog) -> MeasuredSecureBoot:
+def measured_secure_boot(
+    log: UnverifiedEventLog, certificates: CertificateCache | None = None
+) -> MeasuredSecureBoot:
     """Secure Boot state from PCR 7 variable events and PCR 4 boot images of ``log``.
 
     Call only with a log whose replay matched the quoted PCRs.  The first
     measurement of each variable counts; a variable with the wrong vendor GUID
     is not the Secure Boot variable and is ignored; contents that do not
-    decode make the whole state undecoded (fail closed).
+    decode make the whole state undecoded (fail closed).  ``certificates``: the
+    caller's cache of parsed certificates by DER (a fleet's logs carry the same
+    db/KEK/PK certificates; None parses each).
     """
+    def read(entry: SignatureEntry) -> X509Info | str:
+        if certificates is None:
+            return x509_info_or_reason(entry.data)
+        return certificates.get_or_compute(entry.data, lambda: x509_info_or_reason(entry.data))
+
     seen: dict[str, VariableEvent] = {}
     authorities: list[str] = []
     boot_apps: list[bytes] = []
@@ -273,8 +288,9 @@ def measured_secure_boot(log: UnverifiedEventLog) -> MeasuredSecureBoot:
             if decoded.name != "db" or decoded.guid.lower() != EFI_IMAGE_SECURITY_DATABASE:
                 continue
             entry = decoded.authority
-            if entry is not None and entry.certificate is not None:
-                authorities.append(entry.certificate.sha1_thumbprint.lower())
+            info = read(entry) if entry is not None and entry.kind is SignatureKind.X509 else None
+            if isinstance(info, X509Info):
+                authorities.append(info.sha1_thumbprint.lower())
             elif entry is not None and entry.data:
                 authorities.append(sha1_thumbprint(entry.data))
             continue
@@ -294,10 +310,12 @@ def measured_secure_boot(log: UnverifiedEventLog) -> MeasuredSecureBoot:
         out = []
         for sl in var.signature_lists:
             for entry in sl.entries:
-                if entry.certificate is not None:
-                    out.append(entry.certificate.sha1_thumbprint.lower())
+                info = read(entry) if entry.kind is SignatureKind.X509 else None
+                if isinstance(info, X509Info):
+                    out.append(info.sha1_thumbprint.lower())
                 elif not entry.is_hash:
-                    problems.append(f"{name}: an X.509 entry does not parse ({entry.error})")
+                    why = info if isinstance(info, str) else entry.error
+                    problems.append(f"{name}: an X.509 entry does not parse ({why})")
         return tuple(out)
 
     def hashes(name: str) -> tuple[bytes, ...]:
@@ -342,7 +360,8 @@ def _boot_state(
     """The log's Secure Boot state and Windows boot configuration (a pure function of
     the log and the attested PCRs, so kept per (log digest, PCRs) in ``caches``)."""
     def compute() -> tuple[MeasuredSecureBoot, WindowsBootConfig]:
-        return measured_secure_boot(log), windows_boot_config(log, attested)
+        return (measured_secure_boot(log, caches.certificates if caches else None),
+                windows_boot_config(log, attested))
 
     if caches is None:
         return compute()

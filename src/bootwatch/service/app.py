@@ -18,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -56,21 +56,21 @@ class AppExtensions:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BootwatchError)
-    async def _bootwatch_error(request: Request, exc: BootwatchError) -> JSONResponse:
+    async def _bootwatch_error(request: Request, exc: BootwatchError) -> Response:
         return bootwatch_error_response(exc)
 
     @app.exception_handler(Exception)
-    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+    async def _bug(request: Request, exc: Exception) -> Response:
         return internal_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
         return maa_error(400, "InvalidParameter", f"{where}: {first.get('msg', 'invalid')}")
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(exc.status_code, "InvalidOperation")
         return maa_error(  # keeps Starlette's headers (Allow on a 405)
             exc.status_code, code, f"{request.method} {request.url.path}: {exc.detail}",

@@ -13,7 +13,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bootwatch.errors import BootwatchError
@@ -32,16 +32,19 @@ UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def error_body(code: str, message: str) -> bytes:
+    """The one MAA error body, ``{"error": {"code", "message"}}`` (every error answer,
+    from the edge middleware or a handler, is rendered here)."""
     return json.dumps({"error": {"code": code, "message": message}}).encode()
 
 
 def maa_error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """An MAA error answer: ``{"error": {"code", "message"}}`` and ``x-ms-error-code``."""
-    return JSONResponse(
-        {"error": {"code": code, "message": message}},
+) -> Response:
+    """An MAA error answer: :func:`error_body` and ``x-ms-error-code``."""
+    return Response(
+        error_body(code, message),
         status_code=status,
+        media_type="application/json",
         headers={"x-ms-error-code": code, **(headers or {})},
     )
 
@@ -50,7 +53,7 @@ def maa_error(
 STORAGE_RETRY_AFTER = 5
 
 
-def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
+def bootwatch_error_response(exc: BootwatchError) -> Response:
     """The answer to a library error (FastAPI's exception handler and the attestation
     fast path both use this one translation); server-side failures are logged."""
     status, code = maa_code_for(exc)
@@ -62,7 +65,7 @@ def bootwatch_error_response(exc: BootwatchError) -> JSONResponse:
     return maa_error(status, code, str(exc), headers)
 
 
-def internal_error_response(exc: Exception) -> JSONResponse:
+def internal_error_response(exc: Exception) -> Response:
     """The MAA answer to a bug (an exception outside the BootwatchError tree).
 
     Logs an incident id with the exception's type only (its text may carry request

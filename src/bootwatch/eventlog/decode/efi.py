@@ -107,11 +107,7 @@ class SignatureEntry:
 
     @cached_property
     def _x509(self) -> X509Info | str:
-        """The parsed certificate, or why it does not parse."""
-        try:
-            return x509_info(self.data)
-        except EventDataError as exc:
-            return exc.reason
+        return x509_info_or_reason(self.data)
 
     @property
     def certificate(self) -> X509Info | None:
@@ -211,6 +207,15 @@ class GptData:
     partitions: tuple[GptPartition, ...]
 
 
+def x509_info_or_reason(der: bytes) -> X509Info | str:
+    """:func:`x509_info`, or why the certificate does not parse (a value a caller's
+    cache can keep: rendering a certificate's names costs about 75 us)."""
+    try:
+        return x509_info(der)
+    except EventDataError as exc:
+        return exc.reason
+
+
 def x509_info(der: bytes) -> X509Info:
     """Read subject, issuer, serial and thumbprints of a DER certificate."""
     try:
@@ -245,6 +250,7 @@ def signature_entry(kind: SignatureKind, owner: str, data: bytes) -> SignatureEn
 def parse_signature_lists(data: bytes, *, base: int = 0) -> tuple[SignatureList, ...]:
     """Parse a concatenation of EFI_SIGNATURE_LIST (the data of PK/KEK/db/dbx/MokList)."""
     lists: list[SignatureList] = []
+    owners: dict[bytes, str] = {}  # this call's: bounded by the data
     r = Reader(data, base=base)
     while r.remaining:
         start = r.pos
@@ -268,7 +274,10 @@ def parse_signature_lists(data: bytes, *, base: int = 0) -> tuple[SignatureList,
         r.pos = start + list_size
         entries = []
         for q in range(p, p + body, sig_size):
-            owner = guid_text(data[q : q + 16])
+            raw_owner = data[q : q + 16]
+            owner = owners.get(raw_owner)
+            if owner is None:  # a dbx repeats one owner hundreds of times: format it once
+                owner = owners[raw_owner] = guid_text(raw_owner)
             value = data[q + 16 : q + sig_size]
             entries.append(SignatureEntry(kind, owner, value))
         lists.append(SignatureList(sig_type, kind, header, tuple(entries)))
