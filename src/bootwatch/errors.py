@@ -12,6 +12,35 @@ always below one of the classes here, so the edges need to know only these.
 
 from __future__ import annotations
 
+__all__ = [
+    "BootwatchError",
+    "ConfigError",
+    "ConflictError",
+    "CryptoError",
+    "EventDeliveryError",
+    "EventLogError",
+    "EventLogLimitError",
+    "EventRejectedError",
+    "ExpectedValuesError",
+    "InputError",
+    "LabError",
+    "NetworkInputError",
+    "NotFoundError",
+    "OperationRefusedError",
+    "PolicyError",
+    "PolicyEvaluationError",
+    "PolicyParsingError",
+    "PolicySignatureError",
+    "ProtocolError",
+    "RollbackRefusedError",
+    "ServiceError",
+    "StorageError",
+    "TpmDeviceError",
+    "TpmStructureError",
+    "TransportError",
+    "VerificationError",
+]
+
 
 class BootwatchError(Exception):
     """Root of every error bootwatch raises on purpose."""

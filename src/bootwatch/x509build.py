@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from cryptography import x509
 
+__all__ = [
+    "KEY_USAGE_FLAGS",
+    "key_usage",
+]
+
 #: The KeyUsage flags, in the order cryptography's constructor takes them.
 KEY_USAGE_FLAGS = (
     "digital_signature",

@@ -20,6 +20,12 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from bootwatch.errors import InputError
 
+__all__ = [
+    "DECODE_ERRORS",
+    "CertificateFieldError",
+    "read_all_fields",
+]
+
 #: What cryptography raises while decoding the lazily read parts of a certificate.
 DECODE_ERRORS = (
     ValueError,

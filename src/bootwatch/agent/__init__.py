@@ -17,5 +17,7 @@ has it keeps it as it is); the sys.modules tests in tests/agent pin the result.
 
 import sys
 
+__all__: list[str] = []
+
 if "httpx" not in sys.modules:
     sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]

@@ -29,6 +29,12 @@ from bootwatch.protocol.token import ATTESTATION_TYPE, AZUREVM
 if TYPE_CHECKING:  # enrolment is imported when used: not on the attestation path
     from bootwatch.protocol.enroll import ChallengeResponse, EnrolledAik
 
+__all__ = [
+    "API_VERSION",
+    "MAX_METADATA_BYTES",
+    "AttestationClient",
+]
+
 #: MAA's data-plane version the Azure guest clients send
 API_VERSION = "2020-10-01"
 #: metadata and key documents are small; refuse anything absurd

@@ -45,6 +45,20 @@ from bootwatch.protocol.azureguest import (
     encode_request,
 )
 
+__all__ = [
+    "LINUX_OS_BUILD",
+    "SECURITYFS_LOG",
+    "WINDOWS_OS_BUILD",
+    "CollectedEvidence",
+    "OsInfo",
+    "collect_evidence",
+    "collect_from",
+    "collect_keeping_key",
+    "default_pcr_selection",
+    "read_os_info",
+    "read_tcg_log",
+]
+
 #: Where Linux exposes the firmware's TCG event log.
 SECURITYFS_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 #: OSBuild value Linux clients send (sic: the Azure Linux client's literal).

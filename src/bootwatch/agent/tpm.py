@@ -39,6 +39,35 @@ from tpm2_pytss.types import (
 
 from bootwatch.errors import TpmDeviceError
 
+__all__ = [
+    "AIK_CERT_NV_INDEX",
+    "AIK_HANDLE",
+    "ATTESTED_PCRS",
+    "DEFAULT_TCTI",
+    "EK_CERT_NV_INDEX",
+    "EK_HANDLE",
+    "EPHEMERAL_KEY_ATTRIBUTES",
+    "NV_CHUNK_DEFAULT",
+    "NV_READ_LIMIT",
+    "TpmPolicyError",
+    "create_ephemeral_key",
+    "digest_values",
+    "ephemeral_key_template",
+    "flushing",
+    "hash_name",
+    "nv_chunk_size",
+    "nv_read_all",
+    "open_tpm",
+    "pcr_composite_digest",
+    "pcr_policy_digest",
+    "pcr_selection",
+    "persistent",
+    "rc_of",
+    "read_pcrs",
+    "start_pcr_policy_session",
+    "tpm_call",
+]
+
 #: Persistent handle of the AIK on Azure vTPMs (and lab VMs).
 AIK_HANDLE = 0x81000003
 #: NV index of the AIK certificate (DER) on Azure vTPMs (and lab VMs).

@@ -6,3 +6,5 @@ DBX data); ``token`` assembles the token body; ``pipeline`` joins them:
 :func:`bootwatch.attest.pipeline.attest_azure_guest`.  Nothing here touches a
 network, a disk, a clock or settings: those are passed in.
 """
+
+__all__: list[str] = []

@@ -34,6 +34,31 @@ from bootwatch.errors import InputError
 from bootwatch.eventlog.dbx import DbxDataError, load_dbx_json
 from bootwatch.protocol import token as t
 
+__all__ = [
+    "AZURE_TRUSTED_LAUNCH",
+    "DEFAULT_TEMPLATES",
+    "GOOGLE_COS_V10",
+    "JSON",
+    "MS_HYPERV_FIRMWARE_PK",
+    "MS_KEK_CA_2011",
+    "MS_UEFI_CA_2011",
+    "MS_WINDOWS_PCA_2011",
+    "AzureVmClaims",
+    "ClaimDecision",
+    "DbxReference",
+    "MeasuredSecureBoot",
+    "OsInfo",
+    "SecureBootTemplate",
+    "WindowsBootConfig",
+    "db_validated",
+    "dbx_reference_from_json",
+    "dbx_validated",
+    "derive_azurevm_claims",
+    "match_template",
+    "template_to_json",
+    "templates_from_json",
+]
+
 JSON = Any
 
 # --- configuration ----------------------------------------------------------

@@ -61,6 +61,18 @@ from bootwatch.tpm.public import (
 )
 from bootwatch.tpm.signature import signature_from_raw, verify_signature
 
+__all__ = [
+    "AIK_REQUIRED",
+    "ENC_KEY_FORBIDDEN",
+    "ENC_KEY_REQUIRED",
+    "REPORTED_BANK",
+    "SIPA_PCRS",
+    "Check",
+    "EvidenceCheck",
+    "EvidenceVerification",
+    "verify_evidence",
+]
+
 #: The bank AzureGuest reports PCR values from.
 REPORTED_BANK = TpmAlg.SHA256
 

@@ -47,6 +47,28 @@ from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
 from bootwatch.protocol.azureguest import AzureGuestRequest, UnverifiedAzureGuestRequest
 
+__all__ = [
+    "EFI_GLOBAL_VARIABLE",
+    "EFI_IMAGE_SECURITY_DATABASE",
+    "EV_EFI_BOOT_SERVICES_APPLICATION",
+    "EV_EFI_VARIABLE_AUTHORITY",
+    "EV_EFI_VARIABLE_DRIVER_CONFIG",
+    "EV_EVENT_TAG",
+    "SHA256",
+    "BootFactsError",
+    "VerifiedBoot",
+    "client_payload_claim",
+    "enc_key_jwk",
+    "measured_secure_boot",
+    "os_info_of",
+    "pcrs_claim",
+    "pcrs_json",
+    "policy_claims",
+    "verified_boot",
+    "vm_id_from_aik_certificate",
+    "windows_boot_config",
+]
+
 _SIPA_FLAGS = {
     "BOOTDEBUGGING": "boot_debugging",
     "OSKERNELDEBUG": "kernel_debug",

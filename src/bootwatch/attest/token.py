@@ -20,6 +20,16 @@ from typing import Any
 from bootwatch.errors import PolicyEvaluationError
 from bootwatch.protocol import token as t
 
+__all__ = [
+    "DEFAULT_VALIDITY",
+    "MAX_VALIDITY_MINUTES",
+    "VALIDITY_PROPERTY",
+    "IssuedClaim",
+    "assemble_token_claims",
+    "new_jti",
+    "validity_from_properties",
+]
+
 #: the lifetime MAA gives azurevm tokens (exp - iat = 28800 in every sample)
 DEFAULT_VALIDITY = timedelta(hours=8)
 #: the policy property that overrides it (maa-protocol 2.4)

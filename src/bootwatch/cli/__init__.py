@@ -1,1 +1,3 @@
 """bootwatch.cli"""
+
+__all__: list[str] = []

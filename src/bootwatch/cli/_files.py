@@ -13,6 +13,12 @@ from pathlib import Path
 
 from bootwatch.errors import InputError
 
+__all__ = [
+    "DEFAULT_LIMIT",
+    "read_limited",
+    "read_limited_text",
+]
+
 #: Default cap for small inputs (policies, claims, requests, keys, certificates).
 DEFAULT_LIMIT = 16 * 1024 * 1024
 

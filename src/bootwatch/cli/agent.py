@@ -13,6 +13,13 @@ import click
 from bootwatch.cli._files import read_limited
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "HOST_OS_RELEASE",
+    "command",
+    "evidence_cmd",
+    "unseal_cmd",
+]
+
 
 @click.group()
 def command() -> None:

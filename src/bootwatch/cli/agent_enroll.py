@@ -21,6 +21,10 @@ from bootwatch.errors import ConfigError
 if TYPE_CHECKING:
     from bootwatch.agent.enroll import EnrollResult
 
+__all__ = [
+    "enroll",
+]
+
 
 def _print_human(r: EnrollResult) -> None:
     from rich.console import Console

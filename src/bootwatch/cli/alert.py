@@ -10,6 +10,17 @@ from bootwatch.cli._console import make_console as console
 from bootwatch.cli._console import table as make_table
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
+__all__ = [
+    "ack_cmd",
+    "command",
+    "dismiss_cmd",
+    "list_cmd",
+    "print_diff",
+    "resolve_cmd",
+    "show_cmd",
+    "suppress_cmd",
+]
+
 
 @click.group()
 def command() -> None:

@@ -9,6 +9,14 @@ from bootwatch.cli._console import table as make_table
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 from bootwatch.cli.alert import print_diff
 
+__all__ = [
+    "approve_cmd",
+    "command",
+    "diff_cmd",
+    "list_cmd",
+    "remove_cmd",
+]
+
 
 @click.group()
 def command() -> None:

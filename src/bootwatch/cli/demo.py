@@ -45,6 +45,17 @@ from bootwatch.cli.agent_attest import AttestResult
 from bootwatch.errors import BootwatchError, ConfigError
 from bootwatch.monitor.client import MonitorClient
 
+__all__ = [
+    "STALE_AFTER",
+    "UPDATE_LOG",
+    "VMS",
+    "Demo",
+    "DemoVm",
+    "command",
+    "find_corpus",
+    "run_demo",
+]
+
 
 @dataclass(frozen=True)
 class DemoVm:

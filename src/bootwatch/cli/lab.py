@@ -9,6 +9,20 @@ import click
 
 from bootwatch.lab import LAB_DIR_ENV, Lab
 
+__all__ = [
+    "ca_cmd",
+    "command",
+    "ek_ca_cmd",
+    "fleet_group",
+    "fleet_run",
+    "vm_create",
+    "vm_destroy",
+    "vm_group",
+    "vm_list",
+    "vm_reboot",
+    "vm_serve",
+]
+
 
 def _lab(ctx: click.Context) -> Lab:
     obj = ctx.ensure_object(dict)

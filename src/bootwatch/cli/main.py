@@ -16,6 +16,15 @@ import click
 
 from bootwatch.errors import BootwatchError
 
+__all__ = [
+    "EXIT_ERROR",
+    "EXTRA_OF",
+    "GROUPS",
+    "cli",
+    "main",
+    "missing_extra",
+]
+
 #: name -> "module:attribute" of a click.Group (or Command); imported lazily.
 GROUPS: dict[str, tuple[str, str]] = {
     "log": ("bootwatch.cli.log", "TCG event logs: show, replay, verify, boot state"),

@@ -13,6 +13,12 @@ from bootwatch.cli.service import db_options
 from bootwatch.errors import ConfigError
 from bootwatch.service.events_nats import DEFAULT_DURABLE, DEFAULT_STREAM, DEFAULT_SUBJECT
 
+__all__ = [
+    "command",
+    "dry_run_cmd",
+    "run_cmd",
+]
+
 
 @click.group()
 def command() -> None:

@@ -28,6 +28,20 @@ from bootwatch.net.servicetag import (
     parse_prefix,
 )
 
+__all__ = [
+    "EXIT_ALLOWED",
+    "EXIT_DENIED",
+    "EXPLAIN_FORMATS",
+    "command",
+    "explain_cmd",
+    "fqdns_cmd",
+    "load_source",
+    "remediation_cmd",
+    "rule_options",
+    "rules_cmd",
+    "service_tag_cmd",
+]
+
 EXIT_ALLOWED = 0
 EXIT_DENIED = 1
 EXPLAIN_FORMATS = ("nsg-json", "azure-firewall", "nftables")

@@ -26,6 +26,14 @@ from bootwatch.policy import (
     sign_policy,
 )
 
+__all__ = [
+    "check",
+    "command",
+    "eval_",
+    "hash_",
+    "sign",
+]
+
 #: Largest file the CLI reads (policy, claims, key, certificate).
 _MAX_FILE = 16 * 1024 * 1024
 

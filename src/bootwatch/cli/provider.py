@@ -15,6 +15,14 @@ import click
 from bootwatch.cli.service import build_settings, db_options
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "command",
+    "create_cmd",
+    "list_cmd",
+    "revoke_aik_cmd",
+    "rotate_cmd",
+]
+
 
 def _open(kw: dict[str, Any], *, write: bool = True) -> Any:
     """The service's container for a provider command: writes migrate the database and

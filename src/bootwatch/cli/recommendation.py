@@ -8,6 +8,11 @@ from bootwatch.cli._console import make_console as console
 from bootwatch.cli._console import table as make_table
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
+__all__ = [
+    "command",
+    "list_cmd",
+]
+
 
 @click.group()
 def command() -> None:

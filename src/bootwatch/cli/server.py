@@ -17,6 +17,12 @@ import click
 from bootwatch.cli.service import service_options, settings_from_options
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "command",
+    "monitor_options",
+    "monitor_settings_from",
+]
+
 
 def monitor_options(f: Any) -> Any:
     f = click.option("--release-key", "release_keys", multiple=True,

@@ -14,6 +14,20 @@ import click
 
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "build_settings",
+    "command",
+    "db_options",
+    "default_data_dir",
+    "dev_cert_cmd",
+    "migrate_cmd",
+    "purge_cmd",
+    "run_cmd",
+    "service_options",
+    "settings_from_options",
+    "wait_cmd",
+]
+
 
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/bootwatch/service``, else ``~/.local/share/bootwatch/service``.

@@ -10,6 +10,14 @@ from bootwatch.cli._console import make_console as console
 from bootwatch.cli._console import table as make_table
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 
+__all__ = [
+    "command",
+    "disable_cmd",
+    "enable_cmd",
+    "list_cmd",
+    "show_cmd",
+]
+
 _STATE_STYLE = {"healthy": "green", "unhealthy": "bold red", "stale": "yellow",
                 "platform_error": "magenta", "not_reporting": "yellow", "not_monitored": "dim"}
 

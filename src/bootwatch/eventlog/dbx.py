@@ -27,6 +27,17 @@ from bootwatch.errors import InputError
 from bootwatch.eventlog.decode._util import EventDataError
 from bootwatch.eventlog.decode.efi import SignatureKind, parse_signature_lists
 
+__all__ = [
+    "MAX_DBX_INPUT",
+    "DbxCatalog",
+    "DbxDataError",
+    "RevokedCertificate",
+    "RevokedImage",
+    "load_dbx_json",
+    "load_dbx_update",
+    "merge_catalogs",
+]
+
 MAX_DBX_INPUT = 8 * 1024 * 1024
 
 

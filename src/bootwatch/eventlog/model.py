@@ -13,6 +13,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+__all__ = [
+    "DEFAULT_LENIENCIES",
+    "DEFAULT_LIMITS",
+    "HASHLIB_NAMES",
+    "KNOWN_DIGEST_SIZES",
+    "PCR_INDEX_NONE",
+    "DigestAlgorithm",
+    "EventType",
+    "Extend",
+    "Finding",
+    "HashAlg",
+    "Leniency",
+    "Limits",
+    "LogFormat",
+    "PcrResult",
+    "PcrStatus",
+    "PcrVerification",
+    "Replay",
+    "SpecIdEvent",
+    "UnverifiedEvent",
+    "UnverifiedEventLog",
+    "alg_from_name",
+    "alg_name",
+    "event_type_name",
+]
+
 
 class HashAlg(enum.IntEnum):
     """TPM_ALG_ID of the digest algorithms a TCG log may carry (TCG Algorithm Registry)."""

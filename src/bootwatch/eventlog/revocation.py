@@ -23,6 +23,14 @@ from bootwatch.eventlog.decode.efi import SignatureKind
 from bootwatch.eventlog.model import Finding, HashAlg
 from bootwatch.eventlog.state import BootState
 
+__all__ = [
+    "RevocationReport",
+    "RevokedComponent",
+    "RevokedKind",
+    "check_revocation",
+    "revocation_to_json",
+]
+
 
 class RevokedKind(enum.StrEnum):
     IMAGE = "image"

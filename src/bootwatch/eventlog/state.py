@@ -24,6 +24,17 @@ from bootwatch.eventlog.decode.efi import (
 )
 from bootwatch.eventlog.model import EventType, Finding, UnverifiedEventLog, alg_name
 
+__all__ = [
+    "Authority",
+    "BootApplication",
+    "BootOption",
+    "BootState",
+    "SeparatorSeen",
+    "ShimState",
+    "boot_state_to_json",
+    "extract_boot_state",
+]
+
 _EMPTY: Mapping[int, tuple[SeparatorSeen, ...]] = MappingProxyType({})
 
 

@@ -22,6 +22,13 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from bootwatch.errors import LabError
 from bootwatch.x509build import key_usage
 
+__all__ = [
+    "EKU_AIK_CERTIFICATE",
+    "EKU_EK_CERTIFICATE",
+    "LabCa",
+    "load_or_create_ca",
+]
+
 #: TCG EKU for an EK certificate (tcg-kp-EKCertificate).
 EKU_EK_CERTIFICATE = ObjectIdentifier("2.23.133.8.1")
 #: TCG EKU for an AIK certificate (tcg-kp-AIKCertificate), as on Azure's AIK certificates.

@@ -52,6 +52,15 @@ from bootwatch.lab.provision import (
 from bootwatch.lab.serve import MssimRelay
 from bootwatch.lab.swtpm import SwtpmProcess
 
+__all__ = [
+    "LAB_DIR_ENV",
+    "MAX_LOG_BYTES",
+    "Lab",
+    "LabVm",
+    "RunningVm",
+    "default_lab_root",
+]
+
 #: Environment variable overriding the lab root.
 LAB_DIR_ENV = "BOOTWATCH_LAB_DIR"
 #: Largest event log a lab VM accepts.

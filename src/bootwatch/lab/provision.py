@@ -49,6 +49,17 @@ from bootwatch.eventlog.replay import replay as replay_log
 from bootwatch.lab.ca import LabCa
 from bootwatch.lab.swtpm import SwtpmProcess
 
+__all__ = [
+    "LAB_BANKS",
+    "BootPlan",
+    "Identity",
+    "allocate_banks",
+    "boot",
+    "plan_boot",
+    "provision_identity",
+    "rsa_public_key",
+]
+
 #: Banks a lab vTPM has (Azure vTPMs: SHA-1 and SHA-256).
 LAB_BANKS: Mapping[int, str] = {int(TPM2_ALG.SHA1): "sha1", int(TPM2_ALG.SHA256): "sha256"}
 _ALL_BANKS = (TPM2_ALG.SHA1, TPM2_ALG.SHA256, TPM2_ALG.SHA384, TPM2_ALG.SHA512)

@@ -19,6 +19,11 @@ from pathlib import Path
 
 from bootwatch.errors import LabError
 
+__all__ = [
+    "STARTUP_CLEAR",
+    "SwtpmProcess",
+]
+
 _HOST = "127.0.0.1"
 #: TPM2_Startup(TPM_SU_CLEAR), as raw command bytes.
 STARTUP_CLEAR = bytes.fromhex("80010000000c000001440000")

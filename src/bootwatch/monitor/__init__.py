@@ -7,3 +7,5 @@ it as ``protocol.outcome.OutcomeEvent`` and agents' reports as
 :mod:`.models`, :mod:`.store`.  Wiring: :mod:`.container` (``bootstrap``),
 :mod:`.api` (FastAPI router), :mod:`.app` (``create_monitor_app``).
 """
+
+__all__: list[str] = []

@@ -10,6 +10,25 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+__all__ = [
+    "Action",
+    "ActionKind",
+    "Call",
+    "ClaimProperty",
+    "Condition",
+    "Expr",
+    "Literal",
+    "Operator",
+    "PolicyAst",
+    "Position",
+    "Ref",
+    "Rule",
+    "Section",
+    "SectionKind",
+    "Test",
+    "Tolerance",
+]
+
 
 class SectionKind(enum.Enum):
     """The three rule sections, in evaluation order."""

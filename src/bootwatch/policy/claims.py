@@ -14,6 +14,15 @@ from typing import Union
 
 from bootwatch.errors import InputError
 
+__all__ = [
+    "Claim",
+    "ClaimIssuer",
+    "ClaimValue",
+    "ClaimValueType",
+    "JsonValue",
+    "claim_from_json",
+]
+
 #: A JSON value, as carried by 1.2 service claims such as ``events`` or ``pcrs``.
 JsonValue = Union[  # noqa: UP007 (recursive alias needs Union with forward refs)
     None, bool, int, float, str, Sequence["JsonValue"], Mapping[str, "JsonValue"]

@@ -13,6 +13,10 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 
+__all__ = [
+    "default_azureguest_policy",
+]
+
 
 @lru_cache(maxsize=1)
 def default_azureguest_policy() -> str:

@@ -45,6 +45,20 @@ from bootwatch.policy.hashes import policy_token_hash
 from bootwatch.policy.parser import check_policy_text
 from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
+__all__ = [
+    "MAX_CHAIN",
+    "MAX_DOCUMENT_CHARS",
+    "MIN_RSA_BITS",
+    "PolicyDocument",
+    "VerifiedJws",
+    "parse_policy_document",
+    "policy_certificate_from_payload",
+    "sign_policy",
+    "sign_policy_certificate",
+    "unsigned_policy_jws",
+    "verify_signed_jws",
+]
+
 #: Largest upload body accepted (characters).
 MAX_DOCUMENT_CHARS = 1024 * 1024
 #: Most certificates read from an ``x5c`` chain.

@@ -29,6 +29,16 @@ from bootwatch.policy.claims import ClaimValue
 from bootwatch.policy.errors import PolicyEvaluationError, PolicyLimitError
 from bootwatch.policy.limits import MAX_INTEGER, MIN_INTEGER, EvaluationLimits
 
+__all__ = [
+    "FUNCTIONS",
+    "Budget",
+    "FunctionSpec",
+    "Item",
+    "Items",
+    "jmespath_search",
+    "same_value",
+]
+
 
 @dataclass(frozen=True, slots=True)
 class Item:

@@ -10,6 +10,11 @@ import hashlib
 
 from bootwatch.encoding import b64url_encode
 
+__all__ = [
+    "policy_hash",
+    "policy_token_hash",
+]
+
 
 def policy_hash(text: str) -> str:
     """x-ms-policy-hash: base64url(SHA-256(UTF-8(base64url(UTF-8(policy text)))))."""

@@ -11,6 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+__all__ = [
+    "DEFAULT_LIMITS",
+    "MAX_EXPRESSION_DEPTH",
+    "MAX_INTEGER",
+    "MAX_POLICY_CHARS",
+    "MIN_INTEGER",
+    "EvaluationLimits",
+]
+
 #: Largest policy text compile_policy accepts (characters). The largest sample is 5 KB.
 MAX_POLICY_CHARS = 256 * 1024
 

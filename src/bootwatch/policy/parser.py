@@ -62,6 +62,12 @@ from bootwatch.policy.errors import PolicyParsingError
 from bootwatch.policy.functions import FUNCTIONS
 from bootwatch.policy.limits import MAX_EXPRESSION_DEPTH, MAX_INTEGER, MAX_POLICY_CHARS, MIN_INTEGER
 
+__all__ = [
+    "SUPPORTED_VERSIONS",
+    "check_policy_text",
+    "parse_policy",
+]
+
 SUPPORTED_VERSIONS = ((1, 0), (1, 1), (1, 2))
 
 #: How expected terminals are shown in error messages.

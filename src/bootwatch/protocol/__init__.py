@@ -4,3 +4,5 @@
 claims of the ``azurevm`` token; ``azureguest`` is the request.  Pure: bytes
 and values in, typed values out.
 """
+
+__all__: list[str] = []

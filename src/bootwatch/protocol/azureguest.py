@@ -38,6 +38,34 @@ from bootwatch.encoding import b64url_encode
 from bootwatch.errors import ProtocolError
 from bootwatch.protocol.jsonread import MAX_JSON_DEPTH, JsonDepthError, check_json_depth
 
+__all__ = [
+    "ISOLATION_TRUSTED_LAUNCH",
+    "MAX_AIK_CERT_BYTES",
+    "MAX_ATTEST_BYTES",
+    "MAX_BODY_BYTES",
+    "MAX_CLIENT_PAYLOAD_ENTRIES",
+    "MAX_CLIENT_PAYLOAD_KEY",
+    "MAX_CLIENT_PAYLOAD_VALUE",
+    "MAX_DIGEST_BYTES",
+    "MAX_OS_FIELD_BYTES",
+    "MAX_PCRS",
+    "MAX_PUBLIC_BYTES",
+    "MAX_SIGNATURE_BYTES",
+    "MAX_TCG_LOG_BYTES",
+    "OSBUILD_LINUX_LITERAL",
+    "PROTOCOL_VERSION",
+    "WORKAROUND_OSBUILD_LITERAL",
+    "WORKAROUND_PAYLOAD_RAW_JSON",
+    "WORKAROUND_VERSION_STRINGS",
+    "AzureGuestRequest",
+    "TpmInfo",
+    "UnverifiedAzureGuestRequest",
+    "attestation_info_json",
+    "decode_attestation_info",
+    "decode_request",
+    "encode_request",
+]
+
 PROTOCOL_VERSION = "2.0"
 ISOLATION_TRUSTED_LAUNCH = "TrustedLaunch"
 

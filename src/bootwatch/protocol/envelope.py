@@ -30,6 +30,19 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import CryptoError, ProtocolError
 
+__all__ = [
+    "AAD",
+    "IV_BYTES",
+    "KEY_BYTES",
+    "MAX_RESPONSE_BYTES",
+    "TAG_BYTES",
+    "SealedEnvelope",
+    "decode_token_response",
+    "encode_token_response",
+    "open_with_key",
+    "seal",
+]
+
 #: Additional authenticated data MAA uses for the AES-GCM step.
 AAD = b"Transport Key"
 #: AES-256 key length in bytes.

@@ -9,6 +9,46 @@ from __future__ import annotations
 
 from typing import Final
 
+__all__ = [
+    "ATTESTATION_TYPE",
+    "ATTESTED_PCRS",
+    "AZUREVM",
+    "BOOTDEBUG_ENABLED",
+    "CLAIMS_SUPPORTED",
+    "DBX_VALIDATED",
+    "DB_VALIDATED",
+    "DEBUGGERS_DISABLED",
+    "DEFAULT_KEYS_VALIDATED",
+    "DEFAULT_POLICY_BOOLEANS",
+    "ELAM_ENABLED",
+    "EPHEMERAL_KEY_KID",
+    "EXP",
+    "FLIGHTSIGNING_ENABLED",
+    "HVCI_POLICY",
+    "HYPERVISORDEBUG_ENABLED",
+    "IAT",
+    "ISS",
+    "IS_WINDOWS",
+    "JTI",
+    "KERNELDEBUG_ENABLED",
+    "NBF",
+    "OSBUILD",
+    "OSDISTRO",
+    "OSTYPE",
+    "OSVERSION_MAJOR",
+    "OSVERSION_MINOR",
+    "POLICY_HASH",
+    "POLICY_SIGNER",
+    "PREFIX",
+    "PROTOCOL_VER",
+    "RUNTIME",
+    "SECUREBOOT",
+    "SIGNING_DISABLED",
+    "TESTSIGNING_ENABLED",
+    "VER",
+    "VMID",
+]
+
 ISS: Final = "iss"
 IAT: Final = "iat"
 NBF: Final = "nbf"

@@ -1,1 +1,3 @@
 """bootwatch.service"""
+
+__all__: list[str] = []

@@ -39,6 +39,13 @@ from bootwatch.service.routes import maa_router, ops_router
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState, bootstrap
 
+__all__ = [
+    "PURGE_INTERVAL_SECONDS",
+    "AppExtensions",
+    "ServiceApp",
+    "create_app",
+]
+
 PURGE_INTERVAL_SECONDS = 3600.0
 
 

@@ -19,6 +19,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bootwatch.errors import ConfigError, CryptoError
 
+__all__ = [
+    "KEY_FILE",
+    "NONCE_BYTES",
+    "Sealer",
+    "load_or_create_key",
+]
+
 KEY_FILE = "at-rest.key"
 NONCE_BYTES = 12
 

@@ -36,6 +36,20 @@ from bootwatch.service.hosts import CurrentProvider
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
 
+__all__ = [
+    "FETCH_TIMEOUT",
+    "JWKS_TTL",
+    "MAX_TOKEN_CHARS",
+    "AttestCaller",
+    "OidcVerifier",
+    "PolicyWriter",
+    "Principal",
+    "authenticate",
+    "bearer_token",
+    "require_attest_auth",
+    "require_policy_writer",
+]
+
 JWKS_TTL = 300.0
 FETCH_TIMEOUT = 5.0
 MAX_TOKEN_CHARS = 16_384

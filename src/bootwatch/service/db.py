@@ -25,6 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bootwatch.errors import StorageError
 
+__all__ = [
+    "SQLITE_BUSY_TIMEOUT_MS",
+    "Database",
+    "alembic_config",
+    "as_utc",
+    "current_revision",
+    "make_engine",
+    "run_migrations",
+    "utcnow",
+]
+
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 

@@ -23,6 +23,16 @@ from bootwatch.errors import (
     VerificationError,
 )
 
+__all__ = [
+    "ApiError",
+    "forbidden",
+    "invalid_operation",
+    "invalid_parameter",
+    "maa_code_for",
+    "not_found",
+    "unauthorized",
+]
+
 
 class ApiError(BootwatchError):
     """An error answered to the client with ``status`` and MAA ``maa_code``."""

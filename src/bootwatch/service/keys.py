@@ -32,6 +32,19 @@ from bootwatch.service.db import as_utc
 from bootwatch.service.models import SigningKeyRow
 from bootwatch.x509build import key_usage
 
+__all__ = [
+    "KEY_VALIDITY",
+    "TokenSigner",
+    "cert_jwk",
+    "kid_for",
+    "load_private_key",
+    "new_signing_key",
+    "published_keys",
+    "rotate_key",
+    "sha256_b64url",
+    "store_new_key",
+]
+
 KEY_VALIDITY = timedelta(days=3650)
 
 

@@ -13,6 +13,13 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+__all__ = [
+    "LOGGER",
+    "JsonFormatter",
+    "configure_logging",
+    "get_logger",
+]
+
 LOGGER = "bootwatch.service"
 #: record attributes that are not ours to log: the standard ones, and uvicorn's
 #: ``color_message`` (the message again, with ANSI colour escapes for a terminal)

@@ -30,6 +30,12 @@ from prometheus_client import (
 )
 from prometheus_client import multiprocess as prom_mp
 
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MAX_CACHED_CHILDREN",
+    "Metrics",
+]
+
 MAX_CACHED_CHILDREN = 4096
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 

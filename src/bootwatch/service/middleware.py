@@ -25,6 +25,18 @@ if TYPE_CHECKING:
     from bootwatch.service.metrics import Metrics
     from bootwatch.service.settings import Settings
 
+__all__ = [
+    "SCOPE_LOG",
+    "STORAGE_RETRY_AFTER",
+    "UNLIMITED_PATHS",
+    "EdgeMiddleware",
+    "PayloadTooLarge",
+    "bootwatch_error_response",
+    "error_body",
+    "internal_error_response",
+    "maa_error",
+]
+
 #: scope key under which a handler leaves extra fields for the request's log line
 SCOPE_LOG = "bootwatch.log"
 #: never rate limited (probes and scrapers must get through under load)

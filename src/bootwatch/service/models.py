@@ -24,6 +24,20 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+__all__ = [
+    "AikCaRow",
+    "AikCertificateRow",
+    "AttestationRecordRow",
+    "Base",
+    "EnrollChallengeRow",
+    "EnrolledEkRow",
+    "PolicyRow",
+    "ProviderRow",
+    "ServiceTagRow",
+    "SignerRow",
+    "SigningKeyRow",
+]
+
 
 class Base(DeclarativeBase):
     """Declarative base of every table."""

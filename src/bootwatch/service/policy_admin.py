@@ -68,6 +68,21 @@ if TYPE_CHECKING:
     from bootwatch.service.auth import Principal
     from bootwatch.service.state import ServiceState
 
+__all__ = [
+    "CERT_CLAIMS",
+    "MAX_SIGNERS",
+    "RESULT_LIFETIME",
+    "TYPE_CLAIMS",
+    "embedded_certificate",
+    "get_certificates",
+    "get_policy",
+    "modify_signers",
+    "reset_policy",
+    "result_token",
+    "set_policy",
+    "sha1_thumbprint",
+]
+
 RESULT_LIFETIME = timedelta(hours=1)
 #: claim names seen for the certificate in signer add/remove bodies: the SDK
 #: and spec 2025-06-01 (policyCertificate), the troubleshooting guide

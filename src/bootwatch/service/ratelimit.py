@@ -13,6 +13,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+__all__ = [
+    "MAX_CLIENTS",
+    "TokenBuckets",
+    "retry_after_header",
+]
+
 MAX_CLIENTS = 100_000
 
 

@@ -77,6 +77,25 @@ if TYPE_CHECKING:
     from bootwatch.service.metrics import Metrics
     from bootwatch.service.settings import Settings
 
+__all__ = [
+    "BATCH",
+    "BUSY_WINDOW",
+    "GROUP",
+    "LINGER",
+    "MAX_QUEUED",
+    "MAX_QUEUED_BYTES",
+    "MAX_REASON",
+    "QUOTA_CHECK_FRACTION",
+    "AttestationRecord",
+    "Commit",
+    "CommitHook",
+    "RecordWriter",
+    "enforce_evidence_quota",
+    "purge_expired_evidence",
+    "record_attestation",
+    "store_record",
+]
+
 MAX_REASON = 4000
 #: most records waiting for the writer (beyond: written synchronously)
 MAX_QUEUED = 10_000

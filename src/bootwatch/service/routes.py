@@ -26,6 +26,15 @@ from bootwatch.service.keys import cert_jwk
 if TYPE_CHECKING:
     from bootwatch.service.state import ServiceState
 
+__all__ = [
+    "API_VERSION",
+    "AllowRollback",
+    "api_version",
+    "maa_router",
+    "ops_router",
+    "token_response",
+]
+
 
 def api_version(request: Request) -> str | None:
     """MAA's ``api-version`` query parameter (any version is served the same way)."""

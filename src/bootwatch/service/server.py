@@ -24,6 +24,14 @@ from bootwatch.service.settings import Settings
 from bootwatch.service.state import bootstrap
 from bootwatch.service.tls import TlsFiles, ensure_dev_certificate
 
+__all__ = [
+    "SETTINGS_ENV",
+    "is_loopback",
+    "run",
+    "tls_files",
+    "uvicorn_config",
+]
+
 SETTINGS_ENV = "BOOTWATCH_SETTINGS_FILE"
 
 

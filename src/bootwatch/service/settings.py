@@ -18,6 +18,11 @@ from typing import Any
 
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "ATTESTATION_TYPES",
+    "Settings",
+]
+
 #: attestation types MAA knows (spec 2025-06-01 ``AttestationType``), canonical spelling
 ATTESTATION_TYPES: tuple[str, ...] = (
     "AzureGuest",

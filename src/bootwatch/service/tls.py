@@ -22,6 +22,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from bootwatch.service.db import utcnow
 from bootwatch.x509build import key_usage
 
+__all__ = [
+    "VALIDITY",
+    "TlsFiles",
+    "ensure_dev_certificate",
+]
+
 VALIDITY = timedelta(days=825)
 
 

@@ -9,6 +9,10 @@ from fastapi import FastAPI
 
 from bootwatch.errors import ConfigError
 
+__all__ = [
+    "app_factory",
+]
+
 
 def app_factory() -> FastAPI:
     """Read the settings file named by ``BOOTWATCH_SETTINGS_FILE`` and build the app."""

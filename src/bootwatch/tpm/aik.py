@@ -28,6 +28,20 @@ from bootwatch.tpm.errors import AikCertificateError
 from bootwatch.tpm.public import TpmPublic
 from bootwatch.x509read import DECODE_ERRORS, CertificateFieldError, read_all_fields
 
+__all__ = [
+    "AIK_CERT_CACHE_SIZE",
+    "MAX_CERT_BYTES",
+    "MAX_CHAIN_DEPTH",
+    "TCG_KP_AIK_CERTIFICATE",
+    "VERIFIED_LINK_CACHE_SIZE",
+    "AikCache",
+    "RevokedAikCertificates",
+    "TrustAnchors",
+    "VerifiedAikChain",
+    "load_aik_certificate",
+    "verify_aik_certificate",
+]
+
 #: TCG "AIK certificate" extended key usage (tcg-kp-AIKCertificate).
 TCG_KP_AIK_CERTIFICATE = x509.ObjectIdentifier("2.23.133.8.3")
 #: Longest chain walked (leaf + intermediates); protects against loops.

@@ -14,6 +14,16 @@ from bootwatch.tpm.constants import DIGEST_SIZES, TpmSt
 from bootwatch.tpm.marshal import Reader, tpm2b, u16, u32, u64
 from bootwatch.tpm.pcr import PcrSelection, marshal_pcr_selections, read_pcr_selections
 
+__all__ = [
+    "MAX_ATTEST_BYTES",
+    "CertifyInfo",
+    "ClockInfo",
+    "QuoteInfo",
+    "TpmsAttest",
+    "marshal_tpms_attest",
+    "parse_tpms_attest",
+]
+
 #: A TPMS_ATTEST larger than this is refused (real ones are ~100-200 bytes).
 MAX_ATTEST_BYTES = 2048
 _MAX_NAME = 2 + 64

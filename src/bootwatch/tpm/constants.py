@@ -13,6 +13,22 @@ from cryptography.hazmat.primitives import hashes
 
 from bootwatch.tpm.errors import TpmValueError
 
+__all__ = [
+    "DIGEST_SIZES",
+    "MAX_PCR_INDEX",
+    "OBJECT_ATTRIBUTES_RESERVED",
+    "OBJECT_ATTRIBUTE_NAMES",
+    "TPM_CC_POLICY_PCR",
+    "TPM_GENERATED_VALUE",
+    "ObjectAttributes",
+    "TpmAlg",
+    "TpmEccCurve",
+    "TpmSt",
+    "alg_name",
+    "digest",
+    "hash_for",
+]
+
 #: TPMS_ATTEST.magic, TPM_GENERATED_VALUE: the TPM produced this structure itself.
 TPM_GENERATED_VALUE = 0xFF544347
 

@@ -13,6 +13,14 @@ import struct
 from bootwatch.errors import TpmStructureError
 from bootwatch.tpm.errors import TpmValueError
 
+__all__ = [
+    "Reader",
+    "tpm2b",
+    "u16",
+    "u32",
+    "u64",
+]
+
 
 class Reader:
     """Sequential reader over one structure's bytes; offsets are from its start."""

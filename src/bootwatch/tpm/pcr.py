@@ -23,6 +23,18 @@ from bootwatch.tpm.constants import (
 from bootwatch.tpm.errors import TpmValueError
 from bootwatch.tpm.marshal import Reader, u16, u32
 
+__all__ = [
+    "MAX_BANKS",
+    "MAX_SIZEOF_SELECT",
+    "PcrSelection",
+    "marshal_pcr_selections",
+    "parse_pcr_selections",
+    "policy_pcr_digest",
+    "quote_pcr_digest",
+    "read_pcr_selections",
+    "values_in_selection_order",
+]
+
 #: TPML_PCR_SELECTION may list at most this many banks (TPM implementations use <= 16).
 MAX_BANKS = 16
 #: sizeofSelect at most this (4 bytes = 32 PCRs).

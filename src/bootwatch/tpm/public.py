@@ -28,6 +28,24 @@ from bootwatch.tpm.constants import (
 )
 from bootwatch.tpm.marshal import Reader, tpm2b, u16, u32
 
+__all__ = [
+    "MAX_DIGEST_BYTES",
+    "MAX_ECC_KEY_BYTES",
+    "MAX_PUBLIC_BYTES",
+    "MAX_RSA_KEY_BYTES",
+    "EccParms",
+    "EccPoint",
+    "RsaParms",
+    "Scheme",
+    "SymDefObject",
+    "TpmPublic",
+    "marshal_tpmt_public",
+    "parse_public_or_read_public",
+    "parse_tpm2b_public",
+    "parse_tpmt_public",
+    "read_tpmt_public",
+]
+
 #: Largest RSA modulus / ECC coordinate / digest accepted (bytes).
 MAX_RSA_KEY_BYTES = 512
 MAX_ECC_KEY_BYTES = 128

@@ -20,6 +20,14 @@ from bootwatch.tpm.errors import SignatureError
 from bootwatch.tpm.marshal import Reader, tpm2b, u16
 from bootwatch.tpm.public import EccParms, RsaParms, TpmPublic
 
+__all__ = [
+    "MAX_SIGNATURE_BYTES",
+    "TpmSignature",
+    "parse_tpmt_signature",
+    "signature_from_raw",
+    "verify_signature",
+]
+
 MAX_SIGNATURE_BYTES = 1024
 
 

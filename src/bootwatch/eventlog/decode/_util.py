@@ -13,6 +13,16 @@ import struct
 
 from bootwatch.errors import EventLogError
 
+__all__ = [
+    "EventDataError",
+    "Reader",
+    "ascii_text",
+    "guid_text",
+    "is_printable_text",
+    "looks_utf16",
+    "utf16_text",
+]
+
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")

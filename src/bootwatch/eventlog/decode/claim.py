@@ -20,6 +20,11 @@ from bootwatch.eventlog.decode import events as ev
 from bootwatch.eventlog.decode.sipa import sipa_records_json
 from bootwatch.eventlog.model import UnverifiedEventLog, event_type_name
 
+__all__ = [
+    "events_claim",
+    "processed_data",
+]
+
 
 def processed_data(d: ev.DecodedEvent) -> dict[str, object]:
     """``ProcessedData`` of one decoded event (JSON-ready)."""

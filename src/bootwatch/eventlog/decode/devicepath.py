@@ -15,6 +15,10 @@ import struct
 
 from bootwatch.eventlog.decode._util import EventDataError, guid_text, utf16_text
 
+__all__ = [
+    "device_path_text",
+]
+
 _END = 0x7F
 _BBS_TYPES = {1: "Floppy", 2: "HD", 3: "CDROM", 4: "PCMCIA", 5: "USB", 6: "Network"}
 _PNP_SUFFIX = 0x41D0

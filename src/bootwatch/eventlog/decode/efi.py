@@ -22,6 +22,35 @@ from bootwatch.eventlog.decode._util import EventDataError, Reader, guid_text, u
 from bootwatch.eventlog.decode.devicepath import device_path_text
 from bootwatch.x509read import DECODE_ERRORS
 
+__all__ = [
+    "CONFIG_TABLE_NAMES",
+    "EFI_GLOBAL_VARIABLE",
+    "EFI_IMAGE_SECURITY_DATABASE",
+    "MICROSOFT_SVN_OWNER",
+    "SHIM_LOCK_GUID",
+    "ConfigTable",
+    "FirmwareBlob",
+    "GptData",
+    "GptPartition",
+    "LoadOption",
+    "SignatureEntry",
+    "SignatureKind",
+    "SignatureList",
+    "UefiVariable",
+    "X509Info",
+    "guid_from",
+    "parse_boot_order",
+    "parse_firmware_blob",
+    "parse_gpt",
+    "parse_handoff_tables",
+    "parse_load_option",
+    "parse_signature_lists",
+    "parse_uefi_variable",
+    "signature_entry",
+    "x509_info",
+    "x509_info_or_reason",
+]
+
 EFI_GLOBAL_VARIABLE = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFI_IMAGE_SECURITY_DATABASE = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
 SHIM_LOCK_GUID = "605dab50-e046-4300-abb6-3dd810dd8b23"

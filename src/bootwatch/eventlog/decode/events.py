@@ -28,6 +28,34 @@ from bootwatch.eventlog.decode.devicepath import device_path_text
 from bootwatch.eventlog.decode.sipa import SipaRecord, is_known_sipa_type, parse_sipa
 from bootwatch.eventlog.model import EventType
 
+__all__ = [
+    "IMAGE_TYPES",
+    "VARIABLE_TYPES",
+    "CompactHashEvent",
+    "CrtmVersion",
+    "DecodedEvent",
+    "FirmwareBlobEvent",
+    "GptEvent",
+    "HandoffTablesEvent",
+    "ImageLoadEvent",
+    "IplEvent",
+    "IplKind",
+    "NoActionEvent",
+    "PostCode",
+    "RawEvent",
+    "SeparatorEvent",
+    "SeparatorKind",
+    "SipaEvent",
+    "Sp800155Event",
+    "SpecIdHeader",
+    "StartupLocality",
+    "TaggedEvent",
+    "TextEvent",
+    "Undecodable",
+    "VariableEvent",
+    "decode_data",
+]
+
 # Event types come from the one definition, bootwatch.eventlog.model.EventType.
 
 VARIABLE_TYPES = frozenset(

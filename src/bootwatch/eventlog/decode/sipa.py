@@ -16,6 +16,18 @@ from typing import TypeAlias
 from bootwatch.encoding import b64url_encode
 from bootwatch.eventlog.decode._util import EventDataError
 
+__all__ = [
+    "AGGREGATION",
+    "NONMEASURED",
+    "SIPA_NAMES",
+    "SipaRecord",
+    "SipaValue",
+    "is_known_sipa_type",
+    "parse_sipa",
+    "sipa_name",
+    "sipa_records_json",
+]
+
 AGGREGATION = 0x40000000
 NONMEASURED = 0x80000000
 _MAX_DEPTH = 8

@@ -6,6 +6,11 @@ from bootwatch.eventlog.decode import events as ev
 from bootwatch.eventlog.decode.sipa import SipaRecord
 from bootwatch.eventlog.model import UnverifiedEvent
 
+__all__ = [
+    "summarize",
+    "summarize_decoded",
+]
+
 _MAX = 160
 
 
