@@ -3,11 +3,11 @@ under attestation load from a real swtpm VM's request, killed with SIGKILL mid-l
 restarted; then every acknowledged attestation (a 200 with a token, or a 400 verdict)
 must have its record, and every record's outcome event must reach the monitor.
 
-Counting, not matching: the load replays one request, so an answer cannot be paired
-with its row; but each test starts on an empty database, so ``records >= acknowledged``
-is exactly "nothing acknowledged was lost" (records of requests whose answer the kill
-cut off are the surplus), and ``monitor outcomes == records`` with an empty outbox is
-"every recorded event was delivered, once".
+Matching, not only counting: every answer names its record (``x-bootwatch-request-id``,
+also the outcome event's id), so each acknowledged answer is looked up by its id among
+the records and among the monitor's outcomes.  Records of requests whose answer the kill
+cut off are the surplus; ``monitor outcomes == records`` with an empty outbox is "every
+recorded event was delivered, once".
 """
 
 from __future__ import annotations
@@ -49,6 +49,18 @@ class Counts:
 
     def record_count(self) -> int:
         return self._one(f"SELECT count(*) FROM {self.records}")
+
+    def _ids(self, sql: str) -> set[str]:
+        with self.engine.connect() as conn:
+            return {str(v) for v in conn.execute(text(sql)).scalars()}
+
+    def unrecorded(self, acknowledged: set[str]) -> set[str]:
+        """Acknowledged request ids with no record."""
+        return acknowledged - self._ids(f"SELECT request_id FROM {self.records}")
+
+    def unseen_by_monitor(self, acknowledged: set[str]) -> set[str]:
+        """Acknowledged request ids whose outcome event the monitor does not hold."""
+        return acknowledged - self._ids(f"SELECT event_id FROM {self.outcomes}")
 
     def undelivered(self) -> int:
         return self._one(f"SELECT count(*) FROM {self.records} WHERE outcome_event IS NOT NULL")
@@ -98,7 +110,9 @@ def test_kill9_of_the_embedded_server_loses_no_acknowledged_attestation(
         until(counts.settled, 60, "the restarted server to deliver what the dead one left")
     finally:
         server.stop()
-    assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+    assert len(result.ids) == result.acknowledged
+    assert counts.unrecorded(result.ids) == set(), result
+    assert counts.unseen_by_monitor(result.ids) == set(), result
     assert counts.outcome_count() == counts.record_count()
 
 
@@ -141,7 +155,9 @@ def test_kill9_of_monitor_and_service_replicas_behind_http_events(
         service.stop()
         monitor.stop()
     assert result.other == {}, result
-    assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+    assert len(result.ids) == result.acknowledged
+    assert counts.unrecorded(result.ids) == set(), result
+    assert counts.unseen_by_monitor(result.ids) == set(), result
     assert counts.outcome_count() == counts.record_count()
 
 
@@ -172,6 +188,7 @@ def test_database_restart_mid_load_answers_503_then_recovers(
             service.stop()
         assert result.unavailable_without_retry_after == 0, result
         assert result.other == {}, (result, service.output())
-        assert counts.record_count() >= result.acknowledged, (counts.record_count(), result)
+        assert len(result.ids) == result.acknowledged
+        assert counts.unrecorded(result.ids) == set(), result
         counts.engine.dispose()
 

@@ -73,6 +73,10 @@ def test_permit_returns_sealed_envelope_and_records(svc: Any) -> None:
         rows = s.scalars(select(AttestationRecordRow).where(
             AttestationRecordRow.provider == "aadp")).all()
     assert any(row.verdict == "permit" for row in rows)
+    # the answer names its record
+    request_id = r.headers["x-bootwatch-request-id"]
+    named = [row for row in rows if row.request_id == request_id]
+    assert len(named) == 1 and named[0].verdict == "permit"
 
 
 def test_the_container_owns_the_caches_requests_use(svc: Any) -> None:
@@ -126,6 +130,7 @@ def test_deny_names_the_rule(svc: Any) -> None:
     err = r.json()["error"]
     assert err["code"] == "PolicyEvaluationError"
     assert 'type=="x-ms-azurevm-is-windows"' in err["message"]
+    assert len(r.headers["x-bootwatch-request-id"]) == 36  # a denial is recorded and named
     # one log line per request; the attestation's carries its verdict and reason
     mine = [x for x in lines if x.getMessage() == "request" and x.__dict__.get("verdict")]
     assert len(mine) == 1, [x.__dict__ for x in lines]

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from bootwatch.service.app import create_app
-from bootwatch.service.attestation import attest_azureguest
+from bootwatch.service.attestation import REQUEST_ID_HEADER, attest_azureguest
 from bootwatch.service.settings import Settings
 
 GENERAL = "/attest/AzureGuestThroughFastAPI"
@@ -29,8 +29,9 @@ def _general_router() -> APIRouter:
 
     @r.post(GENERAL)
     async def general(request: Request) -> Response:
-        status, payload = await attest_azureguest(request)
-        return Response(payload, status_code=status, media_type="application/json")
+        status, payload, request_id = await attest_azureguest(request)
+        return Response(payload, status_code=status, media_type="application/json",
+                        headers={REQUEST_ID_HEADER: request_id})
 
     return r
 
@@ -77,3 +78,5 @@ def test_fast_path_and_fastapi_route_answer_alike(case: Any, tmp_path: Path) -> 
         GENERAL, "/attest/AzureGuest")
     for header in ("x-ms-error-code", "allow", "retry-after", "content-type"):
         assert fast.headers.get(header) == general.headers.get(header), header
+    # a recorded verdict names its record on both paths (each its own id)
+    assert (REQUEST_ID_HEADER in fast.headers) == (REQUEST_ID_HEADER in general.headers)

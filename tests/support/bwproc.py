@@ -91,6 +91,8 @@ class LoadResult:
     unavailable_without_retry_after: int = 0
     failed: int = 0  # no answer (connection refused or cut)
     other: dict[int, int] = field(default_factory=dict)
+    #: the request ids (``x-bootwatch-request-id``) of every acknowledged answer
+    ids: set[str] = field(default_factory=set, repr=False)
 
     @property
     def acknowledged(self) -> int:
@@ -121,6 +123,13 @@ class Load:
                     time.sleep(0.02)
                     continue
                 with self._lock:
+                    if r.status_code in (200, 400):
+                        named = r.headers.get("x-bootwatch-request-id")
+                        if named is None:  # every recorded verdict names its record
+                            self.result.other[-r.status_code] = self.result.other.get(
+                                -r.status_code, 0) + 1
+                        else:
+                            self.result.ids.add(named)
                     if r.status_code == 200 and "token" in r.text:
                         self.result.answered += 1
                     elif r.status_code == 400:

@@ -172,6 +172,7 @@ def _record(
     outcome: AttestationOutcome,
     body: bytes,
     event: OutcomeEvent | None,
+    request_id: str,
 ) -> Commit:
     return record_attestation(
         state.records,
@@ -188,15 +189,17 @@ def _record(
             evidence=None if outcome.failed_check == "request" else body,
             client=(request.scope.get("client") or ("unknown", 0))[0],
             outcome=event,
+            request_id=request_id,
         ),
     )
 
 
 def _run(
-    request: Request, ctx: ProviderContext, body: bytes
+    request: Request, ctx: ProviderContext, body: bytes, request_id: str
 ) -> tuple[AttestationOutcome, Commit]:
     """The verdict, and the commit of its record (and outcome event, when the service
-    has an event sink) that must complete before the verdict is answered."""
+    has an event sink) that must complete before the verdict is answered.
+    ``request_id`` names the answer, the record and the outcome event alike."""
     state = service_state(request)
     cfg = state.attest_config
     inputs = provider_inputs(ctx, cfg)
@@ -207,11 +210,12 @@ def _run(
     event: OutcomeEvent | None = None
     if state.sink is not None:
         try:
-            event = state.outcome_builder.build(outcome, event_id=str(uuid.uuid4()), time=now,
-                                  provider=ctx.name, dbx_reference=cfg.dbx_reference)
+            event = state.outcome_builder.build(outcome, event_id=request_id, time=now,
+                                                provider=ctx.name,
+                                                dbx_reference=cfg.dbx_reference)
         except Exception as exc:  # a bug in describing the boot must not cost the verdict
             get_logger().error("outcome event not built", extra={"reason": repr(exc)})
-    return outcome, _record(state, request, ctx, outcome, body, event)
+    return outcome, _record(state, request, ctx, outcome, body, event, request_id)
 
 
 async def _durable(request: Request, commit: Commit) -> None:
@@ -274,13 +278,19 @@ async def _read_body(receive: Receive) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def attest_azureguest(request: Request) -> tuple[int, bytes]:
-    """``POST /attest/AzureGuest``: (status, JSON body) of a permit; raises the
-    :class:`~bootwatch.service.errors.ApiError` of a deny or of invalid evidence."""
+#: the response header naming an attestation's record (and its outcome event)
+REQUEST_ID_HEADER = "x-bootwatch-request-id"
+
+
+async def attest_azureguest(request: Request) -> tuple[int, bytes, str]:
+    """``POST /attest/AzureGuest``: (status, JSON body, request id) of a permit; raises
+    the :class:`~bootwatch.service.errors.ApiError` of a deny or of invalid evidence
+    (which carries the request id header too: every recorded verdict is named)."""
     ctx = await _admit(request)
     body = await _read_body(request.receive)
+    request_id = str(uuid.uuid4())
     # CPU-bound and GIL-bound: run inline (a thread hop only adds GIL hand-offs)
-    outcome, commit = _run(request, ctx, body)
+    outcome, commit = _run(request, ctx, body, request_id)
     await _durable(request, commit)
     # the verdict goes into the request's one log line (written by the edge middleware)
     request.scope[SCOPE_LOG] = {
@@ -290,10 +300,11 @@ async def attest_azureguest(request: Request) -> tuple[int, bytes]:
         "reason": outcome.reason or None,
     }
     if outcome.verdict is Verdict.PERMIT and outcome.envelope is not None:
-        return 200, encode_token_response(outcome.envelope)
+        return 200, encode_token_response(outcome.envelope), request_id
+    named = {REQUEST_ID_HEADER: request_id}
     if outcome.verdict is Verdict.DENY:
-        raise ApiError(400, "PolicyEvaluationError", deny_message(outcome))
-    raise invalid_parameter(outcome.reason)
+        raise ApiError(400, "PolicyEvaluationError", deny_message(outcome), headers=named)
+    raise ApiError(400, "InvalidParameter", outcome.reason, headers=named)
 
 
 _JSON_HEADERS = ((b"content-type", b"application/json"),)
@@ -327,13 +338,14 @@ class AzureGuestFastPath:
             await response(scope, receive, send)
             return
         try:
-            status, payload = await attest_azureguest(Request(scope, receive))
+            status, payload, request_id = await attest_azureguest(Request(scope, receive))
         except _Disconnected:
             return
         except BootwatchError as exc:
             await bootwatch_error_response(exc)(scope, receive, send)
             return
-        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode())]
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(payload)).encode()),
+                   (REQUEST_ID_HEADER.encode(), request_id.encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 

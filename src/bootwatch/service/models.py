@@ -156,6 +156,8 @@ class AttestationRecordRow(Base):
     evidence_bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
     #: the encoded outcome event until the relay delivered it (the outbox, migration 0005)
     outcome_event: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    #: the id the answer named (``x-bootwatch-request-id``) and the outcome event's id
+    request_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
 
 
 class ServiceTagRow(Base):

@@ -127,6 +127,8 @@ class AttestationRecord:
     #: the outcome event for the monitor, kept in the outbox until the relay delivered
     #: it (None when the service has no event sink)
     outcome: OutcomeEvent | None = None
+    #: the id the answer names (``x-bootwatch-request-id``)
+    request_id: str | None = None
 
 
 #: evidence quota checks run once this fraction of a quota was added since the last one
@@ -158,6 +160,7 @@ def _row(record: AttestationRecord, now: datetime, settings: Settings) -> dict[s
         "evidence_bytes": len(record.evidence) if keep and record.evidence is not None else None,
         "client": record.client[:64] if record.client else None,
         "outcome_event": encode_outcome(record.outcome) if record.outcome is not None else None,
+        "request_id": record.request_id,
     }
 
 
