@@ -19,7 +19,8 @@ floor measured in the same run, so a loaded machine shows as a loaded floor):
    Reported for each of ``--runs`` runs (each on a new database), then the best
    and the spread: events/s, CPU per event, the cores other processes used
    meanwhile, and the ratio to the floor: bare ``executemany`` inserts of the
-   same outcome rows and new boot rows into the same tables, no logic.
+   same outcome rows and new boot rows (with their documents) into the same
+   tables, no logic.
 2. **Report ingestion**: ``Monitor.ingest_report`` for platform-error reports
    (no token), one transaction each (as the API does).
 3. **Queries** at each fleet size (VMs, recommendations and alerts seeded by
@@ -142,7 +143,7 @@ def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
 
     from bootwatch.monitor.core import _events_json, _pcrs_json
     from bootwatch.monitor.db import make_engine, run_migrations
-    from bootwatch.monitor.models import BootRow, OutcomeRow
+    from bootwatch.monitor.models import BootDocumentRow, BootRow, OutcomeRow
 
     rnd = random.Random(seed)
     pcrs, events = make_events(corpus)
@@ -200,11 +201,11 @@ def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
                "provider": "shared", "verdict": o.verdict.value, "reason": o.reason,
                "failed_check": None, "boot_id": None} for o in todo]
     fresh = {id(o) for o in new_boots}
-    rows_b = [{"vm_id": o.vm_id, "boot_key": uuid.uuid4().hex, "reset_count": o.reset_count,
-               "pcr_bank": "sha256", "pcrs": pj, "events": ev_json, "claims": "[]",
+    rows_b = [{"id": i + 1, "vm_id": o.vm_id, "boot_key": uuid.uuid4().hex,
+               "reset_count": o.reset_count, "pcr_bank": "sha256", "pcrs": pj,
                "verdict": "permit", "reason": "permitted", "policy_hash": "h",
                "baseline_id": None, "agent_version": "", "first_seen": now, "last_seen": now}
-              if id(o) in fresh else None for o in todo]
+              if id(o) in fresh else None for i, o in enumerate(todo)]
     f0 = time.perf_counter()
     for k in range(0, len(rows_o), 500):
         with engine.begin() as conn:
@@ -212,6 +213,9 @@ def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
             part = [r for r in rows_b[k:k + 500] if r is not None]
             if part:
                 conn.execute(insert(BootRow.__table__), part)
+                conn.execute(insert(BootDocumentRow.__table__),
+                             [{"boot_id": r["id"], "events": ev_json, "claims": "[]"}
+                              for r in part])
     floor = time.perf_counter() - f0
     engine.dispose()
     return {"events": n_events, **{f"n_{k}": v for k, v in counts.items()},

@@ -23,7 +23,7 @@ from bootwatch.eventlog.framing import parse_log
 from bootwatch.monitor.core import Monitor, _events_json, events_from_json
 from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.metrics import MonitorMetrics
-from bootwatch.monitor.models import AlertRow, BootRow, RecommendationRow, VmRow
+from bootwatch.monitor.models import AlertRow, BaselineRow, RecommendationRow, VmRow
 from bootwatch.monitor.recommendations import AGENT_LINUX, AGENT_WINDOWS
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.settings import MonitorSettings
@@ -105,8 +105,9 @@ def _dump(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     skip = {"monitor_alerts": {"id"}, "monitor_webhook_deliveries": {"id", "body"}}
     out: dict[str, list[tuple[Any, ...]]] = {}
     with engine.connect() as conn:
-        for table in ("monitor_vms", "monitor_boots", "monitor_outcomes", "monitor_baselines",
-                      "monitor_alerts", "monitor_recommendations"):
+        for table in ("monitor_vms", "monitor_boots", "monitor_boot_documents",
+                      "monitor_outcomes", "monitor_baselines", "monitor_alerts",
+                      "monitor_recommendations"):
             cols = [r[0] for r in conn.execute(text(f"SELECT * FROM {table}")).cursor.description
                     if r[0] not in skip.get(table, set())]
             rows = conn.execute(text(f"SELECT {', '.join(cols)} FROM {table}")).all()
@@ -161,9 +162,8 @@ def test_records_write_deferred_columns_they_change(tmp_path: Path) -> None:
     m = _monitor(engine)
     with m.write_tx() as session:
         rows = RowSet()
-        rows.new(BootRow, {"id": 1, "vm_id": "V", "boot_key": "k1", "pcr_bank": "sha256",
-                           "pcrs": "{}", "events": "[1]", "claims": "[]", "verdict": "permit",
-                           "first_seen": T0, "last_seen": T0})
+        rows.new(BaselineRow, {"id": 1, "vm_id": "V", "origin": "learned", "pcrs": "{}",
+                               "events": "[1]", "created_at": T0})
         for key in ("a", "b", "c"):
             rows.new(RecommendationRow, {"vm_id": "V", "key": key, "name": "n",
                                          "severity": "low", "code": "Healthy", "cause": "",
@@ -178,11 +178,12 @@ def test_records_write_deferred_columns_they_change(tmp_path: Path) -> None:
     later = T0 + timedelta(days=1)
     with m.write_tx() as session:
         rows = RowSet()
-        (boot,) = rows.load(session, BootRow, BootRow.id == 1, defer=("events", "claims"))
-        assert "events" not in vars(boot)
-        assert boot.events == "[1]"  # read on first access
-        boot.events = "[2]"          # read, then written
-        boot.claims = '[["x",1]]'     # written without being read
+        (base,) = rows.load(session, BaselineRow, BaselineRow.id == 1,
+                            defer=("events", "label"))
+        assert "events" not in vars(base)
+        assert base.events == "[1]"  # read on first access
+        base.events = "[2]"          # read, then written
+        base.label = "x"             # written without being read
         recs = {r.key: r for r in rows.load(session, RecommendationRow,
                                             defer=("status_changed",))}
         recs["a"].code = "Unhealthy"
@@ -194,8 +195,8 @@ def test_records_write_deferred_columns_they_change(tmp_path: Path) -> None:
                                      "first_evaluated": later, "status_changed": later})
         rows.flush(session)
     with engine.connect() as conn:
-        assert conn.execute(select(BootRow.events, BootRow.claims)).one() == ("[2]",
-                                                                              '[["x",1]]')
+        assert conn.execute(select(BaselineRow.events, BaselineRow.label)).one() == ("[2]",
+                                                                                     "x")
         got = {r.key: r for r in conn.execute(select(RecommendationRow)).all()}
     assert sorted(got) == ["a", "b", "c"]
     assert got["a"].code == "Unhealthy" and got["a"].status_changed.day == later.day

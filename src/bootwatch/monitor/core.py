@@ -40,6 +40,7 @@ from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
     AlertRow,
     BaselineRow,
+    BootDocumentRow,
     BootRow,
     OutcomeRow,
     RecommendationRow,
@@ -175,6 +176,10 @@ def _pcrs_json(pcrs: dict[int, str]) -> str:
     return _COMPACT.encode({str(k): v for k, v in sorted(pcrs.items())})
 
 
+def _claims_json(claims: Sequence[tuple[str, Any]]) -> str:
+    return _COMPACT.encode([[k, v] for k, v in claims])
+
+
 def _boot_key(ev: OutcomeEvent) -> str:
     """A boot: its quoted PCR values, bank and TPM reset count."""
     return hashlib.sha256(
@@ -206,6 +211,8 @@ class _Ctx:
     variants_group: dict[str, list[BaselineRow]] = field(default_factory=dict)
     boots: dict[tuple[str, str], BootRow] = field(default_factory=dict)
     boots_by_id: dict[int, BootRow] = field(default_factory=dict)
+    #: the events document of boots created in this transaction, by boot id
+    boot_events: dict[int, str] = field(default_factory=dict)
     #: boot keys looked up in the database already (absent: a new boot)
     boot_keys_loaded: bool = False
     #: set for a batch of outcome events: rows are plain records, loaded and written
@@ -244,8 +251,8 @@ def _ctx(session: Session) -> _Ctx:
     return ctx
 
 
-_Row = TypeVar("_Row", AlertRow, BaselineRow, BootRow, OutcomeRow, RecommendationRow,
-               SuppressionRow, VmRow, WebhookDeliveryRow)
+_Row = TypeVar("_Row", AlertRow, BaselineRow, BootDocumentRow, BootRow, OutcomeRow,
+               RecommendationRow, SuppressionRow, VmRow, WebhookDeliveryRow)
 
 
 def _new_row(session: Session, cls: type[_Row], **values: Any) -> _Row:
@@ -271,8 +278,8 @@ def _delete_row(session: Session, cls: type[_Row], obj: _Row) -> None:
 #: columns a batch rarely reads (documents used only to diff a deviating boot or learn
 #: a baseline): a batch's records read them when first used
 _DEFERRED: dict[str, tuple[str, ...]] = {
-    BootRow.__tablename__: ("events", "claims"),
-    BaselineRow.__tablename__: ("events",),
+    BaselineRow.__tablename__: ("events", "label", "origin", "source_boot_id", "created_at",
+                                "created_by"),
     # what a refresh never reads (it writes status_changed when the code changes)
     RecommendationRow.__tablename__: ("name", "severity", "first_evaluated", "status_changed"),
 }
@@ -285,6 +292,15 @@ def _fetch(session: Session, cls: type[_Row], *where: ColumnElement[bool],
         return rows.load(session, cls, *where, order_by=order_by,
                          defer=_DEFERRED.get(cls.__tablename__, ()))
     return list(session.scalars(select(cls).where(*where).order_by(*order_by)))
+
+
+def _boot_events(session: Session, boot_id: int) -> str:
+    """A boot's events document (JSON): made in this transaction, else read."""
+    made = _ctx(session).boot_events.get(boot_id)
+    if made is not None:
+        return made
+    return str(session.connection().execute(
+        select(BootDocumentRow.events).where(BootDocumentRow.boot_id == boot_id)).scalar_one())
 
 
 def _parsed(session: Session, text: str) -> dict[int, str]:
@@ -597,11 +613,13 @@ class Monitor:
             boot = _new_row(
                 session, BootRow, id=_next_id(session, BootRow), vm_id=vm_id, boot_key=key,
                 reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
-                pcrs=_pcrs_json(dict(ev.pcrs)), events=_events_json(ev.events),
-                claims=_COMPACT.encode([[k, v] for k, v in ev.claims]),
+                pcrs=_pcrs_json(dict(ev.pcrs)),
                 verdict=ev.verdict.value, reason=ev.reason[:4000], policy_hash=ev.policy_hash,
                 first_seen=ev.time, last_seen=ev.time,
             )
+            events = ctx.boot_events[boot.id] = _events_json(ev.events)
+            _new_row(session, BootDocumentRow, boot_id=boot.id, events=events,
+                     claims=_claims_json(ev.claims))
         else:
             boot.last_seen = max(as_utc(boot.last_seen), ev.time)
             boot.verdict = ev.verdict.value
@@ -647,7 +665,7 @@ class Monitor:
                 key=lambda v: len(differing_pcrs(_parsed(session, v.pcrs), boot_pcrs)),
             )
             diff = diff_boot(_parsed(session, closest.pcrs), events_from_json(closest.events),
-                             boot_pcrs, events_from_json(boot.events))
+                             boot_pcrs, events_from_json(_boot_events(session, boot.id)))
         if ev.verdict is Verdict.DENY:
             self._raise(
                 session, vm, AlertReason.POLICY_DENIED, Severity.MEDIUM, now,
@@ -798,7 +816,8 @@ class Monitor:
             vm_id=None if group else vm.vm_id,
             group_name=vm.group_name if group else None,
             label=label or f"boot {boot.id}", origin=origin, pcrs=boot.pcrs,
-            events=boot.events, source_boot_id=boot.id, created_at=now, created_by=by,
+            events=_boot_events(session, boot.id), source_boot_id=boot.id, created_at=now,
+            created_by=by,
         )
         ctx = _ctx(session)
         if group:
@@ -864,7 +883,8 @@ class Monitor:
             pcrs = pcrs_from_json(boot.pcrs)
             if against is not None:
                 other = self._boot_of(session, vm, against)
-                ref_pcrs, ref_events, what = (pcrs_from_json(other.pcrs), other.events,
+                ref_pcrs, ref_events, what = (pcrs_from_json(other.pcrs),
+                                              _boot_events(session, other.id),
                                               f"boot {other.id}")
             else:
                 variants = self._variants(session, vm)
@@ -875,7 +895,7 @@ class Monitor:
                 ref_pcrs, ref_events, what = (pcrs_from_json(best.pcrs), best.events,
                                               f"baseline variant {best.id}")
             entries = diff_boot(ref_pcrs, events_from_json(ref_events), pcrs,
-                                events_from_json(boot.events))
+                                events_from_json(_boot_events(session, boot.id)))
             return {"vm_id": vm.vm_id, "boot": boot.id, "against": what,
                     "diff": [e.to_json() for e in entries]}
 
@@ -1165,11 +1185,13 @@ class Monitor:
         out: list[dict[str, Any]] = []
         with self.read() as session:
             rows = session.execute(
-                select(BootRow, VmRow.name).join(VmRow, VmRow.vm_id == BootRow.vm_id)
+                select(BootRow, VmRow.name, BootDocumentRow.claims)
+                .join(VmRow, VmRow.vm_id == BootRow.vm_id)
+                .join(BootDocumentRow, BootDocumentRow.boot_id == BootRow.id)
                 .where(BootRow.last_seen >= cutoff).order_by(BootRow.vm_id, BootRow.id)
             ).all()
-            for boot, name in rows:
-                pairs = json.loads(boot.claims)
+            for boot, name, claims_text in rows:
+                pairs = json.loads(claims_text)
                 if not pairs:
                     continue
                 claims = [Claim.service(k, v, read_only=(k == "pcrs")) for k, v in pairs]
