@@ -32,10 +32,11 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bootwatch.errors import ConfigError, InputError, PolicyError, StorageError
+from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
-from bootwatch.monitor.health import ATTENTION, StateFacts, compute_state
+from bootwatch.monitor.fastpath import FastPath
+from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
     AlertRow,
@@ -51,13 +52,12 @@ from bootwatch.monitor.models import (
 )
 from bootwatch.monitor.recommendations import (
     RecommendationResult,
-    VmFacts,
-    evaluate_recommendations,
 )
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.releases.planner import AgentView
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.tokens import TokenVerifier
+from bootwatch.monitor.vmstate import Evaluations, evaluate_vm
 from bootwatch.protocol import token as t
 from bootwatch.protocol.health import FailedHop, HealthReport, HealthStatus
 from bootwatch.protocol.monitor import (
@@ -187,13 +187,6 @@ def _boot_key(ev: OutcomeEvent) -> str:
     ).hexdigest()
 
 
-def _recommendations_digest(results: Sequence[RecommendationResult]) -> str:
-    """What a VM's recommendation rows hold after a refresh with these results."""
-    return hashlib.sha256("\x1e".join(
-        f"{r.definition.key}\x1f{r.code.value}\x1f{r.cause}\x1f{r.description}\x1f"
-        f"{r.remediation}" for r in results).encode()).hexdigest()
-
-
 def pcrs_from_json(text: str) -> dict[int, str]:
     return {int(k): str(v) for k, v in json.loads(text).items()}
 
@@ -221,8 +214,7 @@ class _Ctx:
     #: parsed PCR documents by their JSON text (baselines and boots compared per event)
     parsed_pcrs: dict[str, dict[int, str]] = field(default_factory=dict)
     #: recommendation results and their digest by the facts they were evaluated from
-    evaluated: dict[VmFacts, tuple[tuple[RecommendationResult, ...], str]] = field(
-        default_factory=dict)
+    evaluated: Evaluations = field(default_factory=dict)
     #: a batch's recommendation results per VM whose results changed, in order
     pending_recs: dict[str, list[tuple[Sequence[RecommendationResult], datetime]]] = field(
         default_factory=dict)
@@ -342,6 +334,7 @@ class Monitor:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write = threading.Lock()
         self.stale_after = timedelta(seconds=settings.stale_after_seconds)
+        self._fast = FastPath(stale_after=self.stale_after, egress_text=egress_text)
 
     # --- transactions -------------------------------------------------------
 
@@ -502,20 +495,30 @@ class Monitor:
             ids = [e.event_id for e in events]
             seen = set(session.scalars(select(OutcomeRow.event_id)
                                        .where(OutcomeRow.event_id.in_(ids))).all())
-            fresh = [e for e in events if e.event_id not in seen]
+            fresh: list[OutcomeEvent] = []
+            for e in events:
+                new = e.event_id not in seen
+                stored.append(new)
+                if new:
+                    seen.add(e.event_id)
+                    fresh.append(e)
             keys = {id(e): _boot_key(e) for e in fresh if e.pcrs}
             subjects = {id(e): normalise_vm_id(e.subject_vm_id or "") for e in fresh}
-            self._preload(session, set(subjects.values()) - {""},
-                          boot_keys=set(keys.values()))
-            for ev in events:
-                if ev.event_id in seen:
-                    stored.append(False)
-                    continue
-                seen.add(ev.event_id)
-                self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
-                stored.append(True)
+            plan = self._fast.plan(session, fresh, subjects, keys, now, ctx.evaluated)
+            slow = [e for e in fresh if not plan.takes(e)]
+            self._preload(session, {subjects[id(e)] for e in slow} - {""},
+                          boot_keys={keys[id(e)] for e in slow if id(e) in keys})
+            for ev in fresh:
+                boot = plan.boots.get(id(ev))
+                if boot is None:
+                    self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
+                elif boot.id is None:  # a new boot: its id in event order, as in general
+                    boot.id = _next_id(session, BootRow)
             self._apply_pending_recommendations(session)
             ctx.rows.flush(session)
+            self._fast.write(session, plan, fresh, now, events_json=lambda e: _events_json(
+                e.events), claims_json=lambda e: _claims_json(e.claims),
+                pcrs_json=lambda e: _pcrs_json(dict(e.pcrs)))
         for ev, ok in zip(events, stored, strict=True):
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
         return stored
@@ -1043,54 +1046,17 @@ class Monitor:
                 boot = found[0] if found else None
             variant_ids = {b.id for b in self._variants(session, vm)}
             last_boot_matched = bool(boot and boot.baseline_id in variant_ids)
-        facts = StateFacts(
-            enabled=vm.enabled,
-            last_outcome_at=as_utc(vm.last_outcome_at) if vm.last_outcome_at else None,
-            last_verdict=Verdict(vm.last_verdict) if vm.last_verdict else None,
-            last_reason=vm.last_reason,
-            last_boot_matched=last_boot_matched,
-            open_integrity_alerts=integrity,
-            last_alive_at=as_utc(vm.last_alive_at) if vm.last_alive_at else None,
-            last_report_at=as_utc(vm.last_report_at) if vm.last_report_at else None,
-            last_report_platform_error=vm.last_report_status == HealthStatus.PLATFORM_ERROR,
-            last_platform_error=vm.last_report_message,
-            now=now,
-            stale_after=self.stale_after,
-        )
-        state, reason = compute_state(facts)
+        ctx = _ctx(session)
+        ev = evaluate_vm(vm, integrity=integrity, last_boot_matched=last_boot_matched, now=now,
+                         stale_after=self.stale_after, egress_text=self.egress_text,
+                         evaluated=ctx.evaluated)
+        state, results, digest = ev.state, ev.results, ev.digest
         if state.value != vm.state:
             vm.state = state.value
             vm.state_since = now
         vm.attention = ATTENTION[state]
-        vm.state_reason = reason
+        vm.state_reason = ev.reason
         vm.open_alerts = len(open_rows)
-        hop = FailedHop(vm.last_failed_hop) if vm.last_failed_hop else None
-        egress = ""
-        if hop is not None and self.egress_text is not None:
-            try:
-                egress = self.egress_text(hop, vm.last_failed_target)
-            except (ConfigError, InputError) as exc:
-                egress = f"(no rules generated: {exc})"
-        rec_facts = VmFacts(
-            enabled=vm.enabled, state=state, security_type=SecurityType(vm.security_type),
-            secure_boot_setting=Toggle(vm.secure_boot), vtpm_setting=Toggle(vm.vtpm),
-            measured_secure_boot=vm.measured_secure_boot, is_windows=vm.is_windows,
-            last_report_status=(HealthStatus(vm.last_report_status)
-                                if vm.last_report_status else None),
-            last_failed_hop=hop, last_failed_target=vm.last_failed_target,
-            last_platform_error=vm.last_report_message, open_integrity_alerts=len(integrity),
-            dbx_missing=vm.dbx_missing, dbx_current=vm.dbx_current,
-            aik_not_after=as_utc(vm.aik_not_after) if vm.aik_not_after else None,
-            now=now, egress_rules_text=egress,
-        )
-        ctx = _ctx(session)
-        # the rules are pure: VMs with the same facts (a healthy fleet's are the same but
-        # for the VM) share one evaluation per transaction
-        known = ctx.evaluated.get(rec_facts)
-        if known is None:
-            results = evaluate_recommendations(rec_facts)
-            known = ctx.evaluated[rec_facts] = (results, _recommendations_digest(results))
-        results, digest = known
         if vm.recommendations_digest == digest and vm.vm_id not in ctx.recs:
             return  # the stored rows hold these results (only this method writes them)
         vm.recommendations_digest = digest
