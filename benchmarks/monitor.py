@@ -3,6 +3,9 @@
     python benchmarks/monitor.py [--events 20000] [--runs 3] [--mix repeat=0.85,...]
                                  [--vms 10000,100000] [--corpus ../shared/corpus]
 
+``--events 0`` (or ``--runs 0``) skips the ingestion runs, ``--reports 0`` the
+reports, ``--vms ""`` the queries.
+
 What it measures, all in one run on the same machine (figures are ratios to a
 floor measured in the same run, so a loaded machine shows as a loaded floor):
 
@@ -366,8 +369,9 @@ def main() -> None:
         mix = parse_mix(args.mix)
         result["mix"] = mix
         result["ingest_runs"] = [bench_ingest(corpus, args.events, work / f"run{r}", mix, r)
-                                 for r in range(args.runs)]
-        result["ingest"] = max(result["ingest_runs"], key=lambda x: x["events_per_s"])
+                                 for r in range(args.runs if args.events else 0)]
+        if result["ingest_runs"]:
+            result["ingest"] = max(result["ingest_runs"], key=lambda x: x["events_per_s"])
         if args.reports:
             result["reports"] = bench_reports(work, args.reports)
         result["queries"] = {n: bench_queries(work, int(n), args.rounds)
@@ -375,10 +379,23 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    ing = result["ingest"]
-    runs = result["ingest_runs"]
     print(f"machine: {result['cores']} cores; other processes used {load:.2f} cores before "
           "the run")
+    if result["ingest_runs"]:
+        print_ingest(result)
+    if "reports" in result:
+        rep = result["reports"]
+        print(f"report ingestion (one transaction each): {rep['reports_per_s']:,.0f} "
+              f"reports/s, {rep['cpu_us_per_report']:.0f} us CPU per report")
+    for n, qs in result["queries"].items():
+        for label, f in qs.items():
+            print(f"{int(n):>7,} VMs  {label:<22} p50 {f['p50_ms']:6.1f} ms  "
+                  f"p99 {f['p99_ms']:6.1f} ms  (target p99 < 50 ms)")
+
+
+def print_ingest(result: dict[str, Any]) -> None:
+    ing = result["ingest"]
+    runs = result["ingest_runs"]
     print(f"outcome ingestion (SQLite, batches of 500, 2,000 VMs, {ing['events']:,} events: "
           + ", ".join(f"{k} {ing['n_' + k]:,}" for k in result["mix"]) + ")")
     for i, r in enumerate(runs):
@@ -390,14 +407,6 @@ def main() -> None:
     print(f"  best {ing['events_per_s']:,.0f} events/s ({ing['ratio_to_floor']:.2f}x the floor), "
           f"spread {min(rates):,.0f}-{max(rates):,.0f}/s over {len(runs)} runs "
           "(target >= 5,000/s and <= 3x)")
-    if "reports" in result:
-        rep = result["reports"]
-        print(f"report ingestion (one transaction each): {rep['reports_per_s']:,.0f} "
-              f"reports/s, {rep['cpu_us_per_report']:.0f} us CPU per report")
-    for n, qs in result["queries"].items():
-        for label, f in qs.items():
-            print(f"{int(n):>7,} VMs  {label:<22} p50 {f['p50_ms']:6.1f} ms  "
-                  f"p99 {f['p99_ms']:6.1f} ms  (target p99 < 50 ms)")
 
 
 if __name__ == "__main__":

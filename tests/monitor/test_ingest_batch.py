@@ -27,7 +27,7 @@ from sqlalchemy import Engine, select, text
 
 from bootwatch.attest.outcome import describe_events
 from bootwatch.eventlog.framing import parse_log
-from bootwatch.monitor.core import Monitor, _events_json, events_from_json
+from bootwatch.monitor.core import Monitor, _events_json, _pcrs_json, events_from_json
 from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.fastpath import FastPath, FastPlan
 from bootwatch.monitor.metrics import MonitorMetrics
@@ -211,6 +211,12 @@ def test_records_write_deferred_columns_they_change(tmp_path: Path) -> None:
     assert got["a"].code == "Unhealthy" and got["a"].status_changed.day == later.day
     assert got["b"].description == "again" and got["c"].status_changed.day == T0.day
     engine.dispose()
+
+
+def test_pcrs_json_is_what_json_dumps_writes() -> None:
+    for pcrs in ({}, {0: "ab" * 32}, {10: "00", 2: "ff", 23: "", 7: "\u00e9\""}):
+        want = json.dumps({str(k): v for k, v in sorted(pcrs.items())}, separators=(",", ":"))
+        assert _pcrs_json(pcrs) == want
 
 
 def test_events_json_is_what_json_dumps_writes() -> None:

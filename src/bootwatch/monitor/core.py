@@ -173,7 +173,11 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _pcrs_json(pcrs: dict[int, str]) -> str:
-    return _COMPACT.encode({str(k): v for k, v in sorted(pcrs.items())})
+    """``json.dumps`` of the PCRs by index (compact, ASCII), built directly (a batch
+    computes one per event for its boot key; tests/monitor/test_ingest_batch.py checks
+    the two agree)."""
+    q = encode_basestring_ascii
+    return "{" + ",".join(f'"{int.__repr__(k)}":{q(v)}' for k, v in sorted(pcrs.items())) + "}"
 
 
 def _claims_json(claims: Sequence[tuple[str, Any]]) -> str:

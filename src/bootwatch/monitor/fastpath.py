@@ -41,6 +41,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import Dialect, or_, select
@@ -75,6 +76,7 @@ _VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at"
                "last_boot_id", "measured_secure_boot", "is_windows", "dbx_missing",
                "dbx_current", "aik_not_after", "state", "state_since", "attention",
                "state_reason", "open_alerts")
+_VM_VALUES = itemgetter(*_VM_COLUMNS)
 #: the boot columns an event on the fast path may change
 _BOOT_COLUMNS = ("last_seen", "verdict", "reason", "policy_hash", "baseline_id")
 #: a boot as the fast path reads it: (id, vm_id, boot_key, then the _BOOT_COLUMNS)
@@ -163,7 +165,7 @@ class FastPath:
         for r in conn.execute(
                 select(*vm_cols, *_BOOT_READ).select_from(VmRow.__table__)
                 .outerjoin(BootRow, BootRow.id == VmRow.last_boot_id)
-                .where(VmRow.vm_id.in_(candidates), VmRow.enabled.is_(True))):
+                .where(VmRow.vm_id.in_(candidates), VmRow.enabled.is_(True))).all():
             rows.append(dict(zip(names, r[:n], strict=True)))
             if r[n] is not None:
                 boots[(r[n + 1], r[n + 2])] = (r[n], tuple(r[n + 3:]))
@@ -175,7 +177,7 @@ class FastPath:
         if other:
             for b in conn.execute(select(*_BOOT_READ).where(
                     BootRow.vm_id.in_(sorted({v for v, _ in other})),
-                    BootRow.boot_key.in_(sorted({k for _, k in other})))):
+                    BootRow.boot_key.in_(sorted({k for _, k in other})))).all():
                 if (b[1], b[2]) in other:
                     boots[(b[1], b[2])] = (b[0], tuple(b[3:]))
         alerted = set(conn.execute(select(AlertRow.vm_id).where(
@@ -189,7 +191,7 @@ class FastPath:
         parsed: dict[str, dict[int, str]] = {}
         for bid, bvm, bgroup, pcrs_text in conn.execute(
                 select(BaselineRow.id, BaselineRow.vm_id, BaselineRow.group_name,
-                       BaselineRow.pcrs).where(or_(*cond)).order_by(BaselineRow.id)):
+                       BaselineRow.pcrs).where(or_(*cond)).order_by(BaselineRow.id)).all():
             pcrs = parsed.get(pcrs_text)
             if pcrs is None:
                 pcrs = parsed[pcrs_text] = _pcrs(pcrs_text)
@@ -295,9 +297,10 @@ class FastPath:
                                   boot.policy_hash, boot.baseline_id, "", made.time,
                                   boot.last_seen))
                 docs.append((boot.id, events_json(made), claims_json(made)))
-        self._insert(dialect, OutcomeRow, _OUTCOME_INSERT).executemany(session, outcomes)
-        self._insert(dialect, BootRow, _BOOT_INSERT).executemany(session, new_boots)
-        self._insert(dialect, BootDocumentRow, _DOC_INSERT).executemany(session, docs)
+        memo: dict[tuple[int, int], Any] = {}
+        self._insert(dialect, OutcomeRow, _OUTCOME_INSERT).executemany(session, outcomes, memo)
+        self._insert(dialect, BootRow, _BOOT_INSERT).executemany(session, new_boots, memo)
+        self._insert(dialect, BootDocumentRow, _DOC_INSERT).executemany(session, docs, memo)
         changed_boots: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for boot in touched.values():
             if boot.loaded is not None:
@@ -305,17 +308,15 @@ class FastPath:
                 if cols:
                     changed_boots.setdefault(cols, []).append((*vals, boot.id))
         for cols, rows in changed_boots.items():
-            self._update(dialect, BootRow, cols, ("id",)).executemany(session, rows)
+            self._update(dialect, BootRow, cols, ("id",)).executemany(session, rows, memo)
         changed_vms: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for vm_id, (loaded, vm, last_boot) in plan.vms.items():
             vm.last_boot_id = last_boot.id
-            before = tuple(loaded[c] for c in _VM_COLUMNS)
-            after = tuple(getattr(vm, c) for c in _VM_COLUMNS)
-            cols, vals = _changed(_VM_COLUMNS, before, after)
+            cols, vals = _changed(_VM_COLUMNS, _VM_VALUES(loaded), _VM_VALUES(vars(vm)))
             if cols:
                 changed_vms.setdefault(cols, []).append((*vals, vm_id))
         for cols, rows in changed_vms.items():
-            self._update(dialect, VmRow, cols, ("vm_id",)).executemany(session, rows)
+            self._update(dialect, VmRow, cols, ("vm_id",)).executemany(session, rows, memo)
 
     def _insert(self, dialect: Dialect, cls: type[Any], cols: tuple[str, ...]) -> RawWrite:
         key = (cls.__tablename__, "insert", cols)

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session
 
 __all__ = ["RawWrite", "raw_insert", "raw_update"]
 
+_NONE: Any = object()
+
 
 @dataclass(frozen=True)
 class RawWrite:
@@ -39,16 +41,26 @@ class RawWrite:
     #: (index in ``columns``, conversion) for each column whose type converts values
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]
 
-    def executemany(self, session: Session, rows: Sequence[Sequence[Any]]) -> None:
+    def executemany(self, session: Session, rows: Sequence[Sequence[Any]],
+                    memo: dict[tuple[int, int], Any] | None = None) -> None:
+        """Run for ``rows``; ``memo`` (owned by the caller, alive no longer than the rows'
+        values) keeps each value's conversion by identity: a batch writes the same
+        time objects into several rows and tables."""
         if not rows:
             return
         params: list[Any] = []
         conv = self.converters
+        memo = {} if memo is None else memo
         for row in rows:
             if conv:
                 row = list(row)
                 for i, f in conv:
-                    row[i] = f(row[i])
+                    v = row[i]
+                    key = (id(f), id(v))
+                    done = memo.get(key, _NONE)
+                    if done is _NONE:
+                        done = memo[key] = (v, f(v))
+                    row[i] = done[1]
             if self.positional:
                 params.append(tuple([row[i] for i in self.order]))
             else:
