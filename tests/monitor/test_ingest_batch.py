@@ -26,12 +26,14 @@ from bwservers import PG_URL, pg_schema
 from sqlalchemy import Engine, select, text
 
 from bootwatch.attest.outcome import describe_events
+from bootwatch.errors import StorageError
 from bootwatch.eventlog.framing import parse_log
 from bootwatch.monitor.core import Monitor, _events_json, _pcrs_json, events_from_json
 from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.fastpath import FastPath, FastPlan
 from bootwatch.monitor.metrics import MonitorMetrics
-from bootwatch.monitor.models import AlertRow, BaselineRow, RecommendationRow, VmRow
+from bootwatch.monitor.models import AlertRow, BaselineRow, OutcomeRow, RecommendationRow, VmRow
+from bootwatch.monitor.rawsql import raw_insert
 from bootwatch.monitor.recommendations import AGENT_LINUX, AGENT_WINDOWS
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.settings import MonitorSettings
@@ -336,3 +338,19 @@ def test_the_fast_path_keeps_a_vm_healthy(engines: list[Engine]) -> None:
         vm = m.find_vm(s, vms[1])
         assert vm.state == "healthy" and vm.open_alerts == 0
         assert vm.last_reason == "permit 2"
+
+
+def test_a_failed_raw_write_is_a_storage_error(tmp_path: Path) -> None:
+    """The fast path's writes (monitor/rawsql.py) fail like any other statement: the
+    transaction rolls back and the caller gets a StorageError (an ingester retries it)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    run_migrations(engine)
+    m = _monitor(engine)
+    cols = ("event_id", "vm_id", "time", "received_at", "provider", "verdict", "reason")
+    write = raw_insert(OutcomeRow.__table__, cols, engine.dialect)
+    row = ("e1", "V", T0, T0, "p", "permit", "r")
+    with pytest.raises(StorageError, match="IntegrityError"), m.write_tx() as session:
+        write.executemany(session, [row, row])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM monitor_outcomes")).scalar() == 0
+    engine.dispose()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Dialect, Table, bindparam, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 __all__ = ["RawWrite", "raw_insert", "raw_update"]
@@ -40,6 +41,9 @@ class RawWrite:
     positional: bool
     #: (index in ``columns``, conversion) for each column whose type converts values
     converters: tuple[tuple[int, Callable[[Any], Any]], ...]
+    #: the driver's base exception: raised as SQLAlchemy's DBAPIError, so the caller's
+    #: transaction treats a busy or lost database as from any other statement
+    dbapi_error: type[Exception]
 
     def executemany(self, session: Session, rows: Sequence[Sequence[Any]],
                     memo: dict[tuple[int, int], Any] | None = None) -> None:
@@ -68,6 +72,8 @@ class RawWrite:
         cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.executemany(self.sql, params)
+        except self.dbapi_error as exc:
+            raise DBAPIError.instance(self.sql, params, exc, self.dbapi_error) from exc
         finally:
             cursor.close()
 
@@ -83,7 +89,8 @@ def _compile(stmt: Any, dialect: Dialect, columns: tuple[str, ...],
         proc = types[c].dialect_impl(dialect).bind_processor(dialect)
         if proc is not None:
             converters.append((index[c], proc))
-    return RawWrite(compiled.string, columns, order, columns, positional, tuple(converters))
+    return RawWrite(compiled.string, columns, order, columns, positional, tuple(converters),
+                    dialect.loaded_dbapi.Error)
 
 
 def raw_insert(table: Table, columns: Sequence[str], dialect: Dialect) -> RawWrite:
