@@ -1,6 +1,7 @@
 """Outcome events through NATS JetStream into the monitor: events/s, beside the in-process rate.
 
-    python benchmarks/ingest_nats.py [--events 10000] [--db sqlite,postgres]
+    python benchmarks/ingest_nats.py [--events 10000] [--db sqlite,postgres] [--mix fleet|half]
+        [--concurrent]
         [--nats nats://127.0.0.1:4222] [--corpus ../shared/corpus]
 
 For each database (SQLite in a temporary directory; PostgreSQL at
@@ -11,15 +12,19 @@ figures share the machine's load:
    embedded server's sink and each JetStream batch do), the floor of this
    benchmark: JetStream can add to it, not remove from it;
 2. **JetStream, 1 and 2 ingester processes**: the ingesters (each a process of
-   its own with its own monitor on the same database, bound to one durable
-   consumer) are started and bound first; then this process publishes the
-   events with :class:`JetStreamSink` (batches of 500, every publish
-   acknowledged) while they ingest.  Reported: publish rate, end-to-end rate
-   (first publish to the last event committed in the monitor), its ratio to
-   the in-process rate, and how the work split between the ingesters.
+   its own with its own monitor on the same database) are started; then this
+   process publishes the events with :class:`JetStreamSink` (batches of 500,
+   every publish acknowledged: the service's side, timed on its own); then the
+   ingesters bind to one durable consumer and drain the stream.  Reported: the
+   publish rate, the ingestion rate (the ingesters told to start, to the last
+   event committed in the monitor), its ratio to the in-process rate, and how
+   the work split between the ingesters.  ``--concurrent`` publishes while the
+   ingesters run instead (the end-to-end rate, bounded by publishing).
 
 Events: 2,000 enabled VMs whose first boot is ingested before the clock starts;
-then half repeats of a known boot, half new boots, each a permitted attestation
+then (``--mix half``, the default before 2026-12-03) half repeats of a known boot,
+half new boots, or (``--mix fleet``) ``benchmarks/monitor.py``'s fleet mix of 85%
+repeats and 15% new boots, each a permitted attestation
 of a real COS 101 boot with its quoted PCRs' 48 decoded events (about 6 KB of
 JSON), as ``benchmarks/monitor.py`` does.  Target (issue 15): >= 5,000 events/s
 through JetStream on this 2-core machine.  Every run makes its own stream and
@@ -56,7 +61,7 @@ def vm_ids() -> list[str]:
     return [str(uuid.UUID(int=i + 1)).upper() for i in range(N_VMS)]
 
 
-def make_events(corpus: Path, n: int) -> tuple[list[Any], list[Any]]:
+def make_events(corpus: Path, n: int, mix: str = "half") -> tuple[list[Any], list[Any]]:
     """(warm-up first boots, measured events) with fresh ids."""
     from bootwatch.attest.outcome import describe_events
     from bootwatch.eventlog.framing import parse_log
@@ -76,7 +81,10 @@ def make_events(corpus: Path, n: int) -> tuple[list[Any], list[Any]]:
 
     vms = vm_ids()
     warm = [outcome(vm, 1, now + timedelta(microseconds=i)) for i, vm in enumerate(vms)]
-    todo = [outcome(vms[i % N_VMS], 1 + (i % 2) * (2 + i // N_VMS),
+    def reboot(i: int) -> bool:
+        return i % 2 == 1 if mix == "half" else i % 20 in (3, 9, 16)
+
+    todo = [outcome(vms[i % N_VMS], 1 + reboot(i) * (2 + i // N_VMS),
                     now + timedelta(seconds=1, microseconds=i)) for i in range(n)]
     return warm, todo
 
@@ -156,10 +164,13 @@ def child(args: argparse.Namespace) -> None:
     c = open_monitor(args.db_url, args.schema, Path(args.data_dir))
     ing = JetStreamIngester(c.monitor, args.nats, stream=args.stream, subject=args.subject,
                             durable=args.durable, batch=BATCH)
-    ing.start()
+    if args.concurrent:
+        ing.start()
     print("ready", flush=True)
-    sys.stdin.readline()
+    sys.stdin.readline()  # "go"
     c0 = cpu()
+    if not args.concurrent:
+        ing.start()
     sys.stdin.readline()  # "stop"
     used = cpu() - c0
     ing.stop()
@@ -179,7 +190,7 @@ async def _delete_stream(url: str, stream: str) -> None:
 
 
 def bench_jetstream(kind: str, work: Path, warm: list[Any], todo: list[Any], nats_url: str,
-                    n_ingesters: int) -> dict[str, Any]:
+                    n_ingesters: int, concurrent: bool) -> dict[str, Any]:
     from bootwatch.service.events_nats import JetStreamSink
 
     tag = uuid.uuid4().hex[:10]
@@ -195,21 +206,29 @@ def bench_jetstream(kind: str, work: Path, warm: list[Any], todo: list[Any], nat
             p = subprocess.Popen(
                 [sys.executable, __file__, "--child", "--db-url", db_url, "--schema", schema,
                  "--data-dir", str(work), "--nats", nats_url, "--stream", stream, "--subject",
-                 subject, "--durable", durable],
+                 subject, "--durable", durable] + (["--concurrent"] if concurrent else []),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
             procs.append(p)
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
         sink.deliver(todo[:1])  # the stream exists; the first publish is not timed
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
+
+        def go() -> None:
+            for p in procs:
+                assert p.stdin is not None
+                p.stdin.write("go\n")
+                p.stdin.flush()
+
+        if concurrent:
+            go()
         rest = todo[1:]
         t0 = time.perf_counter()
         for k in range(0, len(rest), BATCH):
             sink.deliver(rest[k:k + BATCH])
         t_pub = time.perf_counter() - t0
+        if not concurrent:
+            go()
+            t0 = time.perf_counter()
         want = base + len(todo)
         deadline = time.monotonic() + 600
         while count_outcomes(c) < want:
@@ -245,6 +264,10 @@ def main() -> None:
     ap.add_argument("--db", default="sqlite,postgres")
     ap.add_argument("--nats", default="nats://127.0.0.1:4222")
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
+    ap.add_argument("--mix", choices=("half", "fleet"), default="fleet",
+                    help="half: half repeats, half new boots; fleet: 85%% repeats")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="publish while the ingesters run (end to end, bounded by publishing)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     for name in ("--db-url", "--schema", "--data-dir", "--stream", "--subject", "--durable"):
         ap.add_argument(name, default="", help=argparse.SUPPRESS)
@@ -253,10 +276,13 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    warm, todo = make_events(args.corpus, args.events)
+    warm, todo = make_events(args.corpus, args.events, args.mix)
     load0 = os.getloadavg()[0]
     print(f"{args.events} events (~{len(json.dumps(_as_json(todo[0])))} bytes of JSON each), "
-          f"{N_VMS} VMs; target >= 5,000 events/s through JetStream")
+          f"{N_VMS} VMs, mix {args.mix}; "
+          + ("published while the ingesters run" if args.concurrent else
+             "published first, then drained by the ingesters")
+          + "; target >= 5,000 events/s through JetStream")
     print(f"{'database':9} {'path':22} {'events/s':>9} {'x in-process':>12} "
           f"{'publish/s':>10} {'split':>14}")
     for kind in [k.strip() for k in args.db.split(",") if k.strip()]:
@@ -267,7 +293,7 @@ def main() -> None:
                   f"{'':>10} {'':>14}   ({base['cpu_us_per_event']:.0f} us CPU/event)",
                   flush=True)
             for n in (1, 2):
-                r = bench_jetstream(kind, work, warm, todo, args.nats, n)
+                r = bench_jetstream(kind, work, warm, todo, args.nats, n, args.concurrent)
                 ratio = r["events_per_s"] / base["events_per_s"]
                 split = "/".join(str(s) for s in r["split"])
                 print(f"{kind:9} {f'JetStream, {n} ingester(s)':22} {r['events_per_s']:9.0f} "

@@ -4,6 +4,7 @@ and the two wire shapes (outcome events, health reports)."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -219,6 +220,48 @@ def test_outcome_event_round_trip_and_field_errors() -> None:
             decode_outcome(json.dumps(dict(obj, **{key: value})).encode())
     with pytest.raises(ProtocolError, match="not JSON"):
         decode_outcome(b"[" * 100_000)
+
+
+def _event_obj(**fields: object) -> dict[str, object]:
+    return {"index": 1, "pcr": 4, "type": "EV_EFI_BOOT_SERVICES_APPLICATION",
+            "digest": "ab" * 32, "component": "\\EFI\\BOOT\\BOOTX64.EFI", **fields}
+
+
+def test_outcome_events_lean_checks_fail_as_the_general_ones() -> None:
+    """decode_outcome checks a boot's events in one inlined loop (and the text of every
+    string once for the whole body); any event it doubts goes through the general
+    checks, so a bad event is named exactly as before, and a good one decodes alike."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    good = [_event_obj(), _event_obj(index=2, component="caf\u00e9 \U0001f600 \"q\"")]
+    body = json.dumps(dict(obj, events=good)).encode()
+    assert b"\\u" in body  # escapes: the per-string text check runs
+    decoded = decode_outcome(body)
+    assert decoded.events[1].component == "caf\u00e9 \U0001f600 \"q\""
+    assert decoded == decode_outcome(json.dumps(dict(obj, events=good),
+                                                ensure_ascii=False).encode())
+    for bad, field, what in [
+        (_event_obj(index=True), "events[1].index", "integer"),
+        (_event_obj(index=10**7 + 1), "events[1].index", "integer"),
+        (_event_obj(pcr=32), "events[1].pcr", "integer"),
+        (_event_obj(type="T" * 65), "events[1].type", "longer than 64"),
+        (_event_obj(digest="AB"), "events[1].digest", "lowercase hex"),
+        (_event_obj(digest="ab" * 65), "events[1].digest", "lowercase hex"),
+        (_event_obj(component="x" * 513), "events[1].component", "longer than 512"),
+        (_event_obj(component="a\x00b"), "events[1].component", "NUL"),
+        (_event_obj(type="\ud800"), "events[1].type", "surrogate"),
+        ({"index": 1}, "events[1].pcr", "required"),
+        ([1], "events[1]", "must be an object"),
+    ]:
+        with pytest.raises(ProtocolError, match=re.escape(f"'{field}' ") + ".*" + what):
+            decode_outcome(json.dumps(dict(obj, events=[_event_obj(), bad])).encode())
+    # a surrogate encoded in the bytes (json.loads lets it through) is refused too
+    raw = json.dumps(dict(obj, events=[_event_obj(component="SURR")])).encode()
+    with pytest.raises(ProtocolError, match="surrogate"):
+        decode_outcome(raw.replace(b"SURR", "\ud800".encode("utf-8", "surrogatepass")))
 
 
 def test_health_report_round_trip() -> None:

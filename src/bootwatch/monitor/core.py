@@ -32,14 +32,16 @@ from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bootwatch.errors import ConfigError, InputError, PolicyError, StorageError
+from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
-from bootwatch.monitor.health import ATTENTION, StateFacts, compute_state
+from bootwatch.monitor.fastpath import FastPath
+from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
     AlertRow,
     BaselineRow,
+    BootDocumentRow,
     BootRow,
     OutcomeRow,
     RecommendationRow,
@@ -50,13 +52,12 @@ from bootwatch.monitor.models import (
 )
 from bootwatch.monitor.recommendations import (
     RecommendationResult,
-    VmFacts,
-    evaluate_recommendations,
 )
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.releases.planner import AgentView
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.tokens import TokenVerifier
+from bootwatch.monitor.vmstate import Evaluations, evaluate_vm
 from bootwatch.protocol import token as t
 from bootwatch.protocol.health import FailedHop, HealthReport, HealthStatus
 from bootwatch.protocol.monitor import (
@@ -172,7 +173,15 @@ _COMPACT = json.JSONEncoder(separators=(",", ":"))
 
 
 def _pcrs_json(pcrs: dict[int, str]) -> str:
-    return _COMPACT.encode({str(k): v for k, v in sorted(pcrs.items())})
+    """``json.dumps`` of the PCRs by index (compact, ASCII), built directly (a batch
+    computes one per event for its boot key; tests/monitor/test_ingest_batch.py checks
+    the two agree)."""
+    q = encode_basestring_ascii
+    return "{" + ",".join(f'"{int.__repr__(k)}":{q(v)}' for k, v in sorted(pcrs.items())) + "}"
+
+
+def _claims_json(claims: Sequence[tuple[str, Any]]) -> str:
+    return _COMPACT.encode([[k, v] for k, v in claims])
 
 
 def _boot_key(ev: OutcomeEvent) -> str:
@@ -180,13 +189,6 @@ def _boot_key(ev: OutcomeEvent) -> str:
     return hashlib.sha256(
         (_pcrs_json(dict(ev.pcrs)) + f"|{ev.pcr_bank}|{ev.reset_count}").encode()
     ).hexdigest()
-
-
-def _recommendations_digest(results: Sequence[RecommendationResult]) -> str:
-    """What a VM's recommendation rows hold after a refresh with these results."""
-    return hashlib.sha256("\x1e".join(
-        f"{r.definition.key}\x1f{r.code.value}\x1f{r.cause}\x1f{r.description}\x1f"
-        f"{r.remediation}" for r in results).encode()).hexdigest()
 
 
 def pcrs_from_json(text: str) -> dict[int, str]:
@@ -206,6 +208,8 @@ class _Ctx:
     variants_group: dict[str, list[BaselineRow]] = field(default_factory=dict)
     boots: dict[tuple[str, str], BootRow] = field(default_factory=dict)
     boots_by_id: dict[int, BootRow] = field(default_factory=dict)
+    #: the events document of boots created in this transaction, by boot id
+    boot_events: dict[int, str] = field(default_factory=dict)
     #: boot keys looked up in the database already (absent: a new boot)
     boot_keys_loaded: bool = False
     #: set for a batch of outcome events: rows are plain records, loaded and written
@@ -214,8 +218,7 @@ class _Ctx:
     #: parsed PCR documents by their JSON text (baselines and boots compared per event)
     parsed_pcrs: dict[str, dict[int, str]] = field(default_factory=dict)
     #: recommendation results and their digest by the facts they were evaluated from
-    evaluated: dict[VmFacts, tuple[tuple[RecommendationResult, ...], str]] = field(
-        default_factory=dict)
+    evaluated: Evaluations = field(default_factory=dict)
     #: a batch's recommendation results per VM whose results changed, in order
     pending_recs: dict[str, list[tuple[Sequence[RecommendationResult], datetime]]] = field(
         default_factory=dict)
@@ -244,8 +247,8 @@ def _ctx(session: Session) -> _Ctx:
     return ctx
 
 
-_Row = TypeVar("_Row", AlertRow, BaselineRow, BootRow, OutcomeRow, RecommendationRow,
-               SuppressionRow, VmRow, WebhookDeliveryRow)
+_Row = TypeVar("_Row", AlertRow, BaselineRow, BootDocumentRow, BootRow, OutcomeRow,
+               RecommendationRow, SuppressionRow, VmRow, WebhookDeliveryRow)
 
 
 def _new_row(session: Session, cls: type[_Row], **values: Any) -> _Row:
@@ -271,8 +274,8 @@ def _delete_row(session: Session, cls: type[_Row], obj: _Row) -> None:
 #: columns a batch rarely reads (documents used only to diff a deviating boot or learn
 #: a baseline): a batch's records read them when first used
 _DEFERRED: dict[str, tuple[str, ...]] = {
-    BootRow.__tablename__: ("events", "claims"),
-    BaselineRow.__tablename__: ("events",),
+    BaselineRow.__tablename__: ("events", "label", "origin", "source_boot_id", "created_at",
+                                "created_by"),
     # what a refresh never reads (it writes status_changed when the code changes)
     RecommendationRow.__tablename__: ("name", "severity", "first_evaluated", "status_changed"),
 }
@@ -285,6 +288,15 @@ def _fetch(session: Session, cls: type[_Row], *where: ColumnElement[bool],
         return rows.load(session, cls, *where, order_by=order_by,
                          defer=_DEFERRED.get(cls.__tablename__, ()))
     return list(session.scalars(select(cls).where(*where).order_by(*order_by)))
+
+
+def _boot_events(session: Session, boot_id: int) -> str:
+    """A boot's events document (JSON): made in this transaction, else read."""
+    made = _ctx(session).boot_events.get(boot_id)
+    if made is not None:
+        return made
+    return str(session.connection().execute(
+        select(BootDocumentRow.events).where(BootDocumentRow.boot_id == boot_id)).scalar_one())
 
 
 def _parsed(session: Session, text: str) -> dict[int, str]:
@@ -326,6 +338,7 @@ class Monitor:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write = threading.Lock()
         self.stale_after = timedelta(seconds=settings.stale_after_seconds)
+        self._fast = FastPath(stale_after=self.stale_after, egress_text=egress_text)
 
     # --- transactions -------------------------------------------------------
 
@@ -486,20 +499,30 @@ class Monitor:
             ids = [e.event_id for e in events]
             seen = set(session.scalars(select(OutcomeRow.event_id)
                                        .where(OutcomeRow.event_id.in_(ids))).all())
-            fresh = [e for e in events if e.event_id not in seen]
+            fresh: list[OutcomeEvent] = []
+            for e in events:
+                new = e.event_id not in seen
+                stored.append(new)
+                if new:
+                    seen.add(e.event_id)
+                    fresh.append(e)
             keys = {id(e): _boot_key(e) for e in fresh if e.pcrs}
             subjects = {id(e): normalise_vm_id(e.subject_vm_id or "") for e in fresh}
-            self._preload(session, set(subjects.values()) - {""},
-                          boot_keys=set(keys.values()))
-            for ev in events:
-                if ev.event_id in seen:
-                    stored.append(False)
-                    continue
-                seen.add(ev.event_id)
-                self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
-                stored.append(True)
+            plan = self._fast.plan(session, fresh, subjects, keys, now, ctx.evaluated)
+            slow = [e for e in fresh if not plan.takes(e)]
+            self._preload(session, {subjects[id(e)] for e in slow} - {""},
+                          boot_keys={keys[id(e)] for e in slow if id(e) in keys})
+            for ev in fresh:
+                boot = plan.boots.get(id(ev))
+                if boot is None:
+                    self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
+                elif boot.id is None:  # a new boot: its id in event order, as in general
+                    boot.id = _next_id(session, BootRow)
             self._apply_pending_recommendations(session)
             ctx.rows.flush(session)
+            self._fast.write(session, plan, fresh, now, events_json=lambda e: _events_json(
+                e.events), claims_json=lambda e: _claims_json(e.claims),
+                pcrs_json=lambda e: _pcrs_json(dict(e.pcrs)))
         for ev, ok in zip(events, stored, strict=True):
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
         return stored
@@ -597,11 +620,13 @@ class Monitor:
             boot = _new_row(
                 session, BootRow, id=_next_id(session, BootRow), vm_id=vm_id, boot_key=key,
                 reset_count=ev.reset_count, pcr_bank=ev.pcr_bank,
-                pcrs=_pcrs_json(dict(ev.pcrs)), events=_events_json(ev.events),
-                claims=_COMPACT.encode([[k, v] for k, v in ev.claims]),
+                pcrs=_pcrs_json(dict(ev.pcrs)),
                 verdict=ev.verdict.value, reason=ev.reason[:4000], policy_hash=ev.policy_hash,
                 first_seen=ev.time, last_seen=ev.time,
             )
+            events = ctx.boot_events[boot.id] = _events_json(ev.events)
+            _new_row(session, BootDocumentRow, boot_id=boot.id, events=events,
+                     claims=_claims_json(ev.claims))
         else:
             boot.last_seen = max(as_utc(boot.last_seen), ev.time)
             boot.verdict = ev.verdict.value
@@ -647,7 +672,7 @@ class Monitor:
                 key=lambda v: len(differing_pcrs(_parsed(session, v.pcrs), boot_pcrs)),
             )
             diff = diff_boot(_parsed(session, closest.pcrs), events_from_json(closest.events),
-                             boot_pcrs, events_from_json(boot.events))
+                             boot_pcrs, events_from_json(_boot_events(session, boot.id)))
         if ev.verdict is Verdict.DENY:
             self._raise(
                 session, vm, AlertReason.POLICY_DENIED, Severity.MEDIUM, now,
@@ -798,7 +823,8 @@ class Monitor:
             vm_id=None if group else vm.vm_id,
             group_name=vm.group_name if group else None,
             label=label or f"boot {boot.id}", origin=origin, pcrs=boot.pcrs,
-            events=boot.events, source_boot_id=boot.id, created_at=now, created_by=by,
+            events=_boot_events(session, boot.id), source_boot_id=boot.id, created_at=now,
+            created_by=by,
         )
         ctx = _ctx(session)
         if group:
@@ -864,7 +890,8 @@ class Monitor:
             pcrs = pcrs_from_json(boot.pcrs)
             if against is not None:
                 other = self._boot_of(session, vm, against)
-                ref_pcrs, ref_events, what = (pcrs_from_json(other.pcrs), other.events,
+                ref_pcrs, ref_events, what = (pcrs_from_json(other.pcrs),
+                                              _boot_events(session, other.id),
                                               f"boot {other.id}")
             else:
                 variants = self._variants(session, vm)
@@ -875,7 +902,7 @@ class Monitor:
                 ref_pcrs, ref_events, what = (pcrs_from_json(best.pcrs), best.events,
                                               f"baseline variant {best.id}")
             entries = diff_boot(ref_pcrs, events_from_json(ref_events), pcrs,
-                                events_from_json(boot.events))
+                                events_from_json(_boot_events(session, boot.id)))
             return {"vm_id": vm.vm_id, "boot": boot.id, "against": what,
                     "diff": [e.to_json() for e in entries]}
 
@@ -1023,54 +1050,17 @@ class Monitor:
                 boot = found[0] if found else None
             variant_ids = {b.id for b in self._variants(session, vm)}
             last_boot_matched = bool(boot and boot.baseline_id in variant_ids)
-        facts = StateFacts(
-            enabled=vm.enabled,
-            last_outcome_at=as_utc(vm.last_outcome_at) if vm.last_outcome_at else None,
-            last_verdict=Verdict(vm.last_verdict) if vm.last_verdict else None,
-            last_reason=vm.last_reason,
-            last_boot_matched=last_boot_matched,
-            open_integrity_alerts=integrity,
-            last_alive_at=as_utc(vm.last_alive_at) if vm.last_alive_at else None,
-            last_report_at=as_utc(vm.last_report_at) if vm.last_report_at else None,
-            last_report_platform_error=vm.last_report_status == HealthStatus.PLATFORM_ERROR,
-            last_platform_error=vm.last_report_message,
-            now=now,
-            stale_after=self.stale_after,
-        )
-        state, reason = compute_state(facts)
+        ctx = _ctx(session)
+        ev = evaluate_vm(vm, integrity=integrity, last_boot_matched=last_boot_matched, now=now,
+                         stale_after=self.stale_after, egress_text=self.egress_text,
+                         evaluated=ctx.evaluated)
+        state, results, digest = ev.state, ev.results, ev.digest
         if state.value != vm.state:
             vm.state = state.value
             vm.state_since = now
         vm.attention = ATTENTION[state]
-        vm.state_reason = reason
+        vm.state_reason = ev.reason
         vm.open_alerts = len(open_rows)
-        hop = FailedHop(vm.last_failed_hop) if vm.last_failed_hop else None
-        egress = ""
-        if hop is not None and self.egress_text is not None:
-            try:
-                egress = self.egress_text(hop, vm.last_failed_target)
-            except (ConfigError, InputError) as exc:
-                egress = f"(no rules generated: {exc})"
-        rec_facts = VmFacts(
-            enabled=vm.enabled, state=state, security_type=SecurityType(vm.security_type),
-            secure_boot_setting=Toggle(vm.secure_boot), vtpm_setting=Toggle(vm.vtpm),
-            measured_secure_boot=vm.measured_secure_boot, is_windows=vm.is_windows,
-            last_report_status=(HealthStatus(vm.last_report_status)
-                                if vm.last_report_status else None),
-            last_failed_hop=hop, last_failed_target=vm.last_failed_target,
-            last_platform_error=vm.last_report_message, open_integrity_alerts=len(integrity),
-            dbx_missing=vm.dbx_missing, dbx_current=vm.dbx_current,
-            aik_not_after=as_utc(vm.aik_not_after) if vm.aik_not_after else None,
-            now=now, egress_rules_text=egress,
-        )
-        ctx = _ctx(session)
-        # the rules are pure: VMs with the same facts (a healthy fleet's are the same but
-        # for the VM) share one evaluation per transaction
-        known = ctx.evaluated.get(rec_facts)
-        if known is None:
-            results = evaluate_recommendations(rec_facts)
-            known = ctx.evaluated[rec_facts] = (results, _recommendations_digest(results))
-        results, digest = known
         if vm.recommendations_digest == digest and vm.vm_id not in ctx.recs:
             return  # the stored rows hold these results (only this method writes them)
         vm.recommendations_digest = digest
@@ -1165,11 +1155,13 @@ class Monitor:
         out: list[dict[str, Any]] = []
         with self.read() as session:
             rows = session.execute(
-                select(BootRow, VmRow.name).join(VmRow, VmRow.vm_id == BootRow.vm_id)
+                select(BootRow, VmRow.name, BootDocumentRow.claims)
+                .join(VmRow, VmRow.vm_id == BootRow.vm_id)
+                .join(BootDocumentRow, BootDocumentRow.boot_id == BootRow.id)
                 .where(BootRow.last_seen >= cutoff).order_by(BootRow.vm_id, BootRow.id)
             ).all()
-            for boot, name in rows:
-                pairs = json.loads(boot.claims)
+            for boot, name, claims_text in rows:
+                pairs = json.loads(claims_text)
                 if not pairs:
                     continue
                 claims = [Claim.service(k, v, read_only=(k == "pcrs")) for k, v in pairs]

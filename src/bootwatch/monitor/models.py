@@ -17,6 +17,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "AlertRow",
     "BaselineRow",
+    "BootDocumentRow",
     "BootRow",
     "MonitorBase",
     "OutcomeRow",
@@ -84,7 +85,10 @@ class VmRow(MonitorBase):
 
 
 class BootRow(MonitorBase):
-    """One boot of one VM: identified by its quoted PCR values and TPM reset count."""
+    """One boot of one VM: identified by its quoted PCR values and TPM reset count.
+
+    Its documents (events, claims) are in :class:`BootDocumentRow`: this row is
+    updated by every repeated attestation and stays small (m0004)."""
 
     __tablename__ = "monitor_boots"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -93,8 +97,6 @@ class BootRow(MonitorBase):
     reset_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pcr_bank: Mapped[str] = mapped_column(String(16), nullable=False)
     pcrs: Mapped[str] = mapped_column(Text, nullable=False)
-    events: Mapped[str] = mapped_column(Text, nullable=False)
-    claims: Mapped[str] = mapped_column(Text, nullable=False)
     verdict: Mapped[str] = mapped_column(String(32), nullable=False)
     reason: Mapped[str] = mapped_column(Text, nullable=False, default="")
     policy_hash: Mapped[str] = mapped_column(String(128), nullable=False, default="")
@@ -107,6 +109,16 @@ class BootRow(MonitorBase):
         Index("ix_monitor_boots_vm", "vm_id", "id"),
         Index("ix_monitor_boots_seen", "last_seen"),
     )
+
+
+class BootDocumentRow(MonitorBase):
+    """A boot's quoted PCRs' events and the claims the policy saw (JSON), written once
+    when the boot is first seen; read for a diff, a new baseline or a policy dry run."""
+
+    __tablename__ = "monitor_boot_documents"
+    boot_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    events: Mapped[str] = mapped_column(Text, nullable=False)
+    claims: Mapped[str] = mapped_column(Text, nullable=False)
 
 
 class OutcomeRow(MonitorBase):

@@ -22,6 +22,7 @@ from bootwatch.monitor.core import Monitor, NotFound
 from bootwatch.monitor.models import (
     AlertRow,
     BaselineRow,
+    BootDocumentRow,
     BootRow,
     RecommendationRow,
     SuppressionRow,
@@ -171,9 +172,10 @@ def vm_detail(monitor: Monitor, ref: str) -> dict[str, Any]:
 def get_boot(monitor: Monitor, boot_id: int) -> dict[str, Any]:
     with monitor.read() as s:
         boot = s.get(BootRow, boot_id)
-        if boot is None:
+        doc = s.get(BootDocumentRow, boot_id)
+        if boot is None or doc is None:
             raise NotFound(f"no boot {boot_id}")
-        return boot_json(boot, full=True)
+        return boot_json(boot, events=doc.events)
 
 
 def list_alerts(monitor: Monitor, *, status: str | None = None, vm: str | None = None,

@@ -179,7 +179,8 @@ def alert_json(alert: AlertRow, vm: VmRow | None = None) -> dict[str, Any]:
     }
 
 
-def boot_json(boot: BootRow, *, full: bool = False) -> dict[str, Any]:
+def boot_json(boot: BootRow, *, events: str | None = None) -> dict[str, Any]:
+    """A boot; with its events document (JSON text), the full form (PCRs and events)."""
     out: dict[str, Any] = {
         "id": boot.id,
         "vm_id": boot.vm_id,
@@ -191,10 +192,10 @@ def boot_json(boot: BootRow, *, full: bool = False) -> dict[str, Any]:
         "reset_count": boot.reset_count,
         "agent_version": boot.agent_version,
     }
-    if full:
+    if events is not None:
         out["pcr_bank"] = boot.pcr_bank
         out["pcrs"] = json.loads(boot.pcrs)
-        out["events"] = json.loads(boot.events)
+        out["events"] = json.loads(events)
     return out
 
 

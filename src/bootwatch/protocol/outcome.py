@@ -241,11 +241,51 @@ def decode_outcome(body: bytes) -> OutcomeEvent:
         raise ProtocolError(f"outcome event: not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("outcome event: must be a JSON object")
-    return outcome_from_json(obj)
+    return outcome_from_json(obj, plain_text=_plain_text(body))
 
 
-def outcome_from_json(obj: Mapping[str, Any]) -> OutcomeEvent:
-    """Check a decoded JSON object (see :func:`decode_outcome`)."""
+def _plain_text(body: bytes) -> bool:
+    """True when no string in the JSON ``body`` can hold NUL or a UTF-16 surrogate: no
+    ``\\u`` escape at all, and no surrogate encoded in the bytes (which the decoder lets
+    through).  Then the per-string text check of each event can be skipped."""
+    return b"\\u" not in body and _RAW_SURROGATE_RE.search(body) is None
+
+
+#: the UTF-8 form of a UTF-16 surrogate (U+D800..U+DFFF), which json.loads accepts
+_RAW_SURROGATE_RE: Final = re.compile(rb"\xed[\xa0-\xbf]")
+_MAX_INDEX: Final = 10**7
+
+
+def _events_lean(items: list[Any], plain_text: bool) -> tuple[BootEvent, ...] | None:
+    """The events when every one of them passes every check of the general loop in
+    :func:`outcome_from_json`, else None (that loop then names the first bad field).
+
+    Why: an event is five fields checked by five calls, and a boot has 50-200 events:
+    the general loop was three quarters of decoding an outcome (about 200 of 277 us for
+    a 46-event, 11 KB event).  The same checks, inlined; the text check of the strings
+    is done once for the whole body (``plain_text``) when it can be."""
+    out = []
+    hexre = _HEX_RE.fullmatch
+    for item in items:
+        if type(item) is not dict:
+            return None
+        index, pcr = item.get("index"), item.get("pcr")
+        typ, digest, comp = item.get("type"), item.get("digest"), item.get("component")
+        if not (type(index) is int and 0 <= index <= _MAX_INDEX and type(pcr) is int
+                and 0 <= pcr <= 31 and type(typ) is str and len(typ) <= 64
+                and type(digest) is str and hexre(digest) is not None
+                and type(comp) is str and len(comp) <= 512):
+            return None
+        if not plain_text and (text_problem(typ) is not None
+                               or text_problem(comp) is not None):
+            return None
+        out.append(BootEvent(index, pcr, typ, digest, comp))
+    return tuple(out)
+
+
+def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False) -> OutcomeEvent:
+    """Check a decoded JSON object (see :func:`decode_outcome`); ``plain_text``: the
+    caller knows no string in it holds NUL or a surrogate (:func:`_plain_text`)."""
     schema = _int(obj, "schema", lo=1, hi=1000)
     if schema != SCHEMA_VERSION:
         raise _fail("schema", f"is {schema}; this monitor reads version {SCHEMA_VERSION}")
@@ -265,8 +305,9 @@ def outcome_from_json(obj: Mapping[str, Any]) -> OutcomeEvent:
     events_raw = obj.get("events") or []
     if not isinstance(events_raw, list) or len(events_raw) > _MAX_EVENTS:
         raise _fail("events", f"must be a list of at most {_MAX_EVENTS} events")
-    events: list[BootEvent] = []
-    for i, item in enumerate(events_raw):
+    lean = _events_lean(events_raw, plain_text)
+    events: list[BootEvent] = list(lean) if lean is not None else []
+    for i, item in enumerate(events_raw if lean is None else ()):
         where = f"events[{i}]"
         if not isinstance(item, dict):
             raise _fail(where, "must be an object")
