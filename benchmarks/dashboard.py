@@ -104,7 +104,6 @@ def seed(container: MonitorContainer, n: int, real: int, corpus: Path) -> list[s
         assert boot is not None and alert is not None
         boot_cols = cols(boot, ("id",))
         alert_cols = cols(alert)
-    boot_cols["events"] = "[]"
     base_cols = {"group_name": None, "label": "boot", "origin": "learned",
                  "pcrs": boot_cols["pcrs"], "events": "[]", "source_boot_id": None,
                  "created_at": boot_cols["first_seen"],
