@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _load import MachineLoad
+from ingest_nats import _delete_stream
 
 from service import (
     _closed_loop,
@@ -174,6 +175,13 @@ backend replicas
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE'))
         engine.dispose()
+        if self.events.startswith("nats://"):
+            # each stream reserves its byte limit in JetStream's store: leave none behind
+            try:
+                asyncio.run(_delete_stream(self.events, f"BENCH_{self.schema.upper()}"))
+            except Exception as exc:
+                print(f"note: stream BENCH_{self.schema.upper()} not deleted: {exc!r}",
+                      file=sys.stderr)
 
 
 def _wait_ready(port: int) -> None:
