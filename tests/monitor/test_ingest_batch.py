@@ -354,3 +354,29 @@ def test_a_failed_raw_write_is_a_storage_error(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM monitor_outcomes")).scalar() == 0
     engine.dispose()
+
+
+def test_a_sqlite_write_transaction_holds_the_write_lock_before_it_reads(
+    tmp_path: Path,
+) -> None:
+    """Two monitor processes may share one SQLite file (``bootwatch server --events nats://``
+    and a ``monitor run --events`` beside it): a batch must hold the database's write lock
+    from its first read, or the other process could write between this one's reads and
+    its writes (PostgreSQL has the advisory lock for the same purpose)."""
+    import sqlite3
+
+    path = tmp_path / "lock.db"
+    engine = make_engine(f"sqlite:///{path}")
+    run_migrations(engine)
+    m = _monitor(engine)
+    other = sqlite3.connect(path, timeout=0.1, isolation_level=None)
+    try:
+        with m.write_tx() as session:
+            session.execute(select(VmRow.vm_id)).all()  # a batch starts by reading
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+        other.execute("BEGIN IMMEDIATE")  # released at commit
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+        engine.dispose()

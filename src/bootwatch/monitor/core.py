@@ -351,6 +351,13 @@ class Monitor:
                     # one monitor writer at a time per database: ids are allocated in
                     # the transaction (see _next_id)
                     session.execute(text("SELECT pg_advisory_xact_lock(7355610)"))
+                elif self.engine.dialect.name == "sqlite":
+                    # the same on SQLite: take the database's write lock before the
+                    # batch reads anything (pysqlite begins a transaction only at the
+                    # first write, so two monitor processes on one file would each read,
+                    # then the later write would be based on stale reads); an UPDATE that
+                    # matches no row still opens the write transaction
+                    session.execute(text("UPDATE monitor_vms SET vm_id = vm_id WHERE 0"))
                 yield session
                 session.commit()
             except SQLAlchemyError as exc:
