@@ -38,8 +38,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, corpus: Path, lab: Any,
         yield f
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One Chromium per UI test module, closed after its last test: Playwright's sync API
+    keeps an event loop running in the main thread while it is open, and later tests that
+    call ``asyncio.run`` (tests/scale's JetStream ones) cannot run beside it."""
     if not os.path.exists(CHROMIUM) and shutil.which("chromium") is None:
         pytest.fail("Debian's chromium is not installed (run scripts/setup)")
     from playwright.sync_api import sync_playwright
