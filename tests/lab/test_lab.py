@@ -262,3 +262,20 @@ def test_default_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert default_lab_root() == tmp_path / "xdg" / "bootwatch" / "lab"
     monkeypatch.setenv("BOOTWATCH_LAB_DIR", str(tmp_path / "x"))
     assert default_lab_root() == tmp_path / "x"
+
+
+def test_swtpm_ports_come_from_below_the_ephemeral_range() -> None:
+    """Client ports in TIME_WAIT fill the ephemeral range during a fleet run; the pair a
+    lab swtpm listens on is drawn below it, and both ports are free when handed out."""
+    import socket
+
+    from bootwatch.lab.swtpm import _ephemeral_range, _free_port_pair
+
+    low, high = _ephemeral_range()
+    assert 1024 < low < high
+    for _ in range(20):
+        port = _free_port_pair()
+        assert port + 1 < low
+        for p in (port, port + 1):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", p))
