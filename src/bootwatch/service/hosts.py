@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.errors import ConfigError, InputError
-from bootwatch.service.deps import service_state
+from bootwatch.service.deps import remember_provider, request_provider, service_state
 from bootwatch.service.errors import invalid_parameter, not_found
 from bootwatch.service.providers import ProviderContext
 from bootwatch.service.settings import Settings
@@ -207,10 +207,10 @@ def resolve_provider(request: Request) -> ProviderContext:
 
 def current_provider(request: Request) -> ProviderContext:
     """FastAPI dependency: the resolved :class:`ProviderContext` of this request."""
-    ctx: ProviderContext | None = getattr(request.state, "bw_provider", None)
+    ctx = request_provider(request)
     if ctx is None:
         ctx = resolve_provider(request)
-        request.state.bw_provider = ctx
+        remember_provider(request, ctx)
     return ctx
 
 
