@@ -96,15 +96,20 @@ def prepare(work: Path, corpus: Path) -> None:
     (work / "child.py").write_text(CHILD)
 
 
-def instructions(work: Path, tree: Path, mode: str, rounds: int) -> int:
+def callgrind_instructions(*argv: str) -> int:
+    """Instructions ``python ARGV`` executes under callgrind (SystemExit if it fails)."""
     out = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(work / "child.py"), str(tree), mode, str(rounds), str(work)],
-        capture_output=True, text=True, check=False)
+         *argv], capture_output=True, text=True, check=False)
     found = re.search(r"Collected : (\d+)", out.stderr)
     if out.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({tree}, {mode}, {rounds}):\n{out.stderr[-2000:]}")
+        raise SystemExit(f"callgrind run failed ({' '.join(argv)}):\n{out.stderr[-2000:]}")
     return int(found.group(1))
+
+
+def instructions(work: Path, tree: Path, mode: str, rounds: int) -> int:
+    return callgrind_instructions(str(work / "child.py"), str(tree), mode, str(rounds),
+                                  str(work))
 
 
 def per_round(work: Path, tree: Path, rounds: int) -> dict[str, float]:

@@ -16,9 +16,7 @@ instructions between runs, so N must be large: at the default 600 that is about 
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,14 +50,9 @@ with tempfile.TemporaryDirectory() as d:
 
 
 def instructions(work: Path, tree: Path, n: int) -> int:
-    out = subprocess.run(
-        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
-         str(work / "child.py"), str(tree), str(n), str(work)],
-        capture_output=True, text=True, check=False)
-    found = re.search(r"Collected : (\d+)", out.stderr)
-    if out.returncode != 0 or found is None:
-        raise SystemExit(f"callgrind run failed ({tree}, {n}):\n{out.stderr[-2000:]}")
-    return int(found.group(1))
+    from pipeline_instructions import callgrind_instructions  # the one callgrind runner
+
+    return callgrind_instructions(str(work / "service_child.py"), str(tree), str(n), str(work))
 
 
 def per_request(work: Path, tree: Path, n: int) -> float:
@@ -81,7 +74,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         work = Path(d)
         prepare(work, args.corpus)
-        (work / "child.py").write_text(CHILD)
+        (work / "service_child.py").write_text(CHILD)
         this = per_request(work, REPO, args.requests)
         other = per_request(work, args.against, args.requests) if args.against else None
     line = f"service, per attestation: {this / 1e6:8.2f} M instructions"
