@@ -142,15 +142,19 @@ def count_outcomes(c: Any) -> int:
 
 
 def bench_inprocess(kind: str, work: Path, warm: list[Any], todo: list[Any]) -> dict[str, float]:
+    from bootwatch.service.collector import settle_collector
+
     db_url, schema = fresh_db(kind, work, "inproc")
     try:
         c = open_monitor(db_url, schema, work)
         warm_up(c, warm)
+        settled = settle_collector()  # as the embedded server does once started
         c0, t0 = cpu(), time.perf_counter()
         for k in range(0, len(todo), BATCH):
             c.monitor.ingest_outcomes(todo[k:k + BATCH])
         wall = time.perf_counter() - t0
         used = cpu() - c0
+        settled.release()
         c.engine.dispose()
     finally:
         drop_db(kind, schema)
@@ -160,12 +164,15 @@ def bench_inprocess(kind: str, work: Path, warm: list[Any], todo: list[Any]) -> 
 def child(args: argparse.Namespace) -> None:
     """One ingester process: bind, say ready, ingest until told to stop, report."""
     from bootwatch.monitor.nats_ingest import JetStreamIngester
+    from bootwatch.service.collector import settle_collector
 
     c = open_monitor(args.db_url, args.schema, Path(args.data_dir))
     ing = JetStreamIngester(c.monitor, args.nats, stream=args.stream, subject=args.subject,
                             durable=args.durable, batch=BATCH)
     if args.concurrent:
         ing.start()
+    # as `bootwatch monitor run` does once started (service/collector.py)
+    settle_collector()
     print("ready", flush=True)
     sys.stdin.readline()  # "go"
     c0 = cpu()

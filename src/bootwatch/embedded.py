@@ -14,7 +14,6 @@ metadata, with the development CA when the server uses one.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import cast
@@ -85,14 +84,6 @@ class EmbeddedServer:
     service: ServiceState
 
 
-def _freeze_startup_objects() -> None:
-    """Move what start-up allocated out of the collector's generations (as the
-    standalone monitor does): a full collection then no longer walks it, which was the
-    whole of the fleet list's p99 at 100,000 VMs."""
-    gc.collect()
-    gc.freeze()
-
-
 def create_server_app(
     settings: Settings, monitor_settings: MonitorSettings, *, issuer_ca: str = ""
 ) -> EmbeddedServer:
@@ -133,8 +124,8 @@ def create_server_app(
     egress.bind(state.service_tag)
     ext = AppExtensions(
         routers=(monitor_router(container), ui_router(container), *extra_routers(container)),
-        on_startup=(container.start, _freeze_startup_objects),
-        on_shutdown=(gc.unfreeze, container.stop),
+        on_startup=(container.start,),
+        on_shutdown=(container.stop,),
     )
 
     def close_engine() -> None:  # after both sides stopped: the engine is shared

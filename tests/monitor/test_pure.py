@@ -264,6 +264,39 @@ def test_outcome_events_lean_checks_fail_as_the_general_ones() -> None:
         decode_outcome(raw.replace(b"SURR", "\ud800".encode("utf-8", "surrogatepass")))
 
 
+@pytest.mark.parametrize("escape", ["\\u0000", "\\ud800", "\\uD800", "\\uDbFf", "\\udc00",
+                                    "\\uDFFF"])
+def test_an_escape_that_decodes_to_nul_or_a_surrogate_is_still_refused(escape: str) -> None:
+    """The whole-body text check skips the per-string one only when no escape can decode
+    to NUL or a lone surrogate; every such escape (any case of hex digit) is caught."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    body = json.dumps(dict(obj, events=[_event_obj(), _event_obj(component="x\u2026MARK")]))
+    assert decode_outcome(body.encode()).events[1].component == "x\u2026MARK"
+    with pytest.raises(ProtocolError, match=re.escape("'events[1].component' ")):
+        decode_outcome(body.replace("MARK", escape).encode())
+
+
+def test_events_decoded_in_the_lean_loop_are_ordinary_frozen_events() -> None:
+    """The lean loop fills a BootEvent's fields without its __init__: the result must
+    equal, hash and refuse changes like one made by the constructor."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    item = _event_obj(component="ellipsis\u2026")
+    decoded = decode_outcome(json.dumps(dict(obj, events=[item])).encode()).events[0]
+    made = BootEvent(1, 4, "EV_EFI_BOOT_SERVICES_APPLICATION", "ab" * 32, "ellipsis\u2026")
+    assert type(decoded) is BootEvent
+    assert decoded == made and hash(decoded) == hash(made) and repr(decoded) == repr(made)
+    with pytest.raises(AttributeError):
+        decoded.pcr = 7  # type: ignore[misc]
+
+
 def test_health_report_round_trip() -> None:
     r = HealthReport("r-1", "VM-1", HealthStatus.PLATFORM_ERROR, NOW, "0.2.0", boot_counter=4,
                      platform_error_message="TLS handshake failed", failed_hop=FailedHop.TLS,

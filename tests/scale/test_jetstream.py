@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import shutil
 import signal
 import socket
@@ -34,7 +35,7 @@ from bootwatch.monitor.container import MonitorContainer, bootstrap
 from bootwatch.monitor.models import AlertRow, OutcomeRow
 from bootwatch.monitor.nats_ingest import JetStreamIngester
 from bootwatch.monitor.settings import MonitorSettings
-from bootwatch.protocol.outcome import OutcomeEvent, Verdict, encode_outcome
+from bootwatch.protocol.outcome import OutcomeEvent, Verdict, encode_outcome, outcome_to_json
 from bootwatch.service.events_nats import JetStreamSink, StreamLimits
 
 pytestmark = [pytest.mark.nats]
@@ -182,6 +183,40 @@ def test_deliver_ingest_monitor_rows(jetstream: str, names: Names,
         sink.close()
     check_exactly_once(monitor, events)
     assert ing.counts.duplicates == 0 and ing.counts.terminated == 0
+
+
+def test_given_encodings_are_published_as_they_are(jetstream: str, names: Names,
+                                                   monitor: MonitorContainer) -> None:
+    """The relay hands the sink each event's encoding from the outbox row: the sink
+    publishes those bytes and does not encode the event again (bodies laid out
+    differently from encode_outcome's compact form show which bytes went out)."""
+    vms = fleet(monitor, 2)
+    events = [deny_event(vms[i % 2], i) for i in range(6)]
+    bodies = [json.dumps(outcome_to_json(e), indent=1).encode() for e in events]
+    assert all(b != encode_outcome(e) for b, e in zip(bodies, events, strict=True))
+    sink = sink_for(jetstream, names)
+    try:
+        sink.deliver(events, bodies)
+
+        async def published() -> list[bytes]:
+            nc = await nats.connect(jetstream)
+            try:
+                js = nc.jetstream()
+                return [bytes((await js.get_msg(names.stream, seq)).data or b"")
+                        for seq in range(1, len(events) + 1)]
+            finally:
+                await nc.close()
+
+        assert asyncio.run(published()) == bodies
+    finally:
+        sink.close()
+    ing = ingester_for(monitor, jetstream, names)
+    ing.start()
+    try:
+        wait_until("6 events ingested", lambda: ing.counts.stored >= 6)
+    finally:
+        ing.stop()
+    check_exactly_once(monitor, events)
 
 
 def test_same_events_delivered_twice_are_stored_once(jetstream: str, names: Names,

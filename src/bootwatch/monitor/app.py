@@ -9,7 +9,6 @@ Serves the JSON API under ``/api/v1`` with its OpenAPI document at
 from __future__ import annotations
 
 import contextlib
-import gc
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -23,6 +22,7 @@ from bootwatch.errors import BootwatchError
 from bootwatch.monitor.api import complete_openapi, extra_routers, monitor_router, problem
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.ui import ui_router
+from bootwatch.service.collector import settle_collector
 from bootwatch.service.logs import get_logger
 
 __all__ = ["create_monitor_app"]
@@ -41,17 +41,11 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         container.start()
-        # what is alive once the app is built (modules, SQLAlchemy's and FastAPI's
-        # metadata: about 120,000 objects) stays alive: moved out of the collector's
-        # generations, a full collection no longer walks it (a 100-VM page allocates
-        # enough to trigger one every few requests; each took 50-100 ms at 100,000 VMs,
-        # the whole of the fleet list's p99)
-        gc.collect()
-        gc.freeze()
+        collector = settle_collector()  # what start-up made stays: see service/collector.py
         try:
             yield
         finally:
-            gc.unfreeze()
+            collector.release()
             container.stop()
 
     app = _MonitorApp(title="bootwatch monitor", version="1", docs_url=None, redoc_url=None,

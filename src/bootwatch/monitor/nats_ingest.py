@@ -176,8 +176,11 @@ class JetStreamIngester:
         return sub
 
     async def _run(self) -> None:
-        """Fetch and decode batch n+1 while batch n is in the database (one transaction
-        at a time, in order): the database's waits overlap the decoding."""
+        """Fetch batch n+1 while batch n is decoded and stored (one transaction at a
+        time, in order).  Decoding runs on the worker thread with the transaction, not on
+        this loop's thread: two threads both running Python share one GIL, and the
+        decoding and the ingestion, which both do, slowed each other down (the loop's
+        thread is left with the network, which mostly waits)."""
         log = get_logger()
         delay = 0.5
         inflight: asyncio.Task[None] | None = None
@@ -203,12 +206,11 @@ class JetStreamIngester:
                 delay = min(delay * 2, 10.0)
                 continue
             delay = 0.5
-            good = await self._decode(msgs)
             if inflight is not None:
                 await inflight
                 inflight = None
-            if good:
-                inflight = asyncio.ensure_future(self._guarded_store(good))
+            if msgs:
+                inflight = asyncio.ensure_future(self._guarded_store(msgs))
         if inflight is not None:
             await inflight
 
@@ -220,22 +222,24 @@ class JetStreamIngester:
 
     async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent]]:
         good: list[tuple[Msg, OutcomeEvent]] = []
-        for m in msgs:
-            try:
-                good.append((m, decode_outcome(m.data)))
-            except ProtocolError as exc:
-                get_logger().error("JetStream message terminated: not an outcome event", extra={
-                    "stream": self.stream, "sequence": _seq(m), "reason": str(exc)})
-                await _quiet(m.term())
-                self.counts.terminated += 1
+        for m, result in await asyncio.to_thread(_decode_all, msgs):
+            if isinstance(result, OutcomeEvent):
+                good.append((m, result))
+                continue
+            get_logger().error("JetStream message terminated: not an outcome event", extra={
+                "stream": self.stream, "sequence": _seq(m), "reason": str(result)})
+            await _quiet(m.term())
+            self.counts.terminated += 1
         return good
 
-    async def _guarded_store(self, good: list[tuple[Msg, OutcomeEvent]]) -> None:
+    async def _guarded_store(self, msgs: list[Msg]) -> None:
         try:
-            await self._store(good)
+            good = await self._decode(msgs)
+            if good:
+                await self._store(good)
         except Exception as exc:  # a bug in ingestion must not stop the ingester
             get_logger().error("outcome batch failed; JetStream delivers it again after the "
-                               "ack wait", extra={"events": len(good),
+                               "ack wait", extra={"events": len(msgs),
                                                   "reason": f"{exc.__class__.__name__}: {exc}"})
             await asyncio.sleep(1.0)
 
@@ -297,6 +301,17 @@ class JetStreamIngester:
                 return True
             time.sleep(0.02)
         return self.counts.stored >= expected
+
+
+def _decode_all(msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent | ProtocolError]]:
+    """Each message's event, or why it is not one (run on a worker thread)."""
+    out: list[tuple[Msg, OutcomeEvent | ProtocolError]] = []
+    for m in msgs:
+        try:
+            out.append((m, decode_outcome(m.data)))
+        except ProtocolError as exc:
+            out.append((m, exc))
+    return out
 
 
 def _seq(m: Msg) -> int | None:

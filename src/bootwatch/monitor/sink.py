@@ -24,7 +24,9 @@ class InProcessSink:
         self.monitor = monitor
         self._after = after
 
-    def deliver(self, events: Sequence[OutcomeEvent]) -> None:
+    def deliver(self, events: Sequence[OutcomeEvent],
+                bodies: Sequence[bytes] | None = None) -> None:
+        """Ingest ``events`` (their encodings, ``bodies``, are not needed in-process)."""
         try:
             self.monitor.ingest_outcomes(list(events))
         except BootwatchError as exc:

@@ -246,11 +246,20 @@ def decode_outcome(body: bytes) -> OutcomeEvent:
 
 def _plain_text(body: bytes) -> bool:
     """True when no string in the JSON ``body`` can hold NUL or a UTF-16 surrogate: no
-    ``\\u`` escape at all, and no surrogate encoded in the bytes (which the decoder lets
-    through).  Then the per-string text check of each event can be skipped."""
-    return b"\\u" not in body and _RAW_SURROGATE_RE.search(body) is None
+    ``\\u`` escape that decodes to one (``\\u0000``, ``\\uD800``-``\\uDFFF``), and no
+    surrogate encoded in the bytes (which the decoder lets through).  Then the
+    per-string text check of each event can be skipped.
+
+    Why escapes are looked at rather than refused outright: the service shortens long
+    component descriptions with an ellipsis, which its ASCII JSON writes as ``\\u2026``,
+    so most real events hold some escape.  A raw NUL cannot occur (JSON strings refuse
+    control characters), and an escaped backslash followed by ``u0000`` only makes the
+    check say no when it need not (then every string is checked: still correct)."""
+    return _UNSAFE_ESCAPE_RE.search(body) is None and _RAW_SURROGATE_RE.search(body) is None
 
 
+#: a JSON escape that decodes to NUL or to a UTF-16 surrogate (any case of hex digits)
+_UNSAFE_ESCAPE_RE: Final = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
 #: the UTF-8 form of a UTF-16 surrogate (U+D800..U+DFFF), which json.loads accepts
 _RAW_SURROGATE_RE: Final = re.compile(rb"\xed[\xa0-\xbf]")
 _MAX_INDEX: Final = 10**7
@@ -266,6 +275,7 @@ def _events_lean(items: list[Any], plain_text: bool) -> tuple[BootEvent, ...] | 
     is done once for the whole body (``plain_text``) when it can be."""
     out = []
     hexre = _HEX_RE.fullmatch
+    new = object.__new__
     for item in items:
         if type(item) is not dict:
             return None
@@ -279,7 +289,12 @@ def _events_lean(items: list[Any], plain_text: bool) -> tuple[BootEvent, ...] | 
         if not plain_text and (text_problem(typ) is not None
                                or text_problem(comp) is not None):
             return None
-        out.append(BootEvent(index, pcr, typ, digest, comp))
+        # a frozen dataclass's __init__ sets each field through object.__setattr__ (most
+        # of this loop's time): the instance's dict is filled directly instead, which
+        # makes the same object (tests/protocol/test_outcome_decode.py compares them)
+        ev = new(BootEvent)
+        ev.__dict__.update(index=index, pcr=pcr, type=typ, digest=digest, component=comp)
+        out.append(ev)
     return tuple(out)
 
 

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bootwatch.errors import BootwatchError
 from bootwatch.service import attestation, enroll
+from bootwatch.service.collector import settle_collector
 from bootwatch.service.events import sink_from_settings
 from bootwatch.service.hosts import AllowedHosts, ProviderPrefixMiddleware
 from bootwatch.service.logs import get_logger
@@ -144,10 +145,12 @@ def create_app(
         for start in ext.on_startup:
             start()
         container.start()
+        collector = settle_collector()  # what start-up made stays: see service/collector.py
         task = asyncio.create_task(purge_loop())
         try:
             yield
         finally:
+            collector.release()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

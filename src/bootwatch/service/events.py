@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
-from bootwatch.protocol.outcome import OutcomeEvent, outcome_to_json
+from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
 from bootwatch.tlsverify import tls_verify
 
 if TYPE_CHECKING:
@@ -35,7 +35,12 @@ __all__ = ["EventSink", "HttpEventSink", "events_url", "is_jetstream_url", "sink
 class EventSink(Protocol):
     """Takes batches of committed outcome events (see the module docstring)."""
 
-    def deliver(self, events: Sequence[OutcomeEvent]) -> None: ...
+    def deliver(self, events: Sequence[OutcomeEvent],
+                bodies: Sequence[bytes] | None = None) -> None:
+        """Deliver ``events``; ``bodies``, when given, are their encodings
+        (:func:`~bootwatch.protocol.outcome.encode_outcome`, in the same order): the relay
+        has them from the outbox, and a sink that sends bytes need not encode again."""
+        ...
 
     def close(self) -> None: ...
 
@@ -51,11 +56,16 @@ class HttpEventSink:
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
 
-    def deliver(self, events: Sequence[OutcomeEvent]) -> None:
+    def deliver(self, events: Sequence[OutcomeEvent],
+                bodies: Sequence[bytes] | None = None) -> None:
+        if bodies is None:
+            bodies = [encode_outcome(e) for e in events]
+        # the request body is {"events": [...]} with each event's encoding as it is
+        content = b'{"events":[' + b",".join(bodies) + b"]}"
         try:
             resp = self._client.post(
-                self.url, json={"events": [outcome_to_json(e) for e in events]},
-                headers=self._headers)
+                self.url, content=content,
+                headers={**self._headers, "Content-Type": "application/json"})
         except httpx.HTTPError as exc:
             raise EventDeliveryError(
                 f"monitor {self.url} unreachable: {exc.__class__.__name__}: {exc}") from exc

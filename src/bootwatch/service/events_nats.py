@@ -314,8 +314,10 @@ class JetStreamSink:
         self._lock = threading.Lock()
         self._closed = False
 
-    def deliver(self, events: Sequence[OutcomeEvent]) -> None:
-        """Return once JetStream acknowledged every event; :class:`EventDeliveryError` else."""
+    def deliver(self, events: Sequence[OutcomeEvent],
+                bodies: Sequence[bytes] | None = None) -> None:
+        """Return once JetStream acknowledged every event; :class:`EventDeliveryError` else.
+        ``bodies``: the events' encodings when the caller has them (the relay does)."""
         if not events:
             return
         with self._lock:
@@ -323,7 +325,7 @@ class JetStreamSink:
                 raise EventDeliveryError("the JetStream sink is closed")
             try:
                 # connect, stream check and acknowledgements are each bounded by timeout
-                self._loop.run(self._deliver(events), 3 * self.timeout + 1.0)
+                self._loop.run(self._deliver(events, bodies), 3 * self.timeout + 1.0)
             except TimeoutError:
                 raise EventDeliveryError(
                     f"JetStream at {self.target.url} did not acknowledge {len(events)} "
@@ -364,12 +366,13 @@ class JetStreamSink:
             doc = {"error": {"description": "unreadable acknowledgement"}}
         fut.set_result(doc if isinstance(doc, dict) else {"error": {"description": "?"}})
 
-    async def _deliver(self, events: Sequence[OutcomeEvent]) -> None:
+    async def _deliver(self, events: Sequence[OutcomeEvent],
+                       encoded: Sequence[bytes] | None) -> None:
         nc, _ = await self._client()
         limit = nc.max_payload
         bodies: list[tuple[str, bytes]] = []
-        for ev in events:
-            body = encode_outcome(ev)
+        for i, ev in enumerate(events):
+            body = encode_outcome(ev) if encoded is None else encoded[i]
             if len(body) > limit - 512:
                 raise EventDeliveryError(
                     f"outcome event {ev.event_id} is {len(body)} bytes, more than the NATS "

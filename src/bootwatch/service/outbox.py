@@ -9,8 +9,8 @@ finding them cheap).
 
 Two paths, one delivery routine:
 
-* **hand-off**: the record writer passes each group's committed (id, event)
-  pairs to :meth:`EventRelay.committed`; the relay thread delivers them in
+* **hand-off**: the record writer passes each group's committed (id, event, encoding)
+  triples to :meth:`EventRelay.committed`; the relay thread delivers them in
   batches of up to :data:`BATCH` without reading them back.
 * **sweep**: every :data:`SWEEP_INTERVAL` seconds (and at start) the relay reads
   undelivered rows older than ``orphan_after`` seconds: events of a process
@@ -83,7 +83,8 @@ class EventRelay:
         self._orphan_after = orphan_after
         self._sweep_interval = sweep_interval
         self._cond = threading.Condition()
-        self._held: collections.deque[tuple[int, OutcomeEvent]] = collections.deque()
+        #: (record id, event, its encoding from the outbox row)
+        self._held: collections.deque[tuple[int, OutcomeEvent, bytes]] = collections.deque()
         self._in_flight = 0
         self._stop = False
         self._thread: threading.Thread | None = None
@@ -92,7 +93,7 @@ class EventRelay:
 
     # --- the writer's side ------------------------------------------------------
 
-    def committed(self, items: list[tuple[int, OutcomeEvent]]) -> None:
+    def committed(self, items: list[tuple[int, OutcomeEvent, bytes]]) -> None:
         """Hand over events whose records were just committed (never blocks)."""
         with self._cond:
             room = MAX_HELD - len(self._held)
@@ -171,17 +172,21 @@ class EventRelay:
                 with self._cond:
                     self._cond.wait_for(lambda: self._stop, timeout=self._backoff)
 
-    def _deliver_held(self, batch: list[tuple[int, OutcomeEvent]]) -> None:
-        if self._deliver([e for _, e in batch], [i for i, _ in batch]):
-            self._clear([i for i, _ in batch])
+    def _deliver_held(self, batch: list[tuple[int, OutcomeEvent, bytes]]) -> None:
+        ids = [i for i, _, _ in batch]
+        if self._deliver([e for _, e, _ in batch], ids, [b for _, _, b in batch]):
+            self._clear(ids)
         else:
             with self._cond:  # again after the back-off, first in line
                 self._held.extendleft(reversed(batch))
 
-    def _deliver(self, events: Sequence[OutcomeEvent], ids: list[int]) -> bool:
-        """True when the batch is done with (delivered, or rejected for good)."""
+    def _deliver(self, events: Sequence[OutcomeEvent], ids: list[int],
+                 bodies: Sequence[bytes]) -> bool:
+        """True when the batch is done with (delivered, or rejected for good); ``bodies``
+        are the events' encodings as the outbox holds them (a sink sending bytes sends
+        these rather than encoding the events again)."""
         try:
-            self._sink.deliver(events)
+            self._sink.deliver(events, bodies)
         except EventRejectedError as exc:
             get_logger().error(
                 "outcome events rejected by the sink; dropped",
@@ -204,7 +209,7 @@ class EventRelay:
         """Deliver undelivered events older than ``orphan_after`` (module doc)."""
         cutoff = utcnow() - timedelta(seconds=self._orphan_after)
         with self._cond:
-            held = {i for i, _ in self._held}
+            held = {i for i, _, _ in self._held}
         while not self._stop:
             with self._db.session() as s:
                 query = (
@@ -220,16 +225,18 @@ class EventRelay:
                     return
                 events: list[OutcomeEvent] = []
                 ids: list[int] = []
+                bodies: list[bytes] = []
                 for row_id, raw in rows:
                     try:
                         events.append(decode_outcome(raw))
                         ids.append(row_id)
+                        bodies.append(raw)
                     except BootwatchError as exc:  # cannot happen for what we wrote
                         get_logger().error("undecodable outcome event in the outbox; dropped",
                                            extra={"record": row_id, "reason": str(exc)})
                         s.execute(update(_TABLE).where(_TABLE.c.id == row_id)
                                   .values(outcome_event=None))
-                if events and not self._deliver(events, ids):
+                if events and not self._deliver(events, ids, bodies):
                     return  # the sink is away: the next sweep tries again
                 s.execute(update(_TABLE).where(_TABLE.c.id.in_(ids)).values(outcome_event=None))
             if len(rows) < BATCH:

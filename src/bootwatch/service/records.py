@@ -241,7 +241,8 @@ class _Pending:
 
 
 #: called with (record id, event) of every committed record that carries an event
-CommitHook = Callable[[list[tuple[int, OutcomeEvent]]], None]
+#: receives (record id, outcome event, its encoding as stored) for each committed record
+CommitHook = Callable[[list[tuple[int, OutcomeEvent, bytes]]], None]
 
 
 class RecordWriter:
@@ -438,7 +439,8 @@ class RecordWriter:
         hook = self.on_commit
         if hook is None:
             return
-        done = [(i, p.event) for i, p in zip(ids, batch, strict=True) if p.event is not None]
+        done = [(i, p.event, p.values["outcome_event"]) for i, p in zip(ids, batch, strict=True)
+                if p.event is not None]
         if done:
             try:
                 hook(done)
