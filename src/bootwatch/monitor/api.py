@@ -11,6 +11,7 @@ it is (400 bad input naming the field, 401/403, 404, 409).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -493,7 +494,10 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             from starlette.concurrency import run_in_threadpool
 
             # token verification may fetch the issuer's JWKS: never on the event loop
-            result = await run_in_threadpool(monitor.ingest_report, report)
+            checked = await run_in_threadpool(monitor.check_report, report)
+            # stored in a group commit with the reports arriving meanwhile; answered once
+            # committed (monitor/reports.py)
+            result = await asyncio.wrap_future(container.reports.submit(checked))
         except BootwatchError as exc:
             return _error_response(exc)
         container.webhooks.kick()

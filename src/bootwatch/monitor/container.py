@@ -24,6 +24,7 @@ from bootwatch.monitor.core import Monitor
 from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import AlertRow, VmRow
+from bootwatch.monitor.reports import ReportWriter
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.sink import InProcessSink
 from bootwatch.monitor.tokens import TokenVerifier
@@ -51,6 +52,8 @@ class MonitorContainer:
     metrics: MonitorMetrics
     sink: InProcessSink
     webhooks: WebhookDispatcher
+    #: stores agents' health reports in group commits (the API's report handler)
+    reports: ReportWriter
     #: False when the engine belongs to someone else (the embedded server's service)
     owns_engine: bool = True
     #: consumes outcome events from a broker (``--events nats://...``); None = none
@@ -59,6 +62,7 @@ class MonitorContainer:
     _sweeper: threading.Thread | None = None
 
     def start(self) -> None:
+        self.reports.start()
         self.webhooks.start()
         if self.ingester is not None:
             self.ingester.start()
@@ -70,6 +74,7 @@ class MonitorContainer:
         self._stop.set()
         if self.ingester is not None:
             self.ingester.stop()
+        self.reports.stop()
         self.webhooks.stop()
         if self._sweeper is not None:
             self._sweeper.join(timeout=10)
@@ -114,5 +119,6 @@ def bootstrap(
     webhooks = WebhookDispatcher(monitor)
     return MonitorContainer(
         settings=settings, engine=engine, monitor=monitor, metrics=metrics,
-        sink=InProcessSink(monitor, after=webhooks.kick), webhooks=webhooks, owns_engine=owns,
+        sink=InProcessSink(monitor, after=webhooks.kick), webhooks=webhooks,
+        reports=ReportWriter(monitor), owns_engine=owns,
     )

@@ -75,6 +75,7 @@ from bootwatch.protocol.monitor import (
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, Verdict
 
 __all__ = [
+    "CheckedReport",
     "Monitor",
     "MonitorError",
     "NotFound",
@@ -248,7 +249,7 @@ def _ctx(session: Session) -> _Ctx:
 
 
 _Row = TypeVar("_Row", AlertRow, BaselineRow, BootDocumentRow, BootRow, OutcomeRow,
-               RecommendationRow, SuppressionRow, VmRow, WebhookDeliveryRow)
+               RecommendationRow, ReportRow, SuppressionRow, VmRow, WebhookDeliveryRow)
 
 
 def _new_row(session: Session, cls: type[_Row], **values: Any) -> _Row:
@@ -306,6 +307,17 @@ def _parsed(session: Session, text: str) -> dict[int, str]:
     if value is None:
         value = cache[text] = pcrs_from_json(text)
     return value
+
+
+@dataclass(frozen=True)
+class CheckedReport:
+    """A report whose token was checked: ``verified`` only when it verified for
+    ``vm_id`` (the report's VM id, normalised); ``why`` says why not."""
+
+    report: HealthReport
+    vm_id: str
+    verified: bool
+    why: str
 
 
 @dataclass(frozen=True)
@@ -723,7 +735,13 @@ class Monitor:
     # --- reports ------------------------------------------------------------
 
     def ingest_report(self, report: HealthReport) -> ReportResult:
-        """Record a report; verify its token first (outside the write lock)."""
+        """Check a report's token, then store it alone (the API batches concurrent
+        reports through :class:`bootwatch.monitor.reports.ReportWriter` instead)."""
+        return self.store_reports([self.check_report(report)])[0]
+
+    def check_report(self, report: HealthReport) -> CheckedReport:
+        """Verify a report's token, outside any transaction (it may fetch the issuer's
+        keys): a report without a verified token is stored as unverified."""
         vm_id = normalise_vm_id(report.vm_id)
         verified, why = False, "the report carries no attestation token"
         if report.attestation_token:
@@ -731,42 +749,75 @@ class Monitor:
                 why = "this monitor has no trusted token issuers configured"
             else:
                 verified, why = self.tokens.check(report.attestation_token, vm_id)
+        return CheckedReport(report, vm_id, verified, "" if verified else why)
+
+    def store_reports(self, reports: Sequence[CheckedReport]) -> list[ReportResult]:
+        """Store checked reports in one transaction, in order; a report id seen before
+        (stored, or earlier in the batch) is acknowledged and not stored again.
+
+        Why one transaction for many: a report's own work is a few column changes, but
+        each transaction reads the VM and what its state depends on and commits: through
+        the ORM, one report at a time, that was about 2 ms of CPU, ten times an outcome
+        event.  Like an outcome batch, the reports work on plain records
+        (bootwatch.monitor.records), loaded for all their VMs in a few queries and written
+        at the end."""
+        if not reports:
+            return []
         now = self.clock()
-        with self.write_tx() as session:
-            if session.get(ReportRow, report.report_id) is not None:
-                self.metrics.report(report.health_status.value, verified, duplicate=True)
-                return ReportResult(report.report_id, False, verified, why)
-            session.add(ReportRow(
-                report_id=report.report_id, vm_id=vm_id, received_at=now,
-                status=report.health_status.value, verified=verified,
-                why_unverified="" if verified else why,
-                message=(report.attestation_status_message or report.platform_error_message)[
-                    :4000],
-                failed_hop=report.failed_hop.value if report.failed_hop else None,
-                agent_version=report.agent_version, boot_counter=report.boot_counter,
-            ))
-            vm = session.get(VmRow, vm_id) or self._new_vm(session, vm_id, now)
-            vm.last_report_at = now
-            vm.last_report_status = report.health_status.value
-            vm.last_report_verified = verified
-            vm.last_report_message = (
-                report.platform_error_message or report.attestation_status_message
-            )[:4000]
-            vm.last_failed_hop = report.failed_hop.value if report.failed_hop else None
-            vm.last_failed_target = report.failed_target[:512]
-            if verified or report.health_status is HealthStatus.PLATFORM_ERROR:
-                vm.last_alive_at = now
-            if verified:
-                vm.agent_version = report.agent_version[:64]
-                vm.boot_counter = report.boot_counter
-                if vm.enabled:
-                    self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
-                                  "the agent sent a verified report")
-            elif not vm.agent_version:
-                vm.agent_version = report.agent_version[:64]
-            self._refresh(session, vm, now)
-        self.metrics.report(report.health_status.value, verified, duplicate=False)
-        return ReportResult(report.report_id, True, verified, "" if verified else why)
+        results: list[ReportResult] = []
+        with self.write_tx() as session, session.no_autoflush:
+            ctx = _ctx(session)
+            ctx.rows = RowSet()
+            seen = set(session.connection().execute(
+                select(ReportRow.report_id).where(
+                    ReportRow.report_id.in_(sorted({c.report.report_id for c in reports})))
+            ).scalars())
+            self._preload(session, {c.vm_id for c in reports if c.report.report_id not in seen})
+            for c in reports:
+                report = c.report
+                if report.report_id in seen:
+                    results.append(ReportResult(report.report_id, False, c.verified, c.why))
+                    continue
+                seen.add(report.report_id)
+                self._apply_report(session, c, now)
+                results.append(ReportResult(report.report_id, True, c.verified, c.why))
+            self._apply_pending_recommendations(session)
+            ctx.rows.flush(session)
+        for c, r in zip(reports, results, strict=True):
+            self.metrics.report(c.report.health_status.value, c.verified, duplicate=not r.stored)
+        return results
+
+    def _apply_report(self, session: Session, c: CheckedReport, now: datetime) -> None:
+        report, verified = c.report, c.verified
+        vm = _ctx(session).vms.get(c.vm_id) or self._new_vm(session, c.vm_id, now)
+        _new_row(
+            session, ReportRow,
+            report_id=report.report_id, vm_id=c.vm_id, received_at=now,
+            status=report.health_status.value, verified=verified, why_unverified=c.why,
+            message=(report.attestation_status_message or report.platform_error_message)[
+                :4000],
+            failed_hop=report.failed_hop.value if report.failed_hop else None,
+            agent_version=report.agent_version, boot_counter=report.boot_counter,
+        )
+        vm.last_report_at = now
+        vm.last_report_status = report.health_status.value
+        vm.last_report_verified = verified
+        vm.last_report_message = (
+            report.platform_error_message or report.attestation_status_message
+        )[:4000]
+        vm.last_failed_hop = report.failed_hop.value if report.failed_hop else None
+        vm.last_failed_target = report.failed_target[:512]
+        if verified or report.health_status is HealthStatus.PLATFORM_ERROR:
+            vm.last_alive_at = now
+        if verified:
+            vm.agent_version = report.agent_version[:64]
+            vm.boot_counter = report.boot_counter
+            if vm.enabled:
+                self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
+                              "the agent sent a verified report")
+        elif not vm.agent_version:
+            vm.agent_version = report.agent_version[:64]
+        self._refresh(session, vm, now)
 
     # --- the stale sweep ----------------------------------------------------
 
