@@ -13,13 +13,20 @@ recorded event was delivered, once".
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from bwproc import Load, Proc, free_port, private_postgres, until
 from bwservers import PG_URL, pg_schema
 from sqlalchemy import create_engine, text
+
+from bootwatch.protocol.health import HealthReport, HealthStatus, encode_health_report
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
 
@@ -192,3 +199,88 @@ def test_database_restart_mid_load_answers_503_then_recovers(
         assert counts.unrecorded(result.ids) == set(), result
         counts.engine.dispose()
 
+
+
+class _ReportLoad:
+    """``threads`` agents posting platform-error reports (one id each) to a monitor until
+    stopped; keeps the id of every report answered 202 with ``stored``."""
+
+    def __init__(self, url: str, *, threads: int = 8) -> None:
+        self.url = url.rstrip("/") + "/api/v1/reports"
+        self.threads = threads
+        self.stored: set[str] = set()
+        self.failed = 0
+        self.other: dict[int, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def _run(self, k: int) -> None:
+        vm = str(uuid.UUID(int=k + 1)).upper()
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set():
+                report = HealthReport(uuid.uuid4().hex, vm, HealthStatus.PLATFORM_ERROR,
+                                      datetime.now(UTC), "1.0",
+                                      platform_error_message="proxy refused the CONNECT")
+                try:
+                    r = client.post(self.url, content=encode_health_report(report),
+                                    headers={"content-type": "application/json"})
+                except httpx.HTTPError:
+                    with self._lock:
+                        self.failed += 1
+                    time.sleep(0.02)
+                    continue
+                with self._lock:
+                    if r.status_code == 202 and r.json().get("stored") is True:
+                        self.stored.add(report.report_id)
+                    else:
+                        self.other[r.status_code] = self.other.get(r.status_code, 0) + 1
+
+    def start(self) -> _ReportLoad:
+        for k in range(self.threads):
+            t = threading.Thread(target=self._run, args=(k,), daemon=True)
+            t.start()
+            self._workers.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._workers:
+            t.join(timeout=60)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_kill9_of_the_monitor_loses_no_acknowledged_report(
+    backend: str, tmp_path: Path, schemas: Callable[[], str],
+) -> None:
+    """Reports are stored in group commits (monitor/reports.py): an answered report was
+    committed, whichever batch it was in when the monitor died."""
+    port = free_port()
+    args = ["monitor", "run", "--insecure-http", "--port", str(port)]
+    if backend == "sqlite":
+        args += ["--data-dir", str(tmp_path / "mon")]
+        url = f"sqlite:///{tmp_path / 'mon' / 'bootwatch.db'}"
+        table = "monitor_reports"
+    else:
+        schema = schemas()
+        args += ["--data-dir", str(tmp_path / "mon"), "--db", PG_URL, "--db-schema", schema]
+        url, table = PG_URL, f'"{schema}".monitor_reports'
+    monitor = Proc(args, port=port, log=tmp_path / "monitor.log", env=_env(tmp_path))
+    monitor.start()
+    load = _ReportLoad(f"http://127.0.0.1:{port}").start()
+    try:
+        until(lambda: len(load.stored) >= 300, 120, "300 reports answered")
+        monitor.kill9()  # mid-load: a batch being written, reports waiting for the next
+    finally:
+        load.stop()
+        monitor.stop()
+    assert load.other == {}, (load.other, monitor.output())
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            kept = {str(v) for v in conn.execute(text(f"SELECT report_id FROM {table}"))
+                    .scalars()}
+    finally:
+        engine.dispose()
+    assert len(load.stored) >= 300
+    assert load.stored - kept == set()
