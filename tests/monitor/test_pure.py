@@ -26,6 +26,7 @@ from bootwatch.protocol.health import (
 from bootwatch.protocol.monitor import DiffChange, SecurityType, Toggle, VmState
 from bootwatch.protocol.outcome import (
     BootEvent,
+    BootEventTable,
     OutcomeEvent,
     Verdict,
     decode_outcome,
@@ -295,6 +296,32 @@ def test_events_decoded_in_the_lean_loop_are_ordinary_frozen_events() -> None:
     assert decoded == made and hash(decoded) == hash(made) and repr(decoded) == repr(made)
     with pytest.raises(AttributeError):
         decoded.pcr = 7  # type: ignore[misc]
+
+
+def test_a_shared_event_table_shares_checked_events_and_refuses_what_it_refused() -> None:
+    """A decoder's BootEventTable hands out the events it checked before to later
+    outcomes with equal events; an event equal in value but not in type (1.0, true) is
+    looked up only after its types are checked, so it is still refused, by name."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    items = [_event_obj(index=i, component=f"c{i}\u2026") for i in range(1, 6)]
+    table = BootEventTable()
+    first = decode_outcome(json.dumps(dict(obj, events=items)).encode(), shared=table)
+    second = decode_outcome(json.dumps(dict(obj, event_id="e2", events=items)).encode(),
+                            shared=table)
+    alone = decode_outcome(json.dumps(dict(obj, events=items)).encode())
+    assert first.events == second.events == alone.events and len(table) == 5
+    assert all(a is b for a, b in zip(first.events, second.events, strict=True))
+    for bad, field, what in [(dict(items[0], index=1.0), "events[0].index", "integer"),
+                             (dict(items[0], pcr=True), "events[0].pcr", "integer")]:
+        with pytest.raises(ProtocolError, match=re.escape(f"'{field}' ") + ".*" + what):
+            decode_outcome(json.dumps(dict(obj, events=[bad])).encode(), shared=table)
+    small = BootEventTable(limit=3)
+    decode_outcome(json.dumps(dict(obj, events=items)).encode(), shared=small)
+    assert len(small) <= 3
 
 
 def test_health_report_round_trip() -> None:

@@ -50,7 +50,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bootwatch.errors import BootwatchError, ConfigError, ProtocolError
-from bootwatch.protocol.outcome import OutcomeEvent, decode_outcome
+from bootwatch.protocol.outcome import BootEventTable, OutcomeEvent, decode_outcome
 from bootwatch.service.events_nats import (
     DEFAULT_DURABLE,
     DEFAULT_STREAM,
@@ -118,6 +118,8 @@ class JetStreamIngester:
         self.timeout = timeout
         self.limits = limits or StreamLimits()
         self.counts = IngestCounts()
+        #: boot events decoded before, shared by later events of the same images
+        self._events = BootEventTable()
         self._loop: LoopThread | None = None
         self._main: Future[None] | None = None
         self._stopping = threading.Event()
@@ -222,7 +224,7 @@ class JetStreamIngester:
 
     async def _decode(self, msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent]]:
         good: list[tuple[Msg, OutcomeEvent]] = []
-        for m, result in await asyncio.to_thread(_decode_all, msgs):
+        for m, result in await asyncio.to_thread(_decode_all, msgs, self._events):
             if isinstance(result, OutcomeEvent):
                 good.append((m, result))
                 continue
@@ -303,12 +305,14 @@ class JetStreamIngester:
         return self.counts.stored >= expected
 
 
-def _decode_all(msgs: list[Msg]) -> list[tuple[Msg, OutcomeEvent | ProtocolError]]:
-    """Each message's event, or why it is not one (run on a worker thread)."""
+def _decode_all(msgs: list[Msg], shared: BootEventTable,
+                ) -> list[tuple[Msg, OutcomeEvent | ProtocolError]]:
+    """Each message's event, or why it is not one (run on a worker thread, one batch at
+    a time: ``shared`` is never used by two threads at once)."""
     out: list[tuple[Msg, OutcomeEvent | ProtocolError]] = []
     for m in msgs:
         try:
-            out.append((m, decode_outcome(m.data)))
+            out.append((m, decode_outcome(m.data, shared=shared)))
         except ProtocolError as exc:
             out.append((m, exc))
     return out
