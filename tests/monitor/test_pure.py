@@ -324,6 +324,33 @@ def test_a_shared_event_table_shares_checked_events_and_refuses_what_it_refused(
     assert len(small) <= 3
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_an_outcome_in_another_encoding_is_refused(encoding: str) -> None:
+    """json.loads would read UTF-16 or UTF-32 bytes, where the byte-level text check
+    cannot see a NUL or a surrogate: only UTF-8 is read, and the error says where."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    body = json.dumps(dict(obj, events=[_event_obj(component="a\x00b")]))
+    with pytest.raises(ProtocolError, match=r"not UTF-8 text at byte|not JSON"):
+        decode_outcome(body.encode(encoding), shared=BootEventTable())
+
+
+@pytest.mark.parametrize("key", ["\u00b2", "\u0661", "\uff11"])
+def test_a_pcr_index_must_be_ascii_digits(key: str) -> None:
+    """str.isdigit() takes superscripts and other scripts' digits (int() of some raises
+    ValueError, of others gives a PCR index): refused by name."""
+    event = OutcomeEvent(
+        event_id="e1", time=NOW, provider="shared", attestation_type="AzureGuest",
+        verdict=Verdict.PERMIT, reason="permitted", policy_hash="h", vm_id="VM-1",
+        pcrs={4: "ab"}, events=(A,), reset_count=3)
+    obj = json.loads(encode_outcome(event))
+    with pytest.raises(ProtocolError, match=re.escape(f"'pcrs.{key}'")):
+        decode_outcome(json.dumps(dict(obj, pcrs={key: "ab"})).encode())
+
+
 def test_health_report_round_trip() -> None:
     r = HealthReport("r-1", "VM-1", HealthStatus.PLATFORM_ERROR, NOW, "0.2.0", boot_counter=4,
                      platform_error_message="TLS handshake failed", failed_hop=FailedHop.TLS,

@@ -233,3 +233,40 @@ def test_stop_stores_what_is_waiting(tmp_path: Path) -> None:
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM monitor_reports")).scalar_one() == 30
     engine.dispose()
+
+
+def test_a_cancelled_request_neither_stops_the_writer_nor_loses_its_report(
+        tmp_path: Path) -> None:
+    """A request that goes away cancels its future (asyncio.wrap_future does): the writer
+    still stores that report and goes on answering the others (setting a cancelled
+    future's result used to kill its thread, and every later report waited forever)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    run_migrations(engine)
+    m = _monitor(engine, Clock())
+    gate, entered = threading.Event(), threading.Event()
+    real = m.store_reports
+
+    def held(reports: Sequence[CheckedReport]) -> list[ReportResult]:
+        entered.set()
+        gate.wait(10)
+        return real(reports)
+
+    m.store_reports = held  # type: ignore[method-assign]  # a slow database, in effect
+
+    def rep(rid: str) -> CheckedReport:
+        return CheckedReport(HealthReport(rid, "VM-C", HealthStatus.HEALTHY, T0, "1"), "VM-C",
+                             False, "no token")
+
+    writer = ReportWriter(m)
+    first = writer.submit(rep("c1"))  # taken at once, held at the gate
+    assert entered.wait(10)
+    gone = writer.submit(rep("c2"))  # waits for the next batch ...
+    assert gone.cancel()  # ... and its request goes away
+    gate.set()
+    assert first.result(timeout=30).stored
+    assert writer.submit(rep("c3")).result(timeout=30).stored  # still answering
+    writer.stop()
+    with engine.connect() as conn:
+        kept = set(conn.execute(text("SELECT report_id FROM monitor_reports")).scalars())
+    assert kept == {"c1", "c2", "c3"}
+    engine.dispose()

@@ -373,6 +373,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_a_message_the_decoder_fails_on_is_terminated_not_retried_forever() -> None:
+    """Whatever the decoder raises for a message (ProtocolError, or a bug) makes that one
+    message a termination with the reason: raised from the batch, it would leave the
+    whole batch unacknowledged and redelivered forever."""
+    from bootwatch.monitor.nats_ingest import _decode_all
+    from bootwatch.protocol.outcome import BootEventTable
+
+    class _Message:  # what _decode_all reads of a nats-py Msg
+        def __init__(self, data: Any) -> None:
+            self.data = data
+
+    good = encode_outcome(deny_event("VM-1", 0))
+    out = _decode_all([_Message(good), _Message(None), _Message(b"{"), _Message(good)],  # type: ignore[list-item]
+                      BootEventTable())
+    kinds = [type(r).__name__ for _, r in out]
+    assert kinds == ["OutcomeEvent", "ProtocolError", "ProtocolError", "OutcomeEvent"]
+    assert "the decoder failed on it (TypeError" in str(out[1][1])
+
+
 def test_nats_unreachable_is_a_clear_error_not_a_hang() -> None:
     sink = JetStreamSink(f"nats://127.0.0.1:{free_port()}", timeout=2.0)
     try:

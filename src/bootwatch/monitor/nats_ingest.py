@@ -315,6 +315,10 @@ def _decode_all(msgs: list[Msg], shared: BootEventTable,
             out.append((m, decode_outcome(m.data, shared=shared)))
         except ProtocolError as exc:
             out.append((m, exc))
+        except Exception as exc:  # a decoder bug: this message would fail forever and
+            # hold back the batch it came in; it is terminated with the error in the log
+            out.append((m, ProtocolError(f"outcome event: the decoder failed on it "
+                                         f"({exc.__class__.__name__}: {exc})")))
     return out
 
 

@@ -76,7 +76,8 @@ class ReportWriter:
         if thread is not None:
             thread.join(timeout)
         with self._cond:
-            self._thread = None
+            if thread is None or not thread.is_alive():
+                self._thread = None  # else it is still storing: a start() must not add one
             left = list(self._waiting)
             self._waiting.clear()
         for _, fut in left:  # only when the thread could not finish in time
@@ -111,7 +112,11 @@ class ReportWriter:
                 if not self._waiting:
                     return  # stopping, and nothing is left
                 n = min(self._max_batch, len(self._waiting))
-                batch = [self._waiting.popleft() for _ in range(n)]
+                taken = [self._waiting.popleft() for _ in range(n)]
+            # a report whose request went away (its future cancelled) is still stored: the
+            # agent may not have seen the answer, and storing it twice is idempotent anyway
+            batch = [(r, fut if fut.set_running_or_notify_cancel() else None)
+                     for r, fut in taken]
             try:
                 results = self._monitor.store_reports([r for r, _ in batch])
             except Exception as exc:  # every report of the batch gets the error
@@ -119,9 +124,11 @@ class ReportWriter:
                     get_logger().error("report batch failed", extra={
                         "reports": len(batch), "reason": f"{exc.__class__.__name__}: {exc}"})
                 for _, fut in batch:
-                    fut.set_exception(exc)
+                    if fut is not None:
+                        fut.set_exception(exc)
                 continue
             self.batches += 1
             self.stored += len(batch)
             for (_, fut), result in zip(batch, results, strict=True):
-                fut.set_result(result)
+                if fut is not None:
+                    fut.set_result(result)

@@ -238,8 +238,15 @@ def decode_outcome(body: bytes, *, shared: BootEventTable | None = None) -> Outc
     events equal to one in it are shared rather than checked and built again."""
     if len(body) > MAX_OUTCOME_BYTES:
         raise ProtocolError(f"outcome event: larger than {MAX_OUTCOME_BYTES} bytes")
+    # strict UTF-8 first: json.loads would take UTF-16 or UTF-32 bytes too (and let
+    # encoded surrogates through), which the byte-level text check cannot see into
     try:
-        obj = json.loads(body, parse_constant=_reject_constant)
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"outcome event: not UTF-8 text at byte {exc.start} ({exc.reason}); "
+                            "another encoding or an encoded surrogate is refused") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"outcome event: not JSON: {exc}") from None
     if not isinstance(obj, dict):
@@ -353,7 +360,7 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         raise _fail("pcrs", "must be an object of at most 32 PCRs")
     pcrs: dict[int, str] = {}
     for key, value in pcrs_raw.items():
-        if not (isinstance(key, str) and key.isdigit() and int(key) < 32):
+        if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < 32):
             raise _fail(f"pcrs.{key}", "is not a PCR index 0-31")
         pcrs[int(key)] = _hex(value, f"pcrs.{key}")
     events_raw = obj.get("events") or []

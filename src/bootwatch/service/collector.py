@@ -14,7 +14,10 @@ ms at 100,000 VMs, the whole of the fleet list's p99).  Memory grows by at most
 the young threshold's worth of garbage between collections.
 
 The service app's lifespan settles the collector after start-up and restores it
-at shutdown; the standalone monitor's does the same.
+at shutdown; the standalone monitor's does the same.  Settling does not nest: the
+collector is the process's, so two apps in one process (tests) share one setting, and
+the first to stop restores the defaults and unfreezes for both (which costs the other
+speed, never correctness).
 """
 
 from __future__ import annotations

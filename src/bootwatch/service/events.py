@@ -17,20 +17,25 @@ retries with the same event ids; receivers de-duplicate by ``event_id``), or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 from urllib.parse import urlsplit
 
 import httpx
 
 from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
-from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
+from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, OutcomeEvent, encode_outcome
 from bootwatch.tlsverify import tls_verify
 
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
 
-__all__ = ["EventSink", "HttpEventSink", "events_url", "is_jetstream_url", "sink_from_settings"]
+__all__ = ["MAX_POST_BYTES", "EventSink", "HttpEventSink", "events_url", "is_jetstream_url",
+           "sink_from_settings"]
 
+
+#: encoded events per request of the HTTP sink at most (each event is at most
+#: MAX_OUTCOME_BYTES, so a request always has room for one)
+MAX_POST_BYTES: Final = 2 * MAX_OUTCOME_BYTES
 
 class EventSink(Protocol):
     """Takes batches of committed outcome events (see the module docstring)."""
@@ -60,6 +65,21 @@ class HttpEventSink:
                 bodies: Sequence[bytes] | None = None) -> None:
         if bodies is None:
             bodies = [encode_outcome(e) for e in events]
+        # one request per MAX_POST_BYTES of events (the monitor reads at most four times
+        # MAX_OUTCOME_BYTES per request and would refuse a larger batch, which the relay
+        # would then drop as rejected); a retry resends all, which the monitor dedupes
+        chunk: list[bytes] = []
+        size = 0
+        for body in bodies:
+            if chunk and size + len(body) + 1 > MAX_POST_BYTES:
+                self._post(chunk)
+                chunk, size = [], 0
+            chunk.append(body)
+            size += len(body) + 1
+        if chunk:
+            self._post(chunk)
+
+    def _post(self, bodies: list[bytes]) -> None:
         # the request body is {"events": [...]} with each event's encoding as it is
         content = b'{"events":[' + b",".join(bodies) + b"]}"
         try:
