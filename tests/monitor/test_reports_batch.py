@@ -8,6 +8,7 @@ batch, with the transaction's error when it fails, and stores what waits before 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -59,8 +60,12 @@ class Clock:
 
 
 def _monitor(engine: Engine, clock: Clock) -> Monitor:
-    return Monitor(engine, MonitorSettings(stale_after_seconds=600), metrics=MonitorMetrics(),
-                   clock=clock)
+    # a webhook receiver configured (never contacted here: no dispatcher runs), so the
+    # deliveries the alerts' transitions queue are compared too
+    return Monitor(engine, MonitorSettings(stale_after_seconds=600,
+                                           webhooks=("http://127.0.0.1:9/hook",),
+                                           webhook_secret="s" * 32),
+                   metrics=MonitorMetrics(), clock=clock)
 
 
 def _stale_fleet(m: Monitor, clock: Clock, vms: list[str]) -> None:
@@ -134,6 +139,8 @@ def test_a_batch_of_reports_stores_what_they_store_one_at_a_time(
     assert alerts[a] == "resolved" and alerts[b] == "resolved"
     assert alerts[c] == "active"  # a platform error is alive, but clears nothing
     assert states[str(uuid.UUID(int=99)).upper()] == "not_monitored"
+    # the alerts' opening and the two resolutions each queued a webhook delivery
+    assert len(_dump(engines[0])["monitor_webhook_deliveries"]) >= 5
 
 
 def test_an_unverified_report_never_clears_the_alert(engines: list[Engine]) -> None:
@@ -213,11 +220,12 @@ def test_stop_stores_what_is_waiting(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
     run_migrations(engine)
     m = _monitor(engine, Clock())
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
     real = m.store_reports
 
     def slow(reports: Sequence[CheckedReport]) -> list[ReportResult]:
-        gate.wait(10)  # hold the first batch until everything is queued
+        entered.set()
+        gate.wait(10)  # hold the first batch until everything is queued and stop called
         return real(reports)
 
     m.store_reports = slow  # type: ignore[method-assign]  # a slow database, in effect
@@ -225,8 +233,10 @@ def test_stop_stores_what_is_waiting(tmp_path: Path) -> None:
     futs = [writer.submit(CheckedReport(HealthReport(f"s{i}", "VM-S", HealthStatus.HEALTHY,
                                                      T0, "1"), "VM-S", False, "no token"))
             for i in range(30)]
+    assert entered.wait(10)  # the first batch is being written ...
     stopper = threading.Thread(target=writer.stop)
-    stopper.start()
+    stopper.start()  # ... when stop is called
+    time.sleep(0.2)
     gate.set()
     stopper.join(30)
     assert all(f.result(timeout=1).stored for f in futs)
