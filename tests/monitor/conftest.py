@@ -18,10 +18,12 @@ import pytest
 from bwdeploy import ADMIN, EVENTLOGS, READER, Deployment, DeploymentFactory
 from bwservers import PG_URL, ThreadServer, bound_socket, pg_schema
 from click.testing import CliRunner
+from sqlalchemy import Engine
 
 from bootwatch.cli.main import cli
 from bootwatch.embedded import create_server_app
 from bootwatch.lab import Lab
+from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.service.server import tls_files
 from bootwatch.service.settings import Settings
@@ -94,3 +96,23 @@ def deploy(
     yield start
     for server in running:
         server.stop()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Engine]]:
+    """Two empty monitor databases of the same kind (a batch against one at a time)."""
+    if request.param == "sqlite":
+        out = [make_engine(f"sqlite:///{tmp_path / f'm{i}.db'}") for i in range(2)]
+        for e in out:
+            run_migrations(e)
+        yield out
+        for e in out:
+            e.dispose()
+        return
+    with pg_schema() as s1, pg_schema() as s2:
+        out = [make_engine(PG_URL, schema=s) for s in (s1, s2)]
+        for e in out:
+            run_migrations(e)
+        yield out
+        for e in out:
+            e.dispose()

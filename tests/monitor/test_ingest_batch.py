@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from bwdeploy import EVENTLOGS
-from bwservers import PG_URL, pg_schema
 from sqlalchemy import Engine, select, text
 
 from bootwatch.attest.outcome import describe_events
@@ -42,26 +40,6 @@ from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, RevokedItem, Ver
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 COS = EVENTLOGS / "go-tpm-tools" / "cos-101-amd-sev.bin"
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Engine]]:
-    """Two empty monitor databases of the same kind."""
-    if request.param == "sqlite":
-        out = [make_engine(f"sqlite:///{tmp_path / f'm{i}.db'}") for i in range(2)]
-        for e in out:
-            run_migrations(e)
-        yield out
-        for e in out:
-            e.dispose()
-        return
-    with pg_schema() as s1, pg_schema() as s2:
-        out = [make_engine(PG_URL, schema=s) for s in (s1, s2)]
-        for e in out:
-            run_migrations(e)
-        yield out
-        for e in out:
-            e.dispose()
 
 
 def _monitor(engine: Engine) -> Monitor:

@@ -259,7 +259,7 @@ def test_outcome_events_lean_checks_fail_as_the_general_ones() -> None:
     ]:
         with pytest.raises(ProtocolError, match=re.escape(f"'{field}' ") + ".*" + what):
             decode_outcome(json.dumps(dict(obj, events=[_event_obj(), bad])).encode())
-    # a surrogate encoded in the bytes (json.loads lets it through) is refused too
+    # a surrogate encoded in the bytes (json.loads lets it through) is refused too: not UTF-8
     raw = json.dumps(dict(obj, events=[_event_obj(component="SURR")])).encode()
     with pytest.raises(ProtocolError, match="surrogate"):
         decode_outcome(raw.replace(b"SURR", "\ud800".encode("utf-8", "surrogatepass")))

@@ -10,13 +10,12 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from bwservers import PG_URL, pg_schema
 from sqlalchemy import Engine, select, text
 
 from bootwatch.errors import StorageError
@@ -30,25 +29,6 @@ from bootwatch.protocol.health import FailedHop, HealthReport, HealthStatus
 from bootwatch.protocol.outcome import OutcomeEvent, Verdict
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engines(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[Engine]]:
-    if request.param == "sqlite":
-        out = [make_engine(f"sqlite:///{tmp_path / f'r{i}.db'}") for i in range(2)]
-        for e in out:
-            run_migrations(e)
-        yield out
-        for e in out:
-            e.dispose()
-        return
-    with pg_schema() as s1, pg_schema() as s2:
-        out = [make_engine(PG_URL, schema=s) for s in (s1, s2)]
-        for e in out:
-            run_migrations(e)
-        yield out
-        for e in out:
-            e.dispose()
 
 
 class Clock:
@@ -216,19 +196,26 @@ def test_a_failed_batch_answers_every_report_with_the_error() -> None:
         refused.result(timeout=1)
 
 
+def _hold_batches(m: Monitor) -> tuple[threading.Event, threading.Event]:
+    """A slow database, in effect: each batch of ``m`` sets ``entered`` when its writing
+    starts, then waits for ``gate``."""
+    gate, entered = threading.Event(), threading.Event()
+    real = m.store_reports
+
+    def held(reports: Sequence[CheckedReport]) -> list[ReportResult]:
+        entered.set()
+        gate.wait(10)
+        return real(reports)
+
+    m.store_reports = held  # type: ignore[method-assign]
+    return gate, entered
+
+
 def test_stop_stores_what_is_waiting(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 's.db'}")
     run_migrations(engine)
     m = _monitor(engine, Clock())
-    gate, entered = threading.Event(), threading.Event()
-    real = m.store_reports
-
-    def slow(reports: Sequence[CheckedReport]) -> list[ReportResult]:
-        entered.set()
-        gate.wait(10)  # hold the first batch until everything is queued and stop called
-        return real(reports)
-
-    m.store_reports = slow  # type: ignore[method-assign]  # a slow database, in effect
+    gate, entered = _hold_batches(m)  # the first batch waits until everything is queued
     writer = ReportWriter(m)
     futs = [writer.submit(CheckedReport(HealthReport(f"s{i}", "VM-S", HealthStatus.HEALTHY,
                                                      T0, "1"), "VM-S", False, "no token"))
@@ -253,15 +240,7 @@ def test_a_cancelled_request_neither_stops_the_writer_nor_loses_its_report(
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     run_migrations(engine)
     m = _monitor(engine, Clock())
-    gate, entered = threading.Event(), threading.Event()
-    real = m.store_reports
-
-    def held(reports: Sequence[CheckedReport]) -> list[ReportResult]:
-        entered.set()
-        gate.wait(10)
-        return real(reports)
-
-    m.store_reports = held  # type: ignore[method-assign]  # a slow database, in effect
+    gate, entered = _hold_batches(m)
 
     def rep(rid: str) -> CheckedReport:
         return CheckedReport(HealthReport(rid, "VM-C", HealthStatus.HEALTHY, T0, "1"), "VM-C",

@@ -255,9 +255,9 @@ def decode_outcome(body: bytes, *, shared: BootEventTable | None = None) -> Outc
 
 
 def _plain_text(body: bytes) -> bool:
-    """True when no string in the JSON ``body`` can hold NUL or a UTF-16 surrogate: no
-    ``\\u`` escape that decodes to one (``\\u0000``, ``\\uD800``-``\\uDFFF``), and no
-    surrogate encoded in the bytes (which the decoder lets through).  Then the
+    """True when no string in the JSON ``body`` (UTF-8: :func:`decode_outcome` refuses
+    anything else, encoded surrogates included) can hold NUL or a UTF-16 surrogate: no
+    ``\\u`` escape decodes to one (``\\u0000``, ``\\uD800``-``\\uDFFF``).  Then the
     per-string text check of each event can be skipped.
 
     Why escapes are looked at rather than refused outright: the service shortens long
@@ -265,13 +265,11 @@ def _plain_text(body: bytes) -> bool:
     so most real events hold some escape.  A raw NUL cannot occur (JSON strings refuse
     control characters), and an escaped backslash followed by ``u0000`` only makes the
     check say no when it need not (then every string is checked: still correct)."""
-    return _UNSAFE_ESCAPE_RE.search(body) is None and _RAW_SURROGATE_RE.search(body) is None
+    return _UNSAFE_ESCAPE_RE.search(body) is None
 
 
 #: a JSON escape that decodes to NUL or to a UTF-16 surrogate (any case of hex digits)
 _UNSAFE_ESCAPE_RE: Final = re.compile(rb"\\u(?:0000|[dD][89abcdefABCDEF])")
-#: the UTF-8 form of a UTF-16 surrogate (U+D800..U+DFFF), which json.loads accepts
-_RAW_SURROGATE_RE: Final = re.compile(rb"\xed[\xa0-\xbf]")
 _MAX_INDEX: Final = 10**7
 
 

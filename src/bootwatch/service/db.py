@@ -10,6 +10,8 @@ at start-up and the tests run on both databases.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -72,13 +74,29 @@ def make_engine(url: str, *, schema: str = "") -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     return engine
+
+
+def _wal(cur: Any) -> None:
+    """Switch the file to WAL (it stays so: later connections find it done).  On a new
+    file another process starting at the same moment may hold the lock the switch needs,
+    and SQLite then answers "database is locked" at once, without its busy handler: the
+    switch is tried again for up to the busy timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def alembic_config() -> Config:
@@ -103,6 +121,12 @@ def run_migrations(
             if engine.dialect.name == "postgresql":
                 # serialise concurrent upgrades from several workers
                 conn.execute(text(f"SELECT pg_advisory_xact_lock({int(lock_id)})"))
+            elif engine.dialect.name == "sqlite":
+                # the same on SQLite (a server and a `monitor run` starting at once on one
+                # new file): the write lock before Alembic reads its version table, so the
+                # later one waits (busy timeout), then finds the schema at head.  pysqlite
+                # opens no transaction for DDL by itself; this one is committed by begin()
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except SQLAlchemyError as exc:

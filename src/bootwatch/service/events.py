@@ -32,10 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["MAX_POST_BYTES", "EventSink", "HttpEventSink", "events_url", "is_jetstream_url",
            "sink_from_settings"]
 
-
 #: encoded events per request of the HTTP sink at most (each event is at most
 #: MAX_OUTCOME_BYTES, so a request always has room for one)
 MAX_POST_BYTES: Final = 2 * MAX_OUTCOME_BYTES
+
 
 class EventSink(Protocol):
     """Takes batches of committed outcome events (see the module docstring)."""
