@@ -210,6 +210,9 @@ class _ReportLoad:
         self.threads = threads
         self.stored: set[str] = set()
         self.failed = 0
+        #: 503 answers, and those of them without a Retry-After header
+        self.unavailable = 0
+        self.unavailable_without_retry_after = 0
         self.other: dict[int, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -233,8 +236,14 @@ class _ReportLoad:
                 with self._lock:
                     if r.status_code == 202 and r.json().get("stored") is True:
                         self.stored.add(report.report_id)
+                    elif r.status_code == 503:
+                        self.unavailable += 1
+                        if not r.headers.get("retry-after", "").isdigit():
+                            self.unavailable_without_retry_after += 1
                     else:
                         self.other[r.status_code] = self.other.get(r.status_code, 0) + 1
+                if r.status_code == 503:
+                    time.sleep(0.05)  # an agent waits Retry-After; the test only less
 
     def start(self) -> _ReportLoad:
         for k in range(self.threads):
@@ -284,3 +293,39 @@ def test_kill9_of_the_monitor_loses_no_acknowledged_report(
         engine.dispose()
     assert len(load.stored) >= 300
     assert load.stored - kept == set()
+
+
+def test_the_monitors_database_away_answers_503_with_retry_after_then_recovers(
+    tmp_path: Path,
+) -> None:
+    """The monitor's private PostgreSQL stopped under report load: reports are answered
+    503 with Retry-After (which agents honour) while it is away, never stored-and-lost;
+    once it is back the monitor stores reports again by itself."""
+    with private_postgres() as pg:
+        port = free_port()
+        monitor = Proc(["monitor", "run", "--insecure-http", "--port", str(port),
+                        "--data-dir", str(tmp_path / "mon"), "--db", pg.url],
+                       port=port, log=tmp_path / "monitor.log", env=_env(tmp_path))
+        monitor.start()
+        load = _ReportLoad(f"http://127.0.0.1:{port}", threads=4).start()
+        try:
+            until(lambda: len(load.stored) >= 50, 60, "50 reports answered")
+            pg.stop(mode="fast")
+            until(lambda: load.unavailable >= 10, 60, "503 answers while PG is down")
+            stored_while_down = len(load.stored)
+            pg.start()
+            until(lambda: len(load.stored) >= stored_while_down + 50, 120,
+                  "reports stored again after PG is back")
+        finally:
+            load.stop()
+            monitor.stop()
+        assert load.unavailable_without_retry_after == 0, (load.unavailable, monitor.output())
+        assert load.other == {}, (load.other, monitor.output())
+        engine = create_engine(pg.url)
+        try:
+            with engine.connect() as conn:
+                kept = {str(v) for v in conn.execute(
+                    text("SELECT report_id FROM monitor_reports")).scalars()}
+        finally:
+            engine.dispose()
+        assert load.stored - kept == set()

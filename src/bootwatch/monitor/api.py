@@ -74,11 +74,15 @@ T = TypeVar("T")
 
 
 
-def _error_doc(description: str) -> dict[str, Any]:
+def _error_doc(description: str, *, retry_after: bool = False) -> dict[str, Any]:
+    headers: dict[str, Any] = {"x-ms-error-code": {"description": "the error code of the body",
+                                                   "schema": {"type": "string"}}}
+    if retry_after:
+        headers["Retry-After"] = {"description": "seconds to wait before sending again",
+                                  "schema": {"type": "integer"}}
     return {
         "description": description,
-        "headers": {"x-ms-error-code": {"description": "the error code of the body",
-                                        "schema": {"type": "string"}}},
+        "headers": headers,
         "content": {"application/json": {"schema": ERROR_BODY_SCHEMA}},
     }
 
@@ -91,7 +95,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _error_doc("a read-only token on a write"),
     404: _error_doc("no such VM, boot, alert, baseline or suppression"),
     409: _error_doc("the change was already made"),
-    503: _error_doc("the monitor cannot answer now (its database is away)"),
+    503: _error_doc("the monitor cannot answer now (its database is away or behind, or it "
+                    "is stopping); send again after Retry-After seconds", retry_after=True),
 }
 
 
@@ -206,9 +211,18 @@ class Principal(str):
     """Who made a request, as stored in ``changed_by`` fields (never the token)."""
 
 
+#: Retry-After (seconds) of a 503: the database is away or behind, or the monitor is
+#: stopping.  Agents and the service's HTTP sink wait this long before sending again
+#: (tests/scale/test_durability.py stops the monitor's PostgreSQL under report load).
+RETRY_AFTER_UNAVAILABLE = 5
+
+
 def problem(status: int, code: str, message: str) -> JSONResponse:
+    headers = {"x-ms-error-code": code}
+    if status == 503:
+        headers["Retry-After"] = str(RETRY_AFTER_UNAVAILABLE)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status,
-                        headers={"x-ms-error-code": code})
+                        headers=headers)
 
 
 def _error_response(exc: BootwatchError) -> JSONResponse:
