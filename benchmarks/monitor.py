@@ -143,7 +143,7 @@ def busy_ticks() -> float:
 
 
 def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
-                 seed: int) -> dict[str, float]:
+                 seed: int, timers: PhaseTimers | None = None) -> dict[str, Any]:
     from sqlalchemy import insert
 
     from bootwatch.monitor.core import _events_json, _pcrs_json
@@ -193,9 +193,13 @@ def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
     settled = settle_collector()
     busy0 = busy_ticks()
     c0, t0 = cpu(), time.perf_counter()
+    if timers is not None:
+        timers.timing = True
     for k in range(0, len(todo), 500):
         c.monitor.ingest_outcomes(todo[k:k + 500])
     wall = time.perf_counter() - t0
+    if timers is not None:
+        timers.timing = False
     used = cpu() - c0
     others = ((busy_ticks() - busy0) / os.sysconf("SC_CLK_TCK") - used) / wall
     c.stop()
@@ -232,6 +236,69 @@ def bench_ingest(corpus: Path, n_events: int, work: Path, mix: dict[str, float],
             "wall_s": wall, "events_per_s": n_events / wall,
             "cpu_us_per_event": used / n_events * 1e6, "others_cores_busy": others,
             "floor_events_per_s": n_events / floor, "ratio_to_floor": wall / floor}
+
+
+class PhaseTimers:
+    """``--phases``: wall time per ingestion phase, from timers wrapped around the
+    monitor's own methods for one run (the benchmark's instrument, not the product's).
+
+    With ``skip_updates`` the fast path's UPDATE statements (the VMs' and boots'
+    last-seen columns, one of each per event) are not run: what ingestion would cost if
+    the data model did not update those rows per event (derived from the outcomes
+    instead).  The rows it stores are then wrong; the run only measures."""
+
+    def __init__(self, *, skip_updates: bool = False) -> None:
+        from collections import Counter
+
+        self.totals: Counter[str] = Counter()
+        self.skip_updates = skip_updates
+        self._undo: list[tuple[Any, str, Any]] = []
+        self.timing = False
+
+    def _wrap(self, owner: Any, name: str, label: str) -> None:
+        orig = getattr(owner, name)
+
+        def timed(*a: Any, **k: Any) -> Any:
+            if not self.timing:
+                return orig(*a, **k)
+            t = time.perf_counter()
+            try:
+                return orig(*a, **k)
+            finally:
+                self.totals[label] += time.perf_counter() - t
+
+        self._undo.append((owner, name, orig))
+        setattr(owner, name, timed)
+
+    def __enter__(self) -> PhaseTimers:
+        from sqlalchemy.orm import Session
+
+        from bootwatch.monitor.core import Monitor
+        from bootwatch.monitor.fastpath import FastPath
+        from bootwatch.monitor.rawsql import RawWrite
+        from bootwatch.monitor.records import RowSet
+
+        self._wrap(Monitor, "ingest_outcomes", "whole batch")
+        self._wrap(FastPath, "plan", "fast path: planning (reads, matching, state)")
+        self._wrap(FastPath, "write", "fast path: writing (statements run)")
+        self._wrap(Session, "commit", "commit")
+        self._wrap(Monitor, "_preload", "general path: loading")
+        self._wrap(Monitor, "_apply_outcome", "general path: applying")
+        self._wrap(RowSet, "flush", "general path: writing")
+        if self.skip_updates:
+            orig = RawWrite.executemany
+
+            def no_updates(raw: Any, session: Any, rows: Any, memo: Any = None) -> None:
+                if not raw.sql.lstrip().upper().startswith("UPDATE"):
+                    orig(raw, session, rows, memo)
+
+            self._undo.append((RawWrite, "executemany", orig))
+            RawWrite.executemany = no_updates  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, orig in reversed(self._undo):
+            setattr(owner, name, orig)
 
 
 def _send_reports(monitor: Any, writer: Any, reports: list[Any]) -> None:
@@ -394,6 +461,10 @@ def main() -> None:
                     "reboot (a new boot of the same image), deny, deviate (a new image)")
     ap.add_argument("--runs", type=int, default=3,
                     help="ingestion runs (each on a new database); best and spread printed")
+    ap.add_argument("--phases", action="store_true",
+                    help="after the runs, two more: one with timers around each phase of "
+                    "ingestion, one without the fast path's per-event UPDATEs of the VMs' "
+                    "and boots' rows (what dropping them from the data model would gain)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     from bootwatch.cli.demo import find_corpus
@@ -409,6 +480,14 @@ def main() -> None:
                                  for r in range(args.runs if args.events else 0)]
         if result["ingest_runs"]:
             result["ingest"] = max(result["ingest_runs"], key=lambda x: x["events_per_s"])
+        if args.phases and args.events:
+            for skip in (False, True):
+                with PhaseTimers(skip_updates=skip) as timers:
+                    run = bench_ingest(corpus, args.events, work / f"phases{int(skip)}", mix,
+                                       0, timers)
+                run["phases_us_per_event"] = {k: v / args.events * 1e6
+                                              for k, v in timers.totals.items()}
+                result["phases_without_updates" if skip else "phases"] = run
         if args.reports:
             result["reports"] = bench_reports(work, args.reports)
         result["queries"] = {n: bench_queries(work, int(n), args.rounds)
@@ -420,6 +499,8 @@ def main() -> None:
           "the run")
     if result["ingest_runs"]:
         print_ingest(result)
+    if "phases" in result:
+        print_phases(result)
     if "reports" in result:
         rep = result["reports"]
         print(f"report ingestion, one transaction each: {rep['single_reports_per_s']:,.0f} "
@@ -447,6 +528,22 @@ def print_ingest(result: dict[str, Any]) -> None:
     print(f"  best {ing['events_per_s']:,.0f} events/s ({ing['ratio_to_floor']:.2f}x the floor), "
           f"spread {min(rates):,.0f}-{max(rates):,.0f}/s over {len(runs)} runs "
           "(target >= 5,000/s and <= 3x)")
+
+
+def print_phases(result: dict[str, Any]) -> None:
+    run, bare = result["phases"], result["phases_without_updates"]
+    floor = 1e6 / run["floor_events_per_s"]
+    print(f"where an event's time goes (wall, per event, one run with timers; the floor of "
+          f"that run {floor:.1f} us, so 3x is {3 * floor:.1f} us):")
+    phases = dict(run["phases_us_per_event"])
+    whole = phases["whole batch"]
+    phases["the rest (duplicate check, boot keys, ids, metrics)"] = whole - sum(
+        us for label, us in phases.items() if label != "whole batch")
+    for label, us in sorted(phases.items(), key=lambda kv: -kv[1]):
+        print(f"  {label:<52} {us:7.1f} us  ({us / floor:.2f}x the floor)")
+    print(f"  without the fast path's UPDATEs of the VMs' and boots' rows (rows left wrong, "
+          f"measured only): {bare['ratio_to_floor']:.2f}x the floor against "
+          f"{run['ratio_to_floor']:.2f}x with them")
 
 
 if __name__ == "__main__":
