@@ -68,16 +68,29 @@ class HttpEventSink:
         # one request per MAX_POST_BYTES of events (the monitor reads at most four times
         # MAX_OUTCOME_BYTES per request and would refuse a larger batch, which the relay
         # would then drop as rejected); a retry resends all, which the monitor dedupes
+        chunks: list[list[bytes]] = []
         chunk: list[bytes] = []
         size = 0
         for body in bodies:
             if chunk and size + len(body) + 1 > MAX_POST_BYTES:
-                self._post(chunk)
+                chunks.append(chunk)
                 chunk, size = [], 0
             chunk.append(body)
             size += len(body) + 1
         if chunk:
-            self._post(chunk)
+            chunks.append(chunk)
+        # a request refused for good does not end the batch: the relay clears the whole
+        # batch on EventRejectedError, so the other requests must have been delivered by
+        # the time it is raised (a failure that a retry may cure is raised at once: the
+        # relay then retries the whole batch)
+        rejected: EventRejectedError | None = None
+        for chunk in chunks:
+            try:
+                self._post(chunk)
+            except EventRejectedError as exc:
+                rejected = rejected or exc
+        if rejected is not None:
+            raise rejected
 
     def _post(self, bodies: list[bytes]) -> None:
         # the request body is {"events": [...]} with each event's encoding as it is

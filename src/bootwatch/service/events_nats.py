@@ -55,7 +55,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
-from bootwatch.errors import ConfigError, EventDeliveryError
+from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
 from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
 from bootwatch.service.logs import get_logger
 
@@ -316,7 +316,9 @@ class JetStreamSink:
 
     def deliver(self, events: Sequence[OutcomeEvent],
                 bodies: Sequence[bytes] | None = None) -> None:
-        """Return once JetStream acknowledged every event; :class:`EventDeliveryError` else.
+        """Return once JetStream acknowledged every event; :class:`EventDeliveryError` else,
+        or :class:`EventRejectedError` (once every other event is acknowledged) for an
+        event larger than the server's ``max_payload``, which no retry can publish.
         ``bodies``: the events' encodings when the caller has them (the relay does)."""
         if not events:
             return
@@ -371,13 +373,27 @@ class JetStreamSink:
         nc, _ = await self._client()
         limit = nc.max_payload
         bodies: list[tuple[str, bytes]] = []
+        too_large: list[str] = []
         for i, ev in enumerate(events):
             body = encode_outcome(ev) if encoded is None else encoded[i]
             if len(body) > limit - 512:
-                raise EventDeliveryError(
-                    f"outcome event {ev.event_id} is {len(body)} bytes, more than the NATS "
-                    f"server's max_payload ({limit}); raise max_payload in its configuration")
+                # refused for good (the server will not take it however often it is
+                # tried), but only after the rest of the batch is acknowledged: the relay
+                # clears a rejected batch, and one that failed it retries first in line,
+                # so an error here at once would hold back every later event for ever
+                too_large.append(f"outcome event {ev.event_id} is {len(body)} bytes, more "
+                                 f"than the NATS server's max_payload ({limit}); raise "
+                                 "max_payload in its configuration")
+                continue
             bodies.append((ev.event_id, body))
+        if bodies:
+            await self._publish(nc, bodies)
+        if too_large:
+            raise EventRejectedError(too_large[0] + (
+                f" ({len(too_large)} such events)" if len(too_large) > 1 else ""))
+
+    async def _publish(self, nc: NatsClient, bodies: Sequence[tuple[str, bytes]]) -> None:
+        """Publish (event id, encoding) pairs; return once JetStream acknowledged each."""
         # Every publish in flight at once, each with its own reply subject on this
         # connection's inbox; the acknowledgements come back to _on_ack.  (Cheaper per
         # event than a request each, and unlike nats-py's publish_async it also resolves
