@@ -245,13 +245,115 @@ def decode_outcome(body: bytes, *, shared: BootEventTable | None = None) -> Outc
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"outcome event: not UTF-8 text at byte {exc.start} ({exc.reason}); "
                             "another encoding or an encoded surrogate is refused") from None
+    span = _events_span(text) if shared is not None else None
+    if shared is not None and span is not None:
+        known = _decode_known(text, span, shared)
+        if known is not None:
+            return known
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"outcome event: not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("outcome event: must be a JSON object")
-    return outcome_from_json(obj, plain_text=_plain_text(body), shared=shared)
+    event = outcome_from_json(obj, plain_text=_plain_text(body), shared=shared)
+    if shared is not None and span is not None:
+        _remember_events(text, span, shared)
+    return event
+
+
+#: how an encoded event's top-level ``events`` member starts (``encode_outcome``'s form)
+_EVENTS_MEMBER: Final = '"events":['
+#: stands in for a remembered events array while the rest of a body is parsed: a number
+#: spelled so (``float`` would read it as -0.0) is recognised by the parser's hook
+_STAND_IN: Final = "-0e-0"
+#: :data:`_UNSAFE_ESCAPE_RE` for text rather than bytes
+_UNSAFE_ESCAPE_TEXT_RE: Final = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
+#: an events array shorter than this is decoded, not remembered (no time to save)
+_MIN_REMEMBERED: Final = 1024
+
+
+def _events_span(text: str) -> tuple[int, int] | None:
+    """Where the text of the ``events`` array may be, as the service writes it: from the
+    ``[`` of the first ``"events":[`` to the first ``}]`` after it.
+
+    Nothing is assumed from this: the span is a key into remembered arrays (each a
+    complete JSON array, decoded in full when remembered; a JSON value ends where its own
+    text ends, so a body holding one at this position holds that array there), and
+    :func:`_decode_known` checks by parsing that the position is the top-level member."""
+    at = text.find(_EVENTS_MEMBER)
+    if at < 0:
+        return None
+    start = at + len(_EVENTS_MEMBER) - 1
+    close = text.find("}]", start)
+    return None if close < 0 else (start, close + 2)
+
+
+class _StandIn:
+    """Parses the rest of a body, counting the stand-ins it meets."""
+
+    __slots__ = ("seen",)
+    MARK: Final = object()
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def number(self, spelled: str) -> Any:
+        if spelled == _STAND_IN:
+            self.seen += 1
+            return _StandIn.MARK
+        return float(spelled)
+
+
+def _decode_known(text: str, span: tuple[int, int],
+                  table: BootEventTable) -> OutcomeEvent | None:
+    """The event, when its events array is one ``table`` remembered; else None (and the
+    general route decodes it, naming what is wrong if anything is).
+
+    Why: a JetStream ingester's messages are mostly VMs of a few images sending the same
+    events array (10 of an event's 11 KB); parsing it and looking its events up again
+    was two thirds of decoding a message.  The rest of the body is parsed with a
+    stand-in where the array was: only when the stand-in is met once, as the whole of
+    the top-level ``events`` member (the last of that name, as JSON reads a repeated
+    one), is the remembered decoding used; every other field is checked as always."""
+    start, end = span
+    events = table._arrays.get(text[start:end])
+    if events is None:
+        return None
+    rest = text[:start] + "[" + _STAND_IN + "]" + text[end:]
+    stand_in = _StandIn()
+    try:
+        obj = json.loads(rest, parse_constant=_reject_constant, parse_float=stand_in.number)
+        if not (isinstance(obj, dict) and stand_in.seen == 1
+                and (member := obj.get("events")) is not None and type(member) is list
+                and len(member) == 1 and member[0] is _StandIn.MARK):
+            return None
+        return outcome_from_json(obj, known_events=events)
+    except (ValueError, RecursionError, ProtocolError):
+        return None
+
+
+def _remember_events(text: str, span: tuple[int, int], table: BootEventTable) -> None:
+    """Remember the events array at ``span`` with its decoding, when it is one: parsed
+    and checked on its own, as :func:`outcome_from_json` checks an events member."""
+    start, end = span
+    raw = text[start:end]
+    if len(raw) < _MIN_REMEMBERED or raw in table._arrays:
+        return
+    try:
+        items = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError, ProtocolError):
+        return  # the span ended inside the array (a "}]" in a string): not remembered
+    if not isinstance(items, list) or not items or len(items) > _MAX_EVENTS:
+        return
+    events = _events_lean(items, _UNSAFE_ESCAPE_TEXT_RE.search(raw) is None, table)
+    if events is None:
+        return
+    if table._array_chars + len(raw) > table.array_chars:
+        table._arrays.clear()
+        table._array_chars = 0
+    table._arrays[raw] = events
+    table._array_chars += len(raw)
 
 
 def _plain_text(body: bytes) -> bool:
@@ -284,14 +386,22 @@ class BootEventTable:
     hold no NUL or surrogate (checked, or proven absent for its whole message), so an
     equal one needs no check.  The events are frozen, so sharing them is safe.
 
-    Bounded: emptied when it holds :attr:`limit` events.  Owned by its caller (a JetStream
-    ingester keeps one); not for concurrent use by several threads."""
+    It also remembers whole events arrays by their exact text (as :func:`decode_outcome`
+    found them), so that a message carrying one again is decoded without parsing it
+    (:func:`_decode_known`).
 
-    __slots__ = ("_events", "limit")
+    Bounded: emptied when it holds :attr:`limit` events; the arrays are emptied when
+    their text would exceed :attr:`array_chars` characters.  Owned by its caller (a
+    JetStream ingester keeps one); not for concurrent use by several threads."""
 
-    def __init__(self, limit: int = 16_384) -> None:
+    __slots__ = ("_array_chars", "_arrays", "_events", "array_chars", "limit")
+
+    def __init__(self, limit: int = 16_384, array_chars: int = 4_000_000) -> None:
         self.limit = limit
+        self.array_chars = array_chars
         self._events: dict[tuple[int, int, str, str, str], BootEvent] = {}
+        self._arrays: dict[str, tuple[BootEvent, ...]] = {}
+        self._array_chars = 0
 
     def __len__(self) -> int:
         return len(self._events)
@@ -341,10 +451,13 @@ def _events_lean(items: list[Any], plain_text: bool,
 
 
 def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
-                      shared: BootEventTable | None = None) -> OutcomeEvent:
+                      shared: BootEventTable | None = None,
+                      known_events: tuple[BootEvent, ...] | None = None) -> OutcomeEvent:
     """Check a decoded JSON object (see :func:`decode_outcome`); ``plain_text``: the
     caller knows no string in it holds NUL or a surrogate (:func:`_plain_text`);
-    ``shared``: boot events checked before, to share (:class:`BootEventTable`)."""
+    ``shared``: boot events checked before, to share (:class:`BootEventTable`);
+    ``known_events``: the events, already checked (the object's own ``events`` member is
+    then not read; only :func:`_decode_known` gives them)."""
     schema = _int(obj, "schema", lo=1, hi=1000)
     if schema != SCHEMA_VERSION:
         raise _fail("schema", f"is {schema}; this monitor reads version {SCHEMA_VERSION}")
@@ -361,10 +474,10 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) < 32):
             raise _fail(f"pcrs.{key}", "is not a PCR index 0-31")
         pcrs[int(key)] = _hex(value, f"pcrs.{key}")
-    events_raw = obj.get("events") or []
+    events_raw = (obj.get("events") or []) if known_events is None else []
     if not isinstance(events_raw, list) or len(events_raw) > _MAX_EVENTS:
         raise _fail("events", f"must be a list of at most {_MAX_EVENTS} events")
-    lean = _events_lean(events_raw, plain_text, shared)
+    lean = _events_lean(events_raw, plain_text, shared) if known_events is None else known_events
     events: list[BootEvent] = list(lean) if lean is not None else []
     for i, item in enumerate(events_raw if lean is None else ()):
         where = f"events[{i}]"
@@ -422,7 +535,7 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         claimed_vm_id=_ident(obj, "claimed_vm_id", optional=True),
         pcr_bank=_str(obj, "pcr_bank", optional=True, limit=16) or "sha256",
         pcrs=pcrs,
-        events=tuple(events),
+        events=known_events if known_events is not None else tuple(events),
         reset_count=_int(obj, "reset_count", optional=True, hi=_MAX_STORED_INT),
         restart_count=_int(obj, "restart_count", optional=True, hi=_MAX_STORED_INT),
         secure_boot=secure_boot,
