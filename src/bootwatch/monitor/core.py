@@ -475,17 +475,27 @@ class Monitor:
 
     def _learn_on_enable(self, session: Session, vm: VmRow, now: datetime, by: str) -> None:
         """Trust on first use: a VM enabled after it attested takes its latest permitted
-        boot as baseline (when it has none), like GCP's first-boot baseline."""
-        if self._variants(session, vm):
-            return
-        boot = session.scalars(
-            select(BootRow).where(BootRow.vm_id == vm.vm_id, BootRow.verdict == "permit")
-            .order_by(BootRow.last_seen.desc()).limit(1)
-        ).first()
-        if boot is not None:
-            base = self._add_baseline(session, vm, boot, "learned", by or "trust-on-first-use",
-                                      now)
-            boot.baseline_id = base.id
+        boot as baseline (when it has none), like GCP's first-boot baseline.
+
+        The VM's last boot is then matched against its variants, as an outcome would
+        be: a boot attested while monitoring was off was never matched (the alert rules
+        did not run), so a VM re-enabled after rebooting into an approved image would
+        otherwise stay unhealthy until it attests again."""
+        if not self._variants(session, vm):
+            boot = session.scalars(
+                select(BootRow).where(BootRow.vm_id == vm.vm_id, BootRow.verdict == "permit")
+                .order_by(BootRow.last_seen.desc()).limit(1)
+            ).first()
+            if boot is not None:
+                base = self._add_baseline(session, vm, boot, "learned",
+                                          by or "trust-on-first-use", now)
+                boot.baseline_id = base.id
+        last = session.get(BootRow, vm.last_boot_id) if vm.last_boot_id is not None else None
+        if last is not None:
+            pcrs = pcrs_from_json(last.pcrs)
+            match = next((v for v in self._variants(session, vm)
+                          if matches(pcrs_from_json(v.pcrs), pcrs)), None)
+            last.baseline_id = match.id if match else None
 
     def disable(self, ref: str, *, by: str = "") -> str:
         now = self.clock()
@@ -647,10 +657,14 @@ class Monitor:
             _new_row(session, BootDocumentRow, boot_id=boot.id, events=events,
                      claims=_claims_json(ev.claims))
         else:
+            if ev.time >= as_utc(boot.last_seen):
+                # the boot's verdict is its latest attestation's: an older event
+                # delivered late is history only (a late denial must not turn a
+                # permitted boot into a denied one, which dry runs and TOFU read)
+                boot.verdict = ev.verdict.value
+                boot.reason = ev.reason[:4000]
+                boot.policy_hash = ev.policy_hash
             boot.last_seen = max(as_utc(boot.last_seen), ev.time)
-            boot.verdict = ev.verdict.value
-            boot.reason = ev.reason[:4000]
-            boot.policy_hash = ev.policy_hash
         ctx.boots[(vm_id, key)] = boot
         ctx.boots_by_id[boot.id] = boot
         return boot
@@ -799,6 +813,19 @@ class Monitor:
             failed_hop=report.failed_hop.value if report.failed_hop else None,
             agent_version=report.agent_version, boot_counter=report.boot_counter,
         )
+        if (not verified and report.health_status is not HealthStatus.PLATFORM_ERROR
+                and vm.last_report_status == HealthStatus.PLATFORM_ERROR.value
+                and vm.last_report_at is not None
+                and (vm.last_outcome_at is None
+                     or as_utc(vm.last_report_at) >= as_utc(vm.last_outcome_at))):
+            # a platform error the VM's state rests on ends with an attestation or a
+            # verified report only: an unauthenticated "Healthy" taking its place as the
+            # last report would turn platform_error (whose report kept the VM alive) into
+            # healthy.  The report stays in the history; the VM keeps the error.
+            if not vm.agent_version:
+                vm.agent_version = report.agent_version[:64]
+            self._refresh(session, vm, now)
+            return
         vm.last_report_at = now
         vm.last_report_status = report.health_status.value
         vm.last_report_verified = verified
@@ -838,23 +865,25 @@ class Monitor:
             ).all()
             for vm in rows:
                 before = vm.state
-                self._refresh(session, vm, now)
-                if vm.state == VmState.STALE.value:
-                    alive = as_utc(vm.last_alive_at) if vm.last_alive_at else now
-                    self._raise(
-                        session, vm, AlertReason.AGENT_UNRESPONSIVE, Severity.MEDIUM, now,
-                        description=(
-                            f"No attestation or verified report from this VM since "
-                            f"{alive:%Y-%m-%d %H:%M:%S} UTC (stale after "
-                            f"{int(self.stale_after.total_seconds())} s): the guest agent is "
-                            "not responding."
-                        ),
-                        extended={"lastSeen": alive.isoformat()}, diff=(), boot_id=None,
-                    )
-                    self._refresh(session, vm, now)
+                self._refresh(session, vm, now)  # opens agent_unresponsive when stale
                 if vm.state != before:
                     changed += 1
         return changed
+
+    def _raise_unresponsive(self, session: Session, vm: VmRow, now: datetime) -> None:
+        """Open (or count again) ``agent_unresponsive``: called by :meth:`_refresh` when the
+        VM becomes stale, whichever path noticed it (the sweep, a report, an operator)."""
+        alive = as_utc(vm.last_alive_at) if vm.last_alive_at else now
+        self._raise(
+            session, vm, AlertReason.AGENT_UNRESPONSIVE, Severity.MEDIUM, now,
+            description=(
+                f"No attestation or verified report from this VM since "
+                f"{alive:%Y-%m-%d %H:%M:%S} UTC (stale after "
+                f"{int(self.stale_after.total_seconds())} s): the guest agent is "
+                "not responding."
+            ),
+            extended={"lastSeen": alive.isoformat()}, diff=(), boot_id=None,
+        )
 
     # --- baselines ------------------------------------------------------------
 
@@ -926,6 +955,16 @@ class Monitor:
                    session.scalars(select(VmRow).where(VmRow.group_name == base.group_name))
                    .all())
             for vm in vms:
+                # the boots that pointed at the variant take the first remaining one they
+                # match (as an outcome would): a boot that also matches another variant
+                # (the group's, say) is still on an approved baseline
+                variants = self._variants(session, vm)
+                for boot in session.scalars(select(BootRow).where(
+                        BootRow.vm_id == vm.vm_id, BootRow.baseline_id == baseline_id)):
+                    boot_pcrs = pcrs_from_json(boot.pcrs)
+                    match = next((v for v in variants
+                                  if matches(pcrs_from_json(v.pcrs), boot_pcrs)), None)
+                    boot.baseline_id = match.id if match else None
                 self._refresh(session, vm, now)
 
     def _boot_of(self, session: Session, vm: VmRow, boot_id: int | None) -> BootRow:
@@ -1113,6 +1152,12 @@ class Monitor:
                          stale_after=self.stale_after, egress_text=self.egress_text,
                          evaluated=ctx.evaluated)
         state, results, digest = ev.state, ev.results, ev.digest
+        if state is VmState.STALE and vm.state != VmState.STALE.value:
+            # whichever path finds the VM silent opens the alert, not only the sweep: the
+            # sweep looks only at VMs not stale yet, so a VM that an unverified report or
+            # an operator's action moved to stale first would never get one
+            self._raise_unresponsive(session, vm, now)
+            open_rows = self._open_alerts(session, vm.vm_id)
         if state.value != vm.state:
             vm.state = state.value
             vm.state_since = now

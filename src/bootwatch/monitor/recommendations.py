@@ -174,7 +174,9 @@ def _agent(f: VmFacts) -> RecommendationResult:
     ):
         return _na(d, "NotSupported", "needs a Trusted Launch or confidential VM with "
                    "Secure Boot and vTPM on")
-    if f.state is VmState.NOT_REPORTING:
+    # never reported: the state alone is not enough (``not_reporting`` is also the state
+    # of a VM whose reports arrive but whose attestations do not reach this monitor)
+    if f.state is VmState.NOT_REPORTING and f.last_report_status is None:
         return _bad(
             d, "NotInstalled", "monitoring is enabled but the agent has never reported",
             "Install and start the bootwatch agent in the VM (`bootwatch agent install`, "
