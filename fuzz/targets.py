@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bootwatch.errors import BootwatchError
+from bootwatch.attest.outcome import describe_events
+from bootwatch.errors import BootwatchError, ProtocolError
 from bootwatch.eventlog import parse_log, replay, verify_pcrs
 from bootwatch.eventlog.dbx import DbxCatalog, load_dbx_json
 from bootwatch.eventlog.decode import SipaEvent, decode_event, events_claim, summarize_decoded
@@ -46,6 +47,14 @@ from bootwatch.protocol.azureguest import (
     attestation_info_json,
     decode_request,
     encode_request,
+)
+from bootwatch.protocol.outcome import (
+    BootEventTable,
+    OutcomeEvent,
+    RevokedItem,
+    Verdict,
+    decode_outcome,
+    encode_outcome,
 )
 from bootwatch.tpm.aik import TrustAnchors, load_aik_certificate, verify_aik_certificate
 from bootwatch.tpm.attest import parse_tpms_attest
@@ -382,6 +391,80 @@ _POLICY_DICT = tuple(
 )
 
 
+# --- outcome events (service -> monitor) ------------------------------------------
+
+
+def _outcome_seeds(corpus: Path) -> Iterator[tuple[str, bytes]]:
+    """Outcome events as the service encodes them, their events described from real logs
+    of the corpus (the monitor's JetStream ingester reads these)."""
+    logs = sorted((corpus / "eventlogs" / "go-tpm-tools").glob("*.bin"))[:6]
+    when = datetime(2026, 12, 3, tzinfo=UTC)
+    for n, path in enumerate(logs):
+        try:
+            events = describe_events(parse_log(path.read_bytes()), frozenset(range(10)))
+        except BootwatchError:
+            continue
+        pcrs = {p: f"{p + n:02x}" * 32 for p in range(10)}
+        base = OutcomeEvent(
+            event_id=f"seed-{n}", time=when, provider="shared", attestation_type="AzureGuest",
+            verdict=Verdict.PERMIT, reason="permitted", policy_hash="h" * 43,
+            vm_id=f"VM-{n}", pcrs=pcrs, events=events, reset_count=n + 1, secure_boot=True,
+            claims=(("secureboot", True), ("x-ms-azurevm-is-windows", False)))
+        yield f"{path.stem}-permit", encode_outcome(base)
+        if n == 0:
+            denied = OutcomeEvent(**{**base.__dict__, "event_id": "seed-deny",
+                                     "verdict": Verdict.DENY, "reason": "denied by rule 4",
+                                     "revoked": (RevokedItem(3, "bootmgfw.efi", "ab" * 32,
+                                                             "in dbx"),)})
+            yield f"{path.stem}-deny", encode_outcome(denied)
+            rejected = OutcomeEvent(**{**base.__dict__, "event_id": "seed-rejected",
+                                       "verdict": Verdict.EVIDENCE_REJECTED, "vm_id": None,
+                                       "claimed_vm_id": "VM-0", "pcrs": {}, "events": (),
+                                       "reason": "log_pcr_mismatch"})
+            yield f"{path.stem}-rejected", encode_outcome(rejected)
+
+
+@functools.cache
+def _outcome_table() -> BootEventTable:
+    """The decoder's table of one ingester, warmed with the seeds (so mutated inputs meet
+    remembered events arrays), kept for the process as an ingester keeps its own."""
+    table = BootEventTable()
+    for _, seed in _outcome_seeds(CORPUS):
+        decode_outcome(seed, shared=table)
+    return table
+
+
+def _outcome(data: bytes) -> None:
+    """Decode as a JetStream ingester does (with its BootEventTable) and as the general
+    route does: both must give the same event, or refuse with the same message."""
+    general: OutcomeEvent | ProtocolError
+    shared: OutcomeEvent | ProtocolError
+    try:
+        general = decode_outcome(data)
+    except ProtocolError as exc:
+        general = exc
+    try:
+        shared = decode_outcome(data, shared=_outcome_table())
+    except ProtocolError as exc:
+        shared = exc
+    if isinstance(general, ProtocolError) or isinstance(shared, ProtocolError):
+        if str(general) != str(shared):
+            raise AssertionError(f"decoding with a BootEventTable gives {shared!r}, the "
+                                 f"general route {general!r}")
+        if isinstance(general, ProtocolError):
+            raise general
+    elif general != shared:
+        raise AssertionError("decoding with a BootEventTable gives another event than the "
+                             "general route")
+
+
+_OUTCOME_DICT = (*(
+    f'"{k}":'.encode()
+    for k in ("schema", "event_id", "time", "verdict", "reason", "pcrs", "events", "index",
+              "pcr", "type", "digest", "component", "claims", "revoked", "secure_boot")
+), b'"events":[', b"}]", b"-0e-0", b"\\u0000", b"\\ud800", b"\\u0065", b"1e999", b"null")
+
+
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
@@ -395,5 +478,8 @@ TARGETS: dict[str, Target] = {
                "re-encoding", 8192, _azureguest, _azureguest_seeds, _AZUREGUEST_DICT),
         Target("policy", "MAA policy upload document (text or JWS), parser and evaluator",
                16 * 1024, _policy, _policy_seeds, _POLICY_DICT),
+        Target("outcome", "outcome event decoder (service -> monitor), with and without the "
+               "JetStream ingester's table of remembered events, which must agree",
+               32 * 1024, _outcome, _outcome_seeds, _OUTCOME_DICT),
     )
 }

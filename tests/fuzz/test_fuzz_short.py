@@ -25,11 +25,11 @@ from fuzz.targets import CORPUS, TARGETS, Target, check  # noqa: E402
 
 #: executions per target: a few thousand each, sized so all four stay well under 30 s
 #: (the event-log harness replays and decodes whole logs: ~300-500 executions/s)
-RUNS = {"eventlog": 1500, "tpm": 5000, "azureguest": 5000, "policy": 3000}
+RUNS = {"eventlog": 1500, "tpm": 5000, "azureguest": 5000, "policy": 3000, "outcome": 3000}
 
 
 def test_every_target_has_a_short_run_and_seeds_from_the_corpus() -> None:
-    assert set(RUNS) == set(TARGETS) == {"eventlog", "tpm", "azureguest", "policy"}
+    assert set(RUNS) == set(TARGETS) == {"eventlog", "tpm", "azureguest", "policy", "outcome"}
     for target in TARGETS.values():
         seeds = list(target.seeds(CORPUS))
         assert len(seeds) >= 8, (target.name, len(seeds))
