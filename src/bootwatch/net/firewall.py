@@ -25,6 +25,7 @@ from bootwatch.net.matching import (
     match_address,
     match_ports,
     match_source,
+    split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
 
@@ -200,11 +201,12 @@ def parse_firewall(data: bytes, source: str) -> list[FirewallRule]:
     return network + application
 
 
-def _source_ok(rule: FirewallRule, ctx: Context, source: str) -> str:
+def _source_ok(rule: FirewallRule, unit: IPNetwork, ctx: Context, source: str) -> str:
     if "(ip group)" in rule.sources:
         ctx.warn(f"rule {rule.label} uses IP groups: not evaluated")
         return Match.NO
-    results = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddresses", source=source)
+    results = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddresses", source=source,
+                            unit=unit)
                for s in rule.sources]
     if Match.YES in results:
         return Match.YES
@@ -237,7 +239,7 @@ def _matches(rule: FirewallRule, unit: IPNetwork, ctx: Context, source: str) -> 
             ctx.warn(f"rule {rule.label} uses FQDN tags: not evaluated")
         if not any(host_matches(t.host, f) for f in rule.destination_fqdns if f != "(fqdn tag)"):
             return False
-    src = _source_ok(rule, ctx, source)
+    src = _source_ok(rule, unit, ctx, source)
     if src == Match.UNKNOWN:
         if rule.action == "Deny":
             ctx.warn(f"{rule.label}: the VM's address is unknown (give --vm-ip); assumed to "
@@ -255,7 +257,9 @@ def evaluate_firewall(rules: list[FirewallRule], ctx: Context, source: str) -> F
         ctx.warn("application rules match host names only; the target is an address, so "
                  "they were not consulted (give --to with the service's host name)")
     decided: list[tuple[IPNetwork, FirewallRule]] = []
-    for unit in destination_units(ctx):
+    units = split_units(destination_units(ctx),
+                        [d for r in rules if r.kind == "network" for d in r.destinations], ctx)
+    for unit in units:
         rule = next((r for r in rules if _matches(r, unit, ctx, source)), DEFAULT_DENY)
         decided.append((unit, rule))
     denied = [(u, r) for u, r in decided if r.action != "Allow"]

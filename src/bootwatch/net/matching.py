@@ -4,7 +4,9 @@ A destination is evaluated as one or more *units*, each a prefix: an IP target i
 one /32 or /128; a host name that the service-tag document publishes stands for
 every prefix of the tag (traffic passes only if it passes to each of them, since
 DNS may answer any).  A rule's address entry matches a unit when the unit lies
-inside it.
+inside it; the evaluators first cut the units at the rule entries' prefix
+boundaries (:func:`split_units`), so a rule covering part of a tag prefix decides
+that part.  ``0.0.0.0/0`` and ``::/0`` cover their own family only.
 
 Named approximations (the platform knows more than a rules file says):
 
@@ -35,6 +37,7 @@ __all__ = [
     "match_address",
     "match_ports",
     "match_source",
+    "split_units",
 ]
 
 PRIVATE_RANGES: Final[tuple[IPNetwork, ...]] = tuple(
@@ -97,16 +100,74 @@ def destination_units(ctx: Context) -> tuple[IPNetwork, ...]:
             "document that publishes it",
             field="--to",
         )
-    if not any(_host_matches(t.host, f) for f in doc.fqdns):
+    tag = doc.tag()
+    # the names the rule generators allow for this tag: the document's own, or for
+    # Azure's file (which has none) the documented *.attest.azure.net
+    fqdns = doc.tag_fqdns(tag)
+    if not any(_host_matches(t.host, f) for f in fqdns):
         raise NetworkInputError(
             f"{t.host!r} is not one of the document's host names "
-            f"({', '.join(doc.fqdns) or 'none'}); give its address",
+            f"({', '.join(fqdns) or 'none'}); give its address",
             field="--to",
         )
-    tag = doc.tag()
     if not tag.address_prefixes:
         raise NetworkInputError(f"tag {tag.name!r} has no prefixes", field="--from")
     return tag.address_prefixes
+
+
+def split_units(
+    units: tuple[IPNetwork, ...], entries: list[str], ctx: Context
+) -> tuple[IPNetwork, ...]:
+    """``units`` cut at every prefix boundary of the address ``entries`` that falls
+    inside one of them.
+
+    A rule entry matches a unit only when the whole unit lies inside it, so an entry
+    covering part of a tag prefix (a Deny of one address of a /30 the host name
+    may resolve to) would otherwise match nothing and the traffic look allowed.
+    After the cut, every piece is either inside or outside each entry, and each
+    piece gets its own verdict.  An address target (/32, /128) is never cut."""
+    bounds: set[IPNetwork] = set()
+    for entry in entries:
+        bounds.update(_entry_networks(entry, ctx))
+    out: list[IPNetwork] = []
+    for unit in units:
+        pieces = [unit]
+        for bound in bounds:
+            if bound.version != unit.version or bound.prefixlen <= unit.prefixlen:
+                continue
+            next_pieces: list[IPNetwork] = []
+            for piece in pieces:
+                if piece != bound and bound.subnet_of(piece):  # type: ignore[arg-type]
+                    next_pieces.extend(piece.address_exclude(bound))  # type: ignore[arg-type]
+                    next_pieces.append(bound)
+                else:
+                    next_pieces.append(piece)
+            pieces = next_pieces
+        out.extend(sorted(pieces))
+    return tuple(out)
+
+
+def _entry_networks(entry: str, ctx: Context) -> tuple[IPNetwork, ...]:
+    """The prefixes an address entry stands for (nothing for ``*`` or what does not
+    parse; :func:`match_address` reports those)."""
+    e = entry.strip()
+    low = e.lower()
+    if low in ("*", "any", "azureloadbalancer"):
+        return ()
+    if low in ("internet", "virtualnetwork"):
+        return ctx.vnet or PRIVATE_RANGES
+    if any(c.isdigit() for c in e[:1]) or ":" in e:
+        span = _range(e)
+        if span is not None:
+            lo, hi = span
+            if lo.version != hi.version or lo > hi:  # type: ignore[operator]
+                return ()
+            return tuple(ipaddress.summarize_address_range(lo, hi))
+        try:
+            return (ipaddress.ip_network(e, strict=False),)
+        except ValueError:
+            return ()
+    return ctx.tag_prefixes(e) or ()
 
 
 def _host_matches(host: str, pattern: str) -> bool:
@@ -140,7 +201,7 @@ def match_address(
     ``unit``?  Returns a :class:`Match` value."""
     e = entry.strip()
     low = e.lower()
-    if low in ("*", "any", "0.0.0.0/0", "::/0"):
+    if low in ("*", "any"):
         return Match.YES
     if low == "internet":
         return Match.NO if ctx.is_vnet(unit) else Match.YES
@@ -183,11 +244,17 @@ def match_address(
     )
 
 
-def match_source(entry: str, ctx: Context, *, field_name: str, source: str) -> str:
+def match_source(entry: str, ctx: Context, *, field_name: str, source: str,
+                 unit: IPNetwork | None = None) -> str:
     """Does a source entry cover the VM?  Unknown without ``--vm-ip`` for a prefix."""
     low = entry.strip().lower()
-    if low in ("*", "any", "0.0.0.0/0", "::/0", "virtualnetwork"):
+    if low in ("*", "any", "virtualnetwork"):
         return Match.YES
+    if low in ("0.0.0.0/0", "::/0"):
+        # every address of one family; the VM's source address has the family of the
+        # destination ``unit`` it connects to
+        family = 4 if low == "0.0.0.0/0" else 6
+        return Match.YES if unit is None or unit.version == family else Match.NO
     if ctx.vm_ip is None:
         return Match.UNKNOWN
     return match_address(entry, ipaddress.ip_network(ctx.vm_ip), ctx, field_name=field_name,

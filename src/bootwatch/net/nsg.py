@@ -24,6 +24,7 @@ from bootwatch.net.matching import (
     match_address,
     match_ports,
     match_source,
+    split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
 
@@ -139,8 +140,10 @@ def _rule(item: Any, where: str, source: str, *, default: bool) -> NsgRule:
     if not isinstance(props, dict):
         raise NetworkInputError("must be a JSON object", source=source, field=ppath)
     priority = _ci(props, "priority")
+    # Azure's ranges: 100-4096 for security rules, 65000-65500 for its default rules
+    # (a bare list may hold both, as `az network nsg rule list --include-default`)
     if isinstance(priority, bool) or not isinstance(priority, int) or not (
-        100 <= priority <= 65500
+        100 <= priority <= 4096 or 65000 <= priority <= 65500
     ):
         raise NetworkInputError("must be an integer 100-4096 (65000-65500 for default rules)",
                                 source=source, field=f"{ppath}.priority")
@@ -239,6 +242,19 @@ def parse_nsg(data: bytes, source: str) -> tuple[list[NsgRule], list[str]]:
     return rules, notes
 
 
+def _any_port(entries: tuple[str, ...]) -> bool:
+    """Do the source port entries cover every port (``*``, ``Any`` or ``0-65535``)?
+    Only then is the VM's unknown source port sure to match."""
+    for entry in entries:
+        e = entry.strip().lower()
+        if e in ("*", "any"):
+            return True
+        lo, sep, hi = e.partition("-")
+        if sep and lo.strip() == "0" and hi.strip() == "65535":
+            return True
+    return False
+
+
 def _decide(rule: NsgRule, unit: IPNetwork, ctx: Context, source: str) -> tuple[bool, str]:
     """(matches, note) for one outbound rule and one destination unit."""
     if rule.protocol not in ("Tcp", "*"):
@@ -254,13 +270,14 @@ def _decide(rule: NsgRule, unit: IPNetwork, ctx: Context, source: str) -> tuple[
         if "(application security group)" in rule.destinations:
             ctx.warn(f"rule {rule.name!r} uses application security groups: not evaluated")
         return False, ""
-    src = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddressPrefix", source=source)
+    src = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddressPrefix", source=source,
+                        unit=unit)
            for s in rule.sources]
-    ports_known = all(p.strip() == "*" for p in rule.source_ports)
+    if Match.YES not in src and Match.UNKNOWN not in src:
+        return False, ""  # the VM is outside every source: no source port changes that
+    ports_known = _any_port(rule.source_ports)
     if Match.YES in src and ports_known:
         return True, ""
-    if Match.UNKNOWN not in src and ports_known:
-        return False, ""
     # the VM's address or source port is unknown: fail closed
     what = "the VM's address (give --vm-ip)" if Match.UNKNOWN in src else "the source port"
     if rule.access == "Deny":
@@ -273,7 +290,9 @@ def evaluate_nsg(rules: list[NsgRule], ctx: Context, source: str) -> NsgEvaluati
     """First matching outbound rule by priority, per destination unit."""
     outbound = sorted((r for r in rules if r.direction == "Outbound"), key=lambda r: r.priority)
     units: list[UnitDecision] = []
-    for unit in destination_units(ctx):
+    units_in = split_units(destination_units(ctx),
+                           [d for r in outbound for d in r.destinations], ctx)
+    for unit in units_in:
         for rule in outbound:
             matched, note = _decide(rule, unit, ctx, source)
             if matched:

@@ -119,8 +119,12 @@ class ResolvedRules:
         return [(v, p) for v, p in out if p and (self.source is None or self.source.version == v)]
 
     def header(self, what: str) -> str:
+        """One line for a comment.  The tag name comes from the document, which may be
+        fetched from a remote service: a line break in it would start a line that
+        nft, iptables-restore or squid obeys, so anything unprintable becomes ``?``."""
+        tag = "".join(c if c.isprintable() else "?" for c in self.tag.name)
         return (
-            f"bootwatch: allow outbound attestation traffic to {self.tag.name} "
+            f"bootwatch: allow outbound attestation traffic to {tag} "
             f"(changeNumber {self.change_number}), {what}"
         )
 
@@ -284,6 +288,13 @@ def _firewall_network(r: ResolvedRules) -> str:
 
 def _firewall_application(r: ResolvedRules) -> str:
     _check_priority(r, 100, 65000, "an Azure Firewall rule collection")
+    # application rules take ports 0-64000 (monitoring-facts section 3; parse_firewall
+    # refuses more), unlike network rules
+    high = [p for p in r.ports if p > 64000]
+    if high:
+        raise NetworkInputError(
+            f"port {high[0]} is outside 0-64000, the range Azure Firewall application "
+            "rules accept (use azure-firewall-network)", field="--port")
     rule = {
         "name": r.name,
         "description": r.header("HTTPS by host name"),
@@ -344,9 +355,13 @@ def _iptables_for(r: ResolvedRules, version: int) -> str:
             field="--format",
         )
     if len(r.ports) == 1:
-        port_match = f"-m tcp --dport {r.ports[0]}"
+        port_matches = [f"-m tcp --dport {r.ports[0]}"]
     else:
-        port_match = "-m multiport --dports " + ",".join(str(p) for p in r.ports)
+        # multiport takes at most 15 ports per rule (iptables-restore refuses more)
+        port_matches = [
+            "-m multiport --dports " + ",".join(str(p) for p in r.ports[i:i + 15])
+            for i in range(0, len(r.ports), 15)
+        ]
     source = f"-s {r.source} " if r.source else ""
     lines = [
         f"# {r.header('TCP')}",
@@ -357,6 +372,7 @@ def _iptables_for(r: ResolvedRules, version: int) -> str:
         f"-I OUTPUT 1 {source}-d {p} -p tcp {port_match} "
         f'-m comment --comment "bootwatch: {r.name}" -j ACCEPT'
         for p in reversed(prefixes)
+        for port_match in reversed(port_matches)
     ]
     lines.append("COMMIT")
     return "\n".join(lines) + "\n"
@@ -399,11 +415,12 @@ def _squid(r: ResolvedRules) -> str:
 
 
 def _squid_domains(names: list[str]) -> list[str]:
-    """dstdomain refuses a name next to a wildcard covering it (".a.b" covers "x.a.b")."""
-    wild = [n for n in names if n.startswith(".")]
+    """dstdomain refuses a name next to a wildcard covering it (".a.b" covers "x.a.b"
+    and "a.b", and also the wildcard ".x.a.b": squid 5 stops on ".x.a.b .a.b")."""
+    wild = set(n for n in names if n.startswith("."))
     keep = [
         n for n in names
-        if n.startswith(".") or not any(n.endswith(w) or n == w[1:] for w in wild)
+        if not any(n != w and (n.endswith(w) or n == w[1:]) for w in wild)
     ]
     return list(dict.fromkeys(keep))
 

@@ -56,6 +56,8 @@ def parse_target(text: str, *, field: str = "--to") -> Target:
             raise NetworkInputError(f"{raw!r}: only http and https URLs", field=field)
         if not parts.hostname:
             raise NetworkInputError(f"{raw!r} has no host", field=field)
+        if port_value == 0:  # ":0" is no port, not the scheme's default
+            raise NetworkInputError(f"{raw!r}: port 0 is not 1-65535", field=field)
         port = port_value or (443 if parts.scheme == "https" else 80)
         return _host_target(parts.hostname, port, field)
     if raw.startswith("["):
