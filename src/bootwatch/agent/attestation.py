@@ -161,11 +161,8 @@ def attest_once(
                 try:
                     envelope = client.attest_azure_guest(ev.request_body())
                 except ServiceError as exc:
-                    if exc.status >= 500 or exc.status == 429:
-                        return AttestOutcome(
-                            Verdict.UNREACHABLE, exc.message, step="http_status",
-                            target=client.base_url, error_code=exc.error_code,
-                            retry_after=exc.retry_after, aik_cert=aik, http_status=exc.status)
+                    if _busy(exc):
+                        return _unreachable(exc, client.base_url, aik)
                     verdict = (Verdict.DENY if exc.error_code == "PolicyEvaluationError"
                                else Verdict.REFUSED)
                     return AttestOutcome(verdict, exc.message, error_code=exc.error_code,
@@ -180,6 +177,14 @@ def attest_once(
                     claims = client.verify_token(jws)
                 except TransportError:
                     raise
+                except ServiceError as exc:
+                    # the metadata or /certs answered 429/5xx with an MAA error body: the
+                    # provider is busy, which says nothing about this VM's boot
+                    if _busy(exc):
+                        return _unreachable(exc, client.base_url, aik)
+                    return AttestOutcome(Verdict.TOKEN_INVALID,
+                                         f"token verification failed: {exc}", token=jws,
+                                         aik_cert=aik)
                 except BootwatchError as exc:
                     return AttestOutcome(Verdict.TOKEN_INVALID,
                                          f"token verification failed: {exc}", token=jws,
@@ -190,3 +195,18 @@ def attest_once(
     except TpmDeviceError as exc:
         return AttestOutcome(Verdict.PLATFORM_ERROR, f"TPM: {exc}", step="local", aik_cert=aik)
     return AttestOutcome(Verdict.PERMIT, "permitted", claims=claims, token=jws, aik_cert=aik)
+
+
+def _busy(exc: ServiceError) -> bool:
+    """A 429 or 5xx: the provider cannot answer now (come back later), not a verdict."""
+    return exc.status >= 500 or exc.status == 429
+
+
+def _unreachable(exc: ServiceError, base_url: str, aik: bytes | None) -> AttestOutcome:
+    """A busy provider as an ``http_status`` hop failure carrying its Retry-After, at any
+    step (attestation, OpenID metadata, /certs): a platform error the daemon backs off
+    from, never an Unhealthy VM."""
+    return AttestOutcome(
+        Verdict.UNREACHABLE, exc.message, step="http_status", target=base_url,
+        error_code=exc.error_code, retry_after=exc.retry_after, aik_cert=aik,
+        http_status=exc.status)

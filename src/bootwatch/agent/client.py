@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import jwt
 
-from bootwatch.agent.transport import Transport, parse_retry_after
+from bootwatch.agent.transport import Transport, retry_after_of
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
 from bootwatch.protocol.envelope import SealedEnvelope, decode_token_response
 from bootwatch.protocol.token import ATTESTATION_TYPE, AZUREVM
@@ -184,7 +184,7 @@ def _service_error(resp: httpx.Response) -> ServiceError | TransportError:
     parsed = _maa_error(resp)
     retry = None
     if resp.status_code == 429 or resp.status_code >= 500:
-        retry = parse_retry_after(resp.headers.get("retry-after"))
+        retry = retry_after_of(resp)
     if parsed is None:
         origin = f"{resp.request.url.scheme}://{resp.request.url.host}:{resp.request.url.port}"
         return TransportError(

@@ -412,11 +412,14 @@ def load_config(
         values[key] = _convert(key, str(value) if isinstance(value, Path) else value,
                                "--" + key.replace("_", "-"))
     base_dir = file_path.parent if file_path is not None else None
+    # the command line passes every option it has, None when not given: only a value
+    # actually given there is relative to the working directory
+    given = {k for k, v in (overrides or {}).items() if v is not None}
     for key in ("ca", "monitor_ca", "log", "status_file", "heartbeat_file", "state_dir",
                 "lab_dir"):
         p = values.get(key)
         if isinstance(p, Path) and not p.is_absolute() and base_dir is not None \
-                and key not in (overrides or {}):
+                and key not in given:
             values[key] = base_dir / p
     if values.get("lab_vm") and values.get("tcti"):
         raise ConfigError(f"{source or 'configuration'}: give tcti or lab_vm, not both")

@@ -66,7 +66,7 @@ from bootwatch.agent.status import (
     write_heartbeat,
     write_status,
 )
-from bootwatch.errors import BootwatchError, ServiceError, TransportError
+from bootwatch.errors import BootwatchError, ConfigError, ServiceError, TransportError
 from bootwatch.protocol.health import (
     FailedHop,
     HealthReport,
@@ -209,6 +209,8 @@ class AgentDaemon:
         self._wake = threading.Event()
         self._stop = False
         self._reload_requested = False
+        #: why the last SIGHUP reload was refused ("" once one succeeds): kept in the status
+        self._reload_refused = ""
         self._rng = random.Random()
         self.store = StateStore(self.config.state_dir)
         self.version = agent_version()
@@ -271,12 +273,10 @@ class AgentDaemon:
                     result = self._cycle(target)
                     release_memory()
                 due = result.next_due
-                if self._hook is not None:
-                    self._hook.after_cycle(result.succeeded)
-                    if self.config.upgrade is not None and self._hook.maybe_upgrade():
-                        log.info("a new agent version was installed: exiting %d to restart",
-                                 EXIT_RESTART)
-                        return EXIT_RESTART
+                if self._upgrade_after(result, ask=self.config.upgrade is not None):
+                    log.info("a new agent version was installed: exiting %d to restart",
+                             EXIT_RESTART)
+                    return EXIT_RESTART
         return 0
 
     def run_once(self) -> CycleResult:
@@ -285,9 +285,22 @@ class AgentDaemon:
         with ExitStack() as stack:
             target = self._enter_target(stack)
             result = self._cycle(target)
-        if self._hook is not None:
-            self._hook.after_cycle(result.succeeded)
+        self._upgrade_after(result, ask=False)
         return result
+
+    def _upgrade_after(self, result: CycleResult, *, ask: bool) -> bool:
+        """Tell the upgrade hook how the cycle went and (``ask``) whether it installed a
+        new version.  Its own failures (its state file, the install root) are logged, not
+        raised: a broken upgrade must not stop the agent attesting and reporting."""
+        if self._hook is None:
+            return False
+        try:
+            self._hook.after_cycle(result.succeeded)
+            return ask and self._hook.maybe_upgrade()
+        except BootwatchError as exc:
+            log.error("the upgrade component failed (the agent keeps running as it is): %s",
+                      exc)
+            return False
 
     def prepare_parent(self) -> None:
         """Make the waiting daemon ready to fork cheap cycles (``cycle_in_child``).
@@ -313,13 +326,19 @@ class AgentDaemon:
         gc.freeze()
 
     def _first_due(self, state: AgentState) -> float:
+        from bootwatch.agent.transport import MAX_RETRY_AFTER
+
         now = self._clock()
         due = now
-        if state.backoff_until is not None:
+        # no backoff is longer than the interval or a (capped) Retry-After: one further
+        # ahead was saved under a clock that was wrong (a VM before NTP), and is ignored
+        longest = now + max(self.config.interval, MAX_RETRY_AFTER)
+        if state.backoff_until is not None and state.backoff_until <= longest:
             due = max(due, state.backoff_until)
         same_boot = state.boot_id and state.boot_id == self._boot_id()
         if same_boot and state.last_attempt is not None:
-            due = max(due, state.last_attempt + min(RESTART_GAP, self.config.interval))
+            last = min(state.last_attempt, now)  # an attempt "in the future": the same clock
+            due = max(due, last + min(RESTART_GAP, self.config.interval))
         if due > now:
             log.info("state file: next attempt in %.0f s (backoff or recent attempt)", due - now)
         return due
@@ -345,8 +364,10 @@ class AgentDaemon:
         except BootwatchError as exc:
             msg = f"configuration reload refused, keeping the previous one: {exc}"
             log.error("%s", msg)
+            self._reload_refused = msg
             self._write_status(StatusReport(ProvisioningStatus.WARNING, msg))
             return False
+        self._reload_refused = ""
         for w in loaded.warnings:
             log.warning("%s", w)
         self.config = loaded.config
@@ -457,6 +478,13 @@ class AgentDaemon:
                 if monitor_retry is not None:
                     retry_after = max(retry_after or 0.0, monitor_retry)
         status = self._status_for(outcome, aik, delivered, delivery_error, now, url)
+        if self._reload_refused:
+            # the cycle a refused SIGHUP starts must not hide the refusal: the operator
+            # would read a success for a file the agent does not use
+            kept = (ProvisioningStatus.WARNING if status.status is ProvisioningStatus.SUCCESS
+                    else status.status)
+            status = StatusReport(kept, f"{status.message}; {self._reload_refused}",
+                                  code=status.code)
         failing = outcome.verdict in (Verdict.UNREACHABLE, Verdict.PLATFORM_ERROR) or (
             delivered is False and not refused)
         failures = state.consecutive_failures + 1 if failing else 0
@@ -464,7 +492,9 @@ class AgentDaemon:
             # counted from when the answer came, not from the start of the cycle
             next_due = self._clock() + retry_after
         elif failing:
-            next_due = now + min(cfg.interval, BACKOFF_BASE * 2 ** (failures - 1))
+            # the exponent is bounded: 2 ** 1024 no longer fits a float (OverflowError after
+            # about a thousand failed cycles), and 2 ** 30 steps are past any interval already
+            next_due = now + min(cfg.interval, BACKOFF_BASE * 2 ** min(failures - 1, 30))
         else:
             spread = cfg.interval * cfg.jitter
             next_due = now + cfg.interval + self._rng.uniform(-spread, spread)
@@ -520,17 +550,31 @@ class AgentDaemon:
 
         cfg = self.config
         assert cfg.monitor_url
-        self.store.save_pending(body)
-        proxy = choose_proxy(cfg.monitor_url, configured=cfg.proxy,
-                             configured_no_proxy=cfg.no_proxy, environ=self._env)
+        # a report an earlier cycle could not deliver (monitor busy, a stop) goes first, so
+        # the monitor sees every outcome in order; it is dropped only once taken or refused
+        earlier = self.store.load_pending()
+        try:
+            proxy = choose_proxy(cfg.monitor_url, configured=cfg.proxy,
+                                 configured_no_proxy=cfg.no_proxy, environ=self._env)
+        except ConfigError as exc:  # a proxy setting that is not an http(s) URL (redacted)
+            self.store.save_pending(body)
+            return False, f"health report not delivered to {cfg.monitor_url}: {exc}", \
+                False, None
         try:
             with MonitorClient(cfg.monitor_url, ca=cfg.monitor_ca, proxy=proxy.url,
                                timeout=cfg.timeout) as client:
+                if earlier and earlier != body:
+                    try:
+                        client.send_body(earlier)
+                    except ServiceError as exc:
+                        log.warning("the pending health report was refused, dropped: %s", exc)
+                self.store.save_pending(body)
                 delivery = client.send_body(body)
         except ServiceError as exc:
             self.store.clear_pending()
             return False, str(exc), True, None
         except TransportError as exc:
+            self.store.save_pending(body)  # the newest replaces an earlier one still unsent
             return False, f"health report not delivered to {cfg.monitor_url}: {exc.detail}", \
                 False, exc.retry_after
         self.store.clear_pending()

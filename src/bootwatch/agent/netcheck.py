@@ -196,7 +196,14 @@ def netcheck(
         return done(False)
     # tls
     if parts.scheme == "https":
-        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        try:
+            ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+        except OSError as exc:  # a CA bundle from the configuration that cannot be read
+            sock.close()
+            reason = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) \
+                else str(exc)
+            steps.append(Step("tls", "fail", f"cannot load the CA bundle {ca}: {reason}"))
+            return done(False)
         try:
             with ctx.wrap_socket(sock, server_hostname=host) as tls:
                 chain = _presented_chain(tls)

@@ -32,7 +32,8 @@ from bootwatch.agent.proxy import redact
 from bootwatch.errors import TransportError
 from bootwatch.protocol.health import FailedHop
 
-__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after", "tls_context"]
+__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after", "retry_after_of",
+           "tls_context"]
 
 #: no agent-side response is larger than a few hundred KB (metadata, tokens, reports)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -45,7 +46,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit alone takes "\u00b2", float() does not
         return min(float(value), MAX_RETRY_AFTER)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -55,6 +56,21 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     delta = when.timestamp() - (time.time() if now is None else now)
     return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+def retry_after_of(resp: httpx.Response) -> float | None:
+    """The answer's ``Retry-After`` in seconds; an HTTP date is read against the answer's
+    own ``Date`` when it has one (RFC 9110 10.2.3), so a server whose clock differs from
+    this VM's still gets the wait it asked for: against the local clock, a server minutes
+    behind would see every agent retry at once, and one ahead would park them."""
+    server_now: float | None = None
+    date = resp.headers.get("date")
+    if date:
+        try:
+            server_now = email.utils.parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError):
+            server_now = None
+    return parse_retry_after(resp.headers.get("retry-after"), now=server_now)
 
 
 #: (CA path or None, its mtime_ns, its size) -> the context built from that file
@@ -165,7 +181,7 @@ class Transport:
         """An HTTP answer the caller cannot use, as the ``http_status`` hop."""
         retry = None
         if resp.status_code == 429 or resp.status_code >= 500:
-            retry = parse_retry_after(resp.headers.get("retry-after"))
+            retry = retry_after_of(resp)
         line = f"HTTP {resp.status_code} {resp.reason_phrase}".rstrip()
         extra = f" (Retry-After {retry:g} s)" if retry is not None else ""
         return TransportError(

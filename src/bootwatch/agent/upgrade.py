@@ -68,6 +68,7 @@ from urllib.parse import urlencode, urlsplit
 
 import httpx
 
+from bootwatch.agent.proxy import choose_proxy
 from bootwatch.errors import BootwatchError, ConfigError, StorageError, TransportError
 from bootwatch.protocol.release import (
     MAX_MANIFEST_BYTES,
@@ -465,7 +466,17 @@ class AgentUpgrader:
         verify: ssl.SSLContext | bool = True
         if config.ca is not None:
             verify = ssl.create_default_context(cafile=str(config.ca))
-        self._http = httpx.Client(verify=verify, timeout=config.timeout, follow_redirects=False)
+        # the monitor is reached through the proxy the health reports use (libcurl's rules,
+        # bootwatch.agent.proxy), not httpx's own reading of the environment (trust_env),
+        # which takes an upper-case HTTP_PROXY and ignores the never-proxied addresses
+        try:
+            proxy = choose_proxy(config.monitor_url, configured=None,
+                                 configured_no_proxy=None, environ=os.environ).url
+        except ConfigError as exc:  # a malformed proxy variable must not stop the agent
+            _log.warning("upgrade checks go without a proxy: %s", exc)
+            proxy = None
+        self._http = httpx.Client(verify=verify, timeout=config.timeout, follow_redirects=False,
+                                  proxy=proxy, trust_env=False)
 
     def close(self) -> None:
         self._http.close()
