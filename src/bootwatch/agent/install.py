@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Final
 
 __all__ = ["HANDLER_MANIFEST", "UNIT_NAME", "InstallItem", "install_plan", "perform",
-           "unit_text"]
+           "unit_text", "upgrade_root"]
 
 UNIT_NAME: Final = "bootwatch-agent.service"
 RUNTIME_LOG: Final = "/run/bootwatch/binary_bios_measurements"
@@ -54,17 +54,41 @@ class InstallItem:
         return f"{self.path} ({kind}, mode {self.mode:04o}{keep})"
 
 
+def upgrade_root(executable: Path) -> Path | None:
+    """The install root of signed upgrades when ``executable`` runs from one
+    (``ROOT/current/bin/bootwatch``, docs/upgrade.md), else None."""
+    if executable.parent.name == "bin" and executable.parent.parent.name == "current":
+        return executable.parent.parent.parent
+    return None
+
+
+def _upgrade_lines(executable: Path) -> tuple[str, str]:
+    """What an upgradable install adds to the unit (docs/upgrade.md, "The service unit
+    needs"): ([Unit] lines, [Service] lines).  The pre-start guard runs the known-good
+    version, which rolls back an upgrade that never finished a cycle by its deadline; the
+    install root must stay writable under ProtectSystem=strict; restarts are never rate
+    limited, so a crash-looping release is retried until the guard rolls it back."""
+    root = upgrade_root(executable)
+    if root is None:
+        return "", ""
+    return ("StartLimitIntervalSec=0\n",
+            f"ExecStartPre=-{root}/previous/bin/bootwatch agent upgrade "
+            f"--config /etc/bootwatch/agent.toml --rollback-expired\n"
+            f"ReadWritePaths={root}\n")
+
+
 def unit_text(executable: Path) -> str:
+    unit_extra, service_extra = _upgrade_lines(executable)
     return f"""[Unit]
 Description=bootwatch agent: boot attestation, health reports, provisioning status
 After=network-online.target
 Wants=network-online.target
-
+{unit_extra}
 [Service]
 # simple: nothing waits for the agent to be "ready" (see docs/agent.md)
 Type=simple
 ExecStartPre=+/bin/sh -c '{COPY_LOG}'
-ExecStart={executable} agent run --config /etc/bootwatch/agent.toml
+{service_extra}ExecStart={executable} agent run --config /etc/bootwatch/agent.toml
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=30

@@ -84,6 +84,7 @@ from bootwatch.protocol.release import (
 
 __all__ = [
     "EXIT_RESTART",
+    "INHERITED",
     "AgentUpgrader",
     "OutcomeKind",
     "UpgradeConfig",
@@ -93,6 +94,7 @@ __all__ = [
     "install_version",
     "parse_upgrade_config",
     "switch_current",
+    "with_inherited",
 ]
 
 #: the daemon's exit code asking its supervisor for a restart (EX_TEMPFAIL)
@@ -141,6 +143,10 @@ class UpgradeConfig:
     max_wheel_bytes: int = 64 * 1024 * 1024
     #: the interpreter that creates the per-version venvs (default: the running one's base)
     python: Path | None = None
+    #: the proxy to the monitor and the hosts that bypass it (as the agent's top-level
+    #: ``proxy`` / ``no_proxy``: libcurl's rules, the environment when unset)
+    proxy: str | None = None
+    no_proxy: str | None = None
     #: keys of the table this version does not know (kept, warned about)
     unknown_keys: tuple[str, ...] = field(default=())
 
@@ -148,8 +154,38 @@ class UpgradeConfig:
 _KNOWN: Final = frozenset({
     "monitor_url", "release_public_key", "install_root", "state_dir", "enabled",
     "check_interval", "rollback_deadline", "retry_failed_after", "allow_major",
-    "allow_prerelease", "vm_id", "ca", "timeout", "max_wheel_bytes", "python",
+    "allow_prerelease", "vm_id", "ca", "timeout", "max_wheel_bytes", "python", "proxy",
+    "no_proxy",
 })
+
+#: keys of ``[upgrade]`` that fall back to the agent's top-level settings: (upgrade key,
+#: top-level keys tried in order).  The monitor's CA is the upgrade's CA before the
+#: provider's: the upgrade talks to the monitor.
+INHERITED: Final = (
+    ("monitor_url", ("monitor_url",)),
+    ("vm_id", ("vm_id",)),
+    ("state_dir", ("state_dir",)),
+    ("ca", ("monitor_ca", "ca")),
+    ("proxy", ("proxy",)),
+    ("no_proxy", ("no_proxy",)),
+)
+
+
+def with_inherited(table: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``table`` with each key of :data:`INHERITED` it lacks taken from ``top`` (the
+    agent's top-level settings).  Why one function: the daemon's checks and ``bootwatch
+    agent upgrade`` (the unit's pre-start guard among them) must read the same
+    ``upgrade.json`` and reach the monitor the same way."""
+    merged = dict(table)
+    for key, sources in INHERITED:
+        if merged.get(key) is not None:
+            continue
+        for source in sources:
+            value = top.get(source)
+            if value is not None and value != "":
+                merged[key] = str(value) if isinstance(value, Path) else value
+                break
+    return merged
 
 
 def parse_upgrade_config(table: Mapping[str, Any], *, source: str) -> UpgradeConfig:
@@ -183,6 +219,12 @@ def parse_upgrade_config(table: Mapping[str, Any], *, source: str) -> UpgradeCon
         if not isinstance(value, bool):
             raise ConfigError(f"{where(key)}: expected true or false")
         return value
+
+    def text(key: str) -> str | None:
+        value = table.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ConfigError(f"{where(key)}: expected a string")
+        return value or None
 
     url = table.get("monitor_url")
     if not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https") or not urlsplit(
@@ -224,6 +266,8 @@ def parse_upgrade_config(table: Mapping[str, Any], *, source: str) -> UpgradeCon
         timeout=seconds("timeout", 30.0, 0.1),
         max_wheel_bytes=max_wheel,
         python=path("python", None),
+        proxy=text("proxy"),
+        no_proxy=text("no_proxy"),
         unknown_keys=unknown,
     )
 
@@ -470,8 +514,8 @@ class AgentUpgrader:
         # bootwatch.agent.proxy), not httpx's own reading of the environment (trust_env),
         # which takes an upper-case HTTP_PROXY and ignores the never-proxied addresses
         try:
-            proxy = choose_proxy(config.monitor_url, configured=None,
-                                 configured_no_proxy=None, environ=os.environ).url
+            proxy = choose_proxy(config.monitor_url, configured=config.proxy,
+                                 configured_no_proxy=config.no_proxy, environ=os.environ).url
         except ConfigError as exc:  # a malformed proxy variable must not stop the agent
             _log.warning("upgrade checks go without a proxy: %s", exc)
             proxy = None

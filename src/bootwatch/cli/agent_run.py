@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -73,9 +74,15 @@ def _upgrader(loaded: Any, config_file: Path | None) -> Any:
     table = getattr(config, "upgrade", None)
     if not table:
         return None
-    from bootwatch.agent.upgrade import AgentUpgrader, parse_upgrade_config
+    from bootwatch.agent.upgrade import AgentUpgrader, parse_upgrade_config, with_inherited
 
-    upgrade = parse_upgrade_config(table, source=str(config_file or "configuration"))
+    # the same fallbacks as `bootwatch agent upgrade` (the unit's pre-start guard), from
+    # the settings the daemon runs with: both must read one upgrade.json
+    top = {key: getattr(config, key, None)
+           for key in ("monitor_url", "vm_id", "state_dir", "monitor_ca", "ca", "proxy",
+                       "no_proxy")}
+    upgrade = parse_upgrade_config(with_inherited(table, top),
+                                   source=str(config_file or "configuration"))
     return AgentUpgrader(upgrade, vm_id=getattr(config, "vm_id", None))
 
 
@@ -115,7 +122,9 @@ def install_cmd(prefix: Path, dry_run: bool) -> None:
     """Lay out the systemd unit, the configuration and the directories under --prefix."""
     from bootwatch.agent.install import install_plan, perform
 
-    plan = install_plan(prefix, executable=Path(sys.argv[0]).resolve())
+    # absolute, not resolved: ROOT/current/bin/bootwatch must stay the `current` link, or
+    # the unit would run this version for ever and roll every upgrade back
+    plan = install_plan(prefix, executable=Path(os.path.abspath(sys.argv[0])))
     for item in plan:
         click.echo(f"{'would write' if dry_run else 'write'} {item.describe()}")
     if not dry_run:

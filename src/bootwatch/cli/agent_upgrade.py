@@ -25,12 +25,9 @@ from bootwatch.errors import ConfigError
 
 __all__ = ["load_upgrade_table", "upgrade"]
 
-#: keys of the top level of agent.toml that [upgrade] inherits when it does not set them
-_INHERITED = ("monitor_url", "vm_id", "state_dir", "ca")
-
-
 def load_upgrade_table(path: Path) -> dict[str, Any]:
-    """The ``[upgrade]`` table of an agent TOML file, with the inherited top-level keys."""
+    """The ``[upgrade]`` table of an agent TOML file, with the inherited top-level keys
+    (``bootwatch.agent.upgrade.INHERITED``)."""
     text = read_limited_text(path, "agent configuration", 1024 * 1024)
     try:
         doc = tomllib.loads(text)
@@ -39,11 +36,9 @@ def load_upgrade_table(path: Path) -> dict[str, Any]:
     table = doc.get("upgrade")
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: no [upgrade] table")
-    merged = dict(table)
-    for key in _INHERITED:
-        if key not in merged and key in doc:
-            merged[key] = doc[key]
-    return merged
+    from bootwatch.agent.upgrade import with_inherited
+
+    return with_inherited(table, doc)
 
 
 @click.command("upgrade")
