@@ -148,7 +148,11 @@ class Transport:
         """One request; TransportError naming the hop for anything but an HTTP answer."""
         url = self.url(path_or_url)
         try:
-            resp = self.http.request(method, url, **kwargs)
+            resp = self.http.send(self.http.build_request(method, url, **kwargs), stream=True)
+            try:
+                body = self._read_limited(resp, method, url)
+            finally:
+                resp.close()
         except httpx.ProxyError as exc:
             raise TransportError(
                 f"proxy CONNECT to {self.origin} through {redact(self.proxy or '')} "
@@ -172,10 +176,27 @@ class Transport:
         except httpx.TransportError as exc:
             raise TransportError(f"{method} {url}: {exc}", step="protocol",
                                  target=self.origin) from None
-        if len(resp.content) > MAX_RESPONSE_BYTES:
-            raise TransportError(f"{method} {url}: response over {MAX_RESPONSE_BYTES} bytes",
-                                 step="protocol", target=self.origin)
+        # the body read within the limit is the response's content (what .read() keeps)
+        resp._content = body
         return resp
+
+    def _read_limited(self, resp: httpx.Response, method: str, url: str) -> bytes:
+        """The (decoded) body, refused past :data:`MAX_RESPONSE_BYTES` while it arrives:
+        a hostile or broken server (or a compressed body that inflates) never makes the
+        agent hold more than the limit."""
+        too_big = TransportError(f"{method} {url}: response over {MAX_RESPONSE_BYTES} bytes",
+                                 step="protocol", target=self.origin)
+        declared = resp.headers.get("content-length", "")
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+            raise too_big
+        chunks: list[bytes] = []
+        total = 0
+        for chunk in resp.iter_bytes():
+            total += len(chunk)
+            if total > MAX_RESPONSE_BYTES:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     def status_error(self, resp: httpx.Response, what: str = "") -> TransportError:
         """An HTTP answer the caller cannot use, as the ``http_status`` hop."""
