@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import click
 
 from bootwatch.monitor.client import MonitorClient
 
-__all__ = ["DEFAULT_MONITOR", "client_options", "echo_json", "make_client"]
+__all__ = ["DEFAULT_MONITOR", "client_options", "echo_json", "make_client", "seg"]
 
 DEFAULT_MONITOR = "https://127.0.0.1:8443"
 
@@ -46,3 +47,9 @@ def make_client(monitor_url: str, ca: str) -> MonitorClient:
 
 def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
+
+
+def seg(value: str) -> str:
+    """``value`` (a VM name or id, an alert id) as one URL path segment: unquoted, a ``#``
+    or ``?`` in a VM's name cut the path, so ``vm show 'db#2'`` showed the VM ``db``."""
+    return urllib.parse.quote(value, safe="")

@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import printable, safe
 from bootwatch.cli._console import table as make_table
-from bootwatch.cli._monitor_client import client_options, echo_json, make_client
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client, seg
 
 __all__ = [
     "ack_cmd",
@@ -32,9 +33,10 @@ def print_diff(diff: list[dict[str, Any]]) -> None:
         return
     table = make_table("PCR", "event", "change", "type", "component", "old digest", "new digest")
     for d in diff:
-        table.add_row(str(d["pcr"]), "-" if d["event"] is None else str(d["event"]),
-                      d.get("change", ""), d["type"], d["component"],
-                      d["old_digest"] or "-", d["new_digest"] or "-")
+        # the component is the boot log's own text (a GRUB command line, a file path)
+        table.add_row(safe(d["pcr"]), "-" if d["event"] is None else safe(d["event"]),
+                      safe(d.get("change", "")), safe(d["type"]), safe(d["component"]),
+                      safe(d["old_digest"] or "-"), safe(d["new_digest"] or "-"))
     console().print(table)
 
 
@@ -59,8 +61,9 @@ def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
         return
     table = make_table("id", "vm", "reason", "severity", "status", "count", "since", "description")
     for a in items:
-        table.add_row(a["id"], a["vm_name"] or a["vm_id"], a["reason"], a["severity"],
-                      a["status"], str(a["count"]), a["startTimeUtc"], a["description"])
+        table.add_row(safe(a["id"]), safe(a["vm_name"] or a["vm_id"]), safe(a["reason"]),
+                      safe(a["severity"]), safe(a["status"]), str(a["count"]),
+                      safe(a["startTimeUtc"]), safe(a["description"]))
     console().print(table)
 
 
@@ -71,23 +74,24 @@ def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
 def show_cmd(alert_id: str, as_json: bool, monitor_url: str, ca: str) -> None:
     """One alert: what happened, the diff, and the remediation steps."""
     with make_client(monitor_url, ca) as client:
-        a = client.get(f"/alerts/{alert_id}")
+        a = client.get(f"/alerts/{seg(alert_id)}")
     if as_json:
         echo_json(a)
         return
     out = console()
-    out.print(f"[bold]{a['title']}[/] ({a['severity']}, {a['status']}, seen {a['count']}x)")
-    out.print(f"VM {a['vm_name'] or a['vm_id']} ({a['vm_id']}) since {a['startTimeUtc']}")
-    out.print(a["description"])
+    out.print(f"[bold]{safe(a['title'])}[/] "
+              + safe(f"({a['severity']}, {a['status']}, seen {a['count']}x)"))
+    out.print(safe(f"VM {a['vm_name'] or a['vm_id']} ({a['vm_id']}) since {a['startTimeUtc']}"))
+    out.print(safe(a["description"]))
     print_diff(a["diff"])
     for i, step in enumerate(a["remediationSteps"], 1):
-        out.print(f"{i}. {step}")
+        out.print(safe(f"{i}. {step}"))
 
 
 def _act(action: str, alert_id: str, monitor_url: str, ca: str) -> None:
     with make_client(monitor_url, ca) as client:
-        a = client.post(f"/alerts/{alert_id}/{action}")
-    click.echo(f"alert {a['id']} is {a['status']}")
+        a = client.post(f"/alerts/{seg(alert_id)}/{action}")
+    click.echo(printable(f"alert {a['id']} is {a['status']}"))
 
 
 @command.command("ack")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import printable, safe
 from bootwatch.cli._console import table as make_table
-from bootwatch.cli._monitor_client import client_options, echo_json, make_client
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client, seg
 from bootwatch.cli.alert import print_diff
 
 __all__ = [
@@ -39,9 +40,10 @@ def list_cmd(vm: str | None, as_json: bool, monitor_url: str, ca: str) -> None:
         return
     table = make_table("id", "vm", "group", "origin", "label", "from boot", "PCRs", "created", "by")
     for b in items:
-        table.add_row(str(b["id"]), b["vm_id"] or "-", b["group"] or "-", b["origin"],
-                      b["label"], str(b["source_boot"]), ",".join(sorted(b["pcrs"], key=int)),
-                      b["created_at"], b["created_by"])
+        table.add_row(str(b["id"]), safe(b["vm_id"] or "-"), safe(b["group"] or "-"),
+                      safe(b["origin"]), safe(b["label"]), str(b["source_boot"]),
+                      ",".join(sorted(b["pcrs"], key=int)), safe(b["created_at"]),
+                      safe(b["created_by"]))
     console().print(table)
 
 
@@ -56,7 +58,7 @@ def diff_cmd(vm: str, boot: int | None, against: int | None, as_json: bool, moni
              ca: str) -> None:
     """The event-level diff of a boot against its baseline. Exit 1 when they differ."""
     with make_client(monitor_url, ca) as client:
-        d = client.get(f"/vms/{vm}/diff", boot=boot, against=against)
+        d = client.get(f"/vms/{seg(vm)}/diff", boot=boot, against=against)
     if as_json:
         echo_json(d)
     else:
@@ -83,9 +85,9 @@ def approve_cmd(vm: str, boot: int | None, for_group: bool, label: str, monitor_
         body["label"] = label
     with make_client(monitor_url, ca) as client:
         res = client.post("/baselines/approve", body)
-        v = client.get(f"/vms/{vm}")
-    click.echo(f"approved as baseline variant {res['baseline']}; {v['name'] or v['vm_id']} is "
-               f"now {v['state']}")
+        v = client.get(f"/vms/{seg(vm)}")
+    click.echo(printable(f"approved as baseline variant {res['baseline']}; "
+                         f"{v['name'] or v['vm_id']} is now {v['state']}"))
 
 
 @command.command("remove")

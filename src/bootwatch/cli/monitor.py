@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from bootwatch.cli._console import printable
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 from bootwatch.cli.server import monitor_options, monitor_settings_from
 from bootwatch.cli.service import db_options
@@ -150,6 +151,6 @@ def dry_run_cmd(policy_file: str, since: str, as_json: bool, monitor_url: str, c
         for b in result["boots"]:
             if b["would"] == "deny":
                 name = b["name"] or b["vm_id"]
-                click.echo(f"  {name} boot {b['boot']} (now {b['verdict']}): "
-                           f"{b['deciding_rule'] or 'no rule permitted'}")
+                click.echo(printable(f"  {name} boot {b['boot']} (now {b['verdict']}): "
+                                     f"{b['deciding_rule'] or 'no rule permitted'}"))
     raise SystemExit(1 if result["would_deny"] else 0)

@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import printable, safe
 from bootwatch.cli._console import table as make_table
-from bootwatch.cli._monitor_client import client_options, echo_json, make_client
+from bootwatch.cli._monitor_client import client_options, echo_json, make_client, seg
 
 __all__ = [
     "command",
@@ -46,9 +47,9 @@ def list_cmd(state: str | None, group: str | None, as_json: bool, monitor_url: s
     table = make_table("name", "vm id", "state", "alerts", "unhealthy recommendations", "why")
     for v in vms:
         bad = [r["name"] for r in v["recommendations"] if r["status"]["code"] == "Unhealthy"]
-        table.add_row(v["name"] or "-", v["vm_id"],
-                      f"[{_STATE_STYLE.get(v['state'], '')}]{v['state']}[/]",
-                      str(v["open_alerts"]), "; ".join(bad) or "-", v["state_reason"])
+        table.add_row(safe(v["name"] or "-"), safe(v["vm_id"]), _state(v["state"]),
+                      str(v["open_alerts"]), safe("; ".join(bad) or "-"),
+                      safe(v["state_reason"]))
     console().print(table)
 
 
@@ -59,27 +60,34 @@ def list_cmd(state: str | None, group: str | None, as_json: bool, monitor_url: s
 def show_cmd(vm: str, as_json: bool, monitor_url: str, ca: str) -> None:
     """One VM: state and why, boots, alerts, recommendations with remediation."""
     with make_client(monitor_url, ca) as client:
-        v = client.get(f"/vms/{vm}")
+        v = client.get(f"/vms/{seg(vm)}")
     if as_json:
         echo_json(v)
         return
     out = console()
-    out.print(f"[bold]{v['name'] or v['vm_id']}[/] ({v['vm_id']}): "
-              f"[{_STATE_STYLE.get(v['state'], '')}]{v['state']}[/] - {v['state_reason']}")
-    out.print(f"monitored: {v['monitored']}  group: {v['group'] or '-'}  security type: "
-              f"{v['security_type']}  agent: {v['agent_version'] or '-'}")
+    out.print(f"[bold]{safe(v['name'] or v['vm_id'])}[/] ({safe(v['vm_id'])}): "
+              f"{_state(v['state'])} - {safe(v['state_reason'])}")
+    out.print(safe(f"monitored: {v['monitored']}  group: {v['group'] or '-'}  security type: "
+                   f"{v['security_type']}  agent: {v['agent_version'] or '-'}"))
     for a in v["alerts"]:
         if a["status"] in ("active", "in_progress"):
-            out.print(f"ALERT {a['id']} [{a['severity']}] {a['reason']}: {a['description']}")
+            out.print(safe(f"ALERT {a['id']} [{a['severity']}] {a['reason']}: "
+                           f"{a['description']}"))
     for r in v["recommendations"]:
         if r["status"]["code"] == "Unhealthy":
-            out.print(f"RECOMMENDATION [{r['severity']}] {r['name']}: "
-                      f"{r['status']['description']}\n  fix: {r['remediation']}")
+            out.print(safe(f"RECOMMENDATION [{r['severity']}] {r['name']}: "
+                           f"{r['status']['description']}\n  fix: {r['remediation']}"))
     table = make_table("boot", "last seen", "verdict", "baseline", "reason")
     for b in v["boots"][:10]:
-        table.add_row(str(b["id"]), b["last_seen"], b["verdict"],
-                      str(b["baseline"]) if b["baseline"] else "-", b["reason"])
+        table.add_row(str(b["id"]), safe(b["last_seen"]), safe(b["verdict"]),
+                      str(b["baseline"]) if b["baseline"] else "-", safe(b["reason"]))
     out.print(table)
+
+
+def _state(state: str) -> str:
+    """The state in its colour (the style is ours, the state's text is escaped)."""
+    style = _STATE_STYLE.get(state)
+    return f"[{style}]{safe(state)}[/]" if style else safe(state)
 
 
 def _enable_body(**kw: Any) -> dict[str, Any]:
@@ -101,14 +109,14 @@ def enable_cmd(vm: str, name: str | None, group: str | None, security_type: str 
                ca: str) -> None:
     """Enable boot-integrity monitoring for VM (its id, or the name of a known VM)."""
     with make_client(monitor_url, ca) as client:
-        v = client.post(f"/vms/{vm}/enable", _enable_body(
+        v = client.post(f"/vms/{seg(vm)}/enable", _enable_body(
             name=name, group=group, security_type=security_type, secure_boot=secure_boot,
             vtpm=vtpm))
     if as_json:
         echo_json(v)
     else:
-        click.echo(f"monitoring enabled for {v['name'] or v['vm_id']} ({v['vm_id']}): "
-                   f"{v['state']} - {v['state_reason']}")
+        click.echo(printable(f"monitoring enabled for {v['name'] or v['vm_id']} "
+                             f"({v['vm_id']}): {v['state']} - {v['state_reason']}"))
 
 
 @command.command("disable")
@@ -117,5 +125,5 @@ def enable_cmd(vm: str, name: str | None, group: str | None, security_type: str 
 def disable_cmd(vm: str, monitor_url: str, ca: str) -> None:
     """Stop monitoring VM (its open alerts are resolved; history is kept)."""
     with make_client(monitor_url, ca) as client:
-        v = client.post(f"/vms/{vm}/disable")
-    click.echo(f"monitoring disabled for {v['name'] or v['vm_id']} ({v['vm_id']})")
+        v = client.post(f"/vms/{seg(vm)}/disable")
+    click.echo(printable(f"monitoring disabled for {v['name'] or v['vm_id']} ({v['vm_id']})"))

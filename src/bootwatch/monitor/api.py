@@ -117,6 +117,10 @@ def _enum_prop(cls: type[Any]) -> dict[str, Any]:
     return {"type": "string", "enum": [m.value for m in cls]}
 
 
+#: ids of boots, baselines and suppressions are 32-bit database integers: a larger number
+#: is refused as input (a 400 naming it) before the database refuses it (a 503)
+MAX_ROW_ID = 2**31 - 1
+
 _ENABLE_BODY = _json_body(
     {"name": _str_prop(), "group": _str_prop(), "security_type": _enum_prop(SecurityType),
      "secure_boot": _enum_prop(Toggle), "vtpm": _enum_prop(Toggle)},
@@ -126,7 +130,8 @@ _OUTCOMES_BODY = _json_body(
     description="one outcome event (protocol/outcome.py), or {\"events\": [...]}")
 _REPORT_BODY = _json_body({}, description="an agent health report (protocol/health.py)")
 _APPROVE_BODY = _json_body(
-    {"vm": _str_prop(), "boot": {"type": "integer"}, "group": {"type": "boolean"},
+    {"vm": _str_prop(), "boot": {"type": "integer", "minimum": 1, "maximum": MAX_ROW_ID},
+     "group": {"type": "boolean"},
      "label": _str_prop()}, required=("vm",))
 _SUPPRESSION_BODY = _json_body(
     {"vm": _str_prop(), "group": _str_prop(), "reason": _enum_prop(AlertReason),
@@ -140,9 +145,6 @@ _DRY_RUN_BODY = _json_body(
     required=("policy",))
 
 
-#: ids of boots, baselines and suppressions are 32-bit database integers: a larger number
-#: is refused as input (a 400 naming it) before the database refuses it (a 503)
-MAX_ROW_ID = 2**31 - 1
 #: no text in the database holds NUL (PostgreSQL cannot): refused with the other bad input
 NO_NUL = r"^[^\x00]*$"
 _MAX_TEXT = 128
@@ -559,9 +561,11 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     def list_recommendations(vm: str | None = _text_query(), key: str | None = _text_query(),
                              code: str | None = _text_query(), limit: int = 1000,
                              after: str | None = _text_query(),
+                             after_key: str | None = _text_query(),
                              who: Principal | Response = Reader) -> Any:
         return call(who, lambda: queries.list_recommendations(monitor, vm=vm, key=key, code=code,
-                                                        limit=limit, after=after))
+                                                        limit=limit, after=after,
+                                                        after_key=after_key))
 
     @router.get("/recommendations/groups", responses=_ok(_GROUPS))
     def recommendation_groups(who: Principal | Response = Reader) -> Any:
@@ -587,8 +591,11 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             if not ref:
                 raise ProtocolError("body: field 'vm' is required")
             boot = body.get("boot")
-            if boot is not None and (not isinstance(boot, int) or isinstance(boot, bool)):
-                raise ProtocolError("body: field 'boot' must be an integer")
+            # bounded like every other row id (MAX_ROW_ID): a boot past 64 bits overflowed
+            # SQLite's driver (a 500), past 32 bits PostgreSQL's column (a 503)
+            if boot is not None and (not isinstance(boot, int) or isinstance(boot, bool)
+                                     or not 1 <= boot <= MAX_ROW_ID):
+                raise ProtocolError(f"body: field 'boot' must be an integer in 1..{MAX_ROW_ID}")
             group = body.get("group", False)
             if not isinstance(group, bool):
                 raise ProtocolError("body: field 'group' must be true or false")

@@ -56,11 +56,18 @@ def check_limit(value: int) -> int:
     return value
 
 
+#: the ``attention`` ranks a cursor may carry: a 32-bit database integer (a forged cursor
+#: with a larger rank overflowed the database driver: a 500 instead of a 400)
+_MAX_RANK = 2**31 - 1
+
+
 def _cursor(text: str | None) -> tuple[int, str] | None:
     if not text:
         return None
     try:
         rank, vm_id = base64.urlsafe_b64decode(text.encode()).decode().split("|", 1)
+        if not -_MAX_RANK <= int(rank) <= _MAX_RANK:
+            raise ValueError(rank)
         return int(rank), vm_id
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("query: 'cursor' is not a cursor this monitor issued") from None
@@ -223,17 +230,25 @@ def get_alert(monitor: Monitor, alert_id: str) -> dict[str, Any]:
 
 def list_recommendations(monitor: Monitor, *, vm: str | None = None, key: str | None = None,
                          code: str | None = None, limit: int = 1000,
-                         after: str | None = None) -> dict[str, Any]:
-    """Per-VM recommendation rows (with the VM's name), ordered by VM id; ``after``
-    (a VM id) continues after the last row of a page."""
+                         after: str | None = None,
+                         after_key: str | None = None) -> dict[str, Any]:
+    """Per-VM recommendation rows (with the VM's name), ordered by VM id and key; ``after``
+    (a VM id) continues with the next VM, and with ``after_key`` (the key of a page's last
+    row) with that VM's next row.  A VM has several rows, so ``after`` alone skipped the
+    rest of a VM whose rows a page boundary split; it is exact only with ``key`` given."""
     stmt = select(RecommendationRow, VmRow.name).join(
         VmRow, VmRow.vm_id == RecommendationRow.vm_id, isouter=True)
     if key:
         stmt = stmt.where(RecommendationRow.key == key)
     if code:
         stmt = stmt.where(RecommendationRow.code == code)
-    if after:
+    if after and after_key:
+        stmt = stmt.where(tuple_(RecommendationRow.vm_id, RecommendationRow.key)
+                          > tuple_(after, after_key))
+    elif after:
         stmt = stmt.where(RecommendationRow.vm_id > after)
+    elif after_key:
+        raise ProtocolError("query: 'after_key' needs 'after' (the VM id of the same row)")
     with monitor.read() as s:
         if vm:
             stmt = stmt.where(RecommendationRow.vm_id == monitor.find_vm(s, vm).vm_id)

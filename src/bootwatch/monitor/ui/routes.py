@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bootwatch.errors import BootwatchError, InputError, ProtocolError
 from bootwatch.monitor import queries
-from bootwatch.monitor.api import token_principal
+from bootwatch.monitor.api import MAX_ROW_ID, token_principal
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import NotFound
 from bootwatch.monitor.ui.sessions import LoginNonces, SessionStore, UiSession
@@ -106,9 +106,17 @@ def _int_arg(request: Request, name: str) -> int | None:
     if value is None:
         return None
     try:
-        return int(value)
+        return _row_id(int(value), f"query: '{name}'", low=0)
     except ValueError:
         raise ProtocolError(f"query: '{name}' must be an integer") from None
+
+
+def _row_id(value: int, what: str, *, low: int = 1) -> int:
+    """``value`` when it fits the database's 32-bit ids (the API's MAX_ROW_ID): a number
+    past 64 bits overflowed SQLite's driver, a page of 500 instead of a message."""
+    if not low <= value <= MAX_ROW_ID:
+        raise ProtocolError(f"{what} must be a number in {low}..{MAX_ROW_ID}")
+    return value
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -367,7 +375,7 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
         def run(session: UiSession, form: Mapping[str, str]) -> str:
             raw = form.get("boot", "")
             try:
-                boot_id = int(raw) if raw else None
+                boot_id = _row_id(int(raw), "form: 'boot'") if raw else None
             except ValueError:
                 raise ProtocolError("form: 'boot' must be a boot number") from None
             group = form.get("group") == "on"
@@ -446,7 +454,7 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
     @router.post("/suppressions/{rule_id}/remove")
     async def remove_suppression(rule_id: int, request: Request) -> Response:
         def run(session: UiSession, form: Mapping[str, str]) -> str:
-            monitor.remove_suppression(rule_id)
+            monitor.remove_suppression(_row_id(rule_id, "the suppression rule's id"))
             return f"Suppression rule {rule_id} removed."
         return await act(request, _href("/suppressions"), run)
 
