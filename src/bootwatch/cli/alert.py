@@ -40,6 +40,10 @@ def print_diff(diff: list[dict[str, Any]]) -> None:
     console().print(table)
 
 
+#: alerts asked for per request by ``alert list`` (the API's largest page)
+PAGE = 1000
+
+
 @command.command("list")
 @click.option("--status", default="open", show_default=True,
               help="open, active, in_progress, resolved, dismissed (or 'all')")
@@ -50,9 +54,22 @@ def print_diff(diff: list[dict[str, Any]]) -> None:
 def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
              monitor_url: str, ca: str) -> None:
     """List alerts, newest first."""
+    items: list[dict[str, Any]] = []
+    seen: set[str] = set()
     with make_client(monitor_url, ca) as client:
-        items = client.get("/alerts", status=status, vm=vm,
-                           reason=reason, limit=1000)["items"]
+        # every page (one page of 1000 cut a large fleet's list off); newest first by
+        # offset, so an alert opened meanwhile can shift one into the next page: kept once
+        offset = 0
+        while True:
+            got = client.get("/alerts", status=status, vm=vm, reason=reason, limit=PAGE,
+                             offset=offset)["items"]
+            for a in got:
+                if a["id"] not in seen:
+                    seen.add(a["id"])
+                    items.append(a)
+            if len(got) < PAGE:
+                break
+            offset += len(got)
     if as_json:
         echo_json(items)
         return
