@@ -64,10 +64,31 @@ def load_or_create_key(configured: str, data_dir: Path) -> bytes:
             raise ConfigError(f"{path}: readable by group/others (mode {oct(mode)}); chmod 600")
         return _decode_key(path.read_text())
     path.parent.mkdir(parents=True, exist_ok=True)
+    return _create_key_file(path)
+
+
+def _create_key_file(path: Path) -> bytes:
+    """Write a new key to ``path`` unless a concurrent start-up did first; the key in it.
+
+    Processes starting together on a new data dir race here.  The key is written whole
+    to a private temporary file and then linked into place (atomic, refused when the
+    name exists), so a peer never reads a half-written key file, and the loser of the
+    race reads the winner's key instead of failing.
+    """
     key = AESGCM.generate_key(bit_length=256)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex())
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key.hex())
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _decode_key(path.read_text())
+    finally:
+        tmp.unlink(missing_ok=True)
     return key
 
 

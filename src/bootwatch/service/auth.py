@@ -6,7 +6,9 @@ claim (or a static admin token from ``Settings.admin_tokens``, compared in
 constant time); Isolated providers check the body's signature in addition.  Bearer JWTs
 are verified with PyJWT against the JWKS of ``Settings.oidc_issuer``, found
 through its OpenID discovery document and fetched with httpx (cached for
-:data:`JWKS_TTL` seconds, refetched once on an unknown ``kid``).
+:data:`JWKS_TTL` seconds; an unknown ``kid`` refetches them, at most once per
+:data:`JWKS_REFETCH_INTERVAL` seconds: the ``kid`` is the caller's choice, so an
+anonymous caller must not be able to make every request fetch from the issuer).
 
 Dependencies (stable names): :func:`require_policy_writer` (AAD writes) and
 :func:`require_attest_auth` (attestation on providers that require it).
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FETCH_TIMEOUT",
+    "JWKS_REFETCH_INTERVAL",
     "JWKS_TTL",
     "MAX_TOKEN_CHARS",
     "AttestCaller",
@@ -51,6 +54,8 @@ __all__ = [
 ]
 
 JWKS_TTL = 300.0
+#: least seconds between two JWKS fetches caused by an unknown ``kid``
+JWKS_REFETCH_INTERVAL = 30.0
 FETCH_TIMEOUT = 5.0
 MAX_TOKEN_CHARS = 16_384
 
@@ -72,12 +77,18 @@ class OidcVerifier:
     """Verifies bearer JWTs against one OpenID issuer's JWKS."""
 
     def __init__(self, settings: Settings) -> None:
+        #: the issuer without a trailing slash (discovery is ``<issuer>/.well-known/...``)
         self.issuer = settings.oidc_issuer.rstrip("/")
+        #: ``iss`` values accepted: the issuer with and without its trailing slash (Entra
+        #: ID's v1 issuer, ``https://sts.windows.net/TENANT/``, ends in one; its v2 one
+        #: does not), so configuring either spelling works and ``iss`` still names it
+        self.issuers = (self.issuer, self.issuer + "/")
         self.audience = settings.oidc_audience or None
         self._verify: str | bool = settings.oidc_ca or True
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
-        self._fetched = 0.0
+        #: monotonic time of the last fetch (None: never fetched)
+        self._fetched: float | None = None
 
     def _fetch(self) -> None:
         try:
@@ -96,14 +107,23 @@ class OidcVerifier:
             self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
             self._fetched = time.monotonic()
 
-    def _key(self, kid: str) -> Any:
+    def _cached(self, kid: str) -> tuple[Any, bool]:
+        """The cached key of ``kid`` (None: unknown), and whether to fetch the keys first:
+        when they are expired, or for an unknown kid when they are not recent (a key the
+        issuer just added), so made-up kids cannot drive a fetch per request."""
         with self._lock:
-            fresh = time.monotonic() - self._fetched < JWKS_TTL
+            fetched = self._fetched
             key = self._keys.get(kid)
-        if key is None or not fresh:
+        if fetched is None:
+            return key, True
+        age = time.monotonic() - fetched
+        return key, age >= JWKS_TTL or (key is None and age >= JWKS_REFETCH_INTERVAL)
+
+    def _key(self, kid: str) -> Any:
+        key, stale = self._cached(kid)
+        if stale:
             self._fetch()
-            with self._lock:
-                key = self._keys.get(kid)
+            key, _ = self._cached(kid)
         if key is None:
             raise unauthorized(f"bearer token: key id {kid!r} is not in the issuer's JWKS")
         return key
@@ -123,7 +143,7 @@ class OidcVerifier:
                 token,
                 key=key.key,
                 algorithms=["RS256", "ES256", "PS256"],
-                issuer=self.issuer,
+                issuer=self.issuers,
                 audience=self.audience,
                 options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
                 leeway=30,

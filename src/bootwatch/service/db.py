@@ -54,7 +54,9 @@ def as_utc(value: datetime) -> datetime:
 def make_engine(url: str, *, schema: str = "") -> Engine:
     """Create the engine; SQLite gets WAL + busy timeout, PostgreSQL an optional schema."""
     connect_args: dict[str, Any] = {}
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: a database error's text (logged, and once answered) keeps its SQL
+    # but not the bound values, which are request data (policies, evidence, principals)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if url.startswith("sqlite"):
         connect_args["check_same_thread"] = False
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000

@@ -3,7 +3,9 @@
 A request reaches a provider by path prefix ``/providers/NAME/...`` (stripped by
 :class:`ProviderPrefixMiddleware`), by the ``Host`` header when a provider has a host
 name, or else reaches ``Settings.default_provider`` (a shared provider) at the root of
-the listening address.  The ``Host`` header also makes the token issuer and ``jku``,
+the listening address.  With ``Settings.public_base_url`` the issuer is that URL for the
+default provider and that URL plus ``/providers/NAME`` for any other, however the request
+reached it.  Otherwise the ``Host`` header also makes the token issuer and ``jku``,
 so only host:port pairs this service answers for are accepted
 (:func:`host_is_served`).  Storage lives in :mod:`bootwatch.service.providers`; this
 module only reads requests and asks the store.
@@ -198,6 +200,10 @@ def resolve_provider(request: Request) -> ProviderContext:
         header = request.headers.get("host")
         host = split_host(header)[0] if header else ""
         name = state.providers.provider_for_host(host) if host else None
+        if name is not None and state.settings.public_base_url:
+            # the public URL alone is the default provider's issuer (and its /certs);
+            # under it, this provider is reached, and its keys published, by its prefix
+            prefix = PREFIX + name
         if name is None:
             name = state.settings.default_provider
             if not name:

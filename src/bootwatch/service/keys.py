@@ -21,7 +21,7 @@ from typing import Any
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -54,22 +54,39 @@ def kid_for(cert: x509.Certificate) -> str:
     return b64url_encode(cert.fingerprint(hashes.SHA256()))
 
 
+#: JWK ``crv`` names of the EC curves (RFC 7518 section 6.2.1.1)
+_EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+
+
 def cert_jwk(cert: x509.Certificate, *, kid: str | None = None) -> dict[str, Any]:
-    """The JWK MAA publishes for a certificate: kty, kid, x5c, n/e, alg, use."""
+    """The JWK MAA publishes for a certificate: kty, kid, x5c, n/e, alg, use.
+
+    Token-signing keys are RSA; policy signers (``GET /certificates``) may be EC CA
+    certificates, published as ``kty: EC`` with ``crv``/``x``/``y`` (a ``kty: RSA``
+    without ``n``/``e`` is no JWK).  A key type JWK has no name for is published by its
+    ``x5c`` alone.
+    """
     pub = cert.public_key()
     jwk: dict[str, Any] = {
-        "kty": "RSA",
         "x5c": [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()],
     }
     if kid is not None:
         jwk["kid"] = kid
     if isinstance(pub, rsa.RSAPublicKey):
         numbers = pub.public_numbers()
+        jwk["kty"] = "RSA"
         jwk["n"] = b64url_encode(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big"))
         jwk["e"] = b64url_encode(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big"))
         jwk["alg"] = "RS256"
         jwk["use"] = "sig"
-    return jwk
+    elif isinstance(pub, ec.EllipticCurvePublicKey) and pub.curve.name in _EC_CURVES:
+        point = pub.public_numbers()
+        size = (pub.curve.key_size + 7) // 8
+        jwk["kty"] = "EC"
+        jwk["crv"] = _EC_CURVES[pub.curve.name]
+        jwk["x"] = b64url_encode(point.x.to_bytes(size, "big"))
+        jwk["y"] = b64url_encode(point.y.to_bytes(size, "big"))
+    return {"kty": jwk.pop("kty"), **jwk} if "kty" in jwk else jwk
 
 
 def new_signing_key(provider: str, now: datetime) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:

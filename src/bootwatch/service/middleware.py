@@ -67,14 +67,25 @@ STORAGE_RETRY_AFTER = 5
 
 def bootwatch_error_response(exc: BootwatchError) -> Response:
     """The answer to a library error (FastAPI's exception handler and the attestation
-    fast path both use this one translation); server-side failures are logged."""
+    fast path both use this one translation); server-side failures are logged.
+
+    A server-side library error (a database error above all) is answered with an
+    incident id, its text going to the log only: that text is the database's error with
+    the SQL, and the client has no use for the service's internals.  An ``ApiError``'s
+    message is written for the client and is answered as it is."""
     status, code = maa_code_for(exc)
+    message = str(exc)
     if status >= 500:
-        get_logger().error("request failed", extra={"error": exc.code, "reason": str(exc)})
+        incident = uuid.uuid4().hex[:16]
+        get_logger().error("request failed", extra={
+            "incident": incident, "error": exc.code, "reason": message})
+        if not isinstance(exc, ApiError):
+            message = (f"the service cannot answer now ({exc.code}, incident {incident}); "
+                       "the service log has the details")
     headers = exc.headers if isinstance(exc, ApiError) else None
     if status == 503 and not headers:  # the database is away: say when to come back
         headers = {"Retry-After": str(STORAGE_RETRY_AFTER)}
-    return maa_error(status, code, str(exc), headers)
+    return maa_error(status, code, message, headers)
 
 
 def internal_error_response(exc: Exception) -> Response:

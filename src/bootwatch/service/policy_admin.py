@@ -63,6 +63,7 @@ from bootwatch.service.db import utcnow
 from bootwatch.service.keys import cert_jwk
 from bootwatch.service.models import PolicyRow, SignerRow
 from bootwatch.service.providers import ProviderContext, TrustModel, canonical_type
+from bootwatch.x509read import CertificateFieldError, read_all_fields
 
 if TYPE_CHECKING:
     from bootwatch.service.auth import Principal
@@ -358,6 +359,11 @@ def reset_policy(
         if isolated:
             raise PolicySignatureError(
                 "isolated provider: a reset must be a JWS signed by a policy signer")
+        # RFC 7515 (unsecured JWS) and policy uploads (parse_policy_document): an alg
+        # 'none' document has an empty signature; one with a signature part is malformed,
+        # and its token hash would be recorded as if it were a well-formed reset
+        if not compact.endswith("."):
+            raise InputError("reset body: a JWS with alg 'none' must have an empty signature")
     else:
         trusted = _signers_for(ctx, compact)
         if not trusted:
@@ -446,11 +452,19 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
         if not isinstance(chain, list) or not chain or not isinstance(chain[0], str):
             raise InputError(f"claim {name!r}: the JWK must carry x5c with a certificate")
         try:
-            return x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
+            cert = x509.load_der_x509_certificate(base64.b64decode(chain[0], validate=True))
         except (binascii.Error, ValueError) as exc:
             raise InputError(
                 f"claim {name!r}: x5c[0] is not a DER certificate: {exc}"
             ) from exc
+        # cryptography decodes names, extensions and the key lazily: a signer whose key
+        # cannot be read would be stored, and every later GET /certificates (which
+        # publishes its JWK) would fail with a 500; refuse it here with a 400 instead
+        try:
+            read_all_fields(cert)
+        except CertificateFieldError as exc:
+            raise InputError(f"claim {name!r}: x5c[0]: {exc}") from None
+        return cert
     raise InputError(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
