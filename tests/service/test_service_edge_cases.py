@@ -350,3 +350,44 @@ def test_public_url_and_a_provider_host_name_issue_that_providers_tokens(
         # the jku, reached through the public URL (this service), publishes the token's key
         keys = c.get(urlparse(header["jku"]).path + Q).json()["keys"]
     assert header["kid"] in {k["kid"] for k in keys}
+
+
+@pytest.mark.parametrize("case", ["meta_list", "uri_number", "keys_list", "keys_not_list"])
+def test_an_issuer_answering_json_of_the_wrong_shape_is_a_503_not_a_500(
+    service_factory: Any, h: Any, case: str,
+) -> None:
+    """The discovery document or key set as JSON of another shape (a list, a number where
+    a URL belongs) raised TypeError or AttributeError past the fetch's error handling: a
+    500.  It is the issuer being unusable: 503, naming what was wrong."""
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from fastapi import FastAPI
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    app = FastAPI()
+    issuer: dict[str, str] = {}
+
+    @app.get("/.well-known/openid-configuration")
+    def meta() -> Any:
+        if case == "meta_list":
+            return [issuer["iss"]]
+        return {"issuer": issuer["iss"],
+                "jwks_uri": 42 if case == "uri_number" else issuer["iss"] + "/keys"}
+
+    @app.get("/keys")
+    def keys() -> Any:
+        return [] if case == "keys_list" else {"keys": {"k1": {}}}
+
+    with h.ThreadServer(app) as idp:
+        issuer["iss"] = f"http://127.0.0.1:{idp.port}"
+        svc = service_factory(oidc_issuer=issuer["iss"])
+        claims = {"iss": issuer["iss"], "sub": "u", "roles": ["Attestation.Contributor"],
+                  "exp": int(time.time()) + 600}
+        token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+        with svc.client() as c:
+            r = c.put(f"/policies/Tpm{Q}", content="x",
+                      headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 503, r.text
+        assert "OpenID issuer" in r.json()["error"]["message"]

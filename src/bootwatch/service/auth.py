@@ -95,10 +95,17 @@ class OidcVerifier:
             with httpx.Client(verify=self._verify, timeout=FETCH_TIMEOUT) as client:
                 meta = client.get(f"{self.issuer}/.well-known/openid-configuration")
                 meta.raise_for_status()
-                jwks_uri = meta.json()["jwks_uri"]
+                doc = meta.json()
+                jwks_uri = doc.get("jwks_uri") if isinstance(doc, dict) else None
+                if not isinstance(jwks_uri, str) or not jwks_uri.startswith(
+                        ("https://", "http://")):
+                    raise ValueError("its discovery document has no http(s) jwks_uri")
                 jwks = client.get(jwks_uri)
                 jwks.raise_for_status()
-                keyset = jwt.PyJWKSet.from_dict(jwks.json())
+                body = jwks.json()
+                if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+                    raise ValueError("its key set is not a JSON object with a keys list")
+                keyset = jwt.PyJWKSet.from_dict(body)
         except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWTError) as exc:
             raise ApiError(
                 503, "ServiceUnavailable", f"cannot fetch the OpenID issuer's keys: {exc}"
