@@ -8,6 +8,7 @@ must not copy into the token; values derived from them stay read-only (maa-proto
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -129,6 +130,11 @@ def claim_from_json(item: object, *, where: str = "claim") -> Claim:
     return Claim(ctype, value, value_type, issuer, read_only)
 
 
+#: Integer text a claims file may give for an Integer claim: ASCII digits, at most one ``-``
+#: (``str.isdigit`` also passes "²" and "--5", on which ``int`` raises a bare ValueError).
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
+
+
 def _coerce(value: object, value_type: ClaimValueType, where: str) -> ClaimValue:
     if value_type is ClaimValueType.STRING and isinstance(value, str):
         return value
@@ -137,7 +143,7 @@ def _coerce(value: object, value_type: ClaimValueType, where: str) -> ClaimValue
     if value_type is ClaimValueType.INTEGER:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
             return int(value)
     if value_type is ClaimValueType.JSON:
         return value  # type: ignore[return-value]

@@ -21,6 +21,7 @@ Semantics, including the choices the docs leave open (docs/policy.md lists them)
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -65,6 +66,11 @@ _PROPERTY_TYPES: Mapping[str, type] = MappingProxyType(
 )
 
 _MAX_VALIDITY_MINUTES = 366 * 24 * 60  # "max one year"
+
+#: Integer text ``valueType="Integer"`` converts: ASCII digits with at most one ``-``.
+#: (``str.isdigit`` also accepts "²" and "--5", which ``int`` then refuses with a bare
+#: ValueError, and Arabic-Indic digits, which are no policy integer.)
+_INTEGER_TEXT = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -384,7 +390,7 @@ def _coerce(value: ClaimValue, target: ClaimValueType, rule: Rule) -> ClaimValue
         return str(value).lower() if isinstance(value, bool) else str(value)
     if target is ClaimValueType.INTEGER and isinstance(value, str):
         text = value.strip()
-        if text.lstrip("-").isdigit() and len(text) <= 20 and abs(int(text)) <= MAX_INTEGER:
+        if _INTEGER_TEXT.fullmatch(text) and len(text) <= 20 and abs(int(text)) <= MAX_INTEGER:
             return int(text)
     if target is ClaimValueType.BOOLEAN and value in ("true", "false"):
         return value == "true"

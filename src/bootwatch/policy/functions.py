@@ -14,6 +14,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,25 @@ def _check_string(value: str, budget: Budget, what: str) -> str:
         raise PolicyLimitError(
             f"{what} is {len(value)} characters (limit {budget.limits.max_string_chars})",
             limit="max_string_chars",
+        )
+    return value
+
+
+#: A UTF-16 surrogate code point: in a Python str always a lone one (json.loads joins pairs).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogate(value: str, what: str) -> str:
+    """Refuse a string no UTF-8 can encode (JSON's ``\\ud800`` escape makes one).
+
+    Issued claims are signed into a UTF-8 token; such a value would fail there, outside
+    the policy, instead of as this rule's evaluation error.
+    """
+    found = _SURROGATE.search(value)
+    if found is not None:
+        raise PolicyEvaluationError(
+            f"{what} holds a lone UTF-16 surrogate (U+{ord(found.group()):04X}), "
+            "which is not text"
         )
     return value
 
@@ -239,6 +259,11 @@ def jmespath_search(data: Any, query: str, budget: Budget) -> Any:
         raise PolicyLimitError(
             f"JmesPath query {query[:60]!r} nests too deeply", limit="max_query_chars"
         ) from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        # the reference interpreter lets Python errors through for some data: ordering a
+        # string against a number (``[?x > `1`]``, ``max_by``), a zero slice step, ``ceil``
+        # of an infinite or NaN number; they are the query's failure, not the service's
+        raise PolicyEvaluationError(f"JmesPath: query {query!r} failed: {exc}") from None
 
 
 def _jmespath(args: tuple[Items, ...], budget: Budget) -> Items:
@@ -254,6 +279,7 @@ def _jmespath(args: tuple[Items, ...], budget: Budget) -> Items:
         _json_size_ok(result, budget)
         text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
         _check_string(text, budget, "JmesPath result")
+        _no_lone_surrogate(text, "JmesPath: the result")
         out.append(Item(text, data_item.read_only or query_item.read_only))
     return tuple(out)
 
@@ -262,7 +288,9 @@ def _jmespath(args: tuple[Items, ...], budget: Budget) -> Items:
 
 
 def _scalar_from_json(value: object, where: str) -> ClaimValue:
-    if isinstance(value, (bool, str)):
+    if isinstance(value, str):
+        return _no_lone_surrogate(value, f"JsonToClaimValue: {where}")
+    if isinstance(value, bool):
         return value
     if isinstance(value, int):
         if not MIN_INTEGER <= value <= MAX_INTEGER:

@@ -108,8 +108,16 @@ def _describe_terminal(name: str) -> str:
     return f"'{pattern.value}'" if pattern.type == "str" else name
 
 
-def _end_position(text: str) -> Position:
-    """Where the text ends, ignoring trailing white space (the spot a missing token belongs)."""
+def _end_position(text: str, last: Token | None = None) -> Position:
+    """The spot a missing token belongs: just after the last token.
+
+    ``last`` is that token when known (lark gives ``$END`` the last token's position, and
+    the parse tree's end is the end of its last token); otherwise the end of the text
+    without trailing white space. Trailing comments are not tokens, so a missing ``;``
+    before a ``// comment`` is reported where it belongs, not after the comment.
+    """
+    if last is not None and last.end_line is not None and last.end_column is not None:
+        return Position(last.end_line, last.end_column)
     text = text.rstrip()
     line = text.count("\n") + 1
     return Position(line, len(text) - (text.rfind("\n") + 1) + 1)
@@ -119,7 +127,7 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> PolicyParsingError:
     if isinstance(exc, UnexpectedToken):
         expected = tuple(sorted({_describe_terminal(t) for t in exc.expected}))
         if exc.token.type == "$END":
-            pos = _end_position(text)
+            pos = _end_position(text, exc.token)
             found = "end of text"
         else:
             pos = Position(exc.line, exc.column)
@@ -238,9 +246,15 @@ class _Builder:
             assert isinstance(st, Tree)
             sections.append(self._section(st, sections))
         if not any(s.kind is SectionKind.AUTHORIZATION for s in sections):
+            meta = tree.meta
+            end = (
+                Position(meta.end_line, meta.end_column)
+                if not meta.empty
+                else _end_position(self.text)
+            )
             raise self.error(
                 "the policy has no authorizationrules section",
-                _end_position(self.text),
+                end,
                 ("'authorizationrules'",),
             )
         return PolicyAst(self.version, tuple(sections), tuple(self.tolerances))
