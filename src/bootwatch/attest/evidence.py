@@ -27,6 +27,7 @@ from bootwatch.attest.caches import ParsedLog, Unbound, VerifierCaches
 from bootwatch.errors import EventLogError, TpmStructureError
 from bootwatch.eventlog import (
     EventType,
+    LogFormat,
     PcrStatus,
     PcrVerification,
     Replay,
@@ -35,6 +36,7 @@ from bootwatch.eventlog import (
     replay,
     verify_pcrs,
 )
+from bootwatch.eventlog.replay import initial_pcr_value
 from bootwatch.protocol.azureguest import AzureGuestRequest, UnverifiedAzureGuestRequest
 from bootwatch.tpm.aik import (
     RevokedAikCertificates,
@@ -208,13 +210,20 @@ def _attrs(bits: int) -> str:
 
 def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> Unbound:
     """Every event whose data does not hash to its digest where it must, in any PCR and
-    any bank the log declares (the replay checks them all, see :func:`_parsed_log`).
+    any bank the log declares (the replay checks them all, see :func:`_parsed_log`), and
+    every extending event with no digest of the reported bank (the quote never saw it).
 
     A pure function of the log: each request keeps the ones in its quoted PCRs.
     """
     pcr_of = {e.index: e.pcr for e in log.events}
     out = [(f.event, pcr_of[f.event], f.message) for f in rep.findings
            if f.code == "digest_mismatch" and f.event is not None and f.event in pcr_of]
+    # A record without a digest of the quoted bank is never extended into it (the replay
+    # skips it), so the quote vouches for nothing in its data, which the facts still read.
+    bank = alg_name(REPORTED_BANK)
+    out += [(ex.event_index, ex.pcr, f"the record has no {bank} digest, so the quoted {bank} "
+                                     "bank never measured it")
+            for ex in rep.extends if REPORTED_BANK not in ex.digests]
     out += [(event, pcr_of[event], message)
             for event, message in _unbound_sipa_events(log, set(SIPA_PCRS))]
     return tuple(out)
@@ -387,8 +396,12 @@ class _Run:
             self.checks[name] = _fail(name, "log_pcr_mismatch",
                                       f"the log replays to other values than reported: {desc}")
             return log, rep, ver
+        # never extended is explained only at the reset value: zero, but all 0xFF for
+        # PCRs 17-22 (and 00..0<locality> for PCR 0), as the replay starts them
         uncovered = [r for r in ver.results if r.status is PcrStatus.NOT_COVERED
-                     and any(r.expected)]
+                     and not hmac.compare_digest(r.expected, initial_pcr_value(
+                         r.pcr, len(r.expected), locality=rep.startup_locality,
+                         hcrtm=rep.hcrtm, ccel=log.format is LogFormat.CCEL))]
         if uncovered:
             self.checks[name] = _fail(
                 name, "log_pcr_not_covered",

@@ -550,7 +550,12 @@ def _authority(var: efi.UefiVariable) -> VariableEvent:
         return VariableEvent(var, text=ascii_text(value))
     if len(value) == 1:
         return VariableEvent(var, value=value[0])
-    if value[:1] == b"\x30":  # a bare DER certificate (shim's "Shim" vendor cert)
+    # A bare DER certificate (shim's "Shim" vendor cert) starts with the SEQUENCE tag
+    # 0x30, but so does an EFI_SIGNATURE_DATA whose owner GUID's first byte is 0x30: the
+    # reading whose DER length spans exactly its bytes wins, the tag alone decides last.
+    owned = (_der_sequence_size(value) != len(value) and len(value) > 16
+             and _der_sequence_size(value[16:]) == len(value) - 16)
+    if value[:1] == b"\x30" and not owned:
         return VariableEvent(var, authority=efi.signature_entry(efi.SignatureKind.X509, "", value))
     if len(value) > 16:
         owner, body = guid_text(value[:16]), value[16:]
@@ -562,6 +567,20 @@ def _authority(var: efi.UefiVariable) -> VariableEvent:
             kind = efi.SignatureKind.OTHER
         return VariableEvent(var, authority=efi.signature_entry(kind, owner, body))
     return VariableEvent(var, contents_error="authority data is neither a certificate nor a hash")
+
+
+def _der_sequence_size(value: bytes) -> int | None:
+    """Total size a DER SEQUENCE at the start of ``value`` declares (tag, length, body),
+    or None when ``value`` does not start with one (definite lengths of 1-4 bytes)."""
+    if len(value) < 2 or value[0] != 0x30:
+        return None
+    first = value[1]
+    if first < 0x80:
+        return 2 + first
+    n = first & 0x7F
+    if not 1 <= n <= 4 or len(value) < 2 + n:
+        return None
+    return 2 + n + int.from_bytes(value[2 : 2 + n], "big")
 
 
 def _image(data: bytes) -> ImageLoadEvent:
