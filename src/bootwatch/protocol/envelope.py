@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from bootwatch.encoding import b64url_decode, b64url_encode
 from bootwatch.errors import CryptoError, ProtocolError
+from bootwatch.protocol.jsonread import read_json
 
 __all__ = [
     "AAD",
@@ -185,10 +186,9 @@ def _b64(data: bytes) -> str:
 
 
 def _json_object(data: bytes, field: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"not JSON ({exc})", field=field) from None
+    # the shared depth-limited reader: the body comes from the network (a deeply nested
+    # one made the parser's RecursionError escape as an untyped error)
+    value = read_json(data, field=field)
     if not isinstance(value, dict):
         raise ProtocolError("not a JSON object", field=field)
     return value

@@ -169,6 +169,12 @@ def decode_health_report(body: bytes) -> HealthReport:
         raise ProtocolError("health report: field 'Time' is not an ISO 8601 time") from None
     if when.tzinfo is None:
         raise ProtocolError("health report: field 'Time' must carry a time zone (e.g. Z)")
+    try:
+        # kept in UTC, as encoded: an offset time at the edge of the calendar
+        # (9999-12-31T23:59:59-01:00) has no UTC value and failed later, untyped
+        when = when.astimezone(UTC)
+    except OverflowError:
+        raise ProtocolError("health report: field 'Time' is out of range in UTC") from None
     boot = obj.get("BootCounter")
     if boot is not None and (
         not isinstance(boot, int) or isinstance(boot, bool) or not 0 <= boot < 2**31
@@ -195,6 +201,12 @@ def decode_health_report(body: bytes) -> HealthReport:
             ) from None
     if hop is not None and status is not HealthStatus.PLATFORM_ERROR:
         raise ProtocolError("health report: field 'FailedHop' is only for a PlatformError")
+    failed_target = _text(obj, "FailedTarget", 512)
+    if failed_target and hop is None:
+        # the target names the failed network step: without one the monitor would keep
+        # (and recommend egress for) a target no step failed on
+        raise ProtocolError("health report: field 'FailedTarget' is only for a PlatformError "
+                            "with a 'FailedHop'")
     if status is HealthStatus.HEALTHY and not token:
         raise ProtocolError("health report: a Healthy report must carry 'AttestationToken'")
     return HealthReport(
@@ -209,5 +221,5 @@ def decode_health_report(body: bytes) -> HealthReport:
         platform_error_message=_text(obj, "PlatformErrorMessage"),
         attestation_uri=_text(obj, "AttestationUri"),
         failed_hop=hop,
-        failed_target=_text(obj, "FailedTarget", 512),
+        failed_target=failed_target,
     )

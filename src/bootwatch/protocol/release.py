@@ -186,9 +186,10 @@ def check_upgrade(
 ) -> UpgradeVerdict:
     """May an agent at ``current`` move to ``release``?  Never a downgrade or a re-install.
 
-    Majors and pre-releases are refused unless the matching leniency is set;
-    the manifest's own agent-version bounds (for releases that need a stepping
-    stone) are honoured.  ``current`` is the running version (trusted).
+    Majors (a new PEP 440 epoch counts as one) and pre-releases are refused unless the
+    matching leniency is set; the manifest's own agent-version bounds (for releases
+    that need a stepping stone) are honoured.  ``current`` is the running version
+    (trusted).
     """
     cur = Version(current)
     new = release.parsed_version
@@ -201,7 +202,8 @@ def check_upgrade(
         return UpgradeVerdict(
             False, RefusalReason.NOT_NEWER, f"{release.version} is the running version"
         )
-    if new.major != cur.major and not allow_major:
+    # an epoch bump (``1!...``) restarts the numbering: at least as big a step as a major
+    if (new.epoch, new.major) != (cur.epoch, cur.major) and not allow_major:
         return UpgradeVerdict(
             False, RefusalReason.MAJOR,
             f"{release.version} is a new major version (running {current}); "
@@ -351,7 +353,7 @@ def _decode_manifest(obj: object) -> ReleaseManifest:
     if unknown:
         raise ProtocolError(f"unknown field(s) {', '.join(unknown)}", field="manifest")
     fmt = obj.get("format")
-    if fmt != MANIFEST_FORMAT or isinstance(fmt, bool):
+    if type(fmt) is not int or fmt != MANIFEST_FORMAT:  # not 1.0, not true
         raise ProtocolError(f"must be {MANIFEST_FORMAT}", field="manifest.format")
     if obj.get("project") != PROJECT:
         raise ProtocolError(f"must be {PROJECT!r}", field="manifest.project")
@@ -391,12 +393,21 @@ def _decode_manifest(obj: object) -> ReleaseManifest:
         raise ProtocolError("is not an ISO 8601 time", field="manifest.published_at") from None
     if published.tzinfo is None:
         raise ProtocolError("must carry a time zone (Z)", field="manifest.published_at")
+    try:
+        # an offset time at the calendar's edge has no UTC value (OverflowError, untyped)
+        published = published.astimezone(UTC)
+    except OverflowError:
+        raise ProtocolError("is out of range in UTC", field="manifest.published_at") from None
+    if published.microsecond:
+        # the signed canonical form has whole seconds: a fraction would be acted on unsigned
+        raise ProtocolError("must be in whole seconds (the signature covers no fraction)",
+                            field="manifest.published_at")
     return ReleaseManifest(
         version=version_text,
         wheel=wheel,
         size=size,
         sha256=sha256,
-        published_at=published.astimezone(UTC),
+        published_at=published,
         key_id=kid,
         min_agent_version=_optional_version(obj, "min_agent_version"),
         max_agent_version=_optional_version(obj, "max_agent_version"),
