@@ -35,6 +35,7 @@ from bootwatch.service.events import (
     is_jetstream_url,
     sink_from_settings,
 )
+from bootwatch.service.hosts import AllowedHosts
 from bootwatch.service.servicetag import ServiceTagDocument
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import ServiceState, bootstrap
@@ -42,12 +43,28 @@ from bootwatch.service.state import ServiceState, bootstrap
 __all__ = ["EmbeddedServer", "create_server_app", "own_issuers"]
 
 
+def _url_host(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def own_issuers(settings: Settings) -> tuple[str, ...]:
-    """The issuer URLs this server's tokens can carry (for the monitor to trust)."""
+    """The issuer URLs this server's tokens can carry (for the monitor to trust).
+
+    The service builds a token's issuer from the Host header it accepted
+    (``service.hosts.request_base_url``): IPv6 addresses in brackets, an
+    ``--allowed-host NAME:PORT`` pair with its own port, a configured name with the
+    listening port or none (a reverse proxy on the default port).  Anything else here
+    would be an issuer no token carries, and the monitor would refuse the reports of
+    agents attesting through that address."""
     scheme = "http" if settings.insecure_http else "https"
     wildcard = {"0.0.0.0", "::"}  # noqa: S104 - names, not a bind
-    hosts = {settings.host, "127.0.0.1", "localhost", *settings.allowed_hosts} - wildcard
-    out = [f"{scheme}://{h}:{settings.port}" for h in sorted(hosts)]
+    allowed = AllowedHosts.parse(settings.allowed_hosts)
+    hosts = {settings.host.lower(), "127.0.0.1", "localhost", "::1", *allowed.names} - wildcard
+    found = {f"{scheme}://{_url_host(h)}:{settings.port}" for h in hosts}
+    found |= {f"{scheme}://{_url_host(h)}" for h in allowed.names}
+    found |= {f"{scheme}://{_url_host(h)}:{p}" for h, p in allowed.pairs}
+    out = sorted(found)
     if settings.public_base_url:
         out.append(settings.public_base_url.rstrip("/"))
     return tuple(out)

@@ -46,11 +46,13 @@ from bootwatch.errors import BootwatchError, ConfigError
 from bootwatch.monitor.client import MonitorClient
 
 __all__ = [
+    "DBX_DATA",
     "STALE_AFTER",
     "UPDATE_LOG",
     "VMS",
     "Demo",
     "DemoVm",
+    "check_corpus_files",
     "command",
     "find_corpus",
     "run_demo",
@@ -219,6 +221,22 @@ def _pcrs_for(spec: DemoVm) -> tuple[int, ...] | None:
     return (0, 1, 2, 3, 4, 5, 6, 7, 11, 12, 13, 14) if spec.windows else None
 
 
+#: the DBX data the demo's server reads, relative to the corpus folder
+DBX_DATA = "secureboot/dbx_info_msft_latest.json"
+
+
+def check_corpus_files(corpus: Path) -> None:
+    """Every corpus file the demo reads is there, else a ConfigError naming it (exit 2:
+    the corpus cannot be used), before anything starts; found later, a missing file
+    would end the demo as "demo failed" (exit 1, as if something went unexpectedly)."""
+    needed = {DBX_DATA, UPDATE_LOG, *(v.boot_log for v in VMS),
+              *(v.sent_log for v in VMS if v.sent_log)}
+    missing = sorted(rel for rel in needed if not (corpus / rel).is_file())
+    if missing:
+        raise ConfigError(f"the corpus {corpus} cannot be used for the demo: missing "
+                          + ", ".join(missing))
+
+
 def run_demo(corpus: Path, work: Path, console: Any) -> list[str]:
     """Run the demo in ``work``; returns what did not happen as expected (empty: all did)."""
     from bootwatch.attest.claims import GOOGLE_COS_V10, template_to_json
@@ -239,7 +257,7 @@ def run_demo(corpus: Path, work: Path, console: Any) -> list[str]:
         data_dir=work / "server", host="127.0.0.1", port=sock.getsockname()[1],
         rate_limit_per_second=0, admin_tokens=(token,),
         trust_anchors_path=str(lab.ca_cert_path),
-        dbx_data_path=str(corpus / "secureboot" / "dbx_info_msft_latest.json"),
+        dbx_data_path=str(corpus / DBX_DATA),
         secureboot_templates_path=str(templates),
     )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -368,6 +386,7 @@ def command(corpus: Path | None, keep: bool) -> None:
 
     console = make_console()
     corpus_dir = find_corpus(corpus)
+    check_corpus_files(corpus_dir)
     work = Path(tempfile.mkdtemp(prefix="bootwatch-demo-"))
     started = time.monotonic()
     try:

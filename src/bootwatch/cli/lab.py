@@ -242,16 +242,26 @@ def fleet_run(ctx: click.Context, vms: int, interval: float, duration: float,
     import logging
 
     logging.getLogger("bootwatch.agent").setLevel(logging.ERROR)
+    import shutil
+
     lab = _lab(ctx)
-    with tempfile.TemporaryDirectory(prefix="bootwatch-fleet-") as tmp:
+    # --keep keeps the agents' state too: a temporary folder is removed only without it
+    tmp = None if work_dir else Path(tempfile.mkdtemp(prefix="bootwatch-fleet-"))
+    err = make_console(stderr=True)
+    try:
         cfg = FleetConfig(
             vms=vms, interval=interval, duration=duration, url=url, admin_token=token,
             scenario=scenario, corpus=find_corpus(corpus), lab_dir=lab.root,
-            work_dir=work_dir or Path(tmp), ca=ca, stale_after=stale_after, sweep=sweep,
-            grace=grace, vtpm_pool=vtpm_pool, seed=seed, keep=keep)
-        err = make_console(stderr=True)
+            work_dir=work_dir or tmp or Path(), ca=ca, stale_after=stale_after,
+            sweep=sweep, grace=grace, vtpm_pool=vtpm_pool, seed=seed, keep=keep)
         report = run_fleet(cfg, None if as_json else
                            (lambda msg: err.print(f"[dim]fleet:[/] {msg}", highlight=False)))
+    finally:
+        if tmp is not None and not keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if keep:
+        err.print(f"kept: the agents' state in {cfg.work_dir / report.config['group']}, "
+                  f"the lab VMs in {lab.root}", highlight=False)
     data = report.to_json()
     if as_json:
         sys.stdout.write(json.dumps(data, indent=2) + "\n")

@@ -344,8 +344,15 @@ class Lab:
                 _check_booted(swtpm, plan)
             finally:
                 swtpm.stop(save=True)
+            os_name, os_source = vm.os_name, vm.os_source
             if new_log is not None:
                 vm.log_path.write_bytes(vm_log)
+                if not os_source.startswith("given:"):
+                    # another image: its OS is the VM's now (an os-release the user
+                    # gave at creation stays theirs)
+                    osr = derive_os_release(new_log, Path(log_path or "").name)
+                    vm.os_release_path.write_text(osr.text, encoding="utf-8")
+                    os_name, os_source = osr.name, osr.source
             rebooted = LabVm(
                 name=vm.name, path=vm.path, vm_id=vm.vm_id, created=vm.created,
                 log_sha256=hashlib.sha256(vm_log).hexdigest() if new_log is not None
@@ -353,6 +360,7 @@ class Lab:
                 startup_locality=plan.startup_locality, hcrtm=plan.hcrtm_data is not None,
                 log_adjustments=notes if new_log is not None else vm.log_adjustments,
                 boot_count=vm.boot_count + 1,
+                os_name=os_name, os_source=os_source,  # vm.json keeps the image's OS
             )
             meta = vm.path / "vm.json"
             tmp = meta.with_suffix(".tmp")

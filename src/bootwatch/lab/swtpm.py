@@ -108,34 +108,47 @@ class SwtpmProcess:
 
     @classmethod
     def start(cls, state_dir: Path) -> SwtpmProcess:
-        """Start swtpm on free loopback ports; the TPM waits for :meth:`init`."""
+        """Start swtpm on free loopback ports; the TPM waits for :meth:`init`.
+
+        Between drawing a free pair and swtpm's bind another process (a second fleet
+        on the machine) can take the pair; a readiness probe by port number would then
+        reach *that* swtpm, whose vTPM this instance would drive from then on.  So the
+        control socket is bound here and handed to swtpm (``fd=``; the data socket
+        cannot be: swtpm reads a ``--server fd`` as one connection), and readiness is
+        a command answered on it: swtpm serves it only once it also bound the data
+        port, and exits when that port is taken (then another pair is drawn)."""
         swtpm = _require("swtpm")
         _require("swtpm_ioctl")
         last = ""
         for _ in range(5):
             port = _free_port_pair()
-            proc = subprocess.Popen(
-                [
-                    swtpm, "socket", "--tpm2",
-                    "--server", f"type=tcp,port={port},bindaddr={_HOST}",
-                    "--ctrl", f"type=tcp,port={port + 1},bindaddr={_HOST}",
-                    "--tpmstate", f"dir={state_dir}",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
+            try:
+                ctrl = _listen(port + 1)
+            except OSError as exc:
+                last = f"port {port + 1} was taken: {exc.strerror}"
+                continue
+            with ctrl:
+                proc = subprocess.Popen(
+                    [
+                        swtpm, "socket", "--tpm2",
+                        "--server", f"type=tcp,port={port},bindaddr={_HOST}",
+                        "--ctrl", f"type=tcp,fd={ctrl.fileno()}",
+                        "--tpmstate", f"dir={state_dir}",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    start_new_session=True,
+                    pass_fds=(ctrl.fileno(),),
+                )
             deadline = time.monotonic() + _START_TIMEOUT
             while time.monotonic() < deadline:
                 if proc.poll() is not None:
                     last = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
                     break
-                try:
-                    with socket.create_connection((_HOST, port + 1), timeout=0.2):
-                        return cls(state_dir=state_dir, port=port, process=proc)
-                except OSError:
-                    time.sleep(0.005)
+                if _ctrl_answers(port + 1):
+                    return cls(state_dir=state_dir, port=port, process=proc)
+                time.sleep(0.005)
             else:
                 proc.kill()
                 proc.wait()
@@ -209,6 +222,34 @@ class SwtpmProcess:
         if self.process.stderr is not None:
             with contextlib.suppress(OSError):
                 self.process.stderr.close()
+
+
+def _listen(port: int) -> socket.socket:
+    """A listening loopback socket on ``port`` (OSError when it is taken)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((_HOST, port))
+        sock.listen(16)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+#: CMD_GET_CAPABILITY on swtpm's control channel (a 4-byte big-endian command code)
+_CMD_GET_CAPABILITY = (1).to_bytes(4, "big")
+
+
+def _ctrl_answers(port: int) -> bool:
+    """The swtpm holding the control socket answers a command (a connection alone
+    proves nothing: the kernel accepts it into the backlog before swtpm runs)."""
+    try:
+        with socket.create_connection((_HOST, port), timeout=0.5) as s:
+            s.sendall(_CMD_GET_CAPABILITY)
+            return bool(s.recv(64))
+    except OSError:
+        return False
 
 
 def _recv_exact(s: socket.socket, n: int) -> bytes:
