@@ -266,7 +266,7 @@ def explain_cmd(ctx: click.Context, rules_file: Path, fmt: str, to: str, source:
     if doc is not None and tag is not None:
         doc.tag(tag)  # names the tags when it is not there
     data = read_limited(rules_file, "rules file", 16 * 1024 * 1024)
-    context = Context(doc, target, vm_address, vnet)
+    context = Context(doc, target, vm_address, vnet, tag)
     name = str(rules_file)
     if fmt == "nsg-json":
         result = _explain_nsg(data, name, context, tag)
@@ -373,15 +373,26 @@ def _explain_firewall(data: bytes, name: str, context: Any, tag: str | None) -> 
 
 
 def _explain_nftables(rules_file: Path, context: Any, tag: str | None) -> dict[str, Any]:
-    from bootwatch.net.matching import destination_units
-    from bootwatch.net.nftprobe import probe_nftables
+    """Probe one address of each destination piece.
+
+    A host name stands for the tag's prefixes; a probe tests one address, so the
+    prefixes are first cut wherever an address, prefix or range of the ruleset
+    begins or ends (as the NSG and firewall evaluators cut at their rules'
+    entries).  Each piece is then inside or outside every one of them, and its
+    first address speaks for all of it: a ``drop`` of one address inside a /30 is
+    found instead of hidden behind the /30's first address."""
+    from bootwatch.net.matching import cut_units, destination_units
+    from bootwatch.net.nftprobe import probe_nftables, ruleset_prefixes
 
     if not rules_file.is_file():
         raise NetworkInputError("no such file", source=str(rules_file))
+    units = destination_units(context)
+    if context.target.address is None:  # an address target is one /32 or /128 already
+        units = cut_units(units, ruleset_prefixes(rules_file))
     per: list[dict[str, Any]] = []
     first_denied = None
     verdicts = []
-    for unit in destination_units(context):
+    for unit in units:
         verdict = probe_nftables(rules_file, unit.network_address, context.target.port,
                                  vm_ip=context.vm_ip)
         verdicts.append(verdict)

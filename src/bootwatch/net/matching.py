@@ -21,6 +21,7 @@ Named approximations (the platform knows more than a rules file says):
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -32,6 +33,7 @@ __all__ = [
     "PRIVATE_RANGES",
     "Context",
     "Match",
+    "cut_units",
     "destination_units",
     "host_matches",
     "match_address",
@@ -56,12 +58,16 @@ class Match:
 
 @dataclass
 class Context:
-    """Everything an evaluation reads besides the rules; collects warnings."""
+    """Everything an evaluation reads besides the rules; collects warnings.
+
+    ``tag`` is the ``--tag`` the operator chose: in a document with several tags it
+    says which one a host-name target stands for (None: the document's default)."""
 
     document: ServiceTagDocument | None
     target: Target
     vm_ip: IPAddress | None = None
     vnet: tuple[IPNetwork, ...] = ()
+    tag: str | None = None
     warnings: list[str] = field(default_factory=list)
 
     def warn(self, text: str) -> None:
@@ -100,7 +106,9 @@ def destination_units(ctx: Context) -> tuple[IPNetwork, ...]:
             "document that publishes it",
             field="--to",
         )
-    tag = doc.tag()
+    # the chosen tag, not the default: with several tags, the default would be
+    # another tag's prefixes (or no default at all) and the verdict about them
+    tag = doc.tag(ctx.tag)
     # the names the rule generators allow for this tag: the document's own, or for
     # Azure's file (which has none) the documented *.attest.azure.net
     fqdns = doc.tag_fqdns(tag)
@@ -129,6 +137,15 @@ def split_units(
     bounds: set[IPNetwork] = set()
     for entry in entries:
         bounds.update(_entry_networks(entry, ctx))
+    return cut_units(units, bounds)
+
+
+def cut_units(units: tuple[IPNetwork, ...], bounds: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+    """``units`` cut at every prefix of ``bounds`` that lies strictly inside one.
+
+    The shared half of :func:`split_units`, for rule sets whose addresses come as
+    prefixes already (the nftables evaluator reads them from the loaded ruleset)."""
+    bounds = set(bounds)
     out: list[IPNetwork] = []
     for unit in units:
         pieces = [unit]

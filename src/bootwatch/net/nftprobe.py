@@ -8,11 +8,20 @@ pair with a default route (no peer answers), the operator's file is loaded with
 trace`` tells which rule of which chain gave the verdict.  The namespace is
 deleted afterwards, whatever happened.  The probe's source address is the VM's
 (``--vm-ip``) or 198.18.0.1 / 2001:db8::1 (benchmarking and documentation ranges).
+
+One probe answers for one address only.  A host name stands for whole prefixes,
+and a rule may cover part of one (a ``drop`` of one address of a /30), so
+:func:`ruleset_prefixes` lists every address, prefix and range the loaded ruleset
+names (read back from the kernel with ``nft -j list ruleset``, so named sets and
+``include`` files count too); the caller cuts the prefixes there and probes one
+address of each piece.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import json
 import re
 import secrets
 import subprocess
@@ -24,10 +33,11 @@ from pathlib import Path
 from typing import Final
 
 from bootwatch.errors import ConfigError, NetworkInputError
-from bootwatch.net.netns import NamespaceSet, require_tools
+from bootwatch.net.netns import NamespaceSet, Netns, require_tools
+from bootwatch.net.servicetag import IPNetwork
 from bootwatch.net.target import IPAddress
 
-__all__ = ["NftVerdict", "probe_nftables"]
+__all__ = ["NftVerdict", "probe_nftables", "ruleset_prefixes"]
 
 _TRACE_RE: Final = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (.*)$")
 _VERDICT_RE: Final = re.compile(r"^rule (.*) \(verdict (\w+)(?: [^)]*)?\)\s*$")
@@ -79,11 +89,7 @@ def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
         ns.ip("addr", "add", f"{src}/{128 if v6 else 32}", "dev", if_a,
               *(["nodad"] if v6 else []))
         ns.ip(*(["-6"] if v6 else []), "route", "add", "default", "dev", if_a)
-        loaded = ns.run("nft", "-f", str(rules_file), check=False)
-        if loaded.returncode != 0:
-            first = next((ln for ln in loaded.stderr.splitlines() if ln.strip()), "nft failed")
-            raise NetworkInputError(f"nft refused the rules: {first.strip()}",
-                                    source=str(rules_file))
+        _load(ns, rules_file)
         ns.run("nft", "-f", "-", input_text=(
             f"table inet {trace_table} {{\n chain out {{\n"
             "  type filter hook output priority -1000000;\n"
@@ -113,6 +119,75 @@ def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
                 monitor.wait()
             reader.join(timeout=5)
     return _verdict(lines, trace_table)
+
+
+def ruleset_prefixes(rules_file: Path) -> tuple[IPNetwork, ...]:
+    """Every address, prefix and range (as prefixes) that ``rules_file`` names, as
+    the kernel holds it once loaded in a scratch namespace.
+
+    Used to cut a host name's prefixes where a rule's coverage starts or ends, so
+    that one probe per piece speaks for the whole piece.  Anything that parses as
+    an address counts, also where it is not a destination (a source, a mask): an
+    extra cut only costs a probe, a missing one hides a verdict.  A file nft
+    refuses raises :class:`NetworkInputError` as :func:`probe_nftables` does."""
+    require_tools("ip", "nft")
+    with NamespaceSet() as nsset:
+        ns = nsset.add("list")
+        _load(ns, rules_file)
+        listed = ns.run("nft", "-j", "list", "ruleset")
+    try:
+        ruleset = json.loads(listed.stdout)
+    except ValueError as exc:
+        raise ConfigError(f"nft -j list ruleset printed no JSON ({exc}) "
+                          f"after loading {rules_file}") from None
+    found: set[IPNetwork] = set()
+    _collect_addresses(ruleset, found)
+    return tuple(sorted(found, key=lambda n: (n.version, n.network_address.packed,
+                                              n.prefixlen)))
+
+
+def _load(ns: Netns, rules_file: Path) -> None:
+    """``nft -f rules_file`` in ``ns``; nft's own ``file:line:column`` if it refuses."""
+    loaded = ns.run("nft", "-f", str(rules_file), check=False)
+    if loaded.returncode != 0:
+        first = next((ln for ln in loaded.stderr.splitlines() if ln.strip()), "nft failed")
+        raise NetworkInputError(f"nft refused the rules: {first.strip()}",
+                                source=str(rules_file))
+
+
+def _collect_addresses(node: object, found: set[IPNetwork]) -> None:
+    """Walk nft's JSON: a bare address string, ``{"prefix": {"addr", "len"}}`` and
+    ``{"range": [lo, hi]}`` wherever they are (rules, anonymous and named sets)."""
+    if isinstance(node, list):
+        for item in node:
+            _collect_addresses(item, found)
+        return
+    if isinstance(node, str):
+        with contextlib.suppress(ValueError):
+            found.add(ipaddress.ip_network(ipaddress.ip_address(node)))
+        return
+    if not isinstance(node, dict):
+        return
+    prefix = node.get("prefix")
+    if isinstance(prefix, dict) and isinstance(prefix.get("addr"), str) \
+            and isinstance(prefix.get("len"), int):
+        try:
+            found.add(ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}", strict=False))
+            return
+        except ValueError:
+            pass
+    span = node.get("range")
+    if isinstance(span, list) and len(span) == 2 and all(isinstance(v, str) for v in span):
+        try:
+            lo, hi = ipaddress.ip_address(span[0]), ipaddress.ip_address(span[1])
+        except ValueError:
+            pass
+        else:
+            if lo.version == hi.version and lo <= hi:  # type: ignore[operator]
+                found.update(ipaddress.summarize_address_range(lo, hi))
+            return
+    for value in node.values():
+        _collect_addresses(value, found)
 
 
 def _read_lines(monitor: subprocess.Popen[str], lines: list[str]) -> None:
