@@ -36,11 +36,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bootwatch.attest.claims import (
     DEFAULT_TEMPLATES,
@@ -63,7 +64,7 @@ from bootwatch.protocol.outcome import OutcomeEvent
 from bootwatch.service.auth import require_attest_auth
 from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, invalid_operation, invalid_parameter
-from bootwatch.service.hosts import current_provider
+from bootwatch.service.hosts import SCOPE_PREFIX, current_provider
 from bootwatch.service.logs import get_logger
 from bootwatch.service.middleware import SCOPE_LOG, bootwatch_error_response, maa_error
 from bootwatch.service.providers import ProviderContext
@@ -220,13 +221,23 @@ def _run(
 
 async def _durable(request: Request, commit: Commit) -> None:
     """Wait for the record's commit: an attestation is answered only once its record
-    (and event) would survive a crash; otherwise 503 with ``Retry-After``."""
+    (and event) would survive a crash; otherwise 503 with ``Retry-After``.
+
+    A failed commit's StorageError holds the database's error with its SQL: it goes to
+    the log under an incident id, and the answer names only that id (as every other
+    database 503, see ``middleware.bootwatch_error_response``)."""
     settings = service_state(request).settings
     try:
         await asyncio.wait_for(commit.wait(), timeout=settings.record_commit_timeout_seconds)
     except (StorageError, TimeoutError) as exc:
-        reason = (str(exc) if isinstance(exc, StorageError)
-                  else f"no commit within {settings.record_commit_timeout_seconds:g} s")
+        if isinstance(exc, StorageError):
+            incident = uuid.uuid4().hex[:16]
+            get_logger().error("request failed", extra={
+                "incident": incident, "error": exc.code, "reason": str(exc)})
+            reason = (f"a database error, incident {incident}; the service log has the "
+                      "details")
+        else:
+            reason = f"no commit within {settings.record_commit_timeout_seconds:g} s"
         raise ApiError(
             503, "ServiceUnavailable",
             f"the attestation could not be recorded ({reason}); nothing was decided: "
@@ -317,7 +328,8 @@ class AzureGuestFastPath:
     provider, attestation auth; body size and rate limit in the edge middleware
     around it), pipeline and record are :func:`attest_azureguest`; library errors
     are answered by the same translation as FastAPI's exception handler.  Every
-    other request goes to ``app`` (FastAPI).
+    other request goes to ``app`` (FastAPI), its slash redirects kept under the
+    request's provider prefix (:func:`_keep_prefix_in_redirects`).
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -325,6 +337,9 @@ class AzureGuestFastPath:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != AZUREGUEST_PATH:
+            prefix = scope.get(SCOPE_PREFIX)
+            if prefix and scope["type"] == "http":
+                send = _keep_prefix_in_redirects(scope, prefix, send)
             await self.app(scope, receive, send)
             return
         scope["route"] = _AZUREGUEST_ROUTE
@@ -348,6 +363,33 @@ class AzureGuestFastPath:
                    (REQUEST_ID_HEADER.encode(), request_id.encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _keep_prefix_in_redirects(scope: Scope, prefix: str, send: Send) -> Send:
+    """``send`` with the provider prefix put back into Starlette's slash redirects.
+
+    The router answers ``/x/`` with a 307 to ``/x`` (or ``/x`` to ``/x/``), built from
+    the path after ``/providers/NAME`` was stripped: without this, a client of provider
+    NAME would be sent to the default provider (its keys, its policies, its
+    enrolment).  Only a 307 whose location is this very path, one slash more or less,
+    is rewritten; any other answer passes unchanged."""
+    path: str = scope["path"]
+    redirected = {path.rstrip("/"), path + "/"}
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] == 307:
+            headers = list(message.get("headers", []))
+            for i, (name, value) in enumerate(headers):
+                if name.lower() != b"location":
+                    continue
+                url = urlsplit(value.decode("latin-1"))
+                if url.path in redirected:
+                    fixed = urlunsplit(url._replace(path=quote(prefix) + url.path))
+                    headers[i] = (name, fixed.encode("latin-1"))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return wrapped
 
 
 def router() -> APIRouter:
