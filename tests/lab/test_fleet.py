@@ -6,30 +6,20 @@ that a broken scenario file is refused with its location."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bootwatch.attest.claims import GOOGLE_COS_V10, template_to_json
-from bootwatch.cli.demo import _Server
-from bootwatch.embedded import create_server_app
-from bootwatch.lab import Lab
 from bootwatch.lab.fleet import FleetConfig, FleetSimulator, run_fleet
 from bootwatch.lab.scenario import Action, ScenarioError, load_scenario, parse_scenario
-from bootwatch.monitor.settings import MonitorSettings
-from bootwatch.service.server import tls_files
-from bootwatch.service.settings import Settings
+
+from .conftest import ADMIN, STALE, Deployment
 
 pytestmark = [pytest.mark.swtpm, pytest.mark.slow]
 
-ADMIN = "fleet-test-admin-token-0123456789abcdef"
 INTERVAL = 2.0
-STALE = 5.0
 SCENARIO = """\
 version: 1
 events:
@@ -39,39 +29,6 @@ events:
   - {at: 5s, action: tamper, vms: [3], for: 6s}
   - {at: 6s, action: dbx_update, vms: [4]}
 """
-
-
-@dataclass
-class Deployment:
-    url: str
-    ca: Path
-    lab: Lab
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, corpus: Path, lab: Lab) -> Iterator[Deployment]:
-    """bootwatch server on loopback trusting a lab of its own (under the session lab,
-    whose swtpms the root conftest stops), stale after 5 s."""
-    fleet_lab = Lab(lab.root / f"fleet-{tmp_path.name}")
-    templates = tmp_path / "templates.json"
-    templates.write_text(json.dumps([template_to_json(GOOGLE_COS_V10)]))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    settings = Settings(
-        data_dir=tmp_path / "server", port=sock.getsockname()[1], rate_limit_per_second=0,
-        admin_tokens=(ADMIN,), trust_anchors_path=str(fleet_lab.ca_cert_path),
-        dbx_data_path=str(corpus / "secureboot" / "dbx_info_msft_latest.json"),
-        secureboot_templates_path=str(templates),
-    )
-    settings.data_dir.mkdir(parents=True)
-    tls = tls_files(settings)
-    assert tls is not None and tls.ca is not None
-    app = create_server_app(settings, MonitorSettings(stale_after_seconds=STALE,
-                                                      sweep_interval_seconds=0.5),
-                            issuer_ca=str(tls.ca)).app
-    with _Server(app, tls, sock) as server:
-        yield Deployment(f"https://127.0.0.1:{server.port}", Path(tls.ca), fleet_lab)
 
 
 @pytest.mark.parametrize("pool", [None, 2], ids=["dedicated-vtpms", "vtpm-pool"])

@@ -3,29 +3,22 @@ each test failed before its fix.  Real swtpm where a VM is involved."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from bootwatch.attest.claims import GOOGLE_COS_V10, template_to_json
-from bootwatch.cli.demo import _Server
 from bootwatch.cli.main import cli
-from bootwatch.embedded import create_server_app, own_issuers
+from bootwatch.embedded import own_issuers
 from bootwatch.lab import Lab
-from bootwatch.monitor.settings import MonitorSettings
-from bootwatch.service.server import tls_files
 from bootwatch.service.settings import Settings
 
-from .conftest import EVENTLOGS
+from .conftest import ADMIN, EVENTLOGS, Deployment
 
 COS93 = EVENTLOGS / "go-tpm-tools" / "cos-93-amd-sev.bin"
 COS101 = EVENTLOGS / "go-tpm-tools" / "cos-101-amd-sev.bin"
@@ -62,40 +55,11 @@ def test_own_issuers_are_the_urls_the_server_puts_in_its_tokens(tmp_path: Path) 
     assert not any(u.count(":") > 2 and "[" not in u for u in issuers), issuers
 
 
-ADMIN = "fleet-edge-admin-token-0123456789abcdef"
-
-
-@pytest.fixture
-def deployment(tmp_path: Path, corpus: Path, lab: Lab) -> Iterator[tuple[str, Path, Lab]]:
-    """bootwatch server on loopback (HTTPS, SQLite) trusting a lab of its own, stale
-    after 5 s: (url, its CA, the lab)."""
-    fleet_lab = Lab(lab.root / f"edge-{tmp_path.name}")
-    templates = tmp_path / "templates.json"
-    templates.write_text(json.dumps([template_to_json(GOOGLE_COS_V10)]))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    settings = Settings(
-        data_dir=tmp_path / "server", port=sock.getsockname()[1], rate_limit_per_second=0,
-        admin_tokens=(ADMIN,), trust_anchors_path=str(fleet_lab.ca_cert_path),
-        dbx_data_path=str(corpus / "secureboot" / "dbx_info_msft_latest.json"),
-        secureboot_templates_path=str(templates),
-    )
-    settings.data_dir.mkdir(parents=True)
-    tls = tls_files(settings)
-    assert tls is not None and tls.ca is not None
-    app = create_server_app(settings, MonitorSettings(stale_after_seconds=5,
-                                                      sweep_interval_seconds=0.5),
-                            issuer_ca=str(tls.ca)).app
-    with _Server(app, tls, sock) as server:
-        yield f"https://127.0.0.1:{server.port}", Path(tls.ca), fleet_lab
-
-
 def test_fleet_keep_keeps_the_agents_state_without_work_dir(
-        deployment: tuple[str, Path, Lab], corpus: Path, tmp_path: Path) -> None:
+        deployment: Deployment, corpus: Path, tmp_path: Path) -> None:
     """--keep keeps "the lab VMs and the agents' state" (docs/lab.md); without
     --work-dir the state went into a temporary folder that was deleted anyway."""
-    url, ca, fleet_lab = deployment
+    url, ca, fleet_lab = deployment.url, deployment.ca, deployment.lab
     scenario = tmp_path / "none.yaml"
     scenario.write_text("version: 1\nevents: []\n")
     token = tmp_path / "token"

@@ -19,13 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from bwservers import ThreadServer, bound_socket
+from bwservers import serve_monitor
 from click.testing import CliRunner
 
 from bootwatch.cli.main import cli
-from bootwatch.monitor.app import create_monitor_app
-from bootwatch.monitor.container import MonitorContainer, bootstrap
-from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.container import MonitorContainer
 
 ADMIN = "edge-admin-token-0123456789abcdef"
 VM_A = "8D0E8C8A-7D3B-4C1E-9A51-0F6F4F7C2B10"
@@ -35,12 +33,8 @@ HOSTILE = "[red]x[/red] [link=https://evil.example]y[/link]\x1b[2J\x1b]0;pwned\x
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[tuple[str, MonitorContainer]]:
-    container = bootstrap(MonitorSettings(data_dir=tmp_path, admin_tokens=(ADMIN,)))
-    server = ThreadServer(create_monitor_app(container), bound_socket()).start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", container
-    finally:
-        server.stop()
+    with serve_monitor(tmp_path, ADMIN) as served:
+        yield served
 
 
 def _api(url: str) -> httpx.Client:

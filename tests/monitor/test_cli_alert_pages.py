@@ -10,14 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bwservers import ThreadServer, bound_socket
+from bwservers import serve_monitor
 from click.testing import CliRunner
 
 from bootwatch.cli import alert as alert_cli
 from bootwatch.cli.main import cli
-from bootwatch.monitor.app import create_monitor_app
-from bootwatch.monitor.container import MonitorContainer, bootstrap
-from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.monitor.container import MonitorContainer
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, Verdict
 
 ADMIN = "pages-admin-token-0123456789abcdef"
@@ -26,12 +24,8 @@ T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[tuple[str, MonitorContainer]]:
-    container = bootstrap(MonitorSettings(data_dir=tmp_path, admin_tokens=(ADMIN,)))
-    server = ThreadServer(create_monitor_app(container), bound_socket()).start()
-    try:
-        yield f"http://127.0.0.1:{server.port}", container
-    finally:
-        server.stop()
+    with serve_monitor(tmp_path, ADMIN) as served:
+        yield served
 
 
 def test_alert_list_pages_through_every_open_alert(

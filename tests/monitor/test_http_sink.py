@@ -12,13 +12,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bwservers import ThreadServer, bound_socket
+from bwservers import serve_monitor
 from sqlalchemy import func, select
 
-from bootwatch.monitor.app import create_monitor_app
-from bootwatch.monitor.container import MonitorContainer, bootstrap
+from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.models import OutcomeRow
-from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.protocol.outcome import (
     BootEvent,
     OutcomeEvent,
@@ -34,13 +32,8 @@ TOKEN = "http-sink-admin-token-0123456789abcdef"
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[tuple[str, MonitorContainer]]:
-    c = bootstrap(MonitorSettings(data_dir=tmp_path, admin_tokens=(TOKEN,)))
-    sock = bound_socket()
-    server = ThreadServer(create_monitor_app(c), sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", c
-    finally:
-        server.stop()
+    with serve_monitor(tmp_path, TOKEN) as served:
+        yield served
 
 
 def _events(n: int) -> list[OutcomeEvent]:

@@ -116,3 +116,17 @@ def azure_file(tmp_path: Path) -> Path:
     path = tmp_path / "ServiceTags_Public.json"
     path.write_text(json.dumps(AZURE_FILE))
     return path
+
+
+def squid_conf(tmp_path: Path, snippet: str) -> Path:
+    """A minimal squid.conf around a generated snippet, for ``squid -k parse``."""
+    conf = tmp_path / "squid.conf"
+    conf.write_text(
+        "http_port 127.0.0.1:3128\n"
+        f"pid_filename {tmp_path}/squid.pid\n"
+        f"cache_log {tmp_path}/cache.log\n"
+        "access_log none\n"
+        f"{snippet}"
+        "http_access deny all\n"
+    )
+    return conf

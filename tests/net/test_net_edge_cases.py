@@ -23,7 +23,7 @@ from bootwatch.net.rules import RuleFormat, RuleOptions, generate_rules
 from bootwatch.net.servicetag import ServiceTagDocument, decode_document
 from bootwatch.net.target import parse_target
 
-from .conftest import AZURE_FILE, require_netns
+from .conftest import AZURE_FILE, require_netns, squid_conf
 
 AZ = decode_document(json.dumps(AZURE_FILE).encode(), "azure")
 ATT = "20.62.129.149"  # inside AzureAttestation's 20.62.129.148/30
@@ -170,15 +170,7 @@ def test_squid_nested_wildcards_parse(tmp_path: Path) -> None:
     require_netns()
     doc = _own(["10.20.0.2/32"], ["*.x.attest.example.org", "*.attest.example.org"])
     snippet = generate_rules(doc, RuleFormat.SQUID)
-    conf = tmp_path / "squid.conf"
-    conf.write_text(
-        "http_port 127.0.0.1:3128\n"
-        f"pid_filename {tmp_path}/squid.pid\n"
-        f"cache_log {tmp_path}/cache.log\n"
-        "access_log none\n"
-        f"{snippet}"
-        "http_access deny all\n"
-    )
+    conf = squid_conf(tmp_path, snippet)
     ok = subprocess.run(["squid", "-k", "parse", "-f", str(conf)], capture_output=True,
                         text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr

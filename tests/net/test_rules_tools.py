@@ -15,7 +15,7 @@ from bootwatch.net.netns import NamespaceSet
 from bootwatch.net.rules import RuleFormat, RuleOptions, generate_rules
 from bootwatch.net.servicetag import decode_document, parse_prefix
 
-from .conftest import require_netns
+from .conftest import require_netns, squid_conf
 
 
 def _doc(path: Path):  # type: ignore[no-untyped-def]
@@ -64,31 +64,18 @@ def test_iptables_restore_accepts(netns: NamespaceSet, doc_file: Path, tmp_path:
     assert ns.run(tool, "--test", "--noflush", str(path), check=False).returncode != 0
 
 
-def _squid_conf(tmp_path: Path, snippet: str) -> Path:
-    conf = tmp_path / "squid.conf"
-    conf.write_text(
-        "http_port 127.0.0.1:3128\n"
-        f"pid_filename {tmp_path}/squid.pid\n"
-        f"cache_log {tmp_path}/cache.log\n"
-        "access_log none\n"
-        f"{snippet}"
-        "http_access deny all\n"
-    )
-    return conf
-
-
 @pytest.mark.parametrize("source", [None, "10.1.0.0/16"])
 def test_squid_parses(doc_file: Path, tmp_path: Path, source: str | None) -> None:
     require_netns()
     opts = RuleOptions(source=parse_prefix(source, field="s") if source else None)
     snippet = generate_rules(_doc(doc_file), RuleFormat.SQUID, opts)
     assert "dstdomain att.example.com .attest.example.org" in snippet
-    conf = _squid_conf(tmp_path, snippet)
+    conf = squid_conf(tmp_path, snippet)
     ok = subprocess.run(["squid", "-k", "parse", "-f", str(conf)], capture_output=True,
                         text=True, timeout=60)
     assert ok.returncode == 0, ok.stderr
     assert "FATAL" not in ok.stderr and "ERROR" not in ok.stderr
-    conf = _squid_conf(tmp_path, snippet.replace(" port ", " portt "))
+    conf = squid_conf(tmp_path, snippet.replace(" port ", " portt "))
     bad = subprocess.run(["squid", "-k", "parse", "-f", str(conf)], capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode != 0

@@ -9,7 +9,6 @@ show), whatever is redelivered, published twice, killed or restarted meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import shutil
 import signal
@@ -20,7 +19,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,51 +36,12 @@ from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.protocol.outcome import OutcomeEvent, Verdict, encode_outcome, outcome_to_json
 from bootwatch.service.events_nats import JetStreamSink, StreamLimits
 
+from .conftest import Names, _delete_stream
+
 pytestmark = [pytest.mark.nats]
 
 NATS_SERVER = "/usr/sbin/nats-server"
-NATS_URL = "nats://127.0.0.1:4222"
 
-
-
-def nats_up(host: str = "127.0.0.1", port: int = 4222) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class Names:
-    stream: str
-    subject: str
-    durable: str
-
-
-async def _delete_stream(url: str, stream: str) -> None:
-    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
-    try:
-        js = nc.jetstream()
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await js.delete_stream(stream)
-    finally:
-        await nc.close()
-
-
-@pytest.fixture
-def jetstream() -> str:
-    if not nats_up():
-        pytest.fail(f"NATS JetStream at {NATS_URL} is not running (scripts/test starts it)")
-    return NATS_URL
-
-
-@pytest.fixture
-def names(jetstream: str) -> Iterator[Names]:
-    tag = uuid.uuid4().hex[:12]
-    n = Names(f"BWTEST_{tag}", f"bwtest.{tag}.outcomes", f"bwtest-{tag}")
-    yield n
-    asyncio.run(_delete_stream(jetstream, n.stream))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

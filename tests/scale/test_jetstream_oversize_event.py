@@ -8,12 +8,10 @@ event behind it (the relay's hand-off queue and its sweep both deliver in order)
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,32 +30,10 @@ from bootwatch.service.outbox import EventRelay
 from bootwatch.service.records import AttestationRecord, RecordWriter
 from bootwatch.service.settings import Settings
 
+from .conftest import NATS_URL, Names
+
 pytestmark = [pytest.mark.nats]
 
-NATS_URL = "nats://127.0.0.1:4222"
-
-
-def nats_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 4222), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-@dataclass(frozen=True)
-class Names:
-    stream: str
-    subject: str
-
-
-async def _delete_stream(stream: str) -> None:
-    nc = await nats.connect(NATS_URL, connect_timeout=2, max_reconnect_attempts=0)
-    try:
-        with contextlib.suppress(nats.js.errors.NotFoundError):
-            await nc.jetstream().delete_stream(stream)
-    finally:
-        await nc.close()
 
 
 async def _stream_messages(stream: str) -> int:
@@ -70,16 +46,6 @@ async def _stream_messages(stream: str) -> int:
         return int(info.state.messages)
     finally:
         await nc.close()
-
-
-@pytest.fixture
-def names() -> Iterator[Names]:
-    if not nats_up():
-        pytest.fail(f"NATS JetStream at {NATS_URL} is not running (scripts/test starts it)")
-    tag = uuid.uuid4().hex[:12]
-    n = Names(f"BWREVIEW_{tag}", f"bwreview.{tag}.outcomes")
-    yield n
-    asyncio.run(_delete_stream(n.stream))
 
 
 @pytest.fixture

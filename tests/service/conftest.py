@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import socket
 import ssl
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -235,6 +237,8 @@ def h() -> Any:
         unverified_claims=unverified_claims,
         ThreadServer=ThreadServer,
         ADMIN_TOKEN=ADMIN_TOKEN,
+        refuse_provider_inserts=refuse_provider_inserts,
+        service_log=service_log,
     )
 
 
@@ -262,3 +266,51 @@ def create_custom_providers(state: ServiceState, signer_cert: x509.Certificate) 
 def svc(service_factory: ServiceFactory, signer1: Any) -> Service:
     """One HTTPS service per backend with providers 'shared' (default), 'aadp', 'iso'."""
     return service_factory(lambda st: create_custom_providers(st, signer1[1]))
+
+
+def refuse_provider_inserts(state: ServiceState, backend: Backend, table: str,
+                            provider: str) -> None:
+    """Create the AAD provider ``provider`` and a database trigger that refuses every row
+    of it inserted into ``table``: a real database failure, on one provider only."""
+    from bootwatch.service.models import ProviderRow
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    with state.db.session() as s:
+        if s.get(ProviderRow, provider) is None:
+            create_provider(s, state.sealer, provider, kind=ProviderKind.CUSTOM,
+                            trust_model=TrustModel.AAD)
+    name = f"{provider}_refuse"
+    with state.db.engine.begin() as conn:
+        if backend.name == "sqlite":
+            conn.execute(text(
+                f"CREATE TRIGGER IF NOT EXISTS {name} BEFORE INSERT ON {table} "
+                f"WHEN NEW.provider = '{provider}' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
+        else:
+            conn.execute(text(
+                f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger AS $$ BEGIN "
+                f"IF NEW.provider = '{provider}' THEN RAISE EXCEPTION 'refused'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"))
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {name} ON {table}"))
+            conn.execute(text(f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+                              f"FOR EACH ROW EXECUTE FUNCTION {name}()"))
+
+
+@contextmanager
+def service_log() -> Iterator[list[logging.LogRecord]]:
+    """The records the service logs meanwhile (its logger need not propagate to the root
+    logger, where pytest's caplog listens)."""
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    log = logging.getLogger("bootwatch.service")
+    handler, level = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield records
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import re
 from typing import Any
 
 import httpx
-from sqlalchemy import text
 
 Q = "?api-version=2020-10-01"
 
@@ -21,56 +19,18 @@ def _guest_body(inner: dict[str, Any]) -> bytes:
 
 
 def test_an_unrecorded_attestation_503_carries_no_sql_or_evidence(
-    svc: Any, backend: Any
+    svc: Any, backend: Any, h: Any
 ) -> None:
     """When the attestation record cannot be committed the service answers 503 (nothing
     decided), but the message carried the record writer's StorageError whole: the INSERT
     with its parameters, i.e. the evidence, client address and request ids of every
     record in the failed group commit (other callers' data too).  The answer names an
     incident; the SQL goes to the log only."""
-    from bootwatch.service.models import ProviderRow
-    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
-
-    state = svc.state
-    with state.db.session() as s:
-        if s.get(ProviderRow, "recfail") is None:
-            create_provider(s, state.sealer, "recfail", kind=ProviderKind.CUSTOM,
-                            trust_model=TrustModel.AAD)
-    # a trigger refusing this provider's attestation records only
-    with state.db.engine.begin() as conn:
-        if backend.name == "sqlite":
-            conn.execute(text(
-                "CREATE TRIGGER IF NOT EXISTS recfail_refuse BEFORE INSERT ON "
-                "attestation_records WHEN NEW.provider = 'recfail' "
-                "BEGIN SELECT RAISE(ABORT, 'refused'); END"))
-        else:
-            conn.execute(text(
-                "CREATE OR REPLACE FUNCTION recfail_refuse() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.provider = 'recfail' THEN RAISE EXCEPTION 'refused'; END IF; "
-                "RETURN NEW; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("DROP TRIGGER IF EXISTS recfail_refuse ON attestation_records"))
-            conn.execute(text(
-                "CREATE TRIGGER recfail_refuse BEFORE INSERT ON attestation_records "
-                "FOR EACH ROW EXECUTE FUNCTION recfail_refuse()"))
-    # evidence that parses (so it is kept in the record) but does not verify
+    h.refuse_provider_inserts(svc.state, backend, "attestation_records", "recfail")
     marker = "evidence-marker-5c1e"
     body = _guest_body({"AttestationProtocolVersion": "2.0", "OSType": marker})
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    log = logging.getLogger("bootwatch.service")
-    handler, level = Keep(), log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        with svc.client() as c:
-            r = c.post(f"/providers/recfail/attest/AzureGuest{Q}", content=body)
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
+    with h.service_log() as records, svc.client() as c:
+        r = c.post(f"/providers/recfail/attest/AzureGuest{Q}", content=body)
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"] == "5"
     err = r.json()["error"]

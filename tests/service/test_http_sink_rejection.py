@@ -15,14 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from bwservers import ThreadServer, bound_socket
+from bwservers import serve_monitor
 from sqlalchemy import select
 
 from bootwatch.errors import EventRejectedError
-from bootwatch.monitor.app import create_monitor_app
-from bootwatch.monitor.container import MonitorContainer, bootstrap
+from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.models import OutcomeRow
-from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.protocol.outcome import OutcomeEvent, Verdict, encode_outcome
 from bootwatch.service import events as events_mod
 from bootwatch.service.events import HttpEventSink
@@ -32,14 +30,8 @@ TOKEN = "review-outbox-admin-token-0123456789abcdef"
 
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[tuple[str, MonitorContainer]]:
-    c = bootstrap(MonitorSettings(data_dir=tmp_path, admin_tokens=(TOKEN,)))
-    sock = bound_socket()
-    server = ThreadServer(create_monitor_app(c), sock).start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", c
-    finally:
-        server.stop()
-        c.engine.dispose()
+    with serve_monitor(tmp_path, TOKEN) as served:
+        yield served
 
 
 def _events(n: int) -> list[OutcomeEvent]:

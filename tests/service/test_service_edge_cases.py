@@ -158,60 +158,20 @@ def test_unknown_bearer_kids_do_not_refetch_the_issuer_every_time(
 
 
 def test_a_database_error_answers_503_without_its_sql_or_the_request_data(
-    svc: Any, backend: Any
+    svc: Any, backend: Any, h: Any
 ) -> None:
     """A failed policy write answered 503 with the database error whole: the SQL and its
     parameters, which hold the uploaded policy and the principal, went into the answer's
     message and the log (docs/service.md: logs never carry bodies).  The answer names an
     incident; the log line with that incident has the SQL, without its parameters."""
-    import logging
-
-    from sqlalchemy import text
-
-    from bootwatch.service.models import ProviderRow
-    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
-
-    state = svc.state
-    with state.db.session() as s:
-        if s.get(ProviderRow, "dbfail") is None:
-            create_provider(s, state.sealer, "dbfail", kind=ProviderKind.CUSTOM,
-                            trust_model=TrustModel.AAD)
-    # a trigger refusing this provider's policy rows only: the database fails the write
-    with state.db.engine.begin() as conn:
-        if backend.name == "sqlite":
-            conn.execute(text(
-                "CREATE TRIGGER IF NOT EXISTS dbfail_refuse BEFORE INSERT ON policies "
-                "WHEN NEW.provider = 'dbfail' BEGIN SELECT RAISE(ABORT, 'refused'); END"))
-        else:
-            conn.execute(text(
-                "CREATE OR REPLACE FUNCTION dbfail_refuse() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.provider = 'dbfail' THEN RAISE EXCEPTION 'refused'; END IF; "
-                "RETURN NEW; END $$ LANGUAGE plpgsql"))
-            conn.execute(text("DROP TRIGGER IF EXISTS dbfail_refuse ON policies"))
-            conn.execute(text(
-                "CREATE TRIGGER dbfail_refuse BEFORE INSERT ON policies FOR EACH ROW "
-                "EXECUTE FUNCTION dbfail_refuse()"))
+    h.refuse_provider_inserts(svc.state, backend, "policies", "dbfail")
     marker = "secret-marker-7f3a"
     policy = (
         "version= 1.0;\nauthorizationrules\n{\n    => permit();\n};\n"
         f'issuancerules\n{{\n    => issue(type="{marker}", value=true);\n}};\n'
     )
-    records: list[logging.LogRecord] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            records.append(record)
-
-    log = logging.getLogger("bootwatch.service")
-    handler, level = Keep(), log.level
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
-    try:
-        with svc.client() as c:
-            r = c.put(f"/providers/dbfail/policies/Tpm{Q}", content=policy, headers=AUTH)
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
+    with h.service_log() as records, svc.client() as c:
+        r = c.put(f"/providers/dbfail/policies/Tpm{Q}", content=policy, headers=AUTH)
     assert r.status_code == 503, r.text
     assert r.headers["retry-after"] == "5"
     assert r.json()["error"]["code"] == "ServiceUnavailable"

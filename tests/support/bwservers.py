@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -83,3 +84,20 @@ def pg_schema() -> Iterator[str]:
         with admin.begin() as c:
             c.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@contextmanager
+def serve_monitor(data_dir: Path, admin_token: str) -> Iterator[tuple[str, Any]]:
+    """A standalone monitor (SQLite under ``data_dir``, one admin token) served by uvicorn
+    on loopback: (its URL, its container)."""
+    from bootwatch.monitor.app import create_monitor_app
+    from bootwatch.monitor.container import bootstrap
+    from bootwatch.monitor.settings import MonitorSettings
+
+    container = bootstrap(MonitorSettings(data_dir=data_dir, admin_tokens=(admin_token,)))
+    server = ThreadServer(create_monitor_app(container), bound_socket()).start()
+    try:
+        yield f"http://127.0.0.1:{server.port}", container
+    finally:
+        server.stop()
+        container.engine.dispose()
