@@ -96,3 +96,17 @@ def test_settings_to_document_inputs() -> None:
     assert service_ports(s) == (9443,)
     with pytest.raises(ConfigError, match=r"--advertise-prefix: '10\.0\.0\.1/24'"):
         advertised_prefixes(Settings(advertise_prefixes=("10.0.0.1/24",)))
+
+
+def test_allowed_host_that_is_no_dns_name_does_not_stop_the_service(
+        service_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    # a container network's alias with an underscore: the service answers for it, and the
+    # service tag leaves it out (no egress rule can filter on it) instead of refusing to start
+    with caplog.at_level("WARNING", logger="bootwatch.service.servicetag"):
+        svc = service_factory(service_tag_name="BwUnderscore",
+                              allowed_hosts=("my_svc", "att.example.org"))
+    assert _doc(svc)["bootwatch"]["fqdns"] == ["att.example.org"]
+    assert any("'my_svc' left out" in r.getMessage() for r in caplog.records)
+    with svc.client() as c:
+        r = c.get("/.well-known/openid-configuration", headers={"Host": "my_svc"})
+    assert r.status_code == 200, r.text

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import socket
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ from bootwatch.service.db import Database, utcnow
 from bootwatch.service.hosts import AllowedHosts
 from bootwatch.service.models import ServiceTagRow
 from bootwatch.service.settings import Settings
+
+_log = logging.getLogger(__name__)
 
 __all__ = ["ServiceTagDocument", "advertised_prefixes", "publish_service_tag", "service_fqdns",
            "service_ports"]
@@ -70,7 +73,11 @@ def advertised_prefixes(settings: Settings) -> tuple[IPNetwork, ...]:
 
 def service_fqdns(settings: Settings) -> tuple[str, ...]:
     """Host names clients use: ``--public-url``'s, then ``--allowed-host``s (addresses
-    and loopback names left out: they are not names a firewall filters on)."""
+    and loopback names left out: they are not names a firewall filters on).
+
+    A name the service answers for but that is not a DNS host name (``my_svc``, a
+    container network's alias) is left out of the document with a warning naming it:
+    egress rules cannot filter on it, and it is no reason to refuse to start."""
     names = []
     candidates = [urlsplit(settings.public_base_url).hostname or ""] if (
         settings.public_base_url) else []
@@ -85,7 +92,11 @@ def service_fqdns(settings: Settings) -> tuple[str, ...]:
             continue
         except ValueError:
             pass
-        names.append(parse_fqdn(host, field="--public-url/--allowed-host"))
+        try:
+            names.append(parse_fqdn(host, field="--public-url/--allowed-host"))
+        except NetworkInputError as exc:
+            _log.warning("service tag: %r left out of the published host names (%s)",
+                         host, exc)
     return tuple(dict.fromkeys(names))
 
 
