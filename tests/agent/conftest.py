@@ -80,6 +80,9 @@ class MonitorState:
     #: answer this many requests with 503 + Retry-After first
     fail_next: int = 0
     retry_after: str = "2"
+    #: then answer this many with ``refuse_status`` (a proxy's or a wrong URL's answer)
+    refuse_next: int = 0
+    refuse_status: int = 403
     attempts: list[float] = field(default_factory=list)
 
 
@@ -99,6 +102,10 @@ def monitor_app(state: MonitorState) -> Any:
             state.fail_next -= 1
             return JSONResponse({"error": {"code": "Unavailable", "message": "busy"}},
                                 status_code=503, headers={"Retry-After": state.retry_after})
+        if state.refuse_next > 0:
+            state.refuse_next -= 1
+            return JSONResponse({"error": {"code": "Forbidden", "message": "no"}},
+                                status_code=state.refuse_status)
         if request.headers.get("content-type") != "application/json":
             return JSONResponse({"error": {"code": "InvalidParameter",
                                            "message": "Content-Type"}}, status_code=400)

@@ -57,15 +57,23 @@ def _status(path: Path) -> dict[str, Any]:
 class FakeHook:
     def __init__(self, upgrade_after: int | None = None) -> None:
         self.calls: list[bool] = []
+        #: time.time() at each after_cycle call
+        self.times: list[float] = []
         self.asked = 0
         self.upgrade_after = upgrade_after
+        #: the deadline of a pending upgrade under trial (None: none)
+        self.deadline: float | None = None
 
     def after_cycle(self, succeeded: bool) -> None:
         self.calls.append(succeeded)
+        self.times.append(time.time())
 
     def maybe_upgrade(self) -> bool:
         self.asked += 1
         return self.upgrade_after is not None and self.asked >= self.upgrade_after
+
+    def pending_deadline(self) -> float | None:
+        return self.deadline
 
 
 def test_daemon_cycles_report_and_restart_keeps_state(attest_service: Any, cos_vm: Any,
@@ -132,6 +140,47 @@ def test_retry_after_from_the_monitor_is_honoured_across_a_restart(
     assert monitor.state.reports, "the report was never delivered"
     gap = monitor.state.attempts[1] - monitor.state.attempts[0]
     assert gap >= 3.0 - 0.05
+    assert not (tmp_path / "state" / "pending-report.json").exists()
+
+
+def test_retry_after_zero_on_every_answer_does_not_make_a_tight_loop(
+        attest_service: Any, cos_vm: Any, monitor: Any, tmp_path: Path) -> None:
+    monitor.state.fail_next = 1000
+    monitor.state.retry_after = "0"
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         monitor, interval=600))
+    daemon = AgentDaemon(load_config(cfg, environ={}))
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    end = time.monotonic() + 60
+    while len(monitor.state.attempts) < 2 and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(4)  # a loop would have sent several more by now
+    daemon.request_stop()
+    thread.join(timeout=30)
+    # the first Retry-After is honoured (at once); the second failure backs off 30 s
+    assert len(monitor.state.attempts) == 2
+    state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+    assert state["consecutive_failures"] == 2
+    assert 30 <= state["backoff_until"] - state["last_attempt"] < 30 + 10
+
+
+def test_a_report_a_proxy_or_wrong_path_refuses_stays_pending(
+        attest_service: Any, cos_vm: Any, monitor: Any, tmp_path: Path) -> None:
+    # a 403 (or 401, 404, 407) is not the monitor reading the report: it is kept, and
+    # goes first once the path works again
+    monitor.state.refuse_next = 1
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         monitor))
+    first = AgentDaemon(load_config(cfg, environ={})).run_once()
+    assert first.delivered is False and not first.report_refused
+    assert "HTTP 403" in first.delivery_error and first.exit_code == 2
+    assert (tmp_path / "state" / "pending-report.json").exists()
+    second = AgentDaemon(load_config(cfg, environ={})).run_once()
+    assert second.delivered is True
+    assert first.report is not None and second.report is not None
+    assert [r.report_id for r in monitor.state.reports] == [first.report.report_id,
+                                                            second.report.report_id]
     assert not (tmp_path / "state" / "pending-report.json").exists()
 
 
@@ -219,6 +268,37 @@ def test_upgrade_hook_called_after_each_cycle(attest_service: Any, cos_vm: Any,
     daemon = AgentDaemon(loaded, upgrade_hook=hook)
     assert daemon.run() == EXIT_RESTART
     assert hook.calls == [True, True] and hook.asked == 2
+
+
+def test_a_failed_cycle_on_an_upgrade_under_trial_retries_at_its_rollback_deadline(
+        attest_service: Any, sboff_vm: Any, tmp_path: Path) -> None:
+    # an Unhealthy VM and an hour's interval: without a pending upgrade the next cycle is an
+    # hour away; with one, the daemon comes back just past its rollback deadline so the
+    # upgrader can roll back then, not an hour late
+    cfg = _write_config(tmp_path / "agent.toml",
+                        **_base(attest_service, sboff_vm, tmp_path, interval=3600))
+
+    def run(hook: FakeHook, wait: float) -> None:
+        daemon = AgentDaemon(load_config(cfg, environ={}), upgrade_hook=hook)
+        thread = threading.Thread(target=daemon.run)
+        thread.start()
+        end = time.monotonic() + wait
+        while len(hook.calls) < 2 and time.monotonic() < end:
+            time.sleep(0.05)
+        time.sleep(3)  # a third cycle would come now if the deadline were retried again
+        daemon.request_stop()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+    plain = FakeHook()
+    run(plain, 9)
+    assert plain.calls == [False]  # the next attempt is an interval away
+    (tmp_path / "state" / "agent-state.json").unlink()  # no restart gap for the next daemon
+    trial = FakeHook()
+    trial.deadline = time.time() + 4
+    run(trial, 60)
+    assert trial.calls == [False, False]
+    assert trial.times[1] >= trial.deadline
 
 
 def test_aik_certificate_near_expiry_is_a_warning(attest_service: Any, cos_vm: Any,

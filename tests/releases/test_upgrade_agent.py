@@ -227,3 +227,19 @@ def test_release_keygen_sign_and_publish_from_the_command_line(
     assert published.returncode == 0, published.stderr
     assert published.stdout.startswith("published: bootwatch 0.2.0")
     assert token not in published.stdout + published.stderr
+
+
+def test_pending_deadline_is_the_trial_of_the_running_version_only(
+    tmp_path: Path, release_key: Any
+) -> None:
+    (tmp_path / "state").mkdir()
+    state = tmp_path / "state" / "upgrade.json"
+    state.write_text(json.dumps({"pending": {
+        "version": "0.2.0", "previous_version": "0.1.0", "previous_target": "versions/0.1.0",
+        "deadline": 5000.5, "installed_at": 0}, "failed": {}}))
+    cfg = _config(tmp_path, "http://127.0.0.1:9", release_key.public_pem)
+    assert AgentUpgrader(cfg, running_version="0.2.0").pending_deadline() == 5000.5
+    # the old version still runs (the switch did not take): nothing of its own on trial
+    assert AgentUpgrader(cfg, running_version="0.1.0").pending_deadline() is None
+    state.write_text(json.dumps({"pending": None, "failed": {}}))
+    assert AgentUpgrader(cfg, running_version="0.2.0").pending_deadline() is None

@@ -10,9 +10,12 @@ Timing.  The next cycle is due ``interval`` seconds after the last one, with
 uniform jitter of +-``jitter`` (default 1 h +-10 %).  After a failure to
 reach a service the agent backs off exponentially from 30 s (capped at the
 interval), and a ``Retry-After`` from a 429/5xx is honoured exactly (capped
-at 24 h).  The due time lives in the state file, so a restart waits too; a
-restart within a minute of the last attempt in the same boot waits out that
-minute, so a crash loop cannot flood the service.
+at 24 h) after a first failure; after repeated failures the backoff is its floor,
+so a server answering ``Retry-After: 0`` cannot make the agent loop.  The due
+time lives in the state file, so a restart waits too; a restart within a minute
+of the last attempt in the same boot waits out that minute, so a crash loop
+cannot flood the service.  A failed cycle of an upgrade under trial brings the
+next one forward to just past its rollback deadline.
 
 Signals.  SIGTERM/SIGINT: the current step finishes, the rest of the cycle is
 abandoned (an unsent report is kept as pending and sent first next time), the
@@ -140,6 +143,7 @@ class UpgradeHook(Protocol):
 
     def after_cycle(self, succeeded: bool) -> None: ...   # confirm a pending upgrade or roll back after its deadline  # noqa: E501
     def maybe_upgrade(self) -> bool: ...                  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it  # noqa: E501
+    def pending_deadline(self) -> float | None: ...       # when a pending upgrade of the running version must confirm; the daemon wakes then after a failed cycle  # noqa: E501
 
 
 def agent_version() -> str:
@@ -277,6 +281,7 @@ class AgentDaemon:
                     log.info("a new agent version was installed: exiting %d to restart",
                              EXIT_RESTART)
                     return EXIT_RESTART
+                due = self._rollback_due(result, due)
         return 0
 
     def run_once(self) -> CycleResult:
@@ -287,6 +292,28 @@ class AgentDaemon:
             result = self._cycle(target)
         self._upgrade_after(result, ask=False)
         return result
+
+    def _rollback_due(self, result: CycleResult, due: float) -> float:
+        """After a failed cycle of a version on trial, the next cycle comes no later than
+        just past its rollback deadline (a second chance; failing it rolls back then)."""
+        if self._hook is None or result.succeeded:
+            return due
+        try:
+            deadline = self._hook.pending_deadline()
+        except BootwatchError as exc:
+            log.error("the upgrade component failed (the agent keeps running as it is): %s",
+                      exc)
+            return due
+        now = self._clock()
+        if deadline is None or deadline + 1.0 <= now:
+            # past it: after_cycle has rolled back (or could not): no tight retry loop
+            return due
+        at = deadline + 1.0
+        if at < due:
+            log.info("a failed cycle on an upgrade under trial: next attempt at its rollback "
+                     "deadline, in %.0f s", at - now)
+            return at
+        return due
 
     def _upgrade_after(self, result: CycleResult, *, ask: bool) -> bool:
         """Tell the upgrade hook how the cycle went and (``ask``) whether it installed a
@@ -489,8 +516,12 @@ class AgentDaemon:
             delivered is False and not refused)
         failures = state.consecutive_failures + 1 if failing else 0
         if retry_after is not None:
-            # counted from when the answer came, not from the start of the cycle
-            next_due = self._clock() + retry_after
+            # counted from when the answer came, not from the start of the cycle; honoured
+            # exactly after one failure, and never shorter than the backoff once failures
+            # repeat (a "Retry-After: 0" on every answer must not become a tight loop)
+            floor = (min(cfg.interval, BACKOFF_BASE * 2 ** min(failures - 2, 30))
+                     if failures > 1 else 0.0)
+            next_due = self._clock() + max(retry_after, floor)
         elif failing:
             # the exponent is bounded: 2 ** 1024 no longer fits a float (OverflowError after
             # about a thousand failed cycles), and 2 ** 30 steps are past any interval already

@@ -3,9 +3,11 @@
 The monitor answers 202 ``{"report_id", "stored"}`` (``stored: false`` is a
 duplicate: the report id was seen, which is success for the agent), 400
 ``{"error": {"code", "message"}}`` naming the bad field (the agent must not
-resend that body), 429/503 with ``Retry-After`` (the daemon backs off).
-Anything else, and every network failure, is a
-:class:`~bootwatch.errors.TransportError` naming the hop.
+resend that body; 413 and 422 are read the same way), 429/503 with
+``Retry-After`` (the daemon backs off).  Anything else, and every network
+failure, is a :class:`~bootwatch.errors.TransportError` naming the hop: a 401,
+403, 404 or 407 comes from a proxy or a wrong URL, not from the report, so the
+report stays pending and goes once the path is fixed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from bootwatch.protocol.health import HealthReport, encode_health_report
 __all__ = ["REPORTS_PATH", "Delivery", "MonitorClient"]
 
 REPORTS_PATH = "/api/v1/reports"
+
+#: the answers that refuse the report's body itself (it is never sent again)
+BODY_REFUSED = frozenset({400, 413, 422})
 
 
 @dataclass(frozen=True)
@@ -50,7 +55,8 @@ class MonitorClient:
         return self.send_body(encode_health_report(report))
 
     def send_body(self, body: bytes) -> Delivery:
-        """POST an encoded report; ServiceError for a 4xx refusal, TransportError otherwise."""
+        """POST an encoded report; ServiceError when the monitor refuses this body
+        (:data:`BODY_REFUSED`), TransportError for every other failure."""
         resp = self._t.send("POST", REPORTS_PATH, content=body,
                             headers={"Content-Type": "application/json"})
         if resp.status_code == 202:
@@ -62,7 +68,7 @@ class MonitorClient:
                     f"POST {self._t.url(REPORTS_PATH)} answered 202 without "
                     '{"report_id", "stored"}', step="protocol", target=self._t.origin,
                 ) from None
-        if 400 <= resp.status_code < 500 and resp.status_code != 429:
+        if resp.status_code in BODY_REFUSED:
             code, message = "", resp.text[:300]
             try:
                 err = resp.json()["error"]

@@ -577,6 +577,27 @@ class AgentUpgrader:
             self._rollback(state, now, f"no successful attestation cycle on {version} within "
                            f"{self.config.rollback_deadline:g} s", restart=True)
 
+    def pending_deadline(self) -> float | None:
+        """When the running version's pending upgrade must have confirmed a successful
+        cycle (None: nothing pending for this version, or a rollback already asked for).
+
+        Why: the daemon waits a whole interval (an hour by default) after a failed cycle;
+        without this it would judge an Unhealthy new version only then, long past the
+        rollback deadline.  It wakes at the deadline instead, runs one more cycle, and
+        :meth:`after_cycle` rolls back if that one fails too."""
+        if self.restart_requested:
+            return None
+        try:
+            pending = _load_state(self.state_path).pending
+        except BootwatchError:
+            return None  # after_cycle reports an unreadable state file
+        if pending is None or str(pending.get("version")) != self.running_version:
+            return None
+        try:
+            return float(pending["deadline"])
+        except (KeyError, TypeError, ValueError):
+            return None
+
     def rollback_if_expired(self) -> UpgradeOutcome | None:
         """Before a start: roll a pending upgrade back if its deadline has passed.
 
