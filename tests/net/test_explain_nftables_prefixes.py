@@ -89,3 +89,40 @@ def test_tag_option_chooses_the_host_names_tag(tmp_path: Path) -> None:
     verdict = json.loads(out.stdout)
     assert verdict["rule"]["name"] == "DropBootwatch"
     assert [d["prefix"] for d in verdict["destinations"]] == ["192.0.2.8/30"]
+
+
+def test_many_probes_share_one_namespace_and_keep_their_order(tmp_path: Path) -> None:
+    from bootwatch.net.nftprobe import probe_nftables_many
+
+    require_netns()
+    rules = _rules(tmp_path / "mixed.nft",
+                   'ip daddr 192.0.2.7 tcp dport 443 drop comment "DropV4"',
+                   'ip6 daddr 2001:db8:7::9 tcp dport 443 drop comment "DropV6"',
+                   'ip daddr 192.0.2.8 tcp dport 443 accept comment "AllowV4"')
+    a = ipaddress.ip_address
+    wanted = [a("192.0.2.6"), a("192.0.2.7"), a("2001:db8:7::9"), a("192.0.2.8"),
+              a("2001:db8:7::8"), a("192.0.2.7")]
+    got = probe_nftables_many(rules, wanted, 443)
+    assert [v.allowed for v in got] == [True, False, False, True, True, False]
+    assert [v.name for v in got[1:4]] + [got[5].name] == ["DropV4", "DropV6", "AllowV4",
+                                                           "DropV4"]
+    # the allowed ones without a rule of their own were decided by the chain's policy
+    assert got[0].rule == got[4].rule == "policy accept"
+
+
+def test_more_pieces_than_the_probe_cap_is_refused_at_once(tmp_path: Path) -> None:
+    from bootwatch.net.nftprobe import MAX_PROBES
+
+    require_netns()
+    doc = write_doc(tmp_path / "doc.json", ["20.62.128.0/22"], fqdns=[HOST], ports=[443])
+    hosts = list(ipaddress.ip_network("20.62.128.0/22").hosts())[1:MAX_PROBES + 40:2]
+    elements = ", ".join(str(h) for h in hosts)
+    rules = tmp_path / "many.nft"
+    rules.write_text("table inet filter {\n"
+                     f"  set deny {{ type ipv4_addr; elements = {{ {elements} }} }}\n"
+                     "  chain output {\n    type filter hook output priority 0; "
+                     "policy accept;\n    ip daddr @deny drop\n  }\n}\n")
+    out = _explain(rules, doc)
+    assert out.returncode == 2, (out.stdout, out.stderr)
+    assert f"more than {MAX_PROBES}" in out.stderr and "--to" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -382,7 +382,7 @@ def _explain_nftables(rules_file: Path, context: Any, tag: str | None) -> dict[s
     first address speaks for all of it: a ``drop`` of one address inside a /30 is
     found instead of hidden behind the /30's first address."""
     from bootwatch.net.matching import cut_units, destination_units
-    from bootwatch.net.nftprobe import probe_nftables, ruleset_prefixes
+    from bootwatch.net.nftprobe import probe_nftables_many, ruleset_prefixes
 
     if not rules_file.is_file():
         raise NetworkInputError("no such file", source=str(rules_file))
@@ -391,11 +391,9 @@ def _explain_nftables(rules_file: Path, context: Any, tag: str | None) -> dict[s
         units = cut_units(units, ruleset_prefixes(rules_file))
     per: list[dict[str, Any]] = []
     first_denied = None
-    verdicts = []
-    for unit in units:
-        verdict = probe_nftables(rules_file, unit.network_address, context.target.port,
-                                 vm_ip=context.vm_ip)
-        verdicts.append(verdict)
+    verdicts = probe_nftables_many(rules_file, [u.network_address for u in units],
+                                   context.target.port, vm_ip=context.vm_ip)
+    for unit, verdict in zip(units, verdicts, strict=True):
         per.append({"prefix": str(unit), "allowed": verdict.allowed,
                     "rule": {"name": verdict.name, "priority": None}})
         if not verdict.allowed and first_denied is None:

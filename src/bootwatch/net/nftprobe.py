@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -37,7 +38,8 @@ from bootwatch.net.netns import NamespaceSet, Netns, require_tools
 from bootwatch.net.servicetag import IPNetwork
 from bootwatch.net.target import IPAddress
 
-__all__ = ["NftVerdict", "probe_nftables", "ruleset_prefixes"]
+__all__ = ["MAX_PROBES", "NftVerdict", "probe_nftables", "probe_nftables_many",
+           "ruleset_prefixes"]
 
 _TRACE_RE: Final = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (.*)$")
 _VERDICT_RE: Final = re.compile(r"^rule (.*) \(verdict (\w+)(?: [^)]*)?\)\s*$")
@@ -67,49 +69,79 @@ _PROBE = (
 )
 
 
+#: the most addresses one explanation probes (each costs about a quarter of a second)
+MAX_PROBES: Final = 256
+
+
 def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
                    vm_ip: IPAddress | None = None, attempts: int = 6) -> NftVerdict:
     """Load ``rules_file`` in a scratch namespace and trace a TCP SYN to
     ``address:port``.  A file nft refuses raises :class:`NetworkInputError` with
     nft's own ``file:line:column`` message."""
+    return probe_nftables_many(rules_file, (address,), port, vm_ip=vm_ip,
+                               attempts=attempts)[0]
+
+
+def probe_nftables_many(rules_file: Path, addresses: Sequence[IPAddress], port: int, *,
+                        vm_ip: IPAddress | None = None,
+                        attempts: int = 6) -> tuple[NftVerdict, ...]:
+    """:func:`probe_nftables` for each of ``addresses`` (in order), with one namespace,
+    one loaded ruleset and one trace monitor for all of them: a probe then costs one
+    connection attempt, not a namespace.  At most :data:`MAX_PROBES` addresses
+    (a :class:`NetworkInputError` saying so: the caller narrows the question)."""
+    if not addresses:
+        return ()
+    if len(addresses) > MAX_PROBES:
+        raise NetworkInputError(
+            f"{len(addresses)} destinations to probe, more than {MAX_PROBES}: the ruleset "
+            f"cuts the target's prefixes into that many pieces; ask about one address "
+            f"(--to ADDRESS:PORT) or a narrower name", field="--to")
     require_tools("ip", "nft")
-    v6 = address.version == 6
-    src = vm_ip or ipaddress.ip_address("2001:db8::1" if v6 else "198.18.0.1")
-    if src.version != address.version:
+    families = {a.version for a in addresses}
+    if vm_ip is not None and families != {vm_ip.version}:
         raise NetworkInputError("the VM's address and the target are of different families",
                                 field="--vm-ip")
     trace_table = f"bwtrace{secrets.token_hex(3)}"
-    family = "ip6" if v6 else "ip"
     with NamespaceSet() as nsset:
         ns = nsset.add("probe")
         if_a = f"bwp{secrets.token_hex(3)}"
         ns.ip("link", "add", if_a, "type", "veth", "peer", "name", f"{if_a}x")
         ns.ip("link", "set", if_a, "up")
         ns.ip("link", "set", f"{if_a}x", "up")
-        ns.ip("addr", "add", f"{src}/{128 if v6 else 32}", "dev", if_a,
-              *(["nodad"] if v6 else []))
-        ns.ip(*(["-6"] if v6 else []), "route", "add", "default", "dev", if_a)
+        for version in sorted(families):
+            v6 = version == 6
+            src = vm_ip or ipaddress.ip_address("2001:db8::1" if v6 else "198.18.0.1")
+            ns.ip("addr", "add", f"{src}/{128 if v6 else 32}", "dev", if_a,
+                  *(["nodad"] if v6 else []))
+            ns.ip(*(["-6"] if v6 else []), "route", "add", "default", "dev", if_a)
         _load(ns, rules_file)
         ns.run("nft", "-f", "-", input_text=(
             f"table inet {trace_table} {{\n chain out {{\n"
             "  type filter hook output priority -1000000;\n"
-            f"  {family} daddr {address} tcp dport {port} meta nftrace set 1\n }}\n}}\n"))
+            f"  meta l4proto tcp th dport {port} meta nftrace set 1\n }}\n}}\n"))
         monitor = subprocess.Popen(ns.exec_args("nft", "monitor", "trace"),
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         lines: list[str] = []
         reader = threading.Thread(target=_read_lines, args=(monitor, lines), daemon=True)
         reader.start()
+        verdicts: list[NftVerdict] = []
         try:
-            for _ in range(attempts):
-                time.sleep(0.3)  # the monitor subscribes asynchronously
-                ns.run(sys.executable, "-c", _PROBE, str(address), str(port), "0.3",
-                       check=False)
-                deadline = time.monotonic() + 1.0
-                while time.monotonic() < deadline and not _complete(lines):
-                    time.sleep(0.05)
-                if _complete(lines):
-                    time.sleep(0.2)  # the rest of that packet's verdicts
-                    break
+            subscribed = False
+            for address in addresses:
+                mark = len(lines)
+                for _ in range(attempts):
+                    if not subscribed:
+                        time.sleep(0.3)  # the monitor subscribes asynchronously
+                    ns.run(sys.executable, "-c", _PROBE, str(address), str(port), "0.3",
+                           check=False)
+                    deadline = time.monotonic() + 1.0
+                    while time.monotonic() < deadline and not _complete(lines[mark:], address):
+                        time.sleep(0.02)
+                    if _complete(lines[mark:], address):
+                        subscribed = True
+                        time.sleep(0.1)  # the rest of that packet's verdicts
+                        break
+                verdicts.append(_verdict(lines[mark:], trace_table, address))
         finally:
             monitor.terminate()
             try:
@@ -118,7 +150,7 @@ def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
                 monitor.kill()
                 monitor.wait()
             reader.join(timeout=5)
-    return _verdict(lines, trace_table)
+    return tuple(verdicts)
 
 
 def ruleset_prefixes(rules_file: Path) -> tuple[IPNetwork, ...]:
@@ -196,13 +228,19 @@ def _read_lines(monitor: subprocess.Popen[str], lines: list[str]) -> None:
         lines.append(line.rstrip("\n"))
 
 
-def _complete(lines: list[str]) -> bool:
-    """A traced SYN has been seen and 0.3 s of its verdicts have had time to arrive."""
-    return any("tcp flags == syn" in ln for ln in list(lines))
+def _is_probe(packet_line: str, address: IPAddress) -> bool:
+    """Whether a trace's ``packet:`` line is the SYN to ``address``."""
+    return "tcp flags == syn" in packet_line and f"daddr {address} " in packet_line + " "
 
 
-def _verdict(lines: list[str], trace_table: str) -> NftVerdict:
-    """The first traced packet's verdicts, chain by chain (ours skipped)."""
+def _complete(lines: list[str], address: IPAddress) -> bool:
+    """The traced SYN to ``address`` has been seen."""
+    return any(_is_probe(ln, address) for ln in lines)
+
+
+def _verdict(lines: list[str], trace_table: str, address: IPAddress) -> NftVerdict:
+    """The verdicts of the first traced SYN to ``address``, chain by chain (ours
+    skipped); another packet's lines (an earlier probe's late verdicts) are ignored."""
     packets: dict[str, list[tuple[str, str, str, str]]] = {}
     order: list[str] = []
     for line in lines:
@@ -216,7 +254,7 @@ def _verdict(lines: list[str], trace_table: str) -> NftVerdict:
         packets[tid].append((fam, table, chain, rest))
     for tid in order:
         events = packets[tid]
-        if not any(rest.startswith("packet:") and "tcp flags == syn" in rest
+        if not any(rest.startswith("packet:") and _is_probe(rest, address)
                    for _, _, _, rest in events):
             continue
         last_accept: tuple[str, str, str, str] | None = None
