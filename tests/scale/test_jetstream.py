@@ -9,7 +9,9 @@ show), whatever is redelivered, published twice, killed or restarted meanwhile.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import shutil
 import signal
 import socket
@@ -342,6 +344,7 @@ def test_a_message_the_decoder_fails_on_is_terminated_not_retried_forever() -> N
     class _Message:  # what _decode_all reads of a nats-py Msg
         def __init__(self, data: Any) -> None:
             self.data = data
+            self.headers = None
 
     good = encode_outcome(deny_event("VM-1", 0))
     out = _decode_all([_Message(good), _Message(None), _Message(b"{"), _Message(good)],  # type: ignore[list-item]
@@ -366,18 +369,66 @@ def test_nats_unreachable_is_a_clear_error_not_a_hang() -> None:
         JetStreamSink("nats://127.0.0.1:4222", stream="bad.name")
 
 
+def incompressible_claims(n: int) -> tuple[tuple[str, str], ...]:
+    """Claims that zlib cannot shrink below NATS' default max_payload (1 MiB) at n=600."""
+    return tuple((f"c{i}", base64.b64encode(os.urandom(2250)).decode()) for i in range(n))
+
+
 def test_too_large_event_is_refused_with_the_limit(jetstream: str, names: Names) -> None:
     from dataclasses import replace
 
-    big = replace(deny_event("VM-1", 0), reason="x" * 3000,
-                  claims=tuple((f"c{i}", "y" * 3000) for i in range(400)))
-    assert len(encode_outcome(big)) > 1024 * 1024
+    big = replace(deny_event("VM-1", 0), reason="x" * 3000, claims=incompressible_claims(600))
+    assert 1024 * 1024 < len(encode_outcome(big)) < 2 * 1024 * 1024
     sink = sink_for(jetstream, names)
     try:
-        with pytest.raises(EventDeliveryError, match="max_payload"):
+        with pytest.raises(EventDeliveryError, match=r"compressed\), more than the NATS "
+                                                     r"server's max_payload"):
             sink.deliver([big])
     finally:
         sink.close()
+
+
+def test_event_over_max_payload_crosses_compressed_and_is_ingested(
+        jetstream: str, names: Names, monitor: MonitorContainer) -> None:
+    """An event under the outcome limit (2 MiB) but over NATS' max_payload (1 MiB) goes
+    zlib-compressed with its header; the ingester inflates it and stores it like any
+    other (it was dropped by name before)."""
+    from dataclasses import replace
+
+    from bootwatch.protocol.outcome_encoding import ENCODING_HEADER
+
+    vms = fleet(monitor, 1)
+    big = replace(deny_event(vms[0], 0),
+                  claims=tuple((f"c{i}", "y" * 3000) for i in range(500)))
+    assert 1024 * 1024 < len(encode_outcome(big)) < 2 * 1024 * 1024
+    small = deny_event(vms[0], 1)
+    sink = sink_for(jetstream, names)
+    try:
+        sink.deliver([big, small])
+    finally:
+        sink.close()
+
+    async def headers() -> list[str | None]:
+        nc = await nats.connect(jetstream)
+        try:
+            js = nc.jetstream()
+            got = []
+            for seq in (1, 2):
+                msg = await js.get_msg(names.stream, seq)
+                got.append((msg.headers or {}).get(ENCODING_HEADER))
+            return got
+        finally:
+            await nc.close()
+
+    assert asyncio.run(headers()) == ["zlib", None]
+    ing = ingester_for(monitor, jetstream, names)
+    ing.start()
+    try:
+        wait_until("2 events ingested", lambda: ing.counts.stored >= 2)
+    finally:
+        ing.stop()
+    assert ing.counts.terminated == 0
+    check_exactly_once(monitor, [big, small])
 
 
 def test_full_stream_refuses_with_a_reason(jetstream: str, names: Names) -> None:

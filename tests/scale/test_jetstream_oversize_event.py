@@ -8,6 +8,8 @@ event behind it (the relay's hand-off queue and its sweep both deliver in order)
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -67,8 +69,10 @@ def deny_event(i: int) -> OutcomeEvent:
 
 
 def too_large_for_nats(i: int) -> OutcomeEvent:
-    """An event under the outcome limit (2 MiB) but over NATS' default max_payload (1 MiB)."""
-    big = replace(deny_event(i), claims=tuple((f"c{j}", "y" * 3000) for j in range(400)))
+    """An event under the outcome limit (2 MiB) but over NATS' default max_payload (1 MiB),
+    compressed too (random claims: the sink compresses an event over the limit)."""
+    big = replace(deny_event(i), claims=tuple(
+        (f"c{j}", base64.b64encode(os.urandom(2250)).decode()) for j in range(600)))
     assert 1024 * 1024 < len(encode_outcome(big)) < 2 * 1024 * 1024
     return big
 

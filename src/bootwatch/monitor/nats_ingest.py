@@ -51,6 +51,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bootwatch.errors import BootwatchError, ConfigError, ProtocolError
 from bootwatch.protocol.outcome import BootEventTable, OutcomeEvent, decode_outcome
+from bootwatch.protocol.outcome_encoding import ENCODING_HEADER, inflate_outcome
 from bootwatch.service.events_nats import (
     DEFAULT_DURABLE,
     DEFAULT_STREAM,
@@ -312,7 +313,11 @@ def _decode_all(msgs: list[Msg], shared: BootEventTable,
     out: list[tuple[Msg, OutcomeEvent | ProtocolError]] = []
     for m in msgs:
         try:
-            out.append((m, decode_outcome(m.data, shared=shared)))
+            data = m.data
+            encoding = m.headers.get(ENCODING_HEADER) if m.headers else None
+            if encoding is not None:  # an event over NATS' max_payload, compressed
+                data = inflate_outcome(data, encoding)
+            out.append((m, decode_outcome(data, shared=shared)))
         except ProtocolError as exc:
             out.append((m, exc))
         except Exception as exc:  # a decoder bug: this message would fail forever and

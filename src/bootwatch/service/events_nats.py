@@ -57,6 +57,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
 from bootwatch.protocol.outcome import OutcomeEvent, encode_outcome
+from bootwatch.protocol.outcome_encoding import ENCODING_HEADER, ZLIB, deflate_outcome
 from bootwatch.service.logs import get_logger
 
 __all__ = [
@@ -372,28 +373,36 @@ class JetStreamSink:
                        encoded: Sequence[bytes] | None) -> None:
         nc, _ = await self._client()
         limit = nc.max_payload
-        bodies: list[tuple[str, bytes]] = []
+        bodies: list[tuple[str, bytes, bool]] = []
         too_large: list[str] = []
         for i, ev in enumerate(events):
             body = encode_outcome(ev) if encoded is None else encoded[i]
-            if len(body) > limit - 512:
-                # refused for good (the server will not take it however often it is
-                # tried), but only after the rest of the batch is acknowledged: the relay
-                # clears a rejected batch, and one that failed it retries first in line,
-                # so an error here at once would hold back every later event for ever
-                too_large.append(f"outcome event {ev.event_id} is {len(body)} bytes, more "
-                                 f"than the NATS server's max_payload ({limit}); raise "
-                                 "max_payload in its configuration")
+            if len(body) <= limit - 512:
+                bodies.append((ev.event_id, body, False))
                 continue
-            bodies.append((ev.event_id, body))
+            # over the server's limit: compressed (outcome_encoding), which event JSON
+            # nearly always fits
+            packed = deflate_outcome(body)
+            if len(packed) <= limit - 512:
+                bodies.append((ev.event_id, packed, True))
+                continue
+            # refused for good (the server will not take it however often it is
+            # tried), but only after the rest of the batch is acknowledged: the relay
+            # clears a rejected batch, and one that failed it retries first in line,
+            # so an error here at once would hold back every later event for ever
+            too_large.append(f"outcome event {ev.event_id} is {len(body)} bytes "
+                             f"({len(packed)} compressed), more than the NATS server's "
+                             f"max_payload ({limit}); raise max_payload in its configuration")
         if bodies:
             await self._publish(nc, bodies)
         if too_large:
             raise EventRejectedError(too_large[0] + (
                 f" ({len(too_large)} such events)" if len(too_large) > 1 else ""))
 
-    async def _publish(self, nc: NatsClient, bodies: Sequence[tuple[str, bytes]]) -> None:
-        """Publish (event id, encoding) pairs; return once JetStream acknowledged each."""
+    async def _publish(self, nc: NatsClient,
+                       bodies: Sequence[tuple[str, bytes, bool]]) -> None:
+        """Publish (event id, encoding, compressed) triples; return once JetStream
+        acknowledged each."""
         # Every publish in flight at once, each with its own reply subject on this
         # connection's inbox; the acknowledgements come back to _on_ack.  (Cheaper per
         # event than a request each, and unlike nats-py's publish_async it also resolves
@@ -403,14 +412,16 @@ class JetStreamSink:
         futures: list[asyncio.Future[dict[str, Any]]] = []
         replies: list[str] = []
         try:
-            for i, (event_id, body) in enumerate(bodies):
+            for i, (event_id, body, packed) in enumerate(bodies):
                 reply = f"{self._inbox}.{self._seq}x{i}"
                 fut: asyncio.Future[dict[str, Any]] = loop.create_future()
                 self._waiting[reply] = fut
                 futures.append(fut)
                 replies.append(reply)
-                await nc.publish(self.subject, body, reply=reply, headers={
-                    "Nats-Msg-Id": event_id, "Nats-Expected-Stream": self.stream})
+                headers = {"Nats-Msg-Id": event_id, "Nats-Expected-Stream": self.stream}
+                if packed:
+                    headers[ENCODING_HEADER] = ZLIB
+                await nc.publish(self.subject, body, reply=reply, headers=headers)
             done, pending = await asyncio.wait(futures, timeout=self.timeout)
         except (nats.errors.Error, OSError) as exc:
             raise EventDeliveryError(f"JetStream publish to {self.target.url} failed: "
