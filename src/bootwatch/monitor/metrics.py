@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bootwatch.protocol.monitor import AlertReason, Severity, VmState
+
 __all__ = ["MonitorMetrics"]
 
 
@@ -23,6 +25,12 @@ class _Gauges(Collector):
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         states, alerts = self._read()
+        # every known state and (severity, reason) is exposed, 0 when the database has
+        # none: a series left out when its last VM or alert went away (a VM disabled, an
+        # alert resolved) read as "no data" instead of 0 in Prometheus, and scrapers that
+        # keep a gauge's last value went on showing the old count
+        states = {s.value: 0 for s in VmState} | states
+        alerts = {(sev.value, r.value): 0 for sev in Severity for r in AlertReason} | alerts
         g = GaugeMetricFamily("bootwatch_monitor_vms", "VMs by state", labels=["state"])
         for state, n in sorted(states.items()):
             g.add_metric([state], n)

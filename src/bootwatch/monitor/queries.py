@@ -155,7 +155,8 @@ def list_vms(monitor: Monitor, *, state: str | None = None, group: str | None = 
 
 
 def vm_detail(monitor: Monitor, ref: str) -> dict[str, Any]:
-    """A VM with its recommendations, last 50 boots and alerts, and baseline variants."""
+    """A VM with its recommendations, last 50 boots, last 50 alerts (and any older one
+    still open, after them), and baseline variants."""
     with monitor.read() as s:
         vm = monitor.find_vm(s, ref)
         recs = s.scalars(select(RecommendationRow).where(
@@ -165,9 +166,16 @@ def vm_detail(monitor: Monitor, ref: str) -> dict[str, Any]:
         out["boots"] = [boot_json(b) for b in s.scalars(
             select(BootRow).where(BootRow.vm_id == vm.vm_id)
             .order_by(BootRow.id.desc()).limit(50)).all()]
-        out["alerts"] = [alert_json(a, vm) for a in s.scalars(
-            select(AlertRow).where(AlertRow.vm_id == vm.vm_id)
-            .order_by(AlertRow.start_time.desc()).limit(50)).all()]
+        # the newest 50, and every open one (at most one per cause) however old: an
+        # alert open since before 50 newer ones (a denial flapping while a deviation
+        # stays open) fell out of the page, which then showed an unhealthy VM without it
+        newest = list(s.scalars(select(AlertRow).where(AlertRow.vm_id == vm.vm_id)
+                                .order_by(AlertRow.start_time.desc()).limit(50)).all())
+        have = {a.id for a in newest}
+        older_open = [a for a in s.scalars(select(AlertRow).where(
+            AlertRow.vm_id == vm.vm_id, AlertRow.status.in_(_OPEN))
+            .order_by(AlertRow.start_time.desc())).all() if a.id not in have]
+        out["alerts"] = [alert_json(a, vm) for a in newest + older_open]
         cond = [BaselineRow.vm_id == vm.vm_id]
         if vm.group_name:
             cond.append(BaselineRow.group_name == vm.group_name)

@@ -217,6 +217,19 @@ def _healthy(f: VmFacts) -> RecommendationResult:
             d, "PlatformError", "the agent could not attest (platform error)",
             "See the guest attestation agent recommendation for this VM.",
         )
+    if f.state is VmState.UNHEALTHY:
+        # unhealthy with no open integrity alert: a denial whose alert a suppression rule
+        # kept quiet, or a deviating boot whose alert was dismissed.  Rules silence
+        # alerts, not facts: this was Healthy, "permitted and matches a baseline"
+        return _bad(
+            d, "AttestationFailed",
+            "the last attestation was not permitted or its boot matches no approved "
+            "baseline (its alert is suppressed or dismissed)",
+            "Read the VM's state reason (`bootwatch vm show VM`).  If the boot is off a "
+            "baseline by design, approve it (`bootwatch baseline approve VM`); if the "
+            "policy denies it by design (for example Secure Boot off), fix the setting "
+            "the policy checks or accept this recommendation as Unhealthy.",
+        )
     return _ok(d, "the last attestation was permitted and matches an approved baseline")
 
 

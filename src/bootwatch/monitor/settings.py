@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from bootwatch.errors import ConfigError
 
 __all__ = ["MonitorSettings"]
@@ -53,6 +55,14 @@ class MonitorSettings:
         for url in self.webhooks:
             if not url.startswith(("http://", "https://")):
                 raise ConfigError(f"--webhook {url!r}: not an http(s) URL")
+            # a URL no client can parse (``http://[::1/``, a port ``:80a``) is refused at
+            # start, where the operator sees it, not at each delivery attempt
+            try:
+                host = httpx.URL(url).host  # the host decoded, as a request does
+            except (httpx.InvalidURL, ValueError) as exc:  # IDNA errors are ValueErrors
+                raise ConfigError(f"--webhook {url!r}: {exc}") from None
+            if not host:
+                raise ConfigError(f"--webhook {url!r}: no host")
 
     @property
     def database_url(self) -> str:

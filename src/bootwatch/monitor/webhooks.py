@@ -6,7 +6,12 @@ dispatcher posts due rows and marks them delivered on a 2xx.  Each POST
 carries ``X-Bootwatch-Signature: sha256=<hex HMAC-SHA256 of the body>`` and
 ``X-Bootwatch-Delivery: <id>`` (the same id on every retry, for the
 receiver's de-duplication).  A failure is retried after 2, 4, 8 ... seconds,
-at most 10 minutes apart, for up to :data:`MAX_ATTEMPTS` attempts.
+at most 10 minutes apart, for up to :data:`MAX_ATTEMPTS` attempts (about three
+days: a receiver down over a long weekend still gets every delivery); a delivery
+given up is logged with its id and counted (``abandoned``).  A receiver's answer
+is judged by its status alone: its body is never read (a receiver cannot make the
+dispatcher hold or wait for a large or trickling body).  A receiver that fails
+is not tried again in the same round.
 """
 
 from __future__ import annotations
@@ -24,12 +29,22 @@ from bootwatch.errors import BootwatchError
 from bootwatch.monitor.core import Monitor
 from bootwatch.monitor.db import utcnow
 from bootwatch.monitor.models import WebhookDeliveryRow
+from bootwatch.service.logs import get_logger
 from bootwatch.tlsverify import tls_verify
 
 __all__ = ["MAX_ATTEMPTS", "WebhookDispatcher", "sign_body"]
 
-MAX_ATTEMPTS = 30
+#: 2 + 4 + ... + 512 s, then every 10 minutes: about 72 hours in all
+MAX_ATTEMPTS = 440
 _MAX_DELAY = 600.0
+
+
+def _origin(url: str) -> str:
+    """A receiver's scheme, host and port only: its path or query may carry a token."""
+    with contextlib.suppress(httpx.InvalidURL, ValueError):
+        u = httpx.URL(url)
+        return f"{u.scheme}://{u.host}" + (f":{u.port}" if u.port else "")
+    return "(unparseable URL)"
 
 
 def sign_body(secret: str, body: bytes) -> str:
@@ -84,19 +99,30 @@ class WebhookDispatcher:
             work = [(d.id, d.url, d.body) for d in due]
         delivered = 0
         secret = self.monitor.settings.webhook_secret
+        # a receiver that failed this round is not tried again in it: a dead one gets one
+        # attempt a round, not one per waiting delivery, and a receiver that never
+        # answers holds the round for one timeout, not for each of its deliveries
+        failing: set[str] = set()
         for delivery_id, url, body in work:
+            if url in failing:
+                continue
             raw = body.encode()
             error = ""
             try:
-                resp = self._client.post(url, content=raw, headers={
+                with self._client.stream("POST", url, content=raw, headers={
                     "Content-Type": "application/json",
                     "X-Bootwatch-Signature": sign_body(secret, raw),
                     "X-Bootwatch-Delivery": delivery_id,
                     "User-Agent": "bootwatch-monitor",
-                })
-                if not 200 <= resp.status_code < 300:
-                    error = f"HTTP {resp.status_code}"
-            except httpx.HTTPError as exc:
+                }) as resp:  # closed unread (module docstring)
+                    status = resp.status_code
+                if not 200 <= status < 300:
+                    error = f"HTTP {status}"
+            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                # InvalidURL is no HTTPError, and an IDNA error is a ValueError: a stored
+                # receiver URL httpx cannot parse (settings refuse such URLs now; rows
+                # stored before stay) escaped this loop and ended the dispatcher thread,
+                # so no receiver got another delivery; it is this delivery's failure
                 error = f"{exc.__class__.__name__}: {exc}"
             with self.monitor.write_tx() as session:
                 row = session.get(WebhookDeliveryRow, delivery_id)
@@ -104,10 +130,16 @@ class WebhookDispatcher:
                     continue
                 row.attempts += 1
                 if error:
+                    failing.add(url)
                     row.last_error = error[:2000]
                     delay = min(_MAX_DELAY, 2.0 ** row.attempts)
                     row.next_attempt_at = utcnow() + timedelta(seconds=delay)
                     self.monitor.metrics.webhook("failed")
+                    if row.attempts >= MAX_ATTEMPTS:
+                        self.monitor.metrics.webhook("abandoned")
+                        get_logger().error("webhook delivery abandoned", extra={
+                            "delivery": delivery_id, "receiver": _origin(url),
+                            "attempts": row.attempts, "reason": row.last_error})
                 else:
                     row.delivered_at = utcnow()
                     row.last_error = ""

@@ -8,9 +8,9 @@ others: after the write commits, :meth:`ChangeFeed.announce` sends
 process's listener thread (one PostgreSQL connection ``LISTEN``ing) clears its
 caches for that provider.  The bound a change takes to reach every replica is
 the notification's delivery (milliseconds on a LAN) while listeners are
-connected, and ``cache_ttl_seconds`` at worst: a listener that lost its
-connection clears every cache when it is back (it may have missed
-notifications), and the TTL covers the time in between.
+connected, and ``cache_ttl_seconds`` at worst: each time the listener's
+``LISTEN`` starts (at start, and after a lost connection) it clears every cache
+(it may have missed notifications), and the TTL covers the time in between.
 
 On SQLite there is one machine and nothing to announce: worker processes of one
 ``service run`` see each other's writes within ``cache_ttl_seconds``.
@@ -102,14 +102,20 @@ class ChangeFeed:
     def _run(self) -> None:
         import psycopg
 
-        first = True
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._conninfo(), autocommit=True) as conn:
+                # a connect that cannot hang, and TCP keepalives: a connection dropped
+                # silently (a NAT or firewall forgetting it) is noticed within about a
+                # minute and reconnected, instead of leaving this replica deaf
+                with psycopg.connect(self._conninfo(), autocommit=True, connect_timeout=10,
+                                     keepalives=1, keepalives_idle=30,
+                                     keepalives_interval=10,
+                                     keepalives_count=3) as conn:
                     conn.execute(f'LISTEN "{self.channel}"')
-                    if not first:
-                        self._notify(None)  # notifications may have been missed
-                    first = False
+                    # notifications before this LISTEN were missed: after a lost
+                    # connection, and at start too (requests are served, and state
+                    # cached, from before the listener's first connection is up)
+                    self._notify(None)
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=POLL):
                             self._notify(note.payload or None)
@@ -118,5 +124,4 @@ class ChangeFeed:
                     return
                 get_logger().warning("provider change listener lost its connection",
                                      extra={"reason": str(exc)})
-                first = False
                 time.sleep(RECONNECT)

@@ -165,6 +165,8 @@ class EnrollmentService:
         self.ek_anchors = load_ek_anchors(settings)
         self._cache: dict[str, _ProviderTrust] = {}
         self._lock = threading.Lock()
+        #: bumped by every forget: a load that a forget overtook is not cached (_trust)
+        self._generation = 0
         changes.subscribe(self.forget)  # another replica enrolled or revoked: forget at once
 
     # --- attestation side ---------------------------------------------------------
@@ -174,6 +176,8 @@ class EnrollmentService:
         entry = self._cache.get(provider)
         if entry is not None and entry.expires > now:
             return entry
+        with self._lock:
+            generation = self._generation
         with self.db.session() as s:
             row = s.get(AikCaRow, provider)
             ca = x509.load_der_x509_certificate(row.cert_der) if row is not None else None
@@ -188,9 +192,12 @@ class EnrollmentService:
         entry = _ProviderTrust(now + self.settings.cache_ttl_seconds, ca,
                                RevokedAikCertificates(revoked), None, None)
         with self._lock:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[provider] = entry
+            # a revocation announced while this load ran may not be in what it read:
+            # cached, it would stay unseen here for a whole cache TTL
+            if generation == self._generation:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[provider] = entry
         return entry
 
     def invalidate(self, provider: str) -> None:
@@ -200,6 +207,7 @@ class EnrollmentService:
 
     def forget(self, provider: str | None) -> None:
         with self._lock:
+            self._generation += 1
             if provider is None:
                 self._cache.clear()
             else:

@@ -160,8 +160,10 @@ class EventRelay:
                 if batch:
                     self._deliver_held(batch)
                 if time.monotonic() >= next_sweep:
-                    self._sweep()
+                    # scheduled before the sweep: a sweep that fails (the database is
+                    # away) waits its interval too, instead of retrying in a busy loop
                     next_sweep = time.monotonic() + self._sweep_interval
+                    self._sweep()
             except Exception as exc:  # the relay must outlive any one batch
                 self._log_failure(exc)
             finally:

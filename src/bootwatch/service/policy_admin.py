@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bootwatch import encoding
@@ -61,7 +61,7 @@ from bootwatch.policy import (
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.db import utcnow
 from bootwatch.service.keys import cert_jwk
-from bootwatch.service.models import PolicyRow, SignerRow
+from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow
 from bootwatch.service.providers import ProviderContext, TrustModel, canonical_type
 from bootwatch.x509read import CertificateFieldError, read_all_fields
 
@@ -300,6 +300,8 @@ def set_policy(
         )
     compile_policy(doc.text)
     with state.db.session() as s:
+        if isolated:  # the replay check and the insert as one step across replicas
+            _lock_provider(s, ctx.name)
         rollback = (
             _refuse_replay(s, ctx, t, doc.token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -371,6 +373,8 @@ def reset_policy(
         signer = verify_signed_jws(compact, trusted).signer
     token_hash = policy_token_hash(compact)
     with state.db.session() as s:
+        if isolated:  # the replay check and the insert as one step across replicas
+            _lock_provider(s, ctx.name)
         rollback = (
             _refuse_replay(s, ctx, t, token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -468,6 +472,16 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
     raise InputError(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
+def _lock_provider(s: Session, name: str) -> None:
+    """Take the provider's row lock for the rest of the transaction (a write of nothing:
+    a row lock on PostgreSQL, the write lock on SQLite).  Two replicas removing two
+    different signers at once each saw the other's signer still there, so both removals
+    passed the "not the last signer" check and left the provider with none (and an
+    Isolated provider without signers can never be changed again)."""
+    s.execute(update(ProviderRow).where(ProviderRow.name == name)
+              .values(kind=ProviderRow.kind))
+
+
 def modify_signers(
     state: ServiceState,
     ctx: ProviderContext,
@@ -507,6 +521,7 @@ def modify_signers(
     who = principal.name[:255]
     now = utcnow()
     with state.db.session() as s:
+        _lock_provider(s, ctx.name)
         rows = list(s.scalars(select(SignerRow).where(SignerRow.provider == ctx.name)))
         current = [r for r in rows if r.removed_at is None]
         present = [r for r in current if r.thumbprint == thumb]

@@ -31,7 +31,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bootwatch.encoding import sha1_thumbprint
-from bootwatch.errors import ConflictError, InputError, NotFoundError
+from bootwatch.errors import ConflictError, InputError, NotFoundError, StorageError
 from bootwatch.lru import BoundedLru
 from bootwatch.policy import (
     CompiledPolicy,
@@ -223,6 +223,8 @@ class ProviderStore:
         self.compiler = compiler or PolicyCompiler()
         self._lock = threading.Lock()
         self._cache: BoundedLru[str, _Snapshot] = BoundedLru(SNAPSHOT_CACHE_SIZE)
+        #: bumped by every forget: a load that a forget overtook is not cached (below)
+        self._generation = 0
         self._hosts: tuple[float, dict[str, str]] = (0.0, {})
         #: parsed signing keys by kid (a kid names one key for ever)
         self._keys: BoundedLru[str, rsa.RSAPrivateKey] = BoundedLru(KEY_CACHE_SIZE)
@@ -239,12 +241,18 @@ class ProviderStore:
         self._changes.announce(name or "")
 
     def forget(self, name: str | None = None) -> None:
-        """Drop the cached state of ``name`` (None: of every provider) in this process."""
-        if name is None:
-            self._cache.clear()
-        else:
-            self._cache.pop(name)
+        """Drop the cached state of ``name`` (None: of every provider) in this process.
+
+        A load running meanwhile may have read the state from before the change; the
+        generation tells it not to cache what it read (else the change announced now
+        would stay unseen here for a whole cache TTL).
+        """
         with self._lock:
+            self._generation += 1
+            if name is None:
+                self._cache.clear()
+            else:
+                self._cache.pop(name)
             self._hosts = (0.0, {})
 
     def provider_for_host(self, host: str) -> str | None:
@@ -252,6 +260,8 @@ class ProviderStore:
         with self._lock:
             loaded, hosts = self._hosts
         if time.monotonic() - loaded > ttl:
+            with self._lock:
+                generation = self._generation
             with self._db.session() as s:
                 rows = s.execute(
                     select(ProviderRow.hostname, ProviderRow.name).where(
@@ -260,7 +270,8 @@ class ProviderStore:
                 ).all()
             hosts = {str(h).lower(): n for h, n in rows}
             with self._lock:
-                self._hosts = (time.monotonic(), hosts)
+                if generation == self._generation:
+                    self._hosts = (time.monotonic(), hosts)
         return hosts.get(host.lower())
 
     def snapshot(self, name: str) -> _Snapshot:
@@ -268,8 +279,12 @@ class ProviderStore:
         snap = self._cache.get(name)
         if snap is not None and time.monotonic() - snap.loaded_at <= ttl:
             return snap
+        with self._lock:
+            generation = self._generation
         snap = self._load(name)
-        self._cache.put(name, snap)
+        with self._lock:
+            if generation == self._generation:  # else a change overtook the load
+                self._cache.put(name, snap)
         return snap
 
     def _load(self, name: str) -> _Snapshot:
@@ -391,10 +406,20 @@ def create_provider(
 
 
 def ensure_shared_providers(db: Database, sealer: Sealer, names: Sequence[str]) -> None:
-    """Create the shared providers ``names`` (the settings') if they do not exist yet."""
-    with db.session() as s:
-        for name in names:
-            if s.get(ProviderRow, name) is None:
-                create_provider(
-                    s, sealer, name, kind=ProviderKind.SHARED, trust_model=TrustModel.AAD
-                )
+    """Create the shared providers ``names`` (the settings') if they do not exist yet.
+
+    Replicas starting at once on a new database all find a provider missing and insert
+    it; the later inserts fail on its key.  Such a failure is the provider existing,
+    not an error: start-up goes on when the provider is there after all.
+    """
+    for name in names:
+        try:
+            with db.session() as s:
+                if s.get(ProviderRow, name) is None:
+                    create_provider(
+                        s, sealer, name, kind=ProviderKind.SHARED, trust_model=TrustModel.AAD
+                    )
+        except StorageError:
+            with db.session() as s:
+                if s.get(ProviderRow, name) is None:
+                    raise

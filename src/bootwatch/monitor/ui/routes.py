@@ -119,6 +119,15 @@ def _row_id(value: int, what: str, *, low: int = 1) -> int:
     return value
 
 
+def _no_nul(where: str, values: Mapping[str, str]) -> None:
+    """Refuse NUL in what reaches the database, as the API does (its ``NO_NUL``):
+    PostgreSQL cannot hold it, and its DataError made a 503 page ("the monitor cannot
+    answer now") of a bad address."""
+    for name, value in values.items():
+        if "\x00" in value:
+            raise ProtocolError(f"{where}: '{name}' must not contain NUL characters")
+
+
 async def _form(request: Request) -> dict[str, str]:
     """The posted form (urlencoded, at most 16 KB); first value of each field."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -216,6 +225,8 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
             session: UiSession | None = None
             try:
                 session = current(request)
+                _no_nul("path", request.path_params)
+                _no_nul("query", request.query_params)
                 return await run_in_threadpool(fn, request, session)
             except _Stop as stop:
                 return stop.response
@@ -240,6 +251,8 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
         except _Stop as stop:
             return stop.response
         try:
+            _no_nul("path", request.path_params)
+            _no_nul("form", form)
             message = await run_in_threadpool(fn, session, form)
             session.flashes.append(("ok", message))
             container.webhooks.kick()
@@ -336,7 +349,11 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
         vm = queries.vm_detail(monitor, ref)
         boot = _int_arg(request, "boot")
         against = _int_arg(request, "against")
-        open_alerts = [a for a in vm["alerts"] if a["status"] in ("active", "in_progress")]
+        # the open alerts on their own (at most one per cause): vm["alerts"] is the newest
+        # 50, and an alert open since before 50 newer ones (a policy denial flapping while
+        # a deviation stays open) fell out of it: "No open alerts" on an unhealthy VM
+        open_alerts = queries.list_alerts(monitor, vm=vm["vm_id"], status="open",
+                                          limit=_PAGE)["items"]
         deviation = next((a for a in open_alerts if a["reason"] == "baseline_deviation"), None)
         compare: dict[str, Any] | None = None
         compare_error = ""
@@ -389,8 +406,10 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
     # --- alerts -----------------------------------------------------------------
 
     def alerts_page(request: Request, session: UiSession) -> Response:
-        status = request.query_params.get("status", "open")
-        filters = {"status": status or None, "reason": _arg(request, "reason", 32),
+        # "any" status is ``all``, never empty: the pager's links leave empty filters out,
+        # and a missing status means "open", so page 2 of "any" listed open alerts
+        status = request.query_params.get("status", "open") or "all"
+        filters = {"status": status, "reason": _arg(request, "reason", 32),
                    "severity": _arg(request, "severity", 32), "vm": _arg(request, "vm")}
         offset = _int_arg(request, "offset") or 0
         listing = queries.list_alerts(monitor, limit=_PAGE + 1, offset=offset, **filters)
