@@ -96,6 +96,8 @@ class VmFacts:
     vtpm_setting: Toggle
     measured_secure_boot: bool | None
     is_windows: bool | None
+    #: the last report's status; a platform error that a later attestation ended reads
+    #: as HEALTHY (monitor.vmstate), as the state does
     last_report_status: HealthStatus | None
     last_failed_hop: FailedHop | None
     last_failed_target: str

@@ -78,12 +78,19 @@ def evaluate_vm(vm: VmRow, *, integrity: tuple[str, ...], last_boot_matched: boo
             egress = egress_text(hop, vm.last_failed_target)
         except (ConfigError, InputError) as exc:
             egress = f"(no rules generated: {exc})"
+    report_status = HealthStatus(vm.last_report_status) if vm.last_report_status else None
+    if report_status is HealthStatus.PLATFORM_ERROR and facts.last_outcome_at is not None \
+            and (facts.last_report_at is None or facts.last_outcome_at > facts.last_report_at):
+        # an attestation reached the service after the agent reported it could not (a
+        # one-shot `agent attest`, or the report of that cycle still on its way): the
+        # platform error is over, as compute_state reads it, and so are the agent and
+        # egress recommendations it made Unhealthy
+        report_status = HealthStatus.HEALTHY
     rec_facts = VmFacts(
         enabled=vm.enabled, state=state, security_type=SecurityType(vm.security_type),
         secure_boot_setting=Toggle(vm.secure_boot), vtpm_setting=Toggle(vm.vtpm),
         measured_secure_boot=vm.measured_secure_boot, is_windows=vm.is_windows,
-        last_report_status=(HealthStatus(vm.last_report_status)
-                            if vm.last_report_status else None),
+        last_report_status=report_status,
         last_failed_hop=hop, last_failed_target=vm.last_failed_target,
         last_platform_error=vm.last_report_message, open_integrity_alerts=len(integrity),
         dbx_missing=vm.dbx_missing, dbx_current=vm.dbx_current,
