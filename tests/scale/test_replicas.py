@@ -150,9 +150,9 @@ def test_replicas_behind_haproxy_share_policies_and_keys_at_once(
 
         # a signing key rotated by the CLI: both replicas publish and use the new key
         before = _kids(b)
-        out = _cli(env, "provider", "rotate-key", "team", *db, "--data-dir",
-                   str(tmp_path / "cli"))
-        new_kid = out.split("new key ", 1)[1].split(";", 1)[0]
+        out = _cli(env, "provider", "rotate-key", "team", "--publish-ahead", "0", *db,
+                   "--data-dir", str(tmp_path / "cli"))
+        new_kid = out.split("new key ", 1)[1].split(" ", 1)[0]
         assert new_kid not in before
         deadline = time.monotonic() + 5
         while not all(new_kid in _kids(u + "/providers/team") for u in (a, b)):

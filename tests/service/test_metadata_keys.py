@@ -89,6 +89,54 @@ def test_api_version_empty_is_invalid(svc: Any) -> None:
     assert r.headers["x-ms-error-code"] == "InvalidParameter"
 
 
+def test_a_key_published_ahead_signs_only_from_its_start(svc: Any) -> None:
+    """A rotation with ``ahead``: the new key is in /certs at once (every replica and
+    verifier can learn it) while the old key goes on signing; from the start instant the
+    new one signs, and the old one stays published for the overlap after it."""
+    from bootwatch.service.db import utcnow
+    from bootwatch.service.keys import rotate_key
+    from bootwatch.service.models import SigningKeyRow
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    state = svc.state
+    with state.db.session() as s:  # a provider of its own: svc is shared by the module
+        create_provider(s, state.sealer, "ahead", kind=ProviderKind.CUSTOM,
+                        trust_model=TrustModel.AAD)
+    base = f"{svc.url}/providers/ahead"
+    with svc.client() as c:
+        old_kid = jwt.get_unverified_header(
+            c.get(f"/providers/ahead/policies/Tpm{Q}").json()["token"])["kid"]
+    now = utcnow()
+    with state.db.session() as s:
+        new_kid, retired = rotate_key(s, state.sealer, "ahead", now, timedelta(hours=1),
+                                      ahead=timedelta(minutes=10))
+    assert retired == [old_kid]
+    state.providers.invalidate("ahead")
+    with svc.client() as c:
+        kids = {k["kid"] for k in c.get("/providers/ahead/certs").json()["keys"]}
+        waiting = c.get(f"/providers/ahead/policies/Tpm{Q}").json()["token"]
+    assert kids == {old_kid, new_kid}
+    assert jwt.get_unverified_header(waiting)["kid"] == old_kid
+    verify_with_discovery(base, waiting, svc.ca)
+    # the start comes (moved to the past here): the new key signs, the old one is still
+    # published until start + overlap
+    with state.db.session() as s:
+        new_row = s.get(SigningKeyRow, new_kid)
+        old_row = s.get(SigningKeyRow, old_kid)
+        assert new_row is not None and old_row is not None and old_row.retire_at is not None
+        assert abs((old_row.retire_at.replace(tzinfo=now.tzinfo) - now)
+                   - timedelta(minutes=70)) < timedelta(seconds=5)
+        new_row.created_at = utcnow()  # after the old key was made, before the next load
+    state.providers.invalidate("ahead")
+    with svc.client() as c:
+        started = c.get(f"/providers/ahead/policies/Tpm{Q}").json()["token"]
+        kids = {k["kid"] for k in c.get("/providers/ahead/certs").json()["keys"]}
+    assert jwt.get_unverified_header(started)["kid"] == new_kid
+    assert kids == {old_kid, new_kid}
+    verify_with_discovery(base, started, svc.ca)
+    verify_with_discovery(base, waiting, svc.ca)
+
+
 def test_key_rotation_keeps_old_kid_during_overlap(svc: Any, service_factory: Any) -> None:
     from bootwatch.service.db import utcnow
     from bootwatch.service.keys import rotate_key

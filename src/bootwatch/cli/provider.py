@@ -133,9 +133,18 @@ def list_cmd(as_json: bool, **kw: Any) -> None:
     default=None,
     help="seconds the old key stays published (default: the service setting)",
 )
+@click.option(
+    "--publish-ahead",
+    type=click.IntRange(0, 30 * 24 * 3600),
+    default=600,
+    show_default=True,
+    help="seconds the new key is published before it signs (verifiers cache /certs: "
+    "the monitor for 300 s); 0 signs at once",
+)
 @db_options
-def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
-    """Make a new signing key current; the old one stays in /certs for the overlap."""
+def rotate_cmd(name: str, overlap: int | None, publish_ahead: int, **kw: Any) -> None:
+    """Publish a new signing key now and sign with it after --publish-ahead; the old one
+    signs until then and stays in /certs for the overlap after it."""
     from datetime import timedelta
 
     from bootwatch.service.db import utcnow
@@ -148,11 +157,15 @@ def rotate_cmd(name: str, overlap: int | None, **kw: Any) -> None:
         with state.db.session() as s:
             if s.get(ProviderRow, name) is None:
                 raise ConfigError(f"no provider named {name!r}")
-            kid, old = rotate_key(s, state.sealer, name, utcnow(), timedelta(seconds=seconds))
+            now = utcnow()
+            kid, old = rotate_key(s, state.sealer, name, now, timedelta(seconds=seconds),
+                                  ahead=timedelta(seconds=publish_ahead))
         state.changes.announce(name)  # running replicas reload the provider's keys now
     finally:
         state.close()
-    click.echo(f"{name}: new key {kid}; retiring {', '.join(old) or 'none'} in {seconds} s")
+    start = (now + timedelta(seconds=publish_ahead)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    click.echo(f"{name}: new key {kid} (published now, signing from {start}); retiring "
+               f"{', '.join(old) or 'none'} {seconds} s after that")
 
 
 @command.command("revoke-aik")

@@ -7,6 +7,13 @@ the base64url SHA-256 thumbprint of the certificate.  Rotation creates a new
 active key and keeps the previous one published in ``/certs`` for the overlap
 window (``Settings.key_overlap_seconds``) so tokens signed just before the
 rotation still verify.
+
+A rotation may publish the new key ahead of its first signature (``ahead``): its
+row's ``created_at`` is the instant it starts signing, and until then the previous
+key signs.  Why: every replica and every verifier must know a key before a token
+signed with it reaches them.  Replicas reload within the cache TTL, but a verifier
+caches ``/certs`` (the monitor for 5 minutes, refetching an unknown ``kid`` at most
+every 30 s) and would refuse valid tokens in between.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ __all__ = [
     "published_keys",
     "rotate_key",
     "sha256_b64url",
+    "signing_key",
     "store_new_key",
 ]
 
@@ -116,8 +124,10 @@ def new_signing_key(provider: str, now: datetime) -> tuple[rsa.RSAPrivateKey, x5
     return key, cert
 
 
-def store_new_key(session: Session, sealer: Sealer, provider: str, now: datetime) -> str:
-    """Generate a key for ``provider``, store it encrypted, make it the active one."""
+def store_new_key(session: Session, sealer: Sealer, provider: str, now: datetime,
+                  *, signs_from: datetime | None = None) -> str:
+    """Generate a key for ``provider``, store it encrypted, make it the active one
+    (signing from ``signs_from``, default ``now``; published at once)."""
     key, cert = new_signing_key(provider, now)
     kid = kid_for(cert)
     der = key.private_bytes(
@@ -131,7 +141,7 @@ def store_new_key(session: Session, sealer: Sealer, provider: str, now: datetime
             provider=provider,
             cert_der=cert.public_bytes(serialization.Encoding.DER),
             private_key_enc=sealer.seal(der, context=kid),
-            created_at=now,
+            created_at=now if signs_from is None else signs_from,
             active=True,
             retire_at=None,
         )
@@ -140,21 +150,31 @@ def store_new_key(session: Session, sealer: Sealer, provider: str, now: datetime
 
 
 def rotate_key(
-    session: Session, sealer: Sealer, provider: str, now: datetime, overlap: timedelta
+    session: Session, sealer: Sealer, provider: str, now: datetime, overlap: timedelta,
+    *, ahead: timedelta = timedelta(0),
 ) -> tuple[str, list[str]]:
-    """New active key; the previous active keys stay published until now + overlap.
+    """New key, published now and signing from ``now + ahead``; the previous keys sign
+    until then and stay published for ``overlap`` after it.
 
     Returns (new kid, kids of the keys put into their overlap window).
     """
+    start = now + ahead
     retired: list[str] = []
     for row in session.scalars(
         select(SigningKeyRow).where(SigningKeyRow.provider == provider, SigningKeyRow.active)
     ):
         row.active = False
-        row.retire_at = now + overlap
+        row.retire_at = start + overlap
         retired.append(row.kid)
     session.flush()
-    return store_new_key(session, sealer, provider, now), retired
+    return store_new_key(session, sealer, provider, now, signs_from=start), retired
+
+
+def signing_key(rows: list[SigningKeyRow], now: datetime) -> SigningKeyRow | None:
+    """Of the published ``rows``, the key that signs at ``now``: the newest whose signing
+    has begun (a key published ahead waits; the one before it signs meanwhile)."""
+    started = [r for r in rows if as_utc(r.created_at) <= now]
+    return max(started, key=lambda r: as_utc(r.created_at), default=None)
 
 
 def published_keys(session: Session, provider: str, now: datetime) -> list[SigningKeyRow]:

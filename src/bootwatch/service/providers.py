@@ -46,6 +46,7 @@ from bootwatch.service.keys import (
     cert_jwk,
     load_private_key,
     published_keys,
+    signing_key,
     store_new_key,
 )
 from bootwatch.service.models import PolicyRow, ProviderRow, SignerRow, SigningKeyRow
@@ -309,7 +310,9 @@ class ProviderStore:
                 store_new_key(s, sealer, name, now)
                 s.flush()
                 key_rows = published_keys(s, name, now)
-            active = next(r for r in key_rows if r.active)
+            # the key that signs now (one published ahead waits for its start); none
+            # only if every published key starts later, which no rotation leaves
+            active = signing_key(key_rows, now) or next(r for r in key_rows if r.active)
             keys = tuple(
                 PublishedKey(r.kid, x509.load_der_x509_certificate(r.cert_der), r.active)
                 for r in key_rows
