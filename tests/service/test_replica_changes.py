@@ -24,7 +24,7 @@ from bwproc import free_port
 from bwservers import PG_URL, pg_schema
 from sqlalchemy import select, text
 
-from bootwatch.errors import OperationRefusedError
+from bootwatch.errors import OperationRefusedError, PolicySignatureError
 from bootwatch.service.atrest import Sealer
 from bootwatch.service.auth import Principal
 from bootwatch.service.db import Database, make_engine, run_migrations
@@ -235,8 +235,41 @@ def test_two_replicas_removing_two_signers_leave_one(
     assert len(left) == 1
     assert left[0] in {sha1_thumbprint(signer1[1]), sha1_thumbprint(signer2[1])}
     refused = [r for r in results if isinstance(r, BaseException)]
-    assert len(refused) == 1 and isinstance(refused[0], OperationRefusedError), results
-    assert "last policy signer" in str(refused[0])
+    # the second removal is refused either as the last signer's or, when the first
+    # removed the very signer that signed it (both are signed by signer 1), because its
+    # signer is gone by the time it holds the provider's lock
+    assert len(refused) == 1, results
+    assert (isinstance(refused[0], OperationRefusedError)
+            and "last policy signer" in str(refused[0])) or (
+        isinstance(refused[0], PolicySignatureError)
+        and "signer change refused" in str(refused[0])), results
+
+
+def test_a_signer_removed_through_another_replica_cannot_authorise_a_change(
+        replicas: Callable[[], ServiceState], h: Any,
+        signer1: tuple[Any, Any], signer2: tuple[Any, Any]) -> None:
+    """Replica B still caches the provider's signers (its listener is not up here; the
+    staleness window is the cache TTL, or the time a notification takes).  Replica A
+    removes signer 1.  Before, B verified a policy signed by signer 1 against its cached
+    signers and stored it: a removed signer authorised a change."""
+    from bootwatch.policy import sign_policy
+
+    a, b = replicas(), replicas()
+    with a.db.session() as s:
+        create_provider(s, a.sealer, "iso", kind=ProviderKind.CUSTOM,
+                        trust_model=TrustModel.ISOLATED, signers=[signer1[1], signer2[1]])
+    stale = b.providers.context("iso", BASE)  # B's cached view: both signers
+    removal = h.signed_jws({"policyCertificate": {"kty": "RSA", "x5c": [h.x5c(signer1[1])]}},
+                           *signer2)
+    modify_signers(a, a.providers.context("iso", BASE), removal, ADMIN, add=False)
+    assert {sha1_thumbprint(c) for c in b.providers.context("iso", BASE).signers} == {
+        sha1_thumbprint(signer1[1]), sha1_thumbprint(signer2[1])}  # still stale
+    with pytest.raises(PolicySignatureError):
+        set_policy(b, stale, "AzureGuest", sign_policy(DENY_ALL, *signer1), ADMIN)
+    # ... while the remaining signer still can
+    set_policy(b, stale, "AzureGuest", sign_policy(DENY_ALL, *signer2), ADMIN)
+    b.providers.forget("iso")
+    assert b.providers.context("iso", BASE).azureguest_policy.text.strip() == DENY_ALL.strip()
 
 
 class _Sink:

@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -302,6 +303,8 @@ def set_policy(
     with state.db.session() as s:
         if isolated:  # the replay check and the insert as one step across replicas
             _lock_provider(s, ctx.name)
+            _recheck_signers(s, ctx, lambda fresh: parse_policy_document(
+                body, trusted_signers=fresh, require_signed=True))
         rollback = (
             _refuse_replay(s, ctx, t, doc.token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -375,6 +378,7 @@ def reset_policy(
     with state.db.session() as s:
         if isolated:  # the replay check and the insert as one step across replicas
             _lock_provider(s, ctx.name)
+            _recheck_signers(s, ctx, lambda fresh: verify_signed_jws(compact, fresh))
         rollback = (
             _refuse_replay(s, ctx, t, token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -472,6 +476,19 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
     raise InputError(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
+def _recheck_signers(s: Session, ctx: ProviderContext,
+                     verify: Callable[[tuple[x509.Certificate, ...]], object]) -> None:
+    """Under the provider's lock: when the signers in the database are no longer the
+    ones the request was verified against (cached, up to the cache TTL old, or a change
+    through another replica not yet heard of), verify it again against those.  A signer
+    just removed elsewhere must not authorise a change in the staleness window."""
+    fresh = tuple(x509.load_der_x509_certificate(r.cert_der) for r in s.scalars(
+        select(SignerRow).where(SignerRow.provider == ctx.name,
+                                SignerRow.removed_at.is_(None)).order_by(SignerRow.id)))
+    if {sha1_thumbprint(c) for c in fresh} != {sha1_thumbprint(c) for c in ctx.signers}:
+        verify(fresh)
+
+
 def _lock_provider(s: Session, name: str) -> None:
     """Take the provider's row lock for the rest of the transaction (a write of nothing:
     a row lock on PostgreSQL, the write lock on SQLite).  Two replicas removing two
@@ -522,6 +539,14 @@ def modify_signers(
     now = utcnow()
     with state.db.session() as s:
         _lock_provider(s, ctx.name)
+
+        def again(fresh: tuple[x509.Certificate, ...]) -> None:
+            try:
+                verify_signed_jws(compact, fresh)
+            except PolicySignatureError as exc:
+                raise PolicySignatureError(f"signer change refused: {exc}") from exc
+
+        _recheck_signers(s, ctx, again)
         rows = list(s.scalars(select(SignerRow).where(SignerRow.provider == ctx.name)))
         current = [r for r in rows if r.removed_at is None]
         present = [r for r in current if r.thumbprint == thumb]
