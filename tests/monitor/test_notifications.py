@@ -38,7 +38,7 @@ from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import RecommendationRow, VmRow, WebhookDeliveryRow
 from bootwatch.monitor.recommendations import ATTESTATION_HEALTHY
 from bootwatch.monitor.settings import MonitorSettings
-from bootwatch.monitor.webhooks import MAX_ATTEMPTS, WebhookDispatcher
+from bootwatch.monitor.webhooks import KEEP, MAX_ATTEMPTS, WebhookDispatcher
 from bootwatch.protocol.monitor import AlertReason
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, Verdict
 
@@ -293,6 +293,33 @@ def test_an_abandoned_delivery_is_logged_and_counted(
         assert len(receiver.deliveries) == 1
     finally:
         receiver.close()
+
+
+def test_old_deliveries_made_or_given_up_are_pruned_and_waiting_ones_kept(
+    engines: list[Engine]
+) -> None:
+    settings = MonitorSettings(webhooks=("http://127.0.0.1:9/hook",), webhook_secret=SECRET)
+    monitor = Monitor(engines[0], settings, metrics=MonitorMetrics())
+    now = datetime.now(UTC)
+    old = now - KEEP - timedelta(days=1)
+    rows = {  # id: (created, delivered, attempts)
+        "old-delivered": (old, old, 1), "old-abandoned": (old, None, MAX_ATTEMPTS),
+        "old-waiting": (old, None, 3), "new-delivered": (now, now, 1)}
+    with monitor.write_tx() as s:
+        for rid, (created, delivered, attempts) in rows.items():
+            s.add(WebhookDeliveryRow(id=rid, url="http://127.0.0.1:9/hook", body="{}",
+                                     created_at=created, attempts=attempts,
+                                     next_attempt_at=now + timedelta(hours=1),
+                                     delivered_at=delivered, last_error=""))
+    dispatcher = WebhookDispatcher(monitor)
+    try:
+        assert dispatcher.prune() == 2
+    finally:
+        dispatcher.stop()
+    with monitor.read() as s:
+        left = set(s.scalars(select(WebhookDeliveryRow.id)))
+    # a delivery still being retried is never pruned, however old
+    assert left == {"old-waiting", "new-delivered"}
 
 
 @pytest.mark.parametrize("bad", ["http://[::1/hook", "http://xn--a.com/", "http://:80/x",

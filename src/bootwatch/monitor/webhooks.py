@@ -11,7 +11,8 @@ days: a receiver down over a long weekend still gets every delivery); a delivery
 given up is logged with its id and counted (``abandoned``).  A receiver's answer
 is judged by its status alone: its body is never read (a receiver cannot make the
 dispatcher hold or wait for a large or trickling body).  A receiver that fails
-is not tried again in the same round.
+is not tried again in the same round.  Deliveries made or given up are deleted
+after :data:`KEEP` (30 days).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import contextlib
 import hashlib
 import hmac
 import threading
+import time
 from datetime import timedelta
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import delete, or_, select
 
 from bootwatch.errors import BootwatchError
 from bootwatch.monitor.core import Monitor
@@ -32,8 +34,12 @@ from bootwatch.monitor.models import WebhookDeliveryRow
 from bootwatch.service.logs import get_logger
 from bootwatch.tlsverify import tls_verify
 
-__all__ = ["MAX_ATTEMPTS", "WebhookDispatcher", "sign_body"]
+__all__ = ["KEEP", "MAX_ATTEMPTS", "WebhookDispatcher", "sign_body"]
 
+#: deliveries made or given up are deleted this long after they were written
+KEEP = timedelta(days=30)
+#: how often the dispatcher prunes (seconds)
+PRUNE_EVERY = 3600.0
 #: 2 + 4 + ... + 512 s, then every 10 minutes: about 72 hours in all
 MAX_ATTEMPTS = 440
 _MAX_DELAY = 600.0
@@ -78,12 +84,28 @@ class WebhookDispatcher:
         self._wake.set()
 
     def _run(self) -> None:
+        next_prune = 0.0
         while not self._stop.is_set():
             # the database or a receiver is away: the next round tries again
             with contextlib.suppress(BootwatchError):
                 self.deliver_due()
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    self.prune()
             self._wake.wait(self.poll)
             self._wake.clear()
+
+    def prune(self, keep: timedelta = KEEP) -> int:
+        """Delete deliveries made or given up more than ``keep`` ago (the outbox would
+        grow for ever, and every round's query would wade through it); returns how
+        many.  A receiver's de-duplication needs ids for far less than ``keep``."""
+        cutoff = utcnow() - keep
+        with self.monitor.write_tx() as session:
+            gone = session.execute(delete(WebhookDeliveryRow).where(
+                WebhookDeliveryRow.created_at < cutoff,
+                or_(WebhookDeliveryRow.delivered_at.is_not(None),
+                    WebhookDeliveryRow.attempts >= MAX_ATTEMPTS)))
+        return int(getattr(gone, "rowcount", 0) or 0)
 
     def deliver_due(self, limit: int = 100) -> int:
         """Post every due delivery once; returns how many were delivered."""
