@@ -2,7 +2,9 @@
 
 Authentication: every write needs ``Authorization: Bearer <admin token>``;
 reads need an admin or reader token, except from a loopback client when
-``open_reads_on_loopback`` is set (the default).  ``POST /api/v1/reports`` is
+``open_reads_on_loopback`` is set (the default); a request a proxy forwarded (it
+carries ``X-Forwarded-For``, ``Forwarded`` or ``X-Real-IP``) is never a loopback
+client, whatever address it claims (see ``_loopback``).  ``POST /api/v1/reports`` is
 open to agents: what an unauthenticated report can change is limited by the
 monitor (it can record a platform error, never clear an alert).  Errors are
 ``{"error": {"code", "message"}}`` bodies with a status that says whose fault
@@ -242,12 +244,34 @@ def _error_response(exc: BootwatchError) -> JSONResponse:
                    f"incident {incident}); the monitor's log has the details")
 
 
+#: headers by which a reverse proxy names the client it forwards for
+_PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def _forwarded(request: Request) -> bool:
+    """Whether the request says it came through a proxy."""
+    return any(name in request.headers for name in _PROXY_HEADERS)
+
+
 def _loopback(request: Request) -> bool:
+    """Whether the client is this host itself: a loopback peer no proxy forwarded for.
+
+    Why the proxy headers count: uvicorn (proxy headers on, its default) takes the
+    ``X-Forwarded-For`` of a peer it trusts as a proxy (127.0.0.1 by default, any peer
+    with ``FORWARDED_ALLOW_IPS=*``) as the client, so a proxy on this host passing a
+    remote client's own ``X-Forwarded-For: 127.0.0.1`` on made that client 127.0.0.1; and
+    a proxy naming its client in ``Forwarded`` or ``X-Real-IP`` (which uvicorn ignores)
+    left every remote client looking like the proxy's 127.0.0.1.  Open reads are for
+    local tools talking to the monitor directly; a forwarded request needs a token.  A
+    client address that is no IP (only a header can make one) is not loopback either.
+    """
+    if _forwarded(request):
+        return False
     host = request.client.host if request.client else ""
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
-        return host == "localhost"
+        return False
 
 
 def _bearer(request: Request) -> str:
@@ -378,6 +402,11 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             raise _Denied(401, "the bearer token is not valid for this monitor")
         if settings.open_reads_on_loopback and _loopback(request):
             return Principal("loopback")
+        if settings.open_reads_on_loopback and _forwarded(request):
+            raise _Denied(401, "reads need a bearer token (Authorization: Bearer ...): "
+                          "this request came through a proxy (X-Forwarded-For, Forwarded "
+                          "or X-Real-IP), and only a loopback client talking to the "
+                          "monitor directly reads without one")
         raise _Denied(401, "reads need a bearer token (Authorization: Bearer ...)")
 
     def admin(request: Request) -> Principal:

@@ -5,7 +5,8 @@ key published in the issuer's OpenID metadata (``jwks_uri``), issuer among the
 monitor's trusted issuers, not expired, and ``x-ms-azurevm-vmid`` equal to the
 report's VM.  JWKS documents are cached per issuer in a bounded LRU owned by
 the verifier (5 minutes; refetched once when a ``kid`` is unknown, at most
-every 10 s, so a flood of forged kids cannot hammer the issuer).
+every 10 s, so a flood of forged kids cannot hammer the issuer).  Each metadata or
+JWKS answer is read as a stream and dropped past 256 KB or the timeout in all.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from urllib.parse import urlsplit
 import httpx
 import jwt
 
+from bootwatch.errors import ProtocolError
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
+from bootwatch.protocol.jsonread import read_json
 from bootwatch.tlsverify import tls_verify
 
 __all__ = ["TokenVerifier"]
@@ -47,12 +50,33 @@ class TokenVerifier:
         return False
 
     def _fetch(self, url: str) -> dict[str, Any]:
-        with httpx.Client(verify=self._verify, timeout=self._timeout) as client:
-            resp = client.get(url)
+        """One JSON document of the issuer: at most ``_MAX_DOC`` bytes, ``timeout`` s in all.
+
+        Why streamed: reading the whole answer first (``resp.content``) and checking its
+        size afterwards let an issuer, or whatever answers at its address, send an
+        endless key set that held a report's thread and grew the monitor's memory for as
+        long as it kept sending; httpx's timeout bounds each read, not the whole body.
+        The body is read raw (no compression asked for, none accepted), so the limit is
+        the size of what is parsed.
+        """
+        deadline = time.monotonic() + self._timeout
+        body = bytearray()
+        with httpx.Client(verify=self._verify, timeout=self._timeout) as client, \
+                client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as resp:
             resp.raise_for_status()
-            if len(resp.content) > _MAX_DOC:
+            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+            if encoding != "identity":
+                raise ValueError(f"{url}: answered with content-encoding {encoding!r}")
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > _MAX_DOC:
                 raise ValueError(f"{url}: document larger than {_MAX_DOC} bytes")
-            doc = resp.json()
+            for chunk in resp.iter_raw():
+                body += chunk
+                if len(body) > _MAX_DOC:
+                    raise ValueError(f"{url}: document larger than {_MAX_DOC} bytes")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"{url}: took longer than {self._timeout} s")
+        doc = read_json(bytes(body), field=url)
         if not isinstance(doc, dict):
             raise ValueError(f"{url}: not a JSON object")
         return doc
@@ -96,7 +120,7 @@ class TokenVerifier:
                         break
                 if key is not None:
                     break
-        except (httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
+        except (httpx.HTTPError, ValueError, ProtocolError, jwt.PyJWTError) as exc:
             return False, f"the issuer's keys could not be fetched: {exc}"
         if key is None:
             return False, f"no key {kid!r} in the issuer's JWKS"
