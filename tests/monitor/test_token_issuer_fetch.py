@@ -124,3 +124,19 @@ def test_an_endless_key_set_is_cut_off_at_the_limit(issuer: Issuer) -> None:
     (sent,) = issuer.sent
     # 256 KB read, the rest of what was sent sat in socket buffers (a few MB on loopback)
     assert sent < FLOOD_BYTES // 3, f"the monitor read {sent} bytes of the key set"
+
+
+def test_provider_names_in_an_issuer_cannot_point_elsewhere() -> None:
+    verifier = TokenVerifier(("https://att.example",))
+    assert verifier.trusts("https://att.example/providers/team-1")
+    for bad in ("https://att.example/providers/x?y=", "https://att.example/providers/x#",
+                "https://att.example/providers/%2e%2e", "https://att.example/providers/a/b",
+                "https://att.example/providers/"):
+        assert not verifier.trusts(bad), bad
+
+
+def test_a_malformed_key_of_a_trusted_issuer_is_a_reason_not_an_error(
+        issuer: Issuer) -> None:
+    issuer.jwks = json.dumps({"keys": [{"kty": "RSA", "kid": KID, "n": 5, "e": "AQAB"}]})
+    ok, why = TokenVerifier((issuer.url,)).check(issuer.token(VM), VM)
+    assert not ok and ("malformed" in why or "could not be fetched" in why), why

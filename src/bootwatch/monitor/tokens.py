@@ -11,6 +11,7 @@ JWKS answer is read as a stream and dropped past 256 KB or the timeout in all.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +26,10 @@ from bootwatch.protocol.jsonread import read_json
 from bootwatch.tlsverify import tls_verify
 
 __all__ = ["TokenVerifier"]
+
+#: a provider's name in an issuer URL (``.../providers/NAME``): nothing that would make
+#: the URL point elsewhere once the metadata path is appended (``?``, ``#``, ``%``, ``/``)
+_PROVIDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _JWKS_TTL = 300.0
 _REFETCH_MIN = 10.0
@@ -45,7 +50,7 @@ class TokenVerifier:
             if iss == base:
                 return True
             rest = iss[len(base):] if iss.startswith(base + "/providers/") else ""
-            if rest and "/" not in rest[len("/providers/"):]:
+            if rest and _PROVIDER_NAME.fullmatch(rest[len("/providers/"):]):
                 return True
         return False
 
@@ -122,6 +127,8 @@ class TokenVerifier:
                     break
         except (httpx.HTTPError, ValueError, ProtocolError, jwt.PyJWTError) as exc:
             return False, f"the issuer's keys could not be fetched: {exc}"
+        except (TypeError, KeyError) as exc:  # PyJWK on a malformed key of the issuer
+            return False, f"the issuer's key {kid!r} is malformed ({exc.__class__.__name__})"
         if key is None:
             return False, f"no key {kid!r} in the issuer's JWKS"
         try:
