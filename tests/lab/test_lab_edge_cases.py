@@ -18,7 +18,7 @@ from bootwatch.embedded import own_issuers
 from bootwatch.lab import Lab
 from bootwatch.service.settings import Settings
 
-from .conftest import ADMIN, EVENTLOGS, Deployment
+from .conftest import ADMIN, EVENTLOGS, STALE, Deployment
 
 COS93 = EVENTLOGS / "go-tpm-tools" / "cos-93-amd-sev.bin"
 COS101 = EVENTLOGS / "go-tpm-tools" / "cos-101-amd-sev.bin"
@@ -123,3 +123,148 @@ def test_demo_on_a_corpus_missing_its_files_is_exit_2_naming_the_file(tmp_path: 
     assert r.returncode == 2, r.stdout + r.stderr
     assert r.stderr.startswith("bootwatch: error: ") and str(corpus) in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _plan(tmp_path: Path, text: str, vms: int, seed: int = 0) -> tuple[object, list[object]]:
+    from bootwatch.lab.fleet import FleetConfig, FleetSimulator
+    from bootwatch.lab.scenario import parse_scenario
+
+    cfg = FleetConfig(vms=vms, interval=2, duration=100, url="https://127.0.0.1:9",
+                      admin_token=ADMIN, scenario=parse_scenario(text, "s.yaml"),
+                      corpus=tmp_path, lab_dir=tmp_path / "lab", work_dir=tmp_path, seed=seed)
+    sim = FleetSimulator(cfg)
+    return sim, list(sim.plan())
+
+
+def test_fleet_plan_never_draws_a_vm_a_later_event_names(tmp_path: Path) -> None:
+    """A count drawn before an event naming VM indexes took those VMs for most seeds,
+    refusing a valid scenario ("VM index 0 ... is used by an earlier event")."""
+    text = ("events:\n  - {at: 1s, action: tamper, vms: 3}\n"
+            "  - {at: 2s, action: agent_down, vms: [0]}\n")
+    for seed in range(4):
+        _, steps = _plan(tmp_path, text, 4, seed)
+        got = {s.action.value: s.vms for s in steps}  # type: ignore[attr-defined]
+        assert got == {"tamper": (1, 2, 3), "agent_down": (0,)}, seed
+
+
+def test_default_scenario_on_a_small_fleet_plays_what_fits_and_says_so(
+        tmp_path: Path) -> None:
+    """The built-in scenario (six events, each a share of the fleet) was refused on
+    fewer than 6 VMs; a share now takes what is free and the rest is listed."""
+    from bootwatch.lab.fleet import FleetConfig, FleetSimulator
+    from bootwatch.lab.scenario import load_scenario
+
+    cfg = FleetConfig(vms=4, interval=2, duration=100, url="https://127.0.0.1:9",
+                      admin_token=ADMIN, scenario=load_scenario(None), corpus=tmp_path,
+                      lab_dir=tmp_path / "lab", work_dir=tmp_path)
+    sim = FleetSimulator(cfg)
+    steps = sim.plan()
+    started = [s for s in steps if not s.ends]
+    assert [s.action.value for s in sorted(started, key=lambda s: s.line)] == [
+        "image_update", "dbx_update", "secure_boot_off", "tamper"]
+    assert sorted(i for s in started for i in s.vms) == [0, 1, 2, 3]
+    assert len(sim.skipped) == 2
+    assert "events[4] agent_down on 0 of the 1" in sim.skipped[0]
+    assert "events[5] network_down" in sim.skipped[1]
+    # counts and indexes stay absolute: too few VMs for them is still refused, located
+    from bootwatch.lab.scenario import ScenarioError
+    with pytest.raises(ScenarioError) as err:
+        _plan(tmp_path, "events:\n  - {at: 1s, action: tamper, vms: 5}\n", 4)
+    assert (err.value.line, err.value.field) == (2, "events[0].vms")
+
+
+def test_scenario_with_a_character_yaml_refuses_says_line_and_column(tmp_path: Path) -> None:
+    """PyYAML's reader error (a NUL, a control character) gave only a character offset,
+    and the message ran over two lines."""
+    from bootwatch.lab.scenario import ScenarioError, load_scenario
+
+    bad = tmp_path / "s.yaml"
+    bad.write_bytes(b"version: 1\nevents:\n  - {at: 1s, action: tamper,\x07 vms: 1}\n")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(bad)
+    assert (err.value.line, err.value.column) == (3, 29)
+    assert str(err.value).startswith(f"{bad}:3:29: ") and "\n" not in str(err.value)
+
+
+def test_fleet_scenario_file_that_is_missing_is_refused_at_its_field(
+        deployment: Deployment, corpus: Path, tmp_path: Path) -> None:
+    """An image, Secure Boot-off log or DBX update the scenario names but the corpus
+    lacks was refused naming only the scenario file, not its line, column or field."""
+    from bootwatch.lab.fleet import FleetConfig, run_fleet
+    from bootwatch.lab.scenario import ScenarioError, load_scenario
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("version: 1\nimages: [eventlogs/go-tpm-tools/cos-93-amd-sev.bin,\n"
+                        "         eventlogs/no-such-image.bin]\nevents: []\n")
+    cfg = FleetConfig(vms=1, interval=2, duration=5, url=deployment.url, admin_token=ADMIN,
+                      scenario=load_scenario(scenario), corpus=corpus,
+                      lab_dir=deployment.lab.root, work_dir=tmp_path / "work",
+                      ca=deployment.ca)
+    with pytest.raises(ScenarioError) as err:
+        run_fleet(cfg)
+    assert (err.value.line, err.value.column, err.value.field) == (3, 10, "images[1]")
+    assert str(err.value).startswith(f"{scenario}:3:10: images[1]: ")
+    assert deployment.lab.list_vms() == []
+
+
+def test_swtpm_interrupted_while_it_starts_is_not_left_running(
+        tmp_path: Path, swtpm_available: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """swtpm runs in its own session (no Ctrl-C reaches it): an interrupt (Ctrl-C on a
+    fleet creating VMs) while start() waited for it to answer left it running for ever."""
+    from bootwatch.lab import swtpm as swtpm_mod
+    from bootwatch.lab.swtpm import SwtpmProcess
+
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*args: object, **kwargs: object) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*args, **kwargs))  # type: ignore[call-overload]
+        return started[-1]
+
+    def interrupted(port: int) -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(subprocess, "Popen", popen)  # the real one, recorded
+    monkeypatch.setattr(swtpm_mod, "_ctrl_answers", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            SwtpmProcess.start(tmp_path)
+        assert len(started) == 1
+        assert started[0].poll() is not None, "swtpm was left running"
+    finally:
+        for proc in started:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.slow
+def test_fleet_vm_whose_service_is_down_but_monitor_up_is_not_silent(
+        deployment: Deployment, corpus: Path, tmp_path: Path) -> None:
+    """The monitor counts a platform-error report naming the VM (its agent cannot reach
+    the service, the monitor it can) as the VM being alive; the simulator counted only
+    attestations that reached the service, so it expected agent_unresponsive for such a
+    stretch and reported the monitor's (right) silence as a missed alert."""
+    from dataclasses import replace
+
+    from bootwatch.agent.config import AgentConfig
+    from bootwatch.lab.fleet import FleetConfig, FleetSimulator, _SimVm
+    from bootwatch.lab.scenario import load_scenario
+
+    class ServiceDown(FleetSimulator):
+        """``network_down`` cuts only the service: the monitor stays reachable."""
+
+        def _agent_config(self, sim: _SimVm, *, network: bool = True) -> AgentConfig:
+            config = super()._agent_config(sim, network=network)
+            return replace(config, monitor_url=self.cfg.url.rstrip("/"),
+                           monitor_ca=self.cfg.ca)
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("events:\n  - {at: 2s, action: network_down, vms: [0], for: 9s}\n")
+    cfg = FleetConfig(vms=1, interval=1, duration=13, url=deployment.url, admin_token=ADMIN,
+                      scenario=load_scenario(scenario), corpus=corpus,
+                      lab_dir=deployment.lab.root, work_dir=tmp_path / "work",
+                      ca=deployment.ca, stale_after=STALE, sweep=0.5, grace=3)
+    report = ServiceDown(cfg).run().to_json()
+    assert report["cycles"].get("unreachable", 0) >= 3, report["cycles"]
+    assert report["missed_list"] == [], report["missed_list"]
+    assert report["false_alert_list"] == [] and report["problems"] == [], report

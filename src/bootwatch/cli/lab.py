@@ -315,3 +315,5 @@ def _print_fleet(data: dict[str, object]) -> None:
                       f"{escape(a['description'])}", highlight=False)
     for p in d["problems"]:
         console.print(f"  [red]PROBLEM[/] {escape(p)}", highlight=False)
+    for s in d["skipped"]:
+        console.print(f"  [yellow]SKIPPED[/] {escape(s)}", highlight=False)

@@ -150,11 +150,22 @@ class CycleRecord:
     delivered: bool | None
     #: why the service (or the agent) ended the cycle so, as the agent heard it
     reason: str = ""
+    #: its health report reached the monitor under this VM's id (a report sent before
+    #: the AIK was read names the machine's id instead, another VM to the monitor)
+    reported: bool = False
 
     @property
     def reached(self) -> bool:
         """The attestation reached the service (so the monitor heard of the VM)."""
         return self.verdict in {v.value for v in _REACHED}
+
+    @property
+    def alive(self) -> bool:
+        """The monitor heard of the VM: its attestation reached the service, or its
+        health report reached the monitor (which counts a platform-error report, the
+        one an unreachable service leaves, as alive: no ``agent_unresponsive`` may open
+        while those arrive)."""
+        return self.reached or self.reported
 
 
 @dataclass(frozen=True)
@@ -225,6 +236,8 @@ class FleetReport:
     undetectable: tuple[Cause, ...]
     vm_states: dict[str, int]
     problems: tuple[str, ...]
+    #: share-selected events the fleet was too small for (FleetSimulator.plan)
+    skipped: tuple[str, ...] = ()
 
     @property
     def missed(self) -> tuple[Cause, ...]:
@@ -274,6 +287,7 @@ class FleetReport:
             "undetectable_list": [_cause_json(c) for c in self.undetectable],
             "vm_states": self.vm_states,
             "problems": list(self.problems),
+            "skipped": list(self.skipped),
         }
 
 
@@ -322,8 +336,10 @@ class _ObservedDaemon(AgentDaemon):
                 result = super()._cycle(AgentDaemon._enter_target(self, stack))
         verdict = result.outcome.verdict.value if result.outcome else "none"
         reason = result.outcome.reason if result.outcome else ""
+        reported = (result.delivered is True and result.report is not None
+                    and result.report.vm_id.upper() == self._sim_vm.vm_id)
         self._sim_vm.record(CycleRecord(start, time.time(), verdict, result.delivered,
-                                        reason))
+                                        reason, reported))
         return result
 
 
@@ -392,6 +408,8 @@ class FleetSimulator:
         self.causes: list[Cause] = []
         self.outages: list[_Outage] = []
         self.problems: list[str] = []
+        #: share-selected events the fleet was too small for, in full or in part (plan)
+        self.skipped: list[str] = []
         self._dead: socket.socket | None = None
         self.dead_url = ""
         self._logs: dict[str, Path] = {}
@@ -400,18 +418,34 @@ class FleetSimulator:
 
     # --- inputs -----------------------------------------------------------------
 
-    def corpus_file(self, rel: str, what: str) -> Path:
+    def corpus_file(self, rel: str, field: str) -> Path:
+        """The file the scenario's ``field`` names; a missing one is refused at the
+        field's place in the scenario file (it may be a typo there, or --corpus)."""
         path = Path(rel) if Path(rel).is_absolute() else self.cfg.corpus / rel
         if not path.is_file():
-            raise ScenarioError(f"{what} {path}: no such file", source=self.cfg.scenario.source)
+            raise self.cfg.scenario.error(field, f"{path}: no such file")
         return path
 
+    def _images(self) -> list[Path]:
+        return [self.corpus_file(p, f"images[{i}]")
+                for i, p in enumerate(self.cfg.scenario.images)]
+
     def plan(self) -> list[_Step]:
-        """Scenario events as timed steps on distinct VMs (a seeded draw)."""
+        """Scenario events as timed steps on distinct VMs (a seeded draw).
+
+        Indexes and counts are absolute: a fleet without enough VMs free for them is a
+        :class:`ScenarioError` at the event.  A share (``5%``) takes at least one VM while
+        some are free and never a VM another event names by index; what a share could not
+        get is listed in :attr:`skipped` (and the report), not refused."""
         sc, n = self.cfg.scenario, self.cfg.vms
+        self.skipped = []
         rng = random.Random(self.cfg.seed)
         free = list(range(n))
         rng.shuffle(free)
+        # counts and shares draw the VMs no event names by index first: an earlier draw
+        # taking a VM a later event names would refuse a valid scenario for some seeds
+        named = {i for ev in sc.events for i in ev.vms.indexes}
+        free = [i for i in free if i not in named] + [i for i in free if i in named]
         used: set[int] = set()
         steps: list[_Step] = []
         for k, ev in enumerate(sc.events):
@@ -429,11 +463,22 @@ class FleetSimulator:
                 chosen = list(ev.vms.indexes)
             else:
                 want = ev.vms.how_many(n)
-                pick = [i for i in free if i not in used][:want]
-                if len(pick) < want:
+                share = ev.vms.fraction is not None
+                pick = [i for i in free if i not in used and not (share and i in named)][:want]
+                if len(pick) < want and not share:
                     raise ScenarioError(f"needs {want} VMs but only {len(pick)} of the {n} are "
                                         "not used by an earlier event", source=sc.source,
                                         line=ev.line, field=f"events[{k}].vms")
+                if len(pick) < want:
+                    # a share is relative to the fleet: one too small for every event
+                    # (the built-in scenario on fewer than 6 VMs) plays what it can and
+                    # says what it left out, rather than refusing to run
+                    self.skipped.append(
+                        f"{sc.source}:{ev.line}: events[{k}] {ev.action.value} on "
+                        f"{len(pick)} of the {want} VM(s) its share asks: the fleet of {n} "
+                        "has no more that no other event uses")
+                if not pick:
+                    continue
                 chosen = pick
             used.update(chosen)
             steps.append(_Step(at, ev.action, tuple(sorted(chosen)), False, ev.line))
@@ -445,7 +490,7 @@ class FleetSimulator:
 
     def _log_for(self, vm: _SimVm, action: Action) -> Path:
         sc = self.cfg.scenario
-        images = [self.corpus_file(p, "image") for p in sc.images]
+        images = self._images()
         if action is Action.IMAGE_UPDATE:
             return images[1] if vm.image == images[0] else images[0]
         if action is Action.SECURE_BOOT_OFF:
@@ -491,7 +536,7 @@ class FleetSimulator:
         self._dead = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._dead.bind(("127.0.0.1", 0))
         self.dead_url = f"https://127.0.0.1:{self._dead.getsockname()[1]}"
-        images = [self.corpus_file(p, "image") for p in cfg.scenario.images]
+        images = self._images()
         self.corpus_file(cfg.scenario.secure_boot_off_log, "secure_boot_off_log")
         self.corpus_file(cfg.scenario.dbx_update, "dbx_update")
         (self.work / "agents").mkdir(parents=True, exist_ok=True)
@@ -612,6 +657,8 @@ class FleetSimulator:
 
     def run(self) -> FleetReport:
         steps = self.plan()
+        for note in self.skipped:
+            self.say(f"skipped: {note}")
         try:
             return self._run(steps)
         finally:
@@ -718,15 +765,16 @@ class FleetSimulator:
     # --- ground truth ---------------------------------------------------------------
 
     def _silence_causes(self, now: float) -> list[Cause]:
-        """agent_unresponsive causes: every silence of a VM (between two cycles that
-        reached the service, or since its last one) long enough for the stale window.
+        """agent_unresponsive causes: every silence of a VM (between two cycles the
+        monitor heard of, :attr:`CycleRecord.alive`, or since its last one) long enough
+        for the stale window.
         A silence that holds a scripted outage is that outage's; any other is
         ``agent_late`` (the agent itself fell behind, e.g. on a starved machine): the
         monitor is right to alert on it, and the report counts it apart."""
         s, sweep = self.cfg.stale_after, self.cfg.sweep_period
         out: list[Cause] = []
         for sim in self.vms:
-            reached = [c for c in sim.snapshot() if c.reached]
+            reached = [c for c in sim.snapshot() if c.alive]
             outages = [o for o in self.outages if o.vm == sim.index]
             for k, last in enumerate(reached):
                 nxt = reached[k + 1] if k + 1 < len(reached) else None
@@ -819,7 +867,8 @@ class FleetSimulator:
                   "scenario": cfg.scenario.source, "group": self.group, "url": cfg.url,
                   "seed": cfg.seed}
         return FleetReport(config, setup_s, warm_s, cycles, tuple(matches), tuple(false),
-                           ambiguous, tuple(undetectable), states, tuple(self.problems))
+                           ambiguous, tuple(undetectable), states, tuple(self.problems),
+                           tuple(self.skipped))
 
     def _cleanup(self) -> None:
         if self._dead is not None:

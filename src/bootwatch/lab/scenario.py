@@ -130,6 +130,17 @@ class Scenario:
     #: the DBX update applied by ``dbx_update`` (an authenticated variable, as published)
     dbx_update: str = "secureboot/DBXUpdate_amd64.bin"
     source: str = "<built-in default>"
+    #: where the file fields given in the document are (field, line, column; 1-based):
+    #: a file the fleet finds missing later is named with its place, as parse errors are
+    places: tuple[tuple[str, int, int], ...] = ()
+
+    def error(self, field: str, message: str) -> ScenarioError:
+        """A :class:`ScenarioError` about ``field`` at its place in the document."""
+        for name, line, column in self.places:
+            if name == field:
+                return ScenarioError(message, source=self.source, line=line, column=column,
+                                     field=field)
+        return ScenarioError(message, source=self.source, field=field)
 
 
 _DEFAULT_TEXT: Final = """\
@@ -268,6 +279,14 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"not YAML or JSON: {exc.problem or exc}", source=source,
                             line=mark.line + 1 if mark else None,
                             column=mark.column + 1 if mark else None) from None
+    except yaml.reader.ReaderError as exc:
+        # a character YAML does not allow (a NUL, a control character): PyYAML says
+        # only its offset, so the line and column are counted here
+        pos = min(max(exc.position, 0), len(text))
+        line_start = text.rfind("\n", 0, pos) + 1
+        raise ScenarioError(f"not YAML or JSON: character #x{exc.character:04x}: {exc.reason}",
+                            source=source, line=text.count("\n", 0, pos) + 1,
+                            column=pos - line_start + 1) from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"not YAML or JSON: {exc}", source=source) from None
     if root is None:
@@ -286,16 +305,25 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         raise r.fail(events_node, "events", f"more than {MAX_EVENTS} events")
     events = tuple(r.event(n, f"events[{i}]") for i, n in enumerate(events_node.value))
     kwargs: dict[str, object] = {}
+    places: list[tuple[str, int, int]] = []
+
+    def place(node: yaml.Node, field: str) -> None:
+        places.append((field, node.start_mark.line + 1, node.start_mark.column + 1))
+
     if "images" in top:
         node = top["images"][1]
         if not isinstance(node, yaml.SequenceNode) or len(node.value) != 2:
             raise r.fail(node, "images", "must be a list of two event logs [A, B]")
         kwargs["images"] = (r.scalar(node.value[0], "images[0]"),
                             r.scalar(node.value[1], "images[1]"))
+        place(node.value[0], "images[0]")
+        place(node.value[1], "images[1]")
     for key in ("secure_boot_off_log", "dbx_update"):
         if key in top:
             kwargs[key] = r.scalar(top[key][1], key)
-    return Scenario(events=events, source=source, **kwargs)  # type: ignore[arg-type]
+            place(top[key][1], key)
+    return Scenario(events=events, source=source, places=tuple(places),
+                    **kwargs)  # type: ignore[arg-type]
 
 
 def load_scenario(path: Path | None) -> Scenario:

@@ -142,17 +142,28 @@ class SwtpmProcess:
                     pass_fds=(ctrl.fileno(),),
                 )
             deadline = time.monotonic() + _START_TIMEOUT
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    last = (proc.stderr.read() if proc.stderr else b"").decode(errors="replace")
-                    break
-                if _ctrl_answers(port + 1):
-                    return cls(state_dir=state_dir, port=port, process=proc)
-                time.sleep(0.005)
-            else:
-                proc.kill()
-                proc.wait()
-                raise LabError(f"swtpm on port {port} did not answer within {_START_TIMEOUT} s")
+            try:
+                while time.monotonic() < deadline:
+                    if proc.poll() is not None:
+                        last = (proc.stderr.read() if proc.stderr else b""
+                                ).decode(errors="replace")
+                        break
+                    if _ctrl_answers(port + 1):
+                        return cls(state_dir=state_dir, port=port, process=proc)
+                    time.sleep(0.005)
+                else:
+                    raise LabError(f"swtpm on port {port} did not answer within "
+                                   f"{_START_TIMEOUT} s")
+            except BaseException:
+                # nobody else holds this process yet, and in its own session it gets no
+                # Ctrl-C: a timeout or an interrupt here (KeyboardInterrupt, a fleet
+                # stopping) must not leave it running for ever
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                if proc.stderr is not None:
+                    proc.stderr.close()
+                raise
         raise LabError(f"swtpm failed to start for {state_dir}: {last.strip()}")
 
     # --- control channel ---------------------------------------------------
