@@ -268,3 +268,53 @@ def test_fleet_vm_whose_service_is_down_but_monitor_up_is_not_silent(
     assert report["cycles"].get("unreachable", 0) >= 3, report["cycles"]
     assert report["missed_list"] == [], report["missed_list"]
     assert report["false_alert_list"] == [] and report["problems"] == [], report
+
+
+def _swtpms_under(root: Path) -> list[int]:
+    """Running swtpm processes whose command line names a path under ``root``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"swtpm") and any(str(root).encode() in a for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def test_fleet_run_stopped_with_sigterm_cleans_up_its_swtpms(
+        deployment: Deployment, tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) on ``bootwatch lab fleet run`` ended it at once: its clean-up
+    never ran, and the VMs' swtpm processes (in sessions of their own) kept running."""
+    import signal
+
+    token = tmp_path / "token"
+    token.write_text(ADMIN)
+    root = deployment.lab.root
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bootwatch.cli.main", "lab", "--lab-dir", str(root),
+         "fleet", "run", "--vms", "2", "--interval", "2", "--duration", "120",
+         "--url", deployment.url, "--ca", str(deployment.ca), "--admin-token-file",
+         str(token), "--stale-after", str(STALE)],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if "every VM attested once" in line:
+                break
+        else:
+            pytest.fail(f"the fleet never started (exit {proc.wait()})")
+        assert _swtpms_under(root), "no swtpm of the fleet is running"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=90)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # as after Ctrl-C: "bootwatch: aborted", exit 1
+    assert proc.returncode == 1 and "aborted" in rest, rest
+    assert "Traceback" not in rest
+    assert _swtpms_under(root) == []

@@ -245,6 +245,7 @@ def fleet_run(ctx: click.Context, vms: int, interval: float, duration: float,
     import shutil
 
     lab = _lab(ctx)
+    _stop_cleanly_on_signals()
     # --keep keeps the agents' state too: a temporary folder is removed only without it
     tmp = None if work_dir else Path(tempfile.mkdtemp(prefix="bootwatch-fleet-"))
     err = make_console(stderr=True)
@@ -268,6 +269,23 @@ def fleet_run(ctx: click.Context, vms: int, interval: float, duration: float,
     else:
         _print_fleet(data)
     ctx.exit(0 if data["ok"] else 1)
+
+
+def _stop_cleanly_on_signals() -> None:
+    """SIGTERM stops a fleet as Ctrl-C does (the simulator's clean-up runs: its swtpm
+    processes, lab VMs and monitored VMs go), and once stopping, further SIGTERMs and
+    Ctrl-Cs are ignored until that clean-up is done.  Without this, ``kill`` ended the
+    process at once and left up to hundreds of swtpm processes running (they live in
+    sessions of their own, so no signal to this process reaches them)."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _print_fleet(data: dict[str, object]) -> None:
