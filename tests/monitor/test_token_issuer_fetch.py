@@ -43,6 +43,8 @@ class Issuer:
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
         self.jwks = json.dumps({"keys": [{**jwk, "kid": KID, "alg": "RS256", "use": "sig"}]})
         self.flood = False
+        #: requests served
+        self.requests = 0
         #: key-set bytes sent per request before the reader went away
         self.sent: list[int] = []
         self.done = threading.Event()
@@ -52,6 +54,7 @@ class Issuer:
             protocol_version = "HTTP/1.0"  # a body that ends when the connection does
 
             def do_GET(self) -> None:
+                outer.requests += 1
                 if self.path == "/.well-known/openid-configuration":
                     body = json.dumps({"issuer": outer.url,
                                        "jwks_uri": f"{outer.url}/keys"}).encode()
@@ -90,9 +93,9 @@ class Issuer:
         self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
         self.thread.start()
 
-    def token(self, vm_id: str) -> str:
+    def token(self, vm_id: str, iss: str | None = None) -> str:
         now = int(time.time())
-        claims = {"iss": self.url, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex,
+        claims = {"iss": iss or self.url, "iat": now, "exp": now + 600, "jti": uuid.uuid4().hex,
                   t.VMID: vm_id}
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KID})
 
@@ -140,3 +143,19 @@ def test_a_malformed_key_of_a_trusted_issuer_is_a_reason_not_an_error(
     issuer.jwks = json.dumps({"keys": [{"kty": "RSA", "kid": KID, "n": 5, "e": "AQAB"}]})
     ok, why = TokenVerifier((issuer.url,)).check(issuer.token(VM), VM)
     assert not ok and ("malformed" in why or "could not be fetched" in why), why
+
+
+def test_tokens_naming_made_up_providers_cannot_make_the_monitor_fetch_for_each(
+        issuer: Issuer) -> None:
+    """POST /reports is open: each report whose token named a new provider under a
+    trusted issuer (``/providers/x1``, ``x2`` ...) cost one outbound fetch, and a failed
+    issuer was fetched again for every report naming it."""
+    verifier = TokenVerifier((issuer.url,))
+    for i in range(50):
+        ok, why = verifier.check(issuer.token(VM, f"{issuer.url}/providers/made-up-{i}"), VM)
+        assert not ok and "could not be fetched" in why, why
+    assert issuer.requests <= 10
+    before = issuer.requests
+    ok, why = verifier.check(issuer.token(VM, f"{issuer.url}/providers/made-up-0"), VM)
+    assert not ok and "not fetched again" in why, why
+    assert issuer.requests == before

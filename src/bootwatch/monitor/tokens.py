@@ -12,7 +12,9 @@ JWKS answer is read as a stream and dropped past 256 KB or the timeout in all.
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,6 +36,9 @@ _PROVIDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _JWKS_TTL = 300.0
 _REFETCH_MIN = 10.0
 _MAX_DOC = 256 * 1024
+#: fetches for issuers not in the cache, at most this many per _NEW_WINDOW seconds in all
+_NEW_FETCHES = 10
+_NEW_WINDOW = 10.0
 
 
 class TokenVerifier:
@@ -43,6 +48,13 @@ class TokenVerifier:
         self._verify = tls_verify(ca)
         self._timeout = timeout
         self._jwks: BoundedLru[str, tuple[float, dict[str, Any]]] = BoundedLru(64)
+        # POST /reports is open: a token naming a made-up provider under a trusted issuer
+        # (``.../providers/x1``, ``x2`` ...) made one outbound fetch per report.  A failed
+        # issuer is not fetched again for _REFETCH_MIN, and issuers not in the cache get
+        # at most _NEW_FETCHES fetches per _NEW_WINDOW in all
+        self._failed: BoundedLru[str, tuple[float, str]] = BoundedLru(256)
+        self._new_fetches: deque[float] = deque()
+        self._lock = threading.Lock()
 
     def trusts(self, issuer: str) -> bool:
         iss = issuer.rstrip("/")
@@ -93,12 +105,28 @@ class TokenVerifier:
             refresh and now - hit[0] > _REFETCH_MIN
         ):
             return hit[1]
-        meta = self._fetch(issuer + "/.well-known/openid-configuration")
-        jwks_uri = str(meta.get("jwks_uri", ""))
-        a, b = urlsplit(jwks_uri), urlsplit(issuer)
-        if (a.scheme, a.netloc) != (b.scheme, b.netloc):
-            raise ValueError(f"jwks_uri {jwks_uri!r} is not on the issuer's origin")
-        keys = self._fetch(jwks_uri)
+        failed = self._failed.get(issuer)
+        if failed is not None and now - failed[0] < _REFETCH_MIN:
+            raise ValueError(f"{failed[1]} (not fetched again for {_REFETCH_MIN:g} s)")
+        if hit is None:
+            with self._lock:
+                while self._new_fetches and now - self._new_fetches[0] > _NEW_WINDOW:
+                    self._new_fetches.popleft()
+                if len(self._new_fetches) >= _NEW_FETCHES:
+                    raise ValueError(f"more than {_NEW_FETCHES} issuers not seen before in "
+                                     f"{_NEW_WINDOW:g} s; {issuer} is not fetched now")
+                self._new_fetches.append(now)
+        try:
+            meta = self._fetch(issuer + "/.well-known/openid-configuration")
+            jwks_uri = str(meta.get("jwks_uri", ""))
+            a, b = urlsplit(jwks_uri), urlsplit(issuer)
+            if (a.scheme, a.netloc) != (b.scheme, b.netloc):
+                raise ValueError(f"jwks_uri {jwks_uri!r} is not on the issuer's origin")
+            keys = self._fetch(jwks_uri)
+        except (httpx.HTTPError, ValueError, ProtocolError) as exc:
+            self._failed.put(issuer, (now, str(exc)[:300]))
+            raise
+        self._failed.pop(issuer)
         self._jwks.put(issuer, (now, keys))
         return keys
 
