@@ -318,3 +318,33 @@ def test_fleet_run_stopped_with_sigterm_cleans_up_its_swtpms(
     assert proc.returncode == 1 and "aborted" in rest, rest
     assert "Traceback" not in rest
     assert _swtpms_under(root) == []
+
+
+def test_fleet_alerts_fetched_across_shifting_pages_are_counted_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offset paging while alerts open: a new alert shifts every page by one, so the last
+    alert of a page comes again first on the next.  It was counted twice (an unmatched
+    duplicate made two false alerts)."""
+    from datetime import UTC, datetime
+
+    from bootwatch.lab.fleet import FleetConfig, FleetSimulator, _SimVm
+    from bootwatch.lab.scenario import load_scenario
+
+    cfg = FleetConfig(vms=1, interval=2, duration=10, url="https://127.0.0.1:9",
+                      admin_token=ADMIN, scenario=load_scenario(None), corpus=tmp_path,
+                      lab_dir=tmp_path / "lab", work_dir=tmp_path)
+    sim = FleetSimulator(cfg)
+    vm = "0F0E0D0C-0B0A-4908-8706-050403020100"
+    sim.vms = [_SimVm(0, "vm-0", vm, tmp_path / "a.bin", tmp_path / "vm-0")]
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    alerts = [{"id": f"a{i}", "vm_id": vm, "startTimeUtc": now} for i in range(1001)]
+    pages = {0: alerts[:1000], 1000: alerts[999:]}  # a1000 repeats a999 at the seam
+
+    def api(c: object, method: str, path: str, **kw: object) -> object:
+        params = kw["params"]
+        assert isinstance(params, dict)
+        return {"items": pages[int(params["offset"])]}
+
+    monkeypatch.setattr(sim, "_api", api)
+    got = sim._fetch_alerts(time.time() - 5)
+    assert len(got) == 1001 and len({a["id"] for a in got}) == 1001
