@@ -235,3 +235,25 @@ def test_publish_names_the_bad_manifest_field(
     body["manifest"][field] = value
     resp = _publish(monitor, json.dumps(body).encode(), wheels[NEW].read_bytes())
     assert resp.status_code == 400 and expect in resp.json()["detail"]
+
+
+def test_deep_or_large_admin_bodies_are_refused_with_a_reason_not_a_500(
+    monitor: Any, wheels: dict[str, Path], release_key: Any, sign: Any
+) -> None:
+    """A deeply nested JSON body reached json.loads (RecursionError: a 500) in publish and
+    halt; a halt body was read whole, however large."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    resp = httpx.post(f"{monitor.url}/api/v1/agent/releases", content=deep,
+                      headers=monitor.admin_headers, timeout=30)
+    assert resp.status_code == 400 and "not JSON" in resp.text, resp.text
+    body = sign(wheels[NEW], NEW, release_key)
+    assert _publish(monitor, body, wheels[NEW].read_bytes()).status_code == 201
+    halt = f"{monitor.url}/api/v1/agent/releases/{NEW}/halt"
+    resp = httpx.post(halt, content=b'{"reason": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+                      headers=monitor.admin_headers, timeout=30)
+    assert resp.status_code == 400, resp.text
+    resp = httpx.post(halt, content=b" " * (10 * 1024 * 1024), headers=monitor.admin_headers,
+                      timeout=30)
+    assert resp.status_code == 413, resp.text
+    assert monitor.store.rollout_state(NEW) is None or not monitor.store.rollout_state(
+        NEW).halted

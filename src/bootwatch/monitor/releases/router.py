@@ -48,6 +48,7 @@ from bootwatch.monitor.releases.store import (
     ReleaseStore,
     StoredRelease,
 )
+from bootwatch.protocol.jsonread import read_json
 from bootwatch.protocol.release import (
     ReleaseRefusedError,
     check_upgrade,
@@ -231,13 +232,20 @@ def releases_router(
 
     @router.post("/{version}/halt", dependencies=admin, response_model=None)
     async def halt(version: str, request: Request) -> Response:
-        raw = await request.body()
+        # read at most what a reason can take (a larger body is refused, not held)
+        limit = _MAX_REASON * 8
+        raw = b""
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                return _problem(413, "Too large", f"a halt body is at most {limit} bytes",
+                                "too_large")
         reason = "halted by an operator"
         if raw:
             try:
-                obj = json.loads(raw[: _MAX_REASON * 8])
+                obj = read_json(raw, field="body")  # depth-limited: never a RecursionError
                 text = obj.get("reason") if isinstance(obj, dict) else None
-            except ValueError:
+            except ProtocolError:
                 return _problem(400, "Malformed request", "body: not JSON", "protocol_invalid")
             if text is not None:
                 if not isinstance(text, str) or len(text) > _MAX_REASON:
@@ -256,8 +264,8 @@ def releases_router(
 
 def _decode_publish(body: bytes) -> tuple[bytes, bytes]:
     try:
-        obj = json.loads(body)
-    except ValueError as exc:
+        obj = read_json(body, field="publish")  # depth-limited: never a RecursionError
+    except ProtocolError as exc:
         raise ProtocolError(f"publish: not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("publish: the body must be a JSON object")
