@@ -111,10 +111,11 @@ def run_cmd(**kw: Any) -> None:
     app = create_monitor_app(container)
     scheme = "http" if cert is None else "https"
     click.echo(f"bootwatch monitor on {scheme}://{kw['host']}:{kw['port']}/api/v1", err=True)
-    from bootwatch.service.httpproto import HTTP_PROTOCOL
+    from bootwatch.service.httpproto import GRACEFUL_SHUTDOWN_SECONDS, HTTP_PROTOCOL
 
     uvicorn.run(app, host=kw["host"], port=kw["port"], ssl_certfile=cert, ssl_keyfile=key,
-                log_config=None, access_log=False, server_header=False, http=HTTP_PROTOCOL)
+                log_config=None, access_log=False, server_header=False, http=HTTP_PROTOCOL,
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
 
 
 def _duration(text: str) -> int:

@@ -25,6 +25,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 #: the MAA error code of a request the HTTP parser refuses
 MALFORMED_CODE = "InvalidParameter"
 
+#: seconds a stopping server (SIGTERM) waits for requests in flight before it closes
+#: their connections and stops anyway.  Why: uvicorn waits for ever by default, and a
+#: client that sent half a request and went silent (its host gone, a network cut) held
+#: ``service run`` and ``monitor run`` until the supervisor's SIGKILL.  An answered
+#: request is durable before it is answered, so one cut here is retried by its client.
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 def malformed_response(reason: str) -> bytes:
     """The whole HTTP/1.1 400 answer (status line, headers, MAA body) for ``reason``."""
@@ -75,4 +82,5 @@ else:
     HTTP_PROTOCOL = "bootwatch.service.httpproto:MaaHttpToolsProtocol"
 
 
-__all__ = ["HTTP_PROTOCOL", "MALFORMED_CODE", "MaaH11Protocol", "malformed_response"]
+__all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "HTTP_PROTOCOL", "MALFORMED_CODE", "MaaH11Protocol",
+           "malformed_response"]

@@ -18,7 +18,7 @@ from pathlib import Path
 import uvicorn
 
 from bootwatch.errors import ConfigError
-from bootwatch.service.httpproto import HTTP_PROTOCOL
+from bootwatch.service.httpproto import GRACEFUL_SHUTDOWN_SECONDS, HTTP_PROTOCOL
 from bootwatch.service.logs import configure_logging
 from bootwatch.service.settings import Settings
 from bootwatch.service.state import bootstrap
@@ -73,6 +73,7 @@ def uvicorn_config(settings: Settings, app: object, tls: TlsFiles | None) -> uvi
         access_log=False,
         server_header=False,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         lifespan="on",
         http=HTTP_PROTOCOL,
     )
@@ -110,5 +111,6 @@ def run(settings: Settings) -> None:
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         http=HTTP_PROTOCOL,
     )
