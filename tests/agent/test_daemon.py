@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,21 @@ def _status(path: Path) -> dict[str, Any]:
     return dict(doc[0]["status"])
 
 
+def _run_until(daemon: AgentDaemon, done: Callable[[], bool], *, timeout: float = 60,
+               linger: float = 0.0) -> None:
+    """Run ``daemon`` in a thread until ``done()`` (or ``timeout``), ``linger`` seconds
+    more (for what must NOT happen next), then stop it and check that it stopped."""
+    thread = threading.Thread(target=daemon.run)
+    thread.start()
+    end = time.monotonic() + timeout
+    while not done() and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(linger)
+    daemon.request_stop()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
 class FakeHook:
     def __init__(self, upgrade_after: int | None = None) -> None:
         self.calls: list[bool] = []
@@ -80,15 +96,8 @@ def test_daemon_cycles_report_and_restart_keeps_state(attest_service: Any, cos_v
                                                       monitor: Any, tmp_path: Path) -> None:
     cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
                                                          monitor))
-    daemon = AgentDaemon(load_config(cfg, environ={}))
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while len(monitor.state.reports) < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    daemon.request_stop()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    _run_until(AgentDaemon(load_config(cfg, environ={})),
+               lambda: len(monitor.state.reports) >= 3)
     reports = monitor.state.reports
     assert len(reports) >= 3
     for r in reports:
@@ -129,14 +138,8 @@ def test_retry_after_from_the_monitor_is_honoured_across_a_restart(
     assert 3 <= state["backoff_until"] - state["last_attempt"] < 3 + 10
     assert (tmp_path / "state" / "pending-report.json").exists()
     # a new daemon (a restart) waits for the Retry-After before its next attempt
-    daemon = AgentDaemon(load_config(cfg, environ={}))
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
-    deadline = time.monotonic() + 90
-    while not monitor.state.reports and time.monotonic() < deadline:
-        time.sleep(0.05)
-    daemon.request_stop()
-    thread.join(timeout=30)
+    _run_until(AgentDaemon(load_config(cfg, environ={})), lambda: bool(monitor.state.reports),
+               timeout=90)
     assert monitor.state.reports, "the report was never delivered"
     gap = monitor.state.attempts[1] - monitor.state.attempts[0]
     assert gap >= 3.0 - 0.05
@@ -149,15 +152,9 @@ def test_retry_after_zero_on_every_answer_does_not_make_a_tight_loop(
     monitor.state.retry_after = "0"
     cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
                                                          monitor, interval=600))
-    daemon = AgentDaemon(load_config(cfg, environ={}))
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
-    end = time.monotonic() + 60
-    while len(monitor.state.attempts) < 2 and time.monotonic() < end:
-        time.sleep(0.05)
-    time.sleep(2)  # a loop would have sent several more by now
-    daemon.request_stop()
-    thread.join(timeout=30)
+    # lingering: a loop would have sent several more by then
+    _run_until(AgentDaemon(load_config(cfg, environ={})),
+               lambda: len(monitor.state.attempts) >= 2, linger=2)
     # the first Retry-After is honoured (at once); the second failure backs off 30 s
     assert len(monitor.state.attempts) == 2
     state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
@@ -279,16 +276,9 @@ def test_a_failed_cycle_on_an_upgrade_under_trial_retries_at_its_rollback_deadli
                         **_base(attest_service, sboff_vm, tmp_path, interval=3600))
     trial = FakeHook()
     trial.deadline = time.time() + 2
-    daemon = AgentDaemon(load_config(cfg, environ={}), upgrade_hook=trial)
-    thread = threading.Thread(target=daemon.run)
-    thread.start()
-    end = time.monotonic() + 60
-    while len(trial.calls) < 2 and time.monotonic() < end:
-        time.sleep(0.05)
-    time.sleep(2)  # a third cycle would come now if the past deadline were retried again
-    daemon.request_stop()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+    # lingering: a third cycle would come then if the past deadline were retried again
+    _run_until(AgentDaemon(load_config(cfg, environ={}), upgrade_hook=trial),
+               lambda: len(trial.calls) >= 2, linger=2)
     assert trial.calls == [False, False]
     assert trial.times[1] >= trial.deadline
 

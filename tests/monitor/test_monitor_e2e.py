@@ -7,19 +7,16 @@ each other's VMs (created once: a swtpm VM costs about a second).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import jwt
 import pytest
 from bwdeploy import ADMIN, EVENTLOGS, READER, Deployment, DeploymentFactory
+from bwwebhook import WebhookReceiver
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bootwatch.eventlog.framing import parse_log
@@ -33,64 +30,18 @@ COS101 = EVENTLOGS / "go-tpm-tools/cos-101-amd-sev.bin"
 NO_SB = EVENTLOGS / "go-tpm-tools/ubuntu-2104-no-secure-boot.bin"
 
 
-class Receiver:
-    """A webhook receiver on loopback that records each delivery and checks its signature."""
-
-    def __init__(self, secret: str) -> None:
-        self.secret = secret
-        self.deliveries: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                want = "sha256=" + hmac.new(outer.secret.encode(), body,
-                                            hashlib.sha256).hexdigest()
-                if not hmac.compare_digest(want, self.headers.get("X-Bootwatch-Signature", "")):
-                    outer.bad_signatures += 1
-                    self.send_response(400)
-                else:
-                    doc = json.loads(body)
-                    doc["_delivery_header"] = self.headers.get("X-Bootwatch-Delivery")
-                    outer.deliveries.append(doc)
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}/hook"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-    def wait_for(self, event: str, timeout: float = 15.0) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for d in self.deliveries:
-                if d["event"] == event:
-                    return d
-            time.sleep(0.1)
-        raise AssertionError(f"no {event} webhook; got {[d['event'] for d in self.deliveries]}")
-
-
 SECRET = "webhook-secret-for-tests"
 
 
 @pytest.fixture(scope="module")
 def receiver() -> Any:
-    r = Receiver(SECRET)
+    r = WebhookReceiver(SECRET)
     yield r
     r.close()
 
 
 @pytest.fixture(scope="module")
-def dep(deploy: DeploymentFactory, receiver: Receiver) -> Deployment:
+def dep(deploy: DeploymentFactory, receiver: WebhookReceiver) -> Deployment:
     return deploy(stale_after_seconds=3.0, sweep_interval_seconds=0.3,
                   webhooks=(receiver.url,), webhook_secret=SECRET)
 
@@ -134,7 +85,7 @@ def test_enable_then_attest_is_healthy_and_learns_a_baseline(dep: Deployment,
 
 
 def test_reboot_into_another_image_raises_baseline_deviation_then_approve_resolves(
-    dep: Deployment, vms: dict[str, str], receiver: Receiver
+    dep: Deployment, vms: dict[str, str], receiver: WebhookReceiver
 ) -> None:
     name = _name(vms, "web")
     dep.lab.reboot_vm(name, COS101)

@@ -9,21 +9,19 @@ clock the test moves dates each change, so alerts have distinct start times."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import re
 import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import httpx
 import pytest
 from bwdeploy import EVENTLOGS
 from bwservers import ThreadServer, bound_socket
+from bwwebhook import WebhookReceiver, serve_http, stop_http
 from sqlalchemy import Engine, select
 
 from bootwatch.attest.outcome import describe_events
@@ -62,44 +60,9 @@ class Clock:
         return self.now
 
 
-class Receiver:
-    """A webhook receiver on loopback: checks each body's signature, answers ``status``."""
-
-    def __init__(self, status: int = 204) -> None:
-        self.status = status
-        self.deliveries: list[dict[str, Any]] = []
-        self.bad_signatures = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                want = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-                if hmac.compare_digest(want, self.headers.get("X-Bootwatch-Signature", "")):
-                    doc = json.loads(body)
-                    doc["_header_id"] = self.headers.get("X-Bootwatch-Delivery")
-                    outer.deliveries.append(doc)
-                else:
-                    outer.bad_signatures += 1
-                self.send_response(outer.status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.http = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}/hook"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
+def receiver() -> Iterator[WebhookReceiver]:
+    r = WebhookReceiver(SECRET)
     yield r
     r.close()
 
@@ -137,7 +100,7 @@ def new_vm_id() -> str:
 
 @pytest.mark.parametrize("bad", ["http://[::1/hook", "http://xn--a.com/"])
 def test_a_receiver_url_httpx_cannot_parse_does_not_stop_deliveries_to_the_others(
-    engines: list[Engine], receiver: Receiver, bad: str
+    engines: list[Engine], receiver: WebhookReceiver, bad: str
 ) -> None:
     """A stored delivery to a URL httpx cannot parse (``InvalidURL``, no HTTPError; or an
     IDNA ``ValueError``) ended the dispatcher's round and its thread, so the good
@@ -161,7 +124,7 @@ def test_a_receiver_url_httpx_cannot_parse_does_not_stop_deliveries_to_the_other
     assert delivered == 1
     assert [d["event"] for d in receiver.deliveries] == ["alert.opened"]
     assert receiver.bad_signatures == 0
-    assert receiver.deliveries[0]["_header_id"] == receiver.deliveries[0]["delivery_id"]
+    assert receiver.deliveries[0]["_delivery_header"] == receiver.deliveries[0]["delivery_id"]
     with monitor.read() as s:
         row = s.scalars(select(WebhookDeliveryRow).where(WebhookDeliveryRow.url == bad)).one()
         assert row.delivered_at is None and row.attempts == 1 and row.last_error
@@ -190,17 +153,12 @@ class StallingReceiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        from http.server import ThreadingHTTPServer
-
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.http.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.http.server_port}/hook"
-        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        self.http, base = serve_http(Handler, threaded=True)
+        self.url = f"{base}/hook"
 
     def close(self) -> None:
         self.release.set()
-        self.http.shutdown()
-        self.http.server_close()
+        stop_http(self.http)
 
 
 def test_a_receiver_answer_is_judged_by_its_status_and_its_body_never_read(
@@ -231,12 +189,12 @@ def test_a_receiver_answer_is_judged_by_its_status_and_its_body_never_read(
 
 
 def test_a_failing_receiver_gets_one_attempt_a_round_and_the_others_all_theirs(
-    engines: list[Engine], receiver: Receiver
+    engines: list[Engine], receiver: WebhookReceiver
 ) -> None:
     """Five deliveries wait for a receiver that answers 503 and five for a good one:
     before, each round posted all five to the failing receiver (a dead one, timing out,
     held the round for five timeouts before the good receiver's turn)."""
-    down = Receiver(status=503)
+    down = WebhookReceiver(SECRET, status=503)
     try:
         clock = Clock()
         settings = MonitorSettings(webhooks=(down.url, receiver.url), webhook_secret=SECRET)
@@ -262,7 +220,7 @@ def test_a_failing_receiver_gets_one_attempt_a_round_and_the_others_all_theirs(
 def test_an_abandoned_delivery_is_logged_and_counted(
     engines: list[Engine], caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver = Receiver(status=503)
+    receiver = WebhookReceiver(SECRET, status=503)
     try:
         clock = Clock()
         settings = MonitorSettings(webhooks=(receiver.url + "?token=s3cret",),

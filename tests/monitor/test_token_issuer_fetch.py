@@ -18,11 +18,12 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import jwt
 import pytest
+from bwwebhook import serve_http, stop_http
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bootwatch.monitor.tokens import TokenVerifier
@@ -88,10 +89,7 @@ class Issuer:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.http.server_port}"
-        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
-        self.thread.start()
+        self.http, self.url = serve_http(Handler, threaded=True)
 
     def token(self, vm_id: str, iss: str | None = None) -> str:
         now = int(time.time())
@@ -100,8 +98,7 @@ class Issuer:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": KID})
 
     def close(self) -> None:
-        self.http.shutdown()
-        self.http.server_close()
+        stop_http(self.http)
 
 
 @pytest.fixture

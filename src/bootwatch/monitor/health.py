@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from bootwatch.protocol.monitor import VmState
 from bootwatch.protocol.outcome import Verdict
 
-__all__ = ["ATTENTION", "StateFacts", "compute_state"]
+__all__ = ["ATTENTION", "StateFacts", "compute_state", "platform_error_current"]
 
 #: sort order "needs attention first"
 ATTENTION = {
@@ -51,6 +51,15 @@ class StateFacts:
     stale_after: timedelta
 
 
+def platform_error_current(f: StateFacts) -> bool:
+    """Whether the last report's platform error still stands: no attestation reached
+    the service after it.  The state and the recommendations it makes Unhealthy (agent,
+    egress) read it through this one rule."""
+    return f.last_report_platform_error and (
+        f.last_outcome_at is None
+        or (f.last_report_at is not None and f.last_report_at >= f.last_outcome_at))
+
+
 def compute_state(f: StateFacts) -> tuple[VmState, str]:
     """The state and a reason a person can act on."""
     if not f.enabled:
@@ -68,10 +77,7 @@ def compute_state(f: StateFacts) -> tuple[VmState, str]:
             f"no attestation or report for {secs} s (stale after "
             f"{int(f.stale_after.total_seconds())} s)"
         )
-    if f.last_report_platform_error and (
-        f.last_outcome_at is None
-        or (f.last_report_at is not None and f.last_report_at >= f.last_outcome_at)
-    ):
+    if platform_error_current(f):
         return VmState.PLATFORM_ERROR, f"the agent cannot attest: {f.last_platform_error}"
     if f.last_outcome_at is None:
         return VmState.NOT_REPORTING, "reports arrive, but no attestation has been seen"

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from bootwatch.errors import ConfigError, InputError
 from bootwatch.monitor.db import as_utc
-from bootwatch.monitor.health import StateFacts, compute_state
+from bootwatch.monitor.health import StateFacts, compute_state, platform_error_current
 from bootwatch.monitor.models import VmRow
 from bootwatch.monitor.recommendations import (
     RecommendationResult,
@@ -79,12 +79,10 @@ def evaluate_vm(vm: VmRow, *, integrity: tuple[str, ...], last_boot_matched: boo
         except (ConfigError, InputError) as exc:
             egress = f"(no rules generated: {exc})"
     report_status = HealthStatus(vm.last_report_status) if vm.last_report_status else None
-    if report_status is HealthStatus.PLATFORM_ERROR and facts.last_outcome_at is not None \
-            and (facts.last_report_at is None or facts.last_outcome_at > facts.last_report_at):
+    if report_status is HealthStatus.PLATFORM_ERROR and not platform_error_current(facts):
         # an attestation reached the service after the agent reported it could not (a
         # one-shot `agent attest`, or the report of that cycle still on its way): the
-        # platform error is over, as compute_state reads it, and so are the agent and
-        # egress recommendations it made Unhealthy
+        # agent and egress recommendations it made Unhealthy are over with it
         report_status = HealthStatus.HEALTHY
     rec_facts = VmFacts(
         enabled=vm.enabled, state=state, security_type=SecurityType(vm.security_type),

@@ -34,7 +34,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -303,8 +303,9 @@ def set_policy(
     with state.db.session() as s:
         if isolated:  # the replay check and the insert as one step across replicas
             _lock_provider(s, ctx.name)
-            _recheck_signers(s, ctx, lambda fresh: parse_policy_document(
-                body, trusted_signers=fresh, require_signed=True))
+            _recheck_signers(ctx, _current_signers(s, ctx.name),
+                             lambda fresh: parse_policy_document(
+                                 body, trusted_signers=fresh, require_signed=True))
         rollback = (
             _refuse_replay(s, ctx, t, doc.token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -378,7 +379,8 @@ def reset_policy(
     with state.db.session() as s:
         if isolated:  # the replay check and the insert as one step across replicas
             _lock_provider(s, ctx.name)
-            _recheck_signers(s, ctx, lambda fresh: verify_signed_jws(compact, fresh))
+            _recheck_signers(ctx, _current_signers(s, ctx.name),
+                             lambda fresh: verify_signed_jws(compact, fresh))
         rollback = (
             _refuse_replay(s, ctx, t, token_hash, payload, allow_rollback=allow_rollback)
             if isolated
@@ -476,17 +478,20 @@ def _certificate_from_payload(payload: dict[str, Any]) -> x509.Certificate:
     raise InputError(f"the JWS payload carries none of the claims {', '.join(CERT_CLAIMS)}")
 
 
-def _recheck_signers(s: Session, ctx: ProviderContext,
+def _recheck_signers(ctx: ProviderContext, current: Sequence[SignerRow],
                      verify: Callable[[tuple[x509.Certificate, ...]], object]) -> None:
-    """Under the provider's lock: when the signers in the database are no longer the
-    ones the request was verified against (cached, up to the cache TTL old, or a change
-    through another replica not yet heard of), verify it again against those.  A signer
-    just removed elsewhere must not authorise a change in the staleness window."""
-    fresh = tuple(x509.load_der_x509_certificate(r.cert_der) for r in s.scalars(
-        select(SignerRow).where(SignerRow.provider == ctx.name,
-                                SignerRow.removed_at.is_(None)).order_by(SignerRow.id)))
-    if {sha1_thumbprint(c) for c in fresh} != {sha1_thumbprint(c) for c in ctx.signers}:
-        verify(fresh)
+    """Under the provider's lock, ``current`` its signers as the database has them: when
+    they are no longer the ones the request was verified against (cached, up to the
+    cache TTL old, or a change through another replica not yet heard of), verify it
+    again against them.  A signer just removed elsewhere must not authorise a change in
+    the staleness window."""
+    if {r.thumbprint for r in current} != {sha1_thumbprint(c) for c in ctx.signers}:
+        verify(tuple(x509.load_der_x509_certificate(r.cert_der) for r in current))
+
+
+def _current_signers(s: Session, provider: str) -> list[SignerRow]:
+    return list(s.scalars(select(SignerRow).where(
+        SignerRow.provider == provider, SignerRow.removed_at.is_(None)).order_by(SignerRow.id)))
 
 
 def _lock_provider(s: Session, name: str) -> None:
@@ -546,9 +551,10 @@ def modify_signers(
             except PolicySignatureError as exc:
                 raise PolicySignatureError(f"signer change refused: {exc}") from exc
 
-        _recheck_signers(s, ctx, again)
-        rows = list(s.scalars(select(SignerRow).where(SignerRow.provider == ctx.name)))
+        rows = list(s.scalars(select(SignerRow).where(SignerRow.provider == ctx.name)
+                              .order_by(SignerRow.id)))
         current = [r for r in rows if r.removed_at is None]
+        _recheck_signers(ctx, current, again)
         present = [r for r in current if r.thumbprint == thumb]
         changes = (add and not present) or (not add and bool(present))
         # the same operation only: MAA's add and remove bodies have the same shape (the
