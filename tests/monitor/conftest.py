@@ -91,6 +91,7 @@ def deploy(
             embedded.service.relay,
             server,
             lab,
+            embedded.service,
         )
 
     yield start

@@ -237,6 +237,53 @@ def test_only_a_verified_report_clears_an_alert(dep: Deployment, vms: dict[str, 
     assert dep.vm(vms["quiet"])["agent_version"] == "0.1.0"
 
 
+def test_a_vm_is_bound_to_one_provider(dep: Deployment, lab: Lab, vms: dict[str, str]) -> None:
+    """The service binds a VM id to one vTPM per provider only: another provider (here a
+    custom one) may hold a vTPM enrolled under the same VM id.  Its outcomes must not
+    change the VM, nor its tokens count in the VM's reports, until an operator moves the
+    VM to it (``vm enable --provider``).  Before the binding, the custom provider's
+    rejected evidence raised ``evidence_rejected`` on the VM and its token made a report
+    verified."""
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    other = f"other-{vms['_tag']}"
+    with dep.service.db.session() as s:
+        create_provider(s, dep.service.sealer, other, kind=ProviderKind.CUSTOM,
+                        trust_model=TrustModel.AAD)
+    name = f"{vms['_tag']}-bound"
+    vm_id = lab.create_vm(name, COS93).vm_id.upper()
+    enable(dep, vm_id, name=name)
+    own = dep.attest(name)                       # the default provider: binds the VM
+    assert own.verdict == "permit" and dep.vm(vm_id)["provider"] == "shared"
+    raw = lab.get_vm(name).log_path.read_bytes()
+    event = next(e for e in parse_log(raw).events if e.pcr == 4 and 0x000B in e.digests)
+    log = bytearray(raw)
+    log[raw.find(event.digests[0x000B], event.offset)] ^= 0x01
+    assert dep.attest(name, log=bytes(log), provider=other).verdict == "refused"
+    foreign = dep.attest(name, provider=other)
+    assert foreign.verdict == "permit" and foreign.token
+    v = dep.vm(vm_id)
+    assert (v["state"], v["provider"], v["open_alerts"]) == ("healthy", "shared", 0), v
+    with dep.client(token=None) as c:
+        r = c.post("/api/v1/reports", content=_report(vm_id, HealthStatus.HEALTHY,
+                                                      foreign.token))
+        assert r.status_code == 202 and r.json()["verified"] is False, r.text
+        assert "bound to provider 'shared'" in r.json()["why_unverified"]
+        r = c.post("/api/v1/reports", content=_report(vm_id, HealthStatus.HEALTHY, own.token))
+        assert r.json()["verified"] is True, r.text
+    # the operator moves the VM: the other provider's outcomes and tokens count now
+    assert enable(dep, vm_id, provider=other)["provider"] == other
+    moved = dep.attest(name, provider=other)
+    assert dep.vm(vm_id)["state"] == "healthy"
+    with dep.client(token=None) as c:
+        r = c.post("/api/v1/reports", content=_report(vm_id, HealthStatus.HEALTHY,
+                                                      moved.token))
+        assert r.json()["verified"] is True, r.text
+        r = c.post("/api/v1/reports", content=_report(vm_id, HealthStatus.HEALTHY, own.token))
+        assert r.json()["verified"] is False, r.text
+    assert dep.alerts(vm=vm_id, status="all") == []
+
+
 def test_bad_reports_name_the_field_and_store_nothing(dep: Deployment,
                                                       vms: dict[str, str]) -> None:
     cases = {

@@ -23,6 +23,7 @@ from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.service.outbox import EventRelay
 from bootwatch.service.settings import Settings
+from bootwatch.service.state import ServiceState
 
 REPO = Path(__file__).resolve().parents[2]
 EVENTLOGS = (
@@ -45,17 +46,22 @@ class Deployment:
     relay: EventRelay
     server: ThreadServer
     lab: Lab
+    #: the service's container (its providers, for tests that add one)
+    service: ServiceState
 
     def client(self, token: str | None = ADMIN) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         tls = ssl.create_default_context(cafile=self.ca)
         return httpx.Client(base_url=self.url, verify=tls, headers=headers, timeout=30)
 
-    def attest(self, vm: str, *, log: bytes | None = None) -> AttestResult:
-        """One agent attestation of lab VM ``vm``; waits until the monitor ingested it."""
+    def attest(self, vm: str, *, log: bytes | None = None,
+               provider: str | None = None) -> AttestResult:
+        """One agent attestation of lab VM ``vm`` (through ``provider``, else the default
+        one); waits until the monitor ingested it."""
+        url = f"{self.url}/providers/{provider}" if provider else self.url
         with self.lab.running(vm) as running:
             result = attest_once(
-                running.tcti, log or running.log_path.read_bytes(), self.url, ca=Path(self.ca)
+                running.tcti, log or running.log_path.read_bytes(), url, ca=Path(self.ca)
             )
         assert self.relay.flush(), "the monitor did not ingest the outcome"
         return result

@@ -67,6 +67,7 @@ class OutcomeEventBuilder:
         event_id: str,
         time: datetime,
         provider: str,
+        issuer: str = "",
         dbx_reference: DbxReference | None = None,
         attestation_type: str = "AzureGuest",
     ) -> OutcomeEvent:
@@ -74,6 +75,7 @@ class OutcomeEventBuilder:
             "event_id": event_id,
             "time": time,
             "provider": provider,
+            "issuer": issuer,
             "attestation_type": attestation_type,
             "verdict": outcome.verdict,
             "reason": outcome.reason,

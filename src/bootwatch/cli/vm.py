@@ -102,16 +102,19 @@ def _enable_body(**kw: Any) -> dict[str, Any]:
                                                       "standard"]), default=None)
 @click.option("--secure-boot", type=click.Choice(["on", "off"]), default=None)
 @click.option("--vtpm", type=click.Choice(["on", "off"]), default=None)
+@click.option("--provider", default=None,
+              help="bind the VM to this attestation provider: only its outcomes and tokens "
+                   "count for the VM (default: the provider of its first attestation)")
 @click.option("--json", "as_json", is_flag=True)
 @client_options
 def enable_cmd(vm: str, name: str | None, group: str | None, security_type: str | None,
-               secure_boot: str | None, vtpm: str | None, as_json: bool, monitor_url: str,
-               ca: str) -> None:
+               secure_boot: str | None, vtpm: str | None, provider: str | None,
+               as_json: bool, monitor_url: str, ca: str) -> None:
     """Enable boot-integrity monitoring for VM (its id, or the name of a known VM)."""
     with make_client(monitor_url, ca) as client:
         v = client.post(f"/vms/{seg(vm)}/enable", _enable_body(
             name=name, group=group, security_type=security_type, secure_boot=secure_boot,
-            vtpm=vtpm))
+            vtpm=vtpm, provider=provider))
     if as_json:
         echo_json(v)
     else:

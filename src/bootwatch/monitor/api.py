@@ -125,7 +125,8 @@ MAX_ROW_ID = 2**31 - 1
 
 _ENABLE_BODY = _json_body(
     {"name": _str_prop(), "group": _str_prop(), "security_type": _enum_prop(SecurityType),
-     "secure_boot": _enum_prop(Toggle), "vtpm": _enum_prop(Toggle)},
+     "secure_boot": _enum_prop(Toggle), "vtpm": _enum_prop(Toggle),
+     "provider": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,63}$"}},
     body_required=False, description="inventory settings to record (all optional)")
 _OUTCOMES_BODY = _json_body(
     {"events": {"type": "array", "maxItems": _MAX_BATCH, "items": {"type": "object"}}},
@@ -479,7 +480,8 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                 ref, name=_opt_str(body, "name"), group=_opt_str(body, "group"),
                 security_type=_enum(SecurityType, body, "security_type"),
                 secure_boot=_enum(Toggle, body, "secure_boot"),
-                vtpm=_enum(Toggle, body, "vtpm"), by=who,
+                vtpm=_enum(Toggle, body, "vtpm"), provider=_opt_str(body, "provider"),
+                by=who,
             )
         except BootwatchError as exc:
             return _error_response(exc)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
+import jwt
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -73,6 +75,7 @@ from bootwatch.protocol.monitor import (
     VmState,
 )
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, Verdict
+from bootwatch.service.logs import get_logger
 
 __all__ = [
     "CheckedReport",
@@ -98,6 +101,8 @@ class NotFound(MonitorError):
 
 
 _OPEN = tuple(s.value for s in OPEN_STATUSES)
+#: a provider's name, as the service accepts one (service/providers.py validate_name)
+_PROVIDER_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 
 _TITLES = {
     AlertReason.BASELINE_DEVIATION: "Attestation failed: the boot deviates from its baseline",
@@ -318,6 +323,8 @@ class CheckedReport:
     vm_id: str
     verified: bool
     why: str
+    #: the verified token's issuer (``iss``); empty when not verified
+    issuer: str = ""
 
 
 @dataclass(frozen=True)
@@ -434,9 +441,14 @@ class Monitor:
         security_type: SecurityType | None = None,
         secure_boot: Toggle | None = None,
         vtpm: Toggle | None = None,
+        provider: str | None = None,
         by: str = "",
     ) -> str:
-        """Enable monitoring; an unknown reference must be a VM id (a GUID)."""
+        """Enable monitoring; an unknown reference must be a VM id (a GUID).
+
+        ``provider`` binds the VM to that provider (see :meth:`_bound`): given, it
+        replaces any binding, and the provider's issuer is learned from its next
+        outcome; absent, the VM stays bound as it is (or is bound by its first outcome)."""
         now = self.clock()
         with self.write_tx() as session:
             try:
@@ -466,6 +478,12 @@ class Monitor:
                 vm.secure_boot = secure_boot.value
             if vtpm is not None:
                 vm.vtpm = vtpm.value
+            if provider is not None and provider != vm.provider:
+                if not _PROVIDER_NAME.fullmatch(provider):
+                    raise MonitorError(f"provider {provider!r} is not a provider name "
+                                       "(1-64 lower-case letters, digits and '-')")
+                vm.provider = provider
+                vm.issuer = ""
             if not vm.enabled:
                 vm.enabled = True
                 vm.enabled_at = now
@@ -541,10 +559,13 @@ class Monitor:
             slow = [e for e in fresh if not plan.takes(e)]
             self._preload(session, {subjects[id(e)] for e in slow} - {""},
                           boot_keys={keys[id(e)] for e in slow if id(e) in keys})
+            foreign: list[OutcomeEvent] = []
             for ev in fresh:
                 boot = plan.boots.get(id(ev))
                 if boot is None:
-                    self._apply_outcome(session, ev, now, subjects[id(ev)], keys.get(id(ev)))
+                    if not self._apply_outcome(session, ev, now, subjects[id(ev)],
+                                               keys.get(id(ev))):
+                        foreign.append(ev)
                 elif boot.id is None:  # a new boot: its id in event order, as in general
                     boot.id = _next_id(session, BootRow)
             self._apply_pending_recommendations(session)
@@ -554,6 +575,12 @@ class Monitor:
                 pcrs_json=lambda e: _pcrs_json(dict(e.pcrs)))
         for ev, ok in zip(events, stored, strict=True):
             self.metrics.outcome(ev.verdict.value, duplicate=not ok)
+        for ev in foreign:
+            self.metrics.foreign_outcome(ev.provider)
+            get_logger().warning("outcome of a VM from a provider it is not bound to: kept as "
+                         "history only", extra={"event_id": ev.event_id,
+                                                "vm_id": ev.subject_vm_id or "",
+                                                "provider": ev.provider})
         return stored
 
     def _preload(self, session: Session, vm_ids: set[str],
@@ -599,32 +626,37 @@ class Monitor:
             ctx.suppressions = _fetch(session, SuppressionRow)
 
     def _apply_outcome(self, session: Session, ev: OutcomeEvent, now: datetime, vm_id: str,
-                       boot_key: str | None) -> None:
+                       boot_key: str | None) -> bool:
+        """Apply one event; False when it came from a provider the VM is not bound to
+        (stored as history only: see :meth:`_bound`)."""
         row = _new_row(
             session, OutcomeRow, event_id=ev.event_id, vm_id=vm_id, time=ev.time,
             received_at=now, provider=ev.provider, verdict=ev.verdict.value,
             reason=ev.reason[:4000], failed_check=ev.failed_check,
         )
         if not vm_id:
-            return  # nothing to attribute it to (an undecodable request): history only
+            return True  # nothing to attribute it to (an undecodable request): history only
         ctx = _ctx(session)
         vm = ctx.vms.get(vm_id)
         if vm is None and ctx.rows is None:
             vm = session.get(VmRow, vm_id)
         if vm is None:
             vm = self._new_vm(session, vm_id, now)
+        if not self._bound(vm, ev):
+            return False
         boot: BootRow | None = None
         if ev.verdict is not Verdict.EVIDENCE_REJECTED and ev.pcrs and ev.vm_id:
             boot = self._boot(session, vm_id, ev, boot_key or _boot_key(ev))
             row.boot_id = boot.id
         latest = vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
         if not latest:
-            return  # an older event delivered late: history only
+            return True  # an older event delivered late: history only
         vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
         vm.last_alive_at = now
-        vm.provider = ev.provider
+        if ev.issuer:
+            vm.issuer = ev.issuer[:512]
         if boot is not None:
             vm.last_boot_id = boot.id
             vm.measured_secure_boot = ev.secure_boot
@@ -637,6 +669,23 @@ class Monitor:
         if vm.enabled:
             self._alerts_for_outcome(session, vm, ev, boot, now)
         self._refresh(session, vm, now)
+        return True
+
+    @staticmethod
+    def _bound(vm: VmRow, ev: OutcomeEvent) -> bool:
+        """Is ``ev`` from the provider ``vm`` is bound to?  An unbound VM is bound here.
+
+        Why: the service binds a VM id to one vTPM per provider only, so another
+        provider (a custom one with a lenient policy, say) can hold a different vTPM
+        enrolled under the same VM id.  Were its outcomes applied, that vTPM could make
+        the VM healthy, resolve its alerts or raise false ones.  A VM is bound by
+        ``vm enable --provider`` or, failing that, by its first outcome (trust on
+        first use, as its first baseline is); outcomes of any other provider stay in
+        the VM's outcome history, are counted and logged, and change nothing else."""
+        if not vm.provider:
+            vm.provider = ev.provider
+            return True
+        return vm.provider == ev.provider
 
     def _boot(self, session: Session, vm_id: str, ev: OutcomeEvent, key: str) -> BootRow:
         ctx = _ctx(session)
@@ -763,7 +812,11 @@ class Monitor:
                 why = "this monitor has no trusted token issuers configured"
             else:
                 verified, why = self.tokens.check(report.attestation_token, vm_id)
-        return CheckedReport(report, vm_id, verified, "" if verified else why)
+        issuer = ""
+        if verified:  # its signature verified above: its iss is the issuer's word
+            issuer = str(jwt.decode(report.attestation_token or "",
+                                    options={"verify_signature": False}).get("iss", ""))
+        return CheckedReport(report, vm_id, verified, "" if verified else why, issuer)
 
     def store_reports(self, reports: Sequence[CheckedReport]) -> list[ReportResult]:
         """Store checked reports in one transaction, in order; a report id seen before
@@ -793,21 +846,41 @@ class Monitor:
                     results.append(ReportResult(report.report_id, False, c.verified, c.why))
                     continue
                 seen.add(report.report_id)
-                self._apply_report(session, c, now)
-                results.append(ReportResult(report.report_id, True, c.verified, c.why))
+                verified, why = self._apply_report(session, c, now)
+                results.append(ReportResult(report.report_id, True, verified, why))
             self._apply_pending_recommendations(session)
             ctx.rows.flush(session)
         for c, r in zip(reports, results, strict=True):
-            self.metrics.report(c.report.health_status.value, c.verified, duplicate=not r.stored)
+            self.metrics.report(c.report.health_status.value, r.verified, duplicate=not r.stored)
         return results
 
-    def _apply_report(self, session: Session, c: CheckedReport, now: datetime) -> None:
-        report, verified = c.report, c.verified
+    @staticmethod
+    def _report_trust(vm: VmRow, c: CheckedReport) -> tuple[bool, str]:
+        """A verified token counts for a VM only when its provider issued it.
+
+        Why: any trusted issuer's token for the VM id verifies, and another provider of
+        the service may hold a vTPM enrolled under the same VM id (see :meth:`_bound`).
+        Once an outcome of the VM's own provider has told the monitor its issuer, a token
+        of any other issuer is an unverified report.  Before that (a VM known from
+        reports only, as with tokens of Azure's own MAA) the trusted issuers decide."""
+        if not c.verified or not vm.issuer:
+            return c.verified, c.why
+        if c.issuer.rstrip("/") == vm.issuer.rstrip("/"):
+            return True, ""
+        return False, (f"the token was issued by {c.issuer}, but this VM is bound to provider "
+                       f"{vm.provider!r}, whose tokens {vm.issuer} issues (if the VM moved, "
+                       f"rebind it: bootwatch vm enable {vm.vm_id} --provider NAME)")
+
+    def _apply_report(self, session: Session, c: CheckedReport,
+                      now: datetime) -> tuple[bool, str]:
+        """Store one report; returns whether it counted as verified, and why not."""
+        report = c.report
         vm = _ctx(session).vms.get(c.vm_id) or self._new_vm(session, c.vm_id, now)
+        verified, why = self._report_trust(vm, c)
         _new_row(
             session, ReportRow,
             report_id=report.report_id, vm_id=c.vm_id, received_at=now,
-            status=report.health_status.value, verified=verified, why_unverified=c.why,
+            status=report.health_status.value, verified=verified, why_unverified=why,
             message=(report.attestation_status_message or report.platform_error_message)[
                 :4000],
             failed_hop=report.failed_hop.value if report.failed_hop else None,
@@ -825,7 +898,7 @@ class Monitor:
             if not vm.agent_version:
                 vm.agent_version = report.agent_version[:64]
             self._refresh(session, vm, now)
-            return
+            return verified, why
         vm.last_report_at = now
         vm.last_report_status = report.health_status.value
         vm.last_report_verified = verified
@@ -845,6 +918,7 @@ class Monitor:
         elif not vm.agent_version:
             vm.agent_version = report.agent_version[:64]
         self._refresh(session, vm, now)
+        return verified, why
 
     # --- the stale sweep ----------------------------------------------------
 

@@ -14,7 +14,8 @@ An event of VM *v* takes the fast path when all of these hold, for it and for
 every other event of *v* in the batch (else all of *v*'s events take the general
 path, in order):
 
-- *v* exists, is enabled and has no open alert (so no alert is resolved);
+- *v* exists, is enabled, is bound to the event's provider and has no open alert (so
+  no alert is resolved);
 - the verdict is ``permit``, with a verified VM id and PCRs, and no revoked
   component (so no alert is raised);
 - it is *v*'s latest event (not a late delivery, which is history only);
@@ -72,7 +73,7 @@ _OPEN = tuple(s.value for s in OPEN_STATUSES)
 _PERMIT = Verdict.PERMIT.value
 
 #: the VM columns an event on the fast path may change
-_VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at", "provider",
+_VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at", "issuer",
                "last_boot_id", "measured_secure_boot", "is_windows", "dbx_missing",
                "dbx_current", "aik_not_after", "state", "state_since", "attention",
                "state_reason", "open_alerts")
@@ -223,6 +224,8 @@ class FastPath:
         for ev in evs:
             if vm.last_outcome_at is not None and ev.time < as_utc(vm.last_outcome_at):
                 return  # a late delivery: history only (the general path)
+            if ev.provider != vm.provider:
+                return  # not yet bound, or another provider's (the general path decides)
             pcrs = dict(ev.pcrs)
             match = next((bid for bid, base in variants if matches(base, pcrs)), None)
             if match is None:
@@ -245,7 +248,8 @@ class FastPath:
             vm.last_verdict = _PERMIT
             vm.last_reason = reason
             vm.last_alive_at = now
-            vm.provider = ev.provider
+            if ev.issuer:
+                vm.issuer = ev.issuer[:512]
             vm.measured_secure_boot = ev.secure_boot
             windows = dict(ev.claims).get(t.IS_WINDOWS)
             if isinstance(windows, bool):

@@ -54,6 +54,10 @@ class MonitorMetrics:
         self._suppressed = Counter("bootwatch_monitor_alerts_suppressed_total",
                                    "alerts not opened because a suppression rule matched",
                                    ["reason"], registry=self.registry)
+        self._foreign = Counter("bootwatch_monitor_outcomes_foreign_provider_total",
+                                "outcome events of a VM from a provider it is not bound to "
+                                "(kept as history, never applied)", ["provider"],
+                                registry=self.registry)
         self._webhooks = Counter("bootwatch_monitor_webhook_deliveries_total",
                                  "webhook delivery attempts", ["result"], registry=self.registry)
 
@@ -64,6 +68,9 @@ class MonitorMetrics:
 
     def outcome(self, verdict: str, *, duplicate: bool) -> None:
         self._outcomes.labels(verdict, str(duplicate).lower()).inc()
+
+    def foreign_outcome(self, provider: str) -> None:
+        self._foreign.labels(provider).inc()
 
     def report(self, status: str, verified: bool, *, duplicate: bool) -> None:
         self._reports.labels(status, str(verified).lower(), str(duplicate).lower()).inc()

@@ -40,6 +40,8 @@ class VmRow(MonitorBase):
     vm_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     group_name: Mapped[str] = mapped_column(String(128), nullable=False, default="")
+    #: the provider the VM is bound to: set by ``vm enable --provider``, else by the first
+    #: outcome attributed to the VM; another provider's outcomes are history only
     provider: Mapped[str] = mapped_column(String(128), nullable=False, default="")
     security_type: Mapped[str] = mapped_column(String(32), nullable=False)
     secure_boot: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -74,6 +76,9 @@ class VmRow(MonitorBase):
     #: digest of the recommendation results this VM's recommendation rows hold (m0003):
     #: a refresh that evaluates the same results leaves the rows alone
     recommendations_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    #: the token issuer of ``provider`` (the provider the VM is bound to) as its latest
+    #: outcome carried it (m0005): a verified report counts only with a token from it
+    issuer: Mapped[str] = mapped_column(String(512), nullable=False, default="")
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),

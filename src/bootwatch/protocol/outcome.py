@@ -48,6 +48,8 @@ SCHEMA_VERSION: Final = 1
 MAX_OUTCOME_BYTES: Final = 2 * 1024 * 1024
 _MAX_EVENTS: Final = 4096
 _MAX_TEXT: Final = 4000
+#: longest issuer URL carried (the monitor's column holds this many characters)
+_MAX_ISSUER: Final = 512
 #: counters the monitor keeps in 32-bit integer columns (a TPM's resetCount and
 #: restartCount, DBX counts): a larger value is refused here, not by the database
 _MAX_STORED_INT: Final = 2**31 - 1
@@ -111,6 +113,9 @@ class OutcomeEvent:
     dbx_current: int | None = None
     #: notAfter of the AIK certificate that verified (for the renewal recommendation)
     aik_not_after: datetime | None = None
+    #: the issuer of the provider's tokens as this attestation reached it (its ``iss``):
+    #: the monitor accepts a report's token for a VM only from its provider's issuer
+    issuer: str = ""
     schema: int = SCHEMA_VERSION
 
     @property
@@ -156,6 +161,7 @@ def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
         "dbx_missing": event.dbx_missing,
         "dbx_current": event.dbx_current,
         "aik_not_after": _time(event.aik_not_after) if event.aik_not_after else None,
+        "issuer": event.issuer,
     }
 
 
@@ -544,5 +550,6 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         dbx_missing=_int(obj, "dbx_missing", optional=True, hi=_MAX_STORED_INT),
         dbx_current=_int(obj, "dbx_current", optional=True, hi=_MAX_STORED_INT),
         aik_not_after=_when(obj, "aik_not_after", optional=True),
+        issuer=_str(obj, "issuer", optional=True, limit=_MAX_ISSUER) or "",
         schema=schema,
     )

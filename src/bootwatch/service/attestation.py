@@ -212,7 +212,7 @@ def _run(
     if state.sink is not None:
         try:
             event = state.outcome_builder.build(outcome, event_id=request_id, time=now,
-                                                provider=ctx.name,
+                                                provider=ctx.name, issuer=ctx.issuer,
                                                 dbx_reference=cfg.dbx_reference)
         except Exception as exc:  # a bug in describing the boot must not cost the verdict
             get_logger().error("outcome event not built", extra={"reason": repr(exc)})
