@@ -15,6 +15,7 @@ from collections.abc import Callable
 import httpx
 
 from bootwatch.errors import ConfigError
+from bootwatch.httpread import BodyTooLarge, read_bounded
 from bootwatch.net.remediation import remediation_for
 from bootwatch.net.rules import RuleFormat
 from bootwatch.net.servicetag import ServiceTagDocument, decode_document
@@ -41,15 +42,14 @@ def advisor(document: ServiceTagDocument,
     return text
 
 
-def fetch_service_tags(service_url: str, *, ca: str = "") -> ServiceTagDocument:
-    """The service's published document (ConfigError naming the URL when unreachable)."""
+def fetch_service_tags(service_url: str, *, ca: str = "",
+                       timeout: float = 10.0) -> ServiceTagDocument:
+    """The service's published document (ConfigError naming the URL when unreachable,
+    larger than 1 MiB or slower than ``timeout`` in all)."""
     url = service_url.rstrip("/") + "/servicetags"
     try:
-        with httpx.Client(verify=tls_verify(ca), timeout=10) as client:
-            resp = client.get(url)
-            resp.raise_for_status()
-    except httpx.HTTPError as exc:
+        with httpx.Client(verify=tls_verify(ca), timeout=timeout) as client:
+            body = read_bounded(client, url, limit=_MAX_DOC, timeout=timeout)
+    except (httpx.HTTPError, BodyTooLarge) as exc:
         raise ConfigError(f"--service-url: cannot read {url}: {exc}") from None
-    if len(resp.content) > _MAX_DOC:
-        raise ConfigError(f"--service-url: {url} is larger than {_MAX_DOC} bytes")
-    return decode_document(resp.content, url)
+    return decode_document(body, url)

@@ -22,6 +22,7 @@ import httpx
 import jwt
 
 from bootwatch.errors import ProtocolError
+from bootwatch.httpread import read_bounded
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
 from bootwatch.protocol.jsonread import read_json
@@ -67,33 +68,13 @@ class TokenVerifier:
         return False
 
     def _fetch(self, url: str) -> dict[str, Any]:
-        """One JSON document of the issuer: at most ``_MAX_DOC`` bytes, ``timeout`` s in all.
-
-        Why streamed: reading the whole answer first (``resp.content``) and checking its
-        size afterwards let an issuer, or whatever answers at its address, send an
-        endless key set that held a report's thread and grew the monitor's memory for as
-        long as it kept sending; httpx's timeout bounds each read, not the whole body.
-        The body is read raw (no compression asked for, none accepted), so the limit is
-        the size of what is parsed.
-        """
-        deadline = time.monotonic() + self._timeout
-        body = bytearray()
-        with httpx.Client(verify=self._verify, timeout=self._timeout) as client, \
-                client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as resp:
-            resp.raise_for_status()
-            encoding = resp.headers.get("content-encoding", "identity").strip().lower()
-            if encoding != "identity":
-                raise ValueError(f"{url}: answered with content-encoding {encoding!r}")
-            declared = resp.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > _MAX_DOC:
-                raise ValueError(f"{url}: document larger than {_MAX_DOC} bytes")
-            for chunk in resp.iter_raw():
-                body += chunk
-                if len(body) > _MAX_DOC:
-                    raise ValueError(f"{url}: document larger than {_MAX_DOC} bytes")
-                if time.monotonic() > deadline:
-                    raise ValueError(f"{url}: took longer than {self._timeout} s")
-        doc = read_json(bytes(body), field=url)
+        """One JSON document of the issuer: at most ``_MAX_DOC`` bytes, ``timeout`` s in all
+        (:func:`bootwatch.httpread.read_bounded`: POST /reports is open, and an issuer, or
+        whatever answers at its address, could otherwise hold a report's thread with an
+        endless key set)."""
+        with httpx.Client(verify=self._verify, timeout=self._timeout) as client:
+            body = read_bounded(client, url, limit=_MAX_DOC, timeout=self._timeout)
+        doc = read_json(body, field=url)
         if not isinstance(doc, dict):
             raise ValueError(f"{url}: not a JSON object")
         return doc
