@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import jwt
 import pytest
-from attest_corpus import SECUREBOOT, azure_request_body
+from attest_corpus import AZURE, SECUREBOOT, azure_request_body
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bootwatch.attest.claims import dbx_reference_from_json
@@ -181,3 +181,30 @@ def test_tpm_default_mask_is_not_applied_to_azurevm() -> None:
     # without an explicit mask the TPM default (0xFFFFFF) would refuse every azurevm quote
     out = attest_azure_guest(azure_request_body(), provider=_inputs(), now=AT)
     assert out.verdict is Verdict.PERMIT, out.reason
+
+
+def test_maas_issue_all_incoming_claims_sample_is_permitted() -> None:
+    """MAA's published sample issues ``events`` as ``outputEvents``; the pipeline made
+    ``events`` read-only (maa-protocol 2.3 documents only ``pcrs`` so), and the sample
+    denied every attestation (found in review)."""
+    sample = (AZURE.parent / "policies" /
+              "tpm-sample-policies__issue-all-incoming-claims-1.2.txt").read_text("utf-8")
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(sample), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    assert out.token_claims is not None and out.token_claims["outputEvents"]
+
+
+def test_a_token_lifetime_the_policy_engine_accepts_is_issued() -> None:
+    """``report_validity_in_minutes`` up to one year passed the policy engine, but the token
+    code capped it at 30 days and denied every attestation (found in review)."""
+    days_90 = 90 * 24 * 60
+    text = default_azureguest_policy().replace(
+        "version=1.0;", "version=1.1;\nconfigurationrules { => issueproperty("
+        f'type="report_validity_in_minutes", value={days_90}); }};', 1)
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(text), now=AT)
+    assert out.verdict is Verdict.PERMIT, out.reason
+    assert out.token_claims is not None
+    assert out.token_claims["exp"] - out.token_claims["iat"] == days_90 * 60
+    too_long = text.replace(str(days_90), str(367 * 24 * 60))
+    out = attest_azure_guest(azure_request_body(), provider=_inputs(too_long), now=AT)
+    assert out.verdict is Verdict.DENY and "one year" in out.reason, out.reason

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from bootwatch.errors import InputError, PolicyEvaluationError, PolicyParsingError
-from bootwatch.policy import claim_from_json, compile_policy, evaluate
+from bootwatch.policy import Claim, claim_from_json, compile_policy, evaluate
 
 
 def _error(text: str) -> PolicyParsingError:
@@ -104,3 +104,22 @@ def test_function_result_with_a_lone_surrogate_is_an_evaluation_error(value: str
         # what the token signer does with an issued value
         str(result.issued[0].value).encode("utf-8")
     assert str(info.value).startswith("line 4: ")
+
+
+# --- line ends: a carriage return with no line feed ends no line ---------------------------
+
+#: an editor (and ``str.splitlines``) shows the deny rule on its own line after the comment
+_LONE_CR = ('version=1.0;\r\nauthorizationrules\r\n{\r\n'
+            '    => permit(); // default\r'
+            '    [type=="secureboot", value==false] => deny();\r\n'
+            '};\r\nissuancerules { };\r\n')
+
+
+def test_a_lone_carriage_return_is_refused_where_it_stands() -> None:
+    """A ``//`` comment ran to the next LF only, so it swallowed the deny rule after a
+    lone CR and the policy permitted Secure Boot off (found in review)."""
+    err = _error(_LONE_CR)
+    assert "carriage return" in str(err) and (err.line, err.column) == (4, 28)
+    # CRLF line ends, with comments, are policy text
+    policy = compile_policy(_LONE_CR.replace("// default\r", "// default\r\n"))
+    assert not evaluate(policy, [Claim.service("secureboot", False)]).permitted

@@ -239,7 +239,9 @@ def policy_claims(
             continue
         out.append(Claim.service(name, value))
     if events is not None:
-        out.append(Claim.service("events", dict(events), read_only=True))
+        # not read-only: MAA's "issue all incoming claims" sample issues it (only pcrs is
+        # documented read-only, maa-protocol 2.3)
+        out.append(Claim.service("events", dict(events)))
     out.append(Claim.service("pcrs", dict(pcrs), read_only=True))
     return out
 

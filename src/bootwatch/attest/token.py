@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bootwatch.errors import PolicyEvaluationError
+from bootwatch.policy.evaluator import MAX_VALIDITY_MINUTES as POLICY_MAX_VALIDITY_MINUTES
 from bootwatch.protocol import token as t
 
 __all__ = [
@@ -34,8 +35,9 @@ __all__ = [
 DEFAULT_VALIDITY = timedelta(hours=8)
 #: the policy property that overrides it (maa-protocol 2.4)
 VALIDITY_PROPERTY = "report_validity_in_minutes"
-#: bounds we accept for that property (1 minute .. 30 days)
-MAX_VALIDITY_MINUTES = 30 * 24 * 60
+#: bounds we accept for that property: 1 minute .. the policy engine's bound (one year),
+#: one constant, so a policy the engine accepts never denies every attestation here
+MAX_VALIDITY_MINUTES = POLICY_MAX_VALIDITY_MINUTES
 
 
 @dataclass(frozen=True)

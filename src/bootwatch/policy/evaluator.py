@@ -65,7 +65,9 @@ _PROPERTY_TYPES: Mapping[str, type] = MappingProxyType(
     }
 )
 
-_MAX_VALIDITY_MINUTES = 366 * 24 * 60  # "max one year"
+#: the largest ``report_validity_in_minutes`` (maa-protocol 2.4: "max one year"); the
+#: token code applies the same bound (bootwatch.attest.token)
+MAX_VALIDITY_MINUTES = 366 * 24 * 60
 
 #: Integer text ``valueType="Integer"`` converts: ASCII digits with at most one ``-``.
 #: (``str.isdigit`` also accepts "²" and "--5", which ``int`` then refuses with a bare
@@ -411,11 +413,11 @@ def _check_property(claim: Claim, rule: Rule) -> object:
             f"{rule.label}: required_pcr_mask must be between 0 and 0xFFFFFF (PCRs 0-23)"
         )
     if claim.type == "report_validity_in_minutes" and not (
-        1 <= value <= _MAX_VALIDITY_MINUTES  # type: ignore[operator]
+        1 <= value <= MAX_VALIDITY_MINUTES  # type: ignore[operator]
     ):
         raise PolicyEvaluationError(
             f"{rule.label}: report_validity_in_minutes must be between 1 and "
-            f"{_MAX_VALIDITY_MINUTES} (one year)"
+            f"{MAX_VALIDITY_MINUTES} (one year)"
         )
     return value
 
@@ -430,4 +432,5 @@ def evaluate(
     return _Run(policy, incoming, limits).run()
 
 
-__all__ = ["PROPERTY_DEFAULTS", "EvaluationResult", "TraceEntry", "evaluate"]
+__all__ = ["MAX_VALIDITY_MINUTES", "PROPERTY_DEFAULTS", "EvaluationResult", "TraceEntry",
+           "evaluate"]

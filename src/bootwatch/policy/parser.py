@@ -148,12 +148,16 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> PolicyParsingError:
 
 #: NUL, or a UTF-16 surrogate with no partner: neither is text a policy can hold (no UTF-8
 #: encodes a lone surrogate, no database text column holds NUL); JSON's escapes can carry
-#: both into a JWS payload's plain-text policy
-_NOT_TEXT_RE = re.compile("[\x00\ud800-\udfff]")
+#: both into a JWS payload's plain-text policy.  And a carriage return that no line feed
+#: follows: editors show it as a line break, but a ``//`` comment ran on through it and
+#: swallowed the rule an operator saw on the next line (``=> permit(); // x<CR>[...] =>
+#: deny();`` permitted what the deny rule was meant to stop)
+_NOT_TEXT_RE = re.compile("[\x00\ud800-\udfff]|\r(?!\n)")
 
 
 def check_policy_text(text: str) -> None:
-    """Raise PolicyParsingError (line:column) when ``text`` holds NUL or a lone surrogate.
+    """Raise PolicyParsingError (line:column) when ``text`` holds NUL, a lone surrogate or
+    a carriage return that ends no CRLF.
 
     Found by fuzzing (scripts/fuzz policy): such a text reached the policy hash's UTF-8
     encoding and raised UnicodeEncodeError, and a NUL reached the database on upload.
@@ -164,8 +168,9 @@ def check_policy_text(text: str) -> None:
     at = found.start()
     line = text.count("\n", 0, at) + 1
     column = at - (text.rfind("\n", 0, at) + 1) + 1
-    what = "a NUL character" if found.group() == "\x00" else (
-        f"a lone UTF-16 surrogate (U+{ord(found.group()):04X})")
+    what = {"\x00": "a NUL character",
+            "\r": "a carriage return without a line feed (use LF or CRLF line ends)"}.get(
+        found.group(), f"a lone UTF-16 surrogate (U+{ord(found.group()):04X})")
     raise PolicyParsingError(f"{what} is not policy text", line=line, column=column)
 
 
