@@ -40,8 +40,12 @@ def _derive(sb: MeasuredSecureBoot = AZURE_SB, win: WindowsBootConfig | None = N
     )
 
 
+#: what the facts give for the real log: its SIPA events, in PCRs the quote covers
+AZURE_WIN = WindowsBootConfig(present=True, attested=True, quoted_all=True)
+
+
 def test_azure_defaults_all_validate() -> None:
-    out = _derive()
+    out = _derive(win=AZURE_WIN)
     for claim in t.DEFAULT_POLICY_BOOLEANS:
         assert out.claims[claim] is True, out.decision(claim)
     assert out.template == "azure-trusted-launch"
@@ -104,7 +108,8 @@ def test_undecodable_variable_fails_closed() -> None:
 
 
 def test_windows_flags() -> None:
-    on = WindowsBootConfig(present=True, attested=True, kernel_debug=True, flight_signing=True,
+    on = WindowsBootConfig(present=True, attested=True, quoted_all=True, kernel_debug=True,
+                           flight_signing=True,
                            elam=True, hvci_policy=3)
     out = _derive(win=on)
     assert out.claims[t.KERNELDEBUG_ENABLED] is True
@@ -115,5 +120,31 @@ def test_windows_flags() -> None:
     unattested = _derive(win=WindowsBootConfig(present=True, attested=False))
     assert unattested.claims[t.DEBUGGERS_DISABLED] is False
     assert unattested.claims[t.SIGNING_DISABLED] is False
-    linux = _derive(win=WindowsBootConfig())
+    linux = derive_azurevm_claims(
+        secure_boot=AZURE_SB, windows=WindowsBootConfig(), templates=(AZURE_TRUSTED_LAUNCH,),
+        dbx_reference=None, os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""),
+        attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7), protocol_version="2.0", enc_key_jwk=JWK,
+        client_payload={}, vm_id=None)
     assert linux.claims[t.DEBUGGERS_DISABLED] is True and linux.claims[t.ELAM_ENABLED] is False
+
+
+def test_a_windows_boot_without_its_sipa_pcrs_quoted_or_with_a_retyped_record_is_unknown() -> None:
+    """Found in review: a Windows client that left PCR 12-14 out of its quote (and their
+    records out of the log), or retyped the TESTSIGNING record to EV_IPL (types are not
+    measured), got "no debugger, no test signing" and passed the default policy."""
+    for win, why in ((WindowsBootConfig(), "does not cover PCR 12, 13 and 14"),
+                     (WindowsBootConfig(present=True, attested=True),
+                      "does not cover PCR 12, 13 and 14"),
+                     (WindowsBootConfig(present=True, attested=True, quoted_all=True,
+                                        foreign_event=42), "(event 42)")):
+        out = _derive(win=win)
+        for claim in (t.DEBUGGERS_DISABLED, t.SIGNING_DISABLED):
+            assert out.claims[claim] is False and why in out.decision(claim).reason, win
+    # SIPA events in the log make a boot Windows whatever the request's OS says
+    said_linux = derive_azurevm_claims(
+        secure_boot=AZURE_SB, windows=WindowsBootConfig(present=True, attested=True,
+                                                        foreign_event=7),
+        templates=(AZURE_TRUSTED_LAUNCH,), dbx_reference=None,
+        os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""), attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7),
+        protocol_version="2.0", enc_key_jwk=JWK, client_payload={}, vm_id=None)
+    assert said_linux.claims[t.SIGNING_DISABLED] is False

@@ -185,11 +185,18 @@ class WindowsBootConfig:
     """Windows SIPA boot-configuration flags from EV_EVENT_TAG events (PCR 12-14).
 
     ``present``: the log has SIPA events at all (a Windows boot); ``attested``:
-    all of their PCRs were covered by the verified quote.
+    all of their PCRs were covered by the verified quote.  ``quoted_all``: the quote
+    covers every SIPA PCR (12, 13 and 14), so an absence of SIPA events is attested
+    too; ``foreign_event``: the index of the first record extended into a SIPA PCR
+    whose type is neither EV_EVENT_TAG nor EV_SEPARATOR (None: none), which on a
+    Windows boot could be a SIPA record retyped to hide it (event types are not
+    measured).
     """
 
     present: bool = False
     attested: bool = False
+    quoted_all: bool = False
+    foreign_event: int | None = None
     boot_debugging: bool = False
     kernel_debug: bool = False
     hypervisor_debug: bool = False
@@ -384,7 +391,7 @@ def derive_azurevm_claims(
         decisions.append(ClaimDecision(
             t.DBX_VALIDATED, False, "PCR 4 (boot applications) is not covered by the quote"
         ))
-    decisions.extend(_windows_decisions(windows))
+    decisions.extend(_windows_decisions(windows, is_windows=os_info.os_type.lower() == "windows"))
 
     claims: dict[str, JSON] = {d.claim: d.value for d in decisions}
     claims[t.PROTOCOL_VER] = protocol_version
@@ -408,9 +415,30 @@ def derive_azurevm_claims(
     )
 
 
-def _windows_decisions(w: WindowsBootConfig) -> list[ClaimDecision]:
-    """Debug and signing flags; for a non-Windows boot they are simply off."""
+def _windows_decisions(w: WindowsBootConfig, *, is_windows: bool) -> list[ClaimDecision]:
+    """Debug and signing flags; for a non-Windows boot they are simply off.
+
+    A Windows boot (the request says so, or the log has SIPA events) gets "disabled"
+    claims only from SIPA PCRs the quote covers, all three, holding nothing but SIPA
+    records and separators: a client that leaves PCR 12-14 out of its quote can drop
+    their records from the log, and one that retypes a SIPA record (EV_EVENT_TAG to
+    EV_IPL: the type is not measured) hides it, so either read as "no debugger, no
+    test signing".  Neither is possible to tell apart from a real absence, so both
+    count as unknown.  (A client that claims another OS and leaves PCR 12-14 out of its
+    quote is read as that OS: its token says so, and a policy can require the OS.)"""
     out: list[ClaimDecision] = []
+    flag_claims = (t.BOOTDEBUG_ENABLED, t.KERNELDEBUG_ENABLED, t.HYPERVISORDEBUG_ENABLED,
+                   t.TESTSIGNING_ENABLED, t.FLIGHTSIGNING_ENABLED)
+    if (is_windows or w.present) and (not w.quoted_all or w.foreign_event is not None):
+        src = ("a Windows boot whose quote does not cover PCR 12, 13 and 14: its "
+               "boot-configuration (SIPA) flags are unknown" if not w.quoted_all else
+               f"a Windows boot with a record of another type than EV_EVENT_TAG in PCR "
+               f"12-14 (event {w.foreign_event}): its boot-configuration (SIPA) flags are "
+               "unknown")
+        out.extend(ClaimDecision(claim, False, src) for claim in flag_claims)
+        out.append(ClaimDecision(t.DEBUGGERS_DISABLED, False, src))
+        out.append(ClaimDecision(t.SIGNING_DISABLED, False, src))
+        return out
     if not w.present:
         src = "no Windows boot-configuration (SIPA) events in the log"
         for claim in (t.BOOTDEBUG_ENABLED, t.KERNELDEBUG_ENABLED, t.HYPERVISORDEBUG_ENABLED,

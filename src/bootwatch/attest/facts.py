@@ -190,22 +190,32 @@ def windows_boot_config(log: UnverifiedEventLog, attested: Iterable[int]) -> Win
     """SIPA flags from the Windows EV_EVENT_TAG events in PCR 12-14 of ``log``.
 
     An EV_EVENT_TAG in those PCRs whose SIPA records do not frame counts as
-    present and not attested, so the aggregate "disabled" claims fail closed.
+    present and not attested, so the aggregate "disabled" claims fail closed.  Whether
+    the quote covers all three PCRs, and the first record of another type in them, are
+    kept for the claims (``claims._windows_decisions``): types are not measured.
     """
     attested_set = frozenset(attested)
+    quoted_all = frozenset(SIPA_PCRS) <= attested_set
     scan = _SipaScan(flags={})
     pcrs: set[int] = set()
     malformed = False
+    foreign: int | None = None
     for event in log.events:
-        if event.event_type != EV_EVENT_TAG or event.pcr not in SIPA_PCRS:
+        if event.pcr not in SIPA_PCRS:
+            continue
+        if event.event_type != EV_EVENT_TAG:
+            if foreign is None and event.event_type not in (EV_NO_ACTION, EV_SEPARATOR):
+                foreign = event.index
             continue
         pcrs.add(event.pcr)
         if not _scan_sipa(event.data, scan):
             malformed = True
     if not pcrs:
-        return WindowsBootConfig()
+        return WindowsBootConfig(quoted_all=quoted_all, foreign_event=foreign)
     return WindowsBootConfig(
         present=True,
+        quoted_all=quoted_all,
+        foreign_event=foreign,
         attested=pcrs <= attested_set and not malformed,
         elam=scan.elam,
         hvci_policy=scan.hvci,
@@ -269,6 +279,13 @@ _SB_VARIABLES = {
 EV_EFI_VARIABLE_DRIVER_CONFIG = 0x80000001
 EV_EFI_BOOT_SERVICES_APPLICATION = 0x80000003
 EV_EFI_VARIABLE_AUTHORITY = 0x800000E0
+EV_NO_ACTION = 0x00000003
+EV_SEPARATOR = 0x00000004
+EV_EFI_ACTION = 0x80000007
+#: types whose digest the replay checks against their data (eventlog.replay), so their
+#: data is what was measured and cannot be a retyped image or variable
+_PCR4_BOUND = frozenset({EV_SEPARATOR, EV_EFI_ACTION})
+_PCR7_BOUND = frozenset({EV_SEPARATOR, EV_EFI_ACTION})
 SHA256 = 0x000B
 
 
@@ -277,12 +294,15 @@ def measured_secure_boot(
 ) -> MeasuredSecureBoot:
     """Secure Boot state from PCR 7 variable events and PCR 4 boot images of ``log``.
 
-    Call only with a log whose replay matched the quoted PCRs.  The first
-    measurement of each variable counts; a variable with the wrong vendor GUID
-    is not the Secure Boot variable and is ignored; contents that do not
-    decode make the whole state undecoded (fail closed).  ``certificates``: the
-    caller's cache of parsed certificates by DER (a fleet's logs carry the same
-    db/KEK/PK certificates; None parses each).
+    Call only with a log whose replay matched the quoted PCRs.  Event types are not
+    measured, so none is trusted to hide a measurement: every PCR 4 digest but a
+    separator's or an action's is a boot image for the revocation checks, and in PCR 7
+    an event of another type than a variable, authority, separator or action, or a
+    second measurement of a Secure Boot variable, makes the state undecoded.  A
+    variable with the wrong vendor GUID is not the Secure Boot variable and is
+    ignored; contents that do not decode make the whole state undecoded (fail closed).
+    ``certificates``: the caller's cache of parsed certificates by DER (a fleet's logs
+    carry the same db/KEK/PK certificates; None parses each).
     """
     def read(entry: SignatureEntry) -> X509Info | str:
         if certificates is None:
@@ -294,14 +314,24 @@ def measured_secure_boot(
     boot_apps: list[bytes] = []
     problems: list[str] = []
     for event in log.events:
-        if event.pcr == 4 and event.event_type == EV_EFI_BOOT_SERVICES_APPLICATION:
+        if event.event_type == EV_NO_ACTION:
+            continue  # never extended
+        if event.pcr == 4:
+            # every PCR 4 measurement but the two whose data the replay binds to their
+            # digest: an event's type is not measured, so a boot application retyped as
+            # a driver (or anything else) is still checked against the revocations
             digest = event.digests.get(SHA256)
-            if digest is not None:
+            if event.event_type not in _PCR4_BOUND and digest is not None:
                 boot_apps.append(bytes(digest))
             continue
-        if event.pcr != 7 or event.event_type not in (
-            EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY
-        ):
+        if event.pcr != 7 or event.event_type in _PCR7_BOUND:
+            continue
+        if event.event_type not in (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY):
+            # the type is not measured: a db authority retyped as EV_IPL hid the
+            # certificate that verified the boot.  Firmware logs nothing else here
+            problems.append(f"event {event.index}: type 0x{event.event_type:08X} in PCR 7 is "
+                            "not a Secure Boot variable or authority event, so what it "
+                            "measured cannot be judged")
             continue
         decoded = decode_event(event)
         if not isinstance(decoded, VariableEvent):
@@ -319,7 +349,13 @@ def measured_secure_boot(
                 authorities.append(sha1_thumbprint(entry.data))
             continue
         want = _SB_VARIABLES.get(decoded.name)
-        if want is None or decoded.guid.lower() != want or decoded.name in seen:
+        if want is None or decoded.guid.lower() != want:
+            continue
+        if decoded.name in seen:
+            # firmware measures each once (every corpus log does); a second one is an
+            # authority retyped as configuration (both bind their data), or a log that
+            # says two things: which one the boot used cannot be told
+            problems.append(f"{decoded.name} (event {event.index}): measured a second time")
             continue
         if decoded.contents_error is not None:
             problems.append(f"{decoded.name} (event {event.index}): {decoded.contents_error}")
