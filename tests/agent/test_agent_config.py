@@ -4,9 +4,12 @@ import isolation, packaging (systemd-analyze verify, HandlerManifest)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -234,3 +237,52 @@ def test_real_machine_defaults(tmp_path: Path) -> None:
     (tmp_path / "empty").write_bytes(b"")
     with pytest.raises(PlatformError, match="is empty"):
         read_event_log(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("proxy", [
+    "http://svc:Pa#ss-w0rd@proxy.corp:3128",   # an unencoded '#' in the password
+    "http://svc:pa/ss?w0rd@proxy.corp:3128",   # '/' and '?'
+    "http://svc:s3cret-w0rd@proxy.corp:312800",  # a port past 65535
+])
+def test_a_proxy_url_httpx_cannot_use_is_a_config_error_that_shows_no_password(
+        proxy: str) -> None:
+    """Found in review: ``urlsplit`` read such a URL as having no user-info, so
+    ``redact`` printed the password, and httpx (or ``.port``) then raised a non-bootwatch
+    error that killed every cycle with a traceback (no status, no pending report)."""
+    assert "w0rd" not in redact(proxy) and redact(proxy).endswith("@proxy.corp" +
+                                                                  proxy.rsplit("corp", 1)[1])
+    with pytest.raises(ConfigError) as err:
+        choose_proxy("https://attest.example", configured=None, configured_no_proxy=None,
+                     environ={"HTTPS_PROXY": proxy})
+    assert "w0rd" not in str(err.value) and "HTTPS_PROXY" in str(err.value)
+
+
+def test_the_service_user_can_read_the_installed_configuration() -> None:
+    """Found in review: ``agent install`` wrote agent.toml 0640 root:root and created no
+    user, while the unit runs as ``bootwatch`` (ConfigurationDirectory= changes no
+    ownership): the daemon could not read its own configuration and restarted in a loop.
+    The install now creates the user and group (systemd-sysusers, here under an image
+    root) and gives the file to root:bootwatch; a process with only that group reads it."""
+    if os.geteuid() != 0:
+        pytest.fail("this test installs as root (CI runs as root)")
+    prefix = Path(tempfile.mkdtemp(prefix="bootwatch-install-"))  # traversable by others
+    try:
+        os.chmod(prefix, 0o755)
+        exe = Path(shutil.which("bootwatch") or sys.executable)
+        assert perform(install_plan(prefix, executable=exe), prefix=prefix) == []
+        config = prefix / "etc/bootwatch/agent.toml"
+        group = next(line.split(":") for line in (prefix / "etc/group").read_text().splitlines()
+                     if line.startswith("bootwatch:"))
+        st = config.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, int(group[2]), 0o640)
+        assert "bootwatch" in (prefix / "etc/passwd").read_text()
+
+        def read_as(gid: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(["setpriv", "--reuid=65534", f"--regid={gid}",
+                                   "--clear-groups", "cat", str(config)],
+                                  capture_output=True, text=True, timeout=30, check=False)
+
+        assert read_as(group[2]).returncode == 0
+        assert read_as("65534").returncode != 0  # any other group: the file stays private
+    finally:
+        shutil.rmtree(prefix)

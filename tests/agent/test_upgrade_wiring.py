@@ -112,3 +112,33 @@ def test_install_from_the_current_link_keeps_it_and_adds_the_rollback_guard(
                                                    / "bootwatch-agent.service")],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0 and check.stderr.strip() == "", check.stderr
+
+
+@pytest.mark.parametrize("how", ["environment", "relative"])
+def test_the_pre_start_guard_reads_the_daemons_upgrade_state(
+        tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: the unit's pre-start guard (``agent upgrade --rollback-expired``)
+    read the raw TOML file, so ``BOOTWATCH_AGENT_STATE_DIR`` or a relative ``state_dir``
+    (resolved against the file by the daemon, against / by the guard under systemd) sent
+    the two to different upgrade.json files: a version that could not start was never
+    rolled back."""
+    release_key = tmp_path / "release.pub"
+    release_key.write_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    config = tmp_path / "etc" / "agent.toml"
+    config.parent.mkdir()
+    state_line = 'state_dir = "state"\n' if how == "relative" else ""
+    config.write_text(f'url = "https://attest.example"\nmonitor_url = "https://mon.example"\n'
+                      f'vm_id = "VM-1"\n{state_line}'
+                      f'\n[upgrade]\nrelease_public_key = "{release_key}"\n')
+    monkeypatch.chdir("/")  # systemd's working directory
+    if how == "environment":
+        monkeypatch.setenv("BOOTWATCH_AGENT_STATE_DIR", str(tmp_path / "from-env"))
+    want = tmp_path / ("from-env" if how == "environment" else "etc/state")
+    daemon = _upgrader(load_config(config), config)
+    assert daemon is not None
+    try:
+        guard = parse_upgrade_config(load_upgrade_table(config), source=str(config))
+        assert daemon.config.state_dir == guard.state_dir == want
+    finally:
+        daemon.close()

@@ -243,3 +243,23 @@ def test_pending_deadline_is_the_trial_of_the_running_version_only(
     assert AgentUpgrader(cfg, running_version="0.1.0").pending_deadline() is None
     state.write_text(json.dumps({"pending": None, "failed": {}}))
     assert AgentUpgrader(cfg, running_version="0.2.0").pending_deadline() is None
+
+
+def test_a_local_file_error_is_an_error_outcome_not_a_dead_daemon(
+    tmp_path: Path, hostile: Any, release_key: Any, sign: Any, wheels: dict[str, Path]
+) -> None:
+    """Found in review: an OSError in the upgrade (a full disk while downloading, here a
+    directory where the ``current`` link should be) escaped ``run_check`` and ended the
+    daemon after its cycle; the check came first after each restart, so it never
+    attested again."""
+    box, url = hostile
+    box.offer = sign(wheels["0.2.0"], "0.2.0", release_key)
+    box.wheel = wheels["0.2.0"].read_bytes()
+    current = tmp_path / "root" / "current"
+    current.mkdir(parents=True)  # a directory, not a link: os.readlink fails
+    upgrader = AgentUpgrader(_config(tmp_path, url, release_key.public_pem),
+                             running_version="0.1.0", running_prefix=current)
+    outcome = upgrader.run_check(apply=True)
+    assert outcome.kind is OutcomeKind.ERROR and "local file error" in outcome.message
+    assert str(current) in outcome.message
+    assert upgrader.maybe_upgrade() is False  # no raise

@@ -24,6 +24,7 @@ import jwt
 from bootwatch.agent.transport import Transport, retry_after_of
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
 from bootwatch.protocol.envelope import SealedEnvelope, decode_token_response
+from bootwatch.protocol.health import FailedHop
 from bootwatch.protocol.token import ATTESTATION_TYPE, AZUREVM
 
 if TYPE_CHECKING:  # enrolment is imported when used: not on the attestation path
@@ -78,7 +79,17 @@ class AttestationClient:
         )
         if resp.status_code != 200:
             raise _service_error(resp)
-        return decode_token_response(resp.content)
+        try:
+            return decode_token_response(resp.content)
+        except ProtocolError as exc:
+            # a proxy's block page, a captive portal or another service answering 200:
+            # the path, not this VM, is wrong (it was reported as a local platform error,
+            # with no URL named)
+            raise TransportError(
+                f"POST {resp.request.url} answered 200 without a sealed token ({exc}): "
+                "something other than an attestation provider answered (a proxy or portal "
+                "page, or a wrong URL)",
+                step=FailedHop.HTTP_STATUS.value, target=self._t.origin) from None
 
     # --- enrolment (bootwatch.protocol.enroll) ------------------------------
 

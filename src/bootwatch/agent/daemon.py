@@ -300,7 +300,7 @@ class AgentDaemon:
             return due
         try:
             deadline = self._hook.pending_deadline()
-        except BootwatchError as exc:
+        except (BootwatchError, OSError) as exc:
             log.error("the upgrade component failed (the agent keeps running as it is): %s",
                       exc)
             return due
@@ -324,7 +324,7 @@ class AgentDaemon:
         try:
             self._hook.after_cycle(result.succeeded)
             return ask and self._hook.maybe_upgrade()
-        except BootwatchError as exc:
+        except (BootwatchError, OSError) as exc:  # a full disk, a directory where a link was
             log.error("the upgrade component failed (the agent keeps running as it is): %s",
                       exc)
             return False

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +35,9 @@ __all__ = ["HANDLER_MANIFEST", "UNIT_NAME", "InstallItem", "install_plan", "perf
            "unit_text", "upgrade_root"]
 
 UNIT_NAME: Final = "bootwatch-agent.service"
+SERVICE_USER: Final = "bootwatch"
+SERVICE_GROUP: Final = "bootwatch"
+SYSUSERS_PATH: Final = "usr/lib/sysusers.d/bootwatch.conf"
 RUNTIME_LOG: Final = "/run/bootwatch/binary_bios_measurements"
 #: a missing securityfs log leaves no copy: the daemon then reports the missing file
 COPY_LOG: Final = (
@@ -47,6 +52,9 @@ class InstallItem:
     content: str | None  # None: a directory
     mode: int
     keep_existing: bool = False
+    #: the group that owns the file (root owns it), when one must read it: the daemon
+    #: runs as ``bootwatch``, and ConfigurationDirectory= changes no ownership
+    group: str | None = None
 
     def describe(self) -> str:
         kind = "directory" if self.content is None else f"{len(self.content)} bytes"
@@ -183,15 +191,24 @@ def install_plan(prefix: Path, *, executable: Path) -> list[InstallItem]:
         InstallItem(root / "etc/bootwatch", None, 0o755),
         InstallItem(root / "var/lib/bootwatch", None, 0o750),
         InstallItem(root / "etc/systemd/system" / UNIT_NAME, unit_text(executable), 0o644),
-        InstallItem(root / "usr/lib/sysusers.d/bootwatch.conf", SYSUSERS, 0o644),
-        InstallItem(root / "etc/bootwatch/agent.toml", CONFIG, 0o640, keep_existing=True),
+        InstallItem(root / SYSUSERS_PATH, SYSUSERS, 0o644),
+        InstallItem(root / "etc/bootwatch/agent.toml", CONFIG, 0o640, keep_existing=True,
+                    group=SERVICE_GROUP),
         InstallItem(ext / "HandlerManifest.json",
                     json.dumps(HANDLER_MANIFEST, indent=2) + "\n", 0o644),
         InstallItem(ext / "handler.sh", handler_script(executable), 0o755),
     ]
 
 
-def perform(plan: Sequence[InstallItem]) -> None:
+def perform(plan: Sequence[InstallItem], *, prefix: Path | None = None) -> list[str]:
+    """Write ``plan``; with ``prefix`` (a real install, or an image root) also create the
+    service user and group there (``systemd-sysusers``) and give each file with a
+    ``group`` to root and that group.  Returns what could not be done, for the operator.
+
+    Why: the configuration is written 0640 root:root by default, and the daemon runs as
+    ``bootwatch``, so it could not read its own configuration and the unit restarted in
+    a loop; and nothing created the user before the first boot, so ``handler.sh enable``
+    on a fresh VM failed (found in review)."""
     for item in plan:
         if item.content is None:
             item.path.mkdir(parents=True, exist_ok=True)
@@ -204,3 +221,47 @@ def perform(plan: Sequence[InstallItem]) -> None:
         tmp.write_text(item.content, encoding="utf-8")
         os.chmod(tmp, item.mode)
         os.replace(tmp, item.path)
+    if prefix is None:
+        return []
+    warnings = _create_service_user(prefix)
+    for item in plan:
+        if item.group is None or item.content is None:
+            continue
+        gid = _group_id(prefix, item.group)
+        if gid is None or os.geteuid() != 0:
+            warnings.append(f"{item.path} stays readable by root only: create the "
+                            f"{item.group} group (systemd-sysusers), then run `chgrp "
+                            f"{item.group} {item.path}` as root")
+            continue
+        os.chown(item.path, 0, gid)
+    return warnings
+
+
+def _create_service_user(prefix: Path) -> list[str]:
+    """Run ``systemd-sysusers`` on our sysusers file under ``prefix`` (as root only)."""
+    sysusers = shutil.which("systemd-sysusers")
+    conf = prefix / SYSUSERS_PATH
+    if os.geteuid() != 0 or sysusers is None:
+        return [f"the {SERVICE_USER} user was not created (needs root and systemd-sysusers): "
+                f"run `systemd-sysusers {conf}`"]
+    args = [sysusers, str(conf)]
+    if prefix.resolve() != Path("/"):
+        args.insert(1, f"--root={prefix}")
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        return [f"systemd-sysusers failed ({done.stderr.strip()[:300]}): run "
+                f"`systemd-sysusers {conf}`"]
+    return []
+
+
+def _group_id(prefix: Path, name: str) -> int | None:
+    """``name``'s gid in ``prefix``'s /etc/group (an image root has its own)."""
+    try:
+        lines = (prefix / "etc/group").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name and fields[2].isdigit():
+            return int(fields[2])
+    return None

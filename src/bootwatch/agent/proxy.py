@@ -28,7 +28,9 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+import httpx
 
 from bootwatch.errors import ConfigError
 
@@ -53,15 +55,19 @@ class ProxyChoice:
 
 
 def redact(url: str) -> str:
-    """``http://user:secret@proxy:3128`` -> ``http://***@proxy:3128``."""
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.username is None and parts.password is None:
+    """``http://user:secret@proxy:3128`` -> ``http://***@proxy:3128``; never raises.
+
+    Works on the text, not on a parse: a password with an unencoded ``#``, ``/`` or
+    ``?`` (pasted raw into ``HTTPS_PROXY``) ends the authority early for ``urlsplit``,
+    which then found no user-info and the password was printed.  Everything between
+    the scheme and the last ``@`` goes."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    at = rest.rfind("@")
+    if at < 0:
         return url
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return f"{scheme}{sep}***{rest[at:]}"
 
 
 def _never_proxied(host: str) -> bool:
@@ -100,12 +106,29 @@ def _excluded(host: str, no_proxy: str) -> bool:
 
 
 def _normalise(proxy: str, source: str) -> str:
+    """``proxy`` as an ``http(s)://[user:password@]host[:port]`` URL, or ConfigError.
+
+    Checked with the parser the transport uses (httpx's): a URL that ``urlsplit``
+    accepted but httpx refused (an unencoded ``#`` in the password, a port past 65535)
+    made every cycle die with an httpx or ValueError traceback instead of a reason."""
     url = proxy if "://" in proxy else f"http://{proxy}"
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    shown = redact(proxy)
+    try:
+        parsed = httpx.URL(url)
+        port = parsed.port
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise ConfigError(f"{source}: proxy {shown!r} is not a URL httpx can use "
+                          f"({redact(str(exc))}); percent-encode '#', '/', '?', '@' and "
+                          "':' in its user name and password") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(
-            f"{source}: proxy {redact(proxy)!r} is not an http(s)://host[:port] URL"
+            f"{source}: proxy {shown!r} is not an http(s)://host[:port] URL"
         )
+    if parsed.query or parsed.fragment or parsed.path not in ("", "/") or (
+            port is not None and not 0 < port < 65536):
+        raise ConfigError(f"{source}: proxy {shown!r} has a path, query, fragment or port "
+                          "a proxy URL cannot have (percent-encode '#', '/' and '?' in its "
+                          "password)")
     return url
 
 

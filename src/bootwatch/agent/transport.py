@@ -32,11 +32,13 @@ from bootwatch.agent.proxy import redact
 from bootwatch.errors import TransportError
 from bootwatch.protocol.health import FailedHop
 
-__all__ = ["MAX_RESPONSE_BYTES", "Transport", "parse_retry_after", "retry_after_of",
-           "tls_context"]
+__all__ = ["BODY_DEADLINE_FACTOR", "MAX_RESPONSE_BYTES", "Transport", "parse_retry_after",
+           "retry_after_of", "tls_context"]
 
 #: no agent-side response is larger than a few hundred KB (metadata, tokens, reports)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+#: a whole answer's body must arrive within this many times the per-read timeout
+BODY_DEADLINE_FACTOR = 4
 #: Retry-After values above this are capped (a misconfigured server cannot park an agent)
 MAX_RETRY_AFTER = 24 * 3600.0
 
@@ -78,7 +80,10 @@ _TLS_CONTEXTS: dict[tuple[str | None, int, int], ssl.SSLContext] = {}
 
 
 def tls_context(ca: Path | None = None) -> ssl.SSLContext:
-    """A verifying client context for ``ca`` (None: certifi's roots, as httpx uses them).
+    """A verifying client context for ``ca`` (None: the system's trust store, as libcurl
+    and netcheck use it, honouring ``SSL_CERT_FILE``/``SSL_CERT_DIR``; certifi's bundle,
+    httpx's default, missed a proxy's or a private CA installed in the OS store, so
+    netcheck said "verified" while every attestation failed TLS).
 
     Built once and reused while the file is unchanged (path, mtime and size), so a
     replaced bundle is read again on the next request.  The context is what httpx
@@ -86,10 +91,9 @@ def tls_context(ca: Path | None = None) -> ssl.SSLContext:
     and hostname checks on, same minimum protocol.
     """
     key: tuple[str | None, int, int]
+    path: str | None
     if ca is None:
-        import certifi
-
-        path, key = certifi.where(), (None, 0, 0)
+        path, key = None, (None, 0, 0)
     else:
         path = str(ca)
         st = os.stat(path)  # OSError: the caller names the bundle
@@ -147,8 +151,17 @@ class Transport:
     def send(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
         """One request; TransportError naming the hop for anything but an HTTP answer."""
         url = self.url(path_or_url)
+        # how far the connection got (httpcore's trace events), to name the hop that timed
+        # out: httpcore raises ConnectTimeout for a stalled TLS handshake too, and a proxy
+        # that never answers CONNECT ends in a read timeout
+        progress: set[str] = set()
+
+        def trace(name: str, info: dict[str, Any]) -> None:
+            progress.add(name)
+
         try:
-            resp = self.http.send(self.http.build_request(method, url, **kwargs), stream=True)
+            request = self.http.build_request(method, url, extensions={"trace": trace}, **kwargs)
+            resp = self.http.send(request, stream=True)
             try:
                 body = self._read_limited(resp, method, url)
             finally:
@@ -159,18 +172,8 @@ class Transport:
                 f"failed: the proxy answered {exc}",
                 step=FailedHop.PROXY_CONNECT.value, target=self.origin,
             ) from None
-        except httpx.ConnectTimeout:
-            hop = "the proxy " + redact(self.proxy) if self.proxy else self.origin
-            step = FailedHop.PROXY_CONNECT if self.proxy else FailedHop.TCP_CONNECT
-            raise TransportError(
-                f"no TCP connection to {hop} within {self.timeout:g} s",
-                step=step.value, target=self.origin,
-            ) from None
         except httpx.TimeoutException:
-            raise TransportError(
-                f"{method} {url}: no answer within {self.timeout:g} s",
-                step=FailedHop.TIMEOUT.value, target=self.origin,
-            ) from None
+            raise self._timed_out(progress, method, url) from None
         except httpx.ConnectError as exc:
             raise self._classify(exc) from None
         except httpx.TransportError as exc:
@@ -179,6 +182,37 @@ class Transport:
         # the body read within the limit is the response's content (what .read() keeps)
         resp._content = body
         return resp
+
+    def _timed_out(self, progress: set[str], method: str, url: str) -> TransportError:
+        """The hop a timeout belongs to, from how far the connection got."""
+        within = f"within {self.timeout:g} s"
+        tcp_done = "connection.connect_tcp.complete" in progress
+        if self.proxy:
+            proxy = redact(self.proxy)
+            if not tcp_done:
+                return TransportError(f"no TCP connection to the proxy {proxy} {within}",
+                                      step=FailedHop.PROXY_CONNECT.value, target=self.origin)
+            if "proxy.start_tls.started" in progress and \
+                    "proxy.start_tls.complete" not in progress:
+                return TransportError(
+                    f"the proxy {proxy} tunnelled to {self.origin}, but the TLS handshake "
+                    f"did not complete {within}", step=FailedHop.TLS.value, target=self.origin)
+            if self.origin.startswith("https:") and "proxy.start_tls.started" not in progress:
+                return TransportError(
+                    f"the proxy {proxy} accepted the TCP connection but did not answer "
+                    f"CONNECT {self.origin} {within}",
+                    step=FailedHop.PROXY_CONNECT.value, target=self.origin)
+        else:
+            if not tcp_done:
+                return TransportError(f"no TCP connection to {self.origin} {within}",
+                                      step=FailedHop.TCP_CONNECT.value, target=self.origin)
+            if "connection.start_tls.started" in progress and \
+                    "connection.start_tls.complete" not in progress:
+                return TransportError(
+                    f"TCP connected to {self.origin}, but the TLS handshake did not complete "
+                    f"{within}", step=FailedHop.TLS.value, target=self.origin)
+        return TransportError(f"{method} {url}: no answer {within}",
+                              step=FailedHop.TIMEOUT.value, target=self.origin)
 
     def _read_limited(self, resp: httpx.Response, method: str, url: str) -> bytes:
         """The (decoded) body, refused past :data:`MAX_RESPONSE_BYTES` while it arrives:
@@ -189,12 +223,20 @@ class Transport:
         declared = resp.headers.get("content-length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
             raise too_big
+        # httpx's timeout bounds each read, not the body: a peer sending a byte now and
+        # then held a cycle (and, in a child, the waiting daemon) for as long as it liked
+        allowed = BODY_DEADLINE_FACTOR * self.timeout
+        deadline = time.monotonic() + allowed
         chunks: list[bytes] = []
         total = 0
         for chunk in resp.iter_bytes():
             total += len(chunk)
             if total > MAX_RESPONSE_BYTES:
                 raise too_big
+            if time.monotonic() > deadline:
+                raise TransportError(f"{method} {url}: the answer took longer than "
+                                     f"{allowed:g} s in all", step=FailedHop.TIMEOUT.value,
+                                     target=self.origin)
             chunks.append(chunk)
         return b"".join(chunks)
 

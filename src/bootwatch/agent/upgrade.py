@@ -630,13 +630,22 @@ class AgentUpgrader:
     # --- checks ----------------------------------------------------------------
 
     def run_check(self, *, apply: bool) -> UpgradeOutcome:
-        """One check now (``apply``: install when acceptable); never raises BootwatchError."""
+        """One check now (``apply``: install when acceptable); never raises BootwatchError
+        or OSError.  Why OSError too: a full disk while downloading or installing, or a
+        directory where the ``current`` link should be, escaped as a traceback that ended
+        the daemon, and the check ran first thing after each restart, so the agent never
+        attested again (found in review)."""
         try:
             outcome = self._check(apply=apply)
         except ReleaseRefusedError as exc:
             outcome = UpgradeOutcome(OutcomeKind.REFUSED, exc.message, None, exc.reason)
         except BootwatchError as exc:
             outcome = UpgradeOutcome(OutcomeKind.ERROR, str(exc))
+        except OSError as exc:
+            outcome = UpgradeOutcome(
+                OutcomeKind.ERROR,
+                f"local file error: {exc.strerror or exc} "
+                f"({exc.filename or 'the install root or state directory'})")
         self.last_outcome = outcome
         level = logging.WARNING if outcome.kind in (OutcomeKind.REFUSED, OutcomeKind.ERROR) \
             else logging.INFO

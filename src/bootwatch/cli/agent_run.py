@@ -71,18 +71,16 @@ def run_cmd(config_file: Path | None, once: bool, log_file: str | None, **option
 def _upgrader(loaded: Any, config_file: Path | None) -> Any:
     """The signed-upgrade hook when the configuration has an ``[upgrade]`` table."""
     config = getattr(loaded, "config", loaded)
-    table = getattr(config, "upgrade", None)
-    if not table:
-        return None
-    from bootwatch.agent.upgrade import AgentUpgrader, parse_upgrade_config, with_inherited
+    from bootwatch.cli.agent_upgrade import upgrade_table
 
-    # the same fallbacks as `bootwatch agent upgrade` (the unit's pre-start guard), from
-    # the settings the daemon runs with: both must read one upgrade.json
-    top = {key: getattr(config, key, None)
-           for key in ("monitor_url", "vm_id", "state_dir", "monitor_ca", "ca", "proxy",
-                       "no_proxy")}
-    upgrade = parse_upgrade_config(with_inherited(table, top),
-                                   source=str(config_file or "configuration"))
+    # the same table as `bootwatch agent upgrade` (the unit's pre-start guard) builds:
+    # both must read one upgrade.json
+    table = upgrade_table(config)
+    if table is None:
+        return None
+    from bootwatch.agent.upgrade import AgentUpgrader, parse_upgrade_config
+
+    upgrade = parse_upgrade_config(table, source=str(config_file or "configuration"))
     return AgentUpgrader(upgrade, vm_id=getattr(config, "vm_id", None))
 
 
@@ -128,6 +126,7 @@ def install_cmd(prefix: Path, dry_run: bool) -> None:
     for item in plan:
         click.echo(f"{'would write' if dry_run else 'write'} {item.describe()}")
     if not dry_run:
-        perform(plan)
+        for warning in perform(plan, prefix=prefix):
+            click.echo(f"warning: {warning}", err=True)
         click.echo("next: systemctl daemon-reload && systemctl enable --now bootwatch-agent"
                    if prefix == Path("/") else f"installed under {prefix}")

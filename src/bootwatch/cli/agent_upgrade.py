@@ -14,31 +14,45 @@ rolled back, so a start is never blocked by it.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 
-from bootwatch.cli._files import read_limited_text
 from bootwatch.errors import ConfigError
 
-__all__ = ["load_upgrade_table", "upgrade"]
+__all__ = ["load_upgrade_table", "upgrade", "upgrade_table"]
 
-def load_upgrade_table(path: Path) -> dict[str, Any]:
-    """The ``[upgrade]`` table of an agent TOML file, with the inherited top-level keys
-    (``bootwatch.agent.upgrade.INHERITED``)."""
-    text = read_limited_text(path, "agent configuration", 1024 * 1024)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    table = doc.get("upgrade")
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: no [upgrade] table")
+#: top-level settings the ``[upgrade]`` table inherits (bootwatch.agent.upgrade)
+_INHERITED_FROM = ("monitor_url", "vm_id", "state_dir", "monitor_ca", "ca", "proxy", "no_proxy")
+
+
+def upgrade_table(config: Any) -> dict[str, Any] | None:
+    """The ``[upgrade]`` table of a loaded agent configuration with the inherited
+    top-level settings as the daemon runs with them (environment, paths resolved against
+    the file), or None without one.  The one place both the daemon and the unit's
+    pre-start guard get it: they must read one ``upgrade.json``.  (The guard read the raw
+    TOML document: ``BOOTWATCH_AGENT_STATE_DIR`` and a relative ``state_dir`` sent the two
+    to different directories, and a version that could not start was never rolled
+    back.)"""
+    table = getattr(config, "upgrade", None)
+    if not table:
+        return None
     from bootwatch.agent.upgrade import with_inherited
 
-    return with_inherited(table, doc)
+    return with_inherited(dict(table), {key: getattr(config, key, None)
+                                        for key in _INHERITED_FROM})
+
+
+def load_upgrade_table(path: Path) -> dict[str, Any]:
+    """:func:`upgrade_table` of the agent configuration at ``path`` (ConfigError without
+    an ``[upgrade]`` table)."""
+    from bootwatch.agent.config import load_config
+
+    table = upgrade_table(load_config(path).config)
+    if table is None:
+        raise ConfigError(f"{path}: no [upgrade] table")
+    return table
 
 
 @click.command("upgrade")
