@@ -256,3 +256,11 @@ def test_a_timeout_is_named_by_how_far_the_connection_got(
         server.close()
     assert err.value.step == step and says.format(port=server.port) in str(err.value), \
         str(err.value)
+
+
+def test_an_ipv6_origin_is_a_url() -> None:
+    """Found in review: the origin (the failed target a report names) of an IPv6
+    literal was ``https://::1:443``, which no URL parser reads back."""
+    t = Transport("https://[::1]:8443/", timeout=1)
+    t.close()
+    assert t.origin == "https://[::1]:8443"

@@ -127,7 +127,8 @@ class Transport:
                                  target=base_url)
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.origin = f"{parts.scheme}://{self.host}:{self.port}"
+        shown = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal
+        self.origin = f"{parts.scheme}://{shown}:{self.port}"
         self.proxy = proxy
         self.timeout = timeout
         try:
