@@ -189,7 +189,7 @@ def test_each_failure_hop_has_its_own_message(attest_service: Any, cos_vm: Any,
 
 def test_a_replaced_ca_bundle_is_read_again(attest_service: Any, cos_vm: Any,
                                            tmp_path: Path) -> None:
-    """TLS contexts are built once per CA file (bootwatch.agent.transport.tls_context):
+    """TLS contexts are built once per CA file (bootwatch.agent.transport.TlsContexts):
     a bundle replaced in place must be read again, and an unreadable one named."""
     bundle = tmp_path / "ca.pem"
     bundle.write_bytes(attest_service.lab.ca_cert_path.read_bytes())  # the wrong CA

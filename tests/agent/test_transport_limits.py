@@ -264,3 +264,23 @@ def test_an_ipv6_origin_is_a_url() -> None:
     t = Transport("https://[::1]:8443/", timeout=1)
     t.close()
     assert t.origin == "https://[::1]:8443"
+
+
+def test_the_daemons_tls_contexts_are_its_own_reused_and_reread(tmp_path: Path) -> None:
+    """The contexts were a module-level table every importer shared (process-wide
+    state); now each daemon owns a bounded one: one context per version of a file."""
+    from bootwatch.agent.transport import TlsContexts
+    from bootwatch.service.tls import ensure_dev_certificate
+
+    tls = ensure_dev_certificate(tmp_path)
+    assert tls.ca is not None
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(tls.ca.read_bytes())
+    mine, other = TlsContexts(), TlsContexts()
+    first = mine.get(bundle)
+    assert mine.get(bundle) is first and other.get(bundle) is not first
+    bundle.write_bytes(tls.ca.read_bytes() + b"\n")  # replaced in place
+    assert mine.get(bundle) is not first
+    bundle.unlink()
+    with pytest.raises(OSError):
+        mine.get(bundle)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bootwatch.errors import (
     BootwatchError,
@@ -24,6 +24,9 @@ from bootwatch.errors import (
     TransportError,
 )
 from bootwatch.protocol.health import HealthStatus
+
+if TYPE_CHECKING:
+    from bootwatch.agent.transport import TlsContexts
 
 __all__ = [
     "EXIT_PERMITTED",
@@ -136,6 +139,7 @@ def attest_once(
     proxy: str | None = None,
     timeout: float = 15.0,
     key_cache: Path | None = None,
+    tls: TlsContexts | None = None,
 ) -> AttestOutcome:
     """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover.
 
@@ -157,7 +161,8 @@ def attest_once(
                                           key_cache=key_cache, **extra)
             aik = ev.aik_cert
             with flushing(esys, key), \
-                    AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout) as client:
+                    AttestationClient(url, ca=ca, proxy=proxy, timeout=timeout,
+                                      tls=tls) as client:
                 try:
                     envelope = client.attest_azure_guest(ev.request_body())
                 except ServiceError as exc:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import jwt
 
-from bootwatch.agent.transport import Transport, retry_after_of
+from bootwatch.agent.transport import TlsContexts, Transport, retry_after_of
 from bootwatch.errors import ProtocolError, ServiceError, TransportError, VerificationError
 from bootwatch.protocol.envelope import SealedEnvelope, decode_token_response
 from bootwatch.protocol.health import FailedHop
@@ -53,9 +53,10 @@ class AttestationClient:
         timeout: float = 15.0,
         headers: Mapping[str, str] | None = None,
         proxy: str | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self._t = Transport(base_url, ca=ca, proxy=proxy, timeout=timeout,
-                            headers=dict(headers or {}))
+                            headers=dict(headers or {}), tls=tls)
         self.base_url = self._t.base_url
 
     def close(self) -> None:

@@ -216,6 +216,10 @@ class AgentDaemon:
         #: why the last SIGHUP reload was refused ("" once one succeeds): kept in the status
         self._reload_refused = ""
         self._rng = random.Random()
+        from bootwatch.agent.transport import TlsContexts
+
+        #: the TLS contexts of the provider and the monitor, built once in the idle parent
+        self._tls = TlsContexts()
         self.store = StateStore(self.config.state_dir)
         self.version = agent_version()
         for w in loaded.warnings:
@@ -340,14 +344,12 @@ class AgentDaemon:
         """
         for name in PARENT_PRELOAD:
             importlib.import_module(name)
-        from bootwatch.agent.transport import tls_context
-
         cfg = self.config
         for url, ca in ((cfg.url or cfg.shared_provider_url, cfg.ca),
                         (cfg.monitor_url, cfg.monitor_ca)):
             if url:
                 with contextlib.suppress(OSError):  # the cycle reports it, naming the hop
-                    tls_context(ca)
+                    self._tls.get(ca)
         gc.collect()
         release_memory()
         gc.freeze()
@@ -484,7 +486,8 @@ class AgentDaemon:
             outcome = attest_once(target.tcti, tcg_log, url, ca=cfg.ca,
                                   os_info=read_os_info(target.os_release),
                                   pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout,
-                                  key_cache=cfg.state_dir / EPHEMERAL_KEY_CONTEXT)
+                                  key_cache=cfg.state_dir / EPHEMERAL_KEY_CONTEXT,
+                                  tls=self._tls)
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
         from bootwatch.agent.identity import aik_facts
@@ -593,7 +596,7 @@ class AgentDaemon:
                 False, None
         try:
             with MonitorClient(cfg.monitor_url, ca=cfg.monitor_ca, proxy=proxy.url,
-                               timeout=cfg.timeout) as client:
+                               timeout=cfg.timeout, tls=self._tls) as client:
                 if earlier and earlier != body:
                     try:
                         client.send_body(earlier)

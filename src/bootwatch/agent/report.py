@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bootwatch.agent.transport import Transport
+from bootwatch.agent.transport import TlsContexts, Transport
 from bootwatch.errors import ServiceError, TransportError
 from bootwatch.protocol.health import HealthReport, encode_health_report
 
@@ -39,8 +39,8 @@ class MonitorClient:
     """One monitor, one connection pool."""
 
     def __init__(self, base_url: str, *, ca: Path | None = None, proxy: str | None = None,
-                 timeout: float = 15.0) -> None:
-        self._t = Transport(base_url, ca=ca, proxy=proxy, timeout=timeout)
+                 timeout: float = 15.0, tls: TlsContexts | None = None) -> None:
+        self._t = Transport(base_url, ca=ca, proxy=proxy, timeout=timeout, tls=tls)
 
     def close(self) -> None:
         self._t.close()

@@ -9,10 +9,10 @@ verify failed (unable to get local issuer certificate)", not "connection
 failed".  429 and 5xx carry the server's ``Retry-After`` (seconds or an HTTP
 date) so the daemon can honour it.
 
-TLS contexts come from :func:`tls_context`, built once per CA bundle (and per
-version of its file): loading certifi's roots costs about 10 ms of CPU, and the
-daemon builds its contexts once in its idle parent so that each forked cycle
-inherits them instead of loading the bundles again.
+TLS contexts come from :func:`tls_context`; a daemon keeps them in its own
+:class:`TlsContexts` (once per CA bundle and per version of its file), built in its
+idle parent so that each forked cycle inherits them instead of loading the bundles
+again.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ import httpx
 
 from bootwatch.agent.proxy import redact
 from bootwatch.errors import TransportError
+from bootwatch.lru import BoundedLru
 from bootwatch.protocol.health import FailedHop
 
-__all__ = ["BODY_DEADLINE_FACTOR", "MAX_RESPONSE_BYTES", "Transport", "parse_retry_after",
-           "retry_after_of", "tls_context"]
+__all__ = ["BODY_DEADLINE_FACTOR", "MAX_RESPONSE_BYTES", "TlsContexts", "Transport",
+           "parse_retry_after", "retry_after_of", "tls_context"]
 
 #: no agent-side response is larger than a few hundred KB (metadata, tokens, reports)
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -75,8 +76,27 @@ def retry_after_of(resp: httpx.Response) -> float | None:
     return parse_retry_after(resp.headers.get("retry-after"), now=server_now)
 
 
-#: (CA path or None, its mtime_ns, its size) -> the context built from that file
-_TLS_CONTEXTS: dict[tuple[str | None, int, int], ssl.SSLContext] = {}
+class TlsContexts:
+    """Verifying client contexts by CA bundle, owned by one daemon (bounded).
+
+    Why a cache: loading a bundle costs about 10 ms of CPU, and the daemon builds its
+    contexts once in its idle parent so that each forked cycle inherits them.  Why owned:
+    a module-level table was process-wide state every importer shared.  A context is
+    reused while its file is unchanged (path, mtime and size), so a replaced bundle is
+    read again on the next request; older versions age out of the bound."""
+
+    def __init__(self, size: int = 8) -> None:
+        self._contexts: BoundedLru[tuple[str | None, int, int], ssl.SSLContext] = (
+            BoundedLru(size))
+
+    def get(self, ca: Path | None = None) -> ssl.SSLContext:
+        """:func:`tls_context` of ``ca``, built once per version of its file."""
+        if ca is None:
+            key: tuple[str | None, int, int] = (None, 0, 0)
+        else:
+            st = os.stat(ca)  # OSError: the caller names the bundle
+            key = (str(ca), st.st_mtime_ns, st.st_size)
+        return self._contexts.get_or_compute(key, lambda: tls_context(ca))
 
 
 def tls_context(ca: Path | None = None) -> ssl.SSLContext:
@@ -85,27 +105,11 @@ def tls_context(ca: Path | None = None) -> ssl.SSLContext:
     httpx's default, missed a proxy's or a private CA installed in the OS store, so
     netcheck said "verified" while every attestation failed TLS).
 
-    Built once and reused while the file is unchanged (path, mtime and size), so a
-    replaced bundle is read again on the next request.  The context is what httpx
-    would build itself (``ssl.create_default_context(cafile=...)``): verification
-    and hostname checks on, same minimum protocol.
+    The context is what httpx would build itself (``ssl.create_default_context``):
+    verification and hostname checks on, same minimum protocol.  OSError (ssl.SSLError
+    included) when the bundle cannot be read.
     """
-    key: tuple[str | None, int, int]
-    path: str | None
-    if ca is None:
-        path, key = None, (None, 0, 0)
-    else:
-        path = str(ca)
-        st = os.stat(path)  # OSError: the caller names the bundle
-        key = (path, st.st_mtime_ns, st.st_size)
-    ctx = _TLS_CONTEXTS.get(key)
-    if ctx is None:
-        ctx = ssl.create_default_context(cafile=path)
-        if ca is not None:  # keep one version per file
-            for old in [k for k in _TLS_CONTEXTS if k[0] == path]:
-                del _TLS_CONTEXTS[old]
-        _TLS_CONTEXTS[key] = ctx
-    return ctx
+    return ssl.create_default_context(cafile=str(ca) if ca is not None else None)
 
 
 class Transport:
@@ -119,6 +123,7 @@ class Transport:
         proxy: str | None = None,
         timeout: float = 15.0,
         headers: dict[str, str] | None = None,
+        tls: TlsContexts | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         parts = urlsplit(self.base_url)
@@ -132,7 +137,7 @@ class Transport:
         self.proxy = proxy
         self.timeout = timeout
         try:
-            verify = tls_context(ca)
+            verify = tls.get(ca) if tls is not None else tls_context(ca)
         except OSError as exc:  # ssl.SSLError is an OSError
             why = exc.strerror if exc.strerror and not isinstance(exc, ssl.SSLError) else exc
             raise TransportError(f"cannot load the CA bundle {ca}: {why}", step="tls",
