@@ -123,3 +123,13 @@ def test_a_lone_carriage_return_is_refused_where_it_stands() -> None:
     # CRLF line ends, with comments, are policy text
     policy = compile_policy(_LONE_CR.replace("// default\r", "// default\r\n"))
     assert not evaluate(policy, [Claim.service("secureboot", False)]).permitted
+
+
+def test_omit_x5c_is_a_named_leniency_not_silently_ignored() -> None:
+    """Found in review: ``omit_x5c`` (MAA: x5c or x5t in the token header) was accepted
+    and changed nothing, unsaid; the headers never change, and the policy now says so."""
+    policy = compile_policy('version=1.1;\nconfigurationrules { => issueproperty('
+                            'type="omit_x5c", value=true); };\nauthorizationrules { => '
+                            'permit(); };\nissuancerules { };\n')
+    assert [t.name for t in policy.tolerances] == ["omit-x5c-has-no-effect"]
+    assert (policy.tolerances[0].pos.line, policy.tolerances[0].pos.column) == (2, 25)

@@ -118,6 +118,35 @@ def oidc_issuer(h: Any) -> Any:
     server.__exit__()
 
 
+def test_without_a_configured_audience_tokens_must_be_for_maas_resource(
+    service_factory: Any, oidc_issuer: Any
+) -> None:
+    """Found in review: with ``--oidc-issuer`` and no ``--oidc-audience`` the audience was
+    not checked, so a token the issuer minted for any application whose roles named the
+    write role (any tenant user can arrange that) changed policies."""
+    from bootwatch.service.models import ProviderRow
+    from bootwatch.service.providers import ProviderKind, TrustModel, create_provider
+
+    issuer, mint = oidc_issuer
+
+    def setup(state: Any) -> None:
+        with state.db.session() as s:
+            if s.get(ProviderRow, "oidcq") is None:
+                create_provider(
+                    s, state.sealer, "oidcq", kind=ProviderKind.CUSTOM, trust_model=TrustModel.AAD
+                )
+
+    svc = service_factory(setup, oidc_issuer=issuer)
+    url = f"/providers/oidcq/policies/Tpm{Q}"
+    with svc.client() as c:
+        other = mint(["Attestation.Contributor"], aud="api://some-other-app")
+        r = c.put(url, content=POLICY, headers={"Authorization": f"Bearer {other}"})
+        assert r.status_code == 401 and "audience" in r.json()["error"]["message"].lower()
+        ok = mint(["Attestation.Contributor"])  # aud https://attest.azure.net
+        r = c.put(url, content=POLICY, headers={"Authorization": f"Bearer {ok}"})
+        assert r.status_code == 200, r.text
+
+
 def test_aad_bearer_tokens_from_an_openid_issuer(
     service_factory: Any, oidc_issuer: Any, signer1: Any
 ) -> None:

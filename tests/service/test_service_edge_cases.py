@@ -135,7 +135,8 @@ def test_unknown_bearer_kids_do_not_refetch_the_issuer_every_time(
         svc = service_factory(oidc_issuer=issuer["iss"])
 
         def bearer(kid: str) -> dict[str, str]:
-            claims = {"iss": issuer["iss"], "sub": "u", "roles": ["Attestation.Contributor"],
+            claims = {"iss": issuer["iss"], "sub": "u", "aud": "https://attest.azure.net",
+                      "roles": ["Attestation.Contributor"],
                       "exp": int(time.time()) + 600}
             token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
             return {"Authorization": f"Bearer {token}"}
@@ -215,7 +216,8 @@ def test_bearer_tokens_of_an_issuer_ending_in_a_slash(service_factory: Any, h: A
         svc = service_factory(oidc_issuer=issuer["iss"])
 
         def bearer(iss: str) -> dict[str, str]:
-            claims = {"iss": iss, "sub": "u", "roles": ["Attestation.Contributor"],
+            claims = {"iss": iss, "sub": "u", "aud": "https://attest.azure.net",
+                      "roles": ["Attestation.Contributor"],
                       "exp": int(time.time()) + 600}
             token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
             return {"Authorization": f"Bearer {token}"}
@@ -343,8 +345,8 @@ def test_an_issuer_answering_json_of_the_wrong_shape_is_a_503_not_a_500(
     with h.ThreadServer(app) as idp:
         issuer["iss"] = f"http://127.0.0.1:{idp.port}"
         svc = service_factory(oidc_issuer=issuer["iss"])
-        claims = {"iss": issuer["iss"], "sub": "u", "roles": ["Attestation.Contributor"],
-                  "exp": int(time.time()) + 600}
+        claims = {"iss": issuer["iss"], "sub": "u", "aud": "https://attest.azure.net",
+                  "roles": ["Attestation.Contributor"], "exp": int(time.time()) + 600}
         token = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
         with svc.client() as c:
             r = c.put(f"/policies/Tpm{Q}", content="x",

@@ -518,6 +518,13 @@ class _Builder:
         claim_type = args[ClaimProperty.TYPE]
         if isinstance(claim_type, Literal) and not isinstance(claim_type.value, str):
             raise self.error("a claim type is a string", claim_type.pos, ("string",))
+        if (kind is ActionKind.ISSUE_PROPERTY and isinstance(claim_type, Literal)
+                and claim_type.value == "omit_x5c"):
+            # accepted (MAA documents it), but our tokens' headers never change: named,
+            # not silently ignored (found in review)
+            self.tolerances.append(Tolerance(
+                "omit-x5c-has-no-effect", pos,
+                "omit_x5c read but tokens always carry jku and kid, never x5c or x5t"))
         return Action(
             kind,
             pos,

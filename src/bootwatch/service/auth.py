@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
 
 __all__ = [
+    "DEFAULT_OIDC_AUDIENCE",
     "FETCH_TIMEOUT",
     "JWKS_REFETCH_INTERVAL",
     "JWKS_TTL",
@@ -57,6 +58,8 @@ JWKS_TTL = 300.0
 #: least seconds between two JWKS fetches caused by an unknown ``kid``
 JWKS_REFETCH_INTERVAL = 30.0
 FETCH_TIMEOUT = 5.0
+#: the audience of tokens for MAA's resource (scope ``https://attest.azure.net/.default``)
+DEFAULT_OIDC_AUDIENCE = "https://attest.azure.net"
 MAX_TOKEN_CHARS = 16_384
 
 
@@ -83,7 +86,10 @@ class OidcVerifier:
         #: ID's v1 issuer, ``https://sts.windows.net/TENANT/``, ends in one; its v2 one
         #: does not), so configuring either spelling works and ``iss`` still names it
         self.issuers = (self.issuer, self.issuer + "/")
-        self.audience = settings.oidc_audience or None
+        #: always checked (found in review: with none configured, a token the issuer
+        #: minted for any application whose roles named the write role, which any tenant
+        #: user can arrange with an app registration of their own, changed policies)
+        self.audience = settings.oidc_audience or DEFAULT_OIDC_AUDIENCE
         self._verify: str | bool = settings.oidc_ca or True
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
@@ -152,7 +158,7 @@ class OidcVerifier:
                 algorithms=["RS256", "ES256", "PS256"],
                 issuer=self.issuers,
                 audience=self.audience,
-                options={"require": ["exp", "iss"], "verify_aud": self.audience is not None},
+                options={"require": ["exp", "iss", "aud"], "verify_aud": True},
                 leeway=30,
             )
         except jwt.PyJWTError as exc:

@@ -59,7 +59,10 @@ class Settings:
     admin_tokens: tuple[str, ...] = ()
     #: OpenID issuer whose JWKS signs bearer tokens for AAD-model providers
     oidc_issuer: str = ""
-    #: audience the bearer tokens must carry (empty = not checked)
+    #: audience the bearer tokens must carry; empty = MAA's resource,
+    #: ``https://attest.azure.net`` (DEFAULT_OIDC_AUDIENCE).  Always checked: without it,
+    #: a token the issuer minted for any application, with a role of that name, could
+    #: change policies
     oidc_audience: str = ""
     #: role (in the token's ``roles`` claim) allowed to change policies
     oidc_write_role: str = "Attestation.Contributor"
