@@ -348,3 +348,14 @@ def test_fleet_alerts_fetched_across_shifting_pages_are_counted_once(
     monkeypatch.setattr(sim, "_api", api)
     got = sim._fetch_alerts(time.time() - 5)
     assert len(got) == 1001 and len({a["id"] for a in got}) == 1001
+
+
+def test_a_vm_name_ending_in_a_line_break_is_refused(tmp_path: Path) -> None:
+    """Python's ``$`` matches before a trailing newline, so ``^...$`` names took
+    ``"web\\n"`` (a state directory with a line break in its name); the net review found
+    the same in host names, and every such pattern now ends at ``\\Z``."""
+    from bootwatch.errors import LabError
+
+    lab = Lab(tmp_path / "lab")
+    with pytest.raises(LabError, match="invalid VM name"):
+        lab.get_vm("web\n")

@@ -237,14 +237,16 @@ def remediation_cmd(hop: str, formats: tuple[str, ...], source: str, ca: Path | 
 @click.option("--from", "source", default=None, metavar="SOURCE",
               help="service-tag document (URL or file): expands tags, names hosts")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None)
-@click.option("--vm-ip", default=None, help="the VM's address (source of the traffic)")
+@click.option("--vm-ip", "vm_ips", multiple=True, metavar="IP",
+              help="the VM's address (source of the traffic); give it twice, IPv4 and "
+              "IPv6, for a dual-stack VM")
 @click.option("--vnet", "vnets", multiple=True, metavar="CIDR",
               help="the virtual network's prefixes (VirtualNetwork; default private ranges)")
 @click.option("--tag", default=None, help="tag of the document the traffic goes to")
 @click.option("--json", "as_json", is_flag=True, help="print the verdict as JSON")
 @click.pass_context
 def explain_cmd(ctx: click.Context, rules_file: Path, fmt: str, to: str, source: str | None,
-                ca: Path | None, vm_ip: str | None, vnets: tuple[str, ...], tag: str | None,
+                ca: Path | None, vm_ips: tuple[str, ...], vnets: tuple[str, ...], tag: str | None,
                 as_json: bool) -> None:
     """Does attestation traffic pass RULES?  Exit 0 allowed, 1 denied, 2 bad input."""
     from bootwatch.cli._files import read_limited
@@ -255,10 +257,10 @@ def explain_cmd(ctx: click.Context, rules_file: Path, fmt: str, to: str, source:
         raise NetworkInputError(f"unknown format {fmt!r} (one of {', '.join(EXPLAIN_FORMATS)})",
                                 field="--format")
     target = parse_target(to)
-    vm_address = None
-    if vm_ip:
+    vm_addresses = []
+    for vm_ip in vm_ips:
         try:
-            vm_address = ipaddress.ip_address(vm_ip)
+            vm_addresses.append(ipaddress.ip_address(vm_ip))
         except ValueError:
             raise NetworkInputError(f"{vm_ip!r} is not an IP address", field="--vm-ip") from None
     vnet = tuple(parse_prefix(v, field="--vnet") for v in vnets)
@@ -266,7 +268,8 @@ def explain_cmd(ctx: click.Context, rules_file: Path, fmt: str, to: str, source:
     if doc is not None and tag is not None:
         doc.tag(tag)  # names the tags when it is not there
     data = read_limited(rules_file, "rules file", 16 * 1024 * 1024)
-    context = Context(doc, target, vm_address, vnet, tag)
+    # one address per family (Context refuses two of one family)
+    context = Context(doc, target, None, vnet, tag, more_vm_ips=tuple(vm_addresses))
     name = str(rules_file)
     if fmt == "nsg-json":
         result = _explain_nsg(data, name, context, tag)
@@ -382,17 +385,31 @@ def _explain_nftables(rules_file: Path, context: Any, tag: str | None) -> dict[s
     first address speaks for all of it: a ``drop`` of one address inside a /30 is
     found instead of hidden behind the /30's first address."""
     from bootwatch.net.matching import cut_units, destination_units
-    from bootwatch.net.nftprobe import probe_nftables_many, ruleset_prefixes
+    from bootwatch.net.nftprobe import (
+        MAX_PROBES,
+        probe_nftables_many,
+        probe_source,
+        ruleset_prefixes,
+    )
 
     if not rules_file.is_file():
         raise NetworkInputError("no such file", source=str(rules_file))
     units = destination_units(context)
     if context.target.address is None:  # an address target is one /32 or /128 already
-        units = cut_units(units, ruleset_prefixes(rules_file))
+        # one probe per piece: refuse past the probe cap before cutting any further
+        units = cut_units(units, ruleset_prefixes(rules_file), limit=MAX_PROBES)
     per: list[dict[str, Any]] = []
     first_denied = None
-    verdicts = probe_nftables_many(rules_file, [u.network_address for u in units],
-                                   context.target.port, vm_ip=context.vm_ip)
+    addresses = [u.network_address for u in units]
+    verdicts = probe_nftables_many(rules_file, addresses, context.target.port,
+                                   vm_ips=context.vm_ips)
+    if context.vm_ips:
+        for version in sorted({a.version for a in addresses}):
+            if context.vm_address(version) is None:
+                context.warn(
+                    f"no IPv{version} --vm-ip: the IPv{version} probes came from "
+                    f"{probe_source(version)}, so a rule matching the VM's IPv{version} "
+                    "source address was not tested (give --vm-ip once per family)")
     for unit, verdict in zip(units, verdicts, strict=True):
         per.append({"prefix": str(unit), "allowed": verdict.allowed,
                     "rule": {"name": verdict.name, "priority": None}})
@@ -412,12 +429,55 @@ def _explain_nftables(rules_file: Path, context: Any, tag: str | None) -> dict[s
         "fix": None,
     }
     if first_denied is not None:
-        doc = _fix_document(context.document, context.target)
-        result["fix"] = generate_rules(
-            doc, RuleFormat.NFTABLES, RuleOptions(ports=(context.target.port,)),
-            tag_name=tag if doc is context.document else None)
-        result["fix_format"] = "nftables"
+        _nftables_fix(result, rules_file, addresses, verdicts, context, tag)
     return result
+
+
+def _nftables_fix(result: dict[str, Any], rules_file: Path, addresses: list[Any],
+                  verdicts: Any, context: Any, tag: str | None) -> None:
+    """The fix for the chains that dropped, not a fixed ``inet filter output``.
+
+    An accept in one base chain does not override a drop in another, so the rule
+    goes first into each chain a probe was dropped in (``NftVerdict.table`` and
+    ``chain``).  When a chain dropped by its policy, every other output base chain
+    with policy drop needs the rule too (the trace stops at the first drop and
+    names one); those are read from the loaded ruleset and named."""
+    from bootwatch.net.nftprobe import output_drop_chains
+    from bootwatch.net.rules import NftChainRef, generate_nftables_fix
+
+    chains: dict[NftChainRef, None] = {}
+    by_policy = False
+    versions: set[int] = set()
+    for address, verdict in zip(addresses, verdicts, strict=True):
+        if verdict.allowed:
+            continue
+        family, _, table = verdict.table.partition(" ")
+        chains[NftChainRef(family, table, verdict.chain)] = None
+        by_policy = by_policy or verdict.rule.startswith("policy ")
+        versions.add(address.version)
+    # an ip (ip6) table sees IPv4 (IPv6) traffic only
+    seen_by = {"inet": versions, "ip": versions & {4}, "ip6": versions & {6}}
+    notes = []
+    if by_policy:
+        dropping = [NftChainRef(*c) for c in output_drop_chains(rules_file)
+                    if seen_by.get(c[0])]
+        for ref in dropping:
+            chains.setdefault(ref, None)
+        if len(dropping) > 1:
+            notes.append("several output base chains drop by policy ("
+                         + ", ".join(str(c) for c in dropping)
+                         + "): every one of them needs the rule")
+    notes.append("after loading the fix, run explain again: a later chain may drop too")
+    doc = _fix_document(context.document, context.target)
+    try:
+        result["fix"] = generate_nftables_fix(
+            doc, tuple(chains), RuleOptions(ports=(context.target.port,)),
+            tag_name=tag if doc is context.document else None)
+    except NetworkInputError as exc:
+        notes.insert(0, f"no fix written: {exc}")
+    else:
+        result["fix_format"] = "nftables"
+    result["fix_note"] = "; ".join(notes)
 
 
 def _print_explanation(result: dict[str, Any]) -> None:
@@ -441,5 +501,5 @@ def _print_explanation(result: dict[str, Any]) -> None:
         fix = result["fix"]
         text = fix if isinstance(fix, str) else json.dumps(fix, indent=2) + "\n"
         click.echo(f"fix ({result['fix_format']}): add this rule\n{text}", nl=False)
-    elif result.get("fix_note"):
-        click.echo(f"fix: {result['fix_note']}")
+    if result.get("fix_note"):
+        click.echo(f"fix: {_printable(result['fix_note'])}")

@@ -43,7 +43,7 @@ GO_CRYPTO_HASH: Mapping[int, int] = {
     7: HashAlg.SHA512,
 }
 
-_HEX_LINE = re.compile(r"^(?:0x)?([0-9a-fA-F]+)$")
+_HEX_LINE = re.compile(r"^(?:0x)?([0-9a-fA-F]+)\Z")
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ __all__ = [
 LAB_DIR_ENV = "BOOTWATCH_LAB_DIR"
 #: Largest event log a lab VM accepts.
 MAX_LOG_BYTES = 16 * 1024 * 1024
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}\Z")
 _VOLATILE = "tpm2-00.volatilestate"
 _LOCK_TIMEOUT = 120.0
 

@@ -18,13 +18,14 @@ from typing import Any, Final
 
 from bootwatch.errors import NetworkInputError
 from bootwatch.net.matching import (
+    AddressEntry,
     Context,
     Match,
     destination_units,
     host_matches,
-    match_address,
-    match_ports,
     match_source,
+    parse_address,
+    parse_ports,
     split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
@@ -49,6 +50,10 @@ class FirewallRule:
     destination_fqdns: tuple[str, ...]
     ports: tuple[str, ...]
     where: str
+    #: ``sourceIpGroups`` / ``destinationIpGroups`` (their ids): the groups' addresses
+    #: are not in the file, so the evaluator cannot check them and fails closed
+    source_ip_groups: tuple[str, ...] = ()
+    destination_ip_groups: tuple[str, ...] = ()
 
     @property
     def label(self) -> str:
@@ -139,6 +144,7 @@ def _collections(holder: dict[str, Any], key: str, kind: str, source: str,
                 ports = _strings(rule, "destinationPorts", rpath, source)
                 dests = _strings(rule, "destinationAddresses", rpath, source)
                 fqdns = _strings(rule, "destinationFqdns", rpath, source)
+                dest_groups = _strings(rule, "destinationIpGroups", rpath, source)
                 if not ports:
                     raise NetworkInputError("is required", source=source,
                                             field=f"{rpath}.destinationPorts")
@@ -161,15 +167,18 @@ def _collections(holder: dict[str, Any], key: str, kind: str, source: str,
                         raise NetworkInputError("must be an integer 0-64000", source=source,
                                                 field=f"{rpath}.protocols[{k}].port")
                     protos.append(f"{ptype.title()}:{port}")
-                protocols, ports, dests = tuple(protos), (), ()
+                protocols, ports, dests, dest_groups = tuple(protos), (), (), ()
                 fqdns = _strings(rule, "targetFqdns", rpath, source)
                 if _strings(rule, "fqdnTags", rpath, source):
                     fqdns = (*fqdns, "(fqdn tag)")
             sources = _strings(rule, "sourceAddresses", rpath, source)
-            if not sources and _ci(rule, "sourceIpGroups"):
-                sources = ("(ip group)",)
+            source_groups = _strings(rule, "sourceIpGroups", rpath, source)
+            if not sources and not source_groups:
+                sources = ("*",)
             out.append(FirewallRule(kind, name, priority, action_type.title(), rname, protocols,
-                                    sources or ("*",), dests, fqdns, ports, rpath))
+                                    sources, dests, fqdns, ports, rpath,
+                                    source_ip_groups=source_groups,
+                                    destination_ip_groups=dest_groups))
             if len(out) > _MAX_RULES:
                 raise NetworkInputError(f"more than {_MAX_RULES} rules", source=source,
                                         field=path)
@@ -201,35 +210,50 @@ def parse_firewall(data: bytes, source: str) -> list[FirewallRule]:
     return network + application
 
 
-def _source_ok(rule: FirewallRule, unit: IPNetwork, ctx: Context, source: str) -> str:
-    if "(ip group)" in rule.sources:
-        ctx.warn(f"rule {rule.label} uses IP groups: not evaluated")
-        return Match.NO
-    results = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddresses", source=source,
-                            unit=unit)
-               for s in rule.sources]
-    if Match.YES in results:
-        return Match.YES
-    return Match.UNKNOWN if Match.UNKNOWN in results else Match.NO
+@dataclass(frozen=True)
+class _Compiled:
+    """A rule's address and port entries parsed once for all destination pieces."""
+
+    rule: FirewallRule
+    #: a network rule's protocol and destination port cover the target
+    applies: bool
+    destinations: tuple[AddressEntry, ...]
+    sources: tuple[AddressEntry, ...]
 
 
-def _matches(rule: FirewallRule, unit: IPNetwork, ctx: Context, source: str) -> bool:
+def _compile(rule: FirewallRule, ctx: Context, source: str) -> _Compiled:
+    ports = parse_ports(rule.ports, field_name=f"{rule.where}.destinationPorts", source=source)
+    port = ctx.target.port
+    return _Compiled(
+        rule,
+        any(p in ("TCP", "ANY") for p in rule.protocols)
+        and any(lo <= port <= hi for lo, hi in ports),
+        tuple(parse_address(d, ctx, field_name=f"{rule.where}.destinationAddresses",
+                            source=source) for d in rule.destinations),
+        tuple(parse_address(s, ctx, field_name=f"{rule.where}.sourceAddresses",
+                            source=source) for s in rule.sources),
+    )
+
+
+def _matches(c: _Compiled, unit: IPNetwork, ctx: Context) -> bool:
+    """Does ``c``'s rule match TCP from the VM to ``unit``?
+
+    What cannot be known from the file (the VM's address without ``--vm-ip``, the
+    addresses of IP groups) fails closed: it counts for a Deny and never for an
+    Allow, and a warning names the rule."""
+    rule = c.rule
     t = ctx.target
+    unknown: list[str] = []
     if rule.kind == "network":
-        if not any(p in ("TCP", "ANY") for p in rule.protocols):
+        if not c.applies:
             return False
-        if not match_ports(rule.ports, t.port, field_name=f"{rule.where}.destinationPorts",
-                           source=source):
-            return False
-        by_address = any(
-            match_address(d, unit, ctx, field_name=f"{rule.where}.destinationAddresses",
-                          source=source) == Match.YES
-            for d in rule.destinations
-        )
+        by_address = any(d.match(unit, ctx) == Match.YES for d in c.destinations)
         by_name = t.address is None and any(host_matches(t.host, f)
                                             for f in rule.destination_fqdns)
         if not (by_address or by_name):
-            return False
+            if not rule.destination_ip_groups:
+                return False
+            unknown.append("whether the destination is in its destinationIpGroups")
     else:
         if t.address is not None:
             return False
@@ -239,16 +263,23 @@ def _matches(rule: FirewallRule, unit: IPNetwork, ctx: Context, source: str) -> 
             ctx.warn(f"rule {rule.label} uses FQDN tags: not evaluated")
         if not any(host_matches(t.host, f) for f in rule.destination_fqdns if f != "(fqdn tag)"):
             return False
-    src = _source_ok(rule, unit, ctx, source)
-    if src == Match.UNKNOWN:
-        if rule.action == "Deny":
-            ctx.warn(f"{rule.label}: the VM's address is unknown (give --vm-ip); assumed to "
-                     "match this Deny")
-            return True
-        ctx.warn(f"{rule.label}: the VM's address is unknown (give --vm-ip); assumed not to "
-                 "match this Allow")
-        return False
-    return src == Match.YES
+    src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
+           for s in c.sources]
+    if Match.YES not in src:
+        if rule.source_ip_groups:
+            unknown.append("whether the VM is in its sourceIpGroups")
+        elif Match.UNKNOWN in src:
+            unknown.append("the VM's address (give --vm-ip)")
+        else:
+            return False
+    if not unknown:
+        return True
+    what = " and ".join(unknown)
+    if rule.action == "Deny":
+        ctx.warn(f"{rule.label}: {what} unknown; assumed to match this Deny")
+        return True
+    ctx.warn(f"{rule.label}: {what} unknown; assumed not to match this Allow")
+    return False
 
 
 def evaluate_firewall(rules: list[FirewallRule], ctx: Context, source: str) -> FirewallEvaluation:
@@ -256,11 +287,13 @@ def evaluate_firewall(rules: list[FirewallRule], ctx: Context, source: str) -> F
     if ctx.target.address is not None and any(r.kind == "application" for r in rules):
         ctx.warn("application rules match host names only; the target is an address, so "
                  "they were not consulted (give --to with the service's host name)")
+    compiled = [_compile(r, ctx, source) for r in rules]
     decided: list[tuple[IPNetwork, FirewallRule]] = []
     units = split_units(destination_units(ctx),
-                        [d for r in rules if r.kind == "network" for d in r.destinations], ctx)
+                        [d for c in compiled if c.rule.kind == "network" for d in c.destinations],
+                        ctx)
     for unit in units:
-        rule = next((r for r in rules if _matches(r, unit, ctx, source)), DEFAULT_DENY)
+        rule = next((c.rule for c in compiled if _matches(c, unit, ctx)), DEFAULT_DENY)
         decided.append((unit, rule))
     denied = [(u, r) for u, r in decided if r.action != "Allow"]
     deciding = denied[0][1] if denied else decided[0][1]

@@ -14,23 +14,28 @@ Named approximations (the platform knows more than a rules file says):
   unless ``vnet`` prefixes are given; ``Internet`` as every other address;
 - a service tag the document does not define is reported as a warning and does
   not match;
-- an unknown source (no ``--vm-ip``) or a rule limited to source ports is assumed
-  to match a Deny and not an Allow (fail closed), and said so.
+- an unknown source (no ``--vm-ip``, or none of the destination's family), a rule
+  limited to source ports, and a rule part the evaluators cannot check (NSG
+  application security groups, Azure Firewall IP groups) are assumed to match a
+  Deny and not an Allow (fail closed), and said so.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Final
 
 from bootwatch.errors import NetworkInputError
-from bootwatch.net.servicetag import IPNetwork, ServiceTagDocument, parse_prefix
+from bootwatch.net.servicetag import IPNetwork, ServiceTagDocument
 from bootwatch.net.target import IPAddress, Target
 
 __all__ = [
+    "MAX_PIECES",
     "PRIVATE_RANGES",
+    "AddressEntry",
     "Context",
     "Match",
     "cut_units",
@@ -39,6 +44,8 @@ __all__ = [
     "match_address",
     "match_ports",
     "match_source",
+    "parse_address",
+    "parse_ports",
     "split_units",
 ]
 
@@ -61,7 +68,12 @@ class Context:
     """Everything an evaluation reads besides the rules; collects warnings.
 
     ``tag`` is the ``--tag`` the operator chose: in a document with several tags it
-    says which one a host-name target stands for (None: the document's default)."""
+    says which one a host-name target stands for (None: the document's default).
+
+    The VM's addresses (``--vm-ip``, at most one per family) are ``vm_ip`` and
+    ``more_vm_ips``; :attr:`vm_ips` holds them all.  A dual-stack VM sends IPv4
+    traffic from its IPv4 address and IPv6 traffic from its IPv6 address, so each
+    destination is matched against the address of its own family only."""
 
     document: ServiceTagDocument | None
     target: Target
@@ -69,6 +81,26 @@ class Context:
     vnet: tuple[IPNetwork, ...] = ()
     tag: str | None = None
     warnings: list[str] = field(default_factory=list)
+    more_vm_ips: tuple[IPAddress, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: dict[int, IPAddress] = {}
+        for address in self.vm_ips:
+            if address.version in seen and seen[address.version] != address:
+                raise NetworkInputError(
+                    f"{seen[address.version]} and {address} are both IPv{address.version}: "
+                    "give at most one address per family", field="--vm-ip")
+            seen[address.version] = address
+
+    @property
+    def vm_ips(self) -> tuple[IPAddress, ...]:
+        """Every VM address given, without repeats."""
+        first = (self.vm_ip,) if self.vm_ip is not None else ()
+        return tuple(dict.fromkeys((*first, *self.more_vm_ips)))
+
+    def vm_address(self, version: int) -> IPAddress | None:
+        """The VM's address of IP ``version``, if given."""
+        return next((a for a in self.vm_ips if a.version == version), None)
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -123,8 +155,16 @@ def destination_units(ctx: Context) -> tuple[IPNetwork, ...]:
     return tag.address_prefixes
 
 
+#: the most pieces a host name's prefixes are cut into for the NSG and Azure Firewall
+#: evaluators; more is refused, asking for one address.  Each piece is checked
+#: against every rule (about 2 microseconds a check), so 256 pieces and an NSG's
+#: 4000 rules take about two seconds; the same number as ``nftprobe.MAX_PROBES``.
+MAX_PIECES: Final = 256
+
+
 def split_units(
-    units: tuple[IPNetwork, ...], entries: list[str], ctx: Context
+    units: tuple[IPNetwork, ...], entries: Sequence[str | AddressEntry], ctx: Context,
+    *, limit: int = MAX_PIECES,
 ) -> tuple[IPNetwork, ...]:
     """``units`` cut at every prefix boundary of the address ``entries`` that falls
     inside one of them.
@@ -133,33 +173,52 @@ def split_units(
     covering part of a tag prefix (a Deny of one address of a /30 the host name
     may resolve to) would otherwise match nothing and the traffic look allowed.
     After the cut, every piece is either inside or outside each entry, and each
-    piece gets its own verdict.  An address target (/32, /128) is never cut."""
+    piece gets its own verdict.  An address target (/32, /128) is never cut.
+    More than ``limit`` pieces raise :class:`NetworkInputError` (see
+    :func:`cut_units`)."""
     bounds: set[IPNetwork] = set()
     for entry in entries:
-        bounds.update(_entry_networks(entry, ctx))
-    return cut_units(units, bounds)
+        if isinstance(entry, AddressEntry):
+            bounds.update(entry.bounds(ctx))
+        else:
+            bounds.update(_entry_networks(entry, ctx))
+    return cut_units(units, bounds, limit=limit)
 
 
-def cut_units(units: tuple[IPNetwork, ...], bounds: Iterable[IPNetwork]) -> tuple[IPNetwork, ...]:
+def cut_units(units: tuple[IPNetwork, ...], bounds: Iterable[IPNetwork], *,
+              limit: int = MAX_PIECES) -> tuple[IPNetwork, ...]:
     """``units`` cut at every prefix of ``bounds`` that lies strictly inside one.
 
     The shared half of :func:`split_units`, for rule sets whose addresses come as
-    prefixes already (the nftables evaluator reads them from the loaded ruleset)."""
-    bounds = set(bounds)
+    prefixes already (the nftables evaluator reads them from the loaded ruleset).
+    A piece is halved only while a bound lies strictly inside it, so the work is
+    bounded by the pieces made, not by bounds times pieces; past ``limit`` pieces
+    the cut stops with a :class:`NetworkInputError` (``--to``) asking for one
+    address, since every piece costs a verdict (a 200-address IPv6 Deny would cut a
+    /32 into ~19,000 pieces and the evaluation take minutes)."""
+    by_version: dict[int, list[IPNetwork]] = {4: [], 6: []}
+    for bound in set(bounds):
+        by_version[bound.version].append(bound)
     out: list[IPNetwork] = []
     for unit in units:
-        pieces = [unit]
-        for bound in bounds:
-            if bound.version != unit.version or bound.prefixlen <= unit.prefixlen:
+        inside = [b for b in by_version[unit.version]
+                  if b.prefixlen > unit.prefixlen and b.subnet_of(unit)]  # type: ignore[arg-type]
+        pieces: list[IPNetwork] = []
+        stack: list[tuple[IPNetwork, list[IPNetwork]]] = [(unit, inside)]
+        while stack:
+            net, within = stack.pop()
+            if not within:
+                pieces.append(net)
+                if len(out) + len(pieces) > limit:
+                    raise NetworkInputError(
+                        f"the rules cut the target's prefixes into more than {limit} pieces, "
+                        "each needing its own verdict; ask about one address "
+                        "(--to ADDRESS:PORT)", field="--to")
                 continue
-            next_pieces: list[IPNetwork] = []
-            for piece in pieces:
-                if piece != bound and bound.subnet_of(piece):  # type: ignore[arg-type]
-                    next_pieces.extend(piece.address_exclude(bound))  # type: ignore[arg-type]
-                    next_pieces.append(bound)
-                else:
-                    next_pieces.append(piece)
-            pieces = next_pieces
+            for half in net.subnets(prefixlen_diff=1):
+                below = [b for b in within
+                         if b.prefixlen > half.prefixlen and b.subnet_of(half)]  # type: ignore[arg-type]
+                stack.append((half, below))
         out.extend(sorted(pieces))
     return tuple(out)
 
@@ -167,24 +226,10 @@ def cut_units(units: tuple[IPNetwork, ...], bounds: Iterable[IPNetwork]) -> tupl
 def _entry_networks(entry: str, ctx: Context) -> tuple[IPNetwork, ...]:
     """The prefixes an address entry stands for (nothing for ``*`` or what does not
     parse; :func:`match_address` reports those)."""
-    e = entry.strip()
-    low = e.lower()
-    if low in ("*", "any", "azureloadbalancer"):
+    try:
+        return parse_address(entry, ctx, field_name="", source="").bounds(ctx)
+    except NetworkInputError:
         return ()
-    if low in ("internet", "virtualnetwork"):
-        return ctx.vnet or PRIVATE_RANGES
-    if any(c.isdigit() for c in e[:1]) or ":" in e:
-        span = _range(e)
-        if span is not None:
-            lo, hi = span
-            if lo.version != hi.version or lo > hi:  # type: ignore[operator]
-                return ()
-            return tuple(ipaddress.summarize_address_range(lo, hi))
-        try:
-            return (ipaddress.ip_network(e, strict=False),)
-        except ValueError:
-            return ()
-    return ctx.tag_prefixes(e) or ()
 
 
 def _host_matches(host: str, pattern: str) -> bool:
@@ -211,21 +256,80 @@ def _range(entry: str) -> tuple[IPAddress, IPAddress] | None:
         return None
 
 
-def match_address(
-    entry: str, unit: IPNetwork, ctx: Context, *, field_name: str, source: str
-) -> str:
-    """Does address entry ``entry`` (``*``, a CIDR, an address, a range, a tag) cover
-    ``unit``?  Returns a :class:`Match` value."""
+_ANY: Final = "any"
+_INTERNET: Final = "internet"
+_VNET: Final = "vnet"
+_NEVER: Final = "never"
+_PREFIXES: Final = "prefixes"
+_UNKNOWN_TAG: Final = "unknown tag"
+
+
+@dataclass(frozen=True)
+class AddressEntry:
+    """One address entry of a rule (``*``, a CIDR, an address, a range, a tag),
+    parsed once: the evaluators check every destination piece against every rule,
+    and re-parsing the text for each check made large rule sets slow.
+
+    ``kind`` is how it matches; ``networks`` the prefixes of a CIDR, a range
+    (summarized into prefixes, which cover exactly the same addresses) or a tag the
+    document defines."""
+
+    text: str
+    kind: str
+    networks: tuple[IPNetwork, ...] = ()
+    field_name: str = ""
+
+    def match(self, unit: IPNetwork, ctx: Context) -> str:
+        """Does the entry cover all of ``unit``?  A :class:`Match` value."""
+        if self.kind == _ANY:
+            return Match.YES
+        if self.kind == _INTERNET:
+            return Match.NO if ctx.is_vnet(unit) else Match.YES
+        if self.kind == _VNET:
+            return Match.YES if ctx.is_vnet(unit) else Match.NO
+        if self.kind == _UNKNOWN_TAG:
+            ctx.warn(
+                f"service tag {self.text!r} ({self.field_name}) is not in the service-tag "
+                "document: treated as not matching"
+            )
+            return Match.NO
+        first, last = int(unit.network_address), int(unit.broadcast_address)
+        return (
+            Match.YES
+            if any(version == unit.version and lo <= first and last <= hi
+                   for version, lo, hi in self.spans)
+            else Match.NO
+        )
+
+    @cached_property
+    def spans(self) -> tuple[tuple[int, int, int], ...]:
+        """``networks`` as (version, first, last) integers: with thousands of rules
+        and pieces, comparing integers instead of network objects is what keeps an
+        evaluation within seconds."""
+        return tuple((n.version, int(n.network_address), int(n.broadcast_address))
+                     for n in self.networks)
+
+    def bounds(self, ctx: Context) -> tuple[IPNetwork, ...]:
+        """Where the entry's coverage starts and ends (for :func:`split_units`)."""
+        if self.kind in (_INTERNET, _VNET):
+            return ctx.vnet or PRIVATE_RANGES
+        return self.networks
+
+
+def parse_address(entry: str, ctx: Context, *, field_name: str, source: str) -> AddressEntry:
+    """Parse an address entry once; a range mixing families or something that starts
+    like an address and is not one raises :class:`NetworkInputError` naming
+    ``field_name``."""
     e = entry.strip()
     low = e.lower()
     if low in ("*", "any"):
-        return Match.YES
+        return AddressEntry(e, _ANY, (), field_name)
     if low == "internet":
-        return Match.NO if ctx.is_vnet(unit) else Match.YES
+        return AddressEntry(e, _INTERNET, (), field_name)
     if low == "virtualnetwork":
-        return Match.YES if ctx.is_vnet(unit) else Match.NO
+        return AddressEntry(e, _VNET, (), field_name)
     if low == "azureloadbalancer":
-        return Match.NO
+        return AddressEntry(e, _NEVER, (), field_name)
     if any(c.isdigit() for c in e[:1]) or ":" in e:
         span = _range(e)
         if span is not None:
@@ -233,57 +337,77 @@ def match_address(
             if lo.version != hi.version:
                 raise NetworkInputError(f"{e!r} mixes IPv4 and IPv6", source=source,
                                         field=field_name)
-            first, last = unit.network_address, unit.broadcast_address
-            if lo.version != unit.version:
-                return Match.NO
-            return Match.YES if lo <= first and last <= hi else Match.NO  # type: ignore[operator]
+            if lo > hi:  # type: ignore[operator]
+                return AddressEntry(e, _NEVER, (), field_name)
+            return AddressEntry(e, _PREFIXES,
+                                tuple(ipaddress.summarize_address_range(lo, hi)), field_name)
         try:
             net = ipaddress.ip_network(e, strict=False)
-        except ValueError:
-            net = None
-        if net is not None:
-            if net.version != unit.version:
-                return Match.NO
-            return Match.YES if unit.subnet_of(net) else Match.NO  # type: ignore[arg-type]
-        # starts like an address but is not one
-        parse_prefix(e, field=field_name, source=source)
+        except ValueError as exc:  # starts like an address but is not one
+            raise NetworkInputError(f"{e!r} is not an IPv4 or IPv6 CIDR ({exc})",
+                                    source=source, field=field_name) from None
+        return AddressEntry(e, _PREFIXES, (net,), field_name)
     prefixes = ctx.tag_prefixes(e)
     if prefixes is None:
-        ctx.warn(
-            f"service tag {e!r} ({field_name}) is not in the service-tag document: "
-            "treated as not matching"
-        )
-        return Match.NO
-    return (
-        Match.YES
-        if any(unit.version == p.version and unit.subnet_of(p) for p in prefixes)  # type: ignore[arg-type]
-        else Match.NO
-    )
+        return AddressEntry(e, _UNKNOWN_TAG, (), field_name)
+    return AddressEntry(e, _PREFIXES, prefixes, field_name)
 
 
-def match_source(entry: str, ctx: Context, *, field_name: str, source: str,
+def match_address(
+    entry: str, unit: IPNetwork, ctx: Context, *, field_name: str, source: str
+) -> str:
+    """Does address entry ``entry`` (``*``, a CIDR, an address, a range, a tag) cover
+    ``unit``?  Returns a :class:`Match` value."""
+    return parse_address(entry, ctx, field_name=field_name, source=source).match(unit, ctx)
+
+
+def match_source(entry: str | AddressEntry, ctx: Context, *, field_name: str, source: str,
                  unit: IPNetwork | None = None) -> str:
-    """Does a source entry cover the VM?  Unknown without ``--vm-ip`` for a prefix."""
-    low = entry.strip().lower()
-    if low in ("*", "any", "virtualnetwork"):
+    """Does a source entry cover the VM?
+
+    The VM's source address has the family of the destination ``unit`` it connects
+    to.  Unknown (:data:`Match.UNKNOWN`, which the evaluators count for a Deny and
+    never for an Allow) when the entry is a prefix and the VM's address of that
+    family was not given: a ``--vm-ip`` of the other family says nothing about it
+    (an IPv4 source prefix never covers IPv6 traffic, but whether an IPv6 prefix
+    holds the VM's IPv6 address is unknown), and a warning says so."""
+    parsed = entry if isinstance(entry, AddressEntry) else parse_address(
+        entry, ctx, field_name=field_name, source=source)
+    if parsed.kind in (_ANY, _VNET):
         return Match.YES
-    if low in ("0.0.0.0/0", "::/0"):
-        # every address of one family; the VM's source address has the family of the
-        # destination ``unit`` it connects to
-        family = 4 if low == "0.0.0.0/0" else 6
+    if parsed.kind == _PREFIXES and len(parsed.networks) == 1 \
+            and parsed.networks[0].prefixlen == 0:
+        # every address of one family (0.0.0.0/0, ::/0)
+        family = parsed.networks[0].version
         return Match.YES if unit is None or unit.version == family else Match.NO
-    if ctx.vm_ip is None:
+    if unit is None:
+        vm = ctx.vm_ips[0] if len(ctx.vm_ips) == 1 else None
+    else:
+        if parsed.kind == _PREFIXES and all(n.version != unit.version for n in parsed.networks):
+            return Match.NO  # no address of the traffic's family: whatever the VM's is
+        vm = ctx.vm_address(unit.version)
+        if vm is None and ctx.vm_ips:
+            given = ", ".join(str(a) for a in ctx.vm_ips)
+            ctx.warn(
+                f"--vm-ip {given} is not an IPv{unit.version} address: the VM's source "
+                f"address for IPv{unit.version} traffic is unknown, so a rule limited to "
+                "source addresses is assumed to match a Deny and not an Allow (give "
+                f"--vm-ip once more with the VM's IPv{unit.version} address)"
+            )
+    if vm is None:
         return Match.UNKNOWN
-    return match_address(entry, ipaddress.ip_network(ctx.vm_ip), ctx, field_name=field_name,
-                         source=source)
+    return parsed.match(ipaddress.ip_network(vm), ctx)
 
 
-def match_ports(entries: tuple[str, ...], port: int, *, field_name: str, source: str) -> bool:
-    """Does any of ``*``, ``N`` or ``N-M`` cover ``port``?"""
+def parse_ports(entries: tuple[str, ...], *, field_name: str,
+                source: str) -> tuple[tuple[int, int], ...]:
+    """``*``, ``N`` or ``N-M`` entries as (first, last) ranges, parsed once."""
+    out: list[tuple[int, int]] = []
     for entry in entries:
         e = entry.strip()
         if e in ("*", "Any", "any"):
-            return True
+            out.append((0, 65535))
+            continue
         lo, sep, hi = e.partition("-")
         try:
             first = int(lo)
@@ -294,6 +418,11 @@ def match_ports(entries: tuple[str, ...], port: int, *, field_name: str, source:
         if not 0 <= first <= last <= 65535:
             raise NetworkInputError(f"{entry!r} is outside 0-65535", source=source,
                                     field=field_name)
-        if first <= port <= last:
-            return True
-    return False
+        out.append((first, last))
+    return tuple(out)
+
+
+def match_ports(entries: tuple[str, ...], port: int, *, field_name: str, source: str) -> bool:
+    """Does any of ``*``, ``N`` or ``N-M`` cover ``port``?"""
+    return any(first <= port <= last
+               for first, last in parse_ports(entries, field_name=field_name, source=source))

@@ -7,7 +7,8 @@ pair with a default route (no peer answers), the operator's file is loaded with
 (``meta nftrace set 1``), one connection attempt is made, and ``nft monitor
 trace`` tells which rule of which chain gave the verdict.  The namespace is
 deleted afterwards, whatever happened.  The probe's source address is the VM's
-(``--vm-ip``) or 198.18.0.1 / 2001:db8::1 (benchmarking and documentation ranges).
+address of the probe's family (``--vm-ip``, once per family) or 198.18.0.1 /
+2001:db8::1 (benchmarking and documentation ranges).
 
 One probe answers for one address only.  A host name stands for whole prefixes,
 and a rule may cover part of one (a ``drop`` of one address of a /30), so
@@ -38,8 +39,8 @@ from bootwatch.net.netns import NamespaceSet, Netns, require_tools
 from bootwatch.net.servicetag import IPNetwork
 from bootwatch.net.target import IPAddress
 
-__all__ = ["MAX_PROBES", "NftVerdict", "probe_nftables", "probe_nftables_many",
-           "ruleset_prefixes"]
+__all__ = ["MAX_PROBES", "TRACE_PRIORITY", "NftVerdict", "output_drop_chains",
+           "probe_nftables", "probe_nftables_many", "probe_source", "ruleset_prefixes"]
 
 _TRACE_RE: Final = re.compile(r"^trace id (\S+) (\S+) (\S+) (\S+) (.*)$")
 _VERDICT_RE: Final = re.compile(r"^rule (.*) \(verdict (\w+)(?: [^)]*)?\)\s*$")
@@ -69,8 +70,20 @@ _PROBE = (
 )
 
 
+#: the tracing chain's priority: the lowest nft accepts (INT32_MIN), so that the
+#: trace mark is set before any operator chain on the output hook runs; a chain
+#: hooked earlier (at -1000000 the probe used to miss a drop at -2000000) would
+#: drop the packet untraced and the verdict be lost
+TRACE_PRIORITY: Final = -2**31
+
 #: the most addresses one explanation probes (each costs about a quarter of a second)
 MAX_PROBES: Final = 256
+
+
+def probe_source(version: int) -> IPAddress:
+    """The probe's source address of IP ``version`` when the VM's is not given
+    (benchmarking and documentation ranges)."""
+    return ipaddress.ip_address("2001:db8::1" if version == 6 else "198.18.0.1")
 
 
 def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
@@ -83,12 +96,17 @@ def probe_nftables(rules_file: Path, address: IPAddress, port: int, *,
 
 
 def probe_nftables_many(rules_file: Path, addresses: Sequence[IPAddress], port: int, *,
-                        vm_ip: IPAddress | None = None,
+                        vm_ip: IPAddress | None = None, vm_ips: Sequence[IPAddress] = (),
                         attempts: int = 6) -> tuple[NftVerdict, ...]:
     """:func:`probe_nftables` for each of ``addresses`` (in order), with one namespace,
     one loaded ruleset and one trace monitor for all of them: a probe then costs one
     connection attempt, not a namespace.  At most :data:`MAX_PROBES` addresses
-    (a :class:`NetworkInputError` saying so: the caller narrows the question)."""
+    (a :class:`NetworkInputError` saying so: the caller narrows the question).
+
+    The probes of each family come from the VM's address of that family
+    (``vm_ip`` and ``vm_ips``, at most one per family), else from
+    :func:`probe_source`: a dual-stack VM sends IPv6 traffic from its IPv6 address,
+    never from its IPv4 one."""
     if not addresses:
         return ()
     if len(addresses) > MAX_PROBES:
@@ -96,11 +114,14 @@ def probe_nftables_many(rules_file: Path, addresses: Sequence[IPAddress], port: 
             f"{len(addresses)} destinations to probe, more than {MAX_PROBES}: the ruleset "
             f"cuts the target's prefixes into that many pieces; ask about one address "
             f"(--to ADDRESS:PORT) or a narrower name", field="--to")
+    sources: dict[int, IPAddress] = {}
+    for given in (*((vm_ip,) if vm_ip is not None else ()), *vm_ips):
+        if sources.setdefault(given.version, given) != given:
+            raise NetworkInputError(f"{sources[given.version]} and {given} are both "
+                                    f"IPv{given.version}: give at most one address per family",
+                                    field="--vm-ip")
     require_tools("ip", "nft")
     families = {a.version for a in addresses}
-    if vm_ip is not None and families != {vm_ip.version}:
-        raise NetworkInputError("the VM's address and the target are of different families",
-                                field="--vm-ip")
     trace_table = f"bwtrace{secrets.token_hex(3)}"
     with NamespaceSet() as nsset:
         ns = nsset.add("probe")
@@ -110,14 +131,14 @@ def probe_nftables_many(rules_file: Path, addresses: Sequence[IPAddress], port: 
         ns.ip("link", "set", f"{if_a}x", "up")
         for version in sorted(families):
             v6 = version == 6
-            src = vm_ip or ipaddress.ip_address("2001:db8::1" if v6 else "198.18.0.1")
+            src = sources.get(version) or probe_source(version)
             ns.ip("addr", "add", f"{src}/{128 if v6 else 32}", "dev", if_a,
                   *(["nodad"] if v6 else []))
             ns.ip(*(["-6"] if v6 else []), "route", "add", "default", "dev", if_a)
         _load(ns, rules_file)
         ns.run("nft", "-f", "-", input_text=(
             f"table inet {trace_table} {{\n chain out {{\n"
-            "  type filter hook output priority -1000000;\n"
+            f"  type filter hook output priority {TRACE_PRIORITY};\n"
             f"  meta l4proto tcp th dport {port} meta nftrace set 1\n }}\n}}\n"))
         monitor = subprocess.Popen(ns.exec_args("nft", "monitor", "trace"),
                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -162,20 +183,46 @@ def ruleset_prefixes(rules_file: Path) -> tuple[IPNetwork, ...]:
     an address counts, also where it is not a destination (a source, a mask): an
     extra cut only costs a probe, a missing one hides a verdict.  A file nft
     refuses raises :class:`NetworkInputError` as :func:`probe_nftables` does."""
+    found: set[IPNetwork] = set()
+    _collect_addresses(_list_ruleset(rules_file), found)
+    return tuple(sorted(found, key=lambda n: (n.version, n.network_address.packed,
+                                              n.prefixlen)))
+
+
+def output_drop_chains(rules_file: Path) -> tuple[tuple[str, str, str], ...]:
+    """The base chains on the output hook whose policy is drop, as (family, table,
+    chain), read back from the kernel after loading ``rules_file``.
+
+    The trace stops at the first drop, so it names one chain; but each base chain on
+    the hook gives its own verdict, and an allow rule must go into every one that
+    drops by policy.  This is how ``explain`` finds the others."""
+    out: list[tuple[str, str, str]] = []
+    ruleset = _list_ruleset(rules_file)
+    items = ruleset.get("nftables", []) if isinstance(ruleset, dict) else []
+    for item in items if isinstance(items, list) else []:
+        chain = item.get("chain") if isinstance(item, dict) else None
+        if not isinstance(chain, dict) or chain.get("hook") != "output" \
+                or chain.get("policy") != "drop":
+            continue
+        fam, table, name = chain.get("family"), chain.get("table"), chain.get("name")
+        if isinstance(fam, str) and isinstance(table, str) and isinstance(name, str):
+            out.append((fam, table, name))
+    return tuple(out)
+
+
+def _list_ruleset(rules_file: Path) -> object:
+    """``nft -j list ruleset`` after loading ``rules_file`` in a scratch namespace."""
     require_tools("ip", "nft")
     with NamespaceSet() as nsset:
         ns = nsset.add("list")
         _load(ns, rules_file)
         listed = ns.run("nft", "-j", "list", "ruleset")
     try:
-        ruleset = json.loads(listed.stdout)
+        ruleset: object = json.loads(listed.stdout)
     except ValueError as exc:
         raise ConfigError(f"nft -j list ruleset printed no JSON ({exc}) "
                           f"after loading {rules_file}") from None
-    found: set[IPNetwork] = set()
-    _collect_addresses(ruleset, found)
-    return tuple(sorted(found, key=lambda n: (n.version, n.network_address.packed,
-                                              n.prefixlen)))
+    return ruleset
 
 
 def _load(ns: Netns, rules_file: Path) -> None:

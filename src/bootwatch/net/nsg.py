@@ -18,12 +18,13 @@ from typing import Any, Final
 
 from bootwatch.errors import NetworkInputError
 from bootwatch.net.matching import (
+    AddressEntry,
     Context,
     Match,
     destination_units,
-    match_address,
-    match_ports,
     match_source,
+    parse_address,
+    parse_ports,
     split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
@@ -60,6 +61,11 @@ class NsgRule:
     default: bool = False
     #: added by the evaluator because the file did not have it
     added: bool = False
+    #: ``sourceApplicationSecurityGroups`` / ``destinationApplicationSecurityGroups``
+    #: (their ids): which NICs are members is not in the file, so the evaluator
+    #: cannot check them and fails closed (see :func:`evaluate_nsg`)
+    source_asgs: tuple[str, ...] = ()
+    destination_asgs: tuple[str, ...] = ()
 
 
 #: Azure's default outbound rules, added when a file lacks them
@@ -160,19 +166,22 @@ def _rule(item: Any, where: str, source: str, *, default: bool) -> NsgRule:
                                 field=f"{ppath}.protocol")
     dests = _texts(props, "destinationAddressPrefix", "destinationAddressPrefixes", ppath,
                    source, required=False)
-    if not dests and _ci(props, "destinationApplicationSecurityGroups"):
-        dests = ("(application security group)",)
-    if not dests:
-        raise NetworkInputError("needs destinationAddressPrefix or destinationAddressPrefixes",
+    dest_asgs = _asgs(props, "destinationApplicationSecurityGroups", ppath, source)
+    if not dests and not dest_asgs:
+        raise NetworkInputError("needs destinationAddressPrefix, destinationAddressPrefixes "
+                                "or destinationApplicationSecurityGroups",
                                 source=source, field=ppath)
+    sources = _texts(props, "sourceAddressPrefix", "sourceAddressPrefixes", ppath, source,
+                     required=False)
+    source_asgs = _asgs(props, "sourceApplicationSecurityGroups", ppath, source)
     return NsgRule(
         name=name,
         priority=priority,
         direction=values["direction"],
         access=values["access"],
         protocol=_PROTOCOLS[protocol.lower()],
-        sources=_texts(props, "sourceAddressPrefix", "sourceAddressPrefixes", ppath, source,
-                       required=False) or ("*",),
+        # no source at all is Azure's "*"; groups alone restrict the source to them
+        sources=sources or (() if source_asgs else ("*",)),
         source_ports=_texts(props, "sourcePortRange", "sourcePortRanges", ppath, source,
                             required=False) or ("*",),
         destinations=dests,
@@ -180,7 +189,27 @@ def _rule(item: Any, where: str, source: str, *, default: bool) -> NsgRule:
                                  source),
         where=where,
         default=default,
+        source_asgs=source_asgs,
+        destination_asgs=dest_asgs,
     )
+
+
+def _asgs(props: dict[str, Any], key: str, where: str, source: str) -> tuple[str, ...]:
+    """The ids of an application-security-group list (``[{"id": ...}]``, as Azure
+    writes it; a bare string id is accepted too)."""
+    value = _ci(props, key)
+    if value in (None, []):
+        return ()
+    if not isinstance(value, list):
+        raise NetworkInputError("must be a JSON list", source=source, field=f"{where}.{key}")
+    out = []
+    for i, item in enumerate(value):
+        ident = _ci(item, "id") if isinstance(item, dict) else item
+        if not isinstance(ident, str) or not ident:
+            raise NetworkInputError('must be {"id": "/subscriptions/..."}', source=source,
+                                    field=f"{where}.{key}[{i}]")
+        out.append(ident)
+    return tuple(out)
 
 
 def parse_nsg(data: bytes, source: str) -> tuple[list[NsgRule], list[str]]:
@@ -255,48 +284,82 @@ def _any_port(entries: tuple[str, ...]) -> bool:
     return False
 
 
-def _decide(rule: NsgRule, unit: IPNetwork, ctx: Context, source: str) -> tuple[bool, str]:
-    """(matches, note) for one outbound rule and one destination unit."""
-    if rule.protocol not in ("Tcp", "*"):
+@dataclass(frozen=True)
+class _Compiled:
+    """A rule's address and port entries parsed once for all destination pieces."""
+
+    rule: NsgRule
+    #: protocol and destination port cover the target (the same for every piece)
+    applies: bool
+    destinations: tuple[AddressEntry, ...]
+    sources: tuple[AddressEntry, ...]
+
+
+def _compile(rule: NsgRule, ctx: Context, source: str) -> _Compiled:
+    ports = parse_ports(rule.destination_ports,
+                        field_name=f"{rule.where}.destinationPortRange", source=source)
+    port = ctx.target.port
+    return _Compiled(
+        rule,
+        rule.protocol in ("Tcp", "*") and any(lo <= port <= hi for lo, hi in ports),
+        tuple(parse_address(d, ctx, field_name=f"{rule.where}.destinationAddressPrefix",
+                            source=source) for d in rule.destinations),
+        tuple(parse_address(s, ctx, field_name=f"{rule.where}.sourceAddressPrefix",
+                            source=source) for s in rule.sources),
+    )
+
+
+def _decide(c: _Compiled, unit: IPNetwork, ctx: Context) -> tuple[bool, str]:
+    """(matches, note) for one outbound rule and one destination unit.
+
+    What cannot be known from the file (the VM's address without ``--vm-ip``, its
+    source port, membership of application security groups) fails closed: it
+    counts for a Deny and never for an Allow, and a note or warning names the rule."""
+    if not c.applies:
         return False, ""
-    if not match_ports(rule.destination_ports, ctx.target.port,
-                       field_name=f"{rule.where}.destinationPortRange", source=source):
-        return False, ""
-    if not any(
-        match_address(d, unit, ctx, field_name=f"{rule.where}.destinationAddressPrefix",
-                      source=source) == Match.YES
-        for d in rule.destinations if d != "(application security group)"
-    ):
-        if "(application security group)" in rule.destinations:
-            ctx.warn(f"rule {rule.name!r} uses application security groups: not evaluated")
-        return False, ""
-    src = [match_source(s, ctx, field_name=f"{rule.where}.sourceAddressPrefix", source=source,
-                        unit=unit)
-           for s in rule.sources]
-    if Match.YES not in src and Match.UNKNOWN not in src:
-        return False, ""  # the VM is outside every source: no source port changes that
-    ports_known = _any_port(rule.source_ports)
-    if Match.YES in src and ports_known:
+    rule = c.rule
+    unknown: list[str] = []
+    if not any(d.match(unit, ctx) == Match.YES for d in c.destinations):
+        if not rule.destination_asgs:
+            return False, ""
+        unknown.append("whether the destination is in its destination application "
+                       "security groups")
+    src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
+           for s in c.sources]
+    if Match.YES not in src:
+        if rule.source_asgs:
+            unknown.append("whether the VM is in its source application security groups")
+        elif Match.UNKNOWN in src:
+            unknown.append("the VM's address (give --vm-ip)")
+        else:
+            return False, ""  # the VM is outside every source: no source port changes that
+    if not _any_port(rule.source_ports):
+        unknown.append("the source port")
+    if not unknown:
         return True, ""
-    # the VM's address or source port is unknown: fail closed
-    what = "the VM's address (give --vm-ip)" if Match.UNKNOWN in src else "the source port"
+    # fail closed
+    what = " and ".join(unknown)
     if rule.access == "Deny":
+        ctx.warn(f"rule {rule.name!r} ({rule.where}): {what} unknown; assumed to match "
+                 "this Deny")
         return True, f"{rule.name}: {what} unknown; assumed to match this Deny"
-    ctx.warn(f"{rule.name}: {what} unknown; assumed not to match this Allow")
+    ctx.warn(f"rule {rule.name!r} ({rule.where}): {what} unknown; assumed not to match "
+             "this Allow")
     return False, ""
 
 
 def evaluate_nsg(rules: list[NsgRule], ctx: Context, source: str) -> NsgEvaluation:
     """First matching outbound rule by priority, per destination unit."""
     outbound = sorted((r for r in rules if r.direction == "Outbound"), key=lambda r: r.priority)
+    compiled = [_compile(r, ctx, source) for r in outbound]
     units: list[UnitDecision] = []
     units_in = split_units(destination_units(ctx),
-                           [d for r in outbound for d in r.destinations], ctx)
+                           [d for c in compiled for d in c.destinations], ctx)
     for unit in units_in:
-        for rule in outbound:
-            matched, note = _decide(rule, unit, ctx, source)
+        for c in compiled:
+            matched, note = _decide(c, unit, ctx)
             if matched:
-                units.append(UnitDecision(unit, rule.access == "Allow", rule,
+                units.append(UnitDecision(unit, c.rule.access == "Allow", c.rule,
                                           (note,) if note else ()))
                 break
         else:  # unreachable while DenyAllOutBound is present; kept fail-closed

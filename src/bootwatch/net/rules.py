@@ -12,10 +12,13 @@ tool (the tests load it with ``nft -c -f``, ``iptables-restore --test`` and
 - ``nftables``: ``insert rule`` lines at the head of ``inet filter output`` (the
   names of Debian's /etc/nftables.conf), after declaring that chain, which creates
   it (policy accept) only when missing and leaves an existing one's policy alone;
+  ``explain`` instead writes :func:`generate_nftables_fix`, for the chains that
+  dropped the traffic;
 - ``iptables`` / ``ip6tables``: iptables-restore input to load with ``--noflush``
   (``-I OUTPUT 1``: ahead of the operator's DROP rules);
 - ``squid``: ACLs and ``http_access allow`` for CONNECT to the service's host
-  names and prefixes on its port, to place above the first ``http_access deny``.
+  names and prefixes on its port, to place above the first ``http_access deny``
+  (``dst`` prefixes written so squid reads each as its own family only).
 
 Where the issue's options make no sense for a tool the choice is named:
 ``--priority`` applies to NSG and Azure Firewall only (nftables, iptables and
@@ -24,6 +27,7 @@ squid take rules in order; these are inserted first).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import dataclass
@@ -36,13 +40,16 @@ from bootwatch.net.servicetag import (
     IPNetwork,
     ServiceTag,
     ServiceTagDocument,
+    require_printable_ascii,
 )
 
 __all__ = [
     "DEFAULT_PORT",
+    "NftChainRef",
     "ResolvedRules",
     "RuleFormat",
     "RuleOptions",
+    "generate_nftables_fix",
     "generate_rules",
     "resolve_options",
 ]
@@ -50,7 +57,8 @@ __all__ = [
 #: attestation traffic is HTTPS (443/TCP is [Inf] in monitoring-facts section 3)
 DEFAULT_PORT: Final = 443
 DEFAULT_PRIORITY: Final = 100
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?$")
+# fullmatch only (``$`` would accept a final "\n", which reaches nft comments)
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,78}[A-Za-z0-9_])?")
 
 
 class RuleFormat(StrEnum):
@@ -135,7 +143,8 @@ def resolve_options(
     """Apply defaults and check the options against the document."""
     tag = doc.tag(tag_name)
     name = options.name or f"Allow{tag.name.replace('.', '')}Outbound"
-    if not _NAME_RE.match(name):
+    require_printable_ascii(name, field="--name", what="a rule name")
+    if not _NAME_RE.fullmatch(name):
         raise NetworkInputError(
             f"{name!r}: 1-80 of A-Z a-z 0-9 _ . -, starting with a letter or digit and "
             "ending with a letter, digit or _ (Azure's rule-name rule)",
@@ -345,6 +354,74 @@ def _nftables(r: ResolvedRules) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: a table or chain name nft takes unquoted (anything else is not written into a file)
+_NFT_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]{0,255}")
+#: which address families a table of each nft family can match on the output hook
+_NFT_FAMILIES: Final = {"inet": (4, 6), "ip": (4,), "ip6": (6,)}
+
+
+@dataclass(frozen=True)
+class NftChainRef:
+    """A chain of the operator's ruleset: nft ``family``, ``table`` and ``chain``."""
+
+    family: str
+    table: str
+    chain: str
+
+    def __str__(self) -> str:
+        return f"{self.family} {self.table} {self.chain}"
+
+
+def generate_nftables_fix(
+    doc: ServiceTagDocument,
+    chains: tuple[NftChainRef, ...],
+    options: RuleOptions | None = None,
+    *,
+    tag_name: str | None = None,
+) -> str:
+    """``insert rule`` lines for each of ``chains``, the chains that dropped the traffic.
+
+    Unlike ``--format nftables`` (which puts its rules into ``inet filter output``),
+    this is for ``explain``, which knows where the drop happened: an accept in one
+    base chain does not override a drop in another (each base chain on the hook
+    gives its own verdict), so the rule goes first in the chain that dropped.  The
+    chains exist (the probe saw them), so none is declared: redeclaring a base chain
+    with another type or priority is an error that stops the whole file loading.
+    A chain of an ``ip`` (``ip6``) table gets only the IPv4 (IPv6) prefixes."""
+    r = resolve_options(doc, options or RuleOptions(), tag_name=tag_name)
+    fams = dict(_need_prefixes(r, "nftables"))
+    ports = ", ".join(str(p) for p in r.ports)
+    lines = [
+        "#!/usr/sbin/nft -f",
+        f"# {r.header('TCP')}",
+        "# Load with: nft -f FILE. Each rule goes first in a chain that dropped the traffic;",
+        "# an accept in one base chain does not override a drop in another.",
+    ]
+    for ref in chains:
+        if ref.family not in _NFT_FAMILIES:
+            raise NetworkInputError(f"{ref}: nft family {ref.family!r} has no output hook",
+                                    field="chain")
+        for name in (ref.table, ref.chain):
+            if not _NFT_NAME_RE.fullmatch(name):
+                raise NetworkInputError(f"{name!r} is not a name nft takes unquoted",
+                                        field=f"chain {_printable(str(ref))}")
+        for version in _NFT_FAMILIES[ref.family]:
+            if version not in fams:
+                continue
+            match = "ip" if version == 4 else "ip6"
+            source = f"{match} saddr {r.source} " if r.source else ""
+            dests = ", ".join(str(p) for p in fams[version])
+            lines.append(
+                f"insert rule {ref.family} {ref.table} {ref.chain} {source}{match} daddr "
+                f'{{ {dests} }} tcp dport {{ {ports} }} accept comment "bootwatch: {r.name}"'
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
 def _iptables_for(r: ResolvedRules, version: int) -> str:
     tool = "iptables" if version == 4 else "ip6tables"
     prefixes = [p for v, ps in _need_prefixes(r, tool) if v == version for p in ps]
@@ -403,7 +480,7 @@ def _squid(r: ResolvedRules) -> str:
     if names:
         lines.append(f"acl {acl}_fqdn dstdomain {' '.join(_squid_domains(names))}")
         allows.append(f"http_access allow {condition} {acl}_fqdn")
-    prefixes = [p for p in r.tag.address_prefixes]
+    prefixes = _squid_prefixes(r.tag.address_prefixes)
     if prefixes:
         lines.append(f"acl {acl}_dst dst {' '.join(str(p) for p in prefixes)}")
         allows.append(f"http_access allow {condition} {acl}_dst")
@@ -412,6 +489,32 @@ def _squid(r: ResolvedRules) -> str:
             f"tag {r.tag.name!r} has neither host names nor prefixes", field="values"
         )
     return "\n".join(lines + allows) + "\n"
+
+
+#: squid holds IPv4 addresses as IPv4-mapped IPv6 (::ffff:a.b.c.d), so an IPv6
+#: ``dst`` prefix holding this range would also match IPv4 destinations
+_V4_MAPPED: Final = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _squid_prefixes(prefixes: tuple[IPNetwork, ...]) -> list[IPNetwork]:
+    """The ``dst`` values, each covering its own family only, as the tag does.
+
+    squid reads ``0.0.0.0/0`` (and ``::/0``) as ``all``, every IPv4 *and* IPv6
+    address, so a /0 is written as its two /1 halves; it holds IPv4 addresses as
+    IPv4-mapped IPv6, so an IPv6 prefix holding ::ffff:0:0/96 (``::/1`` does) is
+    written without that range; and each family is collapsed, since squid warns
+    about a prefix inside another of one ACL and ignores one of them."""
+    out: list[IPNetwork] = []
+    for version in (4, 6):
+        family = [p for p in prefixes if p.version == version]
+        for net in ipaddress.collapse_addresses(family):  # type: ignore[type-var]
+            if isinstance(net, ipaddress.IPv6Network) and _V4_MAPPED.subnet_of(net):
+                out.extend(sorted(net.address_exclude(_V4_MAPPED)))
+            elif net.prefixlen == 0:
+                out.extend(net.subnets(prefixlen_diff=1))
+            else:
+                out.append(net)
+    return out
 
 
 def _squid_domains(names: list[str]) -> list[str]:

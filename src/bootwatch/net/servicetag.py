@@ -41,6 +41,7 @@ __all__ = [
     "next_change_number",
     "parse_fqdn",
     "parse_prefix",
+    "require_printable_ascii",
     "sorted_prefixes",
 ]
 
@@ -58,8 +59,10 @@ DEFAULT_NETWORK_FEATURES: Final = ("API", "NSG", "UDR", "FW")
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 _MAX_VALUES: Final = 20_000
 _MAX_PREFIXES: Final = 100_000
-_TAG_NAME_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,79}$")
-_FQDN_LABEL_RE: Final = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+# used with fullmatch only: ``$`` also matches before a final "\n", which would let
+# a line break through into squid configs, nft files and firewall targets
+_TAG_NAME_RE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,79}")
+_FQDN_LABEL_RE: Final = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 
 
 @dataclass(frozen=True)
@@ -143,12 +146,30 @@ def parse_prefix(text: str, *, field: str, source: str | None = None) -> IPNetwo
         ) from None
 
 
+def require_printable_ascii(text: str, *, field: str, source: str | None = None,
+                            what: str = "a name") -> None:
+    """Refuse a name holding anything but printable ASCII (space to ``~``).
+
+    Names end up, one per line, in squid configs, nft and iptables files, the
+    ``fqdns`` output and Azure Firewall ``targetFqdns``: a line break or another
+    control character would start a line the tool obeys, or hide text on a terminal.
+    The error names the field and the first bad character's position."""
+    for i, c in enumerate(text):
+        if not " " <= c <= "~":
+            raise NetworkInputError(
+                f"{text!r} is not {what}: character {i + 1} (U+{ord(c):04X}) is not "
+                "printable ASCII", field=field, source=source)
+
+
 def parse_fqdn(text: str, *, field: str, source: str | None = None) -> str:
-    """A host name, optionally with a leading ``*.`` wildcard; lowercased."""
+    """A host name, optionally with a leading ``*.`` wildcard; lowercased.  Anything
+    but printable ASCII is refused before the surrounding spaces are stripped, so a
+    trailing line break is an error rather than silently dropped."""
+    require_printable_ascii(text, field=field, source=source, what="a host name")
     name = text.strip().lower().rstrip(".")
     bare = name[2:] if name.startswith("*.") else name
     labels = bare.split(".")
-    if not bare or len(name) > 253 or not all(_FQDN_LABEL_RE.match(lab) for lab in labels):
+    if not bare or len(name) > 253 or not all(_FQDN_LABEL_RE.fullmatch(lab) for lab in labels):
         raise NetworkInputError(f"{text!r} is not a host name", field=field, source=source)
     return name
 
@@ -178,7 +199,8 @@ def build_document(
 ) -> ServiceTagDocument:
     """The document for one global tag (region "" and regionId 0, as Azure writes
     ``AzureAttestation``, which "can be regional: No")."""
-    if not _TAG_NAME_RE.match(tag_name):
+    require_printable_ascii(tag_name, field="tag name", what="a tag name")
+    if not _TAG_NAME_RE.fullmatch(tag_name):
         raise NetworkInputError(
             f"{tag_name!r}: a tag name is a letter then up to 79 of A-Z a-z 0-9 _ . -",
             field="tag name",

@@ -42,7 +42,7 @@ MAX_REPORT_BYTES: Final = 64 * 1024
 _MAX_TOKEN: Final = 32 * 1024
 _MAX_TEXT: Final = 2048
 _MAX_ID: Final = 128
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 
 
 class HealthStatus(StrEnum):

@@ -53,8 +53,8 @@ _MAX_ISSUER: Final = 512
 #: counters the monitor keeps in 32-bit integer columns (a TPM's resetCount and
 #: restartCount, DBX counts): a larger value is refused here, not by the database
 _MAX_STORED_INT: Final = 2**31 - 1
-_HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}$")
-_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}\Z")
+_ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,9 @@ MAX_MANIFEST_BYTES: Final = 16 * 1024
 _MAX_WHEEL_NAME: Final = 200
 #: largest wheel a manifest may announce (a bootwatch wheel is ~300 KB)
 _MAX_WHEEL_SIZE: Final = 256 * 1024 * 1024
-_HEX64: Final = re.compile(r"^[0-9a-f]{64}$")
-_B64URL: Final = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
-_WHEEL_NAME: Final = re.compile(r"^bootwatch-([A-Za-z0-9_.!+]+)-py3-none-any\.whl$")
+_HEX64: Final = re.compile(r"^[0-9a-f]{64}\Z")
+_B64URL: Final = re.compile(r"^[A-Za-z0-9_-]{1,200}\Z")
+_WHEEL_NAME: Final = re.compile(r"^bootwatch-([A-Za-z0-9_.!+]+)-py3-none-any\.whl\Z")
 _MANIFEST_KEYS: Final = frozenset(
     {"format", "project", "version", "wheel", "size", "sha256", "min_agent_version",
      "max_agent_version", "published_at", "key_id"}

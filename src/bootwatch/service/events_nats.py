@@ -80,8 +80,8 @@ DEFAULT_SUBJECT: Final = "bootwatch.outcomes"
 #: the durable pull consumer shared by every monitor ingester
 DEFAULT_DURABLE: Final = "bootwatch-monitor"
 
-_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_SUBJECT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,15}$")
+_NAME_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
+_SUBJECT_RE: Final = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,64}){0,15}\Z")
 _MAX_TOKEN_FILE: Final = 64 * 1024
 
 T = TypeVar("T")

@@ -101,7 +101,7 @@ _SIGNATURE_DATABASES = frozenset(
         "dbxDefault",
     }
 )
-_BOOT_OPTION = re.compile(r"^(Boot|Driver|SysPrep|PlatformRecovery)[0-9A-Fa-f]{4}$")
+_BOOT_OPTION = re.compile(r"^(Boot|Driver|SysPrep|PlatformRecovery)[0-9A-Fa-f]{4}\Z")
 
 
 # --------------------------------------------------------------------------- variants

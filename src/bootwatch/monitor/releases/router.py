@@ -58,7 +58,7 @@ from bootwatch.protocol.release import (
 __all__ = ["FleetView", "releases_router"]
 
 PREFIX = "/api/v1/agent/releases"
-_VM_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_VM_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 #: a publish body is the wheel in base64 plus a small manifest
 _MAX_PUBLISH_BYTES = MAX_WHEEL_BYTES * 4 // 3 + 64 * 1024
 _MAX_REASON = 500
