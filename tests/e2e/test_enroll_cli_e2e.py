@@ -93,6 +93,14 @@ def test_enrol_attest_revoke_with_the_cli(world: dict[str, Any]) -> None:
     assert r.returncode == 1, r.stdout + r.stderr
     reason = json.loads(r.stdout)["reason"]
     assert "aik_cert_revoked" in reason and "decommissioned" in reason
+    # the revoked TPM may not enrol again by itself, until the operator releases its id
+    r = _bootwatch("agent", "enroll", "--lab-vm", "kvm", "--url", url, "--ca", ca, lab=lab)
+    assert r.returncode == 1 and "revoked by the operator" in r.stdout, r.stdout + r.stderr
+    r = _bootwatch("provider", "release-vm", "shared", "--vm-id", vm_id,
+                   "--data-dir", world["data"], lab=lab)
+    assert r.returncode == 0 and "released" in r.stdout, r.stdout + r.stderr
+    r = _bootwatch("agent", "enroll", "--lab-vm", "kvm", "--url", url, "--ca", ca, lab=lab)
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_enrol_refused_exit_1_and_unreachable_exit_2(world: dict[str, Any]) -> None:

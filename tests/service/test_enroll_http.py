@@ -161,6 +161,20 @@ def test_kvm_vm_enrols_then_attests_and_revocation_refuses_it(
         out = attest_once(run.tcti, vm.log_path.read_bytes(), _url(esvc), ca=Path(esvc.ca))
     assert out.verdict == "refused", out
     assert "aik_cert_revoked" in out.reason and "disk stolen" in out.reason
+    # the revoked TPM may not simply enrol again (found in review: it did, and was issued
+    # a fresh certificate at once) ...
+    with running(vm) as (esys, _), AttestationClient(_url(esvc), ca=Path(esvc.ca)) as client:
+        refused = enroll_tpm(esys, client, vm.vm_id)
+    assert refused.outcome == "refused", refused
+    assert "vm_id" in refused.reason and "revoked by the operator (disk stolen)" in \
+        refused.reason, refused
+    # ... until an operator releases the VM id
+    from bootwatch.service.enroll import release_vm
+
+    with esvc.state.db.session() as s:
+        assert release_vm(s, "enr", vm.vm_id)
+    with running(vm) as (esys, _), AttestationClient(_url(esvc), ca=Path(esvc.ca)) as client:
+        assert enroll_tpm(esys, client, vm.vm_id).outcome == "enrolled"
 
 
 def test_untrusted_maker_is_refused(esvc: Any, vms: dict[str, LabVm], running: Any) -> None:

@@ -111,3 +111,18 @@ def test_make_credential_refuses_what_cannot_be_activated(tpm: ESAPI) -> None:
         make_credential(signing, bytes(aik_pub.get_name()), b"x" * 32)
     with pytest.raises(TpmValueError, match=r"1\.\.64"):
         make_credential(signing, bytes(aik_pub.get_name()), b"x" * 65)
+
+
+@pytest.mark.parametrize("bits", [64, 129, 512])
+def test_an_ek_claiming_an_aes_size_that_does_not_exist_is_a_typed_refusal(
+        tpm: ESAPI, bits: int) -> None:
+    """Found in review: an ek_pub with the certified key but keyBits 64, 129 or 512 made
+    cryptography raise a plain ValueError inside make_credential: round one answered 500
+    with a traceback instead of 400 naming ek_public."""
+    _, ek = _ek(tpm, "rsa")
+    forged, _ = TPM2B_PUBLIC.unmarshal(ek.marshal())
+    forged.publicArea.parameters.rsaDetail.symmetric.keyBits.aes = bits
+    _, aik_pub = _aik(tpm)
+    with pytest.raises(TpmValueError, match="128, 192 or 256"):
+        make_credential(parse_tpm2b_public(forged.marshal()), bytes(aik_pub.get_name()),
+                        b"x" * 32)

@@ -181,8 +181,9 @@ def revoke_aik_cmd(name: str, serial: str | None, vm_id: str | None, reason: str
                    **kw: Any) -> None:
     """Revoke AIK certificates provider NAME issued on enrolment; every later attestation
     with one of them is refused (aik_cert_revoked), by running services at once on
-    PostgreSQL (LISTEN/NOTIFY), within their cache time otherwise.  Exit 0 when something
-    was revoked, 1 when nothing matched."""
+    PostgreSQL (LISTEN/NOTIFY), within their cache time otherwise.  The VM's TPM may not
+    enrol again until its VM id is released (release-vm).  Exit 0 when something was
+    revoked, 1 when nothing matched."""
     from bootwatch.service.db import utcnow
     from bootwatch.service.enroll import revoke_aik_certificates
     from bootwatch.service.models import ProviderRow
@@ -204,4 +205,32 @@ def revoke_aik_cmd(name: str, serial: str | None, vm_id: str | None, reason: str
     if not revoked:
         click.echo(f"{name}: no unrevoked AIK certificate matched", err=True)
         click.get_current_context().exit(1)
-    click.echo(f"{name}: revoked {', '.join(revoked)}")
+    click.echo(f"{name}: revoked {', '.join(revoked)}; the VM's TPM may not enrol again "
+               f"until `bootwatch provider release-vm {name} --vm-id ID`")
+
+
+@command.command("release-vm")
+@click.argument("name")
+@click.option("--vm-id", required=True, metavar="GUID", help="the VM id to release")
+@db_options
+def release_vm_cmd(name: str, vm_id: str, **kw: Any) -> None:
+    """Forget which TPM enrolled as VM id with provider NAME (after revoke-aik, or when a
+    VM was rebuilt with a new vTPM), so it can enrol again: the first TPM to enrol with
+    that id is bound to it.  Its certificates are not changed.  Exit 0 when a binding
+    was released, 1 when none existed."""
+    from bootwatch.service.enroll import release_vm
+    from bootwatch.service.models import ProviderRow
+
+    state = _open(kw)
+    try:
+        with state.db.session() as s:
+            if s.get(ProviderRow, name) is None:
+                raise ConfigError(f"no provider named {name!r}")
+            released = release_vm(s, name, vm_id)
+        state.changes.announce(name)
+    finally:
+        state.close()
+    if not released:
+        click.echo(f"{name}: no TPM is enrolled as VM {vm_id}", err=True)
+        click.get_current_context().exit(1)
+    click.echo(f"{name}: VM {vm_id.upper()} released: the next TPM to enrol with it is bound")

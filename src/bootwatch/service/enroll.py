@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any, cast
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy import delete, select, update
@@ -97,6 +98,7 @@ __all__ = [
     "EnrollmentRefused",
     "EnrollmentService",
     "load_ek_anchors",
+    "release_vm",
     "revoke_aik_certificates",
     "router",
 ]
@@ -184,10 +186,13 @@ class EnrollmentService:
             revoked: dict[tuple[bytes, int], str] = {}
             if ca is not None:
                 issuer = ca.subject.public_bytes()
+                # expired certificates fail the chain anyway: kept out, the set loaded on
+                # every cache refresh does not grow with every re-enrolment for ever
                 for serial, reason in s.execute(
                     select(AikCertificateRow.serial, AikCertificateRow.revoke_reason).where(
                         AikCertificateRow.provider == provider,
-                        AikCertificateRow.revoked_at.is_not(None))):
+                        AikCertificateRow.revoked_at.is_not(None),
+                        AikCertificateRow.not_after > utcnow())):
                     revoked[(issuer, int(serial, 16))] = reason or "revoked"
         entry = _ProviderTrust(now + self.settings.cache_ttl_seconds, ca,
                                RevokedAikCertificates(revoked), None, None)
@@ -251,6 +256,8 @@ class EnrollmentService:
         expires = now + timedelta(seconds=self.settings.enroll_challenge_ttl_seconds)
         with self.db.session() as s:
             _check_binding(s, ctx.name, ek_key, req.claimed_vm_id)
+            _check_aik_unbound(s, ctx.name, req.unverified_aik_pub.name.hex(),
+                               req.claimed_vm_id)
             # challenges past their expiry can never be answered: drop them as we go, so
             # the table holds at most one TTL's worth of rows
             s.execute(delete(EnrollChallengeRow).where(EnrollChallengeRow.expires_at < now))
@@ -269,6 +276,7 @@ class EnrollmentService:
     def _check_ek_chain(self, cert: x509.Certificate, now: datetime) -> None:
         current = cert
         _valid_at(current, now, "the EK certificate")
+        _check_ek_leaf(cert)
         anchors = self.ek_anchors.certificates
         anchor_der = {a.public_bytes(serialization.Encoding.DER) for a in anchors}
         for _ in range(_MAX_EK_CHAIN):
@@ -284,6 +292,13 @@ class EnrollmentService:
                 if not bc.ca:
                     raise EnrollmentRefused("ek_certificate",
                                             f"{_subject(issuer)} is not a CA")
+            except x509.ExtensionNotFound:
+                pass
+            try:
+                usage = issuer.extensions.get_extension_for_class(x509.KeyUsage).value
+                if not usage.key_cert_sign:
+                    raise EnrollmentRefused("ek_certificate", f"{_subject(issuer)} may not "
+                                            "sign certificates (keyUsage lacks keyCertSign)")
             except x509.ExtensionNotFound:
                 pass
             if issuer.public_bytes(serialization.Encoding.DER) in anchor_der and (
@@ -351,6 +366,7 @@ class EnrollmentService:
         ca_name = None
         with self.db.session() as s:
             _check_binding(s, ctx.name, ek_key, vm_id)
+            _check_aik_unbound(s, ctx.name, aik.name.hex(), vm_id)
             if s.get(EnrolledEkRow, (ctx.name, ek_key)) is None:
                 s.add(EnrolledEkRow(provider=ctx.name, ek_key_sha256=ek_key, vm_id=vm_id,
                                     created_at=now))
@@ -389,6 +405,13 @@ def _check_aik(aik: TpmPublic) -> None:
 
 def _check_binding(s: Session, provider: str, ek_key: str, vm_id: str) -> None:
     bound = s.get(EnrolledEkRow, (provider, ek_key))
+    if bound is not None and bound.revoked_at is not None:
+        # found in review: revoking a VM's certificates only marked them, and the same TPM
+        # enrolled again at once and was issued a fresh one
+        raise EnrollmentRefused("vm_id", f"the enrolment of this TPM (VM {bound.vm_id}) was "
+                                f"revoked by the operator ({bound.revoke_reason or 'revoked'});"
+                                " it enrols again only once the VM id is released "
+                                "(bootwatch provider release-vm)")
     if bound is not None and bound.vm_id != vm_id:
         raise EnrollmentRefused("vm_id", f"this TPM enrolled as VM {bound.vm_id}; it cannot "
                                 f"take VM id {vm_id}")
@@ -397,6 +420,57 @@ def _check_binding(s: Session, provider: str, ek_key: str, vm_id: str) -> None:
     if other is not None and other.ek_key_sha256 != ek_key:
         raise EnrollmentRefused("vm_id", f"VM id {vm_id} is enrolled by another TPM: a TPM "
                                 "may not ask for another VM's id")
+
+
+#: TCG's EK certificate purpose (tcg-kp-EKCertificate)
+_EK_CERTIFICATE_EKU = x509.ObjectIdentifier("2.23.133.8.1")
+
+
+def _check_ek_leaf(cert: x509.Certificate) -> None:
+    """The leaf must be an EK certificate, not any certificate an EK anchor signed.
+
+    Found in review: a maker's CA that also issued, say, a TLS certificate let its key
+    (which lives outside any TPM) play an EK: the client decrypted the credential in
+    software and got an AIK certificate for a software key.  So: not a CA; keyUsage, when
+    present, allows keyEncipherment (RSA) or keyAgreement (ECC) as an EK is used; an
+    extendedKeyUsage, when present, names tcg-kp-EKCertificate."""
+    subject = _subject(cert)
+    ext = cert.extensions
+    try:
+        if ext.get_extension_for_class(x509.BasicConstraints).value.ca:
+            raise EnrollmentRefused("ek_certificate", f"{subject} is a CA certificate, not "
+                                    "an EK certificate")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        usage = ext.get_extension_for_class(x509.KeyUsage).value
+        is_rsa = isinstance(cert.public_key(), rsa.RSAPublicKey)
+        if not (usage.key_encipherment if is_rsa else usage.key_agreement):
+            raise EnrollmentRefused(
+                "ek_certificate", f"{subject}'s keyUsage lacks "
+                f"{'keyEncipherment' if is_rsa else 'keyAgreement'}: not an EK certificate")
+    except x509.ExtensionNotFound:
+        pass
+    try:
+        purposes = ext.get_extension_for_class(x509.ExtendedKeyUsage).value
+        if _EK_CERTIFICATE_EKU not in purposes:
+            raise EnrollmentRefused("ek_certificate", f"{subject}'s extendedKeyUsage does "
+                                    "not name tcg-kp-EKCertificate (2.23.133.8.1): not an EK "
+                                    "certificate")
+    except x509.ExtensionNotFound:
+        pass
+
+
+def _check_aik_unbound(s: Session, provider: str, aik_name: str, vm_id: str) -> None:
+    """One AIK, one VM id: a TPM with two EK certificates (RSA and ECC, as makers ship and
+    swtpm makes) could bind each to its own VM id and have one AIK certified for both, so
+    every quote it signed passed as either VM (found in review)."""
+    other = s.scalar(select(AikCertificateRow.vm_id).where(
+        AikCertificateRow.provider == provider, AikCertificateRow.aik_name == aik_name,
+        AikCertificateRow.vm_id != vm_id, AikCertificateRow.revoked_at.is_(None)).limit(1))
+    if other is not None:
+        raise EnrollmentRefused("aik_pub", f"this AIK is certified for VM {other}; one AIK "
+                                "is certified for one VM id only")
 
 
 def _ek_key_hash(cert: x509.Certificate) -> str:
@@ -450,11 +524,33 @@ def revoke_aik_certificates(s: Session, provider: str, *, serial: str | None,
     if vm_id is not None:
         q = q.where(AikCertificateRow.vm_id == vm_id.upper())
     out = []
+    vm_ids: set[str] = set()
     for row in s.scalars(q):
         row.revoked_at = now
         row.revoke_reason = reason
         out.append(row.serial)
+        vm_ids.add(row.vm_id)
+    if vm_id is not None:
+        vm_ids.add(vm_id.upper())
+    # the VM's TPM may not simply enrol again and get a fresh certificate: its enrolment
+    # is revoked too, until an operator releases the VM id (release_vm)
+    for ek in s.scalars(select(EnrolledEkRow).where(EnrolledEkRow.provider == provider,
+                                                   EnrolledEkRow.vm_id.in_(sorted(vm_ids)),
+                                                   EnrolledEkRow.revoked_at.is_(None))):
+        ek.revoked_at = now
+        ek.revoke_reason = reason
     return out
+
+
+def release_vm(s: Session, provider: str, vm_id: str) -> bool:
+    """Forget which TPM enrolled as ``vm_id`` (revoked or not), so the VM id can enrol
+    again: the same TPM after a revocation was resolved, or a new one (a rebuilt VM).
+    Its certificates stay as they are.  False when nothing was bound."""
+    rows = list(s.scalars(select(EnrolledEkRow).where(EnrolledEkRow.provider == provider,
+                                                      EnrolledEkRow.vm_id == vm_id.upper())))
+    for row in rows:
+        s.delete(row)
+    return bool(rows)
 
 
 def _json_body_type(request: Request) -> None:

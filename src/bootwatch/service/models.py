@@ -223,6 +223,10 @@ class EnrolledEkRow(Base):
     ek_key_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     vm_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    #: set when an operator revoked the VM's AIK certificates: the TPM may not enrol
+    #: again until the VM id is released (0008)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
 
 class EnrollChallengeRow(Base):

@@ -121,8 +121,12 @@ def _truncate(data: bytes, bits: int) -> bytes:
 def _seed_rsa(ek: TpmPublic, key: rsa.RSAPublicKey, digest_size: int) -> tuple[bytes, bytes]:
     _, hash_cls = _hash(ek.name_alg)
     seed = os.urandom(digest_size)
-    encrypted = key.encrypt(seed, padding.OAEP(mgf=padding.MGF1(hash_cls()), algorithm=hash_cls(),
-                                               label=IDENTITY_LABEL))
+    try:
+        encrypted = key.encrypt(seed, padding.OAEP(mgf=padding.MGF1(hash_cls()),
+                                                   algorithm=hash_cls(), label=IDENTITY_LABEL))
+    except ValueError as exc:  # a key too small for OAEP with its name algorithm
+        raise TpmValueError(f"the {key.key_size}-bit RSA EK cannot carry an OAEP seed of "
+                            f"its name algorithm ({exc})") from None
     return seed, encrypted
 
 
@@ -154,6 +158,10 @@ def make_credential(ek: TpmPublic, object_name: bytes, credential: bytes) -> Mad
     if sym.algorithm != TpmAlg.AES or sym.mode != TpmAlg.CFB or not sym.key_bits:
         raise TpmValueError("the EK's symmetric definition is not AES-CFB: it is not a "
                             "storage (EK) key that can activate a credential")
+    if sym.key_bits not in (128, 192, 256):
+        # AES has no other key size: cryptography raised a plain ValueError (a 500)
+        raise TpmValueError(f"the EK's symmetric definition is AES-{sym.key_bits}: AES keys "
+                            "are 128, 192 or 256 bits")
     _, hash_cls = _hash(ek.name_alg)
     digest_size = hash_cls().digest_size
     key = ek.public_key()
