@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from bootwatch.attest.claims import (
     AZURE_TRUSTED_LAUNCH,
     MS_HYPERV_FIRMWARE_PK,
@@ -120,12 +123,21 @@ def test_windows_flags() -> None:
     unattested = _derive(win=WindowsBootConfig(present=True, attested=False))
     assert unattested.claims[t.DEBUGGERS_DISABLED] is False
     assert unattested.claims[t.SIGNING_DISABLED] is False
-    linux = derive_azurevm_claims(
-        secure_boot=AZURE_SB, windows=WindowsBootConfig(), templates=(AZURE_TRUSTED_LAUNCH,),
-        dbx_reference=None, os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""),
-        attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7), protocol_version="2.0", enc_key_jwk=JWK,
-        client_payload={}, vm_id=None)
-    assert linux.claims[t.DEBUGGERS_DISABLED] is True and linux.claims[t.ELAM_ENABLED] is False
+    def linux(sb: MeasuredSecureBoot) -> Any:
+        return derive_azurevm_claims(
+            secure_boot=sb, windows=WindowsBootConfig(), templates=(AZURE_TRUSTED_LAUNCH,),
+            dbx_reference=None, os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""),
+            attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7), protocol_version="2.0", enc_key_jwk=JWK,
+            client_payload={}, vm_id=None)
+
+    shim = replace(AZURE_SB, authorities=(MS_UEFI_CA_2011,))  # shim, signed by the UEFI CA
+    assert linux(shim).claims[t.DEBUGGERS_DISABLED] is True
+    assert linux(shim).claims[t.ELAM_ENABLED] is False
+    # a boot the Windows Production PCA verified is Windows whatever the request says
+    # (found in review: "Linux" and PCR 0-7 only read as "no debugger, no test signing")
+    said_linux = linux(AZURE_SB)
+    assert said_linux.claims[t.DEBUGGERS_DISABLED] is False
+    assert said_linux.claims[t.SIGNING_DISABLED] is False
 
 
 def test_a_windows_boot_without_its_sipa_pcrs_quoted_or_with_a_retyped_record_is_unknown() -> None:

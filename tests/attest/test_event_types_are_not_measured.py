@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 import test_evidence_forged as forged  # tests/attest is on sys.path (conftest)
 from attest_corpus import SECUREBOOT
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bootwatch.attest.claims import MS_WINDOWS_PCA_2011, DbxReference, dbx_reference_from_json
@@ -152,3 +156,77 @@ def test_a_windows_boot_quoting_no_sipa_pcr_is_not_read_as_signing_off() -> None
     assert _claim(out, t.IS_WINDOWS) is True and _claim(out, t.ATTESTED_PCRS) == list(range(8))
     assert out.verdict is Verdict.DENY, out.reason
     assert _claim(out, t.DEBUGGERS_DISABLED) is False and _claim(out, t.SIGNING_DISABLED) is False
+
+
+# --- second review: what else in a record is not measured -------------------------------
+
+PCA_REVOKED = DbxReference(source="CVE-2023-24932 mitigation",
+                           revoked_cert_thumbprints=frozenset({MS_WINDOWS_PCA_2011}),
+                           enforce_certificates=True)
+
+
+def _renamed(raw: bytes, event: Any, name: str, guid: uuid.UUID) -> bytes:
+    """The record's data as a new UEFI_VARIABLE_DATA (``guid``, ``name``) whose
+    VariableData is the old data: for a variable event hashed over its data only, the
+    digest still holds."""
+    sizes = {a.alg_id: a.size for a in LOG.algorithms}
+    _, _, count = struct.unpack_from("<III", raw, event.offset)
+    pos = event.offset + 12
+    for _ in range(count):
+        (alg,) = struct.unpack_from("<H", raw, pos)
+        pos += 2 + sizes[alg]
+    (size,) = struct.unpack_from("<I", raw, pos)
+    old = raw[pos + 4:pos + 4 + size]
+    new = guid.bytes_le + struct.pack("<QQ", len(name), len(old)) + name.encode(
+        "utf-16-le") + old
+    return raw[:pos] + struct.pack("<I", len(new)) + new + raw[pos + 4 + size:]
+
+
+def test_a_db_authority_renamed_over_its_measured_data_is_not_trusted() -> None:
+    """Found in review: the replay took a variable event's digest over its VariableData
+    alone (as for EV_EFI_VARIABLE_BOOT), so the name and GUID were not measured, and the
+    db authority renamed "Shim" vanished from the checks (permitted, dbxvalidated)."""
+    assert _attest(forged.REAL, PCA_REVOKED).verdict is Verdict.DENY
+    renamed = _renamed(RAW, AUTHORITY, "Shim",
+                       uuid.UUID("605dab50-e046-4300-abb6-3dd810dd8b23"))
+    assert _pcrs(renamed) == _pcrs(RAW)  # the same PCRs: the genuine quote still fits
+    out = _attest(replace(forged.REAL, tcg_logs=renamed), PCA_REVOKED)
+    assert out.verdict is Verdict.EVIDENCE_REJECTED and out.failed_check == "log_replay"
+    assert "name and GUID" in out.reason, out.reason
+
+
+def test_a_record_retyped_to_a_separator_or_an_action_hides_nothing() -> None:
+    """Found in review: a SIPA record or a db authority is measured as the hash of its
+    data, as a separator or an action is, so retyped to one it passed the replay and was
+    skipped as harmless (test signing off, dbxvalidated)."""
+    on, offset = _testsigning_on()
+    pcrs = _pcrs(on)
+    out = _attest(forged.forge(pcrs=pcrs, log=_retype(on, offset, 0x4)))
+    assert out.verdict is Verdict.DENY and _claim(out, t.SIGNING_DISABLED) is False
+    for event_type in (0x4, 0x80000007):
+        retyped = _retype(RAW, AUTHORITY.offset, event_type)
+        out = _attest(replace(forged.REAL, tcg_logs=retyped), PCA_REVOKED)
+        assert out.verdict is Verdict.DENY and _claim(out, t.DBX_VALIDATED) is False
+
+
+def test_a_junk_request_names_no_vm() -> None:
+    """Found in review: the claimed VM id (what the monitor attributes an
+    evidence_rejected outcome to) was read from any certificate, even one for another key
+    in a request whose signature verified nothing."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    victim = "0000BEEF-0000-4000-8000-00000000BEEF"
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, victim)])
+    now = datetime(2025, 3, 1, tzinfo=UTC)
+    junk_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                 .public_key(key.public_key()).serial_number(1)
+                 .not_valid_before(now).not_valid_after(now.replace(year=2026))
+                 .sign(key, hashes.SHA256()))
+    info = forged.REAL.tpm_info
+    bad_signature = info.pcr_signature[:-1] + bytes([info.pcr_signature[-1] ^ 1])
+    for cert in (junk_cert.public_bytes(serialization.Encoding.DER), info.aik_cert):
+        junk = replace(forged.REAL, tpm_info=replace(info, aik_cert=cert,
+                                                     pcr_signature=bad_signature))
+        out = _attest(junk)
+        assert out.verdict is Verdict.EVIDENCE_REJECTED and out.claimed_vm_id is None

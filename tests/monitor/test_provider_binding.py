@@ -178,3 +178,22 @@ def test_the_issuer_crosses_the_wire() -> None:
     legacy = encode_outcome(ev).replace(b',"issuer":"https://att.example:8443/providers/'
                                         b'strict"', b"")
     assert b"issuer" not in legacy and decode_outcome(legacy).issuer == ""
+
+
+def test_a_claimed_vm_id_binds_nothing_and_shows_no_life(engines: list[Engine]) -> None:
+    """Found in review: an evidence_rejected outcome names its VM only by the claim of
+    an unvalidated certificate, yet it bound an unbound VM to its provider (so the real
+    provider's outcomes became history only), and kept the VM alive."""
+    m = _monitor(engines[0])
+    m.enable(VM)
+    claimed = OutcomeEvent(
+        event_id="c1", time=T0 + timedelta(seconds=1), provider="lax",
+        attestation_type="AzureGuest", verdict=Verdict.EVIDENCE_REJECTED,
+        reason="evidence check 'log_replay' failed", policy_hash="h" * 43,
+        failed_check="log_replay", claimed_vm_id=VM)
+    m.ingest_outcomes([claimed])
+    vm = _vm(m)
+    assert (vm.provider, vm.last_alive_at) == ("", None)
+    assert _open(m) == ["evidence_rejected"]  # still attributed: the alert is raised
+    m.ingest_outcomes([_outcome("s1", 2, "strict")])
+    assert _vm(m).provider == "strict"  # the first verified outcome binds

@@ -391,7 +391,12 @@ def derive_azurevm_claims(
         decisions.append(ClaimDecision(
             t.DBX_VALIDATED, False, "PCR 4 (boot applications) is not covered by the quote"
         ))
-    decisions.extend(_windows_decisions(windows, is_windows=os_info.os_type.lower() == "windows"))
+    # a Windows boot by the request's word or by measurement: the Windows Production PCA
+    # verified the boot (quoted PCR 7); the OS type alone is unsigned, and a Windows boot
+    # that said "Linux" and left PCR 12-14 out read as "no debugger" (found in review)
+    measured_windows = 7 in attested_pcrs and MS_WINDOWS_PCA_2011 in secure_boot.authorities
+    decisions.extend(_windows_decisions(
+        windows, is_windows=os_info.os_type.lower() == "windows" or measured_windows))
 
     claims: dict[str, JSON] = {d.claim: d.value for d in decisions}
     claims[t.PROTOCOL_VER] = protocol_version
@@ -424,8 +429,9 @@ def _windows_decisions(w: WindowsBootConfig, *, is_windows: bool) -> list[ClaimD
     their records from the log, and one that retypes a SIPA record (EV_EVENT_TAG to
     EV_IPL: the type is not measured) hides it, so either read as "no debugger, no
     test signing".  Neither is possible to tell apart from a real absence, so both
-    count as unknown.  (A client that claims another OS and leaves PCR 12-14 out of its
-    quote is read as that OS: its token says so, and a policy can require the OS.)"""
+    count as unknown.  A boot the Windows Production PCA verified (quoted PCR 7) is
+    Windows whatever the request says; any other boot that claims another OS and leaves
+    PCR 12-14 out of its quote is read as that OS."""
     out: list[ClaimDecision] = []
     flag_claims = (t.BOOTDEBUG_ENABLED, t.KERNELDEBUG_ENABLED, t.HYPERVISORDEBUG_ENABLED,
                    t.TESTSIGNING_ENABLED, t.FLIGHTSIGNING_ENABLED)

@@ -208,6 +208,11 @@ def _attrs(bits: int) -> str:
     return ", ".join(n for bit, n in _ATTRIBUTE_BITS if bits & bit)
 
 
+#: replay findings that leave an event's meaning unmeasured: its data is not what was
+#: hashed, or (a variable event hashed over its data only) its name and GUID are not
+_UNBOUND_FINDINGS = frozenset({"digest_mismatch", "variable_name_not_measured"})
+
+
 def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> Unbound:
     """Every event whose data does not hash to its digest where it must, in any PCR and
     any bank the log declares (the replay checks them all, see :func:`_parsed_log`), and
@@ -217,7 +222,7 @@ def _unbound_events(log: UnverifiedEventLog, rep: Replay) -> Unbound:
     """
     pcr_of = {e.index: e.pcr for e in log.events}
     out = [(f.event, pcr_of[f.event], f.message) for f in rep.findings
-           if f.code == "digest_mismatch" and f.event is not None and f.event in pcr_of]
+           if f.code in _UNBOUND_FINDINGS and f.event is not None and f.event in pcr_of]
     # A record without a digest of the quoted bank is never extended into it (the replay
     # skips it), so the quote vouches for nothing in its data, which the facts still read.
     bank = alg_name(REPORTED_BANK)

@@ -204,7 +204,8 @@ def windows_boot_config(log: UnverifiedEventLog, attested: Iterable[int]) -> Win
         if event.pcr not in SIPA_PCRS:
             continue
         if event.event_type != EV_EVENT_TAG:
-            if foreign is None and event.event_type not in (EV_NO_ACTION, EV_SEPARATOR):
+            if foreign is None and event.event_type != EV_NO_ACTION and not (
+                    event.event_type == EV_SEPARATOR and _harmless(event)):
                 foreign = event.index
             continue
         pcrs.add(event.pcr)
@@ -283,9 +284,25 @@ EV_NO_ACTION = 0x00000003
 EV_SEPARATOR = 0x00000004
 EV_EFI_ACTION = 0x80000007
 #: types whose digest the replay checks against their data (eventlog.replay), so their
-#: data is what was measured and cannot be a retyped image or variable
+#: data is what was measured; skipped as harmless only with the data those types carry
 _PCR4_BOUND = frozenset({EV_SEPARATOR, EV_EFI_ACTION})
 _PCR7_BOUND = frozenset({EV_SEPARATOR, EV_EFI_ACTION})
+#: what a separator measures: 0, or 0xFFFFFFFF / 1 for an error (PFP), and "WBCL" in
+#: Windows' PCR 12-14 (the Azure Trusted Launch log)
+_SEPARATOR_DATA = frozenset({b"\0\0\0\0", b"\xff\xff\xff\xff", b"\x01\0\0\0", b"WBCL"})
+
+
+def _harmless(event: Any) -> bool:
+    """A separator or action that is one: the replay binds their data to the digest, so
+    a SIPA record or a db authority (also measured as the hash of its data) retyped to
+    EV_SEPARATOR or EV_EFI_ACTION passed it, and was skipped (found in review).  A
+    separator carries a separator value, an action printable ASCII text."""
+    if event.event_type == EV_SEPARATOR:
+        return bytes(event.data) in _SEPARATOR_DATA
+    if event.event_type == EV_EFI_ACTION:
+        data = bytes(event.data)
+        return bool(data) and all(0x20 <= b < 0x7F for b in data)
+    return False
 SHA256 = 0x000B
 
 
@@ -321,10 +338,16 @@ def measured_secure_boot(
             # digest: an event's type is not measured, so a boot application retyped as
             # a driver (or anything else) is still checked against the revocations
             digest = event.digests.get(SHA256)
-            if event.event_type not in _PCR4_BOUND and digest is not None:
+            if not (event.event_type in _PCR4_BOUND and _harmless(event)) and digest is not None:
                 boot_apps.append(bytes(digest))
             continue
-        if event.pcr != 7 or event.event_type in _PCR7_BOUND:
+        if event.pcr != 7:
+            continue
+        if event.event_type in _PCR7_BOUND:
+            if not _harmless(event):
+                kind = "separator" if event.event_type == EV_SEPARATOR else "action"
+                problems.append(f"event {event.index}: a {kind} in PCR 7 whose data is not "
+                                f"a {kind}'s, so what it measured cannot be judged")
             continue
         if event.event_type not in (EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_VARIABLE_AUTHORITY):
             # the type is not measured: a db authority retyped as EV_IPL hid the

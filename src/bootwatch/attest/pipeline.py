@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from bootwatch.attest.caches import VerifierCaches
 from bootwatch.attest.claims import (
@@ -30,7 +31,7 @@ from bootwatch.attest.claims import (
     SecureBootTemplate,
     derive_azurevm_claims,
 )
-from bootwatch.attest.evidence import EvidenceVerification, verify_evidence
+from bootwatch.attest.evidence import Check, EvidenceVerification, verify_evidence
 from bootwatch.attest.facts import (
     VerifiedBoot,
     enc_key_jwk,
@@ -45,13 +46,18 @@ from bootwatch.attest.token import (
     assemble_token_claims,
     validity_from_properties,
 )
-from bootwatch.errors import InputError, PolicyError
+from bootwatch.errors import BootwatchError, InputError, PolicyError
 from bootwatch.policy.compiler import CompiledPolicy
 from bootwatch.policy.evaluator import EvaluationResult, evaluate
-from bootwatch.protocol.azureguest import decode_request
+from bootwatch.protocol.azureguest import (
+    AzureGuestRequest,
+    UnverifiedAzureGuestRequest,
+    decode_request,
+)
 from bootwatch.protocol.envelope import SealedEnvelope, seal
 from bootwatch.protocol.verdict import Verdict
 from bootwatch.tpm.aik import RevokedAikCertificates, TrustAnchors
+from bootwatch.tpm.public import parse_public_or_read_public
 
 
 @dataclass(frozen=True)
@@ -148,7 +154,6 @@ def attest_azure_guest(
     except InputError as exc:
         return AttestationOutcome(
             Verdict.EVIDENCE_REJECTED, f"evidence: {exc}", ph, failed_check="evidence",
-            claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
         )
     checks = tuple(
         CheckResult(str(c.name), bool(c.passed), str(c.reason_code), str(c.reason))
@@ -165,7 +170,7 @@ def attest_azure_guest(
             failed_check=first.name,
             checks=checks,
             evidence=evidence,
-            claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
+            claimed_vm_id=_claimed_vm_id(request, evidence),
         )
 
     try:
@@ -189,7 +194,7 @@ def attest_azure_guest(
         return AttestationOutcome(
             Verdict.EVIDENCE_REJECTED, f"evidence: {exc}", ph, failed_check="boot_state",
             checks=checks,
-            evidence=evidence, claimed_vm_id=_claimed_vm_id(request.tpm_info.aik_cert),
+            evidence=evidence, claimed_vm_id=_claimed_vm_id(request, evidence),
         )
 
     incoming = policy_claims(azurevm, events=boot.events, pcrs=pcrs_claim(boot))
@@ -306,12 +311,25 @@ __all__ = [
 ]
 
 
-def _claimed_vm_id(aik_cert_der: bytes | None) -> str | None:
-    """The VM id the request's AIK certificate names, read without validating it."""
-    if not aik_cert_der:
+def _claimed_vm_id(request: AzureGuestRequest | UnverifiedAzureGuestRequest,
+                   evidence: EvidenceVerification | None) -> str | None:
+    """The VM id the request's AIK certificate names (its chain not validated), only when
+    the quote's signature verified with AikPub and the certificate is for that key.
+
+    Why: the monitor attributes an ``evidence_rejected`` outcome to this id.  Read from
+    any certificate at all, a junk request naming a victim's VM id, its signature
+    verifying nothing, was attributed to the victim (found in review)."""
+    aik_cert_der = request.tpm_info.aik_cert
+    if not aik_cert_der or evidence is None:
         return None
     try:
+        if not evidence.check(Check.QUOTE_SIGNATURE).passed:
+            return None
         cert = x509.load_der_x509_certificate(aik_cert_der)
+        aik = parse_public_or_read_public(request.tpm_info.aik_pub).public_key()
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if cert.public_key().public_bytes(*spki) != aik.public_bytes(*spki):
+            return None
         return vm_id_from_aik_certificate(cert)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, KeyError, BootwatchError):
         return None

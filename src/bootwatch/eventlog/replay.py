@@ -303,9 +303,17 @@ def _check_data_digest(
             # PFP: EV_EFI_VARIABLE_BOOT digests VariableData only, and firmware of
             # the TCG EFI Platform 1.2 era did the same for the other variable
             # events (go-eventlog linux_tpm12.bin); the whole structure is the rule
-            # elsewhere.  Either is accepted.
+            # elsewhere.  Either is accepted, but for the other variable events the
+            # name and GUID are then not measured: a db authority renamed "Shim" hid
+            # from the Secure Boot checks (found in review), so it is a finding
             var = _variable_data(data)
             if var is not None and fn(var).digest() == digest:
+                if etype != _VARIABLE_BOOT:
+                    findings.append(Finding(
+                        "variable_name_not_measured", index,
+                        f"{event_type_name(etype)}: the {alg_name(alg_id)} digest covers "
+                        "the variable's data only, not its name and GUID, so which "
+                        "variable it was is not measured"))
                 continue
         if etype in _VARIABLE_TYPES and data and fn(data[:-1]).digest() == digest:
             # Seen on shim's "Shim" vendor-certificate EV_EFI_VARIABLE_AUTHORITY events

@@ -654,7 +654,8 @@ class Monitor:
         vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
-        vm.last_alive_at = now
+        if ev.vm_id:  # a claimed id (evidence that did not verify) says nothing of liveness
+            vm.last_alive_at = now
         if ev.issuer:
             vm.issuer = ev.issuer[:512]
         if boot is not None:
@@ -683,7 +684,8 @@ class Monitor:
         first use, as its first baseline is); outcomes of any other provider stay in
         the VM's outcome history, are counted and logged, and change nothing else."""
         if not vm.provider:
-            vm.provider = ev.provider
+            if ev.vm_id:  # only verified evidence binds: a claimed id is the request's word
+                vm.provider = ev.provider
             return True
         return vm.provider == ev.provider
 
@@ -722,8 +724,9 @@ class Monitor:
         self, session: Session, vm: VmRow, ev: OutcomeEvent, boot: BootRow | None,
         now: datetime,
     ) -> None:
-        self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
-                      "the VM attested again")
+        if ev.vm_id:  # verified evidence only: a claimed id does not show the VM alive
+            self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
+                          "the VM attested again")
         if ev.verdict is Verdict.EVIDENCE_REJECTED:
             self._raise(
                 session, vm, AlertReason.EVIDENCE_REJECTED, Severity.MEDIUM, now,
