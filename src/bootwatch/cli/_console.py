@@ -28,7 +28,11 @@ __all__ = ["PIPE_WIDTH", "make_console", "printable", "safe", "table"]
 #: C0 controls but the newline, DEL and C1 controls: ESC and CSI start terminal escape
 #: sequences (clear the screen, retitle the window, fake a hyperlink), BEL and CR rewrite
 #: what was shown; rich strips only a few of them and passes ESC through
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]"
+                      # and Unicode's invisible formatting characters: direction overrides
+                      # and isolates turn "web<RLO>gnp.exe" into "webexe.png", zero-width
+                      # ones hide text (found in review)
+                      "|[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 #: Width used when stdout is not a terminal: wide enough that no cell is ever cut.
 PIPE_WIDTH = 100_000
@@ -52,7 +56,12 @@ def table(*columns: str, **kwargs: Any) -> Table:
 def printable(value: object) -> str:
     """``value`` as text with every control character but the newline written out as an
     escape (``\\x1b``), so what a VM chose cannot drive the terminal."""
-    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], str(value))
+    return _CONTROL.sub(_escaped, str(value))
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
 
 
 def safe(value: object) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from bootwatch.cli._console import make_console
+from bootwatch.cli._console import make_console, printable, safe
 from bootwatch.cli._files import read_limited
 from bootwatch.encoding import sha1_thumbprint
 from bootwatch.errors import BootwatchError, EventLogError, InputError
@@ -38,6 +38,12 @@ from bootwatch.eventlog.model import alg_name
 
 __all__ = ["command", "replay_to_json"]
 
+
+
+def _echo(text: str = "") -> None:
+    """A line of the log's own text (descriptions, command lines, file names): its
+    control characters written out, never a terminal escape (found in review)."""
+    click.echo(printable(text))
 
 def _read(path: Path, limit: int, what: str) -> bytes:
     return read_limited(path, what, limit)
@@ -132,8 +138,8 @@ def show(file: Path) -> None:
     log = load_log(file)
     fn = _summarizer()
     table = Table(
-        title=f"{file} ({log.format.value}, {len(log.events)} records, "
-        f"{', '.join(a.name for a in log.algorithms)})"
+        title=safe(f"{file} ({log.format.value}, {len(log.events)} records, "
+                   f"{', '.join(a.name for a in log.algorithms)})")
     )
     table.add_column("#", justify="right")
     table.add_column(log.index_name, justify="right")
@@ -143,12 +149,13 @@ def show(file: Path) -> None:
     for ev in log.events:
         digests = "\n".join(f"{alg_name(a)}:{d.hex()[:16]}…" for a, d in ev.digests.items())
         pcr = "-" if ev.pcr == 0xFFFFFFFF else str(ev.pcr)
-        table.add_row(str(ev.index), pcr, event_type_name(ev.event_type), digests, _summary(fn, ev))
+        table.add_row(str(ev.index), pcr, safe(event_type_name(ev.event_type)), digests,
+                      safe(_summary(fn, ev)))
     make_console().print(table)
     if log.padding:
-        click.echo(f"{len(log.padding)} bytes of padding after the last record")
+        _echo(f"{len(log.padding)} bytes of padding after the last record")
     for leniency in log.leniencies:
-        click.echo(f"leniency used: {leniency.value}")
+        _echo(f"leniency used: {leniency.value}")
 
 
 @command.command("replay")
@@ -162,7 +169,7 @@ def replay_cmd(file: Path, as_json: bool) -> None:
         _echo_json(replay_to_json(log, rep))
         return
     console = make_console()
-    table = Table(title=f"{file}: replayed {log.index_name}s ({log.format.value})")
+    table = Table(title=safe(f"{file}: replayed {log.index_name}s ({log.format.value})"))
     table.add_column("bank")
     table.add_column(log.index_name, justify="right")
     table.add_column("value", overflow="fold")
@@ -171,12 +178,12 @@ def replay_cmd(file: Path, as_json: bool) -> None:
             table.add_row(alg_name(alg_id), str(pcr), value.hex())
     console.print(table)
     if rep.startup_locality is not None:
-        click.echo(f"StartupLocality: {rep.startup_locality}")
+        _echo(f"StartupLocality: {rep.startup_locality}")
     if rep.hcrtm:
-        click.echo("H-CRTM event present: PCR0 started at locality 4")
+        _echo("H-CRTM event present: PCR0 started at locality 4")
     for f in rep.findings:
         where = f"event {f.event}" if f.event is not None else "log"
-        click.echo(f"finding {f.code} ({where}): {f.message}")
+        _echo(f"finding {f.code} ({where}): {f.message}")
 
 
 _STATE_LIST_SHOWN = 8
@@ -211,19 +218,19 @@ def _print_revocation(rev: dict[str, Any]) -> None:
     """The revocation verdict first: revoked components loaded, then dbx staleness."""
     loaded = rev["revoked_loaded"]
     if loaded:
-        click.echo(f"REVOKED BOOT COMPONENT LOADED ({len(loaded)}):")
+        _echo(f"REVOKED BOOT COMPONENT LOADED ({len(loaded)}):")
         for r in loaded:
-            click.echo(f"  event {r['event']}: {r['kind']} {r['name'] or ''} "
+            _echo(f"  event {r['event']}: {r['kind']} {r['name'] or ''} "
                        f"({r['identifier']}): {r['reason']}")
     else:
-        click.echo("revocation: no loaded boot component is revoked by the DBX data")
+        _echo("revocation: no loaded boot component is revoked by the DBX data")
     for f in rev["findings"]:
         if f["code"] != "revoked_component_loaded":
             where = f" (event {f['event']})" if f["event"] is not None else ""
-            click.echo(f"  {f['code']}{where}: {f['message']}")
+            _echo(f"  {f['code']}{where}: {f['message']}")
     for app in rev["unchecked_applications"]:
-        click.echo(f"  not checked: {_describe(app)}")
-    click.echo("")
+        _echo(f"  not checked: {_describe(app)}")
+    _echo("")
 
 
 #: Largest DBX data file read (the current JSON catalogue is ~400 KB).
@@ -280,17 +287,17 @@ def state_cmd(ctx: click.Context, file: Path, as_json: bool, dbx_paths: tuple[Pa
         _print_revocation(revocation)
     for key, value in doc.items():
         if isinstance(value, list) and value:
-            click.echo(f"{key}: {len(value)} entries")
+            _echo(f"{key}: {len(value)} entries")
             for item in value[:_STATE_LIST_SHOWN]:
-                click.echo(f"  - {_describe(item)}")
+                _echo(f"  - {_describe(item)}")
             if len(value) > _STATE_LIST_SHOWN:
-                click.echo(f"  ... {len(value) - _STATE_LIST_SHOWN} more (see --json)")
+                _echo(f"  ... {len(value) - _STATE_LIST_SHOWN} more (see --json)")
         elif isinstance(value, dict) and value:
-            click.echo(f"{key}:")
+            _echo(f"{key}:")
             for sub, item in value.items():
-                click.echo(f"  {sub}: {_describe(item)}")
+                _echo(f"  {sub}: {_describe(item)}")
         else:
-            click.echo(f"{key}: {_describe(value) if value is not None else 'null'}")
+            _echo(f"{key}: {_describe(value) if value is not None else 'null'}")
     ctx.exit(_state_exit(revocation))
 
 
@@ -360,7 +367,7 @@ def verify_cmd(ctx: click.Context, file: Path, expected_path: Path, as_json: boo
     if as_json:
         _echo_json(verification_to_json(result))
     else:
-        table = Table(title=f"{file} vs {expected_path} ({expected.format})")
+        table = Table(title=safe(f"{file} vs {expected_path} ({expected.format})"))
         table.add_column("bank")
         table.add_column(log.index_name, justify="right")
         table.add_column("status")
@@ -375,14 +382,14 @@ def verify_cmd(ctx: click.Context, file: Path, expected_path: Path, as_json: boo
                 alg_name(r.alg_id),
                 str(r.pcr),
                 f"[{style[r.status]}]{r.status.value}[/]",
-                r.reason,
+                safe(r.reason),
             )
         make_console().print(table)
         for name in result.workarounds_applied:
-            click.echo(f"workaround applied: {name}")
+            _echo(f"workaround applied: {name}")
         matched = sum(r.status is PcrStatus.MATCHED for r in result.results)
         bad = len(result.mismatched)
-        click.echo(
+        _echo(
             f"{'OK' if result.ok else 'MISMATCH'}: {matched} matched, {bad} mismatched, "
             f"{len(result.results) - matched - bad} not covered by the log"
         )

@@ -111,7 +111,11 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("bootwatch: aborted", err=True)
         sys.exit(1)
     except BootwatchError as exc:
-        click.echo(f"bootwatch: error: {exc}", err=True)
+        # an error may quote a server's answer or a file: written out, never a terminal
+        # escape (found in review); imported here, the daemon's start stays without rich
+        from bootwatch.cli._console import printable
+
+        click.echo(f"bootwatch: error: {printable(exc)}", err=True)
         sys.exit(EXIT_ERROR)
     except ModuleNotFoundError as exc:
         message = missing_extra(exc)

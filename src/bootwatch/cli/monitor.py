@@ -121,11 +121,13 @@ def run_cmd(**kw: Any) -> None:
 def _duration(text: str) -> int:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1:] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
+        seconds = (int(float(text[:-1]) * units[text[-1]]) if text[-1:] in units
+                   else int(text))
+    except (ValueError, OverflowError):  # "infh", "1e400h": an OverflowError traceback
         raise ConfigError(f"--since {text!r}: use N, Ns, Nm, Nh or Nd") from None
+    if not 0 < seconds <= 100 * 366 * 86400:
+        raise ConfigError(f"--since {text!r}: between 1 second and 100 years")
+    return seconds
 
 
 @command.command("dry-run")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from bootwatch.net.servicetag import (
     parse_fqdn,
     parse_prefix,
 )
+from bootwatch.tlsverify import tls_verify
 
 __all__ = [
     "EXIT_ALLOWED",
@@ -64,9 +64,7 @@ def load_source(source: str, ca: Path | None) -> ServiceTagDocument:
             raise NetworkInputError(f"{source!r} has no host", field="--from")
         base = source.rstrip("/")
         url = base if base.endswith("/servicetags") else base + "/servicetags"
-        verify: ssl.SSLContext | bool = True
-        if ca is not None:
-            verify = ssl.create_default_context(cafile=str(ca))
+        verify = tls_verify(str(ca) if ca is not None else "")
         try:
             with httpx.Client(verify=verify, timeout=15.0, trust_env=False) as client, \
                     client.stream("GET", url) as resp:

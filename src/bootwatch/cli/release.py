@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import ssl
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ import click
 
 from bootwatch.cli._files import read_limited
 from bootwatch.errors import ConfigError, InputError, ServiceError, TransportError
+from bootwatch.tlsverify import tls_verify
 
 __all__ = ["command"]
 
@@ -176,7 +176,7 @@ def publish(wheel: Path, manifest_file: Path, monitor_url: str, ca: Path | None)
         "wheel": base64.b64encode(data).decode("ascii"),
     }).encode()
     url = monitor_url.rstrip("/") + "/api/v1/agent/releases"
-    verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca)) if ca else True
+    verify = tls_verify(str(ca) if ca else "")
     try:
         resp = httpx.post(
             url, content=body, verify=verify, timeout=120.0,
@@ -192,6 +192,11 @@ def publish(wheel: Path, manifest_file: Path, monitor_url: str, ca: Path | None)
         except ValueError:
             detail, code = resp.text[:300], "error"
         raise ServiceError(detail, status=resp.status_code, error_code=code)
-    result = resp.json()
+    try:
+        result = resp.json()
+    except ValueError:
+        raise ServiceError(f"{url} answered {resp.status_code} with a body that is not JSON: "
+                           "is it the monitor?", status=resp.status_code,
+                           error_code="NotJson") from None
     verb = "published" if result.get("created") else "already published (identical)"
     click.echo(f"{verb}: bootwatch {result.get('version')} at {url}")

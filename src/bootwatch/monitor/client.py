@@ -8,20 +8,39 @@ CLI edge maps them to exit codes like every other command.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
-from bootwatch.errors import ServiceError, TransportError
+from bootwatch.errors import ConfigError, ServiceError, TransportError
 from bootwatch.tlsverify import tls_verify
 
 __all__ = ["MonitorClient"]
+
+
+def _clear_text_off_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 class MonitorClient:
     def __init__(self, url: str, *, token: str = "", ca: str = "",
                  timeout: float = 30.0) -> None:
         self.url = url.rstrip("/")
+        if token and _clear_text_off_loopback(self.url):
+            # found in review: the admin token went to any http:// address
+            raise ConfigError(f"the monitor token would cross the network in clear text to "
+                              f"{self.url}: use https:// (plain HTTP is for loopback only)")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                     verify=tls_verify(ca))
@@ -49,7 +68,13 @@ class MonitorClient:
             except (ValueError, AttributeError):
                 pass
             raise ServiceError(f"monitor: {message}", status=resp.status_code, error_code=code)
-        return resp.json()
+        try:
+            return resp.json()
+        except ValueError:  # a portal, a proxy's page, another service (a traceback before)
+            kind = resp.headers.get("content-type", "no content type")[:60]
+            raise ServiceError(f"monitor at {self.url} answered {resp.status_code} with a body "
+                               f"that is not JSON ({kind}): is it the monitor?",
+                               status=resp.status_code, error_code="NotJson") from None
 
     def get(self, path: str, **params: Any) -> Any:
         clean = {k: v for k, v in params.items() if v is not None}

@@ -118,8 +118,13 @@ def load_attestation_config(settings: Settings) -> AttestationConfig:
             templates = templates + templates_from_json(Path(tpl_path).read_bytes())
         except OSError as exc:
             raise ConfigError(f"secureboot_templates_path {tpl_path}: {exc}") from None
+    extra = TrustAnchors.from_pem(blobs)
+    if anchors_path and not extra.certificates:
+        # a file with no certificate in it started the service with no anchor added,
+        # unsaid (found in review); --ek-trust-anchors already refused such a file
+        raise ConfigError(f"trust_anchors_path {anchors_path}: no PEM certificate found")
     anchors = TrustAnchors(()) if settings.no_builtin_anchors else builtin_anchors()
-    anchors = anchors.plus(TrustAnchors.from_pem(blobs))
+    anchors = anchors.plus(extra)
     for note in anchor_expiry_notes(anchors, datetime.now(UTC)):
         get_logger().warning("AIK trust anchor expiry", extra={"reason": note})
     return AttestationConfig(anchors, dbx, templates)

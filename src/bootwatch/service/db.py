@@ -139,9 +139,15 @@ def current_revision(engine: Engine, *, version_table: str = "alembic_version") 
     """The Alembic revision the database is at (None before the first migration)."""
     from alembic.runtime.migration import MigrationContext
 
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
-        return ctx.get_current_revision()
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={"version_table": version_table})
+            return ctx.get_current_revision()
+    except SQLAlchemyError as exc:  # a database away: a typed error, not a traceback
+        cause = getattr(exc, "orig", None) or exc  # the driver's message, without the SQL
+        first = (str(cause).splitlines() or [""])[0]
+        raise StorageError(f"cannot read the schema revision: {exc.__class__.__name__}: "
+                           f"{first[:300]}") from None
 
 
 class Database:
