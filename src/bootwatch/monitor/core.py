@@ -644,8 +644,13 @@ class Monitor:
             vm = self._new_vm(session, vm_id, now)
         if not self._bound(vm, ev):
             return False
+        if ev.verdict is not Verdict.EVIDENCE_REJECTED and not (ev.pcrs and ev.vm_id):
+            # a permit or deny without a verified boot (no PCRs, or a claimed id only):
+            # history only.  It reached the alert rules' assertion and failed the whole
+            # batch (the JetStream ingester redelivered it for ever; found in review)
+            return True
         boot: BootRow | None = None
-        if ev.verdict is not Verdict.EVIDENCE_REJECTED and ev.pcrs and ev.vm_id:
+        if ev.verdict is not Verdict.EVIDENCE_REJECTED:
             boot = self._boot(session, vm_id, ev, boot_key or _boot_key(ev))
             row.boot_id = boot.id
         latest = vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
@@ -997,6 +1002,15 @@ class Monitor:
             ctx.variants_vm.setdefault(vm.vm_id, []).append(base)
         return base
 
+    def _add_baseline_loaded(self, session: Session, vm: VmRow, boot: BootRow, origin: str,
+                             by: str, now: datetime, *, group: bool = False,
+                             label: str = "") -> BaselineRow:
+        """:meth:`_add_baseline` after loading the VM's variants: appended to a list never
+        loaded, the new variant became the VM's whole set, and approving a boot other than
+        the current one made a healthy VM unhealthy (found in review)."""
+        self._variants(session, vm)
+        return self._add_baseline(session, vm, boot, origin, by, now, group=group, label=label)
+
     def approve(self, ref: str, *, boot_id: int | None = None, group: bool = False,
                 label: str = "", by: str = "") -> int:
         """Add a boot (default: the VM's latest verified boot) as an approved variant;
@@ -1009,8 +1023,8 @@ class Monitor:
             boot = self._boot_of(session, vm, boot_id)
             if boot.verdict == Verdict.EVIDENCE_REJECTED.value:
                 raise MonitorError(f"boot {boot.id} did not verify; it cannot be a baseline")
-            base = self._add_baseline(session, vm, boot, "approved", by, now, group=group,
-                                      label=label)
+            base = self._add_baseline_loaded(session, vm, boot, "approved", by, now,
+                                             group=group, label=label)
             boot.baseline_id = base.id
             if vm.last_boot_id == boot.id:
                 self._resolve(session, vm, (AlertReason.BASELINE_DEVIATION,), now,
@@ -1027,11 +1041,21 @@ class Monitor:
                 raise NotFound(f"no baseline variant {baseline_id}")
             session.delete(base)
             session.flush()
-            vms = (session.scalars(select(VmRow).where(VmRow.vm_id == base.vm_id)).all()
-                   if base.vm_id else
-                   session.scalars(select(VmRow).where(VmRow.group_name == base.group_name))
-                   .all())
-            for vm in vms:
+            vms = {v.vm_id: v for v in (
+                session.scalars(select(VmRow).where(VmRow.vm_id == base.vm_id)).all()
+                if base.vm_id else
+                session.scalars(select(VmRow).where(VmRow.group_name == base.group_name))
+                .all())}
+            # every boot that names the variant, also of a VM that left its group since:
+            # a dangling id could name a later variant of the same id (ids are max + 1)
+            # and make an unapproved boot healthy (found in review)
+            for vm_id in session.scalars(select(BootRow.vm_id).where(
+                    BootRow.baseline_id == baseline_id).distinct()):
+                if vm_id not in vms:
+                    other = session.get(VmRow, vm_id)
+                    if other is not None:
+                        vms[vm_id] = other
+            for vm in vms.values():
                 # the boots that pointed at the variant take the first remaining one they
                 # match (as an outcome would): a boot that also matches another variant
                 # (the group's, say) is still on an approved baseline

@@ -32,7 +32,7 @@ variants, boots by key).  Writes: one ``executemany`` per table and set of
 changed columns, on the DB-API cursor (``monitor/rawsql.py``).  New boot ids are
 allocated in event order by the caller, from the same counter as the general
 path, so a batch stores the same ids as the events one at a time.
-``tests/monitor/test_fastpath.py`` checks that a batch and the same events one
+``tests/monitor/test_ingest_batch.py`` checks that a batch and the same events one
 by one store identical rows, fast path or not.
 """
 
