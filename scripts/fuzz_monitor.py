@@ -88,6 +88,8 @@ STALE = 600
 VMS = [str(uuid.UUID(int=i + 1)).upper() for i in range(4)]
 PROVIDERS = ["pa", "pb"]
 ISSUER = {p: f"https://att.example/providers/{p}" for p in PROVIDERS}
+#: the AIK names a VM's quotes can carry (a re-enrolment changes it)
+AIKS = ["000b" + "a1" * 32, "000b" + "b2" * 32]
 #: probability of a permit/deny naming its VM by a claimed id only (history only;
 #: it once failed its whole batch with an AssertionError)
 ODD_CLAIMED = 0.02
@@ -147,7 +149,9 @@ def make_event(d: Op) -> OutcomeEvent:
         dbx_missing=d["dbx"], dbx_current=None if d["dbx"] is None else 10,
         aik_not_after=(T0 + timedelta(days=d["aik"], hours=12)
                        if d["aik"] is not None else None),
-        issuer=ISSUER[d["provider"]] if d["issuer"] else "")
+        issuer=ISSUER[d["provider"]] if d["issuer"] else "",
+        # the quote's clock and AIK (monitor/freshness.py); absent in older recordings
+        tpm_clock=d.get("clock"), aik=AIKS[d["aikname"]] if "aikname" in d else "")
 
 
 def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
@@ -204,9 +208,14 @@ def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
                 if verdict != "evidence_rejected" and rng.random() < ODD_CLAIMED:
                     verified = False  # a permit or deny by a claimed id only
                 late = odd()
+                at = t + len(evs) - (rng.choice([1, 5, 30, 120, 900]) if late else 0)
+                # the quote's clock follows the answer's time; a replay sends an older one
+                replay = odd() and rng.random() < 0.3
                 evs.append({
                     "id": eid, "vm": v, "lower": rng.random() < 0.1,
-                    "t": t + len(evs) - (rng.choice([1, 5, 30, 120, 900]) if late else 0),
+                    "t": at,
+                    "clock": (max(0, at - rng.choice([1, 60, 600])) if replay else at) * 1000,
+                    "aikname": rng.choice([0, 1]) if odd() else 0,
                     "provider": rng.choice(PROVIDERS) if odd() else home[v],
                     "verdict": verdict, "verified": verified,
                     "with_pcrs": verified and (verdict != "evidence_rejected"
@@ -233,6 +242,8 @@ def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
                                      else rng.choice([None, None, home[v]]))})
         elif r < 0.56 and odd():
             ops.append({"op": "disable", "vm": rng.randrange(nvms)})
+        elif r < 0.56 and odd():
+            ops.append({"op": "accept_rollback", "vm": rng.randrange(nvms)})
         elif r < 0.63:
             ops.append({"op": "approve", "vm": rng.randrange(nvms),
                         "group": rng.random() < 0.3,
@@ -339,6 +350,8 @@ def _apply(w: World, op: Op, batch: bool, all_events: dict[str, Op], t_now: int)
             return m.enable(VMS[op["vm"]], group=op["group"], provider=op["provider"])
         if kind == "disable":
             return m.disable(VMS[op["vm"]])
+        if kind == "accept_rollback":
+            return m.accept_vtpm_rollback(VMS[op["vm"]], by="op")
         if kind == "approve":
             return m.approve(VMS[op["vm"]], boot_id=op["boot"], group=op["group"])
         if kind == "suppress":

@@ -3,7 +3,9 @@
 The monitor must explain a verdict down to the event without importing the
 verifier, so the service sends it, with each answer, the facts it verified:
 the quoted PCR values, the events of the quoted PCRs (each with a one-line
-description of the component), the TPM reset count from the quote, the
+description of the component), the TPM reset count and clock from the quote
+and the name of the AIK that signed it (the monitor orders a VM's quotes by
+them: a replayed request is not newer than one it saw), the
 claims the policy saw, and, when DBX reference data is configured, the boot
 components it revokes.  Nothing unverified is put in those fields; a request
 whose evidence failed carries only its verdict, reason and *claimed* VM id.
@@ -126,6 +128,8 @@ class OutcomeEventBuilder:
             events=events,
             reset_count=clock.reset_count if clock else None,
             restart_count=clock.restart_count if clock else None,
+            tpm_clock=clock.clock if clock else None,
+            aik=evidence.verified_aik_pub.name.hex() if evidence.verified_aik_pub else "",
             secure_boot=sb.secure_boot,
             claims=tuple(claims),
             revoked=tuple(revoked),

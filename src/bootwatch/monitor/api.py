@@ -493,6 +493,12 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
             return get_vm(monitor.disable(ref, by=str(who)), who)
         return call(who, run)
 
+    @router.post("/vms/{ref}/accept-vtpm-rollback", responses=_ok(VM_DETAIL_SCHEMA))
+    def accept_vtpm_rollback(ref: str = VM_REF, who: Principal | Response = Admin) -> Any:
+        def run() -> Any:
+            return get_vm(monitor.accept_vtpm_rollback(ref, by=str(who)), who)
+        return call(who, run)
+
     @router.get("/vms/{ref}/diff", responses=_ok({"type": "object"}))
     def vm_diff(ref: str = VM_REF,
                 boot: int | None = Query(default=None, ge=1, le=MAX_ROW_ID),

@@ -38,6 +38,7 @@ from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
 from bootwatch.monitor.fastpath import FastPath
+from bootwatch.monitor.freshness import QuoteMark, advance, describe_quote
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
@@ -110,6 +111,7 @@ _TITLES = {
     AlertReason.EVIDENCE_REJECTED: "Attestation failed: the evidence did not verify",
     AlertReason.AGENT_UNRESPONSIVE: "Attestation failed: the guest agent is not responding",
     AlertReason.REVOKED_BOOT_COMPONENT: "A revoked boot component was loaded",
+    AlertReason.QUOTE_REPLAYED: "Attestation replayed: a quote no newer than one already seen",
 }
 
 _REMEDIATION = {
@@ -143,7 +145,21 @@ _REMEDIATION = {
         "Update the boot chain (shim, bootloader, boot manager) to a fixed version and "
         "apply the current DBX update, then reboot.",
     ],
+    AlertReason.QUOTE_REPLAYED: [
+        "The attestation service answered a quote from this VM's vTPM that is not newer "
+        "than one it answered before, so the VM's current boot is unknown: the last "
+        "attestation was replayed (by software in the VM or on the network path), or the "
+        "vTPM was restored from a snapshot, cleared or replaced.",
+        "If the vTPM was restored, cleared or replaced on purpose, accept it: "
+        "`bootwatch vm accept-vtpm-rollback VM` (the next attestation sets the new mark).",
+        "Otherwise treat the VM as compromised: isolate it, keep its disk for forensics and "
+        "rebuild it from a known-good image.",
+    ],
 }
+
+
+def _iso(when: datetime) -> str:
+    return as_utc(when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalise_vm_id(value: str) -> str:
@@ -526,6 +542,21 @@ class Monitor:
             self._refresh(session, vm, now)
             return vm.vm_id
 
+    def accept_vtpm_rollback(self, ref: str, *, by: str = "") -> str:
+        """An operator's word that the VM's vTPM was restored, cleared or replaced on
+        purpose: forget its quote mark (the next verified quote sets a new one) and
+        resolve its ``quote_replayed`` alert.  Only a person can tell a restored vTPM
+        from a replayed attestation (monitor/freshness.py)."""
+        now = self.clock()
+        with self.write_tx() as session:
+            vm = self.find_vm(session, ref)
+            vm.quote_aik = vm.quote_reset_count = vm.quote_clock = None
+            vm.quote_at = None
+            self._resolve(session, vm, (AlertReason.QUOTE_REPLAYED,), now,
+                          f"vTPM rollback accepted by {by or 'operator'}")
+            self._refresh(session, vm, now)
+            return vm.vm_id
+
     # --- outcomes -----------------------------------------------------------
 
     def ingest_outcomes(self, events: Sequence[OutcomeEvent]) -> list[bool]:
@@ -648,6 +679,13 @@ class Monitor:
             # a permit or deny without a verified boot (no PCRs, or a claimed id only):
             # history only.  It reached the alert rules' assertion and failed the whole
             # batch (the JetStream ingester redelivered it for ever; found in review)
+            return True
+        stale = advance(vm, ev)
+        if stale is not None:
+            # a replay (or a rolled-back vTPM): history only, and said
+            if vm.enabled:
+                self._raise_replayed(session, vm, ev, stale, now)
+            self._refresh(session, vm, now)
             return True
         boot: BootRow | None = None
         if ev.verdict is not Verdict.EVIDENCE_REJECTED:
@@ -802,6 +840,28 @@ class Monitor:
         else:
             self._resolve(session, vm, (AlertReason.REVOKED_BOOT_COMPONENT,), now,
                           "the boot loads no revoked component")
+
+    def _raise_replayed(self, session: Session, vm: VmRow, ev: OutcomeEvent,
+                        mark: QuoteMark, now: datetime) -> None:
+        assert ev.reset_count is not None and ev.tpm_clock is not None  # advance() checked
+        self._raise(
+            session, vm, AlertReason.QUOTE_REPLAYED, Severity.HIGH, now,
+            description=(
+                f"The attestation service answered a quote from this VM's vTPM at "
+                f"{_iso(ev.time)} ({describe_quote(ev.reset_count, ev.tpm_clock)}) that is "
+                f"not newer than the quote it answered at {_iso(mark.at)} "
+                f"({mark.describe()}){' from another AIK' if ev.aik != mark.aik else ''}: "
+                "the attestation was replayed, or the vTPM was restored from a snapshot, "
+                "cleared or replaced. The replayed outcome changes nothing else; the VM's "
+                "current boot is unknown until a newer quote arrives."
+            ),
+            extended={"provider": ev.provider, "eventId": ev.event_id,
+                      "quoteResetCount": str(ev.reset_count),
+                      "quoteClockMs": str(ev.tpm_clock),
+                      "markResetCount": str(mark.reset_count),
+                      "markClockMs": str(mark.clock), "markAt": _iso(mark.at)},
+            diff=(), boot_id=None,
+        )
 
     # --- reports ------------------------------------------------------------
 

@@ -18,7 +18,8 @@ path, in order):
   no alert is resolved);
 - the verdict is ``permit``, with a verified VM id and PCRs, and no revoked
   component (so no alert is raised);
-- it is *v*'s latest event (not a late delivery, which is history only);
+- it is *v*'s latest event (not a late delivery, which is history only), and its
+  quote advances *v*'s quote mark (not a replay: ``monitor/freshness.py``);
 - its PCRs match a baseline variant of *v* or of its group (so no deviation, and
   no baseline to learn); the first matching variant by id is the boot's baseline,
   as in the general path;
@@ -51,6 +52,7 @@ from sqlalchemy.orm import Session
 from bootwatch.lru import BoundedLru
 from bootwatch.monitor.db import as_utc
 from bootwatch.monitor.diff import matches
+from bootwatch.monitor.freshness import advance
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.models import (
     AlertRow,
@@ -76,7 +78,8 @@ _PERMIT = Verdict.PERMIT.value
 _VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at", "issuer",
                "last_boot_id", "measured_secure_boot", "is_windows", "dbx_missing",
                "dbx_current", "aik_not_after", "state", "state_since", "attention",
-               "state_reason", "open_alerts")
+               "state_reason", "open_alerts", "quote_aik", "quote_reset_count", "quote_clock",
+               "quote_at")
 _VM_VALUES = itemgetter(*_VM_COLUMNS)
 #: the boot columns an event on the fast path may change
 _BOOT_COLUMNS = ("last_seen", "verdict", "reason", "policy_hash", "baseline_id")
@@ -226,6 +229,8 @@ class FastPath:
                 return  # a late delivery: history only (the general path)
             if ev.provider != vm.provider:
                 return  # not yet bound, or another provider's (the general path decides)
+            if advance(vm, ev) is not None:
+                return  # a replayed quote (the general path raises its alert)
             pcrs = dict(ev.pcrs)
             match = next((bid for bid, base in variants if matches(base, pcrs)), None)
             if match is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, DateTime, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -79,6 +79,13 @@ class VmRow(MonitorBase):
     #: the token issuer of ``provider`` (the provider the VM is bound to) as its latest
     #: outcome carried it (m0005): a verified report counts only with a token from it
     issuer: Mapped[str] = mapped_column(String(512), nullable=False, default="")
+    #: the newest verified quote seen from the VM (m0006, monitor/freshness.py): its AIK's
+    #: TPM name, resetCount and clock, and when the service answered it; a later answer
+    #: whose quote is not newer is a replay or a rolled-back vTPM
+    quote_aik: Mapped[str | None] = mapped_column(String(136), nullable=True)
+    quote_reset_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quote_clock: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    quote_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),
@@ -99,7 +106,8 @@ class BootRow(MonitorBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     vm_id: Mapped[str] = mapped_column(String(128), nullable=False)
     boot_key: Mapped[str] = mapped_column(String(64), nullable=False)
-    reset_count: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: UINT32 (m0006 widened it: a key outside the endorsement hierarchy quotes it offset)
+    reset_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     pcr_bank: Mapped[str] = mapped_column(String(16), nullable=False)
     pcrs: Mapped[str] = mapped_column(Text, nullable=False)
     verdict: Mapped[str] = mapped_column(String(32), nullable=False)

@@ -28,7 +28,14 @@ from bootwatch.monitor.models import (
     SuppressionRow,
     VmRow,
 )
-from bootwatch.monitor.views import alert_json, baseline_json, boot_json, rec_json, vm_json
+from bootwatch.monitor.views import (
+    alert_json,
+    baseline_json,
+    boot_json,
+    quote_mark_json,
+    rec_json,
+    vm_json,
+)
 from bootwatch.protocol.monitor import OPEN_STATUSES, AlertReason, AlertStatus, VmState
 
 __all__ = [
@@ -163,6 +170,7 @@ def vm_detail(monitor: Monitor, ref: str) -> dict[str, Any]:
             RecommendationRow.vm_id == vm.vm_id).order_by(RecommendationRow.key)).all()
         out = vm_json(vm, recs)
         out["recommendations"] = [rec_json(r, full=True) for r in recs]
+        out["quote_mark"] = quote_mark_json(vm)
         out["boots"] = [boot_json(b) for b in s.scalars(
             select(BootRow).where(BootRow.vm_id == vm.vm_id)
             .order_by(BootRow.id.desc()).limit(50)).all()]

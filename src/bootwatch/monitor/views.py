@@ -29,6 +29,7 @@ __all__ = [
     "boot_json",
     "items_schema",
     "obj_schema",
+    "quote_mark_json",
     "rec_json",
     "vm_json",
 ]
@@ -100,6 +101,9 @@ VM_DETAIL_SCHEMA = obj_schema({
     "boots": {"type": "array", "items": BOOT_SCHEMA},
     "alerts": {"type": "array", "items": ALERT_SCHEMA},
     "baselines": {"type": "array", "items": BASELINE_SCHEMA},
+    #: the newest verified quote seen (monitor/freshness.py), null before the first
+    "quote_mark": {"anyOf": [obj_schema({"aik": _S, "reset_count": _I, "clock_ms": _I,
+                                         "answered_at": _TIME}), {"type": "null"}]},
 })
 
 
@@ -121,6 +125,14 @@ def rec_json(row: RecommendationRow, *, full: bool = False) -> dict[str, Any]:
         })
         out["remediation"] = row.remediation
     return out
+
+
+def quote_mark_json(vm: VmRow) -> dict[str, Any] | None:
+    """The VM's quote mark (see monitor/freshness.py), or None before its first quote."""
+    if vm.quote_aik is None or vm.quote_at is None:
+        return None
+    return {"aik": vm.quote_aik, "reset_count": vm.quote_reset_count,
+            "clock_ms": vm.quote_clock, "answered_at": _t(vm.quote_at)}
 
 
 def vm_json(vm: VmRow, recs: Sequence[RecommendationRow] = ()) -> dict[str, Any]:

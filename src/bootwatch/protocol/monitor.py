@@ -46,6 +46,9 @@ class AlertReason(StrEnum):
     EVIDENCE_REJECTED = "evidence_rejected"
     AGENT_UNRESPONSIVE = "agent_unresponsive"
     REVOKED_BOOT_COMPONENT = "revoked_boot_component"
+    #: a verified quote no newer than one already seen: a replayed request, or a vTPM
+    #: restored from a snapshot (bootwatch.monitor.freshness)
+    QUOTE_REPLAYED = "quote_replayed"
 
 
 #: reasons that say the boot itself is not trusted (the VM is ``unhealthy``)
@@ -55,6 +58,7 @@ INTEGRITY_REASONS: Final = frozenset(
         AlertReason.POLICY_DENIED,
         AlertReason.EVIDENCE_REJECTED,
         AlertReason.REVOKED_BOOT_COMPONENT,
+        AlertReason.QUOTE_REPLAYED,
     }
 )
 

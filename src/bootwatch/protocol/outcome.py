@@ -50,9 +50,15 @@ _MAX_EVENTS: Final = 4096
 _MAX_TEXT: Final = 4000
 #: longest issuer URL carried (the monitor's column holds this many characters)
 _MAX_ISSUER: Final = 512
-#: counters the monitor keeps in 32-bit integer columns (a TPM's resetCount and
-#: restartCount, DBX counts): a larger value is refused here, not by the database
+#: counters the monitor keeps in 32-bit integer columns (DBX counts): a larger value is
+#: refused here, not by the database
 _MAX_STORED_INT: Final = 2**31 - 1
+#: a TPM's resetCount and restartCount are UINT32 (and, quoted by a key outside the
+#: endorsement and platform hierarchies, offset by a per-key constant: any UINT32 value)
+_MAX_UINT32: Final = 2**32 - 1
+#: TPMS_CLOCK_INFO.clock is a UINT64 of milliseconds; the monitor's column is a signed
+#: 64-bit integer
+_MAX_CLOCK: Final = 2**63 - 1
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}\Z")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 
@@ -116,6 +122,11 @@ class OutcomeEvent:
     #: the issuer of the provider's tokens as this attestation reached it (its ``iss``):
     #: the monitor accepts a report's token for a VM only from its provider's issuer
     issuer: str = ""
+    #: the quote's TPMS_CLOCK_INFO.clock (milliseconds the TPM has run), verified with the
+    #: quote: with ``reset_count`` it orders a TPM's quotes (the monitor's quote freshness)
+    tpm_clock: int | None = None
+    #: the TPM name (nameAlg || digest, hex) of the AIK that signed the verified quote
+    aik: str = ""
     schema: int = SCHEMA_VERSION
 
     @property
@@ -162,6 +173,8 @@ def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
         "dbx_current": event.dbx_current,
         "aik_not_after": _time(event.aik_not_after) if event.aik_not_after else None,
         "issuer": event.issuer,
+        "tpm_clock": event.tpm_clock,
+        "aik": event.aik,
     }
 
 
@@ -542,8 +555,8 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         pcr_bank=_str(obj, "pcr_bank", optional=True, limit=16) or "sha256",
         pcrs=pcrs,
         events=known_events if known_events is not None else tuple(events),
-        reset_count=_int(obj, "reset_count", optional=True, hi=_MAX_STORED_INT),
-        restart_count=_int(obj, "restart_count", optional=True, hi=_MAX_STORED_INT),
+        reset_count=_int(obj, "reset_count", optional=True, hi=_MAX_UINT32),
+        restart_count=_int(obj, "restart_count", optional=True, hi=_MAX_UINT32),
         secure_boot=secure_boot,
         claims=tuple(claims),
         revoked=tuple(revoked),
@@ -551,5 +564,7 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         dbx_current=_int(obj, "dbx_current", optional=True, hi=_MAX_STORED_INT),
         aik_not_after=_when(obj, "aik_not_after", optional=True),
         issuer=_str(obj, "issuer", optional=True, limit=_MAX_ISSUER) or "",
+        tpm_clock=_int(obj, "tpm_clock", optional=True, hi=_MAX_CLOCK),
+        aik=_hex(obj.get("aik") or "", "aik"),
         schema=schema,
     )

@@ -1,0 +1,133 @@
+"""Quote freshness: is a VM's verified quote newer than every quote seen from it before?
+
+Why: an AzureGuest quote carries no server nonce (MAA's protocol takes it with empty
+qualifying data), so a verifier answers a replayed request as it answered the original.
+The token it issues is useless to the replayer (sealed to an ephemeral key that only the
+old boot's PCRs unlock), but the outcome event is not: a VM whose boot was tampered with
+could replay the request of its last good boot and read as healthy.  The monitor keeps,
+per VM, a high-water mark of the TPM's quoted state and treats a quote that does not
+advance it as a replay (or a vTPM restored from a snapshot, which looks the same).
+
+Order.  A TPM quote carries ``TPMS_CLOCK_INFO``: ``resetCount`` (incremented at every
+TPM Reset, that is every boot that did not resume), ``clock`` (milliseconds the TPM has
+run, never set back while it runs, saved at an orderly shutdown) and the AIK's name.
+Quotes of one TPM are ordered by (resetCount, clock): within a reset the clock only
+advances; a disorderly shutdown may set the clock back to its last saved value, but the
+boot after it is a TPM Reset, so resetCount advances.  A quote whose pair is equal to
+the mark is the same quote again.
+
+Two catches.  A key outside the endorsement and platform hierarchies quotes resetCount
+plus a per-key constant (TPM 2.0 Part 1, "obfuscation"), so resetCount is compared in
+UINT32 arithmetic (newer when ahead by less than 2^31) and only between quotes of the
+same AIK; across an AIK change (re-enrolment, a new vTPM) only the clock, which is never
+offset, is compared.  And a vTPM restored from a snapshot, or cleared, goes back in all
+of them: only a person can tell that from a replay (``vm accept-vtpm-rollback``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Final, Protocol
+
+from bootwatch.monitor.db import as_utc
+from bootwatch.protocol.outcome import OutcomeEvent
+
+__all__ = [
+    "Freshness",
+    "MarkedVm",
+    "QuoteMark",
+    "advance",
+    "describe_quote",
+    "judge",
+    "mark_of",
+]
+
+_HALF: Final = 2**31
+_MOD: Final = 2**32
+
+
+class Freshness(Enum):
+    """How a quote stands against the VM's mark."""
+
+    #: newer than the mark (or no mark yet): it becomes the mark
+    NEWER = "newer"
+    #: not newer than the mark: a replay, a vTPM rolled back, or a late delivery
+    NOT_NEWER = "not_newer"
+
+
+@dataclass(frozen=True)
+class QuoteMark:
+    """The newest quote seen from a VM: its AIK's name, resetCount, clock, and the time
+    the service answered it."""
+
+    aik: str
+    reset_count: int
+    clock: int
+    at: datetime
+
+    def describe(self) -> str:
+        return f"TPM reset count {self.reset_count}, clock {_seconds(self.clock)}"
+
+
+def _seconds(clock_ms: int) -> str:
+    return f"{clock_ms / 1000:.3f} s"
+
+
+def judge(mark: QuoteMark | None, *, aik: str, reset_count: int, clock: int) -> Freshness:
+    """Whether a quote (its AIK's name, resetCount and clock) advances ``mark``."""
+    if mark is None:
+        return Freshness.NEWER
+    if aik != mark.aik:
+        # resetCount may carry another key's offset: only the clock compares
+        return Freshness.NEWER if clock > mark.clock else Freshness.NOT_NEWER
+    ahead = (reset_count - mark.reset_count) % _MOD
+    if ahead == 0:
+        return Freshness.NEWER if clock > mark.clock else Freshness.NOT_NEWER
+    return Freshness.NEWER if ahead < _HALF else Freshness.NOT_NEWER
+
+
+def describe_quote(reset_count: int, clock: int) -> str:
+    """A quote's position as alerts name it."""
+    return f"TPM reset count {reset_count}, clock {_seconds(clock)}"
+
+
+
+class MarkedVm(Protocol):
+    """The VM columns that hold its mark (``VmRow``, or the fast path's loaded copy)."""
+
+    quote_aik: str | None
+    quote_reset_count: int | None
+    quote_clock: int | None
+    quote_at: datetime | None
+
+
+def mark_of(vm: MarkedVm) -> QuoteMark | None:
+    if (vm.quote_aik is None or vm.quote_reset_count is None or vm.quote_clock is None
+            or vm.quote_at is None):
+        return None
+    return QuoteMark(vm.quote_aik, vm.quote_reset_count, vm.quote_clock, as_utc(vm.quote_at))
+
+
+def advance(vm: MarkedVm, ev: OutcomeEvent) -> QuoteMark | None:
+    """Move ``vm``'s mark to ``ev``'s quote when it is newer; return the mark ``ev``'s
+    quote fails to advance when it is a replay (else None).
+
+    Not a replay: an outcome without a verified quote's clock (evidence that did not
+    verify, or a service older than this monitor: named in docs/monitor.md), and a
+    late delivery (answered before the mark's quote was, so older by both orders)."""
+    if ev.tpm_clock is None or ev.reset_count is None or not ev.aik or not ev.pcrs:
+        return None
+    mark = mark_of(vm)
+    if judge(mark, aik=ev.aik, reset_count=ev.reset_count, clock=ev.tpm_clock) \
+            is Freshness.NEWER:
+        vm.quote_aik = ev.aik
+        vm.quote_reset_count = ev.reset_count
+        vm.quote_clock = ev.tpm_clock
+        vm.quote_at = ev.time
+        return None
+    assert mark is not None  # judge() says NEWER without one
+    if ev.time < mark.at:
+        return None
+    return mark

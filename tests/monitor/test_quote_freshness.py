@@ -1,0 +1,227 @@
+"""Quote freshness (monitor/freshness.py): a replayed attestation is not the VM's boot.
+
+An AzureGuest quote has no server nonce, so the service answers a replayed request as
+it answered the original.  Before the quote mark, a VM whose boot deviated could replay
+the request of its last good boot: the monitor applied that permit as the VM's latest
+boot, resolved the deviation alert and called the VM healthy.  These tests hold the
+attack and its neighbours (late deliveries, reboots, AIK changes, resetCount offsets,
+a vTPM restored on purpose) on SQLite and PostgreSQL, one event at a time and batched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from bootwatch.monitor.core import Monitor
+from bootwatch.monitor.freshness import Freshness, QuoteMark, judge
+from bootwatch.monitor.metrics import MonitorMetrics
+from bootwatch.monitor.models import AlertRow, OutcomeRow, VmRow
+from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.protocol.outcome import OutcomeEvent, Verdict, decode_outcome, encode_outcome
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+VM = str(uuid.UUID(int=11)).upper()
+GOOD = {0: "00" * 32, 4: "04" * 32}
+BAD = {0: "00" * 32, 4: "44" * 32}
+AIK = "000b" + "aa" * 32
+AIK2 = "000b" + "bb" * 32
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0 + timedelta(hours=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _monitor(engine: Engine) -> Monitor:
+    return Monitor(engine, MonitorSettings(stale_after_seconds=86400),
+                   metrics=MonitorMetrics(), clock=Clock())
+
+
+def _ev(event_id: str, second: int, *, reset: int, clock: int, pcrs: dict[int, str] = GOOD,
+        aik: str = AIK, verdict: Verdict = Verdict.PERMIT) -> OutcomeEvent:
+    return OutcomeEvent(
+        event_id=event_id, time=T0 + timedelta(seconds=second), provider="default",
+        attestation_type="AzureGuest", verdict=verdict, reason=f"{verdict.value} {event_id}",
+        policy_hash="h" * 43, vm_id=VM, pcrs=pcrs, events=(), reset_count=reset,
+        secure_boot=True, tpm_clock=clock, aik=aik)
+
+
+class _Vm:
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+
+def _vm(m: Monitor) -> Any:
+    with m.read() as s:
+        row = s.execute(select(VmRow.__table__).where(VmRow.vm_id == VM)).mappings().one()
+        return _Vm(dict(row))
+
+
+def _open(m: Monitor) -> list[str]:
+    with m.read() as s:
+        return sorted(s.scalars(select(AlertRow.reason).where(
+            AlertRow.vm_id == VM, AlertRow.status.in_(("active", "in_progress")))))
+
+
+def _replay_alert(m: Monitor) -> Any:
+    with m.read() as s:
+        return _Vm(dict(s.execute(select(AlertRow.__table__).where(
+            AlertRow.reason == "quote_replayed")).mappings().one()))
+
+
+# --- the order of a TPM's quotes ------------------------------------------------------
+
+MARK = QuoteMark(AIK, 5, 10_000, T0)
+
+
+@pytest.mark.parametrize(("aik", "reset", "clock", "expected"), [
+    (AIK, 5, 10_001, Freshness.NEWER),        # the same boot, later
+    (AIK, 5, 10_000, Freshness.NOT_NEWER),    # the same quote again
+    (AIK, 5, 9_999, Freshness.NOT_NEWER),     # an earlier quote of the same boot
+    (AIK, 6, 1, Freshness.NEWER),             # a reboot after a disorderly shutdown
+    (AIK, 4, 99_999, Freshness.NOT_NEWER),    # an earlier boot, whatever its clock
+    (AIK2, 2**32 - 1, 10_001, Freshness.NEWER),   # another AIK: its resetCount is offset
+    (AIK2, 6, 9_000, Freshness.NOT_NEWER),        # ... so only the clock compares
+])
+def test_quotes_are_ordered_by_reset_count_then_clock(aik: str, reset: int, clock: int,
+                                                      expected: Freshness) -> None:
+    assert judge(MARK, aik=aik, reset_count=reset, clock=clock) is expected
+
+
+def test_an_offset_reset_count_wraps_forward() -> None:
+    """A key outside the endorsement hierarchy quotes resetCount plus a constant: the
+    boot after 0xFFFFFFFF quotes 0, which is newer, not 4 billion boots older."""
+    near_top = QuoteMark(AIK, 2**32 - 1, 50, T0)
+    assert judge(near_top, aik=AIK, reset_count=0, clock=60) is Freshness.NEWER
+    assert judge(near_top, aik=AIK, reset_count=2**32 - 2, clock=60) is Freshness.NOT_NEWER
+    assert judge(None, aik=AIK, reset_count=0, clock=0) is Freshness.NEWER
+
+
+def test_the_quote_fields_cross_the_wire() -> None:
+    ev = _ev("w1", 1, reset=2**32 - 1, clock=2**40)
+    back = decode_outcome(encode_outcome(ev))
+    assert (back.reset_count, back.tpm_clock, back.aik) == (2**32 - 1, 2**40, AIK)
+    legacy = decode_outcome(encode_outcome(ev).replace(b',"tpm_clock":1099511627776', b""))
+    assert legacy.tpm_clock is None
+
+
+# --- the monitor ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_replayed_good_boot_does_not_hide_a_deviation(engines: list[Engine],
+                                                        batched: bool) -> None:
+    m = _monitor(engines[0])
+    m.enable(VM)
+    good = _ev("good", 1, reset=5, clock=10_000)
+    later = _ev("later", 60, reset=5, clock=70_000)
+    bad = _ev("bad", 120, reset=6, clock=80_000, pcrs=BAD)
+    replay = _ev("replay", 180, reset=5, clock=10_000)    # the good boot's request again
+    if batched:
+        m.ingest_outcomes([good, later])
+        m.ingest_outcomes([bad, replay])
+    else:
+        for ev in (good, later, bad, replay):
+            m.ingest_outcomes([ev])
+    vm = _vm(m)
+    assert _open(m) == ["baseline_deviation", "quote_replayed"]
+    assert vm.state == "unhealthy"
+    # the replay is history only: the latest outcome and boot are still the bad boot's
+    assert (vm.last_reason, vm.quote_reset_count, vm.quote_clock) == ("permit bad", 6, 80_000)
+    with m.read() as s:
+        replayed = s.execute(select(OutcomeRow.__table__).where(
+            OutcomeRow.event_id == "replay")).mappings().one()
+        bad_boot = s.scalars(select(OutcomeRow.boot_id).where(
+            OutcomeRow.event_id == "bad")).one()
+    assert replayed["boot_id"] is None and vm.last_boot_id == bad_boot
+    alert = _replay_alert(m)
+    assert alert.severity == "high"
+    assert ("TPM reset count 5, clock 10.000 s" in alert.description
+            and "TPM reset count 6, clock 80.000 s" in alert.description)
+    assert "accept-vtpm-rollback" in alert.remediation
+
+
+def test_replays_keep_one_alert_and_a_fresh_quote_does_not_resolve_it(
+        engines: list[Engine]) -> None:
+    """Who replayed may still control the VM: the alert waits for a person."""
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("a", 1, reset=5, clock=10_000)])
+    m.ingest_outcomes([_ev("b", 2, reset=5, clock=20_000)])
+    m.ingest_outcomes([_ev("r1", 3, reset=5, clock=10_000), _ev("r2", 4, reset=5, clock=20_000)])
+    assert _replay_alert(m).count == 2
+    m.ingest_outcomes([_ev("c", 5, reset=5, clock=30_000)])
+    assert _open(m) == ["quote_replayed"] and _vm(m).state == "unhealthy"
+    assert _vm(m).last_reason == "permit c"   # the fresh quote is applied all the same
+
+
+def test_late_deliveries_and_reboots_are_not_replays(engines: list[Engine]) -> None:
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("b", 20, reset=5, clock=20_000)])
+    # answered before the mark's quote, delivered after it (a JetStream redelivery)
+    m.ingest_outcomes([_ev("a", 10, reset=5, clock=10_000)])
+    # a reboot after a disorderly shutdown: the clock went back, resetCount advanced
+    m.ingest_outcomes([_ev("c", 30, reset=6, clock=15_000)])
+    # a new AIK (re-enrolment) whose resetCount carries another offset
+    m.ingest_outcomes([_ev("d", 40, reset=3_000_000_000, clock=16_000, aik=AIK2)])
+    assert _open(m) == [] and _vm(m).state == "healthy"
+    assert (_vm(m).quote_aik, _vm(m).quote_reset_count) == (AIK2, 3_000_000_000)
+
+
+def test_outcomes_without_a_verified_quote_clock_are_not_judged(engines: list[Engine]) -> None:
+    """An outcome of a service older than the quote mark (no ``tpm_clock``) and a
+    rejected evidence (no verified quote) leave the mark alone."""
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("a", 1, reset=5, clock=10_000)])
+    old_service = OutcomeEvent(
+        event_id="o", time=T0 + timedelta(seconds=2), provider="default",
+        attestation_type="AzureGuest", verdict=Verdict.PERMIT, reason="permit o",
+        policy_hash="h" * 43, vm_id=VM, pcrs=GOOD, reset_count=5)
+    m.ingest_outcomes([old_service])
+    assert _open(m) == [] and (_vm(m).quote_clock, _vm(m).last_reason) == (10_000, "permit o")
+
+
+def test_accepting_a_vtpm_rollback_resolves_and_forgets_the_mark(engines: list[Engine]) -> None:
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("a", 1, reset=9, clock=900_000)])
+    # the vTPM restored from an older snapshot: every quote is behind the mark
+    m.ingest_outcomes([_ev("s1", 2, reset=7, clock=700_000)])
+    m.ingest_outcomes([_ev("s2", 3, reset=7, clock=701_000)])
+    assert _open(m) == ["quote_replayed"] and _replay_alert(m).count == 2
+    m.accept_vtpm_rollback(VM, by="ops@example")
+    vm = _vm(m)
+    assert (vm.quote_aik, vm.quote_clock, vm.quote_at) == (None, None, None)
+    assert _open(m) == [] and vm.state == "healthy"
+    alert = _replay_alert(m)
+    assert alert.status == "resolved"
+    assert alert.status_changed_by == "vTPM rollback accepted by ops@example"
+    m.ingest_outcomes([_ev("s3", 4, reset=7, clock=702_000)])
+    assert _open(m) == [] and (_vm(m).quote_reset_count, _vm(m).quote_clock) == (7, 702_000)
+
+
+def test_a_batch_stores_what_one_at_a_time_stores(engines: list[Engine]) -> None:
+    """The fast path leaves a replay to the general path; both store the same rows."""
+    events = [_ev("a", 1, reset=5, clock=10_000), _ev("b", 2, reset=5, clock=20_000),
+              _ev("r", 3, reset=5, clock=15_000), _ev("c", 4, reset=5, clock=30_000),
+              _ev("d", 5, reset=5, clock=30_000)]
+    one, batch = _monitor(engines[0]), _monitor(engines[1])
+    for m in (one, batch):
+        m.enable(VM)
+        m.ingest_outcomes(events[:2])
+    for ev in events[2:]:
+        one.ingest_outcomes([ev])
+    batch.ingest_outcomes(events[2:])
+    for m in (one, batch):
+        assert _open(m) == ["quote_replayed"] and _replay_alert(m).count == 2
+    a, b = vars(_vm(one)), vars(_vm(batch))
+    assert a == b and a["quote_clock"] == 30_000
