@@ -8,9 +8,13 @@ from typing import Any
 from bootwatch.attest.claims import (
     AZURE_TRUSTED_LAUNCH,
     MS_HYPERV_FIRMWARE_PK,
+    MS_KEK_2K_CA_2023,
     MS_KEK_CA_2011,
+    MS_OPTION_ROM_UEFI_CA_2023,
     MS_UEFI_CA_2011,
+    MS_UEFI_CA_2023,
     MS_WINDOWS_PCA_2011,
+    MS_WINDOWS_UEFI_CA_2023,
     DbxReference,
     MeasuredSecureBoot,
     OsInfo,
@@ -160,3 +164,52 @@ def test_a_windows_boot_without_its_sipa_pcrs_quoted_or_with_a_retyped_record_is
         os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""), attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7),
         protocol_version="2.0", enc_key_jwk=JWK, client_payload={}, vm_id=None)
     assert said_linux.claims[t.SIGNING_DISABLED] is False
+
+
+#: a Trusted Launch VM after Microsoft's 2023 certificate update (or created after April
+#: 2024): KEK and db hold the 2023 CAs beside the 2011 ones, and the Windows Boot Manager
+#: is signed by the Windows UEFI CA 2023 (thumbprints: claims.py, from
+#: microsoft/secureboot_objects)
+AZURE_SB_2023 = replace(
+    AZURE_SB,
+    kek=(MS_KEK_CA_2011, MS_KEK_2K_CA_2023),
+    db_certs=(MS_WINDOWS_PCA_2011, MS_UEFI_CA_2011, MS_WINDOWS_UEFI_CA_2023, MS_UEFI_CA_2023,
+              MS_OPTION_ROM_UEFI_CA_2023),
+    authorities=(MS_WINDOWS_UEFI_CA_2023,),
+)
+
+
+def test_the_2023_certificates_are_azures_default_keys() -> None:
+    """Before, every Trusted Launch VM with the 2023 certificates (Windows adds them by
+    itself since 2024; Azure creates VMs with them since April 2024) failed
+    default-securebootkeysvalidated and dbvalidated, and the default policy denied it."""
+    out = _derive(AZURE_SB_2023, win=AZURE_WIN)
+    for claim in t.DEFAULT_POLICY_BOOLEANS:
+        assert out.claims[claim] is True, out.decision(claim)
+    assert out.template == "azure-trusted-launch"
+    # a db certificate outside both generations still fails, naming it
+    foreign = replace(AZURE_SB_2023, db_certs=(*(AZURE_SB_2023.db_certs or ()), "ab" * 20))
+    assert _derive(foreign, win=AZURE_WIN).claims[t.DEFAULT_KEYS_VALIDATED] is False
+    assert "abababababab" in _derive(foreign).decision(t.DB_VALIDATED).reason
+
+
+def test_a_boot_manager_signed_by_the_windows_uefi_ca_2023_is_windows() -> None:
+    """Before, only the PCA 2011 marked a measured Windows boot: a 2023-signed boot
+    manager that said "Linux" and quoted PCR 0-7 only read as "no debugger, no test
+    signing"."""
+    said_linux = derive_azurevm_claims(
+        secure_boot=AZURE_SB_2023, windows=WindowsBootConfig(),
+        templates=(AZURE_TRUSTED_LAUNCH,), dbx_reference=None,
+        os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""), attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7),
+        protocol_version="2.0", enc_key_jwk=JWK, client_payload={}, vm_id=None)
+    for claim in (t.DEBUGGERS_DISABLED, t.SIGNING_DISABLED):
+        assert said_linux.claims[claim] is False
+        assert "does not cover PCR 12, 13 and 14" in said_linux.decision(claim).reason
+    # the third-party UEFI CA 2023 (shim) is not a Windows boot
+    shim = replace(AZURE_SB_2023, authorities=(MS_UEFI_CA_2023,))
+    linux = derive_azurevm_claims(
+        secure_boot=shim, windows=WindowsBootConfig(), templates=(AZURE_TRUSTED_LAUNCH,),
+        dbx_reference=None, os_info=OsInfo("Linux", "Ubuntu", 22, 4, ""),
+        attested_pcrs=(0, 1, 2, 3, 4, 5, 6, 7), protocol_version="2.0", enc_key_jwk=JWK,
+        client_payload={}, vm_id=None)
+    assert linux.claims[t.DEBUGGERS_DISABLED] is True

@@ -40,9 +40,14 @@ __all__ = [
     "GOOGLE_COS_V10",
     "JSON",
     "MS_HYPERV_FIRMWARE_PK",
+    "MS_KEK_2K_CA_2023",
     "MS_KEK_CA_2011",
+    "MS_OPTION_ROM_UEFI_CA_2023",
     "MS_UEFI_CA_2011",
+    "MS_UEFI_CA_2023",
     "MS_WINDOWS_PCA_2011",
+    "MS_WINDOWS_UEFI_CA_2023",
+    "WINDOWS_BOOT_AUTHORITIES",
     "AzureVmClaims",
     "ClaimDecision",
     "DbxReference",
@@ -111,6 +116,23 @@ MS_KEK_CA_2011 = "31590bfd89c9d74ed087dfac66334b3931254b30"
 MS_WINDOWS_PCA_2011 = "580a6f4cc4e4b669b9ebdc1b2b3e087b80d0678d"
 #: CN=Microsoft Corporation UEFI CA 2011
 MS_UEFI_CA_2011 = "46def63b5ce61cf8ba0de2e6639c1019d0ed14f3"
+# Microsoft's 2023 Secure Boot certificates, which replace the 2011 ones as those expire
+# (from June 2026): SHA-1 of the DER files in microsoft/secureboot_objects
+# PreSignedObjects/{KEK,DB}/Certificates/ at 06fe58a (tests/data/secureboot-2023).  Windows
+# adds them to KEK and db through its monthly updates, and Azure Trusted Launch and
+# Confidential VMs created after April 2024 start with them (Microsoft KB5085395,
+# KB5103014): a template without them denied every such VM.
+#: CN=Microsoft Corporation KEK 2K CA 2023
+MS_KEK_2K_CA_2023 = "459ab6fb5e284d272d5e3e6abc8ed663829d632b"
+#: CN=Windows UEFI CA 2023 (signs the Windows Boot Manager in place of the PCA 2011)
+MS_WINDOWS_UEFI_CA_2023 = "45a0fa32604773c82433c3b7d59e7466b3ac0c67"
+#: CN=Microsoft UEFI CA 2023 (third-party boot applications: shim)
+MS_UEFI_CA_2023 = "b5eeb4a6706048073f0ed296e7f580a790b59eaa"
+#: CN=Microsoft Option ROM UEFI CA 2023 (third-party option ROMs)
+MS_OPTION_ROM_UEFI_CA_2023 = "3fb39e2b8bd183bf9e4594e72183ca60afcd4277"
+#: the certificates that sign Windows Boot Managers: one of them verifying a boot in the
+#: quoted PCR 7 makes the boot Windows whatever the request says
+WINDOWS_BOOT_AUTHORITIES = frozenset({MS_WINDOWS_PCA_2011, MS_WINDOWS_UEFI_CA_2023})
 
 AZURE_TRUSTED_LAUNCH = SecureBootTemplate(
     name="azure-trusted-launch",
@@ -118,11 +140,14 @@ AZURE_TRUSTED_LAUNCH = SecureBootTemplate(
         "Azure Trusted Launch / Hyper-V Gen2 default keys: PK 'Microsoft Hyper-V Firmware PK', "
         "KEK 'Microsoft Corporation KEK CA 2011', db 'Microsoft Windows Production PCA 2011' "
         "(Windows template) plus 'Microsoft Corporation UEFI CA 2011' (Microsoft UEFI CA "
-        "template used by Linux images)"
+        "template used by Linux images), and their 2023 successors (KEK 'Microsoft "
+        "Corporation KEK 2K CA 2023', db 'Windows UEFI CA 2023', 'Microsoft UEFI CA 2023', "
+        "'Microsoft Option ROM UEFI CA 2023')"
     ),
     pk=frozenset({MS_HYPERV_FIRMWARE_PK}),
-    kek=frozenset({MS_KEK_CA_2011}),
-    db=frozenset({MS_WINDOWS_PCA_2011, MS_UEFI_CA_2011}),
+    kek=frozenset({MS_KEK_CA_2011, MS_KEK_2K_CA_2023}),
+    db=frozenset({MS_WINDOWS_PCA_2011, MS_UEFI_CA_2011, MS_WINDOWS_UEFI_CA_2023,
+                  MS_UEFI_CA_2023, MS_OPTION_ROM_UEFI_CA_2023}),
 )
 
 #: Google Container-Optimized OS v10 UEFI keys, as measured in the go-tpm-tools corpus logs
@@ -391,10 +416,12 @@ def derive_azurevm_claims(
         decisions.append(ClaimDecision(
             t.DBX_VALIDATED, False, "PCR 4 (boot applications) is not covered by the quote"
         ))
-    # a Windows boot by the request's word or by measurement: the Windows Production PCA
-    # verified the boot (quoted PCR 7); the OS type alone is unsigned, and a Windows boot
-    # that said "Linux" and left PCR 12-14 out read as "no debugger" (found in review)
-    measured_windows = 7 in attested_pcrs and MS_WINDOWS_PCA_2011 in secure_boot.authorities
+    # a Windows boot by the request's word or by measurement: a Windows boot CA (the
+    # Production PCA 2011 or the Windows UEFI CA 2023) verified the boot (quoted PCR 7);
+    # the OS type alone is unsigned, and a Windows boot that said "Linux" and left PCR
+    # 12-14 out read as "no debugger" (found in review)
+    measured_windows = 7 in attested_pcrs and not WINDOWS_BOOT_AUTHORITIES.isdisjoint(
+        secure_boot.authorities)
     decisions.extend(_windows_decisions(
         windows, is_windows=os_info.os_type.lower() == "windows" or measured_windows))
 
