@@ -214,7 +214,7 @@ def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
                 evs.append({
                     "id": eid, "vm": v, "lower": rng.random() < 0.1,
                     "t": at,
-                    "clock": (max(0, at - rng.choice([1, 60, 600])) if replay else at) * 1000,
+                    "clock": max(0, at - (rng.choice([1, 60, 600]) if replay else 0)) * 1000,
                     "aikname": rng.choice([0, 1]) if odd() else 0,
                     "provider": rng.choice(PROVIDERS) if odd() else home[v],
                     "verdict": verdict, "verified": verified,

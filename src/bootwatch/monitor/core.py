@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
-import jwt
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,7 +37,7 @@ from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
 from bootwatch.monitor.fastpath import FastPath
-from bootwatch.monitor.freshness import QuoteMark, advance, describe_quote
+from bootwatch.monitor.freshness import QuoteMark, Stale, advance, set_mark
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
@@ -59,7 +58,7 @@ from bootwatch.monitor.recommendations import (
 from bootwatch.monitor.records import RowSet
 from bootwatch.monitor.releases.planner import AgentView
 from bootwatch.monitor.settings import MonitorSettings
-from bootwatch.monitor.tokens import TokenVerifier
+from bootwatch.monitor.tokens import TokenCheck, TokenVerifier
 from bootwatch.monitor.vmstate import Evaluations, evaluate_vm
 from bootwatch.protocol import token as t
 from bootwatch.protocol.health import FailedHop, HealthReport, HealthStatus
@@ -160,6 +159,22 @@ _REMEDIATION = {
 
 def _iso(when: datetime) -> str:
     return as_utc(when).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _accepted_mark(alerts: Sequence[AlertRow]) -> QuoteMark | None:
+    """The quote an open ``quote_replayed`` alert names as replayed (the latest one, as
+    its repeats update it), for :meth:`Monitor.accept_vtpm_rollback`; None if none."""
+    for alert in alerts:
+        if alert.reason != AlertReason.QUOTE_REPLAYED.value:
+            continue
+        try:
+            ext = json.loads(alert.extended)
+            return QuoteMark(str(ext["replayedAik"]), int(ext["replayedResetCount"]),
+                             int(ext["replayedClockMs"]),
+                             datetime.fromisoformat(ext["replayedAt"].replace("Z", "+00:00")))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+    return None
 
 
 def normalise_vm_id(value: str) -> str:
@@ -500,6 +515,7 @@ class Monitor:
                                        "(1-64 lower-case letters, digits and '-')")
                 vm.provider = provider
                 vm.issuer = ""
+                set_mark(vm, None)  # another provider's vTPM: its quotes start a new mark
             if not vm.enabled:
                 vm.enabled = True
                 vm.enabled_at = now
@@ -544,14 +560,16 @@ class Monitor:
 
     def accept_vtpm_rollback(self, ref: str, *, by: str = "") -> str:
         """An operator's word that the VM's vTPM was restored, cleared or replaced on
-        purpose: forget its quote mark (the next verified quote sets a new one) and
-        resolve its ``quote_replayed`` alert.  Only a person can tell a restored vTPM
-        from a replayed attestation (monitor/freshness.py)."""
+        purpose: its quote mark becomes the newest quote the open ``quote_replayed``
+        alert names (the restored vTPM's), or is forgotten when there is none (the next
+        verified quote sets it), and the alert resolves.  Not simply forgotten: the next
+        outcome would then set it whatever its age, and a replay of the old good boot
+        would pass (found in review).  Only a person can tell a restored vTPM from a
+        replayed attestation (monitor/freshness.py)."""
         now = self.clock()
         with self.write_tx() as session:
             vm = self.find_vm(session, ref)
-            vm.quote_aik = vm.quote_reset_count = vm.quote_clock = None
-            vm.quote_at = None
+            set_mark(vm, _accepted_mark(self._open_alerts(session, vm.vm_id)))
             self._resolve(session, vm, (AlertReason.QUOTE_REPLAYED,), now,
                           f"vTPM rollback accepted by {by or 'operator'}")
             self._refresh(session, vm, now)
@@ -681,10 +699,10 @@ class Monitor:
             # batch (the JetStream ingester redelivered it for ever; found in review)
             return True
         stale = advance(vm, ev)
-        if stale is not None:
-            # a replay (or a rolled-back vTPM): history only, and said
-            if vm.enabled:
-                self._raise_replayed(session, vm, ev, stale, now)
+        if stale is not None and vm.enabled:
+            self._raise_replayed(session, vm, ev, stale, now)
+        if stale is not None and not stale.late:
+            # this outcome replays (or the vTPM rolled back): history only, and said
             self._refresh(session, vm, now)
             return True
         boot: BootRow | None = None
@@ -692,8 +710,10 @@ class Monitor:
             boot = self._boot(session, vm_id, ev, boot_key or _boot_key(ev))
             row.boot_id = boot.id
         latest = vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
-        if not latest:
-            return True  # an older event delivered late: history only
+        if not latest:  # an older event delivered late: history only
+            if stale is not None:  # ... that shows the applied one replayed (alert raised)
+                self._refresh(session, vm, now)
+            return True
         vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
@@ -842,26 +862,32 @@ class Monitor:
                           "the boot loads no revoked component")
 
     def _raise_replayed(self, session: Session, vm: VmRow, ev: OutcomeEvent,
-                        mark: QuoteMark, now: datetime) -> None:
-        assert ev.reset_count is not None and ev.tpm_clock is not None  # advance() checked
-        self._raise(
-            session, vm, AlertReason.QUOTE_REPLAYED, Severity.HIGH, now,
-            description=(
-                f"The attestation service answered a quote from this VM's vTPM at "
-                f"{_iso(ev.time)} ({describe_quote(ev.reset_count, ev.tpm_clock)}) that is "
-                f"not newer than the quote it answered at {_iso(mark.at)} "
-                f"({mark.describe()}){' from another AIK' if ev.aik != mark.aik else ''}: "
-                "the attestation was replayed, or the vTPM was restored from a snapshot, "
-                "cleared or replaced. The replayed outcome changes nothing else; the VM's "
-                "current boot is unknown until a newer quote arrives."
-            ),
-            extended={"provider": ev.provider, "eventId": ev.event_id,
-                      "quoteResetCount": str(ev.reset_count),
-                      "quoteClockMs": str(ev.tpm_clock),
-                      "markResetCount": str(mark.reset_count),
-                      "markClockMs": str(mark.clock), "markAt": _iso(mark.at)},
-            diff=(), boot_id=None,
-        )
+                        stale: Stale, now: datetime) -> None:
+        old, new = stale.replayed, stale.newer
+        if stale.late:
+            what = (f"The outcome answered at {_iso(old.at)} ({old.describe()}) was applied as "
+                    f"this VM's latest, but an outcome answered before it, at {_iso(new.at)}, "
+                    f"carries a newer quote ({new.describe()}), delivered late: the first "
+                    "was a replayed attestation (or two attestations crossed in flight). "
+                    "The VM's current boot is unknown until its next attestation.")
+        else:
+            what = (f"The attestation service answered a quote from this VM's vTPM at "
+                    f"{_iso(old.at)} ({old.describe()}) that is not newer than the quote it "
+                    f"answered at {_iso(new.at)} ({new.describe()})"
+                    f"{' from another AIK' if old.aik != new.aik else ''}: the attestation "
+                    "was replayed, or the vTPM was restored from a snapshot, cleared or "
+                    "replaced. The replayed outcome changes nothing else; the VM's current "
+                    "boot is unknown until a newer quote arrives.")
+        extended = {"provider": ev.provider, "eventId": ev.event_id,
+                    "replayedResetCount": str(old.reset_count),
+                    "replayedClockMs": str(old.clock), "replayedAt": _iso(old.at),
+                    "newerResetCount": str(new.reset_count), "newerClockMs": str(new.clock),
+                    "newerAt": _iso(new.at)}
+        if not stale.late:
+            # what ``accept_vtpm_rollback`` sets the mark to: the restored vTPM's quote
+            extended["replayedAik"] = old.aik
+        self._raise(session, vm, AlertReason.QUOTE_REPLAYED, Severity.HIGH, now,
+                    description=what, extended=extended, diff=(), boot_id=None)
 
     # --- reports ------------------------------------------------------------
 
@@ -874,17 +900,14 @@ class Monitor:
         """Verify a report's token, outside any transaction (it may fetch the issuer's
         keys): a report without a verified token is stored as unverified."""
         vm_id = normalise_vm_id(report.vm_id)
-        verified, why = False, "the report carries no attestation token"
+        check = TokenCheck(False, "the report carries no attestation token")
         if report.attestation_token:
             if self.tokens is None:
-                why = "this monitor has no trusted token issuers configured"
+                check = TokenCheck(False, "this monitor has no trusted token issuers configured")
             else:
-                verified, why = self.tokens.check(report.attestation_token, vm_id)
-        issuer = ""
-        if verified:  # its signature verified above: its iss is the issuer's word
-            issuer = str(jwt.decode(report.attestation_token or "",
-                                    options={"verify_signature": False}).get("iss", ""))
-        return CheckedReport(report, vm_id, verified, "" if verified else why, issuer)
+                check = self.tokens.check(report.attestation_token, vm_id)
+        return CheckedReport(report, vm_id, check.verified, "" if check.verified else check.why,
+                             check.verified_issuer)
 
     def store_reports(self, reports: Sequence[CheckedReport]) -> list[ReportResult]:
         """Store checked reports in one transaction, in order; a report id seen before

@@ -230,7 +230,7 @@ class FastPath:
             if ev.provider != vm.provider:
                 return  # not yet bound, or another provider's (the general path decides)
             if advance(vm, ev) is not None:
-                return  # a replayed quote (the general path raises its alert)
+                return  # a replay (the general path raises its alert)
             pcrs = dict(ev.pcrs)
             match = next((bid for bid, base in variants if matches(base, pcrs)), None)
             if match is None:

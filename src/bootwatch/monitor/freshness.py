@@ -32,16 +32,18 @@ from enum import Enum
 from typing import Final, Protocol
 
 from bootwatch.monitor.db import as_utc
-from bootwatch.protocol.outcome import OutcomeEvent
+from bootwatch.protocol.outcome import OutcomeEvent, Verdict
 
 __all__ = [
     "Freshness",
     "MarkedVm",
     "QuoteMark",
+    "Stale",
     "advance",
     "describe_quote",
     "judge",
     "mark_of",
+    "set_mark",
 ]
 
 _HALF: Final = 2**31
@@ -103,31 +105,68 @@ class MarkedVm(Protocol):
     quote_at: datetime | None
 
 
+#: TPMS_CLOCK_INFO.clock is a UINT64 (a guest's owner can set it forward, up to
+#: 0xFFFF000000000000): the column is a signed BIGINT, so it holds clock - 2^63, which
+#: keeps the order and every value (found in review: a clock past 2^63 - 1 made the event
+#: undecodable and stalled the service's outbox)
+_CLOCK_OFFSET: Final = 2**63
+
+
 def mark_of(vm: MarkedVm) -> QuoteMark | None:
     if (vm.quote_aik is None or vm.quote_reset_count is None or vm.quote_clock is None
             or vm.quote_at is None):
         return None
-    return QuoteMark(vm.quote_aik, vm.quote_reset_count, vm.quote_clock, as_utc(vm.quote_at))
+    return QuoteMark(vm.quote_aik, vm.quote_reset_count, vm.quote_clock + _CLOCK_OFFSET,
+                     as_utc(vm.quote_at))
 
 
-def advance(vm: MarkedVm, ev: OutcomeEvent) -> QuoteMark | None:
-    """Move ``vm``'s mark to ``ev``'s quote when it is newer; return the mark ``ev``'s
-    quote fails to advance when it is a replay (else None).
+def set_mark(vm: MarkedVm, mark: QuoteMark | None) -> None:
+    """Store ``mark`` in ``vm``'s columns (None: forget it)."""
+    if mark is None:
+        vm.quote_aik = vm.quote_reset_count = vm.quote_clock = None
+        vm.quote_at = None
+        return
+    vm.quote_aik = mark.aik
+    vm.quote_reset_count = mark.reset_count
+    vm.quote_clock = mark.clock - _CLOCK_OFFSET
+    vm.quote_at = mark.at
 
-    Not a replay: an outcome without a verified quote's clock (evidence that did not
-    verify, or a service older than this monitor: named in docs/monitor.md), and a
-    late delivery (answered before the mark's quote was, so older by both orders)."""
-    if ev.tpm_clock is None or ev.reset_count is None or not ev.aik or not ev.pcrs:
+
+@dataclass(frozen=True)
+class Stale:
+    """A quote that shows a replay: ``replayed`` is the outcome's quote that was replayed,
+    ``newer`` the quote it is older than.
+
+    ``late`` False: this outcome's quote is not newer than the mark (``newer``) though
+    it was answered after it: this outcome replays.  ``late`` True: this outcome's quote
+    is newer than the mark (``replayed``) though it was answered before it: the mark's
+    outcome, already applied, replayed (it was ingested first)."""
+
+    replayed: QuoteMark
+    newer: QuoteMark
+    late: bool
+
+
+def advance(vm: MarkedVm, ev: OutcomeEvent) -> Stale | None:
+    """Move ``vm``'s mark to ``ev``'s quote when it is newer; say so when the two orders
+    (of the quotes, of the answers) disagree, which only a replay does.
+
+    Not judged: an outcome without a verified quote of a verified VM (rejected evidence,
+    a claimed VM id, or a service older than this monitor: no ``tpm_clock``; named in
+    docs/monitor.md).  A late delivery older by both orders is history only, as every
+    late event is."""
+    if (ev.tpm_clock is None or ev.reset_count is None or not ev.aik or not ev.pcrs
+            or not ev.vm_id or ev.verdict is Verdict.EVIDENCE_REJECTED):
         return None
     mark = mark_of(vm)
+    quote = QuoteMark(ev.aik, ev.reset_count, ev.tpm_clock, ev.time)
     if judge(mark, aik=ev.aik, reset_count=ev.reset_count, clock=ev.tpm_clock) \
             is Freshness.NEWER:
-        vm.quote_aik = ev.aik
-        vm.quote_reset_count = ev.reset_count
-        vm.quote_clock = ev.tpm_clock
-        vm.quote_at = ev.time
+        set_mark(vm, quote)
+        if mark is not None and ev.time < mark.at:
+            return Stale(replayed=mark, newer=quote, late=True)
         return None
     assert mark is not None  # judge() says NEWER without one
     if ev.time < mark.at:
         return None
-    return mark
+    return Stale(replayed=quote, newer=mark, late=False)

@@ -15,6 +15,7 @@ import re
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,7 +29,18 @@ from bootwatch.protocol import token as t
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.tlsverify import tls_verify
 
-__all__ = ["TokenVerifier"]
+__all__ = ["TokenCheck", "TokenVerifier"]
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What :meth:`TokenVerifier.check` found: ``verified_issuer`` is the ``iss`` of a
+    token whose signature, expiry and VM id verified ("" otherwise), ``why`` the reason
+    it did not verify."""
+
+    verified: bool
+    why: str = ""
+    verified_issuer: str = ""
 
 #: a provider's name in an issuer URL (``.../providers/NAME``): nothing that would make
 #: the URL point elsewhere once the metadata path is appended (``?``, ``#``, ``%``, ``/``)
@@ -111,18 +123,20 @@ class TokenVerifier:
         self._jwks.put(issuer, (now, keys))
         return keys
 
-    def check(self, token: str, vm_id: str) -> tuple[bool, str]:
-        """(verified, why not).  Never raises for a bad token: the reason says what."""
+    def check(self, token: str, vm_id: str) -> TokenCheck:
+        """Verify ``token`` for ``vm_id``.  Never raises for a bad token: the reason says
+        what."""
         try:
             header = jwt.get_unverified_header(token)
             claims = jwt.decode(token, options={"verify_signature": False})
         except jwt.PyJWTError as exc:
-            return False, f"the token is not a JWT: {exc}"
+            return TokenCheck(False, f"the token is not a JWT: {exc}")
         issuer = str(claims.get("iss", ""))
         if not self.trusts(issuer):
-            return False, f"the token's issuer {issuer!r} is not trusted by this monitor"
+            return TokenCheck(False, f"the token's issuer {issuer!r} is not trusted by this "
+                                     "monitor")
         if header.get("alg") != "RS256":
-            return False, f"the token's alg {header.get('alg')!r} is not RS256"
+            return TokenCheck(False, f"the token's alg {header.get('alg')!r} is not RS256")
         kid = str(header.get("kid", ""))
         try:
             key = None
@@ -135,20 +149,21 @@ class TokenVerifier:
                 if key is not None:
                     break
         except (httpx.HTTPError, ValueError, ProtocolError, jwt.PyJWTError) as exc:
-            return False, f"the issuer's keys could not be fetched: {exc}"
+            return TokenCheck(False, f"the issuer's keys could not be fetched: {exc}")
         except (TypeError, KeyError) as exc:  # PyJWK on a malformed key of the issuer
-            return False, f"the issuer's key {kid!r} is malformed ({exc.__class__.__name__})"
+            return TokenCheck(False, f"the issuer's key {kid!r} is malformed "
+                                     f"({exc.__class__.__name__})")
         if key is None:
-            return False, f"no key {kid!r} in the issuer's JWKS"
+            return TokenCheck(False, f"no key {kid!r} in the issuer's JWKS")
         try:
             verified = jwt.decode(token, key=key, algorithms=["RS256"],
                                   options={"require": ["exp", "iat"], "verify_aud": False},
                                   leeway=60)
         except jwt.PyJWTError as exc:
-            return False, f"the token does not verify: {exc}"
+            return TokenCheck(False, f"the token does not verify: {exc}")
         token_vm = str(verified.get(t.VMID, "")).upper()
         if not token_vm:
-            return False, "the token carries no x-ms-azurevm-vmid"
+            return TokenCheck(False, "the token carries no x-ms-azurevm-vmid")
         if token_vm != vm_id.upper():
-            return False, f"the token is for VM {token_vm}, not {vm_id}"
-        return True, ""
+            return TokenCheck(False, f"the token is for VM {token_vm}, not {vm_id}")
+        return TokenCheck(True, verified_issuer=str(verified.get("iss", "")))

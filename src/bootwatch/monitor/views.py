@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from bootwatch.monitor.db import as_utc
+from bootwatch.monitor.freshness import mark_of
 from bootwatch.monitor.models import AlertRow, BaselineRow, BootRow, RecommendationRow, VmRow
 
 __all__ = [
@@ -129,10 +130,11 @@ def rec_json(row: RecommendationRow, *, full: bool = False) -> dict[str, Any]:
 
 def quote_mark_json(vm: VmRow) -> dict[str, Any] | None:
     """The VM's quote mark (see monitor/freshness.py), or None before its first quote."""
-    if vm.quote_aik is None or vm.quote_at is None:
+    mark = mark_of(vm)
+    if mark is None:
         return None
-    return {"aik": vm.quote_aik, "reset_count": vm.quote_reset_count,
-            "clock_ms": vm.quote_clock, "answered_at": _t(vm.quote_at)}
+    return {"aik": mark.aik, "reset_count": mark.reset_count, "clock_ms": mark.clock,
+            "answered_at": _t(mark.at)}
 
 
 def vm_json(vm: VmRow, recs: Sequence[RecommendationRow] = ()) -> dict[str, Any]:

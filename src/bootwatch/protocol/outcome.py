@@ -56,9 +56,10 @@ _MAX_STORED_INT: Final = 2**31 - 1
 #: a TPM's resetCount and restartCount are UINT32 (and, quoted by a key outside the
 #: endorsement and platform hierarchies, offset by a per-key constant: any UINT32 value)
 _MAX_UINT32: Final = 2**32 - 1
-#: TPMS_CLOCK_INFO.clock is a UINT64 of milliseconds; the monitor's column is a signed
-#: 64-bit integer
-_MAX_CLOCK: Final = 2**63 - 1
+#: TPMS_CLOCK_INFO.clock is a UINT64 of milliseconds (the monitor stores it offset)
+_MAX_CLOCK: Final = 2**64 - 1
+#: a TPM name: nameAlg (2 bytes) and its digest, up to SHA-512 (66 bytes, 132 hex digits)
+_AIK_RE: Final = re.compile(r"^(?:[0-9a-f]{2}){0,66}\Z")
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{0,128}\Z")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
 
@@ -237,6 +238,12 @@ def _when(obj: Mapping[str, Any], key: str, *, optional: bool = False) -> dateti
 def _hex(value: Any, where: str) -> str:
     if not isinstance(value, str) or not _HEX_RE.fullmatch(value):
         raise _fail(where, "must be lowercase hex of at most 64 bytes")
+    return value
+
+
+def _aik(value: Any) -> str:
+    if not isinstance(value, str) or not _AIK_RE.fullmatch(value):
+        raise _fail("aik", "must be a TPM name in lowercase hex (at most 66 bytes)")
     return value
 
 
@@ -565,6 +572,6 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         aik_not_after=_when(obj, "aik_not_after", optional=True),
         issuer=_str(obj, "issuer", optional=True, limit=_MAX_ISSUER) or "",
         tpm_clock=_int(obj, "tpm_clock", optional=True, hi=_MAX_CLOCK),
-        aik=_hex(obj.get("aik") or "", "aik"),
+        aik=_aik(obj.get("aik") or ""),
         schema=schema,
     )
