@@ -15,6 +15,7 @@ import pytest
 from bwservers import serve_monitor
 from sqlalchemy import func, select
 
+from bootwatch.errors import EventRejectedError
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.models import OutcomeRow
 from bootwatch.protocol.outcome import (
@@ -92,3 +93,24 @@ def test_given_encodings_are_sent_as_they_are(monitor: tuple[str, MonitorContain
     with c.monitor.read() as s:
         stored = set(s.scalars(select(OutcomeRow.event_id)))
     assert stored == {e.event_id for e in others}
+
+
+def test_one_event_the_monitor_refuses_costs_only_itself(
+        monitor: tuple[str, MonitorContainer]) -> None:
+    """The monitor stores nothing of a request holding one bad event, and the relay drops
+    a refused batch: before, every other event of that request was lost with it."""
+    url, c = monitor
+    events = _events(7)
+    bodies = [encode_outcome(e) for e in events]
+    bad = outcome_to_json(events[3])
+    bad["pcrs"] = {"4": "not hex"}
+    bodies[3] = json.dumps(bad).encode()
+    sink = HttpEventSink(url, token=TOKEN)
+    try:
+        with pytest.raises(EventRejectedError, match="400"):
+            sink.deliver(events, bodies)
+    finally:
+        sink.close()
+    with c.monitor.read() as s:
+        stored = set(s.scalars(select(OutcomeRow.event_id)))
+    assert stored == {e.event_id for i, e in enumerate(events) if i != 3}
