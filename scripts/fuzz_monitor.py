@@ -151,7 +151,9 @@ def make_event(d: Op) -> OutcomeEvent:
                        if d["aik"] is not None else None),
         issuer=ISSUER[d["provider"]] if d["issuer"] else "",
         # the quote's clock and AIK (monitor/freshness.py); absent in older recordings
-        tpm_clock=d.get("clock"), aik=AIKS[d["aikname"]] if "aikname" in d else "")
+        tpm_clock=d.get("clock"), aik=AIKS[d["aikname"]] if "aikname" in d else "",
+        # the issued token's jti (token proof): a permit's own, absent in older recordings
+        token_id=f"tok-{d['id']}" if verdict is Verdict.PERMIT and "clock" in d else "")
 
 
 def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
@@ -271,7 +273,9 @@ def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
                              "status": rng.choice(["Healthy", "Healthy", "Unhealthy",
                                                    "PlatformError"]),
                              "verified": rng.random() < 0.6,
-                             "issuer": rng.choice([None, *PROVIDERS])})
+                             "issuer": rng.choice([None, *PROVIDERS]),
+                             # the token it carries (token proof): a recent event's
+                             "tok": rng.choice(used_ids[-6:]) if used_ids else None})
             ops.append({"op": "reports", "reports": reps})
         elif r < 0.92:
             dt = rng.choice([STALE + 1, STALE + 60, 2 * STALE, 30])
@@ -306,9 +310,11 @@ def _new_world(template: Path, tmp: Path, name: str, webhooks: bool) -> World:
     shutil.copy(template, path)
     engine = make_engine(f"sqlite:///{path}")
     clock = Clock()
+    # token proof required within a third of the stale window (attestation_unproven)
     settings = (MonitorSettings(stale_after_seconds=STALE, webhooks=("http://hook.example/",),
-                                webhook_secret="s" * 32)
-                if webhooks else MonitorSettings(stale_after_seconds=STALE))
+                                webhook_secret="s" * 32, token_proof_seconds=STALE / 3)
+                if webhooks else MonitorSettings(stale_after_seconds=STALE,
+                                                 token_proof_seconds=STALE / 3))
     mon = Monitor(engine, settings, metrics=MonitorMetrics(), clock=clock)
     return World(engine, mon, clock, path)
 
@@ -382,8 +388,9 @@ def _apply(w: World, op: Op, batch: bool, all_events: dict[str, Op], t_now: int)
                           "failed_hop": FailedHop.TLS, "failed_target": "att.example:443"}
                 rep = HealthReport(d["id"], vm, st, T0, "1.0", boot_counter=1, **kw)
                 issuer = ISSUER[d["issuer"]] if d["issuer"] and d["verified"] else ""
+                tok = f"tok-{d['tok']}" if d.get("tok") and d["verified"] else ""
                 checked.append(CheckedReport(rep, vm, d["verified"],
-                                             "" if d["verified"] else "no token", issuer))
+                                             "" if d["verified"] else "no token", issuer, tok))
             res = (m.store_reports(checked) if batch
                    else [m.store_reports([c])[0] for c in checked])
             return [(r.stored, r.verified, r.why_unverified) for r in res]

@@ -42,7 +42,9 @@ def receiver() -> Any:
 
 @pytest.fixture(scope="module")
 def dep(deploy: DeploymentFactory, receiver: WebhookReceiver) -> Deployment:
-    return deploy(stale_after_seconds=3.0, sweep_interval_seconds=0.3,
+    # 8 s: long enough that a loaded machine (the suite runs in parallel workers) does not
+    # make a VM stale between two steps of a test; the stale tests wait for it
+    return deploy(stale_after_seconds=8.0, sweep_interval_seconds=0.3,
                   webhooks=(receiver.url,), webhook_secret=SECRET)
 
 

@@ -15,14 +15,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import astuple
 
+import jwt
 import pytest
 from bwissuer import FLOOD_BYTES, KID, Issuer
 
 from bootwatch.monitor.tokens import TokenCheck, TokenVerifier
 
 VM = "8D0E8C8A-7D3B-4C1E-9A51-0F6F4F7C2B10"
+
+
+def _ok_why(check: TokenCheck) -> tuple[bool, str]:
+    return check.verified, check.why
 
 
 @pytest.fixture
@@ -34,15 +38,18 @@ def issuer() -> Iterator[Issuer]:
 
 def test_a_real_key_set_verifies_through_the_streamed_read(issuer: Issuer) -> None:
     verifier = TokenVerifier((issuer.url,))
-    assert verifier.check(issuer.token(VM), VM) == TokenCheck(True, "", issuer.url)
-    ok, why, _ = astuple(verifier.check(issuer.token(VM), "00000000-0000-4000-8000-000000000001"))
+    token = issuer.token(VM)
+    check = verifier.check(token, VM)
+    assert (check.verified, check.why, check.verified_issuer) == (True, "", issuer.url)
+    assert check.verified_jti == jwt.decode(token, options={"verify_signature": False})["jti"]
+    ok, why = _ok_why(verifier.check(issuer.token(VM), "00000000-0000-4000-8000-000000000001"))
     assert not ok and "not 00000000-0000-4000-8000-000000000001" in why
 
 
 def test_an_endless_key_set_is_cut_off_at_the_limit(issuer: Issuer) -> None:
     issuer.flood = True
     verifier = TokenVerifier((issuer.url,))
-    ok, why, _ = astuple(verifier.check(issuer.token(VM), VM))
+    ok, why = _ok_why(verifier.check(issuer.token(VM), VM))
     assert not ok and "larger than" in why, why
     assert issuer.done.wait(30), "the issuer never finished its answer"
     (sent,) = issuer.sent
@@ -62,7 +69,7 @@ def test_provider_names_in_an_issuer_cannot_point_elsewhere() -> None:
 def test_a_malformed_key_of_a_trusted_issuer_is_a_reason_not_an_error(
         issuer: Issuer) -> None:
     issuer.jwks = json.dumps({"keys": [{"kty": "RSA", "kid": KID, "n": 5, "e": "AQAB"}]})
-    ok, why, _ = astuple(TokenVerifier((issuer.url,)).check(issuer.token(VM), VM))
+    ok, why = _ok_why(TokenVerifier((issuer.url,)).check(issuer.token(VM), VM))
     assert not ok and ("malformed" in why or "could not be fetched" in why), why
 
 
@@ -74,10 +81,10 @@ def test_tokens_naming_made_up_providers_cannot_make_the_monitor_fetch_for_each(
     verifier = TokenVerifier((issuer.url,))
     for i in range(50):
         token = issuer.token(VM, f"{issuer.url}/providers/made-up-{i}")
-        ok, why, _ = astuple(verifier.check(token, VM))
+        ok, why = _ok_why(verifier.check(token, VM))
         assert not ok and "could not be fetched" in why, why
     assert issuer.requests <= 10
     before = issuer.requests
-    ok, why, _ = astuple(verifier.check(issuer.token(VM, f"{issuer.url}/providers/made-up-0"), VM))
+    ok, why = _ok_why(verifier.check(issuer.token(VM, f"{issuer.url}/providers/made-up-0"), VM))
     assert not ok and "not fetched again" in why, why
     assert issuer.requests == before

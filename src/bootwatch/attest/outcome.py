@@ -130,6 +130,7 @@ class OutcomeEventBuilder:
             restart_count=clock.restart_count if clock else None,
             tpm_clock=clock.clock if clock else None,
             aik=evidence.verified_aik_pub.name.hex() if evidence.verified_aik_pub else "",
+            token_id=str((outcome.token_claims or {}).get(t.JTI, "")),
             secure_boot=sb.secure_boot,
             claims=tuple(claims),
             revoked=tuple(revoked),

@@ -36,6 +36,11 @@ def monitor_options(f: Any) -> Any:
                      default=None, help="file holding the secret that signs webhook bodies")(f)
     f = click.option("--webhook", "webhooks", multiple=True,
                      help="URL that receives alert changes as signed JSON (repeatable)")(f)
+    f = click.option("--require-token-proof", "token_proof", type=click.FloatRange(min=0),
+                     default=0.0, show_default=True, metavar="SECONDS",
+                     help="alert (attestation_unproven) when a permitted attestation's token "
+                     "does not come back in a verified agent report within SECONDS (proof "
+                     "that the VM could open it, so its boot is current); 0: not required")(f)
     f = click.option("--stale-after", "stale_after", envvar="BOOTWATCH_STALE_AFTER",
                      type=float, default=900.0, show_default=True,
                      help="seconds without an attestation or report before an enabled VM "
@@ -62,6 +67,7 @@ def monitor_settings_from(kw: dict[str, Any], **extra: Any) -> Any:
         release_keys=tuple(kw.pop("release_keys", ()) or ()),
         egress_formats=formats,
         stale_after_seconds=kw.pop("stale_after"),
+        token_proof_seconds=kw.pop("token_proof", 0.0) or 0.0,
         webhooks=tuple(kw.pop("webhooks", ()) or ()),
         webhook_secret=secret,
         reader_tokens=readers,

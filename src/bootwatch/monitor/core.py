@@ -111,6 +111,7 @@ _TITLES = {
     AlertReason.AGENT_UNRESPONSIVE: "Attestation failed: the guest agent is not responding",
     AlertReason.REVOKED_BOOT_COMPONENT: "A revoked boot component was loaded",
     AlertReason.QUOTE_REPLAYED: "Attestation replayed: a quote no newer than one already seen",
+    AlertReason.ATTESTATION_UNPROVEN: "Attestation unproven: the VM did not open its token",
 }
 
 _REMEDIATION = {
@@ -153,6 +154,17 @@ _REMEDIATION = {
         "`bootwatch vm accept-vtpm-rollback VM` (the next attestation sets the new mark).",
         "Otherwise treat the VM as compromised: isolate it, keep its disk for forensics and "
         "rebuild it from a known-good image.",
+    ],
+    AlertReason.ATTESTATION_UNPROVEN: [
+        "The bootwatch agent sends the token of every attestation back in its health "
+        "report; none came for the VM's latest attestation. Check the agent "
+        "(`systemctl status bootwatch-agent`, its status file) and its route to the "
+        "monitor (`bootwatch agent netcheck URL`): a report that cannot get through "
+        "looks the same.",
+        "If the agent is running and reports, the attestation came from something that "
+        "could not open its answer (a quote taken earlier, or replayed): treat the VM as "
+        "compromised. The alert resolves when a verified report carries the token of the "
+        "VM's latest attestation.",
     ],
 }
 
@@ -356,6 +368,8 @@ class CheckedReport:
     why: str
     #: the verified token's issuer (``iss``); empty when not verified
     issuer: str = ""
+    #: the verified token's ``jti`` (token proof); empty when not verified
+    token_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -388,6 +402,8 @@ class Monitor:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._write = threading.Lock()
         self.stale_after = timedelta(seconds=settings.stale_after_seconds)
+        self.token_proof = (timedelta(seconds=settings.token_proof_seconds)
+                            if settings.token_proof_seconds > 0 else None)
         self._fast = FastPath(stale_after=self.stale_after, egress_text=egress_text)
 
     # --- transactions -------------------------------------------------------
@@ -717,6 +733,9 @@ class Monitor:
         vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
+        vm.last_token_id = ev.token_id or None
+        # proven already when the agent's report (with this token) came in first
+        vm.last_proven = bool(ev.token_id) and ev.token_id == vm.reported_token_id
         if ev.vm_id:  # a claimed id (evidence that did not verify) says nothing of liveness
             vm.last_alive_at = now
         if ev.issuer:
@@ -790,6 +809,9 @@ class Monitor:
         if ev.vm_id:  # verified evidence only: a claimed id does not show the VM alive
             self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
                           "the VM attested again")
+        if vm.last_proven:
+            self._resolve(session, vm, (AlertReason.ATTESTATION_UNPROVEN,), now,
+                          "a verified report carried the token of the VM's latest attestation")
         if ev.verdict is Verdict.EVIDENCE_REJECTED:
             self._raise(
                 session, vm, AlertReason.EVIDENCE_REJECTED, Severity.MEDIUM, now,
@@ -907,7 +929,7 @@ class Monitor:
             else:
                 check = self.tokens.check(report.attestation_token, vm_id)
         return CheckedReport(report, vm_id, check.verified, "" if check.verified else check.why,
-                             check.verified_issuer)
+                             check.verified_issuer, check.verified_jti)
 
     def store_reports(self, reports: Sequence[CheckedReport]) -> list[ReportResult]:
         """Store checked reports in one transaction, in order; a report id seen before
@@ -1003,9 +1025,17 @@ class Monitor:
         if verified:
             vm.agent_version = report.agent_version[:64]
             vm.boot_counter = report.boot_counter
+            if c.token_id:
+                vm.reported_token_id = c.token_id
+                if c.token_id == vm.last_token_id:
+                    vm.last_proven = True
             if vm.enabled:
                 self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
                               "the agent sent a verified report")
+                if vm.last_proven:
+                    self._resolve(session, vm, (AlertReason.ATTESTATION_UNPROVEN,), now,
+                                  "a verified report carried the token of the VM's latest "
+                                  "attestation")
         elif not vm.agent_version:
             vm.agent_version = report.agent_version[:64]
         self._refresh(session, vm, now)
@@ -1033,6 +1063,41 @@ class Monitor:
                 self._refresh(session, vm, now)  # opens agent_unresponsive when stale
                 if vm.state != before:
                     changed += 1
+            if self.token_proof is not None:
+                changed += self._sweep_unproven(session, now)
+        return changed
+
+    def _sweep_unproven(self, session: Session, now: datetime) -> int:
+        """Open ``attestation_unproven`` for enabled VMs whose latest outcome, a permit,
+        is older than the token-proof window and no verified report carried its token."""
+        assert self.token_proof is not None
+        key = VmRow.vm_id + ":" + AlertReason.ATTESTATION_UNPROVEN.value
+        open_alert = select(AlertRow.id).where(AlertRow.correlation_key == key,
+                                               AlertRow.status.in_(_OPEN)).exists()
+        rows = session.scalars(select(VmRow).where(
+            VmRow.enabled.is_(True), VmRow.last_verdict == Verdict.PERMIT.value,
+            VmRow.last_proven.is_(False), VmRow.last_token_id.is_not(None),
+            VmRow.last_outcome_at < now - self.token_proof, ~open_alert).limit(5000)).all()
+        changed = 0
+        for vm in rows:
+            before = vm.state
+            at = as_utc(vm.last_outcome_at) if vm.last_outcome_at else now
+            self._raise(
+                session, vm, AlertReason.ATTESTATION_UNPROVEN, Severity.HIGH, now,
+                description=(
+                    f"The attestation the service permitted at {_iso(at)} issued a token "
+                    f"that no verified report from this VM carried back within "
+                    f"{self.token_proof.total_seconds():g} s. The token is sealed to a key "
+                    "only the quoted boot's PCRs unlock, so a VM still in that boot can "
+                    "open it; one that cannot may have sent a quote taken earlier (or "
+                    "replayed one) from another boot. The VM's current boot is unknown."
+                ),
+                extended={"tokenId": vm.last_token_id or "", "attestedAt": _iso(at)},
+                diff=(), boot_id=vm.last_boot_id,
+            )
+            self._refresh(session, vm, now)
+            if vm.state != before:
+                changed += 1
         return changed
 
     def _raise_unresponsive(self, session: Session, vm: VmRow, now: datetime) -> None:

@@ -79,7 +79,7 @@ _VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at"
                "last_boot_id", "measured_secure_boot", "is_windows", "dbx_missing",
                "dbx_current", "aik_not_after", "state", "state_since", "attention",
                "state_reason", "open_alerts", "quote_aik", "quote_reset_count", "quote_clock",
-               "quote_at")
+               "quote_at", "last_token_id", "last_proven")
 _VM_VALUES = itemgetter(*_VM_COLUMNS)
 #: the boot columns an event on the fast path may change
 _BOOT_COLUMNS = ("last_seen", "verdict", "reason", "policy_hash", "baseline_id")
@@ -252,6 +252,8 @@ class FastPath:
             vm.last_outcome_at = ev.time
             vm.last_verdict = _PERMIT
             vm.last_reason = reason
+            vm.last_token_id = ev.token_id or None
+            vm.last_proven = bool(ev.token_id) and ev.token_id == vm.reported_token_id
             vm.last_alive_at = now
             if ev.issuer:
                 vm.issuer = ev.issuer[:512]

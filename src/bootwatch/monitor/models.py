@@ -86,6 +86,12 @@ class VmRow(MonitorBase):
     quote_reset_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quote_clock: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quote_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    #: token proof (m0007): the ``jti`` of the token the VM's latest outcome issued, the
+    #: ``jti`` of the latest verified report's token, and whether the two are the same
+    #: token (the VM opened its latest attestation's answer)
+    last_token_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reported_token_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    last_proven: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),

@@ -27,6 +27,10 @@ class MonitorSettings:
     stale_after_seconds: float = 900.0
     #: how often the stale sweep runs (0 = derived: a quarter of the window, 1-30 s)
     sweep_interval_seconds: float = 0.0
+    #: token proof (docs/monitor.md): seconds within which a permitted attestation's token
+    #: must come back in a verified report, else ``attestation_unproven``; 0 = not
+    #: required (a named leniency: clients that attest without reporting stay healthy)
+    token_proof_seconds: float = 0.0
     #: webhook receivers and the secret that signs their bodies (HMAC-SHA256)
     webhooks: tuple[str, ...] = ()
     webhook_secret: str = field(default="", repr=False)

@@ -34,13 +34,15 @@ __all__ = ["TokenCheck", "TokenVerifier"]
 
 @dataclass(frozen=True)
 class TokenCheck:
-    """What :meth:`TokenVerifier.check` found: ``verified_issuer`` is the ``iss`` of a
-    token whose signature, expiry and VM id verified ("" otherwise), ``why`` the reason
-    it did not verify."""
+    """What :meth:`TokenVerifier.check` found: ``verified_issuer`` and ``verified_jti``
+    are the ``iss`` and ``jti`` of a token whose signature, expiry and VM id verified (""
+    otherwise), ``why`` the reason it did not verify."""
 
     verified: bool
     why: str = ""
     verified_issuer: str = ""
+    #: the verified token's ``jti`` (the monitor's token proof), "" when not verified
+    verified_jti: str = ""
 
 #: a provider's name in an issuer URL (``.../providers/NAME``): nothing that would make
 #: the URL point elsewhere once the metadata path is appended (``?``, ``#``, ``%``, ``/``)
@@ -166,4 +168,6 @@ class TokenVerifier:
             return TokenCheck(False, "the token carries no x-ms-azurevm-vmid")
         if token_vm != vm_id.upper():
             return TokenCheck(False, f"the token is for VM {token_vm}, not {vm_id}")
-        return TokenCheck(True, verified_issuer=str(verified.get("iss", "")))
+        jti = verified.get(t.JTI)
+        return TokenCheck(True, verified_issuer=str(verified.get("iss", "")),
+                          verified_jti=jti[:128] if isinstance(jti, str) else "")

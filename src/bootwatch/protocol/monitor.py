@@ -49,6 +49,9 @@ class AlertReason(StrEnum):
     #: a verified quote no newer than one already seen: a replayed request, or a vTPM
     #: restored from a snapshot (bootwatch.monitor.freshness)
     QUOTE_REPLAYED = "quote_replayed"
+    #: a permitted attestation whose token never came back in a verified report (token
+    #: proof, when required): its quote may have been taken earlier or replayed
+    ATTESTATION_UNPROVEN = "attestation_unproven"
 
 
 #: reasons that say the boot itself is not trusted (the VM is ``unhealthy``)
@@ -59,6 +62,7 @@ INTEGRITY_REASONS: Final = frozenset(
         AlertReason.EVIDENCE_REJECTED,
         AlertReason.REVOKED_BOOT_COMPONENT,
         AlertReason.QUOTE_REPLAYED,
+        AlertReason.ATTESTATION_UNPROVEN,
     }
 )
 

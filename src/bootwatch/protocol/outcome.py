@@ -128,6 +128,10 @@ class OutcomeEvent:
     tpm_clock: int | None = None
     #: the TPM name (nameAlg || digest, hex) of the AIK that signed the verified quote
     aik: str = ""
+    #: the ``jti`` of the token a permit issued (sealed to the quoted boot's ephemeral
+    #: key): a verified report carrying that token proves the VM could open it, so its
+    #: PCRs were still the quoted ones (the monitor's token proof)
+    token_id: str = ""
     schema: int = SCHEMA_VERSION
 
     @property
@@ -176,6 +180,7 @@ def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
         "issuer": event.issuer,
         "tpm_clock": event.tpm_clock,
         "aik": event.aik,
+        "token_id": event.token_id or None,
     }
 
 
@@ -573,5 +578,6 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
         issuer=_str(obj, "issuer", optional=True, limit=_MAX_ISSUER) or "",
         tpm_clock=_int(obj, "tpm_clock", optional=True, hi=_MAX_CLOCK),
         aik=_aik(obj.get("aik") or ""),
+        token_id=_ident(obj, "token_id", optional=True) or "",
         schema=schema,
     )
