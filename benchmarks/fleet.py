@@ -1,7 +1,8 @@
 """Fleet simulator benchmark (issue 15): a lab fleet with drift against a real deployment.
 
     nice python benchmarks/fleet.py [--vms 500] [--interval 60] [--duration 600]
-                                    [--stale-after 150] [--scenario FILE] [--json]
+                                    [--stale-after 150] [--require-token-proof SECONDS]
+                                    [--scenario FILE] [--json]
 
 Starts ``bootwatch server`` (service + monitor, SQLite, development TLS) as a
 separate process on a free loopback port, trusting a fresh lab's CA, with the
@@ -74,6 +75,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=600.0)
     ap.add_argument("--stale-after", type=float, default=None,
                     help="the server's stale window [default 2.5 x interval]")
+    ap.add_argument("--require-token-proof", type=float, default=0.0, metavar="SECONDS",
+                    help="the server's --require-token-proof (0: off); honest agents must "
+                    "raise no attestation_unproven, which the report counts as false")
     ap.add_argument("--scenario", type=Path, default=None)
     ap.add_argument("--vtpm-pool", type=int, default=None)
     ap.add_argument("--corpus", type=Path, default=REPO.parent / "shared" / "corpus")
@@ -108,7 +112,8 @@ def main() -> int:
              "--trust-anchors", str(lab.ca_cert_path),
              "--secureboot-templates", str(templates),
              "--dbx-data", str(corpus / "secureboot" / "dbx_info_msft_latest.json"),
-             "--stale-after", str(stale)],
+             "--stale-after", str(stale),
+             "--require-token-proof", str(args.require_token_proof)],
             env=env, stdout=server_log, stderr=subprocess.STDOUT)
         try:
             wait_for(port, server)

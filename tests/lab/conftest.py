@@ -60,7 +60,7 @@ class Deployment:
 @pytest.fixture
 def deployment(tmp_path: Path, corpus: Path, lab: Lab) -> Iterator[Deployment]:
     """bootwatch server on loopback trusting a lab of its own (under the session lab,
-    whose swtpms the root conftest stops), stale after 5 s."""
+    whose swtpms the root conftest stops), stale after 5 s, token proof within 10 s."""
     fleet_lab = Lab(lab.root / f"fleet-{tmp_path.name}")
     templates = tmp_path / "templates.json"
     templates.write_text(json.dumps([template_to_json(GOOGLE_COS_V10)]))
@@ -76,8 +76,11 @@ def deployment(tmp_path: Path, corpus: Path, lab: Lab) -> Iterator[Deployment]:
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
+    # token proof required (twice the stale window): the honest agents of a fleet run must
+    # raise no attestation_unproven, which the fleet report would count as a false alert
     app = create_server_app(settings, MonitorSettings(stale_after_seconds=STALE,
-                                                      sweep_interval_seconds=0.5),
+                                                      sweep_interval_seconds=0.5,
+                                                      token_proof_seconds=2 * STALE),
                             issuer_ca=str(tls.ca)).app
     with _Server(app, tls, sock) as server:
         yield Deployment(f"https://127.0.0.1:{server.port}", Path(tls.ca), fleet_lab)

@@ -116,3 +116,47 @@ def test_fix_goes_into_every_chain_that_drops(netns: NamespaceSet, tmp_path: Pat
     fixed.write_text(DROP_ELSEWHERE + fix)
     again = _explain(fixed, "192.0.2.10:443")
     assert again.returncode == 0, again.stdout
+
+
+def _rules(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bootwatch.cli.main", "network", "rules",
+                           *args], capture_output=True, text=True, timeout=120)
+
+
+def test_rules_into_the_operators_chains_load_and_let_the_traffic_pass(
+        netns: NamespaceSet, tmp_path: Path) -> None:
+    """``rules --format nftables`` declares inet filter output (priority filter): on top
+    of a ruleset whose inet filter output has another priority it does not load, and it
+    cannot override a drop in another table.  ``--into`` puts the rules first in the
+    operator's own chains, declaring none."""
+    doc = write_doc(tmp_path / "doc.json", ["192.0.2.10/32"], ports=[443])
+    rules = tmp_path / "drop.nft"
+    rules.write_text(DROP_ELSEWHERE)
+    ns = netns.add("into")
+    ns.run("nft", "-f", str(rules))
+    plain = _rules("--format", "nftables", "--from", str(doc))
+    assert plain.returncode == 0, plain.stderr
+    plain_file = tmp_path / "plain.nft"
+    plain_file.write_text(plain.stdout)
+    assert ns.run("nft", "-f", str(plain_file), check=False).returncode != 0
+    into = _rules("--format", "nftables", "--from", str(doc), "--into", "ip:fw:out",
+                  "--into", "inet:filter:output")
+    assert into.returncode == 0, into.stderr
+    assert "type filter" not in into.stdout
+    into_file = tmp_path / "into.nft"
+    into_file.write_text(into.stdout)
+    loaded = ns.run("nft", "-f", str(into_file), check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    both = tmp_path / "both.nft"
+    both.write_text(DROP_ELSEWHERE + into.stdout)
+    assert _explain(both, "192.0.2.10:443").returncode == 0
+
+
+def test_rules_into_is_checked(tmp_path: Path) -> None:
+    doc = write_doc(tmp_path / "doc.json", ["192.0.2.10/32"], ports=[443])
+    for args, what in ((["--format", "squid", "--into", "inet:filter:output"], "nftables only"),
+                       (["--format", "nftables", "--into", "inet:filter"], "FAMILY:TABLE:CHAIN"),
+                       (["--format", "nftables", "--into", "arp:t:c"], "no output hook"),
+                       (["--format", "nftables", "--into", "inet:t;x:c"], "unquoted")):
+        out = _rules(*args, "--from", str(doc))
+        assert out.returncode == 2 and what in out.stderr, (args, out.stderr)

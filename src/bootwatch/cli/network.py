@@ -17,7 +17,13 @@ from typing import Any
 import click
 
 from bootwatch.errors import NetworkInputError, TransportError
-from bootwatch.net.rules import RuleFormat, RuleOptions, generate_rules
+from bootwatch.net.rules import (
+    NftChainRef,
+    RuleFormat,
+    RuleOptions,
+    generate_nftables_fix,
+    generate_rules,
+)
 from bootwatch.net.servicetag import (
     MAX_DOCUMENT_BYTES,
     ServiceTagDocument,
@@ -180,16 +186,36 @@ def _rule_option_decorators(f: Any) -> Any:
 @click.option("--format", "fmt", required=True, metavar="F",
               help="nsg-json, azure-firewall-network, azure-firewall-application, nftables, "
               "iptables, ip6tables or squid")
+@click.option("--into", "into", multiple=True, metavar="FAMILY:TABLE:CHAIN",
+              help="nftables only: insert the rules first in this existing output chain of "
+              "yours (repeatable; each base chain on the hook gives its own verdict, so name "
+              "every chain that drops) instead of declaring inet filter output")
 @_source_options
 @_rule_option_decorators
-def rules_cmd(fmt: str, source: str, ca: Path | None, source_cidr: str | None,
-              priority: int | None, name: str | None, ports: tuple[int, ...],
-              tag: str | None, destination: str | None, fqdns: tuple[str, ...]) -> None:
+def rules_cmd(fmt: str, into: tuple[str, ...], source: str, ca: Path | None,
+              source_cidr: str | None, priority: int | None, name: str | None,
+              ports: tuple[int, ...], tag: str | None, destination: str | None,
+              fqdns: tuple[str, ...]) -> None:
     """Write egress allow rules for attestation traffic in format F."""
     rule_format = RuleFormat.parse(fmt)
     options = rule_options(source_cidr, priority, name, ports, destination, fqdns)
+    if into and rule_format is not RuleFormat.NFTABLES:
+        raise NetworkInputError("--into applies to --format nftables only", field="--into")
+    chains = tuple(_chain_ref(c) for c in into)
     doc = load_source(source, ca)
+    if chains:
+        click.echo(generate_nftables_fix(doc, chains, options, tag_name=tag), nl=False)
+        return
     click.echo(generate_rules(doc, rule_format, options, tag_name=tag), nl=False)
+
+
+def _chain_ref(text: str) -> NftChainRef:
+    """``FAMILY:TABLE:CHAIN`` (generate_nftables_fix checks the family and the names)."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise NetworkInputError(f"{_printable(text)} is not FAMILY:TABLE:CHAIN "
+                                "(for example inet:filter:output)", field="--into")
+    return NftChainRef(*parts)
 
 
 @command.command("remediation")
@@ -441,7 +467,6 @@ def _nftables_fix(result: dict[str, Any], rules_file: Path, addresses: list[Any]
     with policy drop needs the rule too (the trace stops at the first drop and
     names one); those are read from the loaded ruleset and named."""
     from bootwatch.net.nftprobe import output_drop_chains
-    from bootwatch.net.rules import NftChainRef, generate_nftables_fix
 
     chains: dict[NftChainRef, None] = {}
     by_policy = False
