@@ -88,3 +88,23 @@ def test_tokens_naming_made_up_providers_cannot_make_the_monitor_fetch_for_each(
     ok, why = _ok_why(verifier.check(issuer.token(VM, f"{issuer.url}/providers/made-up-0"), VM))
     assert not ok and "not fetched again" in why, why
     assert issuer.requests == before
+
+
+def test_keys_fetched_before_verify_while_the_issuer_is_away(
+        issuer: Issuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: when the cached keys were due for a refetch and the issuer did not
+    answer, every report was unverified (and the agent does not send one again), so an
+    honest VM read as unproven for a whole cycle."""
+    import bootwatch.monitor.tokens as tokens
+
+    verifier = TokenVerifier((issuer.url,))
+    assert verifier.check(issuer.token(VM), VM).verified
+    token = issuer.token(VM)
+    issuer.close()                              # the issuer is away ...
+    monkeypatch.setattr(tokens, "_JWKS_TTL", 0.0)   # ... when the keys are due again
+    first = verifier.check(token, VM)
+    again = verifier.check(token, VM)           # within the refetch back-off
+    assert (first.verified, again.verified) == (True, True), (first.why, again.why)
+    monkeypatch.setattr(tokens, "_STALE_GRACE", 0.0)  # past the grace: refused, said why
+    ok, why = _ok_why(verifier.check(token, VM))
+    assert not ok and ("could not be fetched" in why), why

@@ -78,11 +78,13 @@ def test_the_token_id_crosses_the_wire() -> None:
     assert decode_outcome(encode_outcome(deny)).token_id == ""
 
 
-def test_an_attestation_never_proven_is_an_alert_until_its_token_comes_back(
+def test_attestations_never_proven_are_an_alert_until_a_token_comes_back(
         engines: list[Engine]) -> None:
     m, clock = _monitor(engines[0])
     m.enable(VM)
     m.ingest_outcomes([_ev("a", 0, "tok-a")])
+    clock.now = T0 + timedelta(seconds=20)
+    m.ingest_outcomes([_ev("b", 20, "tok-b")])   # a stream of quotes nobody opens
     clock.now = T0 + timedelta(seconds=59)
     m.sweep()
     assert _open(m) == [] and _vm(m)["state"] == "healthy"   # within the window
@@ -93,13 +95,33 @@ def test_an_attestation_never_proven_is_an_alert_until_its_token_comes_back(
     with m.read() as s:
         alert = s.execute(select(AlertRow.__table__)).mappings().one()
     assert alert["count"] == 1 and alert["severity"] == "high"
-    assert "no verified report from this VM carried back within 60 s" in alert["description"]
-    _report(m, "tok-old")                    # a report with another token proves nothing
+    assert "for more than 60 s no verified report" in alert["description"]
+    assert "2026-12-03T12:00:00" in alert["description"]     # since the first of them
+    _report(m, "tok-a")                      # a report with an older token proves nothing
     assert _open(m) == ["attestation_unproven"]
-    _report(m, "tok-a", verified=False)      # nor an unverified one
+    _report(m, "tok-b", verified=False)      # nor an unverified one
     assert _open(m) == ["attestation_unproven"]
-    _report(m, "tok-a")
+    _report(m, "tok-b")
     assert _open(m) == [] and _vm(m)["state"] == "healthy" and _vm(m)["last_proven"]
+    assert _vm(m)["unproven_since"] is None
+
+
+def test_a_vm_silent_after_attesting_is_unresponsive_not_unproven(
+        engines: list[Engine]) -> None:
+    """An agent stopped (or a VM switched off) between its attestation and its report is
+    not a stockpiled quote: found by a fleet run, whose stopped agent was counted as a
+    false attestation_unproven (and its agent_unresponsive as missed)."""
+    clock = Clock()
+    m = Monitor(engines[0], MonitorSettings(stale_after_seconds=120, token_proof_seconds=30),
+                metrics=MonitorMetrics(), clock=clock)
+    m.enable(VM)
+    m.ingest_outcomes([_ev("a", 0, "tok-a")])
+    clock.now = T0 + timedelta(seconds=100)
+    m.sweep()
+    assert _open(m) == []
+    clock.now = T0 + timedelta(seconds=130)
+    m.sweep()
+    assert _open(m) == ["agent_unresponsive"]
 
 
 def test_a_report_before_its_outcome_proves_it(engines: list[Engine]) -> None:
@@ -123,13 +145,17 @@ def test_a_newer_attestation_needs_its_own_proof(engines: list[Engine]) -> None:
     m.enable(VM)
     m.ingest_outcomes([_ev("a", 0, "tok-a")])
     _report(m, "tok-a")
-    m.ingest_outcomes([_ev("b", 10, "tok-b")])   # a quote sent by something that cannot
-    assert not _vm(m)["last_proven"]              # open its answer
+    clock.now = T0 + timedelta(seconds=10)
+    m.ingest_outcomes([_ev("b", 10, "tok-b")])   # quotes sent by something that cannot
+    assert not _vm(m)["last_proven"]              # open their answers
+    clock.now = T0 + timedelta(seconds=40)
+    m.ingest_outcomes([_ev("c", 40, "tok-c")])
     clock.now = T0 + timedelta(seconds=120)
     m.sweep()
     assert _open(m) == ["attestation_unproven"]
-    m.ingest_outcomes([_ev("c", 130, "tok-c")])   # the next attestation, proven: resolves
-    _report(m, "tok-c")
+    clock.now = T0 + timedelta(seconds=130)
+    m.ingest_outcomes([_ev("d", 130, "tok-d")])   # the agent's next attestation, proven
+    _report(m, "tok-d")
     assert _open(m) == []
 
 
@@ -137,6 +163,8 @@ def test_not_required_by_default(engines: list[Engine]) -> None:
     m, clock = _monitor(engines[0], proof=0)
     m.enable(VM)
     m.ingest_outcomes([_ev("a", 0, "tok-a")])
+    clock.now = T0 + timedelta(seconds=10)
+    m.ingest_outcomes([_ev("b", 10, "tok-b")])
     clock.now = T0 + timedelta(days=1)
     m.sweep()
     assert _open(m) == [] and _vm(m)["state"] == "healthy"
@@ -151,6 +179,8 @@ def test_denials_and_disabled_vms_need_no_proof(engines: list[Engine]) -> None:
     assert _open(m) == ["policy_denied"]
     m.disable(VM)
     m.ingest_outcomes([_ev("b", 10, "tok-b")])
+    clock.now = T0 + timedelta(hours=1, seconds=10)
+    m.ingest_outcomes([_ev("c", 20, "tok-c")])
     clock.now = T0 + timedelta(hours=2)
     m.sweep()
     assert _open(m) == []
@@ -170,3 +200,55 @@ def test_the_option_reaches_the_settings() -> None:
         assert res.exit_code == 0 and "--require-token-proof" in res.output
         res = CliRunner().invoke(cli, [*command, "--require-token-proof", "-1"])
         assert res.exit_code == 2 and "--require-token-proof" in res.output
+
+
+def _unproven_stretch(m: Monitor, clock: Clock) -> None:
+    m.ingest_outcomes([_ev("a", 0, "tok-a")])
+    clock.now = T0 + timedelta(seconds=20)
+    m.ingest_outcomes([_ev("b", 20, "tok-b")])
+    clock.now = T0 + timedelta(seconds=61)
+
+
+def test_a_dismissed_alert_does_not_reopen_for_the_same_stretch(engines: list[Engine]) -> None:
+    """Found in review: a person's dismissal was undone by the next sweep (1-30 s)."""
+    from bootwatch.protocol.monitor import AlertStatus
+
+    m, clock = _monitor(engines[0])
+    m.enable(VM)
+    _unproven_stretch(m, clock)
+    m.sweep()
+    with m.read() as s:
+        alert_id = s.scalars(select(AlertRow.id)).one()
+    m.set_alert_status(alert_id, AlertStatus.DISMISSED, by="ops")
+    for second in (70, 80, 200):
+        clock.now = T0 + timedelta(seconds=second)
+        m.sweep()
+    assert _open(m) == []
+    # proven, then unproven again: a new stretch, a new alert
+    m.ingest_outcomes([_ev("c", 200, "tok-c")])
+    _report(m, "tok-c")
+    clock.now = T0 + timedelta(seconds=210)
+    m.ingest_outcomes([_ev("d", 210, "tok-d")])
+    clock.now = T0 + timedelta(seconds=230)
+    m.ingest_outcomes([_ev("e", 230, "tok-e")])
+    clock.now = T0 + timedelta(seconds=300)
+    m.sweep()
+    assert _open(m) == ["attestation_unproven"]
+
+
+def test_a_suppressed_vm_is_taken_up_once_per_stretch(engines: list[Engine]) -> None:
+    """Found in review: a suppressed VM never had an open alert, so every sweep read it
+    again (and counted one more suppression); thousands of them could fill the sweep's
+    batch and keep every other VM from being alerted."""
+    from bootwatch.protocol.monitor import AlertReason
+
+    m, clock = _monitor(engines[0])
+    m.enable(VM)
+    m.add_suppression(vm=VM, group=None, reason=AlertReason.ATTESTATION_UNPROVEN, note="3rd")
+    _unproven_stretch(m, clock)
+    for second in (61, 70, 80):
+        clock.now = T0 + timedelta(seconds=second)
+        m.sweep()
+    assert _open(m) == []
+    assert (b'bootwatch_monitor_alerts_suppressed_total{reason="attestation_unproven"} 1.0'
+            in m.metrics.exposition())

@@ -37,7 +37,7 @@ from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
 from bootwatch.monitor.fastpath import FastPath
-from bootwatch.monitor.freshness import QuoteMark, Stale, advance, set_mark
+from bootwatch.monitor.freshness import QuoteMark, Stale, advance, note_token, set_mark
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
@@ -733,9 +733,7 @@ class Monitor:
         vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
-        vm.last_token_id = ev.token_id or None
-        # proven already when the agent's report (with this token) came in first
-        vm.last_proven = bool(ev.token_id) and ev.token_id == vm.reported_token_id
+        note_token(vm, ev, now)
         if ev.vm_id:  # a claimed id (evidence that did not verify) says nothing of liveness
             vm.last_alive_at = now
         if ev.issuer:
@@ -1029,6 +1027,7 @@ class Monitor:
                 vm.reported_token_id = c.token_id
                 if c.token_id == vm.last_token_id:
                     vm.last_proven = True
+                    vm.unproven_since = vm.unproven_alerted_at = None
             if vm.enabled:
                 self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
                               "the agent sent a verified report")
@@ -1068,31 +1067,34 @@ class Monitor:
         return changed
 
     def _sweep_unproven(self, session: Session, now: datetime) -> int:
-        """Open ``attestation_unproven`` for enabled VMs whose latest outcome, a permit,
-        is older than the token-proof window and no verified report carried its token."""
+        """Open ``attestation_unproven`` for enabled VMs whose permits have come without a
+        proof for longer than the token-proof window, and that showed life after the
+        first of them (a later attestation or report: a VM that went silent right after
+        attesting, its agent stopped or the VM off, is ``agent_unresponsive`` instead)."""
         assert self.token_proof is not None
-        key = VmRow.vm_id + ":" + AlertReason.ATTESTATION_UNPROVEN.value
-        open_alert = select(AlertRow.id).where(AlertRow.correlation_key == key,
-                                               AlertRow.status.in_(_OPEN)).exists()
         rows = session.scalars(select(VmRow).where(
-            VmRow.enabled.is_(True), VmRow.last_verdict == Verdict.PERMIT.value,
-            VmRow.last_proven.is_(False), VmRow.last_token_id.is_not(None),
-            VmRow.last_outcome_at < now - self.token_proof, ~open_alert).limit(5000)).all()
+            VmRow.enabled.is_(True), VmRow.unproven_since.is_not(None),
+            VmRow.unproven_alerted_at.is_(None),
+            VmRow.unproven_since < now - self.token_proof,
+            VmRow.last_alive_at > VmRow.unproven_since)
+            .order_by(VmRow.unproven_since).limit(5000)).all()
         changed = 0
         for vm in rows:
             before = vm.state
-            at = as_utc(vm.last_outcome_at) if vm.last_outcome_at else now
+            vm.unproven_alerted_at = now  # once per stretch (raised, or suppressed)
+            since = as_utc(vm.unproven_since) if vm.unproven_since else now
             self._raise(
                 session, vm, AlertReason.ATTESTATION_UNPROVEN, Severity.HIGH, now,
                 description=(
-                    f"The attestation the service permitted at {_iso(at)} issued a token "
-                    f"that no verified report from this VM carried back within "
-                    f"{self.token_proof.total_seconds():g} s. The token is sealed to a key "
-                    "only the quoted boot's PCRs unlock, so a VM still in that boot can "
-                    "open it; one that cannot may have sent a quote taken earlier (or "
-                    "replayed one) from another boot. The VM's current boot is unknown."
+                    f"Since {_iso(since)} the service has permitted this VM's attestations, "
+                    f"and for more than {self.token_proof.total_seconds():g} s no verified "
+                    "report from it carried back the token of its latest one, though the VM "
+                    "kept attesting or reporting. Each token is sealed to a key only the "
+                    "quoted boot's PCRs unlock, so a VM still in that boot can open it; one "
+                    "that cannot may be sending quotes taken earlier (or replayed) from "
+                    "another boot. The VM's current boot is unknown."
                 ),
-                extended={"tokenId": vm.last_token_id or "", "attestedAt": _iso(at)},
+                extended={"tokenId": vm.last_token_id or "", "unprovenSince": _iso(since)},
                 diff=(), boot_id=vm.last_boot_id,
             )
             self._refresh(session, vm, now)

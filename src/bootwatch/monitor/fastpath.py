@@ -52,7 +52,7 @@ from sqlalchemy.orm import Session
 from bootwatch.lru import BoundedLru
 from bootwatch.monitor.db import as_utc
 from bootwatch.monitor.diff import matches
-from bootwatch.monitor.freshness import advance
+from bootwatch.monitor.freshness import advance, note_token
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.models import (
     AlertRow,
@@ -79,7 +79,8 @@ _VM_COLUMNS = ("last_outcome_at", "last_verdict", "last_reason", "last_alive_at"
                "last_boot_id", "measured_secure_boot", "is_windows", "dbx_missing",
                "dbx_current", "aik_not_after", "state", "state_since", "attention",
                "state_reason", "open_alerts", "quote_aik", "quote_reset_count", "quote_clock",
-               "quote_at", "last_token_id", "last_proven")
+               "quote_at", "last_token_id", "last_proven", "unproven_since",
+               "unproven_alerted_at")
 _VM_VALUES = itemgetter(*_VM_COLUMNS)
 #: the boot columns an event on the fast path may change
 _BOOT_COLUMNS = ("last_seen", "verdict", "reason", "policy_hash", "baseline_id")
@@ -252,8 +253,7 @@ class FastPath:
             vm.last_outcome_at = ev.time
             vm.last_verdict = _PERMIT
             vm.last_reason = reason
-            vm.last_token_id = ev.token_id or None
-            vm.last_proven = bool(ev.token_id) and ev.token_id == vm.reported_token_id
+            note_token(vm, ev, now)
             vm.last_alive_at = now
             if ev.issuer:
                 vm.issuer = ev.issuer[:512]

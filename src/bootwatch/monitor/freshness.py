@@ -37,12 +37,14 @@ from bootwatch.protocol.outcome import OutcomeEvent, Verdict
 __all__ = [
     "Freshness",
     "MarkedVm",
+    "ProvenVm",
     "QuoteMark",
     "Stale",
     "advance",
     "describe_quote",
     "judge",
     "mark_of",
+    "note_token",
     "set_mark",
 ]
 
@@ -170,3 +172,25 @@ def advance(vm: MarkedVm, ev: OutcomeEvent) -> Stale | None:
     if ev.time < mark.at:
         return None
     return Stale(replayed=quote, newer=mark, late=False)
+
+
+class ProvenVm(Protocol):
+    """The VM columns of the token proof (``VmRow``, or the fast path's loaded copy)."""
+
+    last_token_id: str | None
+    reported_token_id: str | None
+    last_proven: bool
+    unproven_since: datetime | None
+    unproven_alerted_at: datetime | None
+
+
+def note_token(vm: ProvenVm, ev: OutcomeEvent, now: datetime) -> None:
+    """The VM's latest outcome is ``ev`` (ingested at ``now``): its token is proven when
+    a verified report carried it already (the report may arrive first); a permit not
+    proven starts, or continues, the VM's unproven stretch."""
+    vm.last_token_id = ev.token_id or None
+    vm.last_proven = bool(ev.token_id) and ev.token_id == vm.reported_token_id
+    if vm.last_proven:
+        vm.unproven_since = vm.unproven_alerted_at = None
+    elif ev.token_id and vm.unproven_since is None:
+        vm.unproven_since = now

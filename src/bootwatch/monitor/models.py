@@ -87,11 +87,16 @@ class VmRow(MonitorBase):
     quote_clock: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     quote_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
     #: token proof (m0007): the ``jti`` of the token the VM's latest outcome issued, the
-    #: ``jti`` of the latest verified report's token, and whether the two are the same
-    #: token (the VM opened its latest attestation's answer)
+    #: ``jti`` of the latest verified report's token, whether the two are the same token
+    #: (the VM opened its latest attestation's answer), and since when (the monitor's
+    #: clock) permits have come without such a proof
     last_token_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reported_token_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     last_proven: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    unproven_since: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
+    #: when the sweep took up this unproven stretch (alerted, or suppressed): once per
+    #: stretch, so a dismissed alert does not reopen and a suppressed VM is not re-read
+    unproven_alerted_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
 
     __table_args__ = (
         Index("ix_monitor_vms_attention", "attention", "vm_id"),

@@ -44,12 +44,15 @@ class TokenCheck:
     #: the verified token's ``jti`` (the monitor's token proof), "" when not verified
     verified_jti: str = ""
 
+
 #: a provider's name in an issuer URL (``.../providers/NAME``): nothing that would make
 #: the URL point elsewhere once the metadata path is appended (``?``, ``#``, ``%``, ``/``)
 _PROVIDER_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _JWKS_TTL = 300.0
 _REFETCH_MIN = 10.0
+#: how long past ``_JWKS_TTL`` fetched keys still verify while the issuer cannot be reached
+_STALE_GRACE = 3600.0
 _MAX_DOC = 256 * 1024
 #: fetches for issuers not in the cache, at most this many per _NEW_WINDOW seconds in all
 _NEW_FETCHES = 10
@@ -100,8 +103,14 @@ class TokenVerifier:
             refresh and now - hit[0] > _REFETCH_MIN
         ):
             return hit[1]
+        # keys fetched before serve a while longer when the issuer cannot be reached (found
+        # in review: one failed refetch made every report unverified for its 10 s, and
+        # the agent does not send a report again)
+        stale = hit[1] if hit is not None and now - hit[0] < _JWKS_TTL + _STALE_GRACE else None
         failed = self._failed.get(issuer)
         if failed is not None and now - failed[0] < _REFETCH_MIN:
+            if stale is not None:
+                return stale
             raise ValueError(f"{failed[1]} (not fetched again for {_REFETCH_MIN:g} s)")
         if hit is None:
             with self._lock:
@@ -120,6 +129,8 @@ class TokenVerifier:
             keys = self._fetch(jwks_uri)
         except (httpx.HTTPError, ValueError, ProtocolError) as exc:
             self._failed.put(issuer, (now, str(exc)[:300]))
+            if stale is not None:
+                return stale
             raise
         self._failed.pop(issuer)
         self._jwks.put(issuer, (now, keys))

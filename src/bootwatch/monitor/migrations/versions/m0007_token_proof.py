@@ -27,10 +27,16 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reported_token_id", sa.String(length=128), nullable=True))
         batch.add_column(sa.Column("last_proven", sa.Boolean(), nullable=False,
                                    server_default=sa.false()))
+        batch.add_column(sa.Column("unproven_since", sa.DateTime(timezone=True),
+                                   nullable=True))
+        batch.add_column(sa.Column("unproven_alerted_at", sa.DateTime(timezone=True),
+                                   nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("monitor_vms") as batch:
+        batch.drop_column("unproven_alerted_at")
+        batch.drop_column("unproven_since")
         batch.drop_column("last_proven")
         batch.drop_column("reported_token_id")
         batch.drop_column("last_token_id")
