@@ -340,9 +340,10 @@ def test_outcome_ingestion_is_idempotent_and_needs_a_token(dep: Deployment) -> N
     with dep.client(token=READER) as c:
         assert c.post("/api/v1/outcomes", json=event).status_code == 403
     with dep.client() as c:
-        assert c.post("/api/v1/outcomes", json=event).json() == {"stored": [True]}
+        assert c.post("/api/v1/outcomes", json=event).json() == {"stored": [True],
+                                                                 "refused": []}
         assert c.post("/api/v1/outcomes", json={"events": [event, event]}).json() == {
-            "stored": [False, False]}
+            "stored": [False, False], "refused": []}
         bad = dict(event, verdict="maybe")
         r = c.post("/api/v1/outcomes", json={"events": [bad]})
         assert r.status_code == 400 and "events[0]" in r.text and "verdict" in r.text

@@ -633,3 +633,40 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_an_event_the_database_refuses_is_terminated_not_redelivered(
+        jetstream: str, names: Names, monitor: MonitorContainer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An event the monitor's database refuses for good (a value no column holds) was
+    nak'd and redelivered for ever; now it is terminated and the rest stored."""
+    from sqlalchemy.exc import DataError
+
+    from bootwatch.errors import StorageError
+
+    vms = fleet(monitor, 1)
+    events = [deny_event(vms[0], i) for i in range(5)]
+    poison = events[2].event_id
+    real = monitor.monitor.ingest_outcomes
+
+    def refusing(batch: Any) -> list[bool]:
+        if any(e.event_id == poison for e in batch):
+            cause = DataError("INSERT", {}, Exception("value out of range"))
+            raise StorageError("monitor database error: DataError") from cause
+        return real(batch)
+
+    monkeypatch.setattr(monitor.monitor, "ingest_outcomes", refusing)
+    sink = sink_for(jetstream, names)
+    try:
+        sink.deliver(events)
+    finally:
+        sink.close()
+    ing = ingester_for(monitor, jetstream, names, ack_wait=1.0)
+    ing.start()
+    try:
+        wait_until("4 events ingested", lambda: ing.counts.stored >= 4)
+        wait_until("1 terminated", lambda: ing.counts.terminated >= 1)
+        time.sleep(2.5)  # past the ack wait: a terminated message must not come back
+    finally:
+        ing.stop()
+    assert (ing.counts.stored, ing.counts.terminated, ing.counts.retried) == (4, 1, 0)

@@ -30,6 +30,7 @@ from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolEr
 from bootwatch.monitor import queries
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
+from bootwatch.monitor.poison import ingest_isolating
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.views import (
     ALERT_SCHEMA,
@@ -188,7 +189,8 @@ _AGENTS = obj_schema({"versions": {"type": "array", "items": obj_schema(
     {"version": _STR, "vms": _INT, "monitored": _INT})}})
 _SUPPRESSIONS = items_schema(obj_schema({"id": _INT, "vm_id": _NSTR, "group": _NSTR,
                                          "reason": _NSTR, "note": _STR, "created_by": _STR}))
-_STORED = obj_schema({"stored": {"type": "array", "items": {"type": "boolean"}}})
+_STORED = obj_schema({"stored": {"type": "array", "items": {"type": "boolean"}},
+                      "refused": {"type": "array", "items": _STR}})
 _REPORTED = obj_schema({"report_id": _STR, "stored": {"type": "boolean"},
                         "verified": {"type": "boolean"}, "why_unverified": _STR})
 _DRY_RUN = obj_schema({"boots": {"type": "array", "items": {"type": "object"}},
@@ -531,11 +533,13 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
                     events.append(outcome_from_json(item))
                 except ProtocolError as exc:
                     raise ProtocolError(f"events[{i}]: {exc}") from None
-            stored = monitor.ingest_outcomes(events)
+            # an event the database refuses for good is left out (and logged) rather than
+            # failing the request, which the service's HTTP sink would retry for ever
+            stored, refused_ids = ingest_isolating(monitor, events)
         except BootwatchError as exc:
             return _error_response(exc)
         container.webhooks.kick()
-        return JSONResponse({"stored": stored}, status_code=202)
+        return JSONResponse({"stored": stored, "refused": refused_ids}, status_code=202)
 
     @router.post("/reports", status_code=202, openapi_extra=_REPORT_BODY,
                  responses=_ok(_REPORTED, "the report was read", 202))

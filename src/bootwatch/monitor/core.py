@@ -430,6 +430,10 @@ class Monitor:
                 session.rollback()
                 raise StorageError(f"monitor database error: {exc.__class__.__name__}: "
                                    f"{exc}") from exc
+            except OverflowError as exc:  # pysqlite: an integer no SQLite column holds
+                session.rollback()
+                raise StorageError(f"monitor database error: a value out of range: "
+                                   f"{exc}") from exc
             except BaseException:
                 session.rollback()
                 raise

@@ -50,6 +50,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from bootwatch.errors import BootwatchError, ConfigError, ProtocolError
+from bootwatch.monitor.poison import refused
 from bootwatch.protocol.outcome import BootEventTable, OutcomeEvent, decode_outcome
 from bootwatch.protocol.outcome_encoding import ENCODING_HEADER, inflate_outcome
 from bootwatch.service.events_nats import (
@@ -280,6 +281,13 @@ class JetStreamIngester:
                 self._count(await asyncio.to_thread(self.monitor.ingest_outcomes, [ev]))
                 await _quiet(m.ack())
             except BootwatchError as exc:
+                if refused(exc):  # the database refuses a value: redelivery cannot help
+                    get_logger().error("outcome event refused by the monitor's database; "
+                                       "terminated", extra={"event_id": ev.event_id,
+                                                            "reason": str(exc)[:500]})
+                    await _quiet(m.term())
+                    self.counts.terminated += 1
+                    continue
                 failed.append(ev.event_id)
                 first = first or str(exc)
                 tries = _delivered(m)
