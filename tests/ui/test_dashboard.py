@@ -201,3 +201,37 @@ def test_filters_search_and_pages(context: Any, fleet: Fleet) -> None:
     r = page.goto(fleet.url + "/ui?state=bogus")
     assert r is not None and r.status == 400
     assert "'state' must be one of" in page.inner_text("main")
+
+
+def test_a_replayed_attestation_and_the_operators_answer(context: Any, fleet: Fleet) -> None:
+    """Last (it adds a VM): a replayed request shows as a quote_replayed alert with both
+    quotes; the VM page shows the newest quote, and an admin who knows the vTPM was
+    restored accepts it there (the same Monitor method as `vm accept-vtpm-rollback`)."""
+    from pathlib import Path
+
+    from bootwatch.agent.client import AttestationClient
+    from bootwatch.agent.evidence import collect_evidence
+
+    fleet.add_vm("replayer", COS_NEW)
+    with fleet.lab.running("replayer") as vm:
+        recorded = collect_evidence(vm.tcti, tcg_log=vm.log_path.read_bytes()).request_body()
+    with AttestationClient(fleet.url, ca=Path(fleet.ca)) as client:
+        client.attest_azure_guest(recorded)
+    assert fleet.relay.flush()
+    assert fleet.attest("replayer") == "permit"
+    with AttestationClient(fleet.url, ca=Path(fleet.ca)) as client:
+        client.attest_azure_guest(recorded)       # the same request again
+    assert fleet.relay.flush()
+    alert = open_alert(fleet, "replayer", "quote_replayed")
+    page = context.new_page()
+    page.on("dialog", lambda d: d.accept())  # the optional confirm() of ui.js
+    sign_in(page, fleet)
+    page.goto(fleet.url + f"/ui/vms/{fleet.vm_ids['replayer']}")
+    facts = page.locator("section.state-box").inner_text()
+    assert "unhealthy" in facts and "Newest quote" in facts and "TPM reset count" in facts
+    assert alert["description"][:60] in page.inner_text("main")
+    page.get_by_role("button", name="Accept vTPM rollback").click()
+    page.wait_for_load_state()
+    assert "vTPM rollback accepted" in page.get_by_role("status").first.inner_text()
+    assert fleet.api(f"/alerts/{alert['id']}")["status"] == "resolved"
+    assert page.get_by_role("button", name="Accept vTPM rollback").count() == 0

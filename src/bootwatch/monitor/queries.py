@@ -34,6 +34,7 @@ from bootwatch.monitor.views import (
     boot_json,
     quote_mark_json,
     rec_json,
+    token_proof_json,
     vm_json,
 )
 from bootwatch.protocol.monitor import OPEN_STATUSES, AlertReason, AlertStatus, VmState
@@ -171,6 +172,7 @@ def vm_detail(monitor: Monitor, ref: str) -> dict[str, Any]:
         out = vm_json(vm, recs)
         out["recommendations"] = [rec_json(r, full=True) for r in recs]
         out["quote_mark"] = quote_mark_json(vm)
+        out["token_proof"] = token_proof_json(vm)
         out["boots"] = [boot_json(b) for b in s.scalars(
             select(BootRow).where(BootRow.vm_id == vm.vm_id)
             .order_by(BootRow.id.desc()).limit(50)).all()]

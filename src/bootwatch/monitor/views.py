@@ -32,6 +32,7 @@ __all__ = [
     "obj_schema",
     "quote_mark_json",
     "rec_json",
+    "token_proof_json",
     "vm_json",
 ]
 
@@ -105,6 +106,9 @@ VM_DETAIL_SCHEMA = obj_schema({
     #: the newest verified quote seen (monitor/freshness.py), null before the first
     "quote_mark": {"anyOf": [obj_schema({"aik": _S, "reset_count": _I, "clock_ms": _I,
                                          "answered_at": _TIME}), {"type": "null"}]},
+    #: token proof (docs/monitor.md): the latest attestation's token came back in a
+    #: verified report; else since when permits have come without one
+    "token_proof": obj_schema({"proven": _B, "unproven_since": _NTIME}),
 })
 
 
@@ -135,6 +139,11 @@ def quote_mark_json(vm: VmRow) -> dict[str, Any] | None:
         return None
     return {"aik": mark.aik, "reset_count": mark.reset_count, "clock_ms": mark.clock,
             "answered_at": _t(mark.at)}
+
+
+def token_proof_json(vm: VmRow) -> dict[str, Any]:
+    """Whether the VM opened its latest attestation's token (see docs/monitor.md)."""
+    return {"proven": bool(vm.last_proven), "unproven_since": _t(vm.unproven_since)}
 
 
 def vm_json(vm: VmRow, recs: Sequence[RecommendationRow] = ()) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every page reads through :mod:`bootwatch.monitor.queries` (the JSON API's own
 queries) and every action calls the same :class:`~bootwatch.monitor.core.Monitor`
 method as the API (``enable``, ``disable``, ``approve``, ``set_alert_status``,
-``add_suppression``, ``remove_suppression``), so the dashboard can do nothing
+``add_suppression``, ``remove_suppression``, ``accept_vtpm_rollback``), so the
+dashboard can do nothing
 the CLI cannot.
 
 Security, in one place: sign-in with the monitor's admin tokens (full) or
@@ -385,6 +386,14 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
         def run(session: UiSession, form: Mapping[str, str]) -> str:
             vm_id = monitor.disable(ref, by=session.principal)
             return f"Monitoring disabled for VM {vm_id}; its open alerts are resolved."
+        return await act(request, vm_back(ref), run)
+
+    @router.post("/vms/{ref}/accept-vtpm-rollback")
+    async def vm_accept_rollback(ref: str, request: Request) -> Response:
+        def run(session: UiSession, form: Mapping[str, str]) -> str:
+            vm_id = monitor.accept_vtpm_rollback(ref, by=session.principal)
+            return (f"vTPM rollback accepted for VM {vm_id}: its quote mark is the restored "
+                    "vTPM's, and its quote_replayed alert is resolved.")
         return await act(request, vm_back(ref), run)
 
     @router.post("/vms/{ref}/approve")
