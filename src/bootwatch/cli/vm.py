@@ -138,8 +138,9 @@ def disable_cmd(vm: str, monitor_url: str, ca: str) -> None:
 def accept_vtpm_rollback_cmd(vm: str, monitor_url: str, ca: str) -> None:
     """Accept that VM's vTPM was restored from a snapshot, cleared or replaced on
     purpose: its quotes went back, which reads as a replayed attestation
-    (alert quote_replayed).  The VM's quote mark is forgotten (its next attestation
-    sets a new one) and that alert is resolved.  Do this only when you know the vTPM
+    (alert quote_replayed).  The VM's quote mark becomes the restored vTPM's newest
+    quote that the alert names (so older replays still count as such), and that alert
+    is resolved.  Do this only when you know the vTPM
     was rolled back: otherwise the alert means the attestation was replayed."""
     with make_client(monitor_url, ca) as client:
         v = client.post(f"/vms/{seg(vm)}/accept-vtpm-rollback")

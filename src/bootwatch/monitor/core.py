@@ -37,7 +37,14 @@ from bootwatch.errors import InputError, PolicyError, StorageError
 from bootwatch.monitor.db import as_utc, utcnow
 from bootwatch.monitor.diff import DiffEntry, diff_boot, differing_pcrs, matches
 from bootwatch.monitor.fastpath import FastPath
-from bootwatch.monitor.freshness import QuoteMark, Stale, advance, note_token, set_mark
+from bootwatch.monitor.freshness import (
+    QuoteMark,
+    Stale,
+    advance,
+    note_report_token,
+    note_token,
+    set_mark,
+)
 from bootwatch.monitor.health import ATTENTION
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import (
@@ -151,7 +158,8 @@ _REMEDIATION = {
         "attestation was replayed (by software in the VM or on the network path), or the "
         "vTPM was restored from a snapshot, cleared or replaced.",
         "If the vTPM was restored, cleared or replaced on purpose, accept it: "
-        "`bootwatch vm accept-vtpm-rollback VM` (the next attestation sets the new mark).",
+        "`bootwatch vm accept-vtpm-rollback VM` (the restored vTPM's quote becomes the "
+        "VM's mark).",
         "Otherwise treat the VM as compromised: isolate it, keep its disk for forensics and "
         "rebuild it from a known-good image.",
     ],
@@ -1028,10 +1036,7 @@ class Monitor:
             vm.agent_version = report.agent_version[:64]
             vm.boot_counter = report.boot_counter
             if c.token_id:
-                vm.reported_token_id = c.token_id
-                if c.token_id == vm.last_token_id:
-                    vm.last_proven = True
-                    vm.unproven_since = vm.unproven_alerted_at = None
+                note_report_token(vm, c.token_id)
             if vm.enabled:
                 self._resolve(session, vm, (AlertReason.AGENT_UNRESPONSIVE,), now,
                               "the agent sent a verified report")

@@ -41,9 +41,9 @@ __all__ = [
     "QuoteMark",
     "Stale",
     "advance",
-    "describe_quote",
     "judge",
     "mark_of",
+    "note_report_token",
     "note_token",
     "set_mark",
 ]
@@ -90,11 +90,6 @@ def judge(mark: QuoteMark | None, *, aik: str, reset_count: int, clock: int) -> 
     if ahead == 0:
         return Freshness.NEWER if clock > mark.clock else Freshness.NOT_NEWER
     return Freshness.NEWER if ahead < _HALF else Freshness.NOT_NEWER
-
-
-def describe_quote(reset_count: int, clock: int) -> str:
-    """A quote's position as alerts name it."""
-    return f"TPM reset count {reset_count}, clock {_seconds(clock)}"
 
 
 
@@ -194,3 +189,14 @@ def note_token(vm: ProvenVm, ev: OutcomeEvent, now: datetime) -> None:
         vm.unproven_since = vm.unproven_alerted_at = None
     elif ev.token_id and vm.unproven_since is None:
         vm.unproven_since = now
+
+
+def note_report_token(vm: ProvenVm, token_id: str) -> bool:
+    """A verified report carried the token ``token_id``: remember it (its outcome may
+    come later) and, when it is the token of the VM's latest outcome, end the unproven
+    stretch.  Returns whether the latest outcome is proven now."""
+    vm.reported_token_id = token_id
+    if token_id == vm.last_token_id:
+        vm.last_proven = True
+        vm.unproven_since = vm.unproven_alerted_at = None
+    return vm.last_proven

@@ -85,7 +85,8 @@ class HttpEventSink:
         # relay then retries the whole batch)
         rejected: EventRejectedError | None = None
         for chunk in chunks:
-            rejected = self._post_isolating(chunk) or rejected
+            refusal = self._post_isolating(chunk)  # every chunk is posted
+            rejected = rejected or refusal
         if rejected is not None:
             raise rejected
 
