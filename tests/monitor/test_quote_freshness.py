@@ -11,17 +11,19 @@ a vTPM restored on purpose) on SQLite and PostgreSQL, one event at a time and ba
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
-from bootwatch.monitor.core import Monitor
+from bootwatch.monitor.core import CheckedReport, Monitor
 from bootwatch.monitor.freshness import Freshness, QuoteMark, judge, mark_of
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import AlertRow, OutcomeRow, VmRow
 from bootwatch.monitor.settings import MonitorSettings
+from bootwatch.protocol.health import HealthReport, HealthStatus
 from bootwatch.protocol.outcome import OutcomeEvent, Verdict, decode_outcome, encode_outcome
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -156,9 +158,11 @@ def test_replays_keep_one_alert_and_a_fresh_quote_does_not_resolve_it(
     m.enable(VM)
     m.ingest_outcomes([_ev("a", 1, reset=5, clock=10_000)])
     m.ingest_outcomes([_ev("b", 2, reset=5, clock=20_000)])
-    m.ingest_outcomes([_ev("r1", 3, reset=5, clock=10_000), _ev("r2", 4, reset=5, clock=20_000)])
+    # replayed later than two attestations of one boot could cross in flight
+    m.ingest_outcomes([_ev("r1", 400, reset=5, clock=10_000),
+                       _ev("r2", 401, reset=5, clock=20_000)])
     assert _replay_alert(m).count == 2
-    m.ingest_outcomes([_ev("c", 5, reset=5, clock=30_000)])
+    m.ingest_outcomes([_ev("c", 402, reset=5, clock=30_000)])
     assert _open(m) == ["quote_replayed"] and _vm(m).state == "unhealthy"
     assert _vm(m).last_reason == "permit c"   # the fresh quote is applied all the same
 
@@ -218,8 +222,8 @@ def test_accepting_a_vtpm_rollback_resolves_and_forgets_the_mark(engines: list[E
 def test_a_batch_stores_what_one_at_a_time_stores(engines: list[Engine]) -> None:
     """The fast path leaves a replay to the general path; both store the same rows."""
     events = [_ev("a", 1, reset=5, clock=10_000), _ev("b", 2, reset=5, clock=20_000),
-              _ev("r", 3, reset=5, clock=15_000), _ev("c", 4, reset=5, clock=30_000),
-              _ev("d", 5, reset=5, clock=30_000)]
+              _ev("r", 400, reset=5, clock=15_000), _ev("c", 401, reset=5, clock=30_000),
+              _ev("d", 800, reset=5, clock=30_000)]
     one, batch = _monitor(engines[0]), _monitor(engines[1])
     for m in (one, batch):
         m.enable(VM)
@@ -248,7 +252,7 @@ def test_a_clock_set_past_2_63_and_a_sha512_aik_cross_and_are_stored(
     m.ingest_outcomes([_ev("a", 1, reset=5, clock=10_000, aik=aik512)])
     m.ingest_outcomes([ev])
     assert mark_of(_vm(m)) == QuoteMark(aik512, 5, big, T0 + timedelta(seconds=2))
-    m.ingest_outcomes([_ev("again", 3, reset=5, clock=big, aik=aik512)])
+    m.ingest_outcomes([_ev("again", 400, reset=5, clock=big, aik=aik512)])
     assert _open(m) == ["quote_replayed"]
 
 
@@ -286,3 +290,76 @@ def test_rejected_evidence_and_claimed_ids_are_not_judged(engines: list[Engine])
         reset_count=1, tpm_clock=1, aik=AIK)
     m.ingest_outcomes([claimed])
     assert _open(m) == ["evidence_rejected"] and mark_of(_vm(m)).clock == 10_000
+
+
+# --- two attestations of one boot crossing in flight (the named leniency) -----------------
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_attestations_of_one_boot_that_cross_in_flight_raise_no_alert(
+        engines: list[Engine], batched: bool, newer_first: bool) -> None:
+    """An agent gives its first request up after a timeout and retries with a fresh
+    quote; the service answers the retry (newer quote) at 16 s and the first request
+    (older quote) at 20 s.  Both quote the applied boot: no ``quote_replayed``, in
+    either order of delivery, one at a time or batched."""
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("boot", 1, reset=5, clock=5_000)])
+    first = _ev("first", 20, reset=5, clock=10_000)    # quoted first, answered last
+    retry = _ev("retry", 16, reset=5, clock=25_000)
+    order = [retry, first] if newer_first else [first, retry]
+    if batched:
+        m.ingest_outcomes(order)
+    else:
+        for ev in order:
+            m.ingest_outcomes([ev])
+    vm = _vm(m)
+    assert _open(m) == [] and vm.state == "healthy"
+    assert mark_of(vm).clock == 25_000    # the newest quote is the mark either way
+    # the outcome applied is the newer quote's (the answer the retrying agent received)
+    assert vm.last_reason == "permit retry"
+    with m.read() as s:
+        boots = set(s.scalars(select(OutcomeRow.boot_id).where(
+            OutcomeRow.event_id.in_(("boot", "retry")))))
+    assert boots == {vm.last_boot_id}
+
+
+@pytest.mark.parametrize(("second", "clock", "pcrs", "reset", "why"), [
+    (20, 10_000, BAD, 5, "other PCR values"),
+    (20, 10_000, GOOD, 4, "an earlier boot"),
+    (20 + 301, 10_000, GOOD, 5, "answered more than 5 minutes after the mark"),
+    (20, 25_000 - 300_001, GOOD, 5, "quoted more than 5 minutes before the mark"),
+], ids=["pcrs", "reset", "answer-gap", "clock-gap"])
+def test_what_is_not_a_crossing_is_still_a_replay(
+        engines: list[Engine], second: int, clock: int, pcrs: dict[int, str], reset: int,
+        why: str) -> None:
+    m = _monitor(engines[0])
+    m.enable(VM)
+    m.ingest_outcomes([_ev("boot", 1, reset=5, clock=300_000 + 5_000)])
+    m.ingest_outcomes([_ev("retry", 16, reset=5, clock=300_000 + 25_000)])
+    m.ingest_outcomes([_ev("old", second, reset=reset, clock=300_000 + clock, pcrs=pcrs)])
+    assert _open(m) == ["quote_replayed"], why
+
+
+@pytest.mark.parametrize("newer_first", [True, False])
+def test_a_crossing_is_proven_by_the_token_the_retrying_agent_received(
+        engines: list[Engine], newer_first: bool) -> None:
+    """With token proof required, the agent that retried reports the retry's token (the
+    first request's answer never reached it): that proves the VM's applied outcome."""
+    clock = Clock()
+    m = Monitor(engines[0], MonitorSettings(stale_after_seconds=86400,
+                                            token_proof_seconds=60.0),
+                metrics=MonitorMetrics(), clock=clock)
+    m.enable(VM)
+    first = replace(_ev("first", 20, reset=5, clock=10_000), token_id="tok-first")
+    retry = replace(_ev("retry", 16, reset=5, clock=25_000), token_id="tok-retry")
+    for ev in ([retry, first] if newer_first else [first, retry]):
+        m.ingest_outcomes([ev])
+    report = HealthReport(str(uuid.uuid4()), VM, HealthStatus.HEALTHY, T0, "1.0",
+                          boot_counter=1, attestation_token="x")
+    m.store_reports([CheckedReport(report, VM, True, "", "https://att.example",
+                                   "tok-retry")])
+    clock.now += timedelta(minutes=10)
+    m.sweep()
+    vm = _vm(m)
+    assert vm.last_proven and _open(m) == []

@@ -41,6 +41,7 @@ from bootwatch.monitor.freshness import (
     QuoteMark,
     Stale,
     advance,
+    may_have_crossed,
     note_report_token,
     note_token,
     set_mark,
@@ -727,6 +728,17 @@ class Monitor:
             # batch (the JetStream ingester redelivered it for ever; found in review)
             return True
         stale = advance(vm, ev)
+        crossed_newer = False
+        if stale is not None and self._crossed_in_flight(session, vm, ev, stale, boot_key):
+            # two attestations of the applied boot crossed in flight (docs/monitor.md,
+            # "Quote freshness"): no alert; the one with the newer quote is applied (the
+            # answer an agent that retried after a timeout received), the other is history
+            get_logger().info("two attestations of one boot crossed in flight: the newer "
+                              "quote applied, the older kept as history",
+                              extra={"event_id": ev.event_id, "vm_id": vm_id})
+            if not stale.late:
+                return True
+            stale, crossed_newer = None, True
         if stale is not None and vm.enabled:
             self._raise_replayed(session, vm, ev, stale, now)
         if stale is not None and not stale.late:
@@ -737,7 +749,8 @@ class Monitor:
         if ev.verdict is not Verdict.EVIDENCE_REJECTED:
             boot = self._boot(session, vm_id, ev, boot_key or _boot_key(ev))
             row.boot_id = boot.id
-        latest = vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
+        latest = (vm.last_outcome_at is None or ev.time >= as_utc(vm.last_outcome_at)
+                  or crossed_newer)
         if not latest:  # an older event delivered late: history only
             if stale is not None:  # ... that shows the applied one replayed (alert raised)
                 self._refresh(session, vm, now)
@@ -763,6 +776,25 @@ class Monitor:
             self._alerts_for_outcome(session, vm, ev, boot, now)
         self._refresh(session, vm, now)
         return True
+
+    def _crossed_in_flight(self, session: Session, vm: VmRow, ev: OutcomeEvent, stale: Stale,
+                           boot_key: str | None) -> bool:
+        """Is ``stale`` two attestations of the VM's applied boot that crossed in flight?
+
+        :func:`bootwatch.monitor.freshness.may_have_crossed` checks the quotes (same AIK
+        and resetCount, close clocks and answers); here, that ``ev`` quotes the same
+        PCR values as the boot the VM's latest outcome applied (its boot key: PCR
+        values, bank and resetCount).  Either way round (``ev`` the older quote answered
+        second, or the newer one answered first) the two outcomes show one state."""
+        if not may_have_crossed(stale) or vm.last_boot_id is None:
+            return False
+        key = boot_key or _boot_key(ev)
+        ctx = _ctx(session)
+        boot = ctx.boots.get((vm.vm_id, key))
+        if boot is None and not ctx.boot_keys_loaded:
+            boot = session.scalars(select(BootRow).where(
+                BootRow.vm_id == vm.vm_id, BootRow.boot_key == key)).first()
+        return boot is not None and boot.id == vm.last_boot_id
 
     @staticmethod
     def _bound(vm: VmRow, ev: OutcomeEvent) -> bool:

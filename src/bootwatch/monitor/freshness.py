@@ -22,12 +22,21 @@ UINT32 arithmetic (newer when ahead by less than 2^31) and only between quotes o
 same AIK; across an AIK change (re-enrolment, a new vTPM) only the clock, which is never
 offset, is compared.  And a vTPM restored from a snapshot, or cleared, goes back in all
 of them: only a person can tell that from a replay (``vm accept-vtpm-rollback``).
+
+One leniency, named: :func:`may_have_crossed`.  Two attestations of one boot can cross
+in flight (an agent's retry after a timeout while the first request is still being
+answered, or a manual run beside the daemon): the older quote is answered second.  When
+the two quotes share the AIK and resetCount and lie within :data:`CROSSING_WINDOW` of
+each other by clock and by answer, and the caller has checked that both quote the same
+PCR values, the older one says nothing the newer one does not: it is history only and no
+alert is raised.  A replay of that kind gains nothing (the state it shows is the state
+applied); a vTPM restored to such a near point goes past the mark within the window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Final, Protocol
 
@@ -35,6 +44,7 @@ from bootwatch.monitor.db import as_utc
 from bootwatch.protocol.outcome import OutcomeEvent, Verdict
 
 __all__ = [
+    "CROSSING_WINDOW",
     "Freshness",
     "MarkedVm",
     "ProvenVm",
@@ -43,6 +53,7 @@ __all__ = [
     "advance",
     "judge",
     "mark_of",
+    "may_have_crossed",
     "note_report_token",
     "note_token",
     "set_mark",
@@ -142,6 +153,27 @@ class Stale:
     replayed: QuoteMark
     newer: QuoteMark
     late: bool
+
+
+#: the most two quotes of one boot, and their answers, may lie apart and still be taken
+#: for two attestations that crossed in flight (the agent gives a request up after 15 s
+#: by default and retries with a fresh quote; a proxy or a busy service may hold the first
+#: one longer): 5 minutes
+CROSSING_WINDOW: Final = timedelta(minutes=5)
+_CROSSING_MS: Final = int(CROSSING_WINDOW.total_seconds() * 1000)
+
+
+def may_have_crossed(stale: Stale) -> bool:
+    """Could ``stale`` be two honest attestations of one boot that crossed in flight?
+
+    True when both quotes come from the same AIK with the same resetCount (one boot of
+    one TPM), their clocks differ by at most :data:`CROSSING_WINDOW` and so do the times
+    they were answered.  The caller must also check that both quote the same PCR values:
+    only then does the older one add nothing to what is applied."""
+    a, b = stale.replayed, stale.newer
+    return (a.aik == b.aik and a.reset_count == b.reset_count
+            and abs(b.clock - a.clock) <= _CROSSING_MS
+            and abs(b.at - a.at) <= CROSSING_WINDOW)
 
 
 def advance(vm: MarkedVm, ev: OutcomeEvent) -> Stale | None:
