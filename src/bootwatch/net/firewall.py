@@ -22,10 +22,12 @@ from bootwatch.net.matching import (
     Context,
     Match,
     destination_units,
+    destination_unknowns,
+    fail_closed,
     host_matches,
-    match_source,
     parse_address,
     parse_ports,
+    source_unknowns,
     split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
@@ -250,10 +252,11 @@ def _matches(c: _Compiled, unit: IPNetwork, ctx: Context) -> bool:
         by_address = any(d.match(unit, ctx) == Match.YES for d in c.destinations)
         by_name = t.address is None and any(host_matches(t.host, f)
                                             for f in rule.destination_fqdns)
-        if not (by_address or by_name):
-            if not rule.destination_ip_groups:
-                return False
-            unknown.append("whether the destination is in its destinationIpGroups")
+        dest = destination_unknowns(by_address or by_name, rule.destination_ip_groups,
+                                    "destinationIpGroups")
+        if dest is None:
+            return False
+        unknown.extend(dest)
     else:
         if t.address is not None:
             return False
@@ -263,23 +266,12 @@ def _matches(c: _Compiled, unit: IPNetwork, ctx: Context) -> bool:
             ctx.warn(f"rule {rule.label} uses FQDN tags: not evaluated")
         if not any(host_matches(t.host, f) for f in rule.destination_fqdns if f != "(fqdn tag)"):
             return False
-    src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
-           for s in c.sources]
-    if Match.YES not in src:
-        if rule.source_ip_groups:
-            unknown.append("whether the VM is in its sourceIpGroups")
-        elif Match.UNKNOWN in src:
-            unknown.append("the VM's address (give --vm-ip)")
-        else:
-            return False
-    if not unknown:
-        return True
-    what = " and ".join(unknown)
-    if rule.action == "Deny":
-        ctx.warn(f"{rule.label}: {what} unknown; assumed to match this Deny")
-        return True
-    ctx.warn(f"{rule.label}: {what} unknown; assumed not to match this Allow")
-    return False
+    src = source_unknowns(c.sources, unit, ctx, groups=rule.source_ip_groups,
+                          groups_name="sourceIpGroups")
+    if src is None:
+        return False
+    unknown.extend(src)
+    return fail_closed(unknown, deny=rule.action == "Deny", who=rule.label, ctx=ctx)[0]
 
 
 def evaluate_firewall(rules: list[FirewallRule], ctx: Context, source: str) -> FirewallEvaluation:

@@ -40,12 +40,15 @@ __all__ = [
     "Match",
     "cut_units",
     "destination_units",
+    "destination_unknowns",
+    "fail_closed",
     "host_matches",
     "match_address",
     "match_ports",
     "match_source",
     "parse_address",
     "parse_ports",
+    "source_unknowns",
     "split_units",
 ]
 
@@ -426,3 +429,59 @@ def match_ports(entries: tuple[str, ...], port: int, *, field_name: str, source:
     """Does any of ``*``, ``N`` or ``N-M`` cover ``port``?"""
     return any(first <= port <= last
                for first, last in parse_ports(entries, field_name=field_name, source=source))
+
+
+# --- fail closed: rule parts the file cannot tell -------------------------------------
+#
+# The NSG and Azure Firewall evaluators share these three steps.  Each of the first two
+# answers None when the rule surely does not match (the caller stops), () when the
+# part surely matches, or what is unknown about it in words; :func:`fail_closed` turns
+# the unknowns into the verdict.  One place, so both evaluators fail closed alike
+# and say so in the same words.
+
+
+def destination_unknowns(matched: bool, groups: tuple[str, ...],
+                         groups_name: str) -> tuple[str, ...] | None:
+    """The destination part: ``matched`` by the rule's addresses or names, else
+    unknown if the rule also names ``groups`` whose members the file does not hold
+    (NSG destination application security groups, Azure Firewall
+    ``destinationIpGroups``), else no match."""
+    if matched:
+        return ()
+    if groups:
+        return (f"whether the destination is in its {groups_name}",)
+    return None
+
+
+def source_unknowns(sources: Sequence[AddressEntry], unit: IPNetwork, ctx: Context, *,
+                    groups: tuple[str, ...], groups_name: str) -> tuple[str, ...] | None:
+    """The source part for traffic to ``unit``: matched if a source entry covers the
+    VM; else unknown if the rule names source ``groups`` (membership not in the
+    file) or an entry may hold the VM's address that was not given; else no match
+    (the VM is outside every source).  Every entry is checked, so each one's
+    warnings are given."""
+    src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
+           for s in sources]
+    if Match.YES in src:
+        return ()
+    if groups:
+        return (f"whether the VM is in its {groups_name}",)
+    if Match.UNKNOWN in src:
+        return ("the VM's address (give --vm-ip)",)
+    return None
+
+
+def fail_closed(unknown: Sequence[str], *, deny: bool, who: str,
+                ctx: Context) -> tuple[bool, str]:
+    """(matches, the assumption in words) for a rule matching but for ``unknown``.
+
+    Nothing unknown: it matches, nothing said.  Otherwise a Deny is assumed to match
+    and an Allow not to (what cannot be known must never let traffic through), and
+    a warning naming the rule (``who``) says so."""
+    if not unknown:
+        return True, ""
+    what = " and ".join(unknown)
+    said = (f"{what} unknown; assumed to match this Deny" if deny
+            else f"{what} unknown; assumed not to match this Allow")
+    ctx.warn(f"{who}: {said}")
+    return deny, said

@@ -22,9 +22,11 @@ from bootwatch.net.matching import (
     Context,
     Match,
     destination_units,
-    match_source,
+    destination_unknowns,
+    fail_closed,
     parse_address,
     parse_ports,
+    source_unknowns,
     split_units,
 )
 from bootwatch.net.servicetag import IPNetwork, load_json
@@ -318,34 +320,21 @@ def _decide(c: _Compiled, unit: IPNetwork, ctx: Context) -> tuple[bool, str]:
     if not c.applies:
         return False, ""
     rule = c.rule
-    unknown: list[str] = []
-    if not any(d.match(unit, ctx) == Match.YES for d in c.destinations):
-        if not rule.destination_asgs:
-            return False, ""
-        unknown.append("whether the destination is in its destination application "
-                       "security groups")
-    src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
-           for s in c.sources]
-    if Match.YES not in src:
-        if rule.source_asgs:
-            unknown.append("whether the VM is in its source application security groups")
-        elif Match.UNKNOWN in src:
-            unknown.append("the VM's address (give --vm-ip)")
-        else:
-            return False, ""  # the VM is outside every source: no source port changes that
+    dest = destination_unknowns(any(d.match(unit, ctx) == Match.YES for d in c.destinations),
+                                rule.destination_asgs,
+                                "destination application security groups")
+    if dest is None:
+        return False, ""
+    src = source_unknowns(c.sources, unit, ctx, groups=rule.source_asgs,
+                          groups_name="source application security groups")
+    if src is None:
+        return False, ""  # the VM is outside every source: no source port changes that
+    unknown = [*dest, *src]
     if not _any_port(rule.source_ports):
         unknown.append("the source port")
-    if not unknown:
-        return True, ""
-    # fail closed
-    what = " and ".join(unknown)
-    if rule.access == "Deny":
-        ctx.warn(f"rule {rule.name!r} ({rule.where}): {what} unknown; assumed to match "
-                 "this Deny")
-        return True, f"{rule.name}: {what} unknown; assumed to match this Deny"
-    ctx.warn(f"rule {rule.name!r} ({rule.where}): {what} unknown; assumed not to match "
-             "this Allow")
-    return False, ""
+    matched, said = fail_closed(unknown, deny=rule.access == "Deny",
+                                who=f"rule {rule.name!r} ({rule.where})", ctx=ctx)
+    return matched, f"{rule.name}: {said}" if matched and said else ""
 
 
 def evaluate_nsg(rules: list[NsgRule], ctx: Context, source: str) -> NsgEvaluation:
