@@ -54,13 +54,34 @@ def test_a_revoked_azure_aik_certificate_is_refused() -> None:
     assert "key compromise" in c.reason
 
 
+def _at(year: int, month: int, day: int) -> dt.datetime:
+    return dt.datetime(year, month, day, tzinfo=dt.UTC)
+
+
 def test_intermediate_expiry_is_noted_ahead_and_after() -> None:
-    anchors = builtin_anchors()
+    """Without its successor in the set, CA - 01's end is said ahead and after."""
+    ca = SHARED / "corpus/maa/azure-vtpm-ca"
+    anchors = TrustAnchors.from_pem([(ca / "azure-virtual-tpm-root-ca-2023.pem").read_bytes(),
+                                     (ca / "global-virtual-tpm-ca-01.pem").read_bytes()])
     assert anchor_expiry_notes(anchors, IN_VALIDITY) == ()
-    ahead = anchor_expiry_notes(anchors, dt.datetime(2025, 9, 1, tzinfo=dt.UTC))
+    ahead = anchor_expiry_notes(anchors, _at(2025, 9, 1))
     assert len(ahead) == 1 and "Global Virtual TPM CA - 01 expires on 2025-11-03" in ahead[0]
-    after = anchor_expiry_notes(anchors, dt.datetime(2025, 12, 1, tzinfo=dt.UTC))
+    after = anchor_expiry_notes(anchors, _at(2025, 12, 1))
     assert len(after) == 1 and "CA - 01 expired on 2025-11-03" in after[0]
+
+
+def test_a_superseded_intermediate_is_not_warned_about() -> None:
+    """Found in review: every start warned that CA - 01 had expired and asked for its
+    successor, which the built-in set holds (CA - 03, valid to 2027-04-24).  Only an
+    intermediate without a valid successor is said, and then all that lack one."""
+    anchors = builtin_anchors()
+    assert anchor_expiry_notes(anchors, _at(2025, 9, 1)) == ()
+    assert anchor_expiry_notes(anchors, _at(2026, 12, 3)) == ()
+    ahead = anchor_expiry_notes(anchors, _at(2027, 2, 15))
+    assert len(ahead) == 1 and "Global Virtual TPM CA - 03 expires on 2027-04-24" in ahead[0]
+    after = anchor_expiry_notes(anchors, _at(2027, 5, 1))
+    assert sorted(n.split(" expired")[0] for n in after) == [
+        "trust anchor CN=Global Virtual TPM CA - 01", "trust anchor CN=Global Virtual TPM CA - 03"]
 
 
 def test_every_check_but_aik_certificate_passes_without_anchors() -> None:

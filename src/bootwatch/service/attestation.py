@@ -126,7 +126,9 @@ def load_attestation_config(settings: Settings) -> AttestationConfig:
     anchors = TrustAnchors(()) if settings.no_builtin_anchors else builtin_anchors()
     anchors = anchors.plus(extra)
     for note in anchor_expiry_notes(anchors, datetime.now(UTC)):
-        get_logger().warning("AIK trust anchor expiry", extra={"reason": note})
+        # the note in the message too: a CLI command without a log handler of its own
+        # prints the message alone (found in review: "AIK trust anchor expiry", no reason)
+        get_logger().warning("AIK trust anchor expiry: %s", note, extra={"reason": note})
     return AttestationConfig(anchors, dbx, templates)
 
 

@@ -105,16 +105,24 @@ def builtin_anchors(*names: str) -> TrustAnchors:
 def anchor_expiry_notes(
     anchors: TrustAnchors, at: datetime, *, ahead: timedelta = EXPIRY_WARNING
 ) -> tuple[str, ...]:
-    """One sentence per anchor that has expired at ``at`` or expires within ``ahead``.
+    """One sentence per anchor that has expired at ``at`` or expires within ``ahead``,
+    unless the set already holds its successor.
 
     An expired intermediate makes every AIK certificate it issued fail
     ``aik_cert_expired``; saying so before it happens gives the operator time to add
-    the successor (``--trust-anchors``).
+    the successor (``--trust-anchors``).  A successor is another CA certificate of the
+    same issuer, valid at ``at``, that outlives it (Azure's "Global Virtual TPM CA - 03"
+    for CA - 01): then there is nothing to add, and a warning at every start would
+    only teach operators to ignore the one that matters.  The superseded certificate
+    stays in the set, so that an AIK certificate it issued is refused as expired, naming
+    it, rather than as untrusted.
     """
     notes: list[str] = []
     for cert in anchors.certificates:
         end = cert.not_valid_after_utc
         subject = cert.subject.rfc4514_string()
+        if end - at <= ahead and _successor(anchors, cert, at) is not None:
+            continue
         if end < at:
             notes.append(f"trust anchor {subject} expired on {end.date().isoformat()}: AIK "
                          "certificates it issued no longer verify; add its successor with "
@@ -123,3 +131,28 @@ def anchor_expiry_notes(
             notes.append(f"trust anchor {subject} expires on {end.date().isoformat()} "
                          f"(in {(end - at).days} days): add its successor with --trust-anchors")
     return tuple(notes)
+
+
+def _successor(anchors: TrustAnchors, cert: x509.Certificate,
+               at: datetime) -> x509.Certificate | None:
+    """Another CA certificate of ``cert``'s issuer (not self-signed), valid at ``at``,
+    that outlives ``cert``: the CA that issues what ``cert`` issued before."""
+    if cert.issuer == cert.subject:
+        return None
+    end = cert.not_valid_after_utc
+    for other in anchors.certificates:
+        if (other is cert or other.subject == cert.subject or other.issuer != cert.issuer
+                or other.issuer == other.subject or not _is_ca(other)):
+            continue
+        if other.not_valid_before_utc <= at <= other.not_valid_after_utc \
+                and other.not_valid_after_utc > end:
+            return other
+    return None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.BasicConstraints)
+    except x509.ExtensionNotFound:
+        return False
+    return bool(ext.value.ca)
