@@ -202,7 +202,12 @@ def test_cli_exit_codes_and_json(tmp_path: Path, azure_file: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("ALLOWED: TCP to 20.62.129.149:443 is decided by "
                                  "AllowAzureAttestationOutbound, priority 199")
-    assert _cli("explain", "--rules", str(rules), "--to", "192.0.2.9").returncode == 0
+    # without --from the tags are unknown: the Deny to AzureAttestation may hold
+    # 192.0.2.9, so it fails closed (exit 1, was 0: an unknown tag matched nothing);
+    # the document settles it (192.0.2.9 is outside the tag)
+    assert _cli("explain", "--rules", str(rules), "--to", "192.0.2.9").returncode == 1
+    assert _cli("explain", "--rules", str(rules), "--to", "192.0.2.9", "--from",
+                str(azure_file)).returncode == 0
     # human output of a denial names the rule and prints the fix as a generated rule
     rules.write_text(json.dumps([rule("DenyWeb", 1000, "Deny", "*", port="443")]))
     out = _cli("explain", "--rules", str(rules), "--to", "https://192.0.2.9")

@@ -8,7 +8,8 @@ flattened) or an object holding just those keys (what ``bootwatch network rules
 rule collections first, by priority, the first matching rule's collection action
 decides; then application rule collections (by host name, ``Https:PORT``); when
 nothing matches the firewall denies.  Application rules need a host name: for an
-address target they are not consulted (said so).
+address target they are not consulted (said so).  A service tag the document does
+not define, like an IP group, fails closed (see :mod:`bootwatch.net.matching`).
 """
 
 from __future__ import annotations
@@ -20,11 +21,11 @@ from bootwatch.errors import NetworkInputError
 from bootwatch.net.matching import (
     AddressEntry,
     Context,
-    Match,
     destination_units,
     destination_unknowns,
     fail_closed,
     host_matches,
+    match_destinations,
     parse_address,
     parse_ports,
     source_unknowns,
@@ -241,19 +242,20 @@ def _matches(c: _Compiled, unit: IPNetwork, ctx: Context) -> bool:
     """Does ``c``'s rule match TCP from the VM to ``unit``?
 
     What cannot be known from the file (the VM's address without ``--vm-ip``, the
-    addresses of IP groups) fails closed: it counts for a Deny and never for an
-    Allow, and a warning names the rule."""
+    addresses of IP groups and of service tags the document does not define) fails
+    closed: it counts for a Deny and never for an Allow, and a warning names the
+    rule."""
     rule = c.rule
     t = ctx.target
     unknown: list[str] = []
     if rule.kind == "network":
         if not c.applies:
             return False
-        by_address = any(d.match(unit, ctx) == Match.YES for d in c.destinations)
+        by_address, tags = match_destinations(c.destinations, unit, ctx)
         by_name = t.address is None and any(host_matches(t.host, f)
                                             for f in rule.destination_fqdns)
         dest = destination_unknowns(by_address or by_name, rule.destination_ip_groups,
-                                    "destinationIpGroups")
+                                    "destinationIpGroups", tags=tags)
         if dest is None:
             return False
         unknown.extend(dest)

@@ -12,12 +12,22 @@ Named approximations (the platform knows more than a rules file says):
 
 - ``VirtualNetwork`` is taken as the private ranges (RFC 1918, 100.64/10, fc00::/7)
   unless ``vnet`` prefixes are given; ``Internet`` as every other address;
-- a service tag the document does not define is reported as a warning and does
-  not match;
-- an unknown source (no ``--vm-ip``, or none of the destination's family), a rule
-  limited to source ports, and a rule part the evaluators cannot check (NSG
-  application security groups, Azure Firewall IP groups) are assumed to match a
-  Deny and not an Allow (fail closed), and said so.
+  ``AzureLoadBalancer`` as matching no address (it stands for the platform's
+  load-balancer probes, never an attestation endpoint or the VM).
+
+Fail closed (what a rules file and the document cannot tell is never taken to let
+traffic through): an unknown source (no ``--vm-ip``, or none of the destination's
+family), a rule limited to source ports, a rule part the evaluators cannot check
+(NSG application security groups, Azure Firewall IP groups) and a service tag the
+loaded document does not define (or any tag when no document was given) are
+assumed to match a Deny and not an Allow, and a warning names the rule and what is
+unknown.  A tag is not "not matching" just because the document lacks it:
+``AzureCloud`` holds every Azure public address, an attestation endpoint in Azure
+among them, so skipping a Deny to it would say "allowed" where Azure denies.  The
+warning for a tag says how to settle it: ``--from`` a document that defines it
+(Azure's ``ServiceTags_Public.json`` defines every Azure tag).  ``*``, ``Internet``,
+``VirtualNetwork`` and ``AzureLoadBalancer`` are the NSG's own names, never looked
+up in a document and never unknown.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ __all__ = [
     "fail_closed",
     "host_matches",
     "match_address",
+    "match_destinations",
     "match_ports",
     "match_source",
     "parse_address",
@@ -291,11 +302,7 @@ class AddressEntry:
         if self.kind == _VNET:
             return Match.YES if ctx.is_vnet(unit) else Match.NO
         if self.kind == _UNKNOWN_TAG:
-            ctx.warn(
-                f"service tag {self.text!r} ({self.field_name}) is not in the service-tag "
-                "document: treated as not matching"
-            )
-            return Match.NO
+            return self.unknown_tag(ctx)
         first, last = int(unit.network_address), int(unit.broadcast_address)
         return (
             Match.YES
@@ -303,6 +310,28 @@ class AddressEntry:
                    for version, lo, hi in self.spans)
             else Match.NO
         )
+
+    def unknown_tag(self, ctx: Context) -> str:
+        """:data:`Match.UNKNOWN` for a tag the document does not define, with a
+        warning naming it and how to settle it.
+
+        Unknown, not "no": the tag may hold the address (``AzureCloud`` holds every
+        Azure public address), so the evaluators count it for a Deny and never for an
+        Allow (:func:`fail_closed`)."""
+        why = ("is not in the service-tag document" if ctx.document is not None
+               else "cannot be expanded (no service-tag document was given)")
+        ctx.warn(
+            f"service tag {self.text!r} ({self.field_name}) {why}: which addresses it "
+            "holds is unknown, so a rule naming it is assumed to match a Deny and not an "
+            "Allow (to settle it, give --from a service-tag document that defines it, "
+            "such as Azure's ServiceTags_Public.json)"
+        )
+        return Match.UNKNOWN
+
+    @property
+    def is_unknown_tag(self) -> bool:
+        """A tag the document does not define (see :meth:`unknown_tag`)."""
+        return self.kind == _UNKNOWN_TAG
 
     @cached_property
     def spans(self) -> tuple[tuple[int, int, int], ...]:
@@ -373,9 +402,13 @@ def match_source(entry: str | AddressEntry, ctx: Context, *, field_name: str, so
     never for an Allow) when the entry is a prefix and the VM's address of that
     family was not given: a ``--vm-ip`` of the other family says nothing about it
     (an IPv4 source prefix never covers IPv6 traffic, but whether an IPv6 prefix
-    holds the VM's IPv6 address is unknown), and a warning says so."""
+    holds the VM's IPv6 address is unknown), and a warning says so.  Unknown too
+    for a service tag the document does not define, whatever the VM's address."""
     parsed = entry if isinstance(entry, AddressEntry) else parse_address(
         entry, ctx, field_name=field_name, source=source)
+    if parsed.kind == _UNKNOWN_TAG:
+        # unknown whatever the VM's address: the tag's addresses are not known
+        return parsed.unknown_tag(ctx)
     if parsed.kind in (_ANY, _VNET):
         return Match.YES
     if parsed.kind == _PREFIXES and len(parsed.networks) == 1 \
@@ -440,35 +473,63 @@ def match_ports(entries: tuple[str, ...], port: int, *, field_name: str, source:
 # and say so in the same words.
 
 
-def destination_unknowns(matched: bool, groups: tuple[str, ...],
-                         groups_name: str) -> tuple[str, ...] | None:
+def match_destinations(entries: Sequence[AddressEntry], unit: IPNetwork,
+                       ctx: Context) -> tuple[bool, tuple[str, ...]]:
+    """(whether an entry surely covers ``unit``, the service tags that may): the
+    destination addresses of one rule, for :func:`destination_unknowns`.  A tag the
+    document does not define may hold any address, so it is returned as unknown
+    rather than taken as not matching."""
+    tags: list[str] = []
+    for entry in entries:
+        found = entry.match(unit, ctx)
+        if found == Match.YES:
+            return True, ()
+        if found == Match.UNKNOWN:
+            tags.append(entry.text)
+    return False, tuple(dict.fromkeys(tags))
+
+
+def _tags_phrase(tags: Sequence[str]) -> str:
+    """``service tag 'A'`` or ``service tags 'A', 'B'``."""
+    names = ", ".join(repr(t) for t in tags)
+    return f"service tag {names}" if len(tags) == 1 else f"service tags {names}"
+
+
+def destination_unknowns(matched: bool, groups: tuple[str, ...], groups_name: str, *,
+                         tags: Sequence[str] = ()) -> tuple[str, ...] | None:
     """The destination part: ``matched`` by the rule's addresses or names, else
     unknown if the rule also names ``groups`` whose members the file does not hold
     (NSG destination application security groups, Azure Firewall
-    ``destinationIpGroups``), else no match."""
+    ``destinationIpGroups``) or service ``tags`` the document does not define
+    (:func:`match_destinations`), else no match."""
     if matched:
         return ()
+    unknown: list[str] = []
     if groups:
-        return (f"whether the destination is in its {groups_name}",)
-    return None
+        unknown.append(f"whether the destination is in its {groups_name}")
+    if tags:
+        unknown.append(f"whether the destination is in {_tags_phrase(tags)}")
+    return tuple(unknown) or None
 
 
 def source_unknowns(sources: Sequence[AddressEntry], unit: IPNetwork, ctx: Context, *,
                     groups: tuple[str, ...], groups_name: str) -> tuple[str, ...] | None:
     """The source part for traffic to ``unit``: matched if a source entry covers the
     VM; else unknown if the rule names source ``groups`` (membership not in the
-    file) or an entry may hold the VM's address that was not given; else no match
-    (the VM is outside every source).  Every entry is checked, so each one's
-    warnings are given."""
+    file), a service tag the document does not define, or an entry that may hold
+    the VM's address that was not given; else no match (the VM is outside every
+    source).  Every entry is checked, so each one's warnings are given."""
     src = [match_source(s, ctx, field_name=s.field_name, source="", unit=unit)
            for s in sources]
     if Match.YES in src:
         return ()
+    tags = tuple(dict.fromkeys(s.text for s in sources if s.is_unknown_tag))
+    in_tags = (f"whether the VM is in {_tags_phrase(tags)}",) if tags else ()
     if groups:
-        return (f"whether the VM is in its {groups_name}",)
-    if Match.UNKNOWN in src:
-        return ("the VM's address (give --vm-ip)",)
-    return None
+        return (f"whether the VM is in its {groups_name}", *in_tags)
+    if any(m == Match.UNKNOWN and not s.is_unknown_tag for s, m in zip(sources, src, strict=True)):
+        return (*in_tags, "the VM's address (give --vm-ip)")
+    return in_tags or None
 
 
 def fail_closed(unknown: Sequence[str], *, deny: bool, who: str,

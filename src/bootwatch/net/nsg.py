@@ -7,8 +7,9 @@ a bare JSON list of rules.  Semantics (NSG doc, monitoring-facts section 3):
 outbound rules only, lowest priority number first, the first match decides;
 missing default rules (65000 AllowVnetOutBound, 65001 AllowInternetOutBound,
 65500 DenyAllOutBound) are added, and said so.  Service tags are expanded from the
-published service-tag document.  Approximations are named in
-:mod:`bootwatch.net.matching`.
+published service-tag document; a tag it does not define is unknown and fails
+closed (it matches a Deny, never an Allow, and a warning names it).  Approximations
+and what fails closed are named in :mod:`bootwatch.net.matching`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from bootwatch.errors import NetworkInputError
 from bootwatch.net.matching import (
     AddressEntry,
     Context,
-    Match,
     destination_units,
     destination_unknowns,
     fail_closed,
+    match_destinations,
     parse_address,
     parse_ports,
     source_unknowns,
@@ -315,14 +316,15 @@ def _decide(c: _Compiled, unit: IPNetwork, ctx: Context) -> tuple[bool, str]:
     """(matches, note) for one outbound rule and one destination unit.
 
     What cannot be known from the file (the VM's address without ``--vm-ip``, its
-    source port, membership of application security groups) fails closed: it
-    counts for a Deny and never for an Allow, and a note or warning names the rule."""
+    source port, membership of application security groups, the addresses of a
+    service tag the document does not define) fails closed: it counts for a Deny
+    and never for an Allow, and a note or warning names the rule."""
     if not c.applies:
         return False, ""
     rule = c.rule
-    dest = destination_unknowns(any(d.match(unit, ctx) == Match.YES for d in c.destinations),
-                                rule.destination_asgs,
-                                "destination application security groups")
+    matched, tags = match_destinations(c.destinations, unit, ctx)
+    dest = destination_unknowns(matched, rule.destination_asgs,
+                                "destination application security groups", tags=tags)
     if dest is None:
         return False, ""
     src = source_unknowns(c.sources, unit, ctx, groups=rule.source_asgs,
