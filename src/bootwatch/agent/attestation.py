@@ -6,16 +6,24 @@ metadata and ``/certs``.  Every way this can end is an :class:`AttestOutcome`
 with a :class:`Verdict`; nothing the exit codes or the health report cover is
 raised.  ``bootwatch agent attest`` prints it; the daemon turns it into a
 health report and a provisioning status.
+
+Both pass an :class:`~bootwatch.agent.attestlock.AttestLock`: held from before
+the quote until the provider's answer is in, so two attestations of one VM from
+this agent never cross in flight (the monitor would see a replayed quote); a
+lock another attestation holds past its wait bound is a platform error (hop
+``local``, ``error_code`` ``attestation_busy``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bootwatch.agent.errors import PlatformError
 from bootwatch.errors import (
     BootwatchError,
     ConfigError,
@@ -26,6 +34,7 @@ from bootwatch.errors import (
 from bootwatch.protocol.health import HealthStatus
 
 if TYPE_CHECKING:
+    from bootwatch.agent.attestlock import AttestLock
     from bootwatch.agent.transport import TlsContexts
 
 __all__ = [
@@ -140,11 +149,48 @@ def attest_once(
     timeout: float = 15.0,
     key_cache: Path | None = None,
     tls: TlsContexts | None = None,
+    lock: AttestLock | None = None,
 ) -> AttestOutcome:
     """Collect, send, unseal, verify; never raises for the outcomes the exit codes cover.
 
     ``key_cache``: where the ephemeral key's TPM context is kept between attestations
-    (:func:`bootwatch.agent.tpm.create_ephemeral_key`); None derives it every time."""
+    (:func:`bootwatch.agent.tpm.create_ephemeral_key`); None derives it every time.
+    ``lock``: held from before the TPM is opened for the quote until the provider has
+    answered (the unseal and the token check run without it); one that cannot be
+    taken within its wait is a PLATFORM_ERROR outcome at hop ``local`` naming the
+    lock file, and the TPM is not touched.  None: no lock (the lab's demo callers)."""
+    # the lock, released once the answer is in (closing it twice is harmless)
+    until_answered = ExitStack()
+    if lock is not None:
+        try:
+            until_answered.enter_context(lock.hold())
+        except PlatformError as exc:  # AttestationBusyError among them
+            return AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step="local",
+                                 error_code=exc.code)
+    with until_answered:
+        return _attest_locked(tcti, tcg_log, url, until_answered, ca=ca, os_info=os_info,
+                              client_payload=client_payload, pcr_indices=pcr_indices,
+                              proxy=proxy, timeout=timeout, key_cache=key_cache, tls=tls)
+
+
+def _attest_locked(
+    tcti: str | None,
+    tcg_log: bytes,
+    url: str,
+    until_answered: ExitStack,
+    *,
+    ca: Path | None,
+    os_info: Any,
+    client_payload: Mapping[str, str] | None,
+    pcr_indices: Sequence[int] | None,
+    proxy: str | None,
+    timeout: float,
+    key_cache: Path | None,
+    tls: TlsContexts | None,
+) -> AttestOutcome:
+    """:func:`attest_once` with its lock held: closes ``until_answered`` as soon as the
+    provider's answer (or its failure) is in, so the next attestation may quote while
+    this one unseals and verifies."""
     from bootwatch.agent.client import AttestationClient
     from bootwatch.agent.evidence import collect_keeping_key
     from bootwatch.agent.tpm import flushing, open_tpm
@@ -172,6 +218,8 @@ def attest_once(
                                else Verdict.REFUSED)
                     return AttestOutcome(verdict, exc.message, error_code=exc.error_code,
                                          aik_cert=aik, http_status=exc.status)
+                finally:
+                    until_answered.close()  # the quote is answered: another may go
                 try:
                     jws = open_envelope(esys, envelope, quoted_pcrs=ev.pcrs,
                                         pcr_indices=ev.pcr_set, key_handle=key)

@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "DEFAULT_INTERVAL",
     "DEFAULT_STATE_DIR",
+    "DEFAULT_TIMEOUT",
     "ENV_PREFIX",
     "AgentConfig",
     "LoadedConfig",
@@ -48,6 +49,9 @@ __all__ = [
 
 DEFAULT_CONFIG: Final = Path("/etc/bootwatch/agent.toml")
 DEFAULT_STATE_DIR: Final = Path("/var/lib/bootwatch")
+#: seconds per request; also how long an attestation waits for another one of the same
+#: VM to be answered (bootwatch.agent.attestlock), in the daemon and in `agent attest`
+DEFAULT_TIMEOUT: Final = 15.0
 #: one hour: well inside the 8 h token lifetime, 12 samples inside Defender's 12 h freshness
 DEFAULT_INTERVAL: Final = 3600.0
 #: +-10 % uniform jitter so a fleet booted together does not attest in lockstep
@@ -77,7 +81,7 @@ class AgentConfig:
     heartbeat_file: Path | None = None
     interval: float = DEFAULT_INTERVAL
     jitter: float = DEFAULT_JITTER
-    timeout: float = 15.0
+    timeout: float = DEFAULT_TIMEOUT
     proxy: str | None = None
     no_proxy: str | None = None
     vm_id: str | None = None

@@ -17,6 +17,12 @@ of the last attempt in the same boot waits out that minute, so a crash loop
 cannot flood the service.  A failed cycle of an upgrade under trial brings the
 next one forward to just past its rollback deadline.
 
+One attestation at a time.  Each cycle holds ``STATE_DIR/attest.lock``
+(:mod:`bootwatch.agent.attestlock`) from its quote to the provider's answer, the
+file a manual ``bootwatch agent attest`` of this VM takes too; while another
+attestation holds it longer than ``timeout`` the cycle ends as a platform error
+at hop ``local`` (and backs off), never a crash.
+
 Signals.  SIGTERM/SIGINT: the current step finishes, the rest of the cycle is
 abandoned (an unsent report is kept as pending and sent first next time), the
 state is saved and the daemon exits 0.  SIGHUP: the configuration is re-read
@@ -53,6 +59,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Final, Protocol
 
 from bootwatch.agent.attestation import AttestOutcome, Verdict, attest_once
+from bootwatch.agent.attestlock import ATTEST_LOCK, AttestLock
 from bootwatch.agent.config import LoadedConfig
 from bootwatch.agent.errors import PlatformError
 from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
@@ -487,7 +494,7 @@ class AgentDaemon:
                                   os_info=read_os_info(target.os_release),
                                   pcr_indices=cfg.pcrs, proxy=proxy.url, timeout=cfg.timeout,
                                   key_cache=cfg.state_dir / EPHEMERAL_KEY_CONTEXT,
-                                  tls=self._tls)
+                                  tls=self._tls, lock=self._attest_lock())
         except BootwatchError as exc:
             outcome = AttestOutcome(Verdict.PLATFORM_ERROR, str(exc), step=FailedHop.LOCAL.value)
         from bootwatch.agent.identity import aik_facts
@@ -551,6 +558,12 @@ class AgentDaemon:
             delivered=delivered, delivery_error=delivery_error, report_refused=refused,
             abandoned=self._stop, next_due=next_due,
         )
+
+    def _attest_lock(self) -> AttestLock:
+        """This cycle's attestation lock: in the state directory (per VM: each lab VM of a
+        fleet has its own), waiting at most the configured ``timeout`` for another
+        attestation of this VM.  Made per cycle: a SIGHUP may change both."""
+        return AttestLock(self.config.state_dir / ATTEST_LOCK, wait=self.config.timeout)
 
     def _health_report(self, outcome: AttestOutcome, state: AgentState, url: str,
                        aik: AikFacts) -> HealthReport:

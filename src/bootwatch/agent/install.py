@@ -73,9 +73,11 @@ def upgrade_root(executable: Path) -> Path | None:
 def _upgrade_lines(executable: Path) -> tuple[str, str]:
     """What an upgradable install adds to the unit (docs/upgrade.md, "The service unit
     needs"): ([Unit] lines, [Service] lines).  The pre-start guard runs the known-good
-    version, which rolls back an upgrade that never finished a cycle by its deadline; the
-    install root must stay writable under ProtectSystem=strict; restarts are never rate
-    limited, so a crash-looping release is retried until the guard rolls it back."""
+    version before every start (restarts included: systemd runs ExecStartPre each time),
+    counts the starts of a pending upgrade and rolls it back before the start past
+    ``max_unconfirmed_starts`` or once its deadline has passed; the install root must stay
+    writable under ProtectSystem=strict; restarts are never rate limited, so a
+    crash-looping release is restarted (every RestartSec) until the guard rolls it back."""
     root = upgrade_root(executable)
     if root is None:
         return "", ""

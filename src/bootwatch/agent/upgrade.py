@@ -36,10 +36,17 @@ not change what runs.
 A new version that cannot even start never reaches :meth:`~AgentUpgrader.after_cycle`;
 for that case the upgrader keeps ``ROOT/previous`` pointing at the known-good
 version, and the service unit runs ``ROOT/previous/bin/bootwatch agent upgrade
---rollback-expired`` before each start (``ExecStartPre=-``), which switches back
-once the deadline has passed.  The unit must keep restarting a crashing agent
-(``Restart=always`` with ``StartLimitIntervalSec=0`` or a ``RestartSec`` long
-enough) for that pre-start check to run.
+--rollback-expired`` before each start (``ExecStartPre=-``,
+:meth:`AgentUpgrader.rollback_if_expired`).  That guard counts the starts of the
+pending version in the pending record and switches back before the start that
+would exceed ``max_unconfirmed_starts`` (3: a release that crashes at start-up is
+rolled back before its 4th start, about two minutes after the switch with
+``RestartSec=30``, not after the whole deadline), or once the deadline has passed,
+whichever comes first.  The
+unit must keep restarting a crashing agent (``Restart=on-failure`` with
+``StartLimitIntervalSec=0`` or a ``RestartSec`` long enough) for that pre-start
+check to run.  The guard is the *previous* version's code: the first upgrade away
+from a version without the start count is protected by the deadline only.
 """
 
 from __future__ import annotations
@@ -134,6 +141,9 @@ class UpgradeConfig:
     enabled: bool = True
     check_interval: float = 3600.0
     rollback_deadline: float = 900.0
+    #: starts of a pending version without a successful cycle before the pre-start
+    #: guard rolls it back (the Nth start is allowed; the guard before start N+1 rolls back)
+    max_unconfirmed_starts: int = 3
     retry_failed_after: float = 86400.0
     allow_major: bool = False
     allow_prerelease: bool = False
@@ -153,9 +163,9 @@ class UpgradeConfig:
 
 _KNOWN: Final = frozenset({
     "monitor_url", "release_public_key", "install_root", "state_dir", "enabled",
-    "check_interval", "rollback_deadline", "retry_failed_after", "allow_major",
-    "allow_prerelease", "vm_id", "ca", "timeout", "max_wheel_bytes", "python", "proxy",
-    "no_proxy",
+    "check_interval", "rollback_deadline", "max_unconfirmed_starts", "retry_failed_after",
+    "allow_major", "allow_prerelease", "vm_id", "ca", "timeout", "max_wheel_bytes", "python",
+    "proxy", "no_proxy",
 })
 
 #: keys of ``[upgrade]`` that fall back to the agent's top-level settings: (upgrade key,
@@ -220,6 +230,14 @@ def parse_upgrade_config(table: Mapping[str, Any], *, source: str) -> UpgradeCon
             raise ConfigError(f"{where(key)}: expected true or false")
         return value
 
+    def count(key: str, default: int, minimum: int) -> int:
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where(key)}: expected a whole number, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{where(key)}: must be at least {minimum}, got {value}")
+        return value
+
     def text(key: str) -> str | None:
         value = table.get(key)
         if value is not None and not isinstance(value, str):
@@ -258,6 +276,7 @@ def parse_upgrade_config(table: Mapping[str, Any], *, source: str) -> UpgradeCon
         enabled=flag("enabled", True),
         check_interval=seconds("check_interval", 3600.0, 1.0),
         rollback_deadline=seconds("rollback_deadline", 900.0, 0.0),
+        max_unconfirmed_starts=count("max_unconfirmed_starts", 3, 1),
         retry_failed_after=seconds("retry_failed_after", 86400.0, 0.0),
         allow_major=flag("allow_major", False),
         allow_prerelease=flag("allow_prerelease", False),
@@ -453,6 +472,9 @@ def _load_state(path: Path) -> _State:
         and isinstance(pending.get("deadline"), int | float)
     ):
         raise StorageError(f"{path}: pending: expected version, previous_target and deadline")
+    if pending is not None and "starts" in pending and not _is_count(pending["starts"]):
+        raise StorageError(f"{path}: pending.starts: expected a whole number >= 0, got "
+                           f"{pending['starts']!r}; delete the key to count from 0")
     failed = obj.get("failed", {})
     if not isinstance(failed, dict) or not all(
         isinstance(v, int | float) for v in failed.values()
@@ -462,6 +484,20 @@ def _load_state(path: Path) -> _State:
         pending=pending, failed={str(k): float(v) for k, v in failed.items()},
         last_confirmed=obj.get("last_confirmed"), last_rollback=obj.get("last_rollback"),
     )
+
+
+def _is_count(value: object) -> bool:
+    """A JSON whole number >= 0 (``true`` is an int to Python, not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _starts(pending: Mapping[str, Any]) -> int:
+    """How often the pre-start guard has let the pending version start.  A record written
+    before the guard counted starts has no ``starts``: it counts from 0, so an upgrade
+    pending across the agent's own upgrade is judged as a fresh one, never rolled back
+    for starts it cannot know about."""
+    value = pending.get("starts", 0)
+    return value if _is_count(value) else 0
 
 
 def _save_state(path: Path, state: _State) -> None:
@@ -599,21 +635,63 @@ class AgentUpgrader:
             return None
 
     def rollback_if_expired(self) -> UpgradeOutcome | None:
-        """Before a start: roll a pending upgrade back if its deadline has passed.
+        """Before a start: roll a pending upgrade back if its deadline has passed or it
+        has already been started ``max_unconfirmed_starts`` times; else count this start.
 
         For a new version that cannot even start (so never reaches
         :meth:`after_cycle`): the unit runs this from the known-good version,
         ``ROOT/previous/bin/bootwatch agent upgrade --rollback-expired``, as
-        ``ExecStartPre``.  Returns the rollback's outcome, or None.
+        ``ExecStartPre``, before EVERY start, the first one after the switch included.
+        Why count: a release that crashes at start-up is restarted by the supervisor
+        every ``RestartSec``; waiting for the deadline alone left the VM without an agent
+        for the whole of it (15 minutes by default).  So the guard before start N
+        records N in the pending record (durably, before that start), and the guard
+        before start N+1 rolls back, N being ``max_unconfirmed_starts``.  A start is
+        counted only when ``current`` points at the pending version (after an
+        interrupted switch the old version starts, and rolls the record back itself on
+        its first cycle).  Returns the rollback's outcome, or None.
         """
         state = _load_state(self.state_path)
-        if state.pending is None or self.clock() < float(state.pending["deadline"]):
+        pending = state.pending
+        if pending is None:
             return None
-        version = str(state.pending["version"])
-        self._rollback(state, self.clock(), f"{version} had not confirmed a successful cycle "
-                       f"within {self.config.rollback_deadline:g} s (checked before a start)",
-                       restart=False)
-        return self.last_outcome
+        now = self.clock()
+        version = str(pending["version"])
+        if now >= float(pending["deadline"]):
+            self._rollback(state, now, f"{version} had not confirmed a successful cycle "
+                           f"within {self.config.rollback_deadline:g} s (checked before a "
+                           "start)", restart=False)
+            return self.last_outcome
+        if not self._current_is(version):
+            return None
+        starts = _starts(pending)
+        limit = self.config.max_unconfirmed_starts
+        if starts >= limit:
+            self._rollback(state, now, self._crash_loop_reason(version, starts), restart=False)
+            return self.last_outcome
+        pending["starts"] = starts + 1
+        _save_state(self.state_path, state)
+        _log.info("starting %s, pending upgrade: start %d of at most %d without a "
+                  "successful cycle", version, starts + 1, limit)
+        return None
+
+    def _current_is(self, version: str) -> bool:
+        """Whether ``ROOT/current`` runs ``version`` (where :func:`install_version` put
+        it): only then is the start the guard precedes a start of the pending version."""
+        root = self.config.install_root
+        return (root / "current").resolve() == (root / "versions" / version).resolve()
+
+    def _crash_loop_reason(self, version: str, starts: int) -> str:
+        """Why a version that never finished a cycle was rolled back before a start: what
+        happened, where to look and when it is retried (the rollback message and
+        ``last_rollback.reason`` of ``upgrade.json``)."""
+        times = "once" if starts == 1 else f"{starts} times"
+        return (f"{version} was started {times} without completing a successful "
+                f"attestation cycle (max_unconfirmed_starts = "
+                f"{self.config.max_unconfirmed_starts}): it fails before its first cycle; "
+                "its start-up errors are in the service's journal (journalctl -u "
+                f"bootwatch-agent); it is not taken again for "
+                f"{self.config.retry_failed_after:g} s")
 
     def maybe_upgrade(self) -> bool:
         """Check and install when due; True when ``current`` was switched and a restart is due."""
@@ -707,6 +785,9 @@ class AgentUpgrader:
             "previous_target": previous_target,
             "deadline": self.clock() + self.config.rollback_deadline,
             "installed_at": self.clock(),
+            # starts let through by the pre-start guard (rollback_if_expired); the
+            # supervisor's first start of the new version is counted by it, too
+            "starts": 0,
         }
         _save_state(self.state_path, state)
         # ROOT/previous names the known-good version for the pre-start guard (see module doc)

@@ -8,7 +8,9 @@ provider's OpenID metadata and ``/certs``) lives in
 Exit codes: 0 permitted; 1 refused (policy deny or evidence rejected, with
 the provider's reason) or the token did not open/verify; 2 the provider
 could not be reached (the failing step is named: dns, tcp_connect, tls,
-http_status, timeout).
+http_status, timeout), or another attestation of this VM held the attestation
+lock for longer than 15 s (a platform error naming the lock file; where the lock
+lives: :mod:`bootwatch.agent.attestlock`).
 """
 
 from __future__ import annotations
@@ -93,13 +95,20 @@ def _print_human(result: AttestOutcome) -> None:
               help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 (Linux).")
 @click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="os-release file to report (default: the lab VM's, else /etc/os-release).")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              envvar="BOOTWATCH_AGENT_STATE_DIR", default=None,
+              help="The agent's state directory: its attest.lock keeps this attestation and "
+                   "the daemon's apart (default: the lab VM's folder with --lab-vm, else "
+                   "/var/lib/bootwatch when it exists, else /run/bootwatch).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def attest(
     tcti: str | None, lab_vm: str | None, lab_dir: Path | None, log_file: Path | None, url: str,
     ca: Path | None, payload: tuple[str, ...], pcrs: str | None, os_release: Path | None,
-    as_json: bool,
+    state_dir: Path | None, as_json: bool,
 ) -> None:
     """Attest this machine (or a lab VM) to --url; exit 0 permitted, 1 denied, 2 unreachable."""
+    from bootwatch.agent.attestlock import ATTEST_LOCK, AttestLock, default_lock_dir
+    from bootwatch.agent.config import DEFAULT_TIMEOUT
     from bootwatch.agent.evidence import SECURITYFS_LOG, read_os_info, read_tcg_log
 
     if tcti and lab_vm:
@@ -125,17 +134,20 @@ def attest(
             log = read_tcg_log(log_file or vm.log_path)
             # the image's OS as the lab recorded it, never the lab host's
             os_info = read_os_info(os_release or vm.vm.os_release_path)
+            lock = AttestLock((state_dir or vm.vm.path) / ATTEST_LOCK, wait=DEFAULT_TIMEOUT)
             result = attest_once(vm.tcti, log, url, ca=ca, os_info=os_info,
                                  client_payload=client_payload, pcr_indices=indices,
-                                 proxy=proxy)
+                                 proxy=proxy, lock=lock)
     else:
         from bootwatch.agent.platform import default_tcti, read_event_log
 
         # real machines first: /dev/tpmrm0, else /dev/tpm0; an empty log names the file
         log = read_event_log(log_file or SECURITYFS_LOG)
         os_info = read_os_info(os_release or Path("/etc/os-release"))
+        lock = AttestLock((state_dir or default_lock_dir()) / ATTEST_LOCK, wait=DEFAULT_TIMEOUT)
         result = attest_once(tcti or default_tcti(), log, url, ca=ca, os_info=os_info,
-                             client_payload=client_payload, pcr_indices=indices, proxy=proxy)
+                             client_payload=client_payload, pcr_indices=indices, proxy=proxy,
+                             lock=lock)
     if as_json:
         sys.stdout.write(json.dumps(result.to_json(), indent=2) + "\n")
     else:
