@@ -286,3 +286,18 @@ def test_the_service_user_can_read_the_installed_configuration() -> None:
         assert read_as("65534").returncode != 0  # any other group: the file stays private
     finally:
         shutil.rmtree(prefix)
+
+
+def test_install_under_a_relative_prefix_creates_the_service_user(tmp_path: Path) -> None:
+    """Found in a README walk-through: ``agent install --prefix ./root`` passed the
+    relative root to systemd-sysusers, which failed to open its own file there
+    ("Failed to open 'root/usr/lib/sysusers.d/bootwatch.conf'") and created no user."""
+    if os.geteuid() != 0:
+        pytest.fail("this test installs as root (CI runs as root)")
+    res = subprocess.run([sys.executable, "-m", "bootwatch.cli.main", "agent", "install",
+                          "--prefix", "root"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "warning" not in res.stderr, res.stderr
+    assert "bootwatch:" in (tmp_path / "root/etc/passwd").read_text()
+    assert f"installed under {tmp_path / 'root'}" in res.stdout

@@ -92,7 +92,8 @@ def _print_human(result: AttestOutcome) -> None:
 @click.option("--payload", multiple=True, metavar="KEY=VALUE",
               help="ClientPayload entry (repeatable); echoed back in x-ms-runtime.")
 @click.option("--pcrs", default=None, metavar="LIST",
-              help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 (Linux).")
+              help="PCRs to quote, e.g. 0-7,11-14 (Windows); default 0-7 plus every PCR among "
+                   "8-15 the event log extends.")
 @click.option("--os-release", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="os-release file to report (default: the lab VM's, else /etc/os-release).")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),

@@ -38,7 +38,9 @@ def _setup_logging() -> None:
               help="tpm2-tss TCTI [default device:/dev/tpmrm0, else device:/dev/tpm0].")
 @click.option("--log", "log_file", default=None,
               help="TCG event log [default /sys/kernel/security/tpm0/binary_bios_measurements].")
-@click.option("--pcrs", default=None, metavar="LIST", help="PCRs to quote [default 0-7].")
+@click.option("--pcrs", default=None, metavar="LIST",
+              help="PCRs to quote [default: 0-7 plus every PCR among 8-15 the event log "
+                   "extends].")
 @click.option("--monitor-url", default=None, help="Monitor base URL for health reports.")
 @click.option("--monitor-ca", default=None, help="PEM CA bundle for the monitor's TLS.")
 @click.option("--status-file", default=None,
@@ -120,6 +122,9 @@ def install_cmd(prefix: Path, dry_run: bool) -> None:
     """Lay out the systemd unit, the configuration and the directories under --prefix."""
     from bootwatch.agent.install import install_plan, perform
 
+    # an absolute prefix: systemd-sysusers runs with --root, which it resolves against its
+    # own directory (found in review: --prefix ./root failed to create the service user)
+    prefix = Path(os.path.abspath(prefix))
     # absolute, not resolved: ROOT/current/bin/bootwatch must stay the `current` link, or
     # the unit would run this version for ever and roll every upgrade back
     plan = install_plan(prefix, executable=Path(os.path.abspath(sys.argv[0])))
