@@ -138,3 +138,19 @@ def test_explain_nftables_bad_file(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert out.stderr.startswith(f"bootwatch: error: {bad}: nft refused the rules: {bad}:3:")
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_document_the_size_of_azures_public_file_loads() -> None:
+    """Azure's ServiceTags_Public.json held about 120,000 prefixes in 2026 (4.1 MB,
+    counted from a public mirror of it); the loader refused more than 100,000, so the
+    advice to settle an unknown tag with ``--from`` Azure's file could not be followed.
+    A document of the same shape with 150,000 prefixes in 3,000 tags loads whole."""
+    values = [{"name": f"Tag{i}", "id": f"Tag{i}", "properties": {
+        "changeNumber": 1, "region": "", "regionId": 0, "platform": "Azure",
+        "systemService": f"Tag{i}", "networkFeatures": ["API", "NSG", "UDR", "FW"],
+        "addressPrefixes": [str(ipaddress.ip_network((0x0A000000 + (i * 50 + j) * 4, 30)))
+                            for j in range(50)]}} for i in range(3000)]
+    data = json.dumps({"changeNumber": 374, "cloud": "Public", "values": values},
+                      indent=2).encode()
+    doc = decode_document(data, "ServiceTags_Public.json")
+    assert sum(len(t.address_prefixes) for t in doc.values) == 150_000
