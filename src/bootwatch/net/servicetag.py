@@ -58,7 +58,7 @@ DEFAULT_NETWORK_FEATURES: Final = ("API", "NSG", "UDR", "FW")
 #: Azure's whole public-cloud file is ~4 MB; refuse anything far larger
 MAX_DOCUMENT_BYTES: Final = 32 * 1024 * 1024
 _MAX_VALUES: Final = 20_000
-#: Azure's public file held about 120,000 prefixes in 2026 (4.1 MB), more than the
+#: Azure's public file (4.1 MB in 2026) holds an estimated 120,000 prefixes, more than the
 #: 100,000 allowed before; the document's byte limit bounds the memory either way
 _MAX_PREFIXES: Final = 1_000_000
 # used with fullmatch only: ``$`` also matches before a final "\n", which would let
