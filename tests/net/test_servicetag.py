@@ -142,8 +142,9 @@ def test_explain_nftables_bad_file(tmp_path: Path) -> None:
 
 def test_a_document_the_size_of_azures_public_file_loads() -> None:
     """Azure's ServiceTags_Public.json is 4.1 MB (a public mirror's copy, change 374): at
-    about 33 bytes a prefix line, some 120,000 prefixes (an estimate); the loader refused more than 100,000, so the
-    advice to settle an unknown tag with ``--from`` Azure's file could not be followed.
+    about 33 bytes a prefix line, some 120,000 prefixes (an estimate); the loader refused
+    more than 100,000, so the advice to settle an unknown tag with ``--from`` Azure's file
+    could not be followed.
     A document of the same shape with 150,000 prefixes in 3,000 tags loads whole."""
     values = [{"name": f"Tag{i}", "id": f"Tag{i}", "properties": {
         "changeNumber": 1, "region": "", "regionId": 0, "platform": "Azure",

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from bootwatch.cli._console import printable
+from bootwatch.cli._console import make_console as console
+from bootwatch.cli._console import safe
+from bootwatch.cli._console import table as make_table
 from bootwatch.cli._monitor_client import client_options, echo_json, make_client
 from bootwatch.cli.server import monitor_options, monitor_settings_from
 from bootwatch.cli.service import db_options
@@ -148,12 +150,53 @@ def dry_run_cmd(policy_file: str, since: str, as_json: bool, monitor_url: str, c
     if as_json:
         echo_json(result)
     else:
-        denied = result["would_deny"]
-        click.echo(f"{'DENIES' if denied else 'PERMITS'}: the policy would deny {denied} of "
-                   f"{len(result['boots'])} boot(s) on {len(result['vms_denied'])} VM(s)")
-        for b in result["boots"]:
-            if b["would"] == "deny":
-                name = b["name"] or b["vm_id"]
-                click.echo(printable(f"  {name} boot {b['boot']} (now {b['verdict']}): "
-                                     f"{b['deciding_rule'] or 'no rule permitted'}"))
+        _print_dry_run(result)
     raise SystemExit(1 if result["would_deny"] else 0)
+
+
+#: boots listed in dry-run's text; the rest are counted (``--json`` has every one)
+DRY_RUN_ROWS = 50
+
+
+def _print_dry_run(result: dict[str, Any]) -> None:
+    """The summary, then the boots that matter for deciding on the policy: every boot
+    whose verdict would change and every boot it would deny (the summary's count alone
+    did not say that a permit-all policy would let a denied VM through)."""
+    denied = result["would_deny"]
+    click.echo(f"{'DENIES' if denied else 'PERMITS'}: the policy would deny {denied} of "
+               f"{len(result['boots'])} boot(s) on {len(result['vms_denied'])} VM(s)")
+    listed = _dry_run_rows(result["boots"])
+    if not listed:
+        if result["boots"]:
+            click.echo("no boot's verdict would change")
+        return
+    rows = make_table("vm", "boot", "last seen", "recorded -> candidate", "candidate's reason",
+                      title="boots whose verdict would change, or that it would deny")
+    for b in listed[:DRY_RUN_ROWS]:
+        rows.add_row(safe(b["name"] or b["vm_id"]), str(b["boot"]), safe(b["last_seen"]),
+                     safe(f"{b['verdict']} -> {b['would']}"), safe(_candidate_reason(b)))
+    console().print(rows)
+    if len(listed) > DRY_RUN_ROWS:
+        click.echo(f"... and {len(listed) - DRY_RUN_ROWS} more (use --json)")
+
+
+def _dry_run_rows(boots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The boots to list, the ones a policy change would break first (permitted now,
+    denied by the candidate), then the ones it would let through, then those denied
+    either way; the answer's order (VM, boot) within each."""
+    def rank(b: dict[str, Any]) -> int:
+        if b["would"] == "deny":
+            return 0 if b["changes"] else 2
+        return 1
+    return sorted((b for b in boots if b["changes"] or b["would"] == "deny"), key=rank)
+
+
+def _candidate_reason(boot: dict[str, Any]) -> str:
+    """Why the candidate decides as it does: the rule that denied or permitted (``line N:
+    text``), that no rule permitted, or why the evaluation failed."""
+    rule = boot["deciding_rule"]
+    if boot["would"] != "deny":
+        return f"permitted by {rule}" if rule else "permitted"
+    if not rule:
+        return "no rule permitted"
+    return rule if rule.startswith("evaluation failed") else f"denied by {rule}"

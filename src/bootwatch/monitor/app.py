@@ -1,9 +1,9 @@
 """The monitor alone as an ASGI app: ``create_monitor_app(container)``.
 
 Serves the JSON API under ``/api/v1`` with its OpenAPI document at
-``/api/v1/openapi.json``, the dashboard under ``/ui``, ``/metrics`` and
-``/healthz``.  The embedded server
-(``bootwatch.embedded``) mounts the same router into the service instead.
+``/api/v1/openapi.json``, the dashboard under ``/ui``, ``/metrics``, ``/healthz``
+and ``/readyz``.  The embedded server (``bootwatch.embedded``) mounts the same routers
+into the service instead, whose own ``/healthz`` and ``/readyz`` then answer.
 """
 
 from __future__ import annotations
@@ -18,14 +18,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from bootwatch.errors import BootwatchError
-from bootwatch.monitor.api import complete_openapi, extra_routers, monitor_router, problem
+from bootwatch.errors import BootwatchError, StorageError
+from bootwatch.monitor.api import (
+    ERROR_RESPONSES,
+    complete_openapi,
+    extra_routers,
+    monitor_router,
+    problem,
+)
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.ui import ui_router
 from bootwatch.service.collector import settle_collector
+from bootwatch.service.db import Database
 from bootwatch.service.logs import get_logger
 
 __all__ = ["create_monitor_app"]
+
+#: /readyz's answers in the OpenAPI document: 200 ``{"status": "ready"}``, or the 503 error
+#: body (with Retry-After) every route answers while the database is away
+_READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the database answers", "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"status": {"const": "ready"}},
+        "required": ["status"]}}}},
+    503: ERROR_RESPONSES[503],
+}
 
 
 class _MonitorApp(FastAPI):
@@ -87,5 +103,17 @@ def create_monitor_app(container: MonitorContainer) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    database = Database(container.engine)
+
+    @app.get("/readyz", responses=_READY_RESPONSES)
+    def readyz() -> JSONResponse:
+        """Ready while the database answers, as the service's ``/readyz`` (what ``bootwatch
+        service wait`` and load balancers poll); live (``/healthz``) is not enough for them."""
+        try:
+            database.ping()
+        except StorageError as exc:
+            return problem(503, "ServiceUnavailable", f"the monitor is not ready: {exc}")
+        return JSONResponse({"status": "ready"})
 
     return app
