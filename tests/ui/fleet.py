@@ -11,6 +11,7 @@ shows came through the monitor's own ingestion.
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,13 +87,22 @@ class Fleet:
 
 
 @contextmanager
-def running_fleet(work: Path, corpus: Path, lab_root: Path | None = None) -> Iterator[Fleet]:
-    """The server on a free loopback port with the lab's CA and the COS key template."""
+def running_fleet(work: Path, corpus: Path, lab_root: Path | None = None, *,
+                  release_keys: tuple[str, ...] = ()) -> Iterator[Fleet]:
+    """The server on a free loopback port with the lab's CA and the COS key template;
+    ``release_keys`` (public PEMs) turn on agent releases, as ``--release-key`` does."""
     lab = Lab(lab_root or work / "lab")
     templates = work / "templates.json"
     templates.write_text(json.dumps([template_to_json(GOOGLE_COS_V10)]))
+    # bound first: the service's token issuer carries the port, and the monitor trusts the
+    # issuer URLs built from settings.port (agents' reports verify only with it)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
     settings = Settings(
         data_dir=work / "server",
+        host="127.0.0.1",
+        port=sock.getsockname()[1],
         rate_limit_per_second=0,
         trust_anchors_path=str(lab.ca_cert_path),
         secureboot_templates_path=str(templates),
@@ -101,9 +111,9 @@ def running_fleet(work: Path, corpus: Path, lab_root: Path | None = None) -> Ite
     settings.data_dir.mkdir(parents=True)
     tls = tls_files(settings)
     assert tls is not None and tls.ca is not None
-    monitor_settings = MonitorSettings(reader_tokens=(READER_TOKEN,))
+    monitor_settings = MonitorSettings(reader_tokens=(READER_TOKEN,), release_keys=release_keys)
     embedded = create_server_app(settings, monitor_settings, issuer_ca=str(tls.ca))
-    with _Server(embedded.app, tls) as server:
+    with _Server(embedded.app, tls, sock) as server:
         # the monitor trusts tokens of this server's own issuer URLs, built from its port
         yield Fleet(f"https://127.0.0.1:{server.port}", Path(tls.ca), lab, corpus,
                     relay=embedded.service.relay)

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 
-from bootwatch.errors import BootwatchError, ConfigError, InputError, ProtocolError
+from bootwatch.errors import BootwatchError, InputError, ProtocolError
 from bootwatch.monitor import queries
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import Monitor, MonitorError, NotFound
@@ -370,21 +370,12 @@ def admin_dependency(settings: Any) -> Callable[[Request], Principal]:
 
 def extra_routers(container: MonitorContainer) -> tuple[APIRouter, ...]:
     """Routers beside the core API: agent releases, when release keys are configured."""
-    if not container.settings.release_keys:
+    if container.releases is None:
         return ()
-    from pathlib import Path
+    from bootwatch.monitor.releases import releases_router
 
-    from bootwatch.monitor.releases import ReleaseStore, releases_router
-    from bootwatch.protocol.release import load_public_key
-
-    keys = []
-    for path in container.settings.release_keys:
-        try:
-            keys.append(load_public_key(Path(path).read_bytes(), path))
-        except OSError as exc:
-            raise ConfigError(f"--release-key {path}: {exc.strerror}") from None
-    store = ReleaseStore(Path(container.settings.data_dir) / "releases", tuple(keys))
-    return (releases_router(store, container.monitor, admin_dependency(container.settings)),)
+    return (releases_router(container.releases, container.monitor,
+                            admin_dependency(container.settings)),)
 
 
 def monitor_router(container: MonitorContainer) -> APIRouter:

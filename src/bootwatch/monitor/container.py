@@ -15,15 +15,17 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy import Engine, func, select
 
-from bootwatch.errors import BootwatchError
+from bootwatch.errors import BootwatchError, ConfigError
 from bootwatch.monitor.core import Monitor
 from bootwatch.monitor.db import make_engine, run_migrations
 from bootwatch.monitor.metrics import MonitorMetrics
 from bootwatch.monitor.models import AlertRow, VmRow
+from bootwatch.monitor.releases.store import ReleaseStore
 from bootwatch.monitor.reports import ReportWriter
 from bootwatch.monitor.settings import MonitorSettings
 from bootwatch.monitor.sink import InProcessSink
@@ -31,6 +33,7 @@ from bootwatch.monitor.tokens import TokenVerifier
 from bootwatch.monitor.webhooks import WebhookDispatcher
 from bootwatch.protocol.health import FailedHop
 from bootwatch.protocol.monitor import OPEN_STATUSES
+from bootwatch.protocol.release import load_public_key
 from bootwatch.service.logs import get_logger
 
 __all__ = ["Ingester", "MonitorContainer", "bootstrap"]
@@ -58,6 +61,9 @@ class MonitorContainer:
     owns_engine: bool = True
     #: consumes outcome events from a broker (``--events nats://...``); None = none
     ingester: Ingester | None = None
+    #: published agent releases (``--release-key``); None = releases are off.  One store
+    #: for the API's release routes and the dashboard, so its lock is shared
+    releases: ReleaseStore | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _sweeper: threading.Thread | None = None
 
@@ -120,5 +126,19 @@ def bootstrap(
     return MonitorContainer(
         settings=settings, engine=engine, monitor=monitor, metrics=metrics,
         sink=InProcessSink(monitor, after=webhooks.kick), webhooks=webhooks,
-        reports=ReportWriter(monitor), owns_engine=owns,
+        reports=ReportWriter(monitor), owns_engine=owns, releases=_release_store(settings),
     )
+
+
+def _release_store(settings: MonitorSettings) -> ReleaseStore | None:
+    """The release store over ``DATA/releases`` trusting the ``--release-key`` PEMs, or None
+    when none is configured (the release routes are then off)."""
+    if not settings.release_keys:
+        return None
+    keys = []
+    for path in settings.release_keys:
+        try:
+            keys.append(load_public_key(Path(path).read_bytes(), path))
+        except OSError as exc:
+            raise ConfigError(f"--release-key {path}: {exc.strerror}") from None
+    return ReleaseStore(Path(settings.data_dir) / "releases", tuple(keys))

@@ -55,7 +55,7 @@ from bootwatch.protocol.release import (
     parse_version,
 )
 
-__all__ = ["FleetView", "releases_router"]
+__all__ = ["FleetView", "plan_release", "release_listing", "releases_router"]
 
 PREFIX = "/api/v1/agent/releases"
 _VM_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}\Z")
@@ -113,14 +113,7 @@ def releases_router(
     agent = [Depends(agent_auth)] if agent_auth is not None else []
 
     def plan_for(release: StoredRelease) -> RolloutPlan:
-        with store.lock:
-            state = store.rollout_state(release.manifest.version)
-            plan = plan_rollout(
-                release.manifest, fleet.agents(), clock(), state=state, policy=policy
-            )
-            if plan.state != state:
-                store.save_rollout_state(plan.state)
-            return plan
+        return plan_release(store, release, fleet.agents(), clock(), policy)
 
     @router.get("/offer", dependencies=agent, response_model=None)
     def offer(
@@ -190,20 +183,8 @@ def releases_router(
     @router.get("", dependencies=admin, response_model=None)
     def list_releases() -> Response:
         try:
-            releases = store.releases()
             agents = list(fleet.agents())
-            items = []
-            for i, release in enumerate(releases):
-                item = _release_json(release)
-                if i == 0:
-                    item["rollout"] = _plan_json(plan_for(release), agents)
-                else:
-                    state = store.rollout_state(release.manifest.version)
-                    item["rollout"] = {
-                        "status": "superseded",
-                        "batches_opened": len(state.batches) if state else 0,
-                    }
-                items.append(item)
+            items = release_listing(store, agents, clock(), policy)
         except BootwatchError as exc:
             return _error_response(exc)
         return JSONResponse({
@@ -260,6 +241,43 @@ def releases_router(
         return _change(version, False, "")
 
     return router
+
+
+def plan_release(
+    store: ReleaseStore, release: StoredRelease, agents: Sequence[AgentView], now: datetime,
+    policy: RolloutPolicy,
+) -> RolloutPlan:
+    """Re-plan ``release``'s rollout now and persist a changed state (a batch opened, a
+    halt) before anyone is told about it, so what an agent or a page saw survives a
+    restart; under the store's lock, so one caller at a time opens a batch."""
+    with store.lock:
+        state = store.rollout_state(release.manifest.version)
+        plan = plan_rollout(release.manifest, agents, now, state=state, policy=policy)
+        if plan.state != state:
+            store.save_rollout_state(plan.state)
+        return plan
+
+
+def release_listing(
+    store: ReleaseStore, agents: Sequence[AgentView], now: datetime, policy: RolloutPolicy,
+) -> list[dict[str, Any]]:
+    """Every release, newest first, each with its ``rollout`` object: the newest one's plan
+    (:func:`plan_release`), older ones ``superseded``.  ``GET /agent/releases`` and the
+    dashboard's Agents page both answer from this, so they cannot disagree."""
+    items = []
+    for i, release in enumerate(store.releases()):
+        item = _release_json(release)
+        if i == 0:
+            item["rollout"] = _plan_json(plan_release(store, release, agents, now, policy),
+                                         list(agents))
+        else:
+            state = store.rollout_state(release.manifest.version)
+            item["rollout"] = {
+                "status": "superseded",
+                "batches_opened": len(state.batches) if state else 0,
+            }
+        items.append(item)
+    return items
 
 
 def _decode_publish(body: bytes) -> tuple[bytes, bytes]:

@@ -1,11 +1,12 @@
 """The dashboard's routes under ``/ui``: server-rendered pages over the monitor.
 
 Every page reads through :mod:`bootwatch.monitor.queries` (the JSON API's own
-queries) and every action calls the same :class:`~bootwatch.monitor.core.Monitor`
-method as the API (``enable``, ``disable``, ``approve``, ``set_alert_status``,
-``add_suppression``, ``remove_suppression``, ``accept_vtpm_rollback``), so the
-dashboard can do nothing
-the CLI cannot.
+queries; the Agents page's releases through ``release_listing``, which answers
+``GET /api/v1/agent/releases``) and every action calls the same
+:class:`~bootwatch.monitor.core.Monitor` method as the API (``enable``,
+``disable``, ``approve``, ``set_alert_status``, ``add_suppression``,
+``remove_suppression``, ``accept_vtpm_rollback``), so the dashboard can do
+nothing the CLI cannot.
 
 Security, in one place: sign-in with the monitor's admin tokens (full) or
 reader tokens (read-only) gives an opaque server-side session
@@ -23,6 +24,7 @@ import hmac
 import json
 import urllib.parse
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
@@ -36,6 +38,8 @@ from bootwatch.monitor import queries
 from bootwatch.monitor.api import MAX_ROW_ID, token_principal
 from bootwatch.monitor.container import MonitorContainer
 from bootwatch.monitor.core import NotFound
+from bootwatch.monitor.releases.planner import RolloutPolicy
+from bootwatch.monitor.releases.router import release_listing
 from bootwatch.monitor.ui.sessions import LoginNonces, SessionStore, UiSession
 from bootwatch.protocol.monitor import AlertReason, AlertStatus, Severity, VmState
 
@@ -151,6 +155,23 @@ async def _form(request: Request) -> dict[str, str]:
     for k, v in pairs:
         out.setdefault(k, v)
     return out
+
+
+def _releases(container: MonitorContainer,
+              policy: RolloutPolicy) -> tuple[list[dict[str, Any]] | None, str]:
+    """The published releases, newest first, each with the ``rollout`` object exactly as
+    ``GET /api/v1/agent/releases`` gives it (the same function over the same store), or
+    None when the server has no release key.  Listing re-plans the newest rollout as the
+    API's listing and the agents' offers do (a batch whose turn has come opens, a failing
+    one halts), so the page shows what the next agent will be told.  A store that cannot be
+    read is a message beside the agent versions, not a failed page."""
+    if container.releases is None:
+        return None, ""
+    try:
+        return release_listing(container.releases, container.monitor.agents(),
+                               datetime.now(UTC), policy), ""
+    except BootwatchError as exc:
+        return [], f"The releases cannot be read now: {exc}"
 
 
 def _load_static() -> dict[str, bytes]:
@@ -513,8 +534,12 @@ def ui_router(container: MonitorContainer, *, store: SessionStore | None = None)
     router.add_api_route("/recommendations/{key}", page(recommendation_page), methods=["GET"])
 
     def agents_page(request: Request, session: UiSession) -> Response:
+        # the policy and clock extra_routers gives the API's release routes (the defaults)
+        policy = RolloutPolicy()
+        releases, release_error = _releases(container, policy)
         return render(request, "agents.html", session,
-                      versions=queries.agent_versions(monitor))
+                      versions=queries.agent_versions(monitor), releases=releases,
+                      release_error=release_error, policy=policy)
 
     router.add_api_route("/agents", page(agents_page), methods=["GET"])
 
