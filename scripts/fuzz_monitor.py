@@ -231,6 +231,20 @@ def gen_ops(rng: random.Random, steps: int, nvms: int) -> list[Op]:
                     "aik": rng.choice([None, 400, 10]) if odd() else f["aik"],
                     "issuer": not odd(),
                 })
+                if evs[-1]["verified"] and odd() and rng.random() < 0.5:
+                    # an attestation of the same boot crossing this one in flight: a
+                    # newer quote answered a little earlier, delivered after it (the
+                    # crossing leniency's late branch; found in review to break the
+                    # batch/one-by-one equality), sometimes with another verdict
+                    n_ev += 1
+                    partner = dict(evs[-1], id=f"e{n_ev}")
+                    used_ids.append(partner["id"])
+                    partner["t"] = at - rng.choice([1, 4, 30, 200])
+                    partner["clock"] = evs[-1]["clock"] + rng.choice([1, 5, 60, 200]) * 1000
+                    if rng.random() < 0.3:
+                        partner["verdict"] = rng.choice(["permit", "deny"])
+                        partner["revoked"] = rng.random() < 0.3
+                    evs.append(partner)
             # where the batch side splits the step's events into separate calls
             cuts = sorted({rng.randint(1, len(evs)) for _ in range(rng.randint(0, 2))})
             ops.append({"op": "ingest", "events": evs, "cuts": cuts})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -28,7 +29,7 @@ from bootwatch.agent.attestation import Verdict, attest_once
 from bootwatch.agent.attestlock import ATTEST_LOCK, AttestLock
 from bootwatch.agent.config import load_config
 from bootwatch.agent.daemon import AgentDaemon
-from bootwatch.agent.errors import AttestationBusyError
+from bootwatch.agent.errors import AttestationBusyError, PlatformError
 from bootwatch.protocol.health import FailedHop, HealthStatus
 
 from .conftest import EVENTLOGS
@@ -255,3 +256,66 @@ def test_agent_attest_on_a_lab_vm_locks_in_the_vms_folder(attest_service: Any,
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)["verdict"] == "permit"
     assert lock_file.is_file()
+
+
+# --- found in review: the lock file lives in a directory a less trusted identity can write
+# (the daemon's StateDirectory, owned by the bootwatch user, which a root `agent attest`
+# uses by default); whoever writes it can replace attest.lock before root's next run.
+# Run here as the file's owner, which is the root case exactly.
+
+
+def test_a_symlinked_lock_does_not_chmod_its_target(tmp_path: Path) -> None:
+    """attest.lock -> a secret file of the caller (mode 0600; /etc/shadow is 0640 or
+    0000 root:shadow): _open follows the link, fstat says the caller owns it and that
+    it is not world-readable, and fchmod makes it 0644."""
+    state = tmp_path / "var-lib-bootwatch"   # writable by the daemon's user
+    state.mkdir()
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash:...\n")
+    secret.chmod(0o600)
+    (state / ATTEST_LOCK).symlink_to(secret)   # planted by the bootwatch user
+    with pytest.raises(PlatformError, match="cannot open the attestation lock"), \
+            AttestLock(state / ATTEST_LOCK, wait=0.1).hold():
+        pass
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+
+
+def test_a_dangling_symlinked_lock_creates_nothing_at_its_target(tmp_path: Path) -> None:
+    """attest.lock -> a path that does not exist (e.g. /etc/nologin, which stops every
+    non-root login): root's O_CREAT makes it, owned by root, mode 0644."""
+    state = tmp_path / "var-lib-bootwatch"
+    state.mkdir()
+    target = tmp_path / "etc-nologin"
+    (state / ATTEST_LOCK).symlink_to(target)
+    with pytest.raises(PlatformError, match="cannot open the attestation lock"), \
+            AttestLock(state / ATTEST_LOCK, wait=0.1).hold():
+        pass
+    assert not target.exists()
+
+
+def test_the_wait_bound_holds_when_the_lock_is_a_fifo(tmp_path: Path) -> None:
+    """attest.lock replaced by a FIFO: open(O_RDONLY) blocks until a writer appears, so
+    the 'bounded wait' (here 0.2 s) never starts and the attestation hangs for ever."""
+    state = tmp_path / "state"
+    state.mkdir()
+    fifo = state / ATTEST_LOCK
+    os.mkfifo(fifo)
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            with AttestLock(fifo, wait=0.2).hold():
+                outcome.append("held")
+        except PlatformError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=attempt, daemon=True)
+    t.start()
+    t.join(3.0)
+    hung = t.is_alive()
+    if hung:   # release the blocked open so the test process can end cleanly
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        os.close(fd)
+        t.join(3.0)
+    assert not hung, "AttestLock.hold() blocked in open() past its wait bound"
+    assert isinstance(outcome[0], PlatformError) and "not a plain file" in str(outcome[0])

@@ -99,10 +99,24 @@ class AttestLock:
     def _open(self) -> int:
         """The lock file, opened read-only: ``flock`` needs no write access, so the
         daemon's user and root (a manual run) can share a file either of them created.
-        Why the chmod: a file created under a umask of 077 would lock the other out."""
+        Why the chmod: a file created under a umask of 077 would lock the other out.
+
+        The directory may be writable by a less trusted identity (the daemon's user owns
+        its StateDirectory, which a root ``agent attest`` uses): so never follow a
+        symlink (``O_NOFOLLOW``: one to /etc/shadow would have been made world-readable
+        by the chmod, a dangling one would have made root create its target), never
+        block in open (``O_NONBLOCK``: a FIFO would hang past the wait bound), chmod only
+        a file this call created, and refuse anything but a plain file with one link
+        (all found in review)."""
+        flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                fd = os.open(self.path, flags)   # ELOOP on a symlink
+                created = False
         except OSError as exc:
             raise PlatformError(
                 f"cannot open the attestation lock {self.path}: {exc.strerror}; it keeps two "
@@ -110,9 +124,13 @@ class AttestLock:
                 "another state directory (state_dir, --state-dir) shared with the agent's "
                 "daemon"
             ) from None
-        with contextlib.suppress(OSError):
-            info = os.fstat(fd)
-            if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o444 != 0o444:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(fd)
+            raise PlatformError(f"the attestation lock {self.path} is not a plain file: "
+                                "remove it")
+        if created:  # only a file this call made: never a file someone pointed us at
+            with contextlib.suppress(OSError):
                 os.fchmod(fd, 0o644)
         return fd
 

@@ -718,6 +718,7 @@ class Monitor:
         vm = ctx.vms.get(vm_id)
         if vm is None and ctx.rows is None:
             vm = session.get(VmRow, vm_id)
+        created = vm is None
         if vm is None:
             vm = self._new_vm(session, vm_id, now)
         if not self._bound(vm, ev):
@@ -726,6 +727,10 @@ class Monitor:
             # a permit or deny without a verified boot (no PCRs, or a claimed id only):
             # history only.  It reached the alert rules' assertion and failed the whole
             # batch (the JetStream ingester redelivered it for ever; found in review)
+            if created:
+                # ... but a VM it made gets its recommendations as every new VM does
+                # (found by scripts/fuzz_monitor.py: it had none until something else)
+                self._refresh(session, vm, now)
             return True
         stale = advance(vm, ev)
         crossed_newer = False
@@ -738,7 +743,11 @@ class Monitor:
                               extra={"event_id": ev.event_id, "vm_id": vm_id})
             if not stale.late:
                 return True
-            stale, crossed_newer = None, True
+            # applied only when the outcome it supersedes is still the VM's latest (not
+            # when a newer, unjudged one, such as a rejection, came since)
+            crossed_newer = (vm.last_outcome_at is not None
+                             and as_utc(vm.last_outcome_at) == stale.replayed.at)
+            stale = None
         if stale is not None and vm.enabled:
             self._raise_replayed(session, vm, ev, stale, now)
         if stale is not None and not stale.late:
@@ -755,7 +764,12 @@ class Monitor:
             if stale is not None:  # ... that shows the applied one replayed (alert raised)
                 self._refresh(session, vm, now)
             return True
-        vm.last_outcome_at = ev.time
+        if crossed_newer and vm.last_outcome_at is not None:
+            # the newer quote's outcome is applied, but the VM's latest answer time
+            # does not go back (the fast path and later events compare against it)
+            vm.last_outcome_at = max(as_utc(vm.last_outcome_at), ev.time)
+        else:
+            vm.last_outcome_at = ev.time
         vm.last_verdict = ev.verdict.value
         vm.last_reason = ev.reason[:4000]
         note_token(vm, ev, now)
@@ -788,13 +802,19 @@ class Monitor:
         second, or the newer one answered first) the two outcomes show one state."""
         if not may_have_crossed(stale) or vm.last_boot_id is None:
             return False
+        # ... and say what this one says of the boot
+        if (ev.verdict is not Verdict.PERMIT
+                or ev.revoked or any(a.reason == AlertReason.REVOKED_BOOT_COMPONENT.value
+                                     for a in self._open_alerts(session, vm.vm_id))):
+            return False
         key = boot_key or _boot_key(ev)
         ctx = _ctx(session)
         boot = ctx.boots.get((vm.vm_id, key))
         if boot is None and not ctx.boot_keys_loaded:
             boot = session.scalars(select(BootRow).where(
                 BootRow.vm_id == vm.vm_id, BootRow.boot_key == key)).first()
-        return boot is not None and boot.id == vm.last_boot_id
+        return (boot is not None and boot.id == vm.last_boot_id
+                and boot.verdict == ev.verdict.value and boot.policy_hash == ev.policy_hash)
 
     @staticmethod
     def _bound(vm: VmRow, ev: OutcomeEvent) -> bool:
