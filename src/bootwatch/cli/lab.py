@@ -191,7 +191,7 @@ def fleet_group() -> None:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="File holding an admin token of the deployment [default: "
                    "$BOOTWATCH_MONITOR_TOKEN].")
-@click.option("--stale-after", type=click.FloatRange(min=0.1), default=900.0,
+@click.option("--stale-after", type=click.FloatRange(min=0.1), default=9000.0,
               show_default=True, help="The deployment's --stale-after (seconds).")
 @click.option("--sweep", type=click.FloatRange(min=0), default=0.0,
               help="The deployment's stale sweep period [default: derived as the monitor does].")

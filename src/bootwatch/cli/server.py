@@ -42,9 +42,10 @@ def monitor_options(f: Any) -> Any:
                      "does not come back in a verified agent report within SECONDS (proof "
                      "that the VM could open it, so its boot is current); 0: not required")(f)
     f = click.option("--stale-after", "stale_after", envvar="BOOTWATCH_STALE_AFTER",
-                     type=float, default=900.0, show_default=True,
+                     type=float, default=9000.0, show_default=True,
                      help="seconds without an attestation or report before an enabled VM "
-                     "is stale")(f)
+                     "is stale (the default covers two missed cycles of the agent's default "
+                     "hourly interval; shorten both together)")(f)
     return f
 
 

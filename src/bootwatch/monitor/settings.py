@@ -24,7 +24,10 @@ class MonitorSettings:
     host: str = "127.0.0.1"
     port: int = 8444
     #: seconds without an attestation or report before an enabled VM is ``stale``
-    stale_after_seconds: float = 900.0
+    #: two and a half of the agent's default hourly cycles (+-10 % jitter): a VM is stale
+    #: once it has missed two.  It was 900 s, so with the agent's defaults every VM went
+    #: stale (and raised agent_unresponsive) for 45 minutes of each hour
+    stale_after_seconds: float = 9000.0
     #: how often the stale sweep runs (0 = derived: a quarter of the window, 1-30 s)
     sweep_interval_seconds: float = 0.0
     #: token proof (docs/monitor.md): seconds within which a permitted attestation's token
