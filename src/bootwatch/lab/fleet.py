@@ -101,7 +101,7 @@ class FleetConfig:
     work_dir: Path
     ca: Path | None = None
     #: the deployment's stale window (``--stale-after`` of bootwatch server/monitor)
-    stale_after: float = 900.0
+    stale_after: float = 9000.0  # the monitor's default (MonitorSettings)
     #: the deployment's sweep period; 0 = derived as the monitor derives it
     sweep: float = 0.0
     #: how long to keep watching after ``duration`` (None: interval + sweep + 10 s)
