@@ -230,9 +230,17 @@ def test_only_a_verified_report_clears_an_alert(dep: Deployment, vms: dict[str, 
         r = c.post("/api/v1/reports", content=_report(vms["quiet"], HealthStatus.HEALTHY,
                                                       other.token))
         assert r.json()["verified"] is False and "not" in r.json()["why_unverified"]
-        # the VM's own genuine token clears it
+        # the VM's own genuine token, issued before it went stale, shows its boot then,
+        # not that it is alive now (a token stays valid for hours and stays on the VM)
         r = c.post("/api/v1/reports", content=_report(vms["quiet"], HealthStatus.HEALTHY,
                                                       good.token))
+        assert r.json()["verified"] is False
+        assert "more than the stale window" in r.json()["why_unverified"]
+        assert dep.alerts(vm=vms["quiet"], status="open"), "an old token cleared the alert"
+        # a fresh one clears it
+        fresh = dep.attest(name)
+        r = c.post("/api/v1/reports", content=_report(vms["quiet"], HealthStatus.HEALTHY,
+                                                      fresh.token))
         assert r.json() | {"report_id": ""} == {"report_id": "", "stored": True,
                                                 "verified": True, "why_unverified": ""}
     assert dep.alerts(vm=vms["quiet"], status="open") == []

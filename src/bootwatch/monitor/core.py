@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from json.encoder import encode_basestring_ascii
 from typing import Any, TypeVar
 
@@ -379,6 +379,8 @@ class CheckedReport:
     issuer: str = ""
     #: the verified token's ``jti`` (token proof); empty when not verified
     token_id: str = ""
+    #: when the verified token was issued (its ``iat``); None when not verified
+    token_issued_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -990,8 +992,10 @@ class Monitor:
                 check = TokenCheck(False, "this monitor has no trusted token issuers configured")
             else:
                 check = self.tokens.check(report.attestation_token, vm_id)
+        issued = (datetime.fromtimestamp(check.verified_iat, UTC)
+                  if check.verified_iat is not None else None)
         return CheckedReport(report, vm_id, check.verified, "" if check.verified else check.why,
-                             check.verified_issuer, check.verified_jti)
+                             check.verified_issuer, check.verified_jti, issued)
 
     def store_reports(self, reports: Sequence[CheckedReport]) -> list[ReportResult]:
         """Store checked reports in one transaction, in order; a report id seen before
@@ -1052,6 +1056,16 @@ class Monitor:
         report = c.report
         vm = _ctx(session).vms.get(c.vm_id) or self._new_vm(session, c.vm_id, now)
         verified, why = self._report_trust(vm, c)
+        if (verified and c.token_issued_at is not None
+                and c.token_issued_at < now - self.stale_after):
+            # a token stays valid for hours (8 by default) and stays on the VM: sent again
+            # after a reboot into another boot, it would keep the VM alive and its last
+            # outcome proven (found in review).  It proves the VM was in that boot when
+            # the token was issued; liveness needs one issued within the stale window
+            verified, why = False, (
+                f"the token was issued at {_iso(c.token_issued_at)}, more than the stale "
+                f"window ({self.stale_after.total_seconds():g} s) ago: it shows this VM's "
+                "boot then, not now; the agent's next attestation brings a fresh one")
         _new_row(
             session, ReportRow,
             report_id=report.report_id, vm_id=c.vm_id, received_at=now,

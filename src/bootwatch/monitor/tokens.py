@@ -43,6 +43,8 @@ class TokenCheck:
     verified_issuer: str = ""
     #: the verified token's ``jti`` (the monitor's token proof), "" when not verified
     verified_jti: str = ""
+    #: the verified token's ``iat`` (seconds since the epoch), None when not verified
+    verified_iat: float | None = None
 
 
 #: a provider's name in an issuer URL (``.../providers/NAME``): nothing that would make
@@ -180,5 +182,7 @@ class TokenVerifier:
         if token_vm != vm_id.upper():
             return TokenCheck(False, f"the token is for VM {token_vm}, not {vm_id}")
         jti = verified.get(t.JTI)
+        iat = verified.get("iat")
         return TokenCheck(True, verified_issuer=str(verified.get("iss", "")),
-                          verified_jti=jti[:128] if isinstance(jti, str) else "")
+                          verified_jti=jti[:128] if isinstance(jti, str) else "",
+                          verified_iat=float(iat) if isinstance(iat, int | float) else None)
