@@ -76,6 +76,8 @@ class FakeHook:
         #: time.time() at each after_cycle call
         self.times: list[float] = []
         self.asked = 0
+        #: the next_chance of each maybe_upgrade call (when the daemon asks again)
+        self.chances: list[float | None] = []
         self.upgrade_after = upgrade_after
         #: the deadline of a pending upgrade under trial (None: none)
         self.deadline: float | None = None
@@ -84,8 +86,9 @@ class FakeHook:
         self.calls.append(succeeded)
         self.times.append(time.time())
 
-    def maybe_upgrade(self) -> bool:
+    def maybe_upgrade(self, next_chance: float | None = None) -> bool:
         self.asked += 1
+        self.chances.append(next_chance)
         return self.upgrade_after is not None and self.asked >= self.upgrade_after
 
     def pending_deadline(self) -> float | None:
@@ -265,6 +268,9 @@ def test_upgrade_hook_called_after_each_cycle(attest_service: Any, cos_vm: Any,
     daemon = AgentDaemon(loaded, upgrade_hook=hook)
     assert daemon.run() == EXIT_RESTART
     assert hook.calls == [True, True] and hook.asked == 2
+    # the daemon says when it asks next: its next cycle, after this one
+    assert len(hook.chances) == 2
+    assert all(c is not None and c > t for c, t in zip(hook.chances, hook.times))
 
 
 def test_a_failed_cycle_on_an_upgrade_under_trial_retries_at_its_rollback_deadline(

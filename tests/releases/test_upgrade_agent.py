@@ -136,6 +136,56 @@ def test_maybe_upgrade_asks_the_monitor_once_per_interval(
     assert upgrader.maybe_upgrade() is False and box.offer_requests == 2
 
 
+def test_a_check_due_before_the_next_cycle_runs_a_little_early(
+    tmp_path: Path, hostile: Any, release_key: Any
+) -> None:
+    # the daemon asks once a cycle; a check due between two cycles runs at the cycle
+    # nearer its due time, not always at the later one (with the default 1 h for both a
+    # check waited up to two cycles, past the rollout's 2 h upgrade_timeout)
+    box, url = hostile
+    now = [1000.0]
+    upgrader = AgentUpgrader(_config(tmp_path, url, release_key.public_pem, check_interval=3600),
+                             running_version="0.1.0", clock=lambda: now[0])
+    assert upgrader.maybe_upgrade(next_chance=now[0] + 3600) is False
+    assert box.offer_requests == 1
+    now[0] += 3300  # due in 300-660 s; the next cycle is 3,600 s away: nearer now
+    assert upgrader.maybe_upgrade(next_chance=now[0] + 3600) is False
+    assert box.offer_requests == 2
+    now[0] += 1800  # due in 1,500-1,860 s; the next cycle, 1,700 s away, may be nearer
+    upgrader._next_check = now[0] + 1500.0  # pin the jitter for this step
+    assert upgrader.maybe_upgrade(next_chance=now[0] + 1700) is False
+    assert box.offer_requests == 2
+    now[0] += 1700  # now 200 s late
+    assert upgrader.maybe_upgrade(next_chance=now[0] + 3600) is False
+    assert box.offer_requests == 3
+
+
+def test_checks_follow_the_daemons_jittered_cycles_within_one_cycle(
+    tmp_path: Path, hostile: Any, release_key: Any
+) -> None:
+    # the daemon's own schedule (1 h +-10 %) against the default check interval: over 200
+    # cycles no gap between two checks exceeds the check interval (plus its 10 % jitter)
+    # and half a cycle
+    import random
+
+    box, url = hostile
+    rng = random.Random(7)
+    now = [0.0]
+    upgrader = AgentUpgrader(_config(tmp_path, url, release_key.public_pem, check_interval=3600),
+                             running_version="0.1.0", clock=lambda: now[0])
+    checks: list[float] = []
+    for _ in range(200):
+        nxt = now[0] + 3600 + rng.uniform(-360, 360)
+        before = box.offer_requests
+        upgrader.maybe_upgrade(next_chance=nxt)
+        if box.offer_requests > before:
+            checks.append(now[0])
+        now[0] = nxt
+    gaps = [b - a for a, b in zip(checks, checks[1:])]
+    assert len(checks) >= 190
+    assert max(gaps) <= 3600 * 1.1 + 3960 / 2
+
+
 def test_a_pending_upgrade_left_by_a_version_that_did_not_start_is_undone(
     tmp_path: Path, release_key: Any
 ) -> None:

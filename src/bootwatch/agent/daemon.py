@@ -149,7 +149,7 @@ class UpgradeHook(Protocol):
     """What the daemon asks of the upgrade component (bootwatch.agent.upgrade)."""
 
     def after_cycle(self, succeeded: bool) -> None: ...   # confirm a pending upgrade or roll back after its deadline  # noqa: E501
-    def maybe_upgrade(self) -> bool: ...                  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it  # noqa: E501
+    def maybe_upgrade(self, next_chance: float | None = None) -> bool: ...  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it; next_chance: when it asks again  # noqa: E501
     def pending_deadline(self) -> float | None: ...       # when a pending upgrade of the running version must confirm; the daemon wakes then after a failed cycle  # noqa: E501
 
 
@@ -334,7 +334,7 @@ class AgentDaemon:
             return False
         try:
             self._hook.after_cycle(result.succeeded)
-            return ask and self._hook.maybe_upgrade()
+            return ask and self._hook.maybe_upgrade(next_chance=result.next_due)
         except (BootwatchError, OSError) as exc:  # a full disk, a directory where a link was
             log.error("the upgrade component failed (the agent keeps running as it is): %s",
                       exc)

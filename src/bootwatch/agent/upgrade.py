@@ -693,12 +693,22 @@ class AgentUpgrader:
                 f"bootwatch-agent); it is not taken again for "
                 f"{self.config.retry_failed_after:g} s")
 
-    def maybe_upgrade(self) -> bool:
-        """Check and install when due; True when ``current`` was switched and a restart is due."""
+    def maybe_upgrade(self, next_chance: float | None = None) -> bool:
+        """Check and install when due; True when ``current`` was switched and a restart is due.
+
+        ``next_chance`` is when the caller will ask again (the daemon's next cycle).  A
+        check not yet due runs now when now is nearer its due time than that next chance:
+        the daemon asks once a cycle, so with the default check interval equal to the
+        cycle interval a check due a few seconds after this cycle used to wait a whole
+        cycle more, and a fleet's agents took up to two cycles (about 7,900 s) to see an
+        offer, past the rollout's 2 h ``upgrade_timeout``: healthy agents counted as failed
+        and a small fleet's rollout halted (found in review)."""
         if self.restart_requested:
             return True
         now = self.clock()
-        if now < self._next_check:
+        if now < self._next_check and (
+                next_chance is None
+                or self._next_check - now >= abs(next_chance - self._next_check)):
             return False
         jitter = random.uniform(0.0, 0.1 * self.config.check_interval)
         self._next_check = now + self.config.check_interval + jitter

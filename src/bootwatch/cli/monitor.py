@@ -73,6 +73,14 @@ def run_cmd(**kw: Any) -> None:
         raise ConfigError(f"--events {kw['events_url']!r}: the monitor consumes outcome events "
                           "from NATS JetStream (nats://HOST:PORT); an HTTP event sink posts to "
                           "this monitor's /api/v1/outcomes instead")
+    if kw["release_keys"] and not kw["trusted_issuers"]:
+        # a rollout counts a VM as upgraded only through a verified report (its version
+        # is taken from reports whose token verifies); with no issuer none verifies, no
+        # VM ever counts as upgraded and every rollout halts after upgrade_timeout
+        raise ConfigError("--release-key needs --trusted-issuer: a rollout counts a VM as "
+                          "upgraded only by a health report whose attestation token this "
+                          "monitor verifies, and without a trusted issuer none does, so "
+                          "every rollout would halt; give the attestation service's URL")
     tokens = tuple(t.strip() for t in os.environ.get("BOOTWATCH_ADMIN_TOKENS", "").split(",")
                    if t.strip())
     if kw["admin_tokens_file"]:

@@ -77,9 +77,12 @@ class RolloutPolicy:
     halt_fraction: float = 0.2
     #: how long a batch must have been open before the next one may open
     settle: timedelta = timedelta(minutes=5)
-    #: a member not healthy on the new version this long after its batch opened is bad;
-    #: must exceed the agents' check interval plus their rollback deadline
-    upgrade_timeout: timedelta = timedelta(hours=2)
+    #: a member not healthy on the new version this long after its batch opened is bad.
+    #: A healthy agent needs up to one check gap (check interval, 1 h + 10 %, and half a
+    #: cycle: about 5,900 s with the agent's defaults), the install and restart, and the
+    #: new version's first cycle and report; 3 h leaves an hour for a check that failed
+    #: once.  It was 2 h, which healthy agents overran when checks waited a whole cycle
+    upgrade_timeout: timedelta = timedelta(hours=3)
 
 
 @dataclass(frozen=True)
