@@ -217,6 +217,37 @@ def test_a_failing_receiver_gets_one_attempt_a_round_and_the_others_all_theirs(
         down.close()
 
 
+def test_a_dead_receivers_backlog_does_not_crowd_the_others_out_of_a_round(
+    engines: list[Engine], receiver: WebhookReceiver
+) -> None:
+    """150 deliveries wait for a dead receiver, all older than the good receiver's one:
+    a round took the 100 oldest due rows across receivers, so it held only the dead
+    receiver's (one attempt, the rest skipped) and the good receiver never got its
+    delivery while the backlog lasted (found in review)."""
+    dead = "http://127.0.0.1:9/hook"  # discard port: connection refused
+    settings = MonitorSettings(webhooks=(dead, receiver.url), webhook_secret=SECRET)
+    monitor = Monitor(engines[0], settings, metrics=MonitorMetrics())
+    old = datetime.now(UTC) - timedelta(hours=1)
+    with monitor.write_tx() as s:
+        for i in range(150):
+            s.add(WebhookDeliveryRow(id=f"dead-{i:03d}", url=dead, body="{}",
+                                     created_at=old + timedelta(seconds=i), attempts=0,
+                                     next_attempt_at=old, delivered_at=None, last_error=""))
+        s.add(WebhookDeliveryRow(id="good-000", url=receiver.url, body='{"n": 1}',
+                                 created_at=old + timedelta(minutes=30), attempts=0,
+                                 next_attempt_at=old, delivered_at=None, last_error=""))
+    dispatcher = WebhookDispatcher(monitor)
+    try:
+        assert dispatcher.deliver_due() == 1
+    finally:
+        dispatcher.stop()
+    assert len(receiver.deliveries) == 1
+    with monitor.read() as s:
+        attempted = s.scalars(select(WebhookDeliveryRow.id).where(
+            WebhookDeliveryRow.url == dead, WebhookDeliveryRow.attempts > 0)).all()
+    assert attempted == ["dead-000"]  # the dead one's oldest, once
+
+
 def test_an_abandoned_delivery_is_logged_and_counted(
     engines: list[Engine], caplog: pytest.LogCaptureFixture
 ) -> None:

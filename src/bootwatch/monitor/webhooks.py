@@ -10,8 +10,9 @@ at most 10 minutes apart, for up to :data:`MAX_ATTEMPTS` attempts (about three
 days: a receiver down over a long weekend still gets every delivery); a delivery
 given up is logged with its id and counted (``abandoned``).  A receiver's answer
 is judged by its status alone: its body is never read (a receiver cannot make the
-dispatcher hold or wait for a large or trickling body).  A receiver that fails
-is not tried again in the same round.  Deliveries made or given up are deleted
+dispatcher hold or wait for a large or trickling body).  Each round takes each
+receiver's oldest due deliveries (a backlog of one never crowds out another); a
+receiver that fails is not tried again in the same round.  Deliveries made or given up are deleted
 after :data:`KEEP` (30 days).
 """
 
@@ -23,6 +24,7 @@ import hmac
 import threading
 import time
 from datetime import timedelta
+from itertools import zip_longest
 
 import httpx
 from sqlalchemy import delete, or_, select
@@ -108,17 +110,29 @@ class WebhookDispatcher:
         return int(getattr(gone, "rowcount", 0) or 0)
 
     def deliver_due(self, limit: int = 100) -> int:
-        """Post every due delivery once; returns how many were delivered."""
+        """Post due deliveries, up to ``limit`` per receiver, oldest first; returns how
+        many were delivered.
+
+        Why per receiver: the round used to take the ``limit`` oldest due rows across
+        all receivers, and a receiver that was down long enough to have that many waiting
+        filled every round on its own: after its one failed attempt the rest were skipped
+        and the other receivers' deliveries never entered a round (found in review).
+        The receivers' rows are interleaved, so one receiver's backlog does not hold
+        another's first delivery behind it either."""
         now = utcnow()
+        due = (WebhookDeliveryRow.delivered_at.is_(None),
+               WebhookDeliveryRow.attempts < MAX_ATTEMPTS,
+               WebhookDeliveryRow.next_attempt_at <= now)
         with self.monitor.read() as session:
-            due = session.scalars(
-                select(WebhookDeliveryRow).where(
-                    WebhookDeliveryRow.delivered_at.is_(None),
-                    WebhookDeliveryRow.attempts < MAX_ATTEMPTS,
-                    WebhookDeliveryRow.next_attempt_at <= now,
-                ).order_by(WebhookDeliveryRow.created_at).limit(limit)
-            ).all()
-            work = [(d.id, d.url, d.body) for d in due]
+            urls = sorted(session.scalars(select(WebhookDeliveryRow.url).where(*due)
+                                          .distinct()).all())
+            queues = [
+                [(d.id, d.url, d.body) for d in session.scalars(
+                    select(WebhookDeliveryRow).where(*due, WebhookDeliveryRow.url == url)
+                    .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.id)
+                    .limit(limit))]
+                for url in urls]
+        work = [item for rank in zip_longest(*queues) for item in rank if item is not None]
         delivered = 0
         secret = self.monitor.settings.webhook_secret
         # a receiver that failed this round is not tried again in it: a dead one gets one
