@@ -8,7 +8,12 @@ are verified with PyJWT against the JWKS of ``Settings.oidc_issuer``, found
 through its OpenID discovery document and fetched with httpx (cached for
 :data:`JWKS_TTL` seconds; an unknown ``kid`` refetches them, at most once per
 :data:`JWKS_REFETCH_INTERVAL` seconds: the ``kid`` is the caller's choice, so an
-anonymous caller must not be able to make every request fetch from the issuer).
+anonymous caller must not be able to make every request fetch from the issuer).  When
+a refetch fails, keys fetched less than :data:`JWKS_TTL` + :data:`JWKS_STALE_GRACE`
+ago keep verifying, and the issuer is not asked again for
+:data:`JWKS_FAILED_RETRY` seconds (the monitor's rule for report tokens): an issuer's
+blip of a minute no longer turns every policy write into a 503, and while it is down
+each request no longer waits for a fetch's timeout.
 
 Dependencies (stable names): :func:`require_policy_writer` (AAD writes) and
 :func:`require_attest_auth` (attestation on providers that require it).
@@ -20,6 +25,7 @@ import binascii
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -30,10 +36,12 @@ from starlette.requests import Request
 
 from bootwatch.encoding import b64url_decode
 from bootwatch.errors import ProtocolError
+from bootwatch.httpread import read_bounded
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.deps import service_state
 from bootwatch.service.errors import ApiError, unauthorized
 from bootwatch.service.hosts import CurrentProvider
+from bootwatch.service.logs import get_logger
 
 if TYPE_CHECKING:
     from bootwatch.service.settings import Settings
@@ -41,8 +49,11 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_OIDC_AUDIENCE",
     "FETCH_TIMEOUT",
+    "JWKS_FAILED_RETRY",
     "JWKS_REFETCH_INTERVAL",
+    "JWKS_STALE_GRACE",
     "JWKS_TTL",
+    "MAX_DOCUMENT_BYTES",
     "MAX_TOKEN_CHARS",
     "AttestCaller",
     "OidcVerifier",
@@ -57,7 +68,13 @@ __all__ = [
 JWKS_TTL = 300.0
 #: least seconds between two JWKS fetches caused by an unknown ``kid``
 JWKS_REFETCH_INTERVAL = 30.0
+#: how long past JWKS_TTL fetched keys still verify while the issuer cannot be reached
+JWKS_STALE_GRACE = 3600.0
+#: least seconds between two fetches after one failed
+JWKS_FAILED_RETRY = 10.0
 FETCH_TIMEOUT = 5.0
+#: largest discovery document or key set read from the issuer
+MAX_DOCUMENT_BYTES = 256 * 1024
 #: the audience of tokens for MAA's resource (scope ``https://attest.azure.net/.default``)
 DEFAULT_OIDC_AUDIENCE = "https://attest.azure.net"
 MAX_TOKEN_CHARS = 16_384
@@ -79,7 +96,8 @@ class Principal:
 class OidcVerifier:
     """Verifies bearer JWTs against one OpenID issuer's JWKS."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         #: the issuer without a trailing slash (discovery is ``<issuer>/.well-known/...``)
         self.issuer = settings.oidc_issuer.rstrip("/")
         #: ``iss`` values accepted: the issuer with and without its trailing slash (Entra
@@ -93,50 +111,73 @@ class OidcVerifier:
         self._verify: str | bool = settings.oidc_ca or True
         self._lock = threading.Lock()
         self._keys: dict[str, Any] = {}
-        #: monotonic time of the last fetch (None: never fetched)
+        self._clock = clock
+        #: clock time of the last successful fetch (None: never fetched)
         self._fetched: float | None = None
+        #: clock time and reason of the last failed fetch (None: the last one worked)
+        self._failed: tuple[float, str] | None = None
+
+    def _document(self, client: httpx.Client, url: str) -> dict[str, Any]:
+        body = read_bounded(client, url, limit=MAX_DOCUMENT_BYTES, timeout=FETCH_TIMEOUT)
+        doc = read_json(body, field=url)
+        if not isinstance(doc, dict):
+            raise ValueError(f"{url}: not a JSON object")
+        return doc
 
     def _fetch(self) -> None:
+        """Fetch the issuer's keys; a failure is remembered (reason and time), not raised."""
         try:
             with httpx.Client(verify=self._verify, timeout=FETCH_TIMEOUT) as client:
-                meta = client.get(f"{self.issuer}/.well-known/openid-configuration")
-                meta.raise_for_status()
-                doc = meta.json()
-                jwks_uri = doc.get("jwks_uri") if isinstance(doc, dict) else None
+                doc = self._document(client, f"{self.issuer}/.well-known/openid-configuration")
+                jwks_uri = doc.get("jwks_uri")
                 if not isinstance(jwks_uri, str) or not jwks_uri.startswith(
                         ("https://", "http://")):
                     raise ValueError("its discovery document has no http(s) jwks_uri")
-                jwks = client.get(jwks_uri)
-                jwks.raise_for_status()
-                body = jwks.json()
-                if not isinstance(body, dict) or not isinstance(body.get("keys"), list):
+                body = self._document(client, jwks_uri)
+                if not isinstance(body.get("keys"), list):
                     raise ValueError("its key set is not a JSON object with a keys list")
                 keyset = jwt.PyJWKSet.from_dict(body)
-        except (httpx.HTTPError, KeyError, ValueError, jwt.PyJWTError) as exc:
-            raise ApiError(
-                503, "ServiceUnavailable", f"cannot fetch the OpenID issuer's keys: {exc}"
-            ) from exc
+        except (httpx.HTTPError, KeyError, ValueError, ProtocolError, jwt.PyJWTError) as exc:
+            with self._lock:
+                self._failed = (self._clock(), f"cannot fetch the OpenID issuer's keys: {exc}")
+            get_logger().warning("OpenID issuer's keys not fetched", extra={
+                "issuer": self.issuer, "reason": str(exc)[:500]})
+            return
         with self._lock:
             self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
-            self._fetched = time.monotonic()
+            self._fetched = self._clock()
+            self._failed = None
 
     def _cached(self, kid: str) -> tuple[Any, bool]:
         """The cached key of ``kid`` (None: unknown), and whether to fetch the keys first:
         when they are expired, or for an unknown kid when they are not recent (a key the
-        issuer just added), so made-up kids cannot drive a fetch per request."""
+        issuer just added), so made-up kids cannot drive a fetch per request; never
+        within JWKS_FAILED_RETRY of a failed fetch."""
+        now = self._clock()
         with self._lock:
-            fetched = self._fetched
+            fetched, failed = self._fetched, self._failed
             key = self._keys.get(kid)
+        if failed is not None and now - failed[0] < JWKS_FAILED_RETRY:
+            return key, False
         if fetched is None:
             return key, True
-        age = time.monotonic() - fetched
+        age = now - fetched
         return key, age >= JWKS_TTL or (key is None and age >= JWKS_REFETCH_INTERVAL)
 
     def _key(self, kid: str) -> Any:
-        key, stale = self._cached(kid)
-        if stale:
+        key, due = self._cached(kid)
+        if due:
             self._fetch()
             key, _ = self._cached(kid)
+        now = self._clock()
+        with self._lock:
+            fetched, failed = self._fetched, self._failed
+        usable = fetched is not None and now - fetched < JWKS_TTL + JWKS_STALE_GRACE
+        if not usable:
+            # fail closed: no keys, or keys too old to trust any longer
+            why = failed[1] if failed is not None else "no keys fetched"
+            raise ApiError(503, "ServiceUnavailable",
+                           f"{why}; retried after {JWKS_FAILED_RETRY:g} s")
         if key is None:
             raise unauthorized(f"bearer token: key id {kid!r} is not in the issuer's JWKS")
         return key
