@@ -394,3 +394,16 @@ def test_h11_fallback_protocol_answers_with_an_maa_body(hsvc: Any, h: Any) -> No
     assert [a[0] for a in answers] == [400]
     assert answers[0][1]["x-ms-error-code"] == "InvalidParameter"
     assert "malformed HTTP request" in json.loads(answers[0][2])["error"]["message"]
+
+
+def test_the_default_per_client_quota_keeps_an_hourly_vms_whole_retention_window() -> None:
+    """A defaults audit found the 16 MiB per-client default kept about 5 of the 7 days of
+    evidence of one VM attesting at the agent's default interval: the retention promised
+    was unreachable.  The real Trusted Launch request, once an hour for the retention
+    window, with its jitter (cycles up to 10 % early), fits the default."""
+    from bootwatch.agent.config import DEFAULT_INTERVAL, DEFAULT_JITTER
+    from bootwatch.service.settings import Settings
+
+    settings = Settings()
+    requests = settings.evidence_retention_seconds / (DEFAULT_INTERVAL * (1 - DEFAULT_JITTER))
+    assert requests * len(_azure_body()) <= settings.evidence_quota_per_client_bytes

@@ -13,6 +13,10 @@ from typing import Any
 import click
 
 from bootwatch.errors import ConfigError
+from bootwatch.service.settings import (
+    DEFAULT_EVIDENCE_QUOTA_PER_CLIENT,
+    DEFAULT_EVIDENCE_QUOTA_TOTAL,
+)
 
 __all__ = [
     "build_settings",
@@ -155,7 +159,7 @@ _SERVICE_OPTIONS = [
         "--evidence-quota-per-client",
         "evidence_quota_per_client_bytes",
         envvar="BOOTWATCH_EVIDENCE_QUOTA_PER_CLIENT",
-        default=16 * 1024 * 1024,
+        default=DEFAULT_EVIDENCE_QUOTA_PER_CLIENT,
         type=int,
         show_default=True,
         help="bytes of evidence kept per client address, oldest dropped first (0 = none)",
@@ -164,7 +168,7 @@ _SERVICE_OPTIONS = [
         "--evidence-quota-total",
         "evidence_quota_total_bytes",
         envvar="BOOTWATCH_EVIDENCE_QUOTA_TOTAL",
-        default=512 * 1024 * 1024,
+        default=DEFAULT_EVIDENCE_QUOTA_TOTAL,
         type=int,
         show_default=True,
         help="bytes of evidence kept in total, oldest dropped first (0 = none)",

@@ -20,6 +20,8 @@ from bootwatch.errors import ConfigError
 
 __all__ = [
     "ATTESTATION_TYPES",
+    "DEFAULT_EVIDENCE_QUOTA_PER_CLIENT",
+    "DEFAULT_EVIDENCE_QUOTA_TOTAL",
     "Settings",
 ]
 
@@ -32,6 +34,14 @@ ATTESTATION_TYPES: tuple[str, ...] = (
     "SevSnpVm",
     "TdxVm",
 )
+
+
+#: 32 MiB: about 260 real Trusted Launch requests (~125 KB each), so one VM attesting
+#: hourly with the agent's default keeps its whole retention window (7 days: 168
+#: requests, ~21 MB) with room for restarts; it was 16 MiB, which kept about 5 days
+DEFAULT_EVIDENCE_QUOTA_PER_CLIENT = 32 * 1024 * 1024
+#: 512 MiB: a disk bound, not a retention promise: about 24 hourly VMs' 7 days
+DEFAULT_EVIDENCE_QUOTA_TOTAL = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,11 +86,10 @@ class Settings:
     #: how long attestation evidence is kept (seconds; 0 = never stored)
     evidence_retention_seconds: int = 7 * 24 * 3600
     #: evidence kept per client address (bytes; oldest dropped first; 0 = none kept):
-    #: only requests that parsed as evidence are kept at all.  16 MiB is ~130 real
-    #: Trusted Launch requests (~125 KB each)
-    evidence_quota_per_client_bytes: int = 16 * 1024 * 1024
+    #: only requests that parsed as evidence are kept at all
+    evidence_quota_per_client_bytes: int = DEFAULT_EVIDENCE_QUOTA_PER_CLIENT
     #: evidence kept in total (bytes; oldest dropped first; 0 = none kept)
-    evidence_quota_total_bytes: int = 512 * 1024 * 1024
+    evidence_quota_total_bytes: int = DEFAULT_EVIDENCE_QUOTA_TOTAL
     #: how long a retired signing key stays published in /certs (seconds)
     key_overlap_seconds: int = 14 * 24 * 3600
     #: how long provider state (policies, keys) is cached per worker (seconds)
