@@ -76,6 +76,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from bootwatch.agent.proxy import choose_proxy
+from bootwatch.agent.transport import BODY_DEADLINE_FACTOR
 from bootwatch.errors import BootwatchError, ConfigError, StorageError, TransportError
 from bootwatch.protocol.release import (
     MAX_MANIFEST_BYTES,
@@ -110,6 +111,9 @@ STATE_FILE: Final = "upgrade.json"
 #: marker written last into a versioned directory: the install is complete
 COMPLETE_MARKER: Final = ".bootwatch-release.json"
 _OFFER_PATH: Final = "/api/v1/agent/releases/offer"
+#: the slowest download the wheel's deadline allows for (bytes per second): 64 MiB, the
+#: largest wheel by default, in about 35 minutes; a real wheel of about 1 MB in a minute
+MIN_DOWNLOAD_RATE: Final = 32 * 1024
 _log = logging.getLogger("bootwatch.agent.upgrade")
 
 
@@ -118,7 +122,7 @@ class UpgradeHook(Protocol):
 
     def after_cycle(self, succeeded: bool) -> None: ...
 
-    def maybe_upgrade(self) -> bool: ...
+    def maybe_upgrade(self, next_chance: float | None = None) -> bool: ...
 
 
 class UpgradeInstallError(BootwatchError):
@@ -845,15 +849,27 @@ class AgentUpgrader:
                     raise TransportError(
                         f"GET {url}: HTTP {resp.status_code}", step="http_status"
                     )
-                body = b""
+                # httpx's timeout bounds each read, not the body: a monitor (or whatever
+                # answers at its address) sending a byte now and then held the daemon's
+                # upgrade check, and with it every later attestation, for as long as it
+                # kept sending (found in review)
+                allowed = BODY_DEADLINE_FACTOR * self.config.timeout
+                deadline = time.monotonic() + allowed
+                chunks: list[bytes] = []
+                size = 0
                 for chunk in resp.iter_bytes():
-                    body += chunk
-                    if len(body) > MAX_MANIFEST_BYTES:
+                    size += len(chunk)
+                    if size > MAX_MANIFEST_BYTES:
                         raise TransportError(
                             f"GET {url}: offer larger than {MAX_MANIFEST_BYTES} bytes",
                             step="protocol",
                         )
-                return body
+                    if time.monotonic() > deadline:
+                        raise TransportError(
+                            f"GET {url}: the offer took longer than {allowed:g} s in all",
+                            step="timeout")
+                    chunks.append(chunk)
+                return b"".join(chunks)
         except httpx.HTTPError as exc:
             raise self._transport_error(url, exc) from None
 
@@ -866,6 +882,10 @@ class AgentUpgrader:
         url = f"{self.config.monitor_url}/api/v1/agent/releases/{manifest.version}/wheel"
         digest = hashlib.sha256()
         size = 0
+        # a deadline for the whole download (as the offer's), with time for the signed size
+        # at MIN_DOWNLOAD_RATE: a trickling peer cannot hold the daemon for ever
+        allowed = BODY_DEADLINE_FACTOR * self.config.timeout + manifest.size / MIN_DOWNLOAD_RATE
+        deadline = time.monotonic() + allowed
         try:
             with self._get(url) as resp, dest.open("wb") as fh:
                 if resp.status_code != 200:
@@ -878,6 +898,11 @@ class AgentUpgrader:
                             f"the wheel served by {url} is larger than the signed size "
                             f"{manifest.size}", reason=RefusalReason.SIZE_MISMATCH,
                         )
+                    if time.monotonic() > deadline:
+                        raise TransportError(
+                            f"GET {url}: the wheel took longer than {allowed:g} s in all "
+                            f"(its signed size at {MIN_DOWNLOAD_RATE // 1024} KiB/s)",
+                            step="timeout")
                     digest.update(chunk)
                     fh.write(chunk)
         except httpx.HTTPError as exc:
