@@ -270,7 +270,7 @@ def test_upgrade_hook_called_after_each_cycle(attest_service: Any, cos_vm: Any,
     assert hook.calls == [True, True] and hook.asked == 2
     # the daemon says when it asks next: its next cycle, after this one
     assert len(hook.chances) == 2
-    assert all(c is not None and c > t for c, t in zip(hook.chances, hook.times))
+    assert all(c is not None and c > t for c, t in zip(hook.chances, hook.times, strict=True))
 
 
 def test_a_failed_cycle_on_an_upgrade_under_trial_retries_at_its_rollback_deadline(

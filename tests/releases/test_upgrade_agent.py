@@ -166,6 +166,7 @@ def test_checks_follow_the_daemons_jittered_cycles_within_one_cycle(
     # the daemon's own schedule (1 h +-10 %) against the default check interval: over 200
     # cycles no gap between two checks exceeds the check interval (plus its 10 % jitter)
     # and half a cycle
+    import itertools
     import random
 
     box, url = hostile
@@ -181,7 +182,7 @@ def test_checks_follow_the_daemons_jittered_cycles_within_one_cycle(
         if box.offer_requests > before:
             checks.append(now[0])
         now[0] = nxt
-    gaps = [b - a for a, b in zip(checks, checks[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(checks)]
     assert len(checks) >= 190
     assert max(gaps) <= 3600 * 1.1 + 3960 / 2
 
