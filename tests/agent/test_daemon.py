@@ -303,3 +303,44 @@ def test_aik_certificate_near_expiry_is_a_warning(attest_service: Any, cos_vm: A
     result = AgentDaemon(load_config(_write_config(tmp_path / "b.toml", **keys),
                                      environ={})).run_once()
     assert result.status.status.value == "success"
+
+
+def test_a_cycle_that_never_finishes_is_killed_at_cycle_timeout(
+        attest_service: Any, cos_vm: Any, tmp_path: Path) -> None:
+    """The waiting daemon used to read its cycle child's pipe for as long as the child
+    lived: one peer (or TPM command) that never answered stopped the agent attesting for
+    good.  A real daemon process, cycles in forked children as in production, against a
+    service address that accepts the connection and never answers (timeout 60 s); the
+    cycle is killed at cycle_timeout (2 s) and the status file says why."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)
+    url = f"https://127.0.0.1:{hole.getsockname()[1]}"
+    cfg = _write_config(tmp_path / "agent.toml", **_base(
+        attest_service, cos_vm, tmp_path, url=url, interval=600, timeout=60,
+        cycle_in_child=True, cycle_timeout=2))
+    status_file = tmp_path / "state" / "status" / "0.status"
+    proc = subprocess.Popen([*BOOTWATCH, "agent", "run", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 50  # well inside the 60 s request timeout
+        while time.monotonic() < deadline:
+            if status_file.exists() and _status(status_file)["status"] == "error":
+                break
+            time.sleep(0.1)
+        status = _status(status_file)
+        assert proc.poll() is None  # the daemon lives on, waiting for its next cycle
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        hole.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert status["status"] == "error", status
+    message = status["formattedMessage"]["message"]
+    assert "did not finish within cycle_timeout (2 s) and was killed" in message
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

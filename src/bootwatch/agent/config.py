@@ -38,6 +38,7 @@ from bootwatch.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "DEFAULT_CYCLE_TIMEOUT",
     "DEFAULT_INTERVAL",
     "DEFAULT_STATE_DIR",
     "DEFAULT_TIMEOUT",
@@ -58,6 +59,11 @@ DEFAULT_INTERVAL: Final = 3600.0
 DEFAULT_JITTER: Final = 0.1
 #: below a minute is for tests and labs
 MIN_INTERVAL: Final = 1.0
+#: a cycle in a forked child (``cycle_in_child``) is killed after this long: a TPM command
+#: or a peer that never answers must not stop the daemon attesting for good.  Ten
+#: minutes is several times the longest cycle the request timeouts allow (each request at
+#: most 4 x ``timeout`` for its body; a cycle makes a handful)
+DEFAULT_CYCLE_TIMEOUT: Final = 600.0
 MAX_CONFIG_BYTES: Final = 256 * 1024
 ENV_PREFIX: Final = "BOOTWATCH_AGENT_"
 
@@ -91,6 +97,8 @@ class AgentConfig:
     aik_renewal_days: int = 90
     #: run each daemon cycle in a forked child so the idle daemon stays small (docs/agent.md)
     cycle_in_child: bool = True
+    #: seconds a cycle in a child may take before the daemon kills it (cycle_in_child only)
+    cycle_timeout: float = DEFAULT_CYCLE_TIMEOUT
     #: the ``[upgrade]`` table, opaque here (the upgrade component reads it)
     upgrade: Mapping[str, Any] | None = None
     #: unknown keys, kept as read
@@ -269,6 +277,7 @@ _KEYS: Final[dict[str, Callable[[Any], Any]]] = {
     "disable_alerts": _bool,
     "aik_renewal_days": _days,
     "cycle_in_child": _bool,
+    "cycle_timeout": _seconds,
 }
 _FIELDS = {f.name for f in fields(AgentConfig)}
 assert set(_KEYS) <= _FIELDS

@@ -45,6 +45,7 @@ import logging
 import os
 import pickle
 import random
+import select
 import signal
 import threading
 import time
@@ -448,20 +449,28 @@ class AgentDaemon:
             finally:
                 os._exit(code)
         os.close(write_fd)
-        with os.fdopen(read_fd, "rb") as inp:
-            data = inp.read()
+        try:
+            data, overran = self._read_child(pid, read_fd)
+        finally:
+            os.close(read_fd)
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
                 break
             except InterruptedError:  # pragma: no cover - PEP 475 retries already
                 continue
-        if data:
+        if data and not overran:
             result = pickle.loads(data)  # noqa: S301 - our own child's output
             if isinstance(result, CycleResult):
                 return result
-        how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
-               else f"exited {os.waitstatus_to_exitcode(status)}")
+        if overran:
+            how = (f"did not finish within cycle_timeout ({self.config.cycle_timeout:g} s) "
+                   "and was killed: a TPM command or a network peer did not answer (the "
+                   "agent's log has how far it got)")
+        elif os.WIFSIGNALED(status):
+            how = f"was killed by signal {os.WTERMSIG(status)}"
+        else:
+            how = f"exited {os.waitstatus_to_exitcode(status)}"
         outcome = AttestOutcome(Verdict.PLATFORM_ERROR, f"the cycle process {how}",
                                 step=FailedHop.LOCAL.value)
         message = f"GuestAttestation provisioning failed: {outcome.reason}"
@@ -471,6 +480,35 @@ class AgentDaemon:
         due = self._clock() + min(self.config.interval, BACKOFF_BASE)
         return CycleResult(health=HealthStatus.PLATFORM_ERROR, status=status_report,
                            outcome=outcome, next_due=due)
+
+    def _read_child(self, pid: int, fd: int) -> tuple[bytes, bool]:
+        """The child's pickled result, read until it closes the pipe; and whether it
+        overran ``cycle_timeout`` (it is then killed, and what it sent is dropped).
+
+        Why a deadline: the parent used to block on the pipe for as long as the child
+        lived, so one TPM command or peer that never answered stopped the daemon attesting
+        for good, silently (only the monitor's stale window noticed).  The heartbeat is
+        kept up while the cycle runs."""
+        started = time.monotonic()
+        deadline = started + self.config.cycle_timeout
+        chunks: list[bytes] = []
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                log.error("the cycle process ran longer than cycle_timeout (%g s): killed",
+                          self.config.cycle_timeout)
+                return b"", True
+            if not poller.poll(int(min(left, HEARTBEAT_PERIOD) * 1000) + 1):
+                self._heartbeat(f"cycle running for {time.monotonic() - started:.0f} s")
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                return b"".join(chunks), False
+            chunks.append(chunk)
 
     def _cycle(self, target: _Target | PlatformError) -> CycleResult:
         cfg = self.config
