@@ -186,7 +186,7 @@ def test_install_layout_and_systemd_analyze_verify(tmp_path: Path) -> None:
     for line in ("Type=simple", "Restart=on-failure", "ProtectSystem=strict",
                  "NoNewPrivileges=yes", "PrivateTmp=yes", "User=bootwatch",
                  "SupplementaryGroups=tss", "DevicePolicy=closed", "DeviceAllow=/dev/tpmrm0 rw",
-                 "StateDirectory=bootwatch"):
+                 "StateDirectory=bootwatch", "WatchdogSec=900", "NotifyAccess=main"):
         assert line in text.splitlines()
     manifest = json.loads((tmp_path / "usr/lib/bootwatch/extension/HandlerManifest.json")
                           .read_text())

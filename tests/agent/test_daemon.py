@@ -3,6 +3,7 @@ HTTPS, the monitor test server; cycles, reports, backoff, state, signals, upgrad
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,9 +88,12 @@ class FakeHook:
         self.calls.append(succeeded)
         self.times.append(time.time())
 
-    def maybe_upgrade(self, next_chance: float | None = None) -> bool:
+    def maybe_upgrade(self, next_chance: float | None = None,
+                      keepalive: Callable[[], None] | None = None) -> bool:
         self.asked += 1
         self.chances.append(next_chance)
+        assert keepalive is not None  # the daemon lends its keep-alive to long steps
+        keepalive()
         return self.upgrade_after is not None and self.asked >= self.upgrade_after
 
     def pending_deadline(self) -> float | None:
@@ -344,3 +349,75 @@ def test_a_cycle_that_never_finishes_is_killed_at_cycle_timeout(
     assert "did not finish within cycle_timeout (2 s) and was killed" in message
     assert proc.returncode == 0, err
     assert "Traceback" not in err
+
+
+def _watchdog_socket(tmp_path: Path) -> Any:
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify.sock"))
+    sock.settimeout(0.2)
+    return sock
+
+
+def test_the_daemon_sends_systemd_watchdog_keepalives_and_its_children_do_not(
+        attest_service: Any, cos_vm: Any, tmp_path: Path) -> None:
+    """The unit's WatchdogSec restarts a daemon that stops beating (a hang, or a new
+    release stuck before its first cycle, which the pre-start guard then rolls back).
+    A real daemon process, cycles in forked children, with NOTIFY_SOCKET as systemd sets
+    it: keep-alives arrive at start and from each cycle's heartbeat in the parent; with
+    WATCHDOG_PID naming another process (systemd names the main one), none is sent."""
+    cfg = _write_config(tmp_path / "agent.toml", **_base(
+        attest_service, cos_vm, tmp_path, interval=1, cycle_in_child=True))
+    for watchdog_pid, expect in (("", True), ("1", False)):
+        sock = _watchdog_socket(tmp_path)
+        env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
+        if watchdog_pid:
+            env["WATCHDOG_PID"] = watchdog_pid
+        proc = subprocess.Popen([*BOOTWATCH, "agent", "run", "--config", str(cfg)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        got: list[bytes] = []
+        status_file = tmp_path / "state" / "status" / "0.status"
+        before = status_file.stat().st_mtime_ns if status_file.exists() else 0
+        try:
+            cycles = 0
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(TimeoutError):
+                    got.append(sock.recv(4096))
+                if status_file.exists() and status_file.stat().st_mtime_ns != before:
+                    before = status_file.stat().st_mtime_ns
+                    cycles += 1  # a cycle wrote its status (interval 1 s)
+                if cycles >= 3 and (len(got) >= 3 or not expect):
+                    break
+            assert cycles >= 3
+            proc.send_signal(signal.SIGTERM)
+            _out, err = proc.communicate(timeout=30)
+        finally:
+            sock.close()
+            (tmp_path / "notify.sock").unlink()
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 0, err
+        if expect:
+            assert len(got) >= 3 and set(got) == {b"WATCHDOG=1"}, got
+        else:
+            assert got == [], got
+
+
+def test_notifier_addresses_and_no_socket() -> None:
+    import socket
+
+    from bootwatch.agent.sdnotify import Notifier
+
+    assert not Notifier({}).enabled and Notifier({}).watchdog() is False
+    assert Notifier({"NOTIFY_SOCKET": "relative"}).enabled is False
+    name = f"bootwatch-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(b"\0" + name.encode())  # an abstract socket, as systemd may name one
+        sock.settimeout(5)
+        assert Notifier({"NOTIFY_SOCKET": "@" + name}).watchdog() is True
+        assert sock.recv(64) == b"WATCHDOG=1"
+    # the socket gone: a keep-alive that cannot be sent is not an error
+    assert Notifier({"NOTIFY_SOCKET": "@" + name}).watchdog() is False

@@ -65,6 +65,7 @@ from bootwatch.agent.config import LoadedConfig
 from bootwatch.agent.errors import PlatformError
 from bootwatch.agent.platform import SECURITYFS_LOG, default_tcti, read_event_log
 from bootwatch.agent.proxy import choose_proxy
+from bootwatch.agent.sdnotify import Notifier
 from bootwatch.agent.state import (
     EPHEMERAL_KEY_CONTEXT,
     AgentState,
@@ -112,6 +113,8 @@ BACKOFF_BASE: Final = 30.0
 RESTART_GAP: Final = 60.0
 #: the heartbeat is rewritten at least this often while waiting
 HEARTBEAT_PERIOD: Final = 60.0
+#: least seconds between two keep-alives during an upgrade's download and install
+KEEPALIVE_PERIOD: Final = 10.0
 
 log = logging.getLogger("bootwatch.agent")
 
@@ -150,7 +153,7 @@ class UpgradeHook(Protocol):
     """What the daemon asks of the upgrade component (bootwatch.agent.upgrade)."""
 
     def after_cycle(self, succeeded: bool) -> None: ...   # confirm a pending upgrade or roll back after its deadline  # noqa: E501
-    def maybe_upgrade(self, next_chance: float | None = None) -> bool: ...  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it; next_chance: when it asks again  # noqa: E501
+    def maybe_upgrade(self, next_chance: float | None = None, keepalive: Callable[[], None] | None = None) -> bool: ...  # True: a new version was installed; the daemon exits with EXIT_RESTART so its supervisor restarts it; next_chance: when it asks again; keepalive: call during long steps  # noqa: E501
     def pending_deadline(self) -> float | None: ...       # when a pending upgrade of the running version must confirm; the daemon wakes then after a failed cycle  # noqa: E501
 
 
@@ -219,6 +222,8 @@ class AgentDaemon:
         self._clock = clock
         self._boot_id = boot_id
         self._wake = threading.Event()
+        self._notifier = Notifier(self._env)
+        self._last_keepalive = float("-inf")
         self._stop = False
         self._reload_requested = False
         #: why the last SIGHUP reload was refused ("" once one succeeds): kept in the status
@@ -335,7 +340,8 @@ class AgentDaemon:
             return False
         try:
             self._hook.after_cycle(result.succeeded)
-            return ask and self._hook.maybe_upgrade(next_chance=result.next_due)
+            return ask and self._hook.maybe_upgrade(next_chance=result.next_due,
+                                                    keepalive=self._keepalive)
         except (BootwatchError, OSError) as exc:  # a full disk, a directory where a link was
             log.error("the upgrade component failed (the agent keeps running as it is): %s",
                       exc)
@@ -704,7 +710,18 @@ class AgentDaemon:
             log.error("cannot write the status file %s: %s", self.config.status_path,
                       exc.strerror)
 
+    def _keepalive(self) -> None:
+        """The heartbeat and the watchdog keep-alive during an upgrade's long steps, at
+        most every KEEPALIVE_PERIOD seconds (a download calls it for each chunk)."""
+        now = time.monotonic()
+        if now - self._last_keepalive >= KEEPALIVE_PERIOD:
+            self._heartbeat("checking for or installing an agent upgrade")
+
     def _heartbeat(self, message: str) -> None:
+        # the systemd watchdog's keep-alive goes with every heartbeat: the unit's
+        # WatchdogSec restarts a daemon that stops beating (bootwatch.agent.sdnotify)
+        self._last_keepalive = time.monotonic()
+        self._notifier.watchdog()
         try:
             write_heartbeat(self.config.heartbeat_path, message)
         except OSError as exc:

@@ -102,6 +102,11 @@ ExecStartPre=+/bin/sh -c '{COPY_LOG}'
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=30
+# the daemon sends a keep-alive with every heartbeat (at least each minute, during cycles
+# too); one that stops (a hang, a new release stuck before its first cycle) is killed and
+# restarted, and the pre-start guard rolls a hung release back (docs/upgrade.md)
+WatchdogSec=900
+NotifyAccess=main
 TimeoutStopSec=30
 User=bootwatch
 Group=bootwatch

@@ -122,7 +122,8 @@ class UpgradeHook(Protocol):
 
     def after_cycle(self, succeeded: bool) -> None: ...
 
-    def maybe_upgrade(self, next_chance: float | None = None) -> bool: ...
+    def maybe_upgrade(self, next_chance: float | None = None,
+                      keepalive: Callable[[], None] | None = None) -> bool: ...
 
 
 class UpgradeInstallError(BootwatchError):
@@ -379,9 +380,13 @@ def _run(argv: list[str], what: str, timeout: float = 600.0) -> str:
     return done.stdout
 
 
+def _nothing() -> None:
+    """The keep-alive of a caller that needs none."""
+
+
 def install_version(
     root: Path, wheel: Path, version: str, *, python: Path | None = None,
-    marker: bytes = b"{}",
+    marker: bytes = b"{}", keepalive: Callable[[], None] | None = None,
 ) -> Path:
     """Install ``wheel`` as ``ROOT/versions/VERSION`` (a venv); the directory, once complete.
 
@@ -400,12 +405,15 @@ def install_version(
     except OSError as exc:
         raise UpgradeInstallError(f"cannot prepare {target}: {exc}") from None
     try:
+        (keepalive or _nothing)()
         _run([interpreter, "-m", "venv", "--system-site-packages", "--without-pip", str(target)],
              f"creating the venv {target}")
         venv_python = str(target / "bin" / "python")
+        (keepalive or _nothing)()
         _run([venv_python, "-m", "pip", "install", "--no-deps", "--no-index", "--quiet",
               str(wheel)], f"pip install {wheel.name}")
         _share_running_dependencies(target)
+        (keepalive or _nothing)()
         installed = _run(
             [venv_python, "-I", "-c",
              "import importlib.metadata as m; print(m.version('bootwatch'))"],
@@ -547,6 +555,7 @@ class AgentUpgrader:
         self.restart_requested = False
         self.last_outcome: UpgradeOutcome | None = None
         self._next_check = 0.0
+        self._keepalive: Callable[[], None] = _nothing
         verify: ssl.SSLContext | bool = True
         if config.ca is not None:
             verify = ssl.create_default_context(cafile=str(config.ca))
@@ -697,8 +706,13 @@ class AgentUpgrader:
                 f"bootwatch-agent); it is not taken again for "
                 f"{self.config.retry_failed_after:g} s")
 
-    def maybe_upgrade(self, next_chance: float | None = None) -> bool:
+    def maybe_upgrade(self, next_chance: float | None = None,
+                      keepalive: Callable[[], None] | None = None) -> bool:
         """Check and install when due; True when ``current`` was switched and a restart is due.
+
+        ``keepalive`` is called while a download or an install step goes on (the daemon's
+        heartbeat and systemd watchdog keep-alive: a long download must not look like a
+        hang).
 
         ``next_chance`` is when the caller will ask again (the daemon's next cycle).  A
         check not yet due runs now when now is nearer its due time than that next chance:
@@ -716,7 +730,11 @@ class AgentUpgrader:
             return False
         jitter = random.uniform(0.0, 0.1 * self.config.check_interval)
         self._next_check = now + self.config.check_interval + jitter
-        outcome = self.run_check(apply=True)
+        self._keepalive = keepalive or _nothing
+        try:
+            outcome = self.run_check(apply=True)
+        finally:
+            self._keepalive = _nothing
         return outcome.kind is OutcomeKind.INSTALLED and self.restart_requested
 
     # --- checks ----------------------------------------------------------------
@@ -791,7 +809,7 @@ class AgentUpgrader:
             self._download_wheel(manifest, wheel)
             target = install_version(
                 self.config.install_root, wheel, manifest.version, python=self.config.python,
-                marker=body,
+                marker=body, keepalive=self._keepalive,
             )
         state.pending = {
             "version": manifest.version,
@@ -905,6 +923,7 @@ class AgentUpgrader:
                             step="timeout")
                     digest.update(chunk)
                     fh.write(chunk)
+                    self._keepalive()
         except httpx.HTTPError as exc:
             raise self._transport_error(url, exc) from None
         if size != manifest.size:
