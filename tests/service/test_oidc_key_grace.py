@@ -41,12 +41,15 @@ class Issuer:
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self.down = False
         self.huge = False
+        self.empty = False
+        self.slow = 0.0
         self.fetches = 0
         app = FastAPI()
 
         @app.get("/.well-known/openid-configuration")
         def meta() -> Any:
             self.fetches += 1
+            time.sleep(self.slow)
             if self.down:
                 return Response(status_code=503)
             return {"issuer": self.url, "jwks_uri": self.url + "/keys"}
@@ -56,6 +59,8 @@ class Issuer:
             if self.huge:
                 return Response(b'{"keys": [' + b" " * (MAX_DOCUMENT_BYTES + 10) + b"]}",
                                 media_type="application/json")
+            if self.empty:
+                return {"keys": []}
             jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True)
             jwk["kid"] = "k1"
             return {"keys": [jwk]}
@@ -63,11 +68,11 @@ class Issuer:
         self.server = ThreadServer(app, bound_socket()).start()
         self.url = f"http://127.0.0.1:{self.server.port}"
 
-    def mint(self) -> str:
+    def mint(self, kid: str = "k1") -> str:
         now = int(time.time())
         return jwt.encode({"iss": self.url, "sub": "u", "aud": AUD, "roles": ["w"],
                            "iat": now, "exp": now + 600}, self.key, algorithm="RS256",
-                          headers={"kid": "k1"})
+                          headers={"kid": kid})
 
 
 @pytest.fixture
@@ -118,3 +123,56 @@ def test_a_key_set_over_the_size_limit_is_refused_not_read_whole(issuer: Issuer)
     with pytest.raises(ApiError) as caught:
         v.verify(issuer.mint())
     assert caught.value.status == 503 and "larger than" in caught.value.message
+
+
+def test_a_new_key_id_during_an_outage_is_a_503_not_a_401(issuer: Issuer) -> None:
+    # the issuer rotated to a key the cache lacks while it cannot be reached: the token is
+    # not known bad, so the caller is told to retry, not that its token is refused
+    now = [1000.0]
+    v = OidcVerifier(Settings(oidc_issuer=issuer.url, oidc_audience=AUD), clock=lambda: now[0])
+    v.verify(issuer.mint())
+    issuer.down = True
+    now[0] += JWKS_TTL + 1
+    with pytest.raises(ApiError) as caught:
+        v.verify(issuer.mint(kid="k2"))
+    assert caught.value.status == 503 and "'k2' is not in the cached keys" in caught.value.message
+    assert v.verify(issuer.mint()).name == "u"  # the cached key still verifies
+    issuer.down = False
+    now[0] += JWKS_FAILED_RETRY + 1
+    with pytest.raises(ApiError) as caught:  # reachable again: an unknown kid is a 401
+        v.verify(issuer.mint(kid="k2"))
+    assert caught.value.status == 401
+
+
+def test_keys_the_issuer_withdrew_stop_verifying_at_once(issuer: Issuer) -> None:
+    # an empty key set is the issuer's answer, not a failed fetch: no grace for it
+    now = [1000.0]
+    v = OidcVerifier(Settings(oidc_issuer=issuer.url, oidc_audience=AUD), clock=lambda: now[0])
+    v.verify(issuer.mint())
+    issuer.empty = True
+    now[0] += JWKS_TTL + 1
+    with pytest.raises(ApiError) as caught:
+        v.verify(issuer.mint())
+    assert caught.value.status == 401 and "not in the issuer's JWKS" in caught.value.message
+
+
+def test_requests_arriving_while_the_keys_are_fetched_share_one_fetch(issuer: Issuer) -> None:
+    # when the keys fall due and the issuer is slow, one thread fetches; the others verify
+    # with the keys in the grace instead of each starting (and waiting for) its own fetch
+    import threading
+
+    now = [1000.0]
+    v = OidcVerifier(Settings(oidc_issuer=issuer.url, oidc_audience=AUD), clock=lambda: now[0])
+    token = issuer.mint()
+    v.verify(token)
+    issuer.slow, issuer.down = 1.0, True
+    now[0] += JWKS_TTL + 1
+    names: list[str] = []
+    threads = [threading.Thread(target=lambda: names.append(v.verify(token).name))
+               for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert names == ["u"] * 20
+    assert issuer.fetches == 2  # the first fetch and one refetch for all twenty

@@ -116,6 +116,8 @@ class OidcVerifier:
         self._fetched: float | None = None
         #: clock time and reason of the last failed fetch (None: the last one worked)
         self._failed: tuple[float, str] | None = None
+        #: held by the one thread fetching the keys
+        self._fetching = threading.Lock()
 
     def _document(self, client: httpx.Client, url: str) -> dict[str, Any]:
         body = read_bounded(client, url, limit=MAX_DOCUMENT_BYTES, timeout=FETCH_TIMEOUT)
@@ -136,7 +138,15 @@ class OidcVerifier:
                 body = self._document(client, jwks_uri)
                 if not isinstance(body.get("keys"), list):
                     raise ValueError("its key set is not a JSON object with a keys list")
-                keyset = jwt.PyJWKSet.from_dict(body)
+                try:
+                    keys = jwt.PyJWKSet.from_dict(body).keys
+                except jwt.PyJWKSetError:
+                    # a well-formed set without a usable key is the issuer's answer, not a
+                    # failed fetch: keys it withdrew must stop verifying now, not after
+                    # the grace (found in review)
+                    keys = []
+                    get_logger().warning("the OpenID issuer's key set has no usable key",
+                                         extra={"issuer": self.issuer})
         except (httpx.HTTPError, KeyError, ValueError, ProtocolError, jwt.PyJWTError) as exc:
             with self._lock:
                 self._failed = (self._clock(), f"cannot fetch the OpenID issuer's keys: {exc}")
@@ -144,7 +154,7 @@ class OidcVerifier:
                 "issuer": self.issuer, "reason": str(exc)[:500]})
             return
         with self._lock:
-            self._keys = {k.key_id: k for k in keyset.keys if k.key_id}
+            self._keys = {k.key_id: k for k in keys if k.key_id}
             self._fetched = self._clock()
             self._failed = None
 
@@ -164,21 +174,44 @@ class OidcVerifier:
         age = now - fetched
         return key, age >= JWKS_TTL or (key is None and age >= JWKS_REFETCH_INTERVAL)
 
+    def _usable(self) -> bool:
+        """Whether the cached keys may still verify (fetched within TTL + grace)."""
+        with self._lock:
+            fetched = self._fetched
+        return fetched is not None and self._clock() - fetched < JWKS_TTL + JWKS_STALE_GRACE
+
     def _key(self, kid: str) -> Any:
         key, due = self._cached(kid)
         if due:
-            self._fetch()
+            # one fetch at a time (found in review: when the keys fell due, every request
+            # arriving during the fetch started its own and waited for it, tying up the
+            # worker threads through an issuer's outage); the others go on with the keys
+            # in the grace, and wait only when they have none or lack this kid
+            if self._fetching.acquire(blocking=False):
+                try:
+                    if self._cached(kid)[1]:  # not fetched meanwhile by another thread
+                        self._fetch()
+                finally:
+                    self._fetching.release()
+            elif key is None or not self._usable():
+                with self._fetching:
+                    pass
             key, _ = self._cached(kid)
-        now = self._clock()
         with self._lock:
-            fetched, failed = self._fetched, self._failed
-        usable = fetched is not None and now - fetched < JWKS_TTL + JWKS_STALE_GRACE
-        if not usable:
+            failed = self._failed
+        if not self._usable():
             # fail closed: no keys, or keys too old to trust any longer
             why = failed[1] if failed is not None else "no keys fetched"
             raise ApiError(503, "ServiceUnavailable",
                            f"{why}; retried after {JWKS_FAILED_RETRY:g} s")
         if key is None:
+            if failed is not None:
+                # the kid may be the issuer's new key that the failed fetch would have
+                # brought: the caller's token is not known bad, the issuer is unreachable
+                # (a 401 here refused valid tokens through an outage; found in review)
+                raise ApiError(503, "ServiceUnavailable",
+                               f"bearer token: key id {kid!r} is not in the cached keys and "
+                               f"{failed[1]}; retried after {JWKS_FAILED_RETRY:g} s")
             raise unauthorized(f"bearer token: key id {kid!r} is not in the issuer's JWKS")
         return key
 
