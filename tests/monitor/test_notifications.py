@@ -248,6 +248,40 @@ def test_a_dead_receivers_backlog_does_not_crowd_the_others_out_of_a_round(
     assert attempted == ["dead-000"]  # the dead one's oldest, once
 
 
+def test_configured_receivers_go_before_receivers_no_longer_configured(
+    engines: list[Engine], receiver: WebhookReceiver
+) -> None:
+    """Rows for a URL no longer in --webhook (written before the URL changed) are still
+    delivered, after the configured receivers' (a stale receiver that hangs held a
+    configured one's delivery behind it, in URL order; found in review)."""
+    stale = WebhookReceiver(SECRET)
+    try:
+        settings = MonitorSettings(webhooks=(receiver.url,), webhook_secret=SECRET)
+        monitor = Monitor(engines[0], settings, metrics=MonitorMetrics())
+        old = datetime.now(UTC) - timedelta(hours=1)
+        with monitor.write_tx() as s:
+            for i in range(3):
+                # "HTTP://" sorts before every "http://" URL: URL order would serve it first
+                s.add(WebhookDeliveryRow(id=f"stale-{i}", url=stale.url.replace("http", "HTTP", 1),
+                                         body='{"event": "x"}',
+                                         created_at=old + timedelta(seconds=i), attempts=0,
+                                         next_attempt_at=old, delivered_at=None,
+                                         last_error=""))
+            s.add(WebhookDeliveryRow(id="good-0", url=receiver.url, body='{"event": "y"}',
+                                     created_at=old + timedelta(minutes=5), attempts=0,
+                                     next_attempt_at=old, delivered_at=None, last_error=""))
+        dispatcher = WebhookDispatcher(monitor)
+        try:
+            assert dispatcher.deliver_due() == 4
+        finally:
+            dispatcher.stop()
+        assert [d["_delivery_header"] for d in stale.deliveries] == [
+            "stale-0", "stale-1", "stale-2"]
+        assert receiver.deliveries[0]["_received_at"] < stale.deliveries[0]["_received_at"]
+    finally:
+        stale.close()
+
+
 def test_an_abandoned_delivery_is_logged_and_counted(
     engines: list[Engine], caplog: pytest.LogCaptureFixture
 ) -> None:

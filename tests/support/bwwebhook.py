@@ -51,6 +51,7 @@ class WebhookReceiver:
                 else:
                     doc = json.loads(body)
                     doc["_delivery_header"] = self.headers.get("X-Bootwatch-Delivery")
+                    doc["_received_at"] = time.monotonic()
                     outer.deliveries.append(doc)
                     self.send_response(outer.status)
                 self.end_headers()

@@ -11,8 +11,9 @@ days: a receiver down over a long weekend still gets every delivery); a delivery
 given up is logged with its id and counted (``abandoned``).  A receiver's answer
 is judged by its status alone: its body is never read (a receiver cannot make the
 dispatcher hold or wait for a large or trickling body).  Each round takes each
-receiver's oldest due deliveries (a backlog of one never crowds out another); a
-receiver that fails is not tried again in the same round.  Deliveries made or given up are deleted
+receiver's oldest due deliveries (a backlog of one never crowds out another),
+configured receivers first; a receiver that fails is not tried again in the same
+round.  Deliveries made or given up are deleted
 after :data:`KEEP` (30 days).
 """
 
@@ -27,7 +28,7 @@ from datetime import timedelta
 from itertools import zip_longest
 
 import httpx
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from bootwatch.errors import BootwatchError
 from bootwatch.monitor.core import Monitor
@@ -117,22 +118,31 @@ class WebhookDispatcher:
         all receivers, and a receiver that was down long enough to have that many waiting
         filled every round on its own: after its one failed attempt the rest were skipped
         and the other receivers' deliveries never entered a round (found in review).
-        The receivers' rows are interleaved, so one receiver's backlog does not hold
-        another's first delivery behind it either."""
+        One windowed query picks each receiver's oldest; the configured receivers
+        (``--webhook``, in their order) come first and their rows are interleaved, then
+        receivers no longer configured (rows written before a URL changed), so neither a
+        backlog nor a stale receiver that hangs holds a configured one's delivery back."""
         now = utcnow()
-        due = (WebhookDeliveryRow.delivered_at.is_(None),
-               WebhookDeliveryRow.attempts < MAX_ATTEMPTS,
-               WebhookDeliveryRow.next_attempt_at <= now)
+        rank = func.row_number().over(
+            partition_by=WebhookDeliveryRow.url,
+            order_by=(WebhookDeliveryRow.created_at, WebhookDeliveryRow.id)).label("rank")
+        due = select(WebhookDeliveryRow.id, WebhookDeliveryRow.url, WebhookDeliveryRow.body,
+                     rank).where(
+            WebhookDeliveryRow.delivered_at.is_(None),
+            WebhookDeliveryRow.attempts < MAX_ATTEMPTS,
+            WebhookDeliveryRow.next_attempt_at <= now,
+        ).subquery()
+        queues: dict[str, list[tuple[str, str, str]]] = {}
         with self.monitor.read() as session:
-            urls = sorted(session.scalars(select(WebhookDeliveryRow.url).where(*due)
-                                          .distinct()).all())
-            queues = [
-                [(d.id, d.url, d.body) for d in session.scalars(
-                    select(WebhookDeliveryRow).where(*due, WebhookDeliveryRow.url == url)
-                    .order_by(WebhookDeliveryRow.created_at, WebhookDeliveryRow.id)
-                    .limit(limit))]
-                for url in urls]
-        work = [item for rank in zip_longest(*queues) for item in rank if item is not None]
+            for delivery_id, url, body in session.execute(
+                    select(due.c.id, due.c.url, due.c.body).where(due.c.rank <= limit)
+                    .order_by(due.c.url, due.c.rank)):
+                queues.setdefault(url, []).append((delivery_id, url, body))
+        configured = [u for u in dict.fromkeys(self.monitor.settings.webhooks) if u in queues]
+        stale = sorted(set(queues) - set(configured))
+        work = [item for rank_items in zip_longest(*(queues[u] for u in configured))
+                for item in rank_items if item is not None]
+        work += [item for u in stale for item in queues[u]]
         delivered = 0
         secret = self.monitor.settings.webhook_secret
         # a receiver that failed this round is not tried again in it: a dead one gets one
@@ -140,6 +150,8 @@ class WebhookDispatcher:
         # answers holds the round for one timeout, not for each of its deliveries
         failing: set[str] = set()
         for delivery_id, url, body in work:
+            if self._stop.is_set():
+                break
             if url in failing:
                 continue
             raw = body.encode()
