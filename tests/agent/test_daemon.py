@@ -421,3 +421,28 @@ def test_notifier_addresses_and_no_socket() -> None:
         assert sock.recv(64) == b"WATCHDOG=1"
     # the socket gone: a keep-alive that cannot be sent is not an error
     assert Notifier({"NOTIFY_SOCKET": "@" + name}).watchdog() is False
+
+
+def test_a_cycle_abandoned_for_a_stop_does_not_ask_for_an_upgrade(
+        attest_service: Any, cos_vm: Any, monitor: Any, tmp_path: Path) -> None:
+    """A stop (SIGTERM) during a cycle abandons its report (kept as pending); the daemon
+    used to ask the upgrader even then, which could start a download and an install under
+    the unit's 30 s stop timeout (found in review).  The stop arrives during the cycle:
+    the daemon's boot-id reader, first called inside it, sets it."""
+    cfg = _write_config(tmp_path / "agent.toml", **_base(attest_service, cos_vm, tmp_path,
+                                                         monitor))
+    with_upgrade = tmp_path / "upgrade.toml"
+    with_upgrade.write_text(cfg.read_text() + '\n[upgrade]\nchannel = "stable"\n')
+    hook = FakeHook(upgrade_after=1)
+    daemon: AgentDaemon | None = None
+
+    def boot_id() -> str:
+        assert daemon is not None
+        daemon._stop = True  # SIGTERM's handler does this
+        return "boot-1"
+
+    daemon = AgentDaemon(load_config(with_upgrade, environ={}), upgrade_hook=hook,
+                         boot_id=boot_id)
+    assert daemon.run() == 0  # not EXIT_RESTART: nothing was installed
+    assert hook.asked == 0 and len(hook.calls) == 1
+    assert not monitor.state.reports  # abandoned: kept as pending for the next start

@@ -158,6 +158,11 @@ def test_a_check_due_before_the_next_cycle_runs_a_little_early(
     now[0] += 1700  # now 200 s late
     assert upgrader.maybe_upgrade(next_chance=now[0] + 3600) is False
     assert box.offer_requests == 3
+    # a next chance already past (a "Retry-After: 0" cycle) is no reason to check early
+    now[0] += 100
+    for past in (now[0] - 0.001, 0.0):
+        assert upgrader.maybe_upgrade(next_chance=past) is False
+    assert box.offer_requests == 3
 
 
 def test_checks_follow_the_daemons_jittered_cycles_within_one_cycle(

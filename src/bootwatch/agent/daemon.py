@@ -294,7 +294,10 @@ class AgentDaemon:
                     result = self._cycle(target)
                     release_memory()
                 due = result.next_due
-                if self._upgrade_after(result, ask=self.config.upgrade is not None):
+                # a cycle abandoned for a stop does not start a download and an install
+                # under the unit's 30 s stop timeout (found in review)
+                ask = self.config.upgrade is not None and not result.abandoned
+                if self._upgrade_after(result, ask=ask):
                     log.info("a new agent version was installed: exiting %d to restart",
                              EXIT_RESTART)
                     return EXIT_RESTART

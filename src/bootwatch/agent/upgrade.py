@@ -724,9 +724,12 @@ class AgentUpgrader:
         if self.restart_requested:
             return True
         now = self.clock()
+        # early only when the next chance comes later than the due time, and further past
+        # it than now is before it (a next chance already past, as after "Retry-After: 0",
+        # is no reason to check early; found in review)
         if now < self._next_check and (
                 next_chance is None
-                or self._next_check - now >= abs(next_chance - self._next_check)):
+                or next_chance - self._next_check <= self._next_check - now):
             return False
         jitter = random.uniform(0.0, 0.1 * self.config.check_interval)
         self._next_check = now + self.config.check_interval + jitter
