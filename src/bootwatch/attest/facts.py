@@ -42,7 +42,7 @@ from bootwatch.eventlog.decode.efi import (
 )
 from bootwatch.eventlog.decode.sipa import AGGREGATION as SIPA_AGGREGATION
 from bootwatch.eventlog.decode.sipa import SIPA_NAMES
-from bootwatch.eventlog.model import UnverifiedEventLog
+from bootwatch.eventlog.model import EventType, HashAlg, UnverifiedEvent, UnverifiedEventLog
 from bootwatch.policy import Claim
 from bootwatch.protocol import token as t
 from bootwatch.protocol.azureguest import AzureGuestRequest, UnverifiedAzureGuestRequest
@@ -59,6 +59,7 @@ __all__ = [
     "VerifiedBoot",
     "client_payload_claim",
     "enc_key_jwk",
+    "is_described_event",
     "measured_secure_boot",
     "os_info_of",
     "pcrs_claim",
@@ -490,3 +491,12 @@ def verified_boot(
         client_payload=client_payload_claim(request.client_payload),
         vm_id=vm_id_from_aik_certificate(chain.leaf if chain is not None else None),
     )
+
+
+def is_described_event(ev: UnverifiedEvent, pcrs: frozenset[int]) -> bool:
+    """Whether an event of a verified log is one the outcome event carries to the monitor
+    (bootwatch.attest.outcome.describe_events): a measured event (not EV_NO_ACTION) of a
+    quoted PCR with a SHA-256 digest.  One predicate for the builder and for the
+    pipeline's limit on how many there may be."""
+    return bool(ev.pcr in pcrs and ev.event_type != EventType.EV_NO_ACTION
+                and HashAlg.SHA256 in ev.digests)

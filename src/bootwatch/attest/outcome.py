@@ -22,11 +22,11 @@ from datetime import datetime
 from typing import Any
 
 from bootwatch.attest.claims import DbxReference
-from bootwatch.attest.facts import pcrs_claim
+from bootwatch.attest.facts import is_described_event, pcrs_claim
 from bootwatch.attest.pipeline import AttestationOutcome
 from bootwatch.errors import BootwatchError
 from bootwatch.eventlog.decode.summary import summarize
-from bootwatch.eventlog.model import EventType, HashAlg, UnverifiedEventLog
+from bootwatch.eventlog.model import HashAlg, UnverifiedEventLog
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, RevokedItem
@@ -41,11 +41,9 @@ def describe_events(log: UnverifiedEventLog, pcrs: frozenset[int]) -> tuple[Boot
     """
     out: list[BootEvent] = []
     for ev in log.events:
-        if ev.pcr not in pcrs or ev.event_type == EventType.EV_NO_ACTION:
+        if not is_described_event(ev, pcrs):
             continue
-        digest = ev.digests.get(HashAlg.SHA256)
-        if digest is None:
-            continue
+        digest = ev.digests[HashAlg.SHA256]
         try:
             component = summarize(ev)
         except BootwatchError as exc:

@@ -35,6 +35,7 @@ from bootwatch.attest.evidence import Check, EvidenceVerification, verify_eviden
 from bootwatch.attest.facts import (
     VerifiedBoot,
     enc_key_jwk,
+    is_described_event,
     os_info_of,
     pcrs_claim,
     policy_claims,
@@ -55,6 +56,7 @@ from bootwatch.protocol.azureguest import (
     decode_request,
 )
 from bootwatch.protocol.envelope import SealedEnvelope, seal
+from bootwatch.protocol.outcome import MAX_OUTCOME_EVENTS
 from bootwatch.protocol.verdict import Verdict
 from bootwatch.tpm.aik import RevokedAikCertificates, TrustAnchors
 from bootwatch.tpm.public import parse_public_or_read_public
@@ -196,6 +198,25 @@ def attest_azure_guest(
             checks=checks,
             evidence=evidence, claimed_vm_id=_claimed_vm_id(request, evidence),
         )
+
+    log = evidence.verified_event_log
+    if log is not None and len(log.events) > MAX_OUTCOME_EVENTS:
+        # every measured event of a quoted PCR goes to the monitor with the outcome, and
+        # the monitor takes at most MAX_OUTCOME_EVENTS: a boot with more (a GRUB
+        # configuration running thousands of commands) would be permitted, its outcome
+        # refused by a standalone monitor, and the VM left healthy on its old boot (found
+        # in an audit).  Real logs carry about 200.  Counted only past the cheap bound.
+        quoted = frozenset(boot.attested_pcrs)
+        measured = sum(1 for ev in log.events if is_described_event(ev, quoted))
+        if measured > MAX_OUTCOME_EVENTS:
+            return AttestationOutcome(
+                Verdict.EVIDENCE_REJECTED,
+                f"evidence: the event log measures {measured} events into the quoted PCRs, "
+                f"more than the {MAX_OUTCOME_EVENTS} bootwatch explains to its monitor; a "
+                "boot measuring that many (thousands of GRUB commands, say) is refused, "
+                "not monitored blind",
+                ph, failed_check="event_count", checks=checks, evidence=evidence,
+                claimed_vm_id=_claimed_vm_id(request, evidence))
 
     incoming = policy_claims(azurevm, events=boot.events, pcrs=pcrs_claim(boot))
     try:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -32,6 +32,8 @@ from bootwatch.protocol.verdict import Verdict
 
 __all__ = [
     "MAX_OUTCOME_BYTES",
+    "MAX_OUTCOME_EVENTS",
+    "MAX_OUTCOME_TEXT",
     "SCHEMA_VERSION",
     "BootEvent",
     "BootEventTable",
@@ -46,8 +48,13 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 #: largest encoded event accepted (a 200-event boot is ~60 KB)
 MAX_OUTCOME_BYTES: Final = 2 * 1024 * 1024
-_MAX_EVENTS: Final = 4096
-_MAX_TEXT: Final = 4000
+#: most events an outcome carries (the pipeline refuses a boot measuring more into its
+#: quoted PCRs: bootwatch.attest.pipeline)
+MAX_OUTCOME_EVENTS: Final = 4096
+_MAX_EVENTS: Final = MAX_OUTCOME_EVENTS
+#: longest text field (reason, deciding rule, component); encode_outcome clips longer
+MAX_OUTCOME_TEXT: Final = 4000
+_MAX_TEXT: Final = MAX_OUTCOME_TEXT
 #: longest issuer URL carried (the monitor's column holds this many characters)
 _MAX_ISSUER: Final = 512
 #: counters the monitor keeps in 32-bit integer columns (DBX counts): a larger value is
@@ -184,9 +191,36 @@ def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
     }
 
 
+def _clip_text(text: str | None) -> str | None:
+    if text is None or len(text) <= MAX_OUTCOME_TEXT:
+        return text
+    return text[: MAX_OUTCOME_TEXT - 1] + "…"
+
+
 def encode_outcome(event: OutcomeEvent) -> bytes:
-    """Compact JSON bytes of the event."""
-    return json.dumps(outcome_to_json(event), separators=(",", ":")).encode()
+    """Compact JSON bytes of the event, always within what :func:`decode_outcome` takes.
+
+    Why: the service encodes, a separate monitor decodes, and an outcome it refuses is
+    dropped (poison), so a VM's changed boot would go unseen.  A reason or deciding rule
+    longer than MAX_OUTCOME_TEXT is clipped (marked with "…"); an event with more than
+    MAX_OUTCOME_EVENTS events (the pipeline refuses such boots first) or larger than
+    MAX_OUTCOME_BYTES encoded goes without its events and claims, and its reason says so:
+    the monitor still sees the verdict and the quoted PCR values, so a changed boot still
+    deviates from its baseline."""
+    reason, rule = _clip_text(event.reason) or "", _clip_text(event.deciding_rule)
+    if reason is not event.reason or rule is not event.deciding_rule:
+        event = replace(event, reason=reason, deciding_rule=rule)
+    body = json.dumps(outcome_to_json(event), separators=(",", ":")).encode()
+    if len(event.events) > MAX_OUTCOME_EVENTS or len(body) > MAX_OUTCOME_BYTES:
+        note = (f"events and claims left out: {len(event.events)} events, {len(body)} bytes "
+                f"encoded, over the limits of {MAX_OUTCOME_EVENTS} events and "
+                f"{MAX_OUTCOME_BYTES} bytes")
+        # revoked components stay (each raises revoked_boot_component), as many as fit
+        lean = replace(event, events=(), claims=(), revoked=event.revoked[:MAX_OUTCOME_EVENTS],
+                       reason=_clip_text(f"{event.reason}; {note}" if event.reason else note)
+                       or "")
+        body = json.dumps(outcome_to_json(lean), separators=(",", ":")).encode()
+    return body
 
 
 # --- decoding: strict, every error names the field ------------------------------
