@@ -31,7 +31,7 @@ def command() -> None:
 def list_cmd(vm: str | None, as_json: bool, monitor_url: str, ca: str) -> None:
     """List baseline variants (of VM, or all)."""
     with make_client(monitor_url, ca) as client:
-        items = client.get("/baselines", vm=vm)["items"]
+        items = client.all_baselines(vm)
     if as_json:
         echo_json(items)
         return

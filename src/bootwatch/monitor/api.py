@@ -607,10 +607,13 @@ def monitor_router(container: MonitorContainer) -> APIRouter:
     def agents(who: Principal | Response = Reader) -> Any:
         return call(who, lambda: {"versions": queries.agent_versions(monitor)})
 
-    @router.get("/baselines", responses=_ok(items_schema(BASELINE_SCHEMA)))
-    def list_baselines(vm: str | None = _text_query(),
+    @router.get("/baselines", responses=_ok(items_schema(BASELINE_SCHEMA,
+                                                        next_cursor=_NSTR)))
+    def list_baselines(vm: str | None = _text_query(), limit: int = 1000,
+                       cursor: str | None = _text_query(32),
                        who: Principal | Response = Reader) -> Any:
-        return call(who, lambda: queries.list_baselines(monitor, vm))
+        return call(who, lambda: queries.list_baselines(
+            monitor, vm, limit=queries.check_limit(limit), cursor=cursor))
 
     @router.post("/baselines/approve", openapi_extra=_APPROVE_BODY,
                  responses=_ok(obj_schema({"baseline": _INT})))

@@ -91,6 +91,17 @@ class MonitorClient:
     def delete(self, path: str) -> Any:
         return self._request("DELETE", path)
 
+    def all_baselines(self, vm: str | None = None) -> list[dict[str, Any]]:
+        """Every baseline variant (of ``vm``, or all), following the pagination."""
+        out: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            page = self.get("/baselines", vm=vm, limit=1000, cursor=cursor)
+            out.extend(page["items"])
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return out
+
     def all_vms(self, **filters: Any) -> list[dict[str, Any]]:
         """Every VM matching the filters (follows the pagination)."""
         out: list[dict[str, Any]] = []

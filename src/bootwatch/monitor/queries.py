@@ -308,17 +308,29 @@ def agent_versions(monitor: Monitor) -> list[dict[str, Any]]:
     return sorted(out.values(), key=lambda v: (-v["vms"], v["version"]))
 
 
-def list_baselines(monitor: Monitor, vm: str | None = None) -> dict[str, Any]:
+def list_baselines(monitor: Monitor, vm: str | None = None, *, limit: int = 1000,
+                   cursor: str | None = None) -> dict[str, Any]:
+    """One page of baseline variants in id order; ``next_cursor`` for the next (None on
+    the last).  The list used to stop at 1,000 with no cursor: a fleet has about one
+    learned baseline per VM, so most were never listed (found in an audit)."""
+    after = 0
+    if cursor:
+        if not cursor.isascii() or not cursor.isdigit() or int(cursor) > 2**31 - 1:
+            raise ProtocolError("query: 'cursor' is not a cursor this monitor issued")
+        after = int(cursor)
     with monitor.read() as s:
-        stmt = select(BaselineRow)
+        stmt = select(BaselineRow).where(BaselineRow.id > after)
         if vm:
             v = monitor.find_vm(s, vm)
             cond = [BaselineRow.vm_id == v.vm_id]
             if v.group_name:
                 cond.append(BaselineRow.group_name == v.group_name)
             stmt = stmt.where(or_(*cond))
-        rows = s.scalars(stmt.order_by(BaselineRow.id).limit(1000)).all()
-        return {"items": [baseline_json(b) for b in rows]}
+        rows = s.scalars(stmt.order_by(BaselineRow.id).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"items": [baseline_json(b) for b in rows],
+                "next_cursor": str(rows[-1].id) if more else None}
 
 
 def list_suppressions(monitor: Monitor) -> dict[str, Any]:
