@@ -13,7 +13,7 @@ row's ``created_at`` is the instant it starts signing, and until then the previo
 key signs.  Why: every replica and every verifier must know a key before a token
 signed with it reaches them.  Replicas reload within the cache TTL, but a verifier
 caches ``/certs`` (the monitor for 5 minutes, refetching an unknown ``kid`` at most
-every 30 s) and would refuse valid tokens in between.
+every 10 s) and would refuse valid tokens in between.
 """
 
 from __future__ import annotations
