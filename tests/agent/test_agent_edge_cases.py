@@ -280,7 +280,8 @@ def test_a_retry_after_date_is_read_against_the_servers_own_clock(tmp_path: Path
         server.server_close()
     assert result.delivered is False and "503" in result.delivery_error
     state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
-    assert 18 <= state["backoff_until"] - state["last_attempt"] <= 25
+    # 19-21 s (the date's whole seconds), plus up to RETRY_JITTER (25 %) of it
+    assert 18 <= state["backoff_until"] - state["last_attempt"] <= 21 * 1.25 + 1
 
 
 # --- a busy provider during token verification -------------------------------------
@@ -431,3 +432,22 @@ def test_the_upgrade_check_picks_its_proxy_by_libcurls_rules(
             upgrader.close()
     assert outcome.kind is OutcomeKind.NO_OFFER, outcome.message
     assert len(asked) == 1
+
+
+def test_backoffs_are_jittered_never_shorter(tmp_path: Path) -> None:
+    """A fleet that lost its network (or was answered 429 behind one address) at once
+    used to come back at once, in waves: 30 s, 60 s ... exactly.  Each agent now waits
+    its backoff plus up to RETRY_JITTER of it more, at random, never less."""
+    from bootwatch.agent.daemon import BACKOFF_BASE, RETRY_JITTER
+
+    waits = []
+    for i in range(8):
+        run = tmp_path / f"vm{i}"
+        run.mkdir()
+        result = _once(run, url="https://127.0.0.1:1", tcti="device:/nonexistent/tpm",
+                       log=str(run / "no-such-log.bin"))
+        assert result.health is HealthStatus.PLATFORM_ERROR
+        state = json.loads((run / "state" / "agent-state.json").read_text())
+        waits.append(state["backoff_until"] - state["last_attempt"])
+    assert all(BACKOFF_BASE <= w <= BACKOFF_BASE * (1 + RETRY_JITTER) + 0.5 for w in waits)
+    assert len({round(w, 2) for w in waits}) > 1, waits

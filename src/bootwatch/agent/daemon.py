@@ -109,6 +109,8 @@ EXIT_PLATFORM_ERROR: Final = 2
 EXIT_RESTART: Final = 75
 #: first backoff step after a failure to reach a service; doubles up to the interval
 BACKOFF_BASE: Final = 30.0
+#: a backoff or a Retry-After is waited out plus up to this fraction of it more, at random
+RETRY_JITTER: Final = 0.25
 #: a restart in the same boot waits this long after the previous attempt
 RESTART_GAP: Final = 60.0
 #: the heartbeat is rewritten at least this often while waiting
@@ -578,11 +580,18 @@ class AgentDaemon:
             # repeat (a "Retry-After: 0" on every answer must not become a tight loop)
             floor = (min(cfg.interval, BACKOFF_BASE * 2 ** min(failures - 2, 30))
                      if failures > 1 else 0.0)
-            next_due = self._clock() + max(retry_after, floor)
+            # never earlier than asked, up to RETRY_JITTER later: a fleet behind one address
+            # that was answered 429 all at once came back all at once, in waves (found in
+            # an audit)
+            wait = max(retry_after, floor)
+            next_due = self._clock() + wait * (1 + self._rng.uniform(0, RETRY_JITTER))
         elif failing:
             # the exponent is bounded: 2 ** 1024 no longer fits a float (OverflowError after
-            # about a thousand failed cycles), and 2 ** 30 steps are past any interval already
-            next_due = now + min(cfg.interval, BACKOFF_BASE * 2 ** min(failures - 1, 30))
+            # about a thousand failed cycles), and 2 ** 30 steps are past any interval
+            # already; jittered like the Retry-After, within the interval
+            step = BACKOFF_BASE * 2 ** min(failures - 1, 30)
+            next_due = now + min(cfg.interval,
+                                 step * (1 + self._rng.uniform(0, RETRY_JITTER)))
         else:
             spread = cfg.interval * cfg.jitter
             next_due = now + cfg.interval + self._rng.uniform(-spread, spread)
