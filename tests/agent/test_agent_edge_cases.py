@@ -451,3 +451,69 @@ def test_backoffs_are_jittered_never_shorter(tmp_path: Path) -> None:
         waits.append(state["backoff_until"] - state["last_attempt"])
     assert all(BACKOFF_BASE <= w <= BACKOFF_BASE * (1 + RETRY_JITTER) + 0.5 for w in waits)
     assert len({round(w, 2) for w in waits}) > 1, waits
+
+
+def test_a_jittered_24h_retry_after_survives_a_restart(tmp_path: Path) -> None:
+    """A 24 h Retry-After (the cap) plus its jitter was saved past the 24 h a restart
+    believes, and the restarted agent dropped it as "saved under a wrong clock" and
+    attested at once into the service that had asked it to wait (found in review)."""
+    import time
+
+    from bootwatch.agent.daemon import RETRY_JITTER
+    from bootwatch.agent.transport import MAX_RETRY_AFTER
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    now = time.time()
+    until = now + MAX_RETRY_AFTER * (1 + RETRY_JITTER) - 60
+    (state_dir / "agent-state.json").write_text(json.dumps(
+        {"boot_id": "other-boot", "boot_counter": 1, "last_attempt": now - 5,
+         "consecutive_failures": 1, "backoff_until": until, "cycles": 1}))
+    overrides = {"state_dir": str(state_dir), "url": "https://127.0.0.1:1"}
+    daemon = AgentDaemon(load_config(None, environ={}, overrides=overrides), environ={},
+                         boot_id=lambda: "this-boot")
+    assert daemon._first_due(daemon.store.load()) == until
+
+
+def test_a_cycle_child_killed_while_writing_its_result_is_a_failed_cycle(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cycle child killed from outside (the OOM killer, kill -9) while writing a result
+    larger than the pipe's buffer left a truncated pickle, and unpickling it ended the
+    daemon with a traceback (found in review).  A real forked child, killed by the test
+    after the parent's first read."""
+    import signal
+    import time
+
+    import bootwatch.agent.daemon as d
+    from bootwatch.agent.status import ProvisioningStatus, StatusReport
+
+    overrides = {"state_dir": str(tmp_path / "state"), "url": "https://127.0.0.1:1",
+                 "cycle_in_child": "true"}
+    daemon = AgentDaemon(load_config(None, environ={}, overrides=overrides), environ={})
+    daemon.store.ensure_dir()
+
+    def big_cycle(target: Any) -> Any:
+        time.sleep(0.2)  # the parent's first read comes before the rest is written
+        return d.CycleResult(health=HealthStatus.HEALTHY,
+                             status=StatusReport(ProvisioningStatus.SUCCESS, "x" * 300_000))
+
+    monkeypatch.setattr(daemon, "_cycle", big_cycle)
+    child: list[int] = []
+    real_fork, real_read = os.fork, os.read
+
+    def fork() -> int:
+        pid = real_fork()
+        child.append(pid)
+        return pid
+
+    def read(fd: int, n: int) -> bytes:
+        data = real_read(fd, n)
+        if child and data:
+            os.kill(child.pop(), signal.SIGKILL)  # mid-write
+        return data
+
+    monkeypatch.setattr(d.os, "fork", fork)
+    monkeypatch.setattr(d.os, "read", read)
+    result = daemon._cycle_in_child(None)  # type: ignore[arg-type]
+    assert result.health is HealthStatus.PLATFORM_ERROR
+    assert "killed by signal 9" in result.status.message

@@ -87,3 +87,23 @@ def test_a_vm_that_comes_back_and_falls_silent_again_is_swept_again(
     assert m.sweep() == 1  # silent again: swept again, stale again
     with m.read() as s:
         assert s.scalar(select(VmRow.state).where(VmRow.vm_id == vm)) == "stale"
+
+
+def test_a_clock_step_back_does_not_hide_the_next_silence(engines: list[Engine]) -> None:
+    """The sweep marks the life sign it evaluated, not its own clock: a life sign stamped
+    by a clock 2 s behind the sweeper's (another process, an NTP step) came before the
+    mark, and that VM was never swept again (found in review)."""
+    clock = Clock()
+    m = Monitor(engines[0], MonitorSettings(), metrics=MonitorMetrics(), clock=clock)
+    vm = str(uuid.uuid4()).upper()
+    m.ingest_outcomes([_outcome(vm, T0, Verdict.PERMIT)])
+    m.enable(vm)
+    window = timedelta(seconds=MonitorSettings().stale_after_seconds + 1)
+    clock.now = T0 + window
+    assert m.sweep() == 1  # stale
+    clock.now -= timedelta(seconds=2)  # the next life sign, by a clock 2 s behind
+    m.ingest_outcomes([_outcome(vm, clock.now, Verdict.PERMIT)])
+    clock.now += window + timedelta(seconds=2)
+    assert m.sweep() == 1
+    with m.read() as s:
+        assert s.scalar(select(VmRow.state).where(VmRow.vm_id == vm)) == "stale"

@@ -298,7 +298,8 @@ class AgentDaemon:
                 due = result.next_due
                 # a cycle abandoned for a stop does not start a download and an install
                 # under the unit's 30 s stop timeout (found in review)
-                ask = self.config.upgrade is not None and not result.abandoned
+                ask = (self.config.upgrade is not None and not result.abandoned
+                       and not self._stop)
                 if self._upgrade_after(result, ask=ask):
                     log.info("a new agent version was installed: exiting %d to restart",
                              EXIT_RESTART)
@@ -380,7 +381,7 @@ class AgentDaemon:
         due = now
         # no backoff is longer than the interval or a (capped) Retry-After: one further
         # ahead was saved under a clock that was wrong (a VM before NTP), and is ignored
-        longest = now + max(self.config.interval, MAX_RETRY_AFTER)
+        longest = now + max(self.config.interval, MAX_RETRY_AFTER) * (1 + RETRY_JITTER)
         if state.backoff_until is not None and state.backoff_until <= longest:
             due = max(due, state.backoff_until)
         same_boot = state.boot_id and state.boot_id == self._boot_id()
@@ -470,18 +471,25 @@ class AgentDaemon:
                 break
             except InterruptedError:  # pragma: no cover - PEP 475 retries already
                 continue
-        if data and not overran:
-            result = pickle.loads(data)  # noqa: S301 - our own child's output
-            if isinstance(result, CycleResult):
-                return result
+        exited_ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if data and not overran and exited_ok:
+            # a child killed while writing (OOM, kill -9) leaves a truncated pickle: its
+            # cycle failed, the daemon goes on (it ended with a traceback; found in review)
+            with contextlib.suppress(pickle.UnpicklingError, EOFError, ValueError,
+                                     AttributeError, ImportError, IndexError, TypeError):
+                result = pickle.loads(data)  # noqa: S301 - our own child's output
+                if isinstance(result, CycleResult):
+                    return result
         if overran:
             how = (f"did not finish within cycle_timeout ({self.config.cycle_timeout:g} s) "
                    "and was killed: a TPM command or a network peer did not answer (the "
                    "agent's log has how far it got)")
         elif os.WIFSIGNALED(status):
             how = f"was killed by signal {os.WTERMSIG(status)}"
-        else:
+        elif not exited_ok:
             how = f"exited {os.waitstatus_to_exitcode(status)}"
+        else:
+            how = "exited without a readable result"
         outcome = AttestOutcome(Verdict.PLATFORM_ERROR, f"the cycle process {how}",
                                 step=FailedHop.LOCAL.value)
         message = f"GuestAttestation provisioning failed: {outcome.reason}"

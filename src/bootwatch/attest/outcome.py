@@ -29,6 +29,7 @@ from bootwatch.eventlog.decode.summary import summarize
 from bootwatch.eventlog.model import HashAlg, UnverifiedEventLog
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol import token as t
+from bootwatch.protocol.jsonread import storable_text
 from bootwatch.protocol.outcome import BootEvent, OutcomeEvent, RevokedItem
 
 __all__ = ["OutcomeEventBuilder", "describe_events"]
@@ -48,7 +49,11 @@ def describe_events(log: UnverifiedEventLog, pcrs: frozenset[int]) -> tuple[Boot
             component = summarize(ev)
         except BootwatchError as exc:
             component = f"<undecodable event data: {exc}>"
-        out.append(BootEvent(ev.index, ev.pcr, ev.type_name, digest.hex(), component))
+        # event data is mostly unmeasured (the guest may rewrite it and the quote still
+        # verifies): a NUL in a GRUB command made the monitor refuse the whole outcome
+        # (found in review); described once per log (the builder's cache)
+        out.append(BootEvent(ev.index, ev.pcr, storable_text(ev.type_name), digest.hex(),
+                             storable_text(component)))
     return tuple(out)
 
 
@@ -100,7 +105,9 @@ class OutcomeEventBuilder:
         revoked: list[RevokedItem] = []
         missing: int | None = None
         current: int | None = None
-        if dbx_reference is not None:
+        # boot applications come from every PCR 4 event of the log: verified only when
+        # the quote covers PCR 4 (the claims say so; the revoked list said otherwise)
+        if dbx_reference is not None and 4 in quoted:
             by_digest = {e.digest: e for e in events}
             for app in sb.boot_apps:
                 if app in dbx_reference.revoked_images:

@@ -1138,13 +1138,16 @@ class Monitor:
                     VmRow.last_alive_at.is_not(None),
                     VmRow.last_alive_at < cutoff,
                     or_(VmRow.silence_checked_at.is_(None),
-                        VmRow.silence_checked_at <= VmRow.last_alive_at),
+                        VmRow.silence_checked_at < VmRow.last_alive_at),
                 ).order_by(VmRow.last_alive_at, VmRow.vm_id).limit(limit)
             ).all()
             for vm in rows:
                 before = vm.state
                 self._refresh(session, vm, now)  # opens agent_unresponsive when stale
-                vm.silence_checked_at = now
+                # the life sign whose silence this was, not the sweeper's clock: another
+                # process's clock, or a step back, put a later life sign before a
+                # clock-stamped check, and that VM was never swept again (found in review)
+                vm.silence_checked_at = vm.last_alive_at
                 if vm.state != before:
                     changed += 1
             if self.token_proof is not None:

@@ -97,8 +97,8 @@ class VmRow(MonitorBase):
     #: when the sweep took up this unproven stretch (alerted, or suppressed): once per
     #: stretch, so a dismissed alert does not reopen and a suppressed VM is not re-read
     unproven_alerted_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)
-    #: when the stale sweep last evaluated this VM's silence: each silence (a
-    #: ``last_alive_at`` older than the window) is taken up once; what it does not change
+    #: the ``last_alive_at`` whose silence the stale sweep last evaluated: each silence
+    #: (a ``last_alive_at`` older than the window) is taken up once; what it does not change
     #: by time (an unhealthy VM stays unhealthy) changes only through an event or an
     #: operator's action, which recompute the state themselves
     silence_checked_at: Mapped[datetime | None] = mapped_column(TZ, nullable=True)

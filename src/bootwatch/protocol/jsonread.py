@@ -48,6 +48,13 @@ def text_problem(value: str) -> str | None:
     return "is not valid Unicode text (a lone UTF-16 surrogate)"
 
 
+def storable_text(value: str) -> str:
+    """``value`` with every character :func:`text_problem` refuses (NUL, a lone
+    surrogate) replaced by U+FFFD: for text a peer will read with text_problem, such as
+    descriptions of event data (unmeasured, so any bytes a guest likes)."""
+    return _UNSTORABLE_RE.sub("\ufffd", value) if _UNSTORABLE_RE.search(value) else value
+
+
 class JsonDepthError(ProtocolError):
     """Untrusted JSON nested deeper than the limit (the message names the limit)."""
 
@@ -144,5 +151,6 @@ __all__ = [
     "check_json_depth",
     "json_depth_exceeds",
     "read_json",
+    "storable_text",
     "text_problem",
 ]

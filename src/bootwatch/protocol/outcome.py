@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from bootwatch.errors import ProtocolError
-from bootwatch.protocol.jsonread import text_problem
+from bootwatch.protocol.jsonread import storable_text, text_problem
 from bootwatch.protocol.verdict import Verdict
 
 __all__ = [
@@ -192,7 +192,10 @@ def outcome_to_json(event: OutcomeEvent) -> dict[str, Any]:
 
 
 def _clip_text(text: str | None) -> str | None:
-    if text is None or len(text) <= MAX_OUTCOME_TEXT:
+    if text is None:
+        return None
+    text = storable_text(text)
+    if len(text) <= MAX_OUTCOME_TEXT:
         return text
     return text[: MAX_OUTCOME_TEXT - 1] + "…"
 
@@ -202,13 +205,15 @@ def encode_outcome(event: OutcomeEvent) -> bytes:
 
     Why: the service encodes, a separate monitor decodes, and an outcome it refuses is
     dropped (poison), so a VM's changed boot would go unseen.  A reason or deciding rule
-    longer than MAX_OUTCOME_TEXT is clipped (marked with "…"); an event with more than
+    is made storable (NUL and lone surrogates become U+FFFD) and clipped past
+    MAX_OUTCOME_TEXT (marked with "…"); event descriptions are made storable where they
+    are built, once per log (bootwatch.attest.outcome.describe_events); an event with more than
     MAX_OUTCOME_EVENTS events (the pipeline refuses such boots first) or larger than
     MAX_OUTCOME_BYTES encoded goes without its events and claims, and its reason says so:
     the monitor still sees the verdict and the quoted PCR values, so a changed boot still
     deviates from its baseline."""
     reason, rule = _clip_text(event.reason) or "", _clip_text(event.deciding_rule)
-    if reason is not event.reason or rule is not event.deciding_rule:
+    if reason != event.reason or rule != event.deciding_rule:
         event = replace(event, reason=reason, deciding_rule=rule)
     body = json.dumps(outcome_to_json(event), separators=(",", ":")).encode()
     if len(event.events) > MAX_OUTCOME_EVENTS or len(body) > MAX_OUTCOME_BYTES:
@@ -575,7 +580,8 @@ def outcome_from_json(obj: Mapping[str, Any], *, plain_text: bool = False,
             raise _fail(where, "must be an object")
         revoked.append(
             RevokedItem(
-                event=_int(item, "event", f"{where}.event", hi=10**7) or 0,
+                # -1: the revoked image's event is not among the carried ones
+                event=_int(item, "event", f"{where}.event", lo=-1, hi=10**7) or 0,
                 component=_str(item, "component", f"{where}.component", limit=512) or "",
                 digest=_hex(item.get("digest"), f"{where}.digest"),
                 reason=_str(item, "reason", f"{where}.reason") or "",
