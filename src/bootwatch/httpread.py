@@ -15,6 +15,8 @@ import time
 
 import httpx
 
+from bootwatch.httpdeadline import SocketWatch
+
 __all__ = ["BodyTooLarge", "read_bounded"]
 
 
@@ -22,13 +24,29 @@ class BodyTooLarge(ValueError):
     """The answer was larger than the limit, compressed, or slower than the deadline."""
 
 
-def read_bounded(client: httpx.Client, url: str, *, limit: int, timeout: float) -> bytes:
+def read_bounded(client: httpx.Client, url: str, *, limit: int, timeout: float,
+                 watch: SocketWatch | None = None) -> bytes:
     """GET ``url`` with ``client``; the body, at most ``limit`` bytes within ``timeout``
-    seconds in all.  HTTP errors (including a status >= 400) are httpx's exceptions;
-    limits broken raise :class:`BodyTooLarge` naming the URL."""
+    seconds in all, headers included.  HTTP errors (including a status >= 400) are
+    httpx's exceptions; limits broken raise :class:`BodyTooLarge` naming the URL.
+    ``watch``: the client's :class:`~bootwatch.httpdeadline.SocketWatch` when it makes
+    more than one request (a reused connection is not traced again); None: a new one."""
+    watch = watch or SocketWatch()
+    with watch.bound(timeout) as bound:
+        try:
+            return _read(client, url, limit, timeout, watch)
+        except httpx.TransportError:
+            if bound.passed:  # the status line or headers trickled past the deadline
+                raise BodyTooLarge(f"{url}: took longer than {timeout:g} s") from None
+            raise
+
+
+def _read(client: httpx.Client, url: str, limit: int, timeout: float,
+          watch: SocketWatch) -> bytes:
     deadline = time.monotonic() + timeout
     body = bytearray()
-    with client.stream("GET", url, headers={"Accept-Encoding": "identity"}) as resp:
+    with client.stream("GET", url, headers={"Accept-Encoding": "identity"},
+                       extensions={"trace": watch.trace}) as resp:
         resp.raise_for_status()
         encoding = resp.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":

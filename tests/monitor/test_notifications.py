@@ -282,6 +282,39 @@ def test_configured_receivers_go_before_receivers_no_longer_configured(
         stale.close()
 
 
+def test_a_receiver_trickling_its_answer_is_cut_off_and_the_others_served(
+    engines: list[Engine], receiver: WebhookReceiver
+) -> None:
+    """A receiver that answers its headers a byte at a time, each within the read
+    timeout, held the dispatcher's round for ever (found in review): a delivery is cut
+    off after 2 x timeout in all, and the round goes on to the other receivers."""
+    from bwtrickle import Trickler
+
+    slow = Trickler(gap=0.1, lasts=60, head=True)
+    try:
+        slow_url = f"http://127.0.0.1:{slow.port}/hook"
+        settings = MonitorSettings(webhooks=(slow_url, receiver.url), webhook_secret=SECRET)
+        monitor = Monitor(engines[0], settings, metrics=MonitorMetrics())
+        old = datetime.now(UTC) - timedelta(hours=1)
+        with monitor.write_tx() as s:
+            for rid, url in (("slow-0", slow_url), ("good-0", receiver.url)):
+                s.add(WebhookDeliveryRow(id=rid, url=url, body='{"event": "x"}',
+                                         created_at=old, attempts=0, next_attempt_at=old,
+                                         delivered_at=None, last_error=""))
+        dispatcher = WebhookDispatcher(monitor, timeout=0.5)
+        try:
+            assert dispatcher.deliver_due() == 1
+        finally:
+            dispatcher.stop()
+        with monitor.read() as s:
+            row = s.get(WebhookDeliveryRow, "slow-0")
+            assert row is not None and row.last_error == "no answer within 1 s"
+        assert len(receiver.deliveries) == 1
+        assert slow.sent < 100  # cut off at 1 s, not after the trickle's 60 s
+    finally:
+        slow.close()
+
+
 def test_an_abandoned_delivery_is_logged_and_counted(
     engines: list[Engine], caplog: pytest.LogCaptureFixture
 ) -> None:

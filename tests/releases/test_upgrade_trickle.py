@@ -12,56 +12,15 @@ body every 0.1 s for up to 20 s; the agent's timeout is 0.5 s.
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bwtrickle import Trickler
 
 from bootwatch.agent.transport import BODY_DEADLINE_FACTOR
 from bootwatch.agent.upgrade import AgentUpgrader, OutcomeKind, UpgradeConfig
-
-
-class Trickler:
-    """Answers every request with 200 and a body sent one byte per ``gap`` seconds."""
-
-    def __init__(self, gap: float = 0.1, lasts: float = 20.0) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.gap, self.lasts = gap, lasts
-        self.stop = threading.Event()
-        self.sent = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                         b"Connection: close\r\n\r\n{")
-            for _ in range(int(self.lasts / self.gap)):
-                if self.stop.wait(self.gap):
-                    return
-                try:
-                    conn.sendall(b" ")
-                except OSError:
-                    return  # the agent gave up and closed
-                self.sent += 1
-
-    def close(self) -> None:
-        self.stop.set()
-        self.sock.close()
 
 
 @pytest.fixture
@@ -138,3 +97,40 @@ def test_a_trickled_wheel_is_given_up_at_its_deadline(
     assert "the wheel took longer than" in outcome.message
     assert sent[0] < 150
     assert sorted(p.name for p in (root / "versions").iterdir()) == ["0.1.0"]
+
+
+def test_a_trickled_status_line_and_headers_are_cut_off_too(
+        tmp_path: Path, release_key: Any) -> None:
+    """httpx's timeout bounds each read: a peer sending its headers a byte at a time held
+    the check for ever, since the body deadline starts after the headers (found in
+    review).  bootwatch.httpdeadline cuts the whole request off."""
+    trickler = Trickler(head=True)
+    try:
+        config = UpgradeConfig(
+            monitor_url=f"http://127.0.0.1:{trickler.port}",
+            release_public_keys=(release_key.public_pem,), vm_id="vm-1",
+            install_root=tmp_path / "root", state_dir=tmp_path / "state", timeout=0.5)
+        outcome = AgentUpgrader(config, running_version="0.1.0").run_check(apply=True)
+    finally:
+        trickler.close()
+    assert outcome.kind is OutcomeKind.ERROR
+    whole = (BODY_DEADLINE_FACTOR + 1) * 0.5
+    assert f"no complete answer within {whole:g} s" in outcome.message
+    assert trickler.sent < 150
+
+
+def test_the_agents_transport_cuts_off_trickled_headers() -> None:
+    from bootwatch.agent.transport import Transport
+    from bootwatch.errors import TransportError
+
+    trickler = Trickler(head=True)
+    t = Transport(f"http://127.0.0.1:{trickler.port}", timeout=0.5)
+    try:
+        with pytest.raises(TransportError) as caught:
+            t.send("GET", "/.well-known/openid-configuration")
+    finally:
+        t.close()
+        trickler.close()
+    assert caught.value.step == "timeout"
+    assert "no complete answer within 2.5 s" in str(caught.value)
+    assert trickler.sent < 150

@@ -68,6 +68,13 @@ class Issuer:
         self.server = ThreadServer(app, bound_socket()).start()
         self.url = f"http://127.0.0.1:{self.server.port}"
 
+    @staticmethod
+    def mint_with(key: Any, iss: str, kid: str = "k1") -> str:
+        now = int(time.time())
+        return jwt.encode({"iss": iss, "sub": "u", "aud": AUD, "roles": ["w"],
+                           "iat": now, "exp": now + 600}, key, algorithm="RS256",
+                          headers={"kid": kid})
+
     def mint(self, kid: str = "k1") -> str:
         now = int(time.time())
         return jwt.encode({"iss": self.url, "sub": "u", "aud": AUD, "roles": ["w"],
@@ -176,3 +183,23 @@ def test_requests_arriving_while_the_keys_are_fetched_share_one_fetch(issuer: Is
         t.join(30)
     assert names == ["u"] * 20
     assert issuer.fetches == 2  # the first fetch and one refetch for all twenty
+
+
+def test_an_issuer_trickling_its_headers_is_cut_off_with_a_503() -> None:
+    """httpx's timeout bounds each read: an issuer sending its headers a byte at a time
+    held the fetch, and every request waiting on it, for ever (found in review)."""
+    from bwtrickle import Trickler
+
+    from bootwatch.service.auth import FETCH_TIMEOUT
+
+    trickler = Trickler(gap=0.5, lasts=60, head=True)
+    try:
+        v = OidcVerifier(Settings(oidc_issuer=f"http://127.0.0.1:{trickler.port}",
+                                  oidc_audience=AUD))
+        with pytest.raises(ApiError) as caught:
+            v.verify(Issuer.mint_with(rsa.generate_private_key(65537, 2048), "x"))
+    finally:
+        trickler.close()
+    assert caught.value.status == 503
+    assert f"took longer than {FETCH_TIMEOUT:g} s" in caught.value.message
+    assert trickler.sent < 30  # cut off after about FETCH_TIMEOUT, not the 60 s

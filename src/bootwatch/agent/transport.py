@@ -30,6 +30,7 @@ import httpx
 
 from bootwatch.agent.proxy import redact
 from bootwatch.errors import TransportError
+from bootwatch.httpdeadline import SocketWatch
 from bootwatch.lru import BoundedLru
 from bootwatch.protocol.health import FailedHop
 
@@ -147,6 +148,8 @@ class Transport:
             verify=verify, timeout=timeout, headers=headers or {}, follow_redirects=False,
             proxy=proxy, trust_env=False,
         )
+        #: the client's sockets, to cut a request off at its whole deadline
+        self._watch = SocketWatch()
 
     def close(self) -> None:
         self.http.close()
@@ -164,7 +167,23 @@ class Transport:
 
         def trace(name: str, info: dict[str, Any]) -> None:
             progress.add(name)
+            self._watch.trace(name, info)
 
+        # the whole request, headers included: httpx's timeout bounds each read, so a peer
+        # trickling its status line held a request for ever (found in review)
+        whole = (BODY_DEADLINE_FACTOR + 1) * self.timeout
+        with self._watch.bound(whole) as bound:
+            try:
+                return self._send(method, url, trace, progress, kwargs)
+            except TransportError:
+                if bound.passed:
+                    raise TransportError(
+                        f"{method} {url}: no complete answer within {whole:g} s",
+                        step=FailedHop.TIMEOUT.value, target=self.origin) from None
+                raise
+
+    def _send(self, method: str, url: str, trace: Any, progress: set[str],
+              kwargs: dict[str, Any]) -> httpx.Response:
         try:
             request = self.http.build_request(method, url, extensions={"trace": trace}, **kwargs)
             resp = self.http.send(request, stream=True)

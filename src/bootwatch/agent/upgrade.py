@@ -78,6 +78,7 @@ import httpx
 from bootwatch.agent.proxy import choose_proxy
 from bootwatch.agent.transport import BODY_DEADLINE_FACTOR
 from bootwatch.errors import BootwatchError, ConfigError, StorageError, TransportError
+from bootwatch.httpdeadline import Bound, SocketWatch
 from bootwatch.protocol.release import (
     MAX_MANIFEST_BYTES,
     PublicReleaseKey,
@@ -556,6 +557,8 @@ class AgentUpgrader:
         self.last_outcome: UpgradeOutcome | None = None
         self._next_check = 0.0
         self._keepalive: Callable[[], None] = _nothing
+        #: the client's sockets, to cut a request off at its whole deadline
+        self._watch = SocketWatch()
         verify: ssl.SSLContext | bool = True
         if config.ca is not None:
             verify = ssl.create_default_context(cafile=str(config.ca))
@@ -848,7 +851,7 @@ class AgentUpgrader:
     # --- HTTP ------------------------------------------------------------------
 
     def _get(self, url: str) -> contextlib.AbstractContextManager[httpx.Response]:
-        return self._http.stream("GET", url)
+        return self._http.stream("GET", url, extensions={"trace": self._watch.trace})
 
     def _transport_error(self, url: str, exc: httpx.HTTPError) -> TransportError:
         if isinstance(exc, httpx.TimeoutException):
@@ -862,6 +865,20 @@ class AgentUpgrader:
         if self.config.allow_major:
             query["major"] = "true"
         url = f"{self.config.monitor_url}{_OFFER_PATH}?{urlencode(query)}"
+        # the whole request, headers included (bootwatch.httpdeadline): the body deadline
+        # below starts only once the headers are in, and a peer trickling them held the
+        # daemon's check for ever (found in review)
+        whole = (BODY_DEADLINE_FACTOR + 1) * self.config.timeout
+        with self._watch.bound(whole) as bound:
+            try:
+                return self._read_offer(url)
+            except TransportError:
+                if bound.passed:
+                    raise TransportError(f"GET {url}: no complete answer within {whole:g} s",
+                                         step="timeout") from None
+                raise
+
+    def _read_offer(self, url: str) -> bytes | None:
         try:
             with self._get(url) as resp:
                 if resp.status_code == 204:
@@ -902,13 +919,33 @@ class AgentUpgrader:
             )
         url = f"{self.config.monitor_url}/api/v1/agent/releases/{manifest.version}/wheel"
         digest = hashlib.sha256()
-        size = 0
         # a deadline for the whole download (as the offer's), with time for the signed size
         # at MIN_DOWNLOAD_RATE: a trickling peer cannot hold the daemon for ever
         allowed = BODY_DEADLINE_FACTOR * self.config.timeout + manifest.size / MIN_DOWNLOAD_RATE
         deadline = time.monotonic() + allowed
+        # the headers within the offer's bound, the body within ``allowed`` (the keep-alive
+        # runs per chunk, so only the headers must come before the watchdog's 15 minutes)
+        head = (BODY_DEADLINE_FACTOR + 1) * self.config.timeout
+        bounds: list[Bound] = []
         try:
-            with self._get(url) as resp, dest.open("wb") as fh:
+            self._read_wheel(url, manifest, dest, deadline, allowed, digest, head, bounds)
+        except TransportError:
+            if any(b.passed for b in bounds):
+                raise TransportError(
+                    f"GET {url}: no complete answer within {bounds[-1].seconds:g} s",
+                    step="timeout") from None
+            raise
+
+    def _read_wheel(self, url: str, manifest: ReleaseManifest, dest: Path, deadline: float,
+                    allowed: float, digest: Any, head: float, bounds: list[Bound]) -> None:
+        size = 0
+        try:
+            with contextlib.ExitStack() as stack:
+                with self._watch.bound(head) as headers:
+                    bounds.append(headers)
+                    resp = stack.enter_context(self._get(url))
+                bounds.append(stack.enter_context(self._watch.bound(allowed + head)))
+                fh = stack.enter_context(dest.open("wb"))
                 if resp.status_code != 200:
                     raise TransportError(f"GET {url}: HTTP {resp.status_code}",
                                          step="http_status")

@@ -31,6 +31,7 @@ import httpx
 from sqlalchemy import delete, func, or_, select
 
 from bootwatch.errors import BootwatchError
+from bootwatch.httpdeadline import SocketWatch
 from bootwatch.monitor.core import Monitor
 from bootwatch.monitor.db import utcnow
 from bootwatch.monitor.models import WebhookDeliveryRow
@@ -67,6 +68,10 @@ class WebhookDispatcher:
         self.monitor = monitor
         self.poll = poll
         self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
+        #: the client's sockets: a delivery is cut off after 2 x timeout in all (a receiver
+        #: trickling its answer's headers held the round for ever; found in review)
+        self._watch = SocketWatch()
+        self._whole = 2 * timeout
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -156,22 +161,24 @@ class WebhookDispatcher:
                 continue
             raw = body.encode()
             error = ""
-            try:
-                with self._client.stream("POST", url, content=raw, headers={
-                    "Content-Type": "application/json",
-                    "X-Bootwatch-Signature": sign_body(secret, raw),
-                    "X-Bootwatch-Delivery": delivery_id,
-                    "User-Agent": "bootwatch-monitor",
-                }) as resp:  # closed unread (module docstring)
-                    status = resp.status_code
-                if not 200 <= status < 300:
-                    error = f"HTTP {status}"
-            except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
-                # InvalidURL is no HTTPError, and an IDNA error is a ValueError: a stored
-                # receiver URL httpx cannot parse (settings refuse such URLs now; rows
-                # stored before stay) escaped this loop and ended the dispatcher thread,
-                # so no receiver got another delivery; it is this delivery's failure
-                error = f"{exc.__class__.__name__}: {exc}"
+            with self._watch.bound(self._whole) as bound:
+                try:
+                    with self._client.stream("POST", url, content=raw, headers={
+                        "Content-Type": "application/json",
+                        "X-Bootwatch-Signature": sign_body(secret, raw),
+                        "X-Bootwatch-Delivery": delivery_id,
+                        "User-Agent": "bootwatch-monitor",
+                    }, extensions={"trace": self._watch.trace}) as resp:  # closed unread
+                        status = resp.status_code
+                    if not 200 <= status < 300:
+                        error = f"HTTP {status}"
+                except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+                    # InvalidURL is no HTTPError, and an IDNA error is a ValueError: a
+                    # stored receiver URL httpx cannot parse (settings refuse such URLs
+                    # now; rows stored before stay) escaped this loop and ended the
+                    # dispatcher thread; it is this delivery's failure
+                    error = (f"no answer within {self._whole:g} s" if bound.passed
+                             else f"{exc.__class__.__name__}: {exc}")
             with self.monitor.write_tx() as session:
                 row = session.get(WebhookDeliveryRow, delivery_id)
                 if row is None:

@@ -36,6 +36,7 @@ from starlette.requests import Request
 
 from bootwatch.encoding import b64url_decode
 from bootwatch.errors import ProtocolError
+from bootwatch.httpdeadline import SocketWatch
 from bootwatch.httpread import read_bounded
 from bootwatch.protocol.jsonread import read_json
 from bootwatch.service.deps import service_state
@@ -119,8 +120,9 @@ class OidcVerifier:
         #: held by the one thread fetching the keys
         self._fetching = threading.Lock()
 
-    def _document(self, client: httpx.Client, url: str) -> dict[str, Any]:
-        body = read_bounded(client, url, limit=MAX_DOCUMENT_BYTES, timeout=FETCH_TIMEOUT)
+    def _document(self, client: httpx.Client, url: str, watch: SocketWatch) -> dict[str, Any]:
+        body = read_bounded(client, url, limit=MAX_DOCUMENT_BYTES, timeout=FETCH_TIMEOUT,
+                            watch=watch)
         doc = read_json(body, field=url)
         if not isinstance(doc, dict):
             raise ValueError(f"{url}: not a JSON object")
@@ -129,13 +131,15 @@ class OidcVerifier:
     def _fetch(self) -> None:
         """Fetch the issuer's keys; a failure is remembered (reason and time), not raised."""
         try:
+            watch = SocketWatch()  # the client's sockets: both documents are bounded
             with httpx.Client(verify=self._verify, timeout=FETCH_TIMEOUT) as client:
-                doc = self._document(client, f"{self.issuer}/.well-known/openid-configuration")
+                doc = self._document(client, f"{self.issuer}/.well-known/openid-configuration",
+                                     watch)
                 jwks_uri = doc.get("jwks_uri")
                 if not isinstance(jwks_uri, str) or not jwks_uri.startswith(
                         ("https://", "http://")):
                     raise ValueError("its discovery document has no http(s) jwks_uri")
-                body = self._document(client, jwks_uri)
+                body = self._document(client, jwks_uri, watch)
                 if not isinstance(body.get("keys"), list):
                     raise ValueError("its key set is not a JSON object with a keys list")
                 try:
@@ -194,8 +198,12 @@ class OidcVerifier:
                 finally:
                     self._fetching.release()
             elif key is None or not self._usable():
-                with self._fetching:
-                    pass
+                # each document is bounded (FETCH_TIMEOUT, headers included): a waiter
+                # needs at most both; past that it answers 503, not wait on
+                if not self._fetching.acquire(timeout=2 * FETCH_TIMEOUT + 1):
+                    raise ApiError(503, "ServiceUnavailable",
+                                   "the OpenID issuer's keys are being fetched; retry")
+                self._fetching.release()
             key, _ = self._cached(kid)
         with self._lock:
             failed = self._failed
