@@ -73,3 +73,25 @@ def test_a_rejected_part_does_not_drop_the_parts_never_sent(
     stored = _stored(c)
     sent_ok = {e.event_id for e in events[:4] + events[5:]}
     assert sent_ok <= stored, f"{len(sent_ok - stored)} events cleared but never delivered"
+
+
+def test_a_monitor_trickling_its_answer_is_cut_off_and_retried() -> None:
+    """httpx bounds each read: a monitor (or whatever answers at its address) sending its
+    answer's headers a byte at a time held the relay, and every outcome behind it, for
+    ever.  The post is cut off after 3 x timeout, a failure the relay retries (not a
+    rejection that would clear the batch)."""
+    from bwtrickle import Trickler
+
+    from bootwatch.errors import EventDeliveryError
+
+    slow = Trickler(gap=0.1, lasts=60, head=True)
+    sink = HttpEventSink(f"http://127.0.0.1:{slow.port}", token=TOKEN, timeout=0.5)
+    try:
+        with pytest.raises(EventDeliveryError) as caught:
+            sink.deliver(_events(2))
+    finally:
+        sink.close()
+        slow.close()
+    assert not isinstance(caught.value, EventRejectedError)
+    assert "no answer within 1.5 s" in str(caught.value)
+    assert slow.sent < 100

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from bootwatch.errors import ConfigError, EventDeliveryError, EventRejectedError
+from bootwatch.httpdeadline import SocketWatch
 from bootwatch.protocol.outcome import MAX_OUTCOME_BYTES, OutcomeEvent, encode_outcome
 from bootwatch.tlsverify import tls_verify
 
@@ -60,6 +61,11 @@ class HttpEventSink:
         self.url = monitor_url.rstrip("/") + "/api/v1/outcomes"
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._client = httpx.Client(timeout=timeout, verify=tls_verify(ca))
+        #: each post is cut off after 3 x timeout in all (httpx bounds each read: a
+        #: monitor, or whatever answers at its address, trickling its answer held the
+        #: relay, and every outcome behind it, for ever)
+        self._watch = SocketWatch()
+        self._whole = 3 * timeout
 
     def deliver(self, events: Sequence[OutcomeEvent],
                 bodies: Sequence[bytes] | None = None) -> None:
@@ -110,25 +116,42 @@ class HttpEventSink:
     def _post(self, bodies: list[bytes]) -> None:
         # the request body is {"events": [...]} with each event's encoding as it is
         content = b'{"events":[' + b",".join(bodies) + b"]}"
-        try:
-            resp = self._client.post(
-                self.url, content=content,
-                headers={**self._headers, "Content-Type": "application/json"})
-        except httpx.HTTPError as exc:
-            raise EventDeliveryError(
-                f"monitor {self.url} unreachable: {exc.__class__.__name__}: {exc}") from exc
-        if resp.status_code == 202:
+        with self._watch.bound(self._whole) as bound:
+            try:
+                with self._client.stream(
+                        "POST", self.url, content=content,
+                        headers={**self._headers, "Content-Type": "application/json"},
+                        extensions={"trace": self._watch.trace}) as resp:
+                    status = resp.status_code
+                    # what the detail shows, no more (the answer is not otherwise read)
+                    head = b"" if status == 202 else _first_bytes(resp, 300)
+            except httpx.HTTPError as exc:
+                why = (f"no answer within {self._whole:g} s" if bound.passed
+                       else f"{exc.__class__.__name__}: {exc}")
+                raise EventDeliveryError(f"monitor {self.url} unreachable: {why}") from exc
+        if status == 202:
             return
-        detail = f"monitor {self.url} answered HTTP {resp.status_code}: {resp.text[:300]}"
-        if resp.status_code in (400, 413, 422):
+        text = head.decode("utf-8", "replace")
+        detail = f"monitor {self.url} answered HTTP {status}: {text}"
+        if status in (400, 413, 422):
             raise EventRejectedError(detail)
-        if resp.status_code in (401, 403):
+        if status in (401, 403):
             raise EventDeliveryError(detail + " (check BOOTWATCH_MONITOR_TOKEN: an admin "
                                      "token of the monitor)")
         raise EventDeliveryError(detail)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _first_bytes(resp: httpx.Response, n: int) -> bytes:
+    """Up to ``n`` bytes of an answer's body, the rest left unread."""
+    out = b""
+    for chunk in resp.iter_bytes():
+        out += chunk
+        if len(out) >= n:
+            break
+    return out[:n]
 
 
 def events_url(settings: Settings) -> str:
