@@ -14,7 +14,10 @@ arms a timer for one request that, when it fires, shuts those sockets down, whic
 read blocked on them at once.  The caller then sees an httpx transport error and asks
 :attr:`Bound.passed` whether it was the deadline.  All of the client's sockets go, not
 only the request's (a pooled connection is not traced again when reused): a client is
-used by one request at a time here, and a later request simply connects again.
+used by one request at a time here, and a later request simply connects again.  A watch
+keeps one armed deadline: it belongs to a client used by one thread at a time.  A TCP
+connect and a TLS handshake are bounded by the socket's own timeout (CPython times a
+whole handshake out), not by the watch.
 """
 
 from __future__ import annotations
@@ -87,11 +90,15 @@ class SocketWatch:
             if self._armed is not armed:
                 return  # the block ended as the timer fired
             armed.passed = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            self._shut(sock)
+            # under the lock: shut down after it was released, a socket could already be
+            # the next request's, reused from the pool (found in review)
+            for sock in list(self._sockets):
+                self._shut(sock)
 
     @staticmethod
     def _shut(sock: socket.socket) -> None:
+        # the plain socket's shutdown, also for a TLS socket: SSLSocket.shutdown drops its
+        # TLS layer first, and a send racing it went out in clear (or a read took TLS
+        # records for data) (found in review)
         with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+            socket.socket.shutdown(sock, socket.SHUT_RDWR)

@@ -78,4 +78,6 @@ def test_a_revoked_image_in_an_unquoted_pcr4_is_not_reported_and_decodes() -> No
                                         dbx_reference=dbx)
     # PCR 4 unquoted: its events are unverified, so nothing is reported revoked from them
     assert event.revoked == ()
+    # the dbx variable is measured in PCR 7, which is quoted: its staleness is known
+    assert event.dbx_current == 1
     assert decode_outcome(encode_outcome(event)).verdict.value == "permit"

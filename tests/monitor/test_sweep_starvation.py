@@ -107,3 +107,28 @@ def test_a_clock_step_back_does_not_hide_the_next_silence(engines: list[Engine])
     assert m.sweep() == 1
     with m.read() as s:
         assert s.scalar(select(VmRow.state).where(VmRow.vm_id == vm)) == "stale"
+
+
+def test_a_clock_step_back_past_the_window_does_not_hide_the_next_silence(
+        engines: list[Engine]) -> None:
+    """A life sign stamped earlier than the one the sweep evaluated (the monitor's clock
+    stepped back by more than the stale window) is still a new life sign (found in
+    review)."""
+    clock = Clock()
+    m = Monitor(engines[0], MonitorSettings(), metrics=MonitorMetrics(), clock=clock)
+    vm = str(uuid.uuid4()).upper()
+    window = timedelta(seconds=MonitorSettings().stale_after_seconds + 1)
+    clock.now = T0 + 3 * window
+    m.ingest_outcomes([_outcome(vm, clock.now, Verdict.PERMIT)])
+    m.enable(vm)
+    clock.now += window
+    assert m.sweep() == 1  # stale
+    # the monitor's clock steps back by more than the window; the service's is right
+    clock.now = T0
+    m.ingest_outcomes([_outcome(vm, T0 + 5 * window, Verdict.PERMIT)])
+    with m.read() as s:
+        assert s.scalar(select(VmRow.state).where(VmRow.vm_id == vm)) == "healthy"
+    clock.now += window
+    assert m.sweep() == 1
+    with m.read() as s:
+        assert s.scalar(select(VmRow.state).where(VmRow.vm_id == vm)) == "stale"

@@ -134,3 +134,58 @@ def test_the_agents_transport_cuts_off_trickled_headers() -> None:
     assert caught.value.step == "timeout"
     assert "no complete answer within 2.5 s" in str(caught.value)
     assert trickler.sent < 150
+
+
+def test_a_cut_request_still_names_the_hop_it_stalled_at() -> None:
+    """A proxy answering CONNECT a byte at a time: the cut names proxy_connect, as a
+    proxy that does not answer at all does (found in review: every cut said timeout)."""
+    from bootwatch.agent.transport import Transport
+    from bootwatch.errors import TransportError
+
+    proxy = Trickler(head=True)
+    t = Transport("https://attest.example:443", proxy=f"http://127.0.0.1:{proxy.port}",
+                  timeout=0.5)
+    try:
+        with pytest.raises(TransportError) as caught:
+            t.send("GET", "/.well-known/openid-configuration")
+    finally:
+        t.close()
+        proxy.close()
+    assert caught.value.step == "proxy_connect", caught.value
+    assert "within 2.5 s" in str(caught.value)
+
+
+def test_a_tls_socket_is_cut_below_its_tls_layer() -> None:
+    """SSLSocket.shutdown drops the TLS layer first: a send racing it went out in clear,
+    and a read after it took TLS records for data (found in review).  The watch shuts
+    the socket down underneath, the TLS layer left in place."""
+    import socket
+    import ssl
+    import tempfile
+    import threading
+
+    from bwservers import bound_socket
+
+    from bootwatch.httpdeadline import SocketWatch
+    from bootwatch.service.tls import ensure_dev_certificate
+
+    files = ensure_dev_certificate(Path(tempfile.mkdtemp()), ("127.0.0.1",))
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(str(files.cert), str(files.key))
+    listener = bound_socket()
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with server_ctx.wrap_socket(conn, server_side=True) as tls:
+            tls.recv(1)
+
+    threading.Thread(target=serve, daemon=True).start()
+    client_ctx = ssl.create_default_context(cafile=str(files.cert))
+    raw = socket.create_connection(("127.0.0.1", listener.getsockname()[1]))
+    with client_ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        SocketWatch._shut(tls)
+        assert tls._sslobj is not None  # the TLS layer is still there: no plaintext path
+        with pytest.raises(OSError):
+            tls.sendall(b"secret")
+    listener.close()

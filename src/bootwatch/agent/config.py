@@ -437,13 +437,12 @@ def load_config(
     if values.get("lab_vm") and values.get("tcti"):
         raise ConfigError(f"{source or 'configuration'}: give tcti or lab_vm, not both")
     config = replace(AgentConfig(), **values, upgrade=upgrade, extra=extra, source=source)
-    # one request may take its connect, its reads and a body deadline of 4 x timeout
-    # (bootwatch.agent.transport); a cycle limit below that kills healthy cycles that
-    # wait on a slow peer (found in review)
-    slowest = 4 * config.timeout
+    # one request may take up to 5 x timeout in all (bootwatch.agent.transport); a cycle
+    # limit below that kills healthy cycles that wait on a slow peer (found in review)
+    slowest = 5 * config.timeout
     if config.cycle_in_child and config.cycle_timeout < slowest:
         warnings.append(
             f"{source or 'configuration'}: cycle_timeout ({config.cycle_timeout:g} s) is "
-            f"shorter than one request may take (4 x timeout = {slowest:g} s): a cycle "
+            f"shorter than one request may take (5 x timeout = {slowest:g} s): a cycle "
             "waiting on a slow service will be killed")
     return LoadedConfig(config, tuple(warnings))

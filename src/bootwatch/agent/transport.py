@@ -176,10 +176,8 @@ class Transport:
             try:
                 return self._send(method, url, trace, progress, kwargs)
             except TransportError:
-                if bound.passed:
-                    raise TransportError(
-                        f"{method} {url}: no complete answer within {whole:g} s",
-                        step=FailedHop.TIMEOUT.value, target=self.origin) from None
+                if bound.passed:  # the hop it stalled at, as for a read timeout
+                    raise self._timed_out(progress, method, url, whole=whole) from None
                 raise
 
     def _send(self, method: str, url: str, trace: Any, progress: set[str],
@@ -208,9 +206,11 @@ class Transport:
         resp._content = body
         return resp
 
-    def _timed_out(self, progress: set[str], method: str, url: str) -> TransportError:
-        """The hop a timeout belongs to, from how far the connection got."""
-        within = f"within {self.timeout:g} s"
+    def _timed_out(self, progress: set[str], method: str, url: str,
+                   whole: float | None = None) -> TransportError:
+        """The hop a timeout belongs to, from how far the connection got (``whole``: the
+        request's whole deadline passed, not one read's timeout)."""
+        within = f"within {whole if whole is not None else self.timeout:g} s"
         tcp_done = "connection.connect_tcp.complete" in progress
         if self.proxy:
             proxy = redact(self.proxy)
@@ -236,7 +236,8 @@ class Transport:
                 return TransportError(
                     f"TCP connected to {self.origin}, but the TLS handshake did not complete "
                     f"{within}", step=FailedHop.TLS.value, target=self.origin)
-        return TransportError(f"{method} {url}: no answer {within}",
+        answer = "no complete answer" if whole is not None else "no answer"
+        return TransportError(f"{method} {url}: {answer} {within}",
                               step=FailedHop.TIMEOUT.value, target=self.origin)
 
     def _read_limited(self, resp: httpx.Response, method: str, url: str) -> bytes:

@@ -120,6 +120,9 @@ class OutcomeEventBuilder:
                             reason=f"its SHA-256 is revoked by {dbx_reference.source}",
                         )
                     )
+        # the dbx variable is measured in PCR 7: how far it is behind is known only when
+        # the quote covers PCR 7
+        if dbx_reference is not None and 7 in quoted:
             current = len(dbx_reference.revoked_images)
             if sb.dbx_hashes is not None:
                 missing = len(dbx_reference.revoked_images - sb.dbx_hashes)

@@ -1137,8 +1137,10 @@ class Monitor:
                     VmRow.state != VmState.STALE.value,
                     VmRow.last_alive_at.is_not(None),
                     VmRow.last_alive_at < cutoff,
+                    # any other life sign than the one evaluated, even an earlier one
+                    # (the monitor's clock stepped back past the window)
                     or_(VmRow.silence_checked_at.is_(None),
-                        VmRow.silence_checked_at < VmRow.last_alive_at),
+                        VmRow.silence_checked_at != VmRow.last_alive_at),
                 ).order_by(VmRow.last_alive_at, VmRow.vm_id).limit(limit)
             ).all()
             for vm in rows:
