@@ -216,6 +216,7 @@ def monitor_factory(
             policy: RolloutPolicy = RolloutPolicy(),  # noqa: B008
             data: Path | None = None,
             clock: Callable[[], datetime] | None = None,
+            offer_plan_ttl: float = 0.0,
         ) -> Monitor:
             store = ReleaseStore(
                 (data or tmp_path / "monitor-data") / "releases",
@@ -223,7 +224,9 @@ def monitor_factory(
             )
             fleet = FakeFleet()
             app = FastAPI()
-            kwargs: dict[str, Any] = {"policy": policy}
+            # 0: every offer plans anew, so a report is seen by the next offer (the tests
+            # step the fleet one report at a time); the caching has its own test
+            kwargs: dict[str, Any] = {"policy": policy, "offer_plan_ttl": offer_plan_ttl}
             if clock is not None:
                 kwargs["clock"] = clock
             app.include_router(releases_router(store, fleet, require_admin, **kwargs))
