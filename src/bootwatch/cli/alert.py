@@ -61,15 +61,15 @@ def list_cmd(status: str, vm: str | None, reason: str | None, as_json: bool,
         # offset, so an alert opened meanwhile can shift one into the next page: kept once
         offset = 0
         while True:
-            got = client.get("/alerts", status=status, vm=vm, reason=reason, limit=PAGE,
-                             offset=offset)["items"]
-            for a in got:
+            page = client.get("/alerts", status=status, vm=vm, reason=reason, limit=PAGE,
+                              offset=offset)
+            for a in page["items"]:
                 if a["id"] not in seen:
                     seen.add(a["id"])
                     items.append(a)
-            if len(got) < PAGE:
+            if page.get("next_offset") is None:
                 break
-            offset += len(got)
+            offset = int(page["next_offset"])
     if as_json:
         echo_json(items)
         return

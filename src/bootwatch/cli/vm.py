@@ -82,6 +82,10 @@ def show_cmd(vm: str, as_json: bool, monitor_url: str, ca: str) -> None:
         table.add_row(str(b["id"]), safe(b["last_seen"]), safe(b["verdict"]),
                       str(b["baseline"]) if b["baseline"] else "-", safe(b["reason"]))
     out.print(table)
+    if len(v["boots"]) > 10 or v.get("boots_truncated"):
+        more = "more than 50" if v.get("boots_truncated") else str(len(v["boots"]))
+        out.print(f"the newest 10 of {more} boots (--json lists up to 50; each older boot "
+                  "at /api/v1/boots/ID)")
 
 
 def _state(state: str) -> str:

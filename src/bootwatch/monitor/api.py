@@ -179,7 +179,7 @@ _COUNTS: dict[str, Any] = {"type": "object", "additionalProperties": _INT}
 _SUMMARY = obj_schema({"vms": _COUNTS, "open_alerts": _COUNTS,
                        "recommendations": {"type": "array"}}, required=False)
 _VMS = items_schema(VM_SCHEMA, next_cursor=_NSTR)
-_ALERTS = items_schema(ALERT_SCHEMA)
+_ALERTS = items_schema(ALERT_SCHEMA, next_offset={"type": ["integer", "null"]})
 _RECS = items_schema({**REC_FULL_SCHEMA, "properties": {**REC_FULL_SCHEMA["properties"],
                                                         "vm_name": _STR}})
 _GROUPS = items_schema(obj_schema({"key": _STR, "name": _STR, "severity": _STR,

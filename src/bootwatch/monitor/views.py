@@ -101,6 +101,8 @@ VM_DETAIL_SCHEMA = obj_schema({
     **VM_SCHEMA["properties"],
     "recommendations": {"type": "array", "items": REC_FULL_SCHEMA},
     "boots": {"type": "array", "items": BOOT_SCHEMA},
+    #: more boots than the newest 50 listed exist (each at /boots/{id})
+    "boots_truncated": {"type": "boolean"},
     "alerts": {"type": "array", "items": ALERT_SCHEMA},
     "baselines": {"type": "array", "items": BASELINE_SCHEMA},
     #: the newest verified quote seen (monitor/freshness.py), null before the first
