@@ -55,7 +55,7 @@ class SocketWatch:
         """httpcore's trace callback (``extensions={"trace": watch.trace}``): every
         connect and TLS start (a TLS socket takes over the TCP socket's descriptor, so
         the TCP socket object no longer reaches it), to the peer or to a proxy."""
-        if not name.endswith(".complete") or not name.endswith(_CONNECTED):
+        if not name.endswith(_CONNECTED):
             return
         stream = info.get("return_value")
         get = getattr(stream, "get_extra_info", None)

@@ -923,8 +923,9 @@ class AgentUpgrader:
         # at MIN_DOWNLOAD_RATE: a trickling peer cannot hold the daemon for ever
         allowed = BODY_DEADLINE_FACTOR * self.config.timeout + manifest.size / MIN_DOWNLOAD_RATE
         deadline = time.monotonic() + allowed
-        # the headers within the offer's bound, the body within ``allowed`` (the keep-alive
-        # runs per chunk, so only the headers must come before the watchdog's 15 minutes)
+        # the headers within the offer's bound; the body within ``allowed``, checked per
+        # chunk below (each chunk comes within a read timeout; the keep-alive runs per
+        # chunk, so only the headers must come before the watchdog's 15 minutes)
         head = (BODY_DEADLINE_FACTOR + 1) * self.config.timeout
         bounds: list[Bound] = []
         try:
@@ -944,7 +945,6 @@ class AgentUpgrader:
                 with self._watch.bound(head) as headers:
                     bounds.append(headers)
                     resp = stack.enter_context(self._get(url))
-                bounds.append(stack.enter_context(self._watch.bound(allowed + head)))
                 fh = stack.enter_context(dest.open("wb"))
                 if resp.status_code != 200:
                     raise TransportError(f"GET {url}: HTTP {resp.status_code}",
